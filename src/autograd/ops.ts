@@ -1,0 +1,310 @@
+/**
+ * Differentiable ops of the Llama family, each one fused kernel forward and one backward. Shapes are
+ * row-major; "rows" means every dimension but the last.
+ */
+import { matmul } from '../tensor/matmul.ts';
+import {
+  causalSoftmaxInPlace,
+  crossEntropyForward,
+  rmsNormBackward,
+  rmsNormForward,
+  ropeApply,
+  ropeTables,
+  sigmoid,
+  softmaxBackwardInPlace,
+} from '../tensor/kernels.ts';
+import { makeResult, Tensor } from './tensor.ts';
+
+function lastDim(t: Tensor): number {
+  return t.shape[t.shape.length - 1];
+}
+
+function addInto(target: Float32Array, src: Float32Array): void {
+  for (let i = 0; i < target.length; i++) target[i] += src[i];
+}
+
+/** Elementwise a + b (same shape). */
+export function add(a: Tensor, b: Tensor): Tensor {
+  if (a.size !== b.size) throw new Error(`add: shapes [${a.shape}] and [${b.shape}] differ`);
+  const y = new Float32Array(a.size);
+  for (let i = 0; i < y.length; i++) y[i] = a.data[i] + b.data[i];
+  return makeResult(y, a.shape, [a, b], (out) => {
+    const g = out.grad!;
+    if (a.requiresGrad) addInto(a.gradBuffer(), g);
+    if (b.requiresGrad) addInto(b.gradBuffer(), g);
+  }, 'add');
+}
+
+/** a * s for a constant scalar s. */
+export function scale(a: Tensor, s: number): Tensor {
+  const y = new Float32Array(a.size);
+  for (let i = 0; i < y.length; i++) y[i] = a.data[i] * s;
+  return makeResult(y, a.shape, [a], (out) => {
+    const g = out.grad!;
+    const ga = a.gradBuffer();
+    for (let i = 0; i < g.length; i++) ga[i] += g[i] * s;
+  }, 'scale');
+}
+
+/** Same data, new shape (a view: gradients pass through unchanged). */
+export function reshape(a: Tensor, shape: readonly number[]): Tensor {
+  const n = shape.reduce((x, y) => x * y, 1);
+  if (n !== a.size) throw new Error(`reshape: cannot view [${a.shape}] as [${shape}]`);
+  return makeResult(a.data, shape, [a], (out) => addInto(a.gradBuffer(), out.grad!), 'reshape');
+}
+
+/** y = x · wᵀ (+ bias): x [..., in], w [out, in] (the Hugging Face weight layout), bias [out]. */
+export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
+  const k = lastDim(x);
+  const [o, wIn] = w.shape;
+  if (w.shape.length !== 2 || wIn !== k) {
+    throw new Error(`linear: input [${x.shape}] does not fit weight ${w.name} [${w.shape}]`);
+  }
+  const m = x.size / k;
+  const y = matmul(x.data, w.data, { batch: 1, m, n: o, k, transA: false, transB: true });
+  if (bias) {
+    for (let r = 0; r < m; r++) for (let j = 0; j < o; j++) y[r * o + j] += bias.data[j];
+  }
+  const shape = [...x.shape.slice(0, -1), o];
+  const parents = bias ? [x, w, bias] : [x, w];
+  return makeResult(y, shape, parents, (out) => {
+    const g = out.grad!;
+    if (x.requiresGrad) addInto(x.gradBuffer(), matmul(g, w.data, { batch: 1, m, n: k, k: o, transA: false, transB: false }));
+    if (w.requiresGrad) addInto(w.gradBuffer(), matmul(g, x.data, { batch: 1, m: o, n: k, k: m, transA: true, transB: false }));
+    if (bias && bias.requiresGrad) {
+      const gb = bias.gradBuffer();
+      for (let r = 0; r < m; r++) for (let j = 0; j < o; j++) gb[j] += g[r * o + j];
+    }
+  }, 'linear');
+}
+
+export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
+  const d = lastDim(x);
+  if (w.size !== d) throw new Error(`rmsNorm: weight ${w.name} has ${w.size} elements, input rows have ${d}`);
+  const { y, rstd } = rmsNormForward(x.data, w.data, d, eps);
+  return makeResult(y, x.shape, [x, w], (out) => {
+    rmsNormBackward(
+      out.grad!,
+      x.data,
+      w.data,
+      rstd,
+      d,
+      x.requiresGrad ? x.gradBuffer() : null,
+      w.requiresGrad ? w.gradBuffer() : null,
+    );
+  }, 'rmsNorm');
+}
+
+/**
+ * Rotary position embedding on x [batch, t, heads, headDim]; positions[t] gives each time step's absolute
+ * position (shared across the batch).
+ */
+export function rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
+  const [b, t, h, d] = x.shape;
+  if (x.shape.length !== 4 || positions.length !== t) {
+    throw new Error(`rope: expected [batch, ${positions.length}, heads, headDim], got [${x.shape}]`);
+  }
+  if (d % 2 !== 0) throw new Error(`rope: head dimension ${d} must be even`);
+  const tables = ropeTables(positions, d, theta);
+  // Tables are per time step; expand across the batch by applying per batch slice.
+  const y = new Float32Array(x.size);
+  const slice = t * h * d;
+  for (let bi = 0; bi < b; bi++) {
+    ropeApply(x.data.subarray(bi * slice, (bi + 1) * slice), t, h, d, tables.cos, tables.sin, false, y.subarray(bi * slice, (bi + 1) * slice));
+  }
+  return makeResult(y, x.shape, [x], (out) => {
+    const g = out.grad!;
+    const gx = x.gradBuffer();
+    for (let bi = 0; bi < b; bi++) {
+      ropeApply(g.subarray(bi * slice, (bi + 1) * slice), t, h, d, tables.cos, tables.sin, true, gx.subarray(bi * slice, (bi + 1) * slice), true);
+    }
+  }, 'rope');
+}
+
+/** [b, t, h, d] -> [b, h, t, d], repeating each of the h source heads `repeat` times (grouped-query attention). */
+function toHeadMajor(src: Float32Array, b: number, t: number, h: number, d: number, repeat: number): Float32Array {
+  const hOut = h * repeat;
+  const out = new Float32Array(b * hOut * t * d);
+  for (let bi = 0; bi < b; bi++) {
+    for (let ti = 0; ti < t; ti++) {
+      for (let hi = 0; hi < h; hi++) {
+        const s = ((bi * t + ti) * h + hi) * d;
+        for (let r = 0; r < repeat; r++) {
+          const o = ((bi * hOut + hi * repeat + r) * t + ti) * d;
+          for (let i = 0; i < d; i++) out[o + i] = src[s + i];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** Inverse of toHeadMajor, summing the repeated heads' gradients into `dst` ([b, t, h, d]). */
+function fromHeadMajorAccumulate(src: Float32Array, dst: Float32Array, b: number, t: number, h: number, d: number, repeat: number): void {
+  const hOut = h * repeat;
+  for (let bi = 0; bi < b; bi++) {
+    for (let ti = 0; ti < t; ti++) {
+      for (let hi = 0; hi < h; hi++) {
+        const o = ((bi * t + ti) * h + hi) * d;
+        for (let r = 0; r < repeat; r++) {
+          const s = ((bi * hOut + hi * repeat + r) * t + ti) * d;
+          for (let i = 0; i < d; i++) dst[o + i] += src[s + i];
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Causal scaled dot-product attention. q [b, t, h, d]; k, v [b, t, hkv, d] with h a multiple of hkv.
+ * Returns [b, t, h*d]. Scores and probabilities are computed with batched matmuls over (batch, head).
+ */
+export function causalAttention(q: Tensor, k: Tensor, v: Tensor): Tensor {
+  const [b, t, h, d] = q.shape;
+  const hkv = k.shape[2];
+  if (k.shape.length !== 4 || k.shape[0] !== b || k.shape[1] !== t || k.shape[3] !== d || h % hkv !== 0) {
+    throw new Error(`attention: q [${q.shape}] and k [${k.shape}] do not fit`);
+  }
+  const rep = h / hkv;
+  const bh = b * h;
+  const qh = toHeadMajor(q.data, b, t, h, d, 1);
+  const kh = toHeadMajor(k.data, b, t, hkv, d, rep);
+  const vh = toHeadMajor(v.data, b, t, hkv, d, rep);
+  const scaleFactor = 1 / Math.sqrt(d);
+  const p = matmul(qh, kh, { batch: bh, m: t, n: t, k: d, transA: false, transB: true });
+  causalSoftmaxInPlace(p, bh, t, t, scaleFactor, 0);
+  const oh = matmul(p, vh, { batch: bh, m: t, n: d, k: t, transA: false, transB: false });
+  // [b, h, t, d] -> [b, t, h, d]
+  const y = new Float32Array(b * t * h * d);
+  fromHeadMajorAccumulate(oh, y, b, t, h, d, 1);
+  return makeResult(y, [b, t, h * d], [q, k, v], (out) => {
+    const dOh = toHeadMajor(out.grad!, b, t, h, d, 1);
+    if (v.requiresGrad) {
+      const dVh = matmul(p, dOh, { batch: bh, m: t, n: d, k: t, transA: true, transB: false });
+      fromHeadMajorAccumulate(dVh, v.gradBuffer(), b, t, hkv, d, rep);
+    }
+    if (!q.requiresGrad && !k.requiresGrad) return;
+    const dS = matmul(dOh, vh, { batch: bh, m: t, n: t, k: d, transA: false, transB: true });
+    softmaxBackwardInPlace(dS, p, bh * t, t, scaleFactor);
+    if (q.requiresGrad) {
+      const dQh = matmul(dS, kh, { batch: bh, m: t, n: d, k: t, transA: false, transB: false });
+      fromHeadMajorAccumulate(dQh, q.gradBuffer(), b, t, h, d, 1);
+    }
+    if (k.requiresGrad) {
+      const dKh = matmul(dS, qh, { batch: bh, m: t, n: d, k: t, transA: true, transB: false });
+      fromHeadMajorAccumulate(dKh, k.gradBuffer(), b, t, hkv, d, rep);
+    }
+  }, 'attention');
+}
+
+/** SwiGLU gate: silu(gate) * up. */
+export function swiglu(gate: Tensor, up: Tensor): Tensor {
+  if (gate.size !== up.size) throw new Error(`swiglu: gate [${gate.shape}] and up [${up.shape}] differ`);
+  const y = new Float32Array(gate.size);
+  for (let i = 0; i < y.length; i++) {
+    const g = gate.data[i];
+    y[i] = (g / (1 + Math.exp(-g))) * up.data[i];
+  }
+  return makeResult(y, gate.shape, [gate, up], (out) => {
+    const dy = out.grad!;
+    const dg = gate.requiresGrad ? gate.gradBuffer() : null;
+    const du = up.requiresGrad ? up.gradBuffer() : null;
+    for (let i = 0; i < dy.length; i++) {
+      const g = gate.data[i];
+      const s = sigmoid(g);
+      if (du) du[i] += dy[i] * g * s;
+      if (dg) dg[i] += dy[i] * up.data[i] * s * (1 + g * (1 - s));
+    }
+  }, 'swiglu');
+}
+
+/** Gathers rows of w [vocab, dim] for ids; backward scatter-adds into w's gradient. */
+export function embedding(w: Tensor, ids: Int32Array, shape: readonly number[]): Tensor {
+  const [vocab, dim] = w.shape;
+  const y = new Float32Array(ids.length * dim);
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (id < 0 || id >= vocab) throw new Error(`embedding: token id ${id} is outside the vocabulary (${vocab})`);
+    y.set(w.data.subarray(id * dim, (id + 1) * dim), i * dim);
+  }
+  return makeResult(y, [...shape, dim], [w], (out) => {
+    const g = out.grad!;
+    const gw = w.gradBuffer();
+    for (let i = 0; i < ids.length; i++) {
+      const o = ids[i] * dim;
+      for (let j = 0; j < dim; j++) gw[o + j] += g[i * dim + j];
+    }
+  }, 'embedding');
+}
+
+/**
+ * Mean softmax cross-entropy of logits [n, vocab] against targets, weighted per row (weight 0 masks a row;
+ * the mean is over the weight sum). Returns a scalar tensor.
+ */
+export function crossEntropy(logits: Tensor, targets: Int32Array, weights: Float32Array | null = null): Tensor {
+  const v = lastDim(logits);
+  if (targets.length * v !== logits.size) {
+    throw new Error(`crossEntropy: ${targets.length} targets for logits [${logits.shape}]`);
+  }
+  if (weights && weights.length !== targets.length) throw new Error('crossEntropy: weights and targets differ in length');
+  const { loss, dLogits } = crossEntropyForward(logits.data, targets, weights, v, logits.requiresGrad);
+  if (!Number.isFinite(loss)) throw new Error(`crossEntropy: loss is ${loss} (non-finite logits)`);
+  return makeResult(Float32Array.of(loss), [], [logits], (out) => {
+    const g = out.grad![0];
+    const gl = logits.gradBuffer();
+    for (let i = 0; i < gl.length; i++) gl[i] += dLogits![i] * g;
+  }, 'crossEntropy');
+}
+
+/** Row selector for interventions: which rows (positions) of a [rows, dim] activation an edit applies to. */
+export type RowMask = Uint8Array | null;
+
+/** x + alpha * vec on the selected rows. vec is a constant [dim]. */
+export function addVector(x: Tensor, vec: Float32Array, alpha: number, rows: RowMask = null): Tensor {
+  const d = lastDim(x);
+  if (vec.length !== d) throw new Error(`addVector: vector has ${vec.length} elements, activation rows have ${d}`);
+  const y = Float32Array.from(x.data);
+  const n = x.size / d;
+  for (let r = 0; r < n; r++) {
+    if (rows && !rows[r]) continue;
+    for (let i = 0; i < d; i++) y[r * d + i] += alpha * vec[i];
+  }
+  return makeResult(y, x.shape, [x], (out) => addInto(x.gradBuffer(), out.grad!), 'addVector');
+}
+
+/**
+ * Limits the projection of each selected row onto a unit direction: with c = <x, u>, rows whose c exceeds
+ * `max` (or falls below `min`) are moved along u to the bound. min = max = 0 projects the direction out.
+ */
+export function clampProjection(x: Tensor, unit: Float32Array, min: number, max: number, rows: RowMask = null): Tensor {
+  const d = lastDim(x);
+  if (unit.length !== d) throw new Error(`clampProjection: direction has ${unit.length} elements, rows have ${d}`);
+  const n = x.size / d;
+  const y = Float32Array.from(x.data);
+  const active = new Uint8Array(n);
+  for (let r = 0; r < n; r++) {
+    if (rows && !rows[r]) continue;
+    let c = 0;
+    for (let i = 0; i < d; i++) c += x.data[r * d + i] * unit[i];
+    const target = Math.min(max, Math.max(min, c));
+    if (target !== c) {
+      active[r] = 1;
+      for (let i = 0; i < d; i++) y[r * d + i] += (target - c) * unit[i];
+    }
+  }
+  return makeResult(y, x.shape, [x], (out) => {
+    // Where the clamp is active the output's component along u is constant: remove it from the gradient.
+    const g = out.grad!;
+    const gx = x.gradBuffer();
+    for (let r = 0; r < n; r++) {
+      const o = r * d;
+      if (!active[r]) {
+        for (let i = 0; i < d; i++) gx[o + i] += g[o + i];
+        continue;
+      }
+      let c = 0;
+      for (let i = 0; i < d; i++) c += g[o + i] * unit[i];
+      for (let i = 0; i < d; i++) gx[o + i] += g[o + i] - c * unit[i];
+    }
+  }, 'clampProjection');
+}

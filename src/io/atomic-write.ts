@@ -1,0 +1,132 @@
+/**
+ * Atomic file writes: data goes to a temp file in the destination folder, is fsynced, then renamed
+ * over the destination. A crash or failed write therefore never leaves a half-written file under the
+ * final name; readers see either the old contents or the new ones.
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+
+/** Temp name in the same folder as `target`, so the final rename never crosses file systems. */
+export function tempPathFor(target: string): string {
+  return `${target}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+}
+
+function toChunks(data: Uint8Array | string | readonly Uint8Array[]): readonly Uint8Array[] {
+  if (typeof data === 'string') return [Buffer.from(data, 'utf8')];
+  if (data instanceof Uint8Array) return [data];
+  return data;
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Best-effort fsync of the folder so the rename itself survives a power cut; not all platforms allow it. */
+async function syncDir(dir: string): Promise<void> {
+  let handle: fsp.FileHandle | undefined;
+  try {
+    handle = await fsp.open(dir, 'r');
+    await handle.sync();
+  } catch {
+    // Directory fsync is unsupported on some platforms (e.g. Windows); the file itself is already synced.
+  } finally {
+    await handle?.close().catch(() => undefined);
+  }
+}
+
+function syncDirSync(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(dir, 'r');
+    fs.fsyncSync(fd);
+  } catch {
+    // See syncDir.
+  } finally {
+    if (fd !== undefined) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // Nothing useful to do if closing a read-only directory handle fails.
+      }
+    }
+  }
+}
+
+/**
+ * Atomically writes `data` (bytes, a UTF-8 string, or a list of byte chunks written in order) to `target`.
+ * The temp file is removed if anything fails, and the error names the destination.
+ */
+export async function atomicWriteFile(
+  target: string,
+  data: Uint8Array | string | readonly Uint8Array[],
+): Promise<void> {
+  const tmp = tempPathFor(target);
+  let handle: fsp.FileHandle | undefined;
+  try {
+    handle = await fsp.open(tmp, 'wx');
+    for (const chunk of toChunks(data)) {
+      let written = 0;
+      while (written < chunk.byteLength) {
+        const { bytesWritten } = await handle.write(chunk, written, chunk.byteLength - written);
+        written += bytesWritten;
+      }
+    }
+    await handle.sync();
+    await handle.close();
+    handle = undefined;
+    await fsp.rename(tmp, target);
+  } catch (err) {
+    await handle?.close().catch(() => undefined);
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    throw new Error(`atomic write of ${target} failed: ${describe(err)}`, { cause: err });
+  }
+  await syncDir(path.dirname(path.resolve(target)));
+}
+
+/** Synchronous twin of {@link atomicWriteFile}, for call sites that cannot await (e.g. exit handlers). */
+export function atomicWriteFileSync(target: string, data: Uint8Array | string | readonly Uint8Array[]): void {
+  const tmp = tempPathFor(target);
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(tmp, 'wx');
+    for (const chunk of toChunks(data)) {
+      let written = 0;
+      while (written < chunk.byteLength) {
+        written += fs.writeSync(fd, chunk, written, chunk.byteLength - written);
+      }
+    }
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = undefined;
+    fs.renameSync(tmp, target);
+  } catch (err) {
+    if (fd !== undefined) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // Already failing; the original error is the one worth reporting.
+      }
+    }
+    fs.rmSync(tmp, { force: true });
+    throw new Error(`atomic write of ${target} failed: ${describe(err)}`, { cause: err });
+  }
+  syncDirSync(path.dirname(path.resolve(target)));
+}
+
+/** Atomically writes `value` as pretty-printed JSON with a trailing newline. */
+export async function atomicWriteJson(target: string, value: unknown): Promise<void> {
+  await atomicWriteFile(target, serializeJson(target, value));
+}
+
+export function atomicWriteJsonSync(target: string, value: unknown): void {
+  atomicWriteFileSync(target, serializeJson(target, value));
+}
+
+function serializeJson(target: string, value: unknown): string {
+  const text = JSON.stringify(value, null, 2);
+  // JSON.stringify returns undefined for undefined/functions; writing "undefined" would corrupt the file.
+  if (text === undefined) throw new Error(`atomic write of ${target} failed: value is not JSON-serializable`);
+  return `${text}\n`;
+}

@@ -1,0 +1,264 @@
+/**
+ * The Llama-family decoder: embeddings, n blocks of (RMSNorm -> grouped-query attention with rotary
+ * embeddings -> residual, RMSNorm -> SwiGLU MLP -> residual), a final RMSNorm and the unembedding (tied to
+ * the embeddings or separate). Parameters carry their Hugging Face tensor names, so a checkpoint is a
+ * loadable HF model. Optional q/k/v biases give the Qwen2 family.
+ */
+import { add, causalAttention, embedding, linear, reshape, rmsNorm, rope, scale, swiglu } from '../autograd/ops.ts';
+import { Tensor } from '../autograd/tensor.ts';
+import { matmul } from '../tensor/matmul.ts';
+import { causalSoftmaxInPlace } from '../tensor/kernels.ts';
+import { Rng } from '../tensor/random.ts';
+import { headDim, type LlamaConfig } from './config.ts';
+import { HookSet } from './hooks.ts';
+
+/** Low-rank adapter on one weight: W x + scale * B (A x). */
+export interface LoraAdapter {
+  a: Tensor; // [rank, in]
+  b: Tensor; // [out, rank]
+  scale: number;
+}
+
+/** Keys and values of earlier positions, per layer, for incremental decoding. */
+export class KvCache {
+  readonly keys: Float32Array[];
+  readonly values: Float32Array[];
+  length = 0;
+
+  constructor(
+    readonly config: LlamaConfig,
+    readonly batch: number,
+    readonly capacity: number,
+  ) {
+    const per = batch * capacity * config.nKvHeads * headDim(config);
+    this.keys = Array.from({ length: config.nLayers }, () => new Float32Array(per));
+    this.values = Array.from({ length: config.nLayers }, () => new Float32Array(per));
+  }
+}
+
+export interface ForwardOptions {
+  hooks?: HookSet;
+  cache?: KvCache;
+}
+
+export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export type LoraTarget = (typeof LORA_TARGETS)[number];
+
+export class LlamaModel {
+  readonly params = new Map<string, Tensor>();
+  readonly adapters = new Map<string, LoraAdapter>();
+
+  constructor(readonly config: LlamaConfig) {
+    const c = config;
+    const hd = headDim(c);
+    const shapes: [string, number[]][] = [['model.embed_tokens.weight', [c.vocabSize, c.dim]]];
+    for (let i = 0; i < c.nLayers; i++) {
+      const p = `model.layers.${i}`;
+      shapes.push(
+        [`${p}.input_layernorm.weight`, [c.dim]],
+        [`${p}.self_attn.q_proj.weight`, [c.nHeads * hd, c.dim]],
+        [`${p}.self_attn.k_proj.weight`, [c.nKvHeads * hd, c.dim]],
+        [`${p}.self_attn.v_proj.weight`, [c.nKvHeads * hd, c.dim]],
+        [`${p}.self_attn.o_proj.weight`, [c.dim, c.nHeads * hd]],
+        [`${p}.post_attention_layernorm.weight`, [c.dim]],
+        [`${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]],
+        [`${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]],
+        [`${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]],
+      );
+      if (c.qkvBias) {
+        shapes.push(
+          [`${p}.self_attn.q_proj.bias`, [c.nHeads * hd]],
+          [`${p}.self_attn.k_proj.bias`, [c.nKvHeads * hd]],
+          [`${p}.self_attn.v_proj.bias`, [c.nKvHeads * hd]],
+        );
+      }
+    }
+    shapes.push(['model.norm.weight', [c.dim]]);
+    if (!c.tieEmbeddings) shapes.push(['lm_head.weight', [c.vocabSize, c.dim]]);
+    for (const [name, shape] of shapes) this.params.set(name, Tensor.zeros(shape, true, name));
+  }
+
+  /** GPT-2 style initialisation: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * layers), norms 1. */
+  initialize(seed: number): this {
+    const rng = new Rng(seed);
+    const residualStd = 0.02 / Math.sqrt(2 * this.config.nLayers);
+    for (const [name, t] of this.params) {
+      if (name.endsWith('norm.weight') || name.endsWith('layernorm.weight')) t.data.fill(1);
+      else if (name.endsWith('.bias')) t.data.fill(0);
+      else {
+        const std = name.endsWith('o_proj.weight') || name.endsWith('down_proj.weight') ? residualStd : 0.02;
+        for (let i = 0; i < t.size; i++) t.data[i] = rng.gaussian() * std;
+      }
+    }
+    return this;
+  }
+
+  param(name: string): Tensor {
+    const t = this.params.get(name);
+    if (!t) throw new Error(`model has no parameter "${name}"`);
+    return t;
+  }
+
+  parameterCount(): number {
+    let n = 0;
+    for (const t of this.params.values()) n += t.size;
+    return n;
+  }
+
+  /** The unembedding matrix [vocab, dim]. */
+  get headWeight(): Tensor {
+    return this.config.tieEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
+  }
+
+  /** Adds (or replaces) LoRA adapters of `rank` on the chosen projections of every layer; B starts at zero. */
+  addLora(rank: number, targets: readonly LoraTarget[], seed: number, alpha = rank): LoraAdapter[] {
+    const rng = new Rng(seed);
+    const made: LoraAdapter[] = [];
+    for (let i = 0; i < this.config.nLayers; i++) {
+      for (const target of targets) {
+        const section = ['gate_proj', 'up_proj', 'down_proj'].includes(target) ? 'mlp' : 'self_attn';
+        const name = `model.layers.${i}.${section}.${target}.weight`;
+        const w = this.param(name);
+        const [out, inp] = w.shape;
+        const a = Tensor.zeros([rank, inp], true, `${name}.lora_A`);
+        const std = 1 / Math.sqrt(inp);
+        for (let j = 0; j < a.size; j++) a.data[j] = rng.gaussian() * std;
+        const b = Tensor.zeros([out, rank], true, `${name}.lora_B`);
+        const adapter = { a, b, scale: alpha / rank };
+        this.adapters.set(name, adapter);
+        made.push(adapter);
+      }
+    }
+    return made;
+  }
+
+  /** Folds adapters into their weights (W += scale * B A) and removes them. */
+  mergeLora(): void {
+    for (const [name, { a, b, scale }] of this.adapters) {
+      const w = this.param(name);
+      const [out, inp] = w.shape;
+      const rank = a.shape[0];
+      const delta = matmul(b.data, a.data, { batch: 1, m: out, n: inp, k: rank, transA: false, transB: false });
+      for (let i = 0; i < w.size; i++) w.data[i] += scale * delta[i];
+    }
+    this.adapters.clear();
+  }
+
+  private proj(x: Tensor, name: string, bias?: Tensor | null): Tensor {
+    const y = linear(x, this.param(name), bias);
+    const lora = this.adapters.get(name);
+    if (!lora) return y;
+    const low = linear(x, lora.a);
+    const up = linear(low, lora.b);
+    const s = lora.scale;
+    return add(y, s === 1 ? up : scale(up, s));
+  }
+
+  /**
+   * Runs the decoder on ids [batch, seqLen] and returns the final-normed hidden states [batch, seqLen, dim].
+   * With a cache, ids continue the cached sequences and the cache is extended.
+   */
+  forwardHidden(ids: Int32Array, batch: number, opts: ForwardOptions = {}): Tensor {
+    const c = this.config;
+    const seqLen = ids.length / batch;
+    if (!Number.isInteger(seqLen)) throw new Error(`forward: ${ids.length} ids do not split into ${batch} sequences`);
+    const hooks = opts.hooks;
+    hooks?.validate(c.nLayers);
+    const cache = opts.cache;
+    const offset = cache ? cache.length : 0;
+    if (offset + seqLen > c.maxSeqLen) {
+      throw new Error(`forward: sequence length ${offset + seqLen} exceeds the model's maxSeqLen ${c.maxSeqLen}`);
+    }
+    if (cache && (cache.batch !== batch || offset + seqLen > cache.capacity)) {
+      throw new Error('forward: KV cache does not fit this batch or is full');
+    }
+    const positions = new Int32Array(seqLen);
+    for (let t = 0; t < seqLen; t++) positions[t] = offset + t;
+    const ctx = { batch, seqLen, positions };
+    const hook = (name: string, x: Tensor): Tensor => (hooks ? hooks.apply(name, x, ctx) : x);
+    const hd = headDim(c);
+
+    let x = hook('embed', embedding(this.param('model.embed_tokens.weight'), ids, [batch, seqLen]));
+    for (let i = 0; i < c.nLayers; i++) {
+      const p = `model.layers.${i}`;
+      x = hook(`blocks.${i}.hook_resid_pre`, x);
+      const h = rmsNorm(x, this.param(`${p}.input_layernorm.weight`), c.normEps);
+      const bias = (n: string): Tensor | null => (c.qkvBias ? this.param(`${p}.self_attn.${n}.bias`) : null);
+      const q = rope(reshape(this.proj(h, `${p}.self_attn.q_proj.weight`, bias('q_proj')), [batch, seqLen, c.nHeads, hd]), positions, c.ropeTheta);
+      const k = rope(reshape(this.proj(h, `${p}.self_attn.k_proj.weight`, bias('k_proj')), [batch, seqLen, c.nKvHeads, hd]), positions, c.ropeTheta);
+      const v = reshape(this.proj(h, `${p}.self_attn.v_proj.weight`, bias('v_proj')), [batch, seqLen, c.nKvHeads, hd]);
+      const att = cache ? cachedAttention(q, k, v, cache, i, offset) : causalAttention(q, k, v);
+      const attnOut = hook(`blocks.${i}.hook_attn_out`, this.proj(att, `${p}.self_attn.o_proj.weight`));
+      x = hook(`blocks.${i}.hook_resid_mid`, add(x, attnOut));
+      const h2 = rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`), c.normEps);
+      const gated = swiglu(this.proj(h2, `${p}.mlp.gate_proj.weight`), this.proj(h2, `${p}.mlp.up_proj.weight`));
+      const mlpOut = hook(`blocks.${i}.hook_mlp_out`, this.proj(gated, `${p}.mlp.down_proj.weight`));
+      x = hook(`blocks.${i}.hook_resid_post`, add(x, mlpOut));
+    }
+    if (cache) cache.length += seqLen;
+    return hook('final_norm', rmsNorm(x, this.param('model.norm.weight'), c.normEps));
+  }
+
+  /** Logits [rows, vocab] for hidden rows [rows, dim]. */
+  logits(hidden: Tensor): Tensor {
+    return linear(hidden, this.headWeight);
+  }
+
+  /** Full forward to logits [batch, seqLen, vocab]. */
+  forward(ids: Int32Array, batch: number, opts: ForwardOptions = {}): Tensor {
+    return this.logits(this.forwardHidden(ids, batch, opts));
+  }
+}
+
+/**
+ * Attention of new queries against cached plus new keys (inference only: generation runs without
+ * gradients). Writes the new keys and values into the cache at [offset, offset + t).
+ */
+function cachedAttention(q: Tensor, k: Tensor, v: Tensor, cache: KvCache, layer: number, offset: number): Tensor {
+  const [b, t, h, d] = q.shape;
+  const hkv = k.shape[2];
+  const rep = h / hkv;
+  const cap = cache.capacity;
+  const kc = cache.keys[layer];
+  const vc = cache.values[layer];
+  // Cache layout [b, hkv, capacity, d] so each head's keys are contiguous for the matmul.
+  for (let bi = 0; bi < b; bi++) {
+    for (let ti = 0; ti < t; ti++) {
+      for (let hi = 0; hi < hkv; hi++) {
+        const src = ((bi * t + ti) * hkv + hi) * d;
+        const dst = ((bi * hkv + hi) * cap + offset + ti) * d;
+        kc.set(k.data.subarray(src, src + d), dst);
+        vc.set(v.data.subarray(src, src + d), dst);
+      }
+    }
+  }
+  const total = offset + t;
+  const y = new Float32Array(b * t * h * d);
+  const qh = new Float32Array(rep * t * d);
+  for (let bi = 0; bi < b; bi++) {
+    for (let g = 0; g < hkv; g++) {
+      // Queries of the `rep` heads sharing kv head g, stacked as rows: [rep * t, d].
+      for (let r = 0; r < rep; r++) {
+        for (let ti = 0; ti < t; ti++) {
+          const src = ((bi * t + ti) * h + g * rep + r) * d;
+          qh.set(q.data.subarray(src, src + d), (r * t + ti) * d);
+        }
+      }
+      const base = (bi * hkv + g) * cap * d;
+      const keys = kc.subarray(base, base + total * d);
+      const values = vc.subarray(base, base + total * d);
+      const scores = matmul(qh, keys, { batch: 1, m: rep * t, n: total, k: d, transA: false, transB: true });
+      for (let r = 0; r < rep; r++) {
+        causalSoftmaxInPlace(scores.subarray(r * t * total, (r + 1) * t * total), 1, t, total, 1 / Math.sqrt(d), offset);
+      }
+      const out = matmul(scores, values, { batch: 1, m: rep * t, n: d, k: total, transA: false, transB: false });
+      for (let r = 0; r < rep; r++) {
+        for (let ti = 0; ti < t; ti++) {
+          const dst = ((bi * t + ti) * h + g * rep + r) * d;
+          y.set(out.subarray((r * t + ti) * d, (r * t + ti + 1) * d), dst);
+        }
+      }
+    }
+  }
+  return new Tensor(y, [b, t, h * d], false, 'cachedAttention');
+}
