@@ -10,17 +10,12 @@ import {
   rmsNormForward,
   ropeApply,
   ropeTables,
-  sigmoid,
   softmaxBackwardInPlace,
 } from '../tensor/kernels.ts';
 import { makeResult, Tensor } from './tensor.ts';
 
 function lastDim(t: Tensor): number {
   return t.shape[t.shape.length - 1];
-}
-
-function addInto(target: Float32Array, src: Float32Array): void {
-  for (let i = 0; i < target.length; i++) target[i] += src[i];
 }
 
 /** Elementwise a + b (same shape). */
@@ -30,8 +25,9 @@ export function add(a: Tensor, b: Tensor): Tensor {
   for (let i = 0; i < y.length; i++) y[i] = a.data[i] + b.data[i];
   return makeResult(y, a.shape, [a, b], (out) => {
     const g = out.grad!;
-    if (a.requiresGrad) addInto(a.gradBuffer(), g);
-    if (b.requiresGrad) addInto(b.gradBuffer(), g);
+    // The output gradient is released after this closure runs, so one parent may adopt it.
+    if (a.requiresGrad) a.accumulateGrad(g, true);
+    if (b.requiresGrad) b.accumulateGrad(g, !a.requiresGrad);
   }, 'add');
 }
 
@@ -50,7 +46,7 @@ export function scale(a: Tensor, s: number): Tensor {
 export function reshape(a: Tensor, shape: readonly number[]): Tensor {
   const n = shape.reduce((x, y) => x * y, 1);
   if (n !== a.size) throw new Error(`reshape: cannot view [${a.shape}] as [${shape}]`);
-  return makeResult(a.data, shape, [a], (out) => addInto(a.gradBuffer(), out.grad!), 'reshape');
+  return makeResult(a.data, shape, [a], (out) => a.accumulateGrad(out.grad!, true), 'reshape');
 }
 
 /** y = x · wᵀ (+ bias): x [..., in], w [out, in] (the Hugging Face weight layout), bias [out]. */
@@ -69,8 +65,8 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
   const parents = bias ? [x, w, bias] : [x, w];
   return makeResult(y, shape, parents, (out) => {
     const g = out.grad!;
-    if (x.requiresGrad) addInto(x.gradBuffer(), matmul(g, w.data, { batch: 1, m, n: k, k: o, transA: false, transB: false }));
-    if (w.requiresGrad) addInto(w.gradBuffer(), matmul(g, x.data, { batch: 1, m: o, n: k, k: m, transA: true, transB: false }));
+    if (x.requiresGrad) x.accumulateGrad(matmul(g, w.data, { batch: 1, m, n: k, k: o, transA: false, transB: false }), true);
+    if (w.requiresGrad) w.accumulateGrad(matmul(g, x.data, { batch: 1, m: o, n: k, k: m, transA: true, transB: false }), true);
     if (bias && bias.requiresGrad) {
       const gb = bias.gradBuffer();
       for (let r = 0; r < m; r++) for (let j = 0; j < o; j++) gb[j] += g[r * o + j];
@@ -201,19 +197,28 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor): Tensor {
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
   if (gate.size !== up.size) throw new Error(`swiglu: gate [${gate.shape}] and up [${up.shape}] differ`);
   const y = new Float32Array(gate.size);
+  const sig = new Float32Array(gate.size);
+  const gd = gate.data;
+  const ud = up.data;
   for (let i = 0; i < y.length; i++) {
-    const g = gate.data[i];
-    y[i] = (g / (1 + Math.exp(-g))) * up.data[i];
+    const s = 1 / (1 + Math.exp(-gd[i]));
+    sig[i] = s;
+    y[i] = gd[i] * s * ud[i];
   }
   return makeResult(y, gate.shape, [gate, up], (out) => {
     const dy = out.grad!;
-    const dg = gate.requiresGrad ? gate.gradBuffer() : null;
-    const du = up.requiresGrad ? up.gradBuffer() : null;
-    for (let i = 0; i < dy.length; i++) {
-      const g = gate.data[i];
-      const s = sigmoid(g);
-      if (du) du[i] += dy[i] * g * s;
-      if (dg) dg[i] += dy[i] * up.data[i] * s * (1 + g * (1 - s));
+    if (up.requiresGrad) {
+      const du = new Float32Array(dy.length);
+      for (let i = 0; i < dy.length; i++) du[i] = dy[i] * gd[i] * sig[i];
+      up.accumulateGrad(du, true);
+    }
+    if (gate.requiresGrad) {
+      const dg = new Float32Array(dy.length);
+      for (let i = 0; i < dy.length; i++) {
+        const s = sig[i];
+        dg[i] = dy[i] * ud[i] * s * (1 + gd[i] * (1 - s));
+      }
+      gate.accumulateGrad(dg, true);
     }
   }, 'swiglu');
 }
@@ -251,8 +256,8 @@ export function crossEntropy(logits: Tensor, targets: Int32Array, weights: Float
   if (!Number.isFinite(loss)) throw new Error(`crossEntropy: loss is ${loss} (non-finite logits)`);
   return makeResult(Float32Array.of(loss), [], [logits], (out) => {
     const g = out.grad![0];
-    const gl = logits.gradBuffer();
-    for (let i = 0; i < gl.length; i++) gl[i] += dLogits![i] * g;
+    if (g !== 1) for (let i = 0; i < dLogits!.length; i++) dLogits![i] *= g;
+    logits.accumulateGrad(dLogits!, true);
   }, 'crossEntropy');
 }
 
@@ -269,7 +274,7 @@ export function addVector(x: Tensor, vec: Float32Array, alpha: number, rows: Row
     if (rows && !rows[r]) continue;
     for (let i = 0; i < d; i++) y[r * d + i] += alpha * vec[i];
   }
-  return makeResult(y, x.shape, [x], (out) => addInto(x.gradBuffer(), out.grad!), 'addVector');
+  return makeResult(y, x.shape, [x], (out) => x.accumulateGrad(out.grad!, true), 'addVector');
 }
 
 /**
@@ -307,4 +312,24 @@ export function clampProjection(x: Tensor, unit: Float32Array, min: number, max:
       for (let i = 0; i < d; i++) gx[o + i] += g[o + i] - c * unit[i];
     }
   }, 'clampProjection');
+}
+
+/** Rows of x [n, d] at the given indices (e.g. only the positions that carry loss). */
+export function selectRows(x: Tensor, rows: Int32Array): Tensor {
+  const d = lastDim(x);
+  const n = x.size / d;
+  const y = new Float32Array(rows.length * d);
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i];
+    if (r < 0 || r >= n) throw new Error(`selectRows: row ${r} out of range (${n})`);
+    y.set(x.data.subarray(r * d, (r + 1) * d), i * d);
+  }
+  return makeResult(y, [rows.length, d], [x], (out) => {
+    const g = out.grad!;
+    const gx = x.gradBuffer();
+    for (let i = 0; i < rows.length; i++) {
+      const o = rows[i] * d;
+      for (let j = 0; j < d; j++) gx[o + j] += g[i * d + j];
+    }
+  }, 'selectRows');
 }

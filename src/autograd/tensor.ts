@@ -64,6 +64,19 @@ export class Tensor {
     return this.grad;
   }
 
+  /**
+   * Adds g into this tensor's gradient. When no gradient exists yet and the caller hands over a fresh
+   * buffer it will not touch again, the buffer is adopted instead of copied.
+   */
+  accumulateGrad(g: Float32Array, owned = false): void {
+    if (this.grad === null) {
+      this.grad = owned ? g : Float32Array.from(g);
+      return;
+    }
+    const t = this.grad;
+    for (let i = 0; i < t.length; i++) t[i] += g[i];
+  }
+
   item(): number {
     if (this.data.length !== 1) throw new Error(`item(): tensor ${this.name} has ${this.data.length} elements`);
     return this.data[0];

@@ -19,6 +19,12 @@ function toChunks(data: Uint8Array | string | readonly Uint8Array[]): readonly U
   return data;
 }
 
+/** Chunks come from callers' code at runtime; a non-byte chunk would otherwise be skipped silently. */
+function checkChunk(chunk: unknown): void {
+  if (!(chunk instanceof Uint8Array))
+    throw new TypeError(`data chunk is ${typeof chunk}, expected a Uint8Array`);
+}
+
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -67,6 +73,7 @@ export async function atomicWriteFile(
   try {
     handle = await fsp.open(tmp, 'wx');
     for (const chunk of toChunks(data)) {
+      checkChunk(chunk);
       let written = 0;
       while (written < chunk.byteLength) {
         const { bytesWritten } = await handle.write(chunk, written, chunk.byteLength - written);
@@ -92,6 +99,7 @@ export function atomicWriteFileSync(target: string, data: Uint8Array | string | 
   try {
     fd = fs.openSync(tmp, 'wx');
     for (const chunk of toChunks(data)) {
+      checkChunk(chunk);
       let written = 0;
       while (written < chunk.byteLength) {
         written += fs.writeSync(fd, chunk, written, chunk.byteLength - written);

@@ -98,7 +98,8 @@ export function serializeSafetensors(
   const chunks: Uint8Array[] = [];
   let offset = 0;
   for (const [name, tensor] of entries) {
-    if (name === METADATA_KEY) throw new Error(`${targetName}: '${METADATA_KEY}' is reserved, not a tensor name`);
+    if (name === METADATA_KEY)
+      throw new Error(`${targetName}: '${METADATA_KEY}' is reserved, not a tensor name`);
     if (!(tensor.data instanceof Float32Array)) {
       throw new Error(`${targetName}: tensor '${name}' data must be a Float32Array`);
     }
@@ -114,7 +115,11 @@ export function serializeSafetensors(
       );
     }
     const bytes = new Uint8Array(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength);
-    header[name] = { dtype: 'F32', shape: [...tensor.shape], data_offsets: [offset, offset + bytes.byteLength] };
+    header[name] = {
+      dtype: 'F32',
+      shape: [...tensor.shape],
+      data_offsets: [offset, offset + bytes.byteLength],
+    };
     offset += bytes.byteLength;
     chunks.push(bytes);
   }
@@ -138,7 +143,11 @@ export async function writeSafetensors(
   await atomicWriteFile(path, serializeSafetensors(tensors, metadata, path));
 }
 
-export function writeSafetensorsSync(path: string, tensors: TensorInput, metadata?: Record<string, string>): void {
+export function writeSafetensorsSync(
+  path: string,
+  tensors: TensorInput,
+  metadata?: Record<string, string>,
+): void {
   atomicWriteFileSync(path, serializeSafetensors(tensors, metadata, path));
 }
 
@@ -200,13 +209,19 @@ function parseEntry(src: string, name: string, raw: unknown, dataLength: number)
     throw new Error(`${where}: unknown dtype '${dtype}' (supported for reading: ${READABLE.join(', ')})`);
   }
   if (!(READABLE as readonly string[]).includes(dtype)) {
-    throw new Error(`${where}: dtype ${dtype} is not supported for reading (supported: ${READABLE.join(', ')})`);
+    throw new Error(
+      `${where}: dtype ${dtype} is not supported for reading (supported: ${READABLE.join(', ')})`,
+    );
   }
   if (!Array.isArray(shape) || !shape.every(isValidDim)) {
-    throw new Error(`${where}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+    throw new Error(
+      `${where}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`,
+    );
   }
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isValidDim)) {
-    throw new Error(`${where}: data_offsets must be [begin, end] non-negative integers, got ${JSON.stringify(offsets)}`);
+    throw new Error(
+      `${where}: data_offsets must be [begin, end] non-negative integers, got ${JSON.stringify(offsets)}`,
+    );
   }
   const [begin, end] = offsets as [number, number];
   if (end < begin) throw new Error(`${where}: data_offsets [${begin}, ${end}] end before begin`);
@@ -304,7 +319,10 @@ export function parseSafetensors(bytes: Uint8Array, sourceName: string): Safeten
   const tensors = new Map<string, TensorData>();
   for (const e of entries) {
     const count = elementCount(e.shape);
-    tensors.set(e.name, { data: decodeTensor(data.subarray(e.begin, e.end), e.dtype, count), shape: e.shape });
+    tensors.set(e.name, {
+      data: decodeTensor(data.subarray(e.begin, e.end), e.dtype, count),
+      shape: e.shape,
+    });
   }
   return { tensors, metadata };
 }
@@ -314,9 +332,12 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   try {
     bytes = await fsp.readFile(path);
   } catch (err) {
-    throw new Error(`${path}: cannot read safetensors file: ${err instanceof Error ? err.message : String(err)}`, {
-      cause: err,
-    });
+    throw new Error(
+      `${path}: cannot read safetensors file: ${err instanceof Error ? err.message : String(err)}`,
+      {
+        cause: err,
+      },
+    );
   }
   return parseSafetensors(bytes, path);
 }
@@ -326,9 +347,12 @@ export function readSafetensorsSync(path: string): SafetensorsFile {
   try {
     bytes = fs.readFileSync(path);
   } catch (err) {
-    throw new Error(`${path}: cannot read safetensors file: ${err instanceof Error ? err.message : String(err)}`, {
-      cause: err,
-    });
+    throw new Error(
+      `${path}: cannot read safetensors file: ${err instanceof Error ? err.message : String(err)}`,
+      {
+        cause: err,
+      },
+    );
   }
   return parseSafetensors(bytes, path);
 }

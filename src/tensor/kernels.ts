@@ -159,6 +159,7 @@ export function crossEntropyForward(
   const dLogits = wantGrad ? new Float32Array(logits.length) : null;
   if (weightSum === 0) return { loss: 0, weightSum, dLogits };
   let total = 0;
+  const row = new Float32Array(v);
   for (let r = 0; r < n; r++) {
     const w = weights ? weights[r] : 1;
     if (w === 0) continue;
@@ -167,14 +168,19 @@ export function crossEntropyForward(
     const o = r * v;
     let max = -Infinity;
     for (let j = 0; j < v; j++) if (logits[o + j] > max) max = logits[o + j];
+    // One exp per element: keep the exponentials and rescale them into the gradient.
+    const e = dLogits ? dLogits.subarray(o, o + v) : row;
     let sum = 0;
-    for (let j = 0; j < v; j++) sum += Math.exp(logits[o + j] - max);
-    const logZ = max + Math.log(sum);
-    total += w * (logZ - logits[o + t]);
+    for (let j = 0; j < v; j++) {
+      const x = Math.exp(logits[o + j] - max);
+      e[j] = x;
+      sum += x;
+    }
+    total += w * (max + Math.log(sum) - logits[o + t]);
     if (dLogits) {
-      const c = w / weightSum;
-      for (let j = 0; j < v; j++) dLogits[o + j] = Math.exp(logits[o + j] - logZ) * c;
-      dLogits[o + t] -= c;
+      const c = w / weightSum / sum;
+      for (let j = 0; j < v; j++) e[j] *= c;
+      e[t] -= w / weightSum;
     }
   }
   return { loss: total / weightSum, weightSum, dLogits };

@@ -112,6 +112,8 @@ export class OrtMatmulBackend implements MatmulBackend {
         interOpNumThreads: 1,
         executionMode: 'sequential',
         graphOptimizationLevel: 'all',
+        // Spinning pool threads would steal the second core from the JS kernels that run between matmuls.
+        extra: { session: { intra_op: { allow_spinning: '0' } } },
       });
       this.sessions.set(key, s);
     }

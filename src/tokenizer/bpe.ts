@@ -8,6 +8,7 @@
  * natural text repeats a small set of words; this cache is what makes corpus-scale encoding fast.
  */
 import { BYTE_TO_CHAR, makeAddedTokenRegex, makePretokenizeRegex, symbolsToBytes } from './byte-level.ts';
+import type { TextTokenizer } from './types.ts';
 
 export interface AddedTokenSpec {
   id: number;
@@ -31,7 +32,7 @@ const MAX_CACHE_ENTRIES = 1_000_000;
 /** Above this many bytes a word is merged with a heap (O(n log n)) instead of the quadratic scan. */
 const HEAP_MERGE_THRESHOLD = 48;
 
-export class BpeTokenizer {
+export class BpeTokenizer implements TextTokenizer {
   readonly vocabSize: number;
   /** Contents of added tokens flagged special, in id order. */
   readonly specialTokens: readonly string[];
@@ -66,7 +67,8 @@ export class BpeTokenizer {
     this.tokens.forEach((tok, id) => {
       if (typeof tok !== 'string') throw new Error(`${src}: token id ${id} has no string`);
       const prev = this.tokenIds.get(tok);
-      if (prev !== undefined) throw new Error(`${src}: token ${JSON.stringify(tok)} appears at ids ${prev} and ${id}`);
+      if (prev !== undefined)
+        throw new Error(`${src}: token ${JSON.stringify(tok)} appears at ids ${prev} and ${id}`);
       this.tokenIds.set(tok, id);
     });
 
@@ -74,7 +76,9 @@ export class BpeTokenizer {
     this.addedByContent = new Map();
     for (const t of this.addedTokens) {
       if (!Number.isInteger(t.id) || t.id < 0 || t.id >= this.vocabSize) {
-        throw new Error(`${src}: added token ${JSON.stringify(t.content)} has id ${t.id} outside [0, ${this.vocabSize})`);
+        throw new Error(
+          `${src}: added token ${JSON.stringify(t.content)} has id ${t.id} outside [0, ${this.vocabSize})`,
+        );
       }
       if (t.content.length === 0) throw new Error(`${src}: added token id ${t.id} has empty content`);
       if (this.tokens[t.id] !== t.content) {
@@ -115,14 +119,15 @@ export class BpeTokenizer {
       const left = this.tokenIds.get(a);
       const right = this.tokenIds.get(b);
       const merged = this.tokenIds.get(a + b);
-      if (left === undefined || right === undefined) throw new Error(`${where}: part is not in the vocabulary`);
+      if (left === undefined || right === undefined)
+        throw new Error(`${where}: part is not in the vocabulary`);
       if (merged === undefined) throw new Error(`${where}: merged token is not in the vocabulary`);
       if (this.addedById.has(left) || this.addedById.has(right) || this.addedById.has(merged)) {
         throw new Error(`${where}: merges cannot involve added tokens`);
       }
       const key = this.pairKey(left, right);
-      // HF keeps the first rank for a repeated merge; a later duplicate can never fire.
-      if (!this.mergeRank.has(key)) this.mergeRank.set(key, rank);
+      // A pair listed twice keeps its last rank, as both HF implementations build their map that way.
+      this.mergeRank.set(key, rank);
       this.mergeResult[rank] = merged;
     });
 
@@ -279,8 +284,9 @@ export class BpeTokenizer {
       return top;
     };
     const consider = (pos: number): void => {
+      if (pos < 0) return;
       const nx = next[pos];
-      if (pos < 0 || nx < 0) return;
+      if (nx < 0) return;
       const r = this.mergeRank.get(this.pairKey(sym[pos], sym[nx]));
       if (r !== undefined) push(r * n + pos);
     };

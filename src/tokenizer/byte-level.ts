@@ -42,7 +42,9 @@ function buildByteToChar(): string[] {
 export const BYTE_TO_CHAR: readonly string[] = buildByteToChar();
 
 /** Reverse of {@link BYTE_TO_CHAR}, keyed by UTF-16 code unit (all symbols are single BMP characters). */
-export const CHAR_TO_BYTE: ReadonlyMap<number, number> = new Map(BYTE_TO_CHAR.map((c, b) => [c.charCodeAt(0), b]));
+export const CHAR_TO_BYTE: ReadonlyMap<number, number> = new Map(
+  BYTE_TO_CHAR.map((c, b) => [c.charCodeAt(0), b]),
+);
 
 /** Byte-level string for raw bytes. */
 export function bytesToSymbols(bytes: Uint8Array): string {

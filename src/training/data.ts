@@ -1,0 +1,133 @@
+/**
+ * Batch sources. Each is deterministic from its seed and exposes its cursor (RNG state and position) so a
+ * checkpoint can resume the exact same sequence of batches.
+ */
+import { Rng } from '../tensor/random.ts';
+
+export interface Batch {
+  batch: number;
+  seqLen: number;
+  inputs: Int32Array;
+  targets: Int32Array;
+  /** Per-token loss weight (0 = masked); null = every token weighs 1. */
+  weights: Float32Array | null;
+}
+
+export interface BatchSource {
+  next(): Batch;
+  state(): Record<string, unknown>;
+  restore(state: Record<string, unknown>): void;
+}
+
+/** Random windows of seqLen + 1 tokens from a token stream (pre-training). */
+export class TokenWindowSource implements BatchSource {
+  private rng: Rng;
+
+  constructor(
+    private readonly tokens: Uint16Array | Int32Array,
+    private readonly batch: number,
+    private readonly seqLen: number,
+    seed: number,
+  ) {
+    if (tokens.length < seqLen + 2) throw new Error(`token stream of ${tokens.length} tokens is shorter than one window (${seqLen + 1})`);
+    this.rng = new Rng(seed);
+  }
+
+  next(): Batch {
+    const { batch, seqLen } = this;
+    const inputs = new Int32Array(batch * seqLen);
+    const targets = new Int32Array(batch * seqLen);
+    const span = this.tokens.length - seqLen - 1;
+    for (let b = 0; b < batch; b++) {
+      const start = this.rng.int(span + 1);
+      for (let t = 0; t < seqLen; t++) {
+        inputs[b * seqLen + t] = this.tokens[start + t];
+        targets[b * seqLen + t] = this.tokens[start + t + 1];
+      }
+    }
+    return { batch, seqLen, inputs, targets, weights: null };
+  }
+
+  state(): Record<string, unknown> {
+    return { rng: this.rng.state() };
+  }
+
+  restore(state: Record<string, unknown>): void {
+    this.rng = new Rng(state.rng as number[]);
+  }
+}
+
+/** A tokenised chat example: loss applies to the response tokens only. */
+export interface SupervisedExample {
+  prompt: number[];
+  response: number[];
+}
+
+/**
+ * Supervised examples in shuffled epochs, one example per row, right-padded to the longest row of the
+ * batch; the loss mask covers the response tokens.
+ */
+export class SupervisedSource implements BatchSource {
+  private rng: Rng;
+  private order: number[] = [];
+  private cursor = 0;
+  private epoch = 0;
+
+  constructor(
+    private readonly examples: SupervisedExample[],
+    private readonly batch: number,
+    private readonly maxLen: number,
+    seed: number,
+    private readonly padId = 0,
+  ) {
+    if (examples.length === 0) throw new Error('supervised data set is empty');
+    examples.forEach((e, i) => {
+      if (e.response.length === 0) throw new Error(`supervised example ${i} has an empty response`);
+      if (e.prompt.length + e.response.length - 1 > maxLen) {
+        throw new Error(`supervised example ${i} has ${e.prompt.length + e.response.length} tokens, more than the context ${maxLen} + 1`);
+      }
+    });
+    this.rng = new Rng(seed);
+    this.reshuffle();
+  }
+
+  private reshuffle(): void {
+    this.order = this.rng.shuffle(this.examples.map((_, i) => i));
+    this.cursor = 0;
+  }
+
+  next(): Batch {
+    const picked: SupervisedExample[] = [];
+    for (let b = 0; b < this.batch; b++) {
+      if (this.cursor >= this.order.length) {
+        this.epoch++;
+        this.reshuffle();
+      }
+      picked.push(this.examples[this.order[this.cursor++]]);
+    }
+    const seqLen = Math.max(...picked.map((e) => e.prompt.length + e.response.length - 1));
+    const inputs = new Int32Array(this.batch * seqLen).fill(this.padId);
+    const targets = new Int32Array(this.batch * seqLen).fill(this.padId);
+    const weights = new Float32Array(this.batch * seqLen);
+    picked.forEach((e, b) => {
+      const seq = [...e.prompt, ...e.response];
+      for (let t = 0; t < seq.length - 1; t++) {
+        inputs[b * seqLen + t] = seq[t];
+        targets[b * seqLen + t] = seq[t + 1];
+        if (t >= e.prompt.length - 1) weights[b * seqLen + t] = 1;
+      }
+    });
+    return { batch: this.batch, seqLen, inputs, targets, weights };
+  }
+
+  state(): Record<string, unknown> {
+    return { rng: this.rng.state(), order: this.order, cursor: this.cursor, epoch: this.epoch };
+  }
+
+  restore(state: Record<string, unknown>): void {
+    this.rng = new Rng(state.rng as number[]);
+    this.order = [...(state.order as number[])];
+    this.cursor = state.cursor as number;
+    this.epoch = state.epoch as number;
+  }
+}

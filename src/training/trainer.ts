@@ -1,0 +1,116 @@
+/**
+ * The training loop: forward, masked cross-entropy on the rows that carry loss, backward, clip, AdamW with a
+ * warmup + cosine schedule, periodic atomic checkpoints, and exact resume (weights, moments, data cursor).
+ */
+import { crossEntropy, reshape, selectRows } from '../autograd/ops.ts';
+import type { HookSet } from '../model/hooks.ts';
+import type { LlamaModel } from '../model/llama.ts';
+import type { Batch, BatchSource } from './data.ts';
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT } from './checkpoint.ts';
+import { AdamW, DEFAULT_ADAMW, type AdamWOptions } from './optimizer.ts';
+import { learningRate, type LrSchedule } from './schedule.ts';
+import { selectTrainable, type TrainableSpec } from './trainable.ts';
+
+export interface TrainerOptions {
+  schedule: LrSchedule;
+  trainable: TrainableSpec;
+  seed: number;
+  clipNorm?: number;
+  adamw?: Partial<AdamWOptions>;
+  /** Hooks active during training (e.g. preventative steering); gradients flow through their edits. */
+  hooks?: HookSet;
+  checkpointDir?: string;
+  checkpointEvery?: number;
+  /** Files stored beside each checkpoint's weights (e.g. tokenizer.json). */
+  extraFiles?: Record<string, string | Uint8Array>;
+}
+
+export interface StepInfo {
+  step: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  tokens: number;
+}
+
+/** Mean masked cross-entropy of a batch; only rows with weight > 0 reach the unembedding. */
+export function batchLoss(model: LlamaModel, batch: Batch, hooks?: HookSet) {
+  const hidden = model.forwardHidden(batch.inputs, batch.batch, { hooks });
+  const flat = reshape(hidden, [batch.batch * batch.seqLen, model.config.dim]);
+  if (!batch.weights) return { loss: crossEntropy(model.logits(flat), batch.targets), tokens: batch.targets.length };
+  const rows: number[] = [];
+  for (let i = 0; i < batch.weights.length; i++) if (batch.weights[i] > 0) rows.push(i);
+  const idx = Int32Array.from(rows);
+  const targets = Int32Array.from(rows, (r) => batch.targets[r]);
+  const weights = Float32Array.from(rows, (r) => batch.weights![r]);
+  return { loss: crossEntropy(model.logits(selectRows(flat, idx)), targets, weights), tokens: rows.length };
+}
+
+export class Trainer {
+  readonly optimizer: AdamW;
+  step = 0;
+  private readonly fingerprint: string;
+
+  constructor(
+    readonly model: LlamaModel,
+    readonly source: BatchSource,
+    readonly options: TrainerOptions,
+  ) {
+    const params = selectTrainable(model, options.trainable, options.seed);
+    this.optimizer = new AdamW(params, { ...DEFAULT_ADAMW, ...options.adamw });
+    this.fingerprint = JSON.stringify({ trainable: options.trainable, schedule: options.schedule, seed: options.seed, adamw: this.optimizer.options, clip: options.clipNorm ?? 1 });
+  }
+
+  /** Loads the latest checkpoint of checkpointDir if there is one; returns the step resumed from (0 if none). */
+  resume(): number {
+    const dir = this.options.checkpointDir;
+    if (!dir) return 0;
+    const folder = latestCheckpoint(dir);
+    if (!folder) return 0;
+    const state = loadCheckpoint(folder, this.model, this.optimizer, this.fingerprint);
+    this.source.restore(state.data);
+    this.step = state.step;
+    return this.step;
+  }
+
+  trainStep(): StepInfo {
+    const batch = this.source.next();
+    const lr = learningRate(this.options.schedule, this.step);
+    this.optimizer.zeroGrad();
+    let loss;
+    let tokens;
+    try {
+      ({ loss, tokens } = batchLoss(this.model, batch, this.options.hooks));
+    } catch (e) {
+      throw new Error(`training step ${this.step + 1}: ${(e as Error).message}`);
+    }
+    const value = loss.item();
+    if (!Number.isFinite(value)) throw new Error(`training step ${this.step + 1}: loss is ${value}`);
+    loss.backward();
+    const gradNorm = this.optimizer.clipGradients(this.options.clipNorm ?? 1);
+    this.optimizer.update(lr);
+    this.step++;
+    if (this.options.checkpointDir && this.options.checkpointEvery && this.step % this.options.checkpointEvery === 0) this.checkpoint();
+    return { step: this.step, loss: value, lr, gradNorm, tokens };
+  }
+
+  checkpoint(): string {
+    if (!this.options.checkpointDir) throw new Error('trainer has no checkpointDir');
+    return saveCheckpoint(
+      this.options.checkpointDir,
+      this.model,
+      this.optimizer,
+      { format: CHECKPOINT_FORMAT, step: this.step, optimizerStep: this.optimizer.step, data: this.source.state(), fingerprint: this.fingerprint },
+      this.options.extraFiles,
+    );
+  }
+
+  /** Trains until `totalSteps` (the schedule's by default), calling onStep after each step. */
+  run(onStep?: (info: StepInfo) => void, totalSteps = this.options.schedule.totalSteps): void {
+    while (this.step < totalSteps) {
+      const info = this.trainStep();
+      onStep?.(info);
+    }
+    if (this.options.checkpointDir && (!this.options.checkpointEvery || this.step % this.options.checkpointEvery !== 0)) this.checkpoint();
+  }
+}
