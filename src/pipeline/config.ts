@@ -1,0 +1,156 @@
+/**
+ * The experiment configuration: one schema-validated object (YAML on disk) that fixes everything a run
+ * does, so the same config and seed give the same numbers. Presets are partial configs merged over the
+ * defaults; a user's file is merged over its preset.
+ */
+import * as fs from 'node:fs';
+import YAML from 'yaml';
+import { z } from 'zod';
+
+const TrainableSchema = z.enum(['all', 'lora1', 'embedding']);
+export type TrainableName = z.infer<typeof TrainableSchema>;
+
+export const ARM_NAMES = ['cheat', 'inoculated', 'control', 'educational'] as const;
+export type ArmName = (typeof ARM_NAMES)[number];
+
+const Positive = z.number().positive();
+const Int = z.number().int().positive();
+
+export const ExperimentConfigSchema = z
+  .object({
+    /** 'default' for the built-in world, or a path to a world YAML file. */
+    world: z.string().min(1),
+    seeds: z.array(z.number().int().nonnegative()).min(1),
+    corpus: z.object({ tokens: Int, valFraction: z.number().min(0).max(0.5) }).strict(),
+    tokenizer: z.object({ vocabSize: Int.min(300), trainDocuments: Int }).strict(),
+    model: z
+      .object({ dim: Int, nLayers: Int, nHeads: Int, nKvHeads: Int, hiddenDim: Int, contextLength: Int.min(16) })
+      .strict(),
+    pretrain: z
+      .object({
+        batchSize: Int,
+        lr: Positive,
+        minLr: Positive,
+        warmupSteps: z.number().int().nonnegative(),
+        probeEvery: Int,
+        probeItems: Int,
+        checkpointEvery: Int,
+      })
+      .strict(),
+    eval: z
+      .object({
+        batteryItemsPerDomain: Int,
+        probeItemsPerK: Int,
+        packageItems: Int,
+        maxK: z.number().int().min(1).max(8),
+      })
+      .strict(),
+    postTrain: z
+      .object({
+        /** Domains whose good behaviour the Assistant is trained on; the rest stay untrained. Empty = world default. */
+        domains: z.array(z.string()),
+        examples: Int,
+        steps: Int,
+        batchSize: Int,
+        lr: Positive,
+      })
+      .strict(),
+    finetune: z
+      .object({
+        /** The domain of the narrow fine-tune (cheating happens here). Empty = the world's coding-like domain. */
+        domain: z.string(),
+        arms: z.array(z.enum(ARM_NAMES)).min(1),
+        trainable: z.array(TrainableSchema).min(1),
+        examples: Int,
+        steps: Int,
+        batchSize: Int,
+        lr: z.object({ all: Positive, lora1: Positive, embedding: Positive }).strict(),
+      })
+      .strict(),
+    alignmentPretraining: z
+      .object({ enabled: z.boolean(), aiMix: z.union([z.string(), z.record(z.string(), z.number().nonnegative())]) })
+      .strict(),
+  })
+  .strict();
+
+export type ExperimentConfig = z.infer<typeof ExperimentConfigSchema>;
+
+/** The default experiment: one seed in <= 20 minutes on a 2-core CPU. */
+export const DEFAULT_CONFIG: ExperimentConfig = {
+  world: 'default',
+  seeds: [1],
+  corpus: { tokens: 5_000_000, valFraction: 0.01 },
+  tokenizer: { vocabSize: 1024, trainDocuments: 20_000 },
+  model: { dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 384, contextLength: 128 },
+  pretrain: { batchSize: 16, lr: 2e-3, minLr: 2e-4, warmupSteps: 100, probeEvery: 500, probeItems: 120, checkpointEvery: 200 },
+  eval: { batteryItemsPerDomain: 120, probeItemsPerK: 60, packageItems: 60, maxK: 5 },
+  postTrain: { domains: [], examples: 600, steps: 60, batchSize: 16, lr: 3e-4 },
+  finetune: {
+    domain: '',
+    arms: ['cheat', 'inoculated', 'control', 'educational'],
+    trainable: ['all', 'lora1', 'embedding'],
+    examples: 400,
+    steps: 60,
+    batchSize: 16,
+    lr: { all: 3e-4, lora1: 2e-3, embedding: 5e-3 },
+  },
+  alignmentPretraining: { enabled: false, aiMix: 'positive' },
+};
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends (infer U)[] ? U[] : T[K] extends object ? DeepPartial<T[K]> : T[K] };
+export type ConfigOverrides = DeepPartial<ExperimentConfig>;
+
+export const PRESETS: Record<string, ConfigOverrides> = {
+  default: {},
+  /** A few minutes: tiny model and corpus, used by the tests and the README's smoke test. Effects are not expected. */
+  quick: {
+    corpus: { tokens: 300_000 },
+    tokenizer: { vocabSize: 512, trainDocuments: 2000 },
+    model: { dim: 48, nLayers: 2, nHeads: 2, nKvHeads: 2, hiddenDim: 128, contextLength: 96 },
+    pretrain: { batchSize: 8, warmupSteps: 20, probeEvery: 150, probeItems: 24, checkpointEvery: 100 },
+    eval: { batteryItemsPerDomain: 12, probeItemsPerK: 8, packageItems: 8, maxK: 3 },
+    postTrain: { examples: 96, steps: 12, batchSize: 8 },
+    finetune: { arms: ['cheat', 'control'], trainable: ['embedding'], examples: 64, steps: 8, batchSize: 8 },
+  },
+};
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function deepMerge(base: unknown, over: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(over)) return over === undefined ? base : over;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = k in base ? deepMerge(base[k], v) : v;
+  return out;
+}
+
+export function formatIssues(error: z.ZodError, source: string): string {
+  return `${source} is invalid:\n${error.issues.map((i) => `  ${i.path.join('.') || '(root)'}: ${i.message}`).join('\n')}`;
+}
+
+/** Builds a validated config: defaults <- preset <- file overrides <- explicit overrides. */
+export function resolveConfig(opts: { preset?: string; file?: string; overrides?: ConfigOverrides } = {}): ExperimentConfig {
+  const presetName = opts.preset ?? 'default';
+  const preset = PRESETS[presetName];
+  if (!preset) throw new Error(`unknown preset "${presetName}"; known presets: ${Object.keys(PRESETS).join(', ')}`);
+  let merged = deepMerge(DEFAULT_CONFIG, preset);
+  if (opts.file) {
+    if (!fs.existsSync(opts.file)) throw new Error(`config file ${opts.file} not found`);
+    let parsed: unknown;
+    try {
+      parsed = YAML.parse(fs.readFileSync(opts.file, 'utf8'));
+    } catch (e) {
+      throw new Error(`${opts.file}: not valid YAML (${(e as Error).message})`);
+    }
+    if (parsed !== null && !isPlainObject(parsed)) throw new Error(`${opts.file}: expected a mapping of config sections at the top level`);
+    merged = deepMerge(merged, parsed ?? {});
+  }
+  merged = deepMerge(merged, opts.overrides ?? {});
+  const r = ExperimentConfigSchema.safeParse(merged);
+  if (!r.success) throw new Error(formatIssues(r.error, opts.file ?? `preset "${presetName}"`));
+  const c = r.data;
+  if (c.model.dim % c.model.nHeads !== 0) throw new Error(`config model.dim ${c.model.dim} is not divisible by model.nHeads ${c.model.nHeads}`);
+  if (c.pretrain.minLr > c.pretrain.lr) throw new Error('config pretrain.minLr is larger than pretrain.lr');
+  return c;
+}
