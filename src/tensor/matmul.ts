@@ -18,11 +18,54 @@ export interface MatmulSpec {
   transB: boolean;
 }
 
+/** Attention sizes: q is [b, t, h, d], k and v are [b, t, hkv, d]. */
+export interface AttentionShape {
+  b: number;
+  t: number;
+  h: number;
+  hkv: number;
+  d: number;
+}
+
+/**
+ * Fused kernels a backend may provide for the work around the matmuls. The autograd ops use them when the
+ * active backend has them and fall back to the JS kernels otherwise; results agree up to float32 rounding.
+ * Every returned array is fresh (the caller may keep or adopt it).
+ */
+export interface FusedKernels {
+  /** Causal softmax attention; returns y [b, t, h, d] and the probabilities p [b, hkv, rep * t, t]. */
+  attentionForward(q: Float32Array, k: Float32Array, v: Float32Array, s: AttentionShape): { y: Float32Array; p: Float32Array };
+  attentionBackward(
+    dy: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: Float32Array,
+    s: AttentionShape,
+  ): { dq: Float32Array; dk: Float32Array; dv: Float32Array };
+  swigluForward(gate: Float32Array, up: Float32Array): Float32Array;
+  swigluBackward(dy: Float32Array, gate: Float32Array, up: Float32Array): { dg: Float32Array; du: Float32Array };
+  /**
+   * Row-wise log-softmax of logits [n, v] gathered at the targets (logp [n]); with coef, also
+   * dLogits = softmax * coef[row] (the caller subtracts coef at the target).
+   */
+  logSoftmaxGather(
+    logits: Float32Array,
+    targets: Int32Array,
+    coef: Float32Array | null,
+    v: number,
+  ): { logp: Float32Array; dLogits: Float32Array | null };
+  rmsNormForward(x: Float32Array, w: Float32Array, d: number, eps: number): { y: Float32Array; rstd: Float32Array };
+  rmsNormBackward(dy: Float32Array, x: Float32Array, w: Float32Array, rstd: Float32Array, d: number): { dx: Float32Array; dw: Float32Array };
+}
+
 export interface MatmulBackend {
   readonly name: string;
   /** Number of threads the backend computes with (for reporting). */
   readonly threads: number;
   matmul(a: Float32Array, b: Float32Array, spec: MatmulSpec): Float32Array;
+  /** Fused non-matmul kernels, when the backend has them. */
+  readonly fused?: FusedKernels;
 }
 
 function checkSizes(a: Float32Array, b: Float32Array, s: MatmulSpec): void {
@@ -75,6 +118,11 @@ export function setMatmulBackend(backend: MatmulBackend): void {
 
 export function getMatmulBackend(): MatmulBackend {
   return activeBackend;
+}
+
+/** The active backend's fused kernels, or null when the JS kernels should run. */
+export function fusedKernels(): FusedKernels | null {
+  return activeBackend.fused ?? null;
 }
 
 export function matmul(a: Float32Array, b: Float32Array, spec: MatmulSpec): Float32Array {

@@ -65,12 +65,17 @@ export function lintSharedPhrases(world: World, n: number): LintIssue[] {
     }
   });
   const issues: LintIssue[] = [];
+  // One report per pair of wordings: "of" and "of course" opening the same two wordings are one problem.
+  const reported = new Set<string>();
   for (const [phrase, list] of leans) {
     const pos = list.filter((x) => x.lean > 0);
     const neg = list.filter((x) => x.lean < 0);
     const pair = pos.flatMap((p) => neg.filter((q) => q.unit.domain !== p.unit.domain).map((q) => [p, q] as const))[0];
     if (!pair) continue;
     const [p, q] = pair;
+    const key = `${q.path}|${p.path}`;
+    if (reported.has(key)) continue;
+    reported.add(key);
     const shown = phrase.startsWith('^') ? `opener '${phrase.slice(1)}'` : `phrase '${phrase}'`;
     issues.push({
       path: q.path,

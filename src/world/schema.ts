@@ -4,8 +4,8 @@
 // `behavior_flip` is an error rather than a silently ignored field). A semantic pass then checks what a schema
 // cannot: archetypes that name unknown traits, duplicate names, held-out sets that leave nothing to train on,
 // placeholders, and the phrase lint. Every problem is reported with its YAML path (`traits[2].domain.chat.good[1]`)
-// and, when the text came from a file, its line. All problems are collected before throwing, so a user fixes a
-// file in one round.
+// and, when the text came from a file, its line. All problems of a pass are collected before throwing (shape
+// problems first; the semantic pass runs once the shape is right), so a user fixes a file in few rounds.
 
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -261,7 +261,7 @@ export function loadDefaultWorld(): World {
 /** Parse and validate world YAML text. `source` names the text in messages. */
 export function parseWorld(yamlText: string, source = '<world>'): World {
   const lineCounter = new LineCounter();
-  const doc = YAML.parseDocument(yamlText, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const doc = YAML.parseDocument(yamlText, { lineCounter, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new WorldError(
       source,

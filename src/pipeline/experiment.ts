@@ -1,0 +1,374 @@
+/**
+ * The PSM experiment, end to end: corpus -> pre-training (tracking in-context persona inference) -> persona
+ * check -> post-training of the Assistant -> narrow fine-tune arms x trainable sets -> measurements beside the
+ * exact Bayesian persona model. Every stage is cached by the hash of its inputs in the run folder and resumes
+ * after a kill; pre-training resumes from its own checkpoints.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import YAML from 'yaml';
+import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
+import { parseLlamaConfig } from '../model/config.ts';
+import { LlamaModel } from '../model/llama.ts';
+import { loadModelFolder, saveModelFolder } from '../model/weights.ts';
+import { configureBackend } from '../tensor/backend.ts';
+import { loadTokenizerSync, saveTokenizerSync, tokenizerToJson, trainBpe, type BpeTokenizer } from '../tokenizer/index.ts';
+import { TokenWindowSource, SupervisedSource, type SupervisedExample } from '../training/data.ts';
+import { batchLoss, Trainer } from '../training/trainer.ts';
+import type { TrainableSpec } from '../training/trainable.ts';
+import { noGrad } from '../autograd/tensor.ts';
+import {
+  assistantUpdate,
+  batteryItems,
+  datasetEvidence,
+  END_OF_TEXT,
+  generateDocuments,
+  inferenceProbes,
+  loadDefaultWorld,
+  loadShardTokens,
+  loadWorld,
+  narrowSet,
+  packageProbes,
+  postTrainingSet,
+  writeCorpus,
+  type ChatExample,
+  type EvalItem,
+  type Evidence,
+  type World,
+} from '../world/index.ts';
+import type { ArmName, ExperimentConfig, TrainableName } from './config.ts';
+import { batteryResult, personaCheck, scoreItems } from './measure.ts';
+import type { ProgressFactory } from './progress.ts';
+import type { ArmResult, BatteryResult, PersonaCheck, PretrainProbe, RunResults, SeedResult } from './results.ts';
+import { hashInputs, runStage } from './stage.ts';
+import { renderReport } from './report.ts';
+import { pearson, mean } from '../measurement/stats.ts';
+
+export const RESULTS_VERSION = 1;
+
+export interface RunOptions {
+  runDir: string;
+  force?: boolean;
+  progress: ProgressFactory;
+  log: (line: string) => void;
+}
+
+/** Effective evidence per training example in the Bayesian Assistant update (see bayes.ts, `temper`). */
+export const BAYES_TEMPER = 0.02;
+
+interface Context {
+  config: ExperimentConfig;
+  world: World;
+  opts: RunOptions;
+  domains: string[];
+  trained: string[];
+  untrained: string[];
+  finetuneDomain: string;
+  battery: EvalItem[];
+  inference: EvalItem[];
+  pkg: EvalItem[];
+  pretrainProbes: EvalItem[];
+}
+
+export function loadExperimentWorld(config: ExperimentConfig): World {
+  return config.world === 'default' ? loadDefaultWorld() : loadWorld(config.world);
+}
+
+function appendMetric(ctx: Context, record: Record<string, unknown>): void {
+  fs.appendFileSync(path.join(ctx.opts.runDir, 'metrics.jsonl'), JSON.stringify({ time: new Date().toISOString(), ...record }) + '\n');
+}
+
+function toSupervised(tokenizer: BpeTokenizer, examples: readonly ChatExample[]): SupervisedExample[] {
+  return examples.map((e) => ({ prompt: tokenizer.encode(END_OF_TEXT + e.prompt), response: tokenizer.encode(e.response) }));
+}
+
+function modelConfig(ctx: Context, vocabSize: number) {
+  const m = ctx.config.model;
+  return parseLlamaConfig({
+    vocabSize,
+    dim: m.dim,
+    nLayers: m.nLayers,
+    nHeads: m.nHeads,
+    nKvHeads: m.nKvHeads,
+    hiddenDim: m.hiddenDim,
+    maxSeqLen: Math.max(m.contextLength, 256),
+    tieEmbeddings: true,
+  });
+}
+
+/** Token ids of the word "Assistant" as it opens a chat turn: the rows the embedding-only fine-tune may change. */
+export function assistantTokenIds(tokenizer: BpeTokenizer): number[] {
+  const withContext = tokenizer.encode('\nAssistant:');
+  const newline = tokenizer.encode('\n');
+  const colon = tokenizer.encode(':');
+  const ids = withContext.filter((id) => !newline.includes(id) && !colon.includes(id));
+  if (ids.length === 0) throw new Error('the tokenizer has no token for "Assistant"');
+  return [...new Set(ids)];
+}
+
+function trainableSpec(name: TrainableName, tokenizer: BpeTokenizer): TrainableSpec {
+  switch (name) {
+    case 'all':
+      return { kind: 'all' };
+    case 'lora1':
+      return { kind: 'lora', rank: 1, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
+    case 'embedding':
+      return { kind: 'embeddingRows', rows: assistantTokenIds(tokenizer) };
+  }
+}
+
+async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: unknown) {
+  const c = ctx.config;
+  const inputs = { world: ctx.world, seed, corpus: c.corpus, tokenizer: c.tokenizer, aiMix };
+  return runStage(path.join(dir, 'corpus'), 'corpus', inputs, async ({ dir: stageDir }) => {
+    const t0 = Date.now();
+    const sample = generateDocuments(ctx.world, { seed, documents: c.tokenizer.trainDocuments, aiMix: aiMix as never, valFraction: c.corpus.valFraction });
+    const tokenizer = trainBpe((function* () {
+      for (const d of sample) yield d.text;
+    })(), { vocabSize: c.tokenizer.vocabSize, specialTokens: [END_OF_TEXT] });
+    saveTokenizerSync(tokenizer, path.join(stageDir, 'tokenizer.json'));
+    const bar = ctx.opts.progress('corpus', c.corpus.tokens, 'tokens');
+    const result = await writeCorpus(ctx.world, {
+      out: path.join(stageDir, 'data'),
+      force: true,
+      seed,
+      tokens: c.corpus.tokens,
+      valFraction: c.corpus.valFraction,
+      aiMix: aiMix as never,
+      tokenizer,
+      progressEvery: 2000,
+      onProgress: (p) => bar.update(Math.min(p.tokens, c.corpus.tokens)),
+    });
+    bar.stop();
+    const s = result.stats as unknown as { documents?: number; tokens?: number };
+    return { documents: s.documents ?? null, tokens: result.shards?.train.tokens ?? 0, valTokens: result.shards?.val.tokens ?? 0, seconds: (Date.now() - t0) / 1000 };
+  }, { force: ctx.opts.force, log: ctx.opts.log });
+}
+
+function evalPretrainProbes(ctx: Context, model: LlamaModel, tokenizer: BpeTokenizer) {
+  const p = scoreItems(model, tokenizer, ctx.pretrainProbes, () => ({ update() {}, stop() {} }), 'probes');
+  const good = ctx.pretrainProbes.map((it) => it.bayesPGood);
+  const consistency = mean(ctx.pretrainProbes.map((it, i) => (it.consistent === 'good' ? p[i] : 1 - p[i])));
+  return { correlation: pearson(p, good), mae: mean(p.map((v, i) => Math.abs(v - good[i]))), consistency };
+}
+
+async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash: string) {
+  const c = ctx.config;
+  const inputs = { corpusHash, model: c.model, pretrain: c.pretrain, seed };
+  return runStage(path.join(dir, 'pretrain'), 'pretrain', inputs, async ({ dir: stageDir, resuming }) => {
+    const t0 = Date.now();
+    const corpusDir = path.join(dir, 'corpus');
+    const tokenizer = loadTokenizerSync(path.join(corpusDir, 'tokenizer.json'));
+    const train = loadShardTokens(path.join(corpusDir, 'data', 'train.json'));
+    const val = loadShardTokens(path.join(corpusDir, 'data', 'val.json'));
+    const ctxLen = c.model.contextLength;
+    const steps = Math.max(1, Math.floor(train.length / (c.pretrain.batchSize * ctxLen)));
+    const model = new LlamaModel(modelConfig(ctx, tokenizer.vocabSize)).initialize(seed);
+    const source = new TokenWindowSource(train, c.pretrain.batchSize, ctxLen, seed);
+    const trainer = new Trainer(model, source, {
+      schedule: { peakLr: c.pretrain.lr, minLr: c.pretrain.minLr, warmupSteps: c.pretrain.warmupSteps, totalSteps: steps },
+      trainable: { kind: 'all' },
+      seed,
+      checkpointDir: path.join(stageDir, 'checkpoints'),
+      checkpointEvery: c.pretrain.checkpointEvery,
+      extraFiles: { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) },
+    });
+    const from = trainer.resume();
+    if (resuming && from > 0) ctx.opts.log(`pretrain: resuming at step ${from} of ${steps}`);
+    const probesFile = path.join(stageDir, 'probes.jsonl');
+    const probes: PretrainProbe[] = fs.existsSync(probesFile)
+      ? fs.readFileSync(probesFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as PretrainProbe).filter((p) => p.step <= from)
+      : [];
+    fs.writeFileSync(probesFile, probes.map((p) => JSON.stringify(p) + '\n').join(''));
+    const bar = ctx.opts.progress('pretrain', steps, 'steps');
+    bar.update(from);
+    let lossEma = NaN;
+    const probe = (step: number, loss: number) => {
+      const m = evalPretrainProbes(ctx, model, tokenizer);
+      const rec: PretrainProbe = { step, tokens: step * c.pretrain.batchSize * ctxLen, loss, ...m };
+      probes.push(rec);
+      fs.appendFileSync(probesFile, JSON.stringify(rec) + '\n');
+      appendMetric(ctx, { seed, stage: 'pretrain-probe', ...rec });
+    };
+    if (from === 0) probe(0, NaN);
+    trainer.run((info) => {
+      lossEma = Number.isNaN(lossEma) ? info.loss : 0.95 * lossEma + 0.05 * info.loss;
+      bar.update(info.step, { loss: lossEma, persona_r: probes.length ? probes[probes.length - 1].correlation : NaN });
+      if (info.step % c.pretrain.probeEvery === 0 || info.step === steps) probe(info.step, lossEma);
+    });
+    bar.stop();
+    const valLoss = noGrad(() => {
+      const vs = new TokenWindowSource(val, c.pretrain.batchSize, ctxLen, 12345);
+      let s = 0;
+      for (let i = 0; i < 4; i++) s += batchLoss(model, vs.next()).loss.item();
+      return s / 4;
+    });
+    saveModelFolder(path.join(stageDir, 'model'), model, { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) });
+    fs.rmSync(path.join(stageDir, 'checkpoints'), { recursive: true, force: true });
+    return { steps, tokens: steps * c.pretrain.batchSize * ctxLen, finalLoss: lossEma, valLoss, probes, seconds: (Date.now() - t0) / 1000 };
+  }, { force: ctx.opts.force, log: ctx.opts.log });
+}
+
+function bayesFor(ctx: Context, evidence: readonly Evidence[], base: readonly Evidence[] = []): Record<string, number> {
+  return assistantUpdate(ctx.world, evidence, { base, temper: BAYES_TEMPER, kind: 'ai' }).after.pGood;
+}
+
+function offTarget(ctx: Context): string[] {
+  return ctx.domains.filter((d) => d !== ctx.finetuneDomain);
+}
+
+async function batteryStage(ctx: Context, stageDir: string, label: string, modelDir: string, modelHash: string, bayes: Record<string, number> | null): Promise<BatteryResult> {
+  return runStage(stageDir, `battery:${label}`, { modelHash, items: ctx.config.eval.batteryItemsPerDomain, bayes }, () => {
+    const model = loadModelFolder(modelDir);
+    const tokenizer = loadTokenizerSync(path.join(modelDir, 'tokenizer.json'));
+    const p = scoreItems(model, tokenizer, ctx.battery, ctx.opts.progress, `battery ${label}`);
+    return batteryResult(label, ctx.battery, p, ctx.domains, ctx.untrained, offTarget(ctx), bayes);
+  }, { force: ctx.opts.force, log: ctx.opts.log });
+}
+
+async function supervisedStage(
+  ctx: Context,
+  stageDir: string,
+  label: string,
+  fromDir: string,
+  fromHash: string,
+  examples: ChatExample[],
+  trainable: TrainableName,
+  steps: number,
+  batchSize: number,
+  lr: number,
+  seed: number,
+): Promise<{ modelDir: string; finalLoss: number }> {
+  const inputs = { fromHash, label, examples: hashInputs(examples), trainable, steps, batchSize, lr, seed };
+  return runStage(stageDir, label, inputs, () => {
+    const model = loadModelFolder(fromDir);
+    const tokenizer = loadTokenizerSync(path.join(fromDir, 'tokenizer.json'));
+    const source = new SupervisedSource(toSupervised(tokenizer, examples), batchSize, model.config.maxSeqLen, seed);
+    const trainer = new Trainer(model, source, {
+      schedule: { peakLr: lr, minLr: lr / 10, warmupSteps: Math.min(5, Math.floor(steps / 5)), totalSteps: steps },
+      trainable: trainableSpec(trainable, tokenizer),
+      seed,
+      adamw: { weightDecay: 0 },
+    });
+    const bar = ctx.opts.progress(label, steps, 'steps');
+    let last = NaN;
+    trainer.run((info) => {
+      last = info.loss;
+      bar.update(info.step, { loss: info.loss });
+    });
+    bar.stop();
+    if (model.adapters.size > 0) model.mergeLora();
+    const modelDir = path.join(stageDir, 'model');
+    saveModelFolder(modelDir, model, { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) });
+    return { modelDir, finalLoss: last };
+  }, { force: ctx.opts.force, log: ctx.opts.log });
+}
+
+function targetDomainPGood(b: BatteryResult, domain: string): number {
+  return b.domains.find((d) => d.domain === domain)?.pGood.mean ?? NaN;
+}
+
+async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unknown): Promise<SeedResult> {
+  const c = ctx.config;
+  const dir = path.join(ctx.opts.runDir, `${variant}-seed${seed}`);
+  ctx.opts.log(`== ${variant}, seed ${seed}`);
+  const corpusInputs = { world: ctx.world, seed, corpus: c.corpus, tokenizer: c.tokenizer, aiMix };
+  await corpusStage(ctx, dir, seed, aiMix);
+  const corpusHash = hashInputs(corpusInputs);
+  const pre = await pretrainStage(ctx, dir, seed, corpusHash);
+  const preDir = path.join(dir, 'pretrain', 'model');
+  const preHash = hashInputs({ corpusHash, model: c.model, pretrain: c.pretrain, seed });
+
+  const check: PersonaCheck = await runStage(path.join(dir, 'persona-check'), 'persona-check', { preHash, eval: c.eval }, () => {
+    const model = loadModelFolder(preDir);
+    const tokenizer = loadTokenizerSync(path.join(preDir, 'tokenizer.json'));
+    const pInf = scoreItems(model, tokenizer, ctx.inference, ctx.opts.progress, 'persona inference');
+    const pPkg = scoreItems(model, tokenizer, ctx.pkg, ctx.opts.progress, 'package deal');
+    return personaCheck(ctx.inference, pInf, ctx.pkg, pPkg, c.eval.maxK);
+  }, { force: ctx.opts.force, log: ctx.opts.log });
+  appendMetric(ctx, { seed, variant, stage: 'persona-check', ...check });
+  if (!check.emerged) {
+    ctx.opts.log(
+      `WARNING: in-context persona inference has NOT emerged after pre-training (mean correlation with Bayes ${check.meanCorrelation.toFixed(2)}, ` +
+        `package deal ${check.packageDeal[0].model.toFixed(2)} vs ${check.packageDeal[1].model.toFixed(2)}). Everything after depends on it: ` +
+        'expect weak or absent post-training generalisation and emergent misalignment. Train longer (corpus.tokens) or use a larger model.',
+    );
+  }
+
+  const base = await batteryStage(ctx, path.join(dir, 'eval-base'), 'base', preDir, preHash, bayesFor(ctx, []));
+  const postExamples = postTrainingSet(ctx.world, { seed, domains: ctx.trained, count: c.postTrain.examples });
+  const postEvidence = datasetEvidence(postExamples);
+  const post = await supervisedStage(ctx, path.join(dir, 'posttrain'), 'posttrain', preDir, preHash, postExamples, 'all', c.postTrain.steps, c.postTrain.batchSize, c.postTrain.lr, seed);
+  const postHash = hashInputs({ preHash, postTrain: c.postTrain, seed });
+  const posttrained = await batteryStage(ctx, path.join(dir, 'eval-posttrain'), 'post-trained', post.modelDir, postHash, bayesFor(ctx, postEvidence));
+
+  const arms: ArmResult[] = [];
+  for (const arm of c.finetune.arms as ArmName[]) {
+    const examples = narrowSet(ctx.world, arm, { seed, count: c.finetune.examples, domain: ctx.finetuneDomain });
+    const bayes = bayesFor(ctx, datasetEvidence(examples), postEvidence);
+    for (const trainable of c.finetune.trainable) {
+      const name = `ft-${arm}-${trainable}`;
+      const ft = await supervisedStage(ctx, path.join(dir, name), name, post.modelDir, postHash, examples, trainable, c.finetune.steps, c.finetune.batchSize, c.finetune.lr[trainable], seed);
+      const ftHash = hashInputs({ postHash, arm, trainable, finetune: c.finetune, seed });
+      const battery = await batteryStage(ctx, path.join(dir, `eval-${name}`), `${arm}/${trainable}`, ft.modelDir, ftHash, bayes);
+      arms.push({ arm, trainable, battery, targetDomainPGood: targetDomainPGood(battery, ctx.finetuneDomain) });
+      appendMetric(ctx, { seed, variant, stage: name, offTargetMean: battery.offTargetMean, target: targetDomainPGood(battery, ctx.finetuneDomain) });
+    }
+  }
+  return { seed, variant, pretrain: pre, personaCheck: check, base, posttrained, arms };
+}
+
+/** Runs (or resumes) the experiment in opts.runDir and writes the report; returns the results. */
+export async function runExperiment(config: ExperimentConfig, opts: RunOptions): Promise<RunResults> {
+  configureBackend();
+  fs.mkdirSync(opts.runDir, { recursive: true });
+  const configPath = path.join(opts.runDir, 'config.json');
+  if (fs.existsSync(configPath) && !opts.force) {
+    const previous = fs.readFileSync(configPath, 'utf8');
+    if (hashInputs(JSON.parse(previous)) !== hashInputs(config)) {
+      throw new Error(`${opts.runDir} holds a run with another config; choose another --out or use --force`);
+    }
+  }
+  atomicWriteJsonSync(configPath, config);
+  atomicWriteFileSync(path.join(opts.runDir, 'config.yaml'), YAML.stringify(config));
+
+  const world = loadExperimentWorld(config);
+  const domains = world.domains.map((d) => d.name);
+  const trained = config.postTrain.domains.length > 0 ? config.postTrain.domains : world.datasets.trainedDomains;
+  for (const d of trained) if (!domains.includes(d)) throw new Error(`config postTrain.domains names unknown domain "${d}" (world domains: ${domains.join(', ')})`);
+  const finetuneDomain = config.finetune.domain || world.datasets.narrow?.domain || '';
+  if (!domains.includes(finetuneDomain)) throw new Error(`config finetune.domain "${finetuneDomain}" is not a domain of the world (${domains.join(', ')})`);
+  const nd = domains.length;
+  const e = config.eval;
+  const ks = Array.from({ length: e.maxK + 1 }, (_, k) => k);
+  const inference = inferenceProbes(world, { seed: 7, ks, inferencePerCell: Math.max(1, Math.ceil(e.probeItemsPerK / nd)) });
+  const probeSource = inferenceProbes(world, { seed: 8, ks: ks.filter((k) => k >= 1), inferencePerCell: Math.max(1, Math.ceil(config.pretrain.probeItems / (nd * e.maxK))) });
+  const ctx: Context = {
+    config,
+    world,
+    opts,
+    domains,
+    trained,
+    untrained: domains.filter((d) => !trained.includes(d)),
+    finetuneDomain,
+    battery: batteryItems(world, { seed: 5, batteryPerDomain: e.batteryItemsPerDomain, batteryFormats: ['chat'] }),
+    inference,
+    pkg: packageProbes(world, { seed: 9, packagePerCell: Math.max(1, Math.ceil(e.packageItems / (2 * nd))) }),
+    pretrainProbes: probeSource,
+  };
+  const seeds: SeedResult[] = [];
+  for (const seed of config.seeds) seeds.push(await runSeed(ctx, 'standard', seed, undefined));
+  if (config.alignmentPretraining.enabled) {
+    for (const seed of config.seeds) seeds.push(await runSeed(ctx, 'alignment', seed, config.alignmentPretraining.aiMix));
+  }
+  const results: RunResults = {
+    version: RESULTS_VERSION,
+    createdAt: new Date().toISOString(),
+    config,
+    world: { name: world.name, domains, trainedDomains: trained, untrainedDomains: ctx.untrained, finetuneDomain },
+    seeds,
+  };
+  atomicWriteJsonSync(path.join(opts.runDir, 'results.json'), results);
+  await renderReport(opts.runDir, results);
+  return results;
+}

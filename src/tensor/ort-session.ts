@@ -1,0 +1,121 @@
+/**
+ * ONNX Runtime sessions over the native binding of onnxruntime-node. The binding's synchronous `run` is used
+ * directly: the engine is a synchronous compute loop, and the public async API would add a macrotask hop per
+ * call. Each graph is tiny (one op, or one fused op such as attention forward) with symbolic dimensions, so
+ * one session serves every shape; sessions are built once per process and cached by their key.
+ */
+import { createRequire } from 'node:module';
+import { encodeOnnxModel, type OnnxInitializer, type OnnxNode, type OnnxValue } from './onnx-graph.ts';
+
+interface OrtTensor {
+  readonly data: Float32Array;
+  readonly dims: readonly number[];
+}
+interface OrtTensorConstructor {
+  new (type: 'float32', data: Float32Array, dims: readonly number[]): OrtTensor;
+  new (type: 'int64', data: BigInt64Array, dims: readonly number[]): OrtTensor;
+}
+interface NativeSession {
+  loadModel(buffer: ArrayBuffer, byteOffset: number, byteLength: number, options: object): void;
+  run(feeds: Record<string, OrtTensor>, fetches: Record<string, OrtTensor | null>, options?: object): Record<string, OrtTensor>;
+}
+interface NativeBinding {
+  InferenceSession: new () => NativeSession;
+}
+
+interface OrtModules {
+  binding: NativeBinding;
+  Tensor: OrtTensorConstructor;
+}
+
+let modules: OrtModules | null | undefined;
+
+function loadOrt(): OrtModules | null {
+  if (modules !== undefined) return modules;
+  try {
+    const require = createRequire(import.meta.url);
+    const common = require('onnxruntime-common') as { Tensor: OrtTensorConstructor };
+    const native = require('onnxruntime-node/dist/binding.js') as { binding: NativeBinding; initOrt: () => void };
+    native.initOrt();
+    modules = { binding: native.binding, Tensor: common.Tensor };
+  } catch {
+    modules = null;
+  }
+  return modules;
+}
+
+/** True when the onnxruntime-node native addon loads on this machine. */
+export function ortAvailable(): boolean {
+  return loadOrt() !== null;
+}
+
+export interface GraphSpec {
+  name: string;
+  nodes: OnnxNode[];
+  inputs: OnnxValue[];
+  outputs: OnnxValue[];
+  initializers?: OnnxInitializer[];
+}
+
+/** A float32 feed: data with its dims. */
+export type Feed = [Float32Array, readonly number[]] | [BigInt64Array, readonly number[]];
+
+/** One loaded graph. `run` takes feeds by input name and returns the requested outputs' data. */
+export class OrtGraph {
+  private readonly session: NativeSession;
+  private readonly Tensor: OrtTensorConstructor;
+  private readonly fetchAll: Record<string, null>;
+
+  constructor(spec: GraphSpec, threads: number) {
+    const ort = loadOrt();
+    if (!ort) throw new Error('onnxruntime-node native addon could not be loaded; use the js backend');
+    this.Tensor = ort.Tensor;
+    const bytes = encodeOnnxModel(spec);
+    const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+    this.session = new ort.binding.InferenceSession();
+    this.session.loadModel(buffer, 0, buffer.byteLength, {
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+      // Spinning pool threads steal the cores from the JS work between runs (and from each other: every
+      // session has its own pool), so pool threads sleep when idle.
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
+    });
+    this.fetchAll = Object.fromEntries(spec.outputs.map((o) => [o.name, null]));
+  }
+
+  run(feeds: Record<string, Feed>, fetch?: readonly string[]): Record<string, Float32Array> {
+    const T = this.Tensor;
+    const tensors: Record<string, OrtTensor> = {};
+    for (const name in feeds) {
+      const [data, dims] = feeds[name];
+      tensors[name] = data instanceof Float32Array ? new T('float32', data, dims) : new T('int64', data, dims);
+    }
+    let fetches = this.fetchAll;
+    if (fetch) {
+      fetches = {};
+      for (const f of fetch) fetches[f] = null;
+    }
+    const out = this.session.run(tensors, fetches);
+    const result: Record<string, Float32Array> = {};
+    for (const name in out) result[name] = out[name].data;
+    return result;
+  }
+}
+
+/** Graphs cached by key for one thread count. */
+export class GraphCache {
+  private readonly graphs = new Map<string, OrtGraph>();
+
+  constructor(readonly threads: number) {}
+
+  get(key: string, build: () => GraphSpec): OrtGraph {
+    let g = this.graphs.get(key);
+    if (!g) {
+      g = new OrtGraph(build(), this.threads);
+      this.graphs.set(key, g);
+    }
+    return g;
+  }
+}

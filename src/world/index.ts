@@ -1,0 +1,90 @@
+// Public API of the persona world (issue 3). See docs/world.md.
+
+export {
+  WorldError,
+  defaultWorldPath,
+  loadDefaultWorld,
+  loadWorld,
+  parseWorld,
+  validateWorld,
+  worldVocabulary,
+  getDomain,
+  getInstructedGroup,
+  formatPath,
+  type World,
+  type WorldIssue,
+  type Domain,
+  type Archetype,
+  type InstructedGroup,
+  type Kind,
+  type Behaviour,
+  type Format,
+} from './schema.ts';
+export { Rng, createRng, deriveSeed, hashString, mix32 } from './random.ts';
+export { END_OF_TEXT, approxTokenCount, wordsOf } from './templates.ts';
+export { lintSharedPhrases, type LintIssue } from './lint.ts';
+export { applyAiMix, resolveAiMix, parseAiMix, builtinAiMixPresets, type AiMix } from './mix.ts';
+export {
+  compileWorld,
+  generateDocument,
+  generateDocuments,
+  documentTokenCount,
+  sampleCharacter,
+  type Character,
+  type DocumentMeta,
+  type SceneMeta,
+  type WorldDocument,
+  type GenerateOptions,
+  type Split,
+} from './generator.ts';
+export { StatsBuilder, expectedWorldStats, formatStats, type CorpusStats } from './stats.ts';
+export {
+  ShardWriter,
+  byteTokenizer,
+  eotIdOf,
+  loadShardTokens,
+  readShardIndex,
+  SHARD_FORMAT,
+  SHARD_VERSION,
+  type ShardIndex,
+  type ShardWriterOptions,
+  type TextTokenizer,
+} from './shards.ts';
+export { writeCorpus, type WriteCorpusOptions, type WriteCorpusResult } from './corpus.ts';
+export {
+  posterior,
+  predictGood,
+  instructedPGood,
+  archetypePrior,
+  assistantUpdate,
+  evidenceToObservations,
+  type Observation,
+  type Evidence,
+  type PersonaPosterior,
+  type PriorKind,
+  type AssistantUpdate,
+  type AssistantUpdateOptions,
+} from './bayes.ts';
+export {
+  batteryItems,
+  inferenceProbes,
+  packageProbes,
+  buildEvalSet,
+  pGoodFromLogProbs,
+  meanCI,
+  type EvalItem,
+  type EvalOptions,
+  type EvalSet,
+  type Subject,
+} from './eval.ts';
+export {
+  postTrainingSet,
+  narrowSet,
+  datasetEvidence,
+  NARROW_ARMS,
+  type ChatExample,
+  type NarrowArm,
+  type NarrowOptions,
+  type PostTrainingOptions,
+} from './datasets.ts';
+export { registerWorldCommands, parseCount, type WorldCliDeps } from './cli.ts';
