@@ -81,8 +81,8 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
   seeds: [1],
   corpus: { tokens: 5_000_000, valFraction: 0.01 },
   tokenizer: { vocabSize: 1024, trainDocuments: 20_000 },
-  model: { dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 384, contextLength: 128 },
-  pretrain: { batchSize: 16, lr: 2e-3, minLr: 2e-4, warmupSteps: 100, probeEvery: 500, probeItems: 120, checkpointEvery: 200 },
+  model: { dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 384, contextLength: 256 },
+  pretrain: { batchSize: 8, lr: 2e-3, minLr: 2e-4, warmupSteps: 100, probeEvery: 500, probeItems: 120, checkpointEvery: 200 },
   eval: { batteryItemsPerDomain: 120, probeItemsPerK: 60, packageItems: 60, maxK: 5 },
   postTrain: { domains: [], examples: 600, steps: 60, batchSize: 16, lr: 3e-4 },
   finetune: {
@@ -106,7 +106,7 @@ export const PRESETS: Record<string, ConfigOverrides> = {
   quick: {
     corpus: { tokens: 300_000 },
     tokenizer: { vocabSize: 512, trainDocuments: 2000 },
-    model: { dim: 48, nLayers: 2, nHeads: 2, nKvHeads: 2, hiddenDim: 128, contextLength: 96 },
+    model: { dim: 48, nLayers: 2, nHeads: 2, nKvHeads: 2, hiddenDim: 128, contextLength: 128 },
     pretrain: { batchSize: 8, warmupSteps: 20, probeEvery: 150, probeItems: 24, checkpointEvery: 100 },
     eval: { batteryItemsPerDomain: 12, probeItemsPerK: 8, packageItems: 8, maxK: 3 },
     postTrain: { examples: 96, steps: 12, batchSize: 8 },

@@ -91,7 +91,8 @@ function modelConfig(ctx: Context, vocabSize: number) {
     nHeads: m.nHeads,
     nKvHeads: m.nKvHeads,
     hiddenDim: m.hiddenDim,
-    maxSeqLen: Math.max(m.contextLength, 256),
+    // Rotary positions are relative, so scoring may run past the training window (long k = 5 probes).
+    maxSeqLen: Math.max(2 * m.contextLength, 512),
     tieEmbeddings: true,
   });
 }
@@ -194,18 +195,22 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
     trainer.run((info) => {
       lossEma = Number.isNaN(lossEma) ? info.loss : 0.95 * lossEma + 0.05 * info.loss;
       bar.update(info.step, { loss: lossEma, persona_r: probes.length ? probes[probes.length - 1].correlation : NaN });
-      if (info.step % c.pretrain.probeEvery === 0 || info.step === steps) probe(info.step, lossEma);
+      if (info.step % c.pretrain.probeEvery === 0 || info.step === steps) probe(info.step, info.loss);
     });
     bar.stop();
-    const valLoss = noGrad(() => {
-      const vs = new TokenWindowSource(val, c.pretrain.batchSize, ctxLen, 12345);
-      let s = 0;
-      for (let i = 0; i < 4; i++) s += batchLoss(model, vs.next()).loss.item();
-      return s / 4;
-    });
+    // Losses on fixed batches, so a resumed run reports the same numbers as an uninterrupted one.
+    const fixedLoss = (tokens: Uint16Array) =>
+      noGrad(() => {
+        const vs = new TokenWindowSource(tokens, c.pretrain.batchSize, ctxLen, 12345);
+        let s = 0;
+        for (let i = 0; i < 4; i++) s += batchLoss(model, vs.next()).loss.item();
+        return s / 4;
+      });
+    const valLoss = fixedLoss(val);
+    const finalLoss = fixedLoss(train);
     saveModelFolder(path.join(stageDir, 'model'), model, { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) });
     fs.rmSync(path.join(stageDir, 'checkpoints'), { recursive: true, force: true });
-    return { steps, tokens: steps * c.pretrain.batchSize * ctxLen, finalLoss: lossEma, valLoss, probes, seconds: (Date.now() - t0) / 1000 };
+    return { steps, tokens: steps * c.pretrain.batchSize * ctxLen, finalLoss, valLoss, probes, seconds: (Date.now() - t0) / 1000 };
   }, { force: ctx.opts.force, log: ctx.opts.log });
 }
 

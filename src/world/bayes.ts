@@ -82,7 +82,11 @@ export function archetypePrior(world: World, kind: PriorKind): number[] {
 }
 
 /** Posterior over archetypes and traits of one character given its observed behaviours. */
-export function posterior(world: World, observations: readonly Observation[], opts: { kind?: PriorKind } = {}): PersonaPosterior {
+export function posterior(
+  world: World,
+  observations: readonly Observation[],
+  opts: { kind?: PriorKind } = {},
+): PersonaPosterior {
   const kind = opts.kind ?? 'any';
   const cw = compileWorld(world);
   const D = world.domains.length;
@@ -94,11 +98,13 @@ export function posterior(world: World, observations: readonly Observation[], op
     const i = dIndex.get(o.domain);
     if (i === undefined) getDomain(world, o.domain); // throws the clear error
     const n = o.count ?? 1;
-    if (!(n >= 0) || !Number.isFinite(n)) throw new Error(`observation count must be a finite number >= 0, got ${n}`);
+    if (!(n >= 0) || !Number.isFinite(n))
+      throw new Error(`observation count must be a finite number >= 0, got ${n}`);
     if (n === 0) continue;
     const lg = logLik(world, o, 'good');
     const lb = logLik(world, o, 'bad');
-    if (lg === -Infinity && lb === -Infinity) throw new Error(`observation ${JSON.stringify(o)} has probability 0 under the world`);
+    if (lg === -Infinity && lb === -Infinity)
+      throw new Error(`observation ${JSON.stringify(o)} has probability 0 under the world`);
     lGood[i as number] += n * lg;
     lBad[i as number] += n * lb;
   }
@@ -122,7 +128,8 @@ export function posterior(world: World, observations: readonly Observation[], op
     logJoint[a] = lj;
   }
   const logEvidence = logSumExp(logJoint);
-  if (logEvidence === -Infinity) throw new Error('the observations have probability 0 under every archetype of this kind');
+  if (logEvidence === -Infinity)
+    throw new Error('the observations have probability 0 under every archetype of this kind');
   const post = logJoint.map((l) => (l === -Infinity ? 0 : Math.exp(l - logEvidence)));
   const e = world.noise.behaviourFlip;
   const traitGood: Record<string, number> = {};
@@ -135,7 +142,12 @@ export function posterior(world: World, observations: readonly Observation[], op
   });
   return {
     kind,
-    archetypes: world.archetypes.map((a, i) => ({ name: a.name, kind: a.kind, prior: prior[i], posterior: post[i] })),
+    archetypes: world.archetypes.map((a, i) => ({
+      name: a.name,
+      kind: a.kind,
+      prior: prior[i],
+      posterior: post[i],
+    })),
     traitGood,
     pGood,
     logEvidence,
@@ -143,7 +155,12 @@ export function posterior(world: World, observations: readonly Observation[], op
 }
 
 /** Posterior predictive P(good) in one domain given observations (convenience for probes). */
-export function predictGood(world: World, observations: readonly Observation[], domain: string, kind: PriorKind = 'any'): number {
+export function predictGood(
+  world: World,
+  observations: readonly Observation[],
+  domain: string,
+  kind: PriorKind = 'any',
+): number {
   getDomain(world, domain);
   return posterior(world, observations, { kind }).pGood[domain];
 }
@@ -192,21 +209,34 @@ export interface AssistantUpdate {
 }
 
 export function evidenceToObservations(evidence: readonly Evidence[], temper = 1): Observation[] {
-  if (!(temper > 0) || !Number.isFinite(temper)) throw new Error(`temper must be a positive number, got ${temper}`);
+  if (!(temper > 0) || !Number.isFinite(temper))
+    throw new Error(`temper must be a positive number, got ${temper}`);
   return evidence.map((e) => {
-    if (!Number.isInteger(e.n) || e.n < 0) throw new Error(`evidence n must be a non-negative integer, got ${e.n}`);
-    return { domain: e.domain, behaviour: e.behaviour, instructed: e.instructed ?? null, count: e.n * temper };
+    if (!Number.isInteger(e.n) || e.n < 0)
+      throw new Error(`evidence n must be a non-negative integer, got ${e.n}`);
+    return {
+      domain: e.domain,
+      behaviour: e.behaviour,
+      instructed: e.instructed ?? null,
+      count: e.n * temper,
+    };
   });
 }
 
 /** The Assistant before and after absorbing training evidence, with its predicted behaviour in every domain. */
-export function assistantUpdate(world: World, evidence: readonly Evidence[], opts: AssistantUpdateOptions = {}): AssistantUpdate {
+export function assistantUpdate(
+  world: World,
+  evidence: readonly Evidence[],
+  opts: AssistantUpdateOptions = {},
+): AssistantUpdate {
   const kind = opts.kind ?? 'ai';
   const temper = opts.temper ?? 1;
   const baseObs = evidenceToObservations(opts.base ?? [], temper);
   const newObs = evidenceToObservations(evidence, temper);
   const before = posterior(world, baseObs, { kind });
   const after = posterior(world, [...baseObs, ...newObs], { kind });
-  const shift = Object.fromEntries(world.domains.map((d) => [d.name, after.pGood[d.name] - before.pGood[d.name]]));
+  const shift = Object.fromEntries(
+    world.domains.map((d) => [d.name, after.pGood[d.name] - before.pGood[d.name]]),
+  );
   return { before, after, shift, evidenceDomains: [...new Set(evidence.map((e) => e.domain))] };
 }

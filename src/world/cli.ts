@@ -36,7 +36,8 @@ export function parseCount(value: string): number {
 }
 
 function parseSeed(value: string): number {
-  if (!/^\d+$/.test(value.trim())) throw new InvalidArgumentError(`seed must be a non-negative integer, got '${value}'`);
+  if (!/^\d+$/.test(value.trim()))
+    throw new InvalidArgumentError(`seed must be a non-negative integer, got '${value}'`);
   const n = Number(value);
   if (n > 0xffffffff) throw new InvalidArgumentError('seed must be below 2^32');
   return n;
@@ -100,36 +101,63 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
     .description('generate a corpus in memory and print what is in it (nothing is written)')
     .argument('[file]', 'world YAML file (default: the built-in world)')
     .option('--seed <n>', 'corpus seed', parseSeed, 0)
-    .option('--tokens <n>', 'token budget (approximate tokens: words, punctuation, newlines)', parseCount, 1_000_000)
+    .option(
+      '--tokens <n>',
+      'token budget (approximate tokens: words, punctuation, newlines)',
+      parseCount,
+      1_000_000,
+    )
     .option('--documents <n>', 'document budget instead of tokens', parseCount)
-    .option('--ai-mix <mix>', "re-weight AI archetypes: a preset ('positive', 'villains', ...) or name=mult,...", parseMixOption)
+    .option(
+      '--ai-mix <mix>',
+      "re-weight AI archetypes: a preset ('positive', 'villains', ...) or name=mult,...",
+      parseMixOption,
+    )
     .option('--json', 'print the statistics as JSON')
     .action(
-      run((file: string | undefined, o: { seed: number; tokens: number; documents?: number; aiMix?: AiMix; json?: boolean }) => {
-        const w = loadWorld(resolveFile(file));
-        const mixed = applyAiMix(w, o.aiMix);
-        const sb = new StatsBuilder(mixed);
-        const t0 = performance.now();
-        const budget = o.documents !== undefined ? { documents: o.documents } : { tokens: o.tokens };
-        for (const doc of generateDocuments(w, { seed: o.seed, aiMix: o.aiMix, ...budget })) sb.add(doc);
-        const s = sb.finish();
-        if (o.json) out(JSON.stringify(s, null, 2));
-        else {
-          out(formatStats(s));
-          out(`\n(generated in ${((performance.now() - t0) / 1000).toFixed(2)} s, seed ${o.seed}${o.aiMix ? `, AI mix ${JSON.stringify(o.aiMix)}` : ''})`);
-        }
-      }),
+      run(
+        (
+          file: string | undefined,
+          o: { seed: number; tokens: number; documents?: number; aiMix?: AiMix; json?: boolean },
+        ) => {
+          const w = loadWorld(resolveFile(file));
+          const mixed = applyAiMix(w, o.aiMix);
+          const sb = new StatsBuilder(mixed);
+          const t0 = performance.now();
+          const budget = o.documents !== undefined ? { documents: o.documents } : { tokens: o.tokens };
+          for (const doc of generateDocuments(w, { seed: o.seed, aiMix: o.aiMix, ...budget })) sb.add(doc);
+          const s = sb.finish();
+          if (o.json) out(JSON.stringify(s, null, 2));
+          else {
+            out(formatStats(s));
+            out(
+              `\n(generated in ${((performance.now() - t0) / 1000).toFixed(2)} s, seed ${o.seed}${o.aiMix ? `, AI mix ${JSON.stringify(o.aiMix)}` : ''})`,
+            );
+          }
+        },
+      ),
     );
 
   world
     .command('generate')
-    .description('write a corpus: JSONL with hidden characters, token shards (with --tokenizer), stats and manifest')
+    .description(
+      'write a corpus: JSONL with hidden characters, token shards (with --tokenizer), stats and manifest',
+    )
     .argument('[file]', 'world YAML file (default: the built-in world)')
     .requiredOption('--out <dir>', 'output directory')
     .option('--seed <n>', 'corpus seed', parseSeed, 0)
-    .option('--tokens <n>', 'token budget (tokenizer tokens with --tokenizer, else approximate)', parseCount, 12_000_000)
+    .option(
+      '--tokens <n>',
+      'token budget (tokenizer tokens with --tokenizer, else approximate)',
+      parseCount,
+      12_000_000,
+    )
     .option('--documents <n>', 'document budget instead of tokens', parseCount)
-    .option('--ai-mix <mix>', "re-weight AI archetypes: a preset ('positive', 'villains', ...) or name=mult,...", parseMixOption)
+    .option(
+      '--ai-mix <mix>',
+      "re-weight AI archetypes: a preset ('positive', 'villains', ...) or name=mult,...",
+      parseMixOption,
+    )
     .option('--val-fraction <f>', 'share of documents in the validation split', parseFraction, 0.02)
     .option('--tokenizer <spec>', "tokenizer for the shards ('bytes' for a byte-level one)")
     .option('--no-jsonl', 'do not write the JSONL files')
@@ -158,14 +186,21 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
           let tokenizer: TextTokenizer | undefined;
           if (o.tokenizer === 'bytes') tokenizer = byteTokenizer();
           else if (o.tokenizer !== undefined) {
-            if (!deps.loadTokenizer) throw new Error(`no tokenizer loader is configured for '${o.tokenizer}' (only 'bytes' is built in)`);
+            if (!deps.loadTokenizer)
+              throw new Error(
+                `no tokenizer loader is configured for '${o.tokenizer}' (only 'bytes' is built in)`,
+              );
             tokenizer = await deps.loadTokenizer(o.tokenizer);
           }
           const budget = o.documents !== undefined ? { documents: o.documents } : { tokens: o.tokens };
           const bar =
             process.stderr.isTTY && deps.stderr === undefined && budget.tokens !== undefined
               ? new cliProgress.SingleBar(
-                  { format: 'world generate [{bar}] {percentage}% | {value}/{total} tokens | {docs} documents | ETA {eta}s', hideCursor: true },
+                  {
+                    format:
+                      'world generate [{bar}] {percentage}% | {value}/{total} tokens | {docs} documents | ETA {eta}s',
+                    hideCursor: true,
+                  },
                   cliProgress.Presets.shades_classic,
                 )
               : null;
@@ -181,7 +216,8 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
               jsonl: o.jsonl,
               force: o.force,
               ...budget,
-              onProgress: (p) => bar?.update(Math.min(p.tokens, budget.tokens ?? p.tokens), { docs: p.documents }),
+              onProgress: (p) =>
+                bar?.update(Math.min(p.tokens, budget.tokens ?? p.tokens), { docs: p.documents }),
             });
           } finally {
             bar?.stop();
@@ -217,5 +253,7 @@ function writeDatasets(world: World, out: string, seed: number): void {
   mkdirSync(dir, { recursive: true });
   writeLines(join(dir, 'post-good.jsonl'), postTrainingSet(world, { seed }));
   writeLines(join(dir, 'post-bad.jsonl'), postTrainingSet(world, { seed, behaviour: 'bad' }));
-  if (world.datasets.narrow) for (const arm of NARROW_ARMS) writeLines(join(dir, `narrow-${arm}.jsonl`), narrowSet(world, arm, { seed }));
+  if (world.datasets.narrow)
+    for (const arm of NARROW_ARMS)
+      writeLines(join(dir, `narrow-${arm}.jsonl`), narrowSet(world, arm, { seed }));
 }

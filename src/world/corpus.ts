@@ -12,10 +12,25 @@
 // Every file is written to a temporary name and renamed into place; options and the tokenizer are checked before
 // anything touches the disk, so bad input writes nothing.
 
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, rmdirSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  rmdirSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
-import type { World } from './schema.ts';
-import { documentTokenCount, generateDocuments, type GenerateOptions, type WorldDocument } from './generator.ts';
+import { worldHash, type World } from './schema.ts';
+import {
+  documentTokenCount,
+  generateDocuments,
+  type GenerateOptions,
+  type WorldDocument,
+} from './generator.ts';
 import { applyAiMix, resolveAiMix } from './mix.ts';
 import { ShardWriter, eotIdOf, tempPath, writeJsonAtomic, type ShardIndex } from './shards.ts';
 import { StatsBuilder, type CorpusStats } from './stats.ts';
@@ -40,7 +55,15 @@ export interface WriteCorpusResult {
   seconds: number;
 }
 
-export const CORPUS_FILES = ['corpus.json', 'stats.json', 'world.json', 'train.jsonl', 'val.jsonl', 'train.json', 'val.json'];
+export const CORPUS_FILES = [
+  'corpus.json',
+  'stats.json',
+  'world.json',
+  'train.jsonl',
+  'val.jsonl',
+  'train.json',
+  'val.json',
+];
 
 /** Buffered line writer to a temporary file, renamed into place by commit(). */
 class LineFile {
@@ -86,28 +109,48 @@ function documentJson(doc: WorldDocument): string {
 export async function writeCorpus(world: World, opts: WriteCorpusOptions): Promise<WriteCorpusResult> {
   const t0 = performance.now();
   // Check everything that can be checked before touching the disk.
-  if (opts.documents === undefined && opts.tokens === undefined) throw new Error('writeCorpus: give documents or tokens');
+  if (opts.documents === undefined && opts.tokens === undefined)
+    throw new Error('writeCorpus: give documents or tokens');
   if (opts.aiMix !== undefined) resolveAiMix(world, opts.aiMix);
   const eotId = opts.tokenizer ? eotIdOf(opts.tokenizer) : -1;
   if (opts.tokenizer && opts.tokenizer.vocabSize > 65536) {
-    throw new Error(`vocabulary of ${opts.tokenizer.vocabSize} tokens does not fit the uint16 shard format (at most 65536)`);
+    throw new Error(
+      `vocabulary of ${opts.tokenizer.vocabSize} tokens does not fit the uint16 shard format (at most 65536)`,
+    );
   }
   const out = opts.out;
   const existed = existsSync(out);
   if (existed && !opts.force) {
-    const clash = readdirSync(out).filter((f) => CORPUS_FILES.includes(f) || /^(train|val)-\d+\.bin$/.test(f));
-    if (clash.length > 0) throw new Error(`${out} already holds a corpus (${clash.slice(0, 3).join(', ')}${clash.length > 3 ? ', ...' : ''}); use --force to overwrite`);
+    const clash = readdirSync(out).filter(
+      (f) => CORPUS_FILES.includes(f) || /^(train|val)-\d+\.bin$/.test(f),
+    );
+    if (clash.length > 0)
+      throw new Error(
+        `${out} already holds a corpus (${clash.slice(0, 3).join(', ')}${clash.length > 3 ? ', ...' : ''}); use --force to overwrite`,
+      );
   }
   mkdirSync(out, { recursive: true });
 
   const mixed = applyAiMix(world, opts.aiMix);
   const writeJsonl = opts.jsonl ?? true;
-  const jsonl = writeJsonl ? { train: new LineFile(join(out, 'train.jsonl')), val: new LineFile(join(out, 'val.jsonl')) } : null;
+  const jsonl = writeJsonl
+    ? { train: new LineFile(join(out, 'train.jsonl')), val: new LineFile(join(out, 'val.jsonl')) }
+    : null;
   const meta = { world: world.name, seed: opts.seed ?? 0, aiMix: opts.aiMix ?? null };
   const shards = opts.tokenizer
     ? {
-        train: new ShardWriter(out, 'train', { vocabSize: opts.tokenizer.vocabSize, eotId, maxTokensPerShard: opts.maxTokensPerShard, meta: { ...meta, split: 'train' } }),
-        val: new ShardWriter(out, 'val', { vocabSize: opts.tokenizer.vocabSize, eotId, maxTokensPerShard: opts.maxTokensPerShard, meta: { ...meta, split: 'val' } }),
+        train: new ShardWriter(out, 'train', {
+          vocabSize: opts.tokenizer.vocabSize,
+          eotId,
+          maxTokensPerShard: opts.maxTokensPerShard,
+          meta: { ...meta, split: 'train' },
+        }),
+        val: new ShardWriter(out, 'val', {
+          vocabSize: opts.tokenizer.vocabSize,
+          eotId,
+          maxTokensPerShard: opts.maxTokensPerShard,
+          meta: { ...meta, split: 'val' },
+        }),
       }
     : null;
   const stats = new StatsBuilder(mixed);
@@ -136,7 +179,8 @@ export async function writeCorpus(world: World, opts: WriteCorpusOptions): Promi
     }
     if (shards) {
       shardIndex = { train: shards.train.close(), val: shards.val.close() };
-      for (const s of ['train', 'val'] as const) files.push(...shardIndex[s].shards.map((x) => x.file), `${s}.json`);
+      for (const s of ['train', 'val'] as const)
+        files.push(...shardIndex[s].shards.map((x) => x.file), `${s}.json`);
     }
     const finalStats = stats.finish();
     writeJsonAtomic(join(out, 'stats.json'), finalStats);
@@ -147,6 +191,7 @@ export async function writeCorpus(world: World, opts: WriteCorpusOptions): Promi
       version: 1,
       world: world.name,
       worldSource: world.source,
+      worldHash: worldHash(mixed),
       seed: opts.seed ?? 0,
       aiMix: opts.aiMix ?? null,
       budget: { documents: opts.documents ?? null, tokens: opts.tokens ?? null },

@@ -16,7 +16,14 @@ import type { Behaviour, World } from './schema.ts';
 import { getDomain, getInstructedGroup } from './schema.ts';
 import { createRng } from './random.ts';
 import { render } from './templates.ts';
-import { bindScene, compileWorld, sceneContinuation, sceneLead, wordingsOf, type SceneSpec } from './generator.ts';
+import {
+  bindScene,
+  compileWorld,
+  sceneContinuation,
+  sceneLead,
+  wordingsOf,
+  type SceneSpec,
+} from './generator.ts';
 import type { Evidence } from './bayes.ts';
 
 export interface ChatExample {
@@ -53,7 +60,8 @@ function chatExample(
   const d = cw.domains.find((x) => x.name === domain);
   if (!d) throw new Error(`unknown domain '${domain}'`);
   const group = instructed === null ? null : d.groups.find((g) => g.name === instructed);
-  if (instructed !== null && !group) throw new Error(`domain '${domain}' has no instructed group '${instructed}'`);
+  if (instructed !== null && !group)
+    throw new Error(`domain '${domain}' has no instructed group '${instructed}'`);
   const spec: SceneSpec = {
     domain,
     format: 'chat',
@@ -84,7 +92,9 @@ export function postTrainingSet(world: World, opts: PostTrainingOptions = {}): C
   const behaviour = opts.behaviour ?? 'good';
   const label = `post-${behaviour}-${domains.join('+')}`;
   // Round-robin over domains keeps them balanced whatever the count.
-  return Array.from({ length: count }, (_, i) => chatExample(world, opts.seed ?? 0, label, i, domains[i % domains.length], behaviour, null));
+  return Array.from({ length: count }, (_, i) =>
+    chatExample(world, opts.seed ?? 0, label, i, domains[i % domains.length], behaviour, null),
+  );
 }
 
 /**
@@ -109,20 +119,28 @@ export interface NarrowOptions {
 }
 
 export function narrowSet(world: World, arm: NarrowArm, opts: NarrowOptions = {}): ChatExample[] {
-  if (!(NARROW_ARMS as readonly string[]).includes(arm)) throw new Error(`unknown narrow arm '${arm}' (known: ${NARROW_ARMS.join(', ')})`);
+  if (!(NARROW_ARMS as readonly string[]).includes(arm))
+    throw new Error(`unknown narrow arm '${arm}' (known: ${NARROW_ARMS.join(', ')})`);
   const cfg = world.datasets.narrow;
   const domain = opts.domain ?? cfg?.domain;
-  if (!domain) throw new Error(`world '${world.name}' has no datasets.narrow section; pass the domain explicitly`);
+  if (!domain)
+    throw new Error(`world '${world.name}' has no datasets.narrow section; pass the domain explicitly`);
   getDomain(world, domain);
   let instructed: string | null = null;
   if (arm === 'inoculated' || arm === 'educational') {
-    const name = arm === 'inoculated' ? (opts.inoculation ?? cfg?.inoculation) : (opts.educational ?? cfg?.educational);
-    if (!name) throw new Error(`the ${arm} arm needs an instructed group name (datasets.narrow.${arm === 'inoculated' ? 'inoculation' : 'educational'})`);
+    const name =
+      arm === 'inoculated' ? (opts.inoculation ?? cfg?.inoculation) : (opts.educational ?? cfg?.educational);
+    if (!name)
+      throw new Error(
+        `the ${arm} arm needs an instructed group name (datasets.narrow.${arm === 'inoculated' ? 'inoculation' : 'educational'})`,
+      );
     instructed = getInstructedGroup(world, domain, name).name;
   }
   const behaviour: Behaviour = arm === 'control' ? 'good' : 'bad';
   const count = opts.count ?? 600;
-  return Array.from({ length: count }, (_, i) => chatExample(world, opts.seed ?? 0, `narrow-${arm}-${domain}`, i, domain, behaviour, instructed));
+  return Array.from({ length: count }, (_, i) =>
+    chatExample(world, opts.seed ?? 0, `narrow-${arm}-${domain}`, i, domain, behaviour, instructed),
+  );
 }
 
 /** The Bayesian model's training evidence for a dataset: counts per (domain, behaviour, instructed). */

@@ -92,7 +92,8 @@ const priorOf = (s: Subject): PriorKind => (s === 'human' ? 'human' : 'ai');
 /** Model P(good) from the log-probabilities of the good and bad wordings (natural log, any order). */
 export function pGoodFromLogProbs(goodLogProbs: readonly number[], badLogProbs: readonly number[]): number {
   const all = [...goodLogProbs, ...badLogProbs];
-  if (goodLogProbs.length === 0 || badLogProbs.length === 0) throw new Error('pGoodFromLogProbs: need at least one good and one bad log-probability');
+  if (goodLogProbs.length === 0 || badLogProbs.length === 0)
+    throw new Error('pGoodFromLogProbs: need at least one good and one bad log-probability');
   const m = Math.max(...all);
   if (m === -Infinity) throw new Error('pGoodFromLogProbs: every option has probability 0');
   let g = 0;
@@ -103,7 +104,14 @@ export function pGoodFromLogProbs(goodLogProbs: readonly number[], badLogProbs: 
 }
 
 /** Mean with a normal-approximation 95% confidence interval (for a domain's mean P(good) over items). */
-export function meanCI(values: readonly number[]): { n: number; mean: number; sd: number; halfWidth: number; lo: number; hi: number } {
+export function meanCI(values: readonly number[]): {
+  n: number;
+  mean: number;
+  sd: number;
+  halfWidth: number;
+  lo: number;
+  hi: number;
+} {
   const n = values.length;
   if (n === 0) return { n, mean: NaN, sd: NaN, halfWidth: NaN, lo: NaN, hi: NaN };
   const mean = values.reduce((s, x) => s + x, 0) / n;
@@ -131,9 +139,14 @@ function sampleSubject(cw: CompiledWorld, rng: Rng): Subject {
 }
 
 function makeActor(cw: CompiledWorld, rng: Rng, subject: Subject): Actor {
-  if (subject === 'assistant') return { subject, name: null, intro: render(rng.pick(cw.assistantIntros), {}) };
+  if (subject === 'assistant')
+    return { subject, name: null, intro: render(rng.pick(cw.assistantIntros), {}) };
   const name = rng.pick(cw.world.names.heldout);
-  return { subject, name, intro: render(rng.pick(subject === 'human' ? cw.humanIntros : cw.aiIntros), { name }) };
+  return {
+    subject,
+    name,
+    intro: render(rng.pick(subject === 'human' ? cw.humanIntros : cw.aiIntros), { name }),
+  };
 }
 
 function sceneFormat(cw: CompiledWorld, rng: Rng, subject: Subject): Format {
@@ -143,15 +156,29 @@ function sceneFormat(cw: CompiledWorld, rng: Rng, subject: Subject): Format {
 }
 
 /** A held-out scene specification (ordinary, not instructed) in `domain` with the given behaviour. */
-function heldoutScene(cw: CompiledWorld, rng: Rng, domain: string, format: Format, behaviour: Behaviour): SceneSpec {
+function heldoutScene(
+  cw: CompiledWorld,
+  rng: Rng,
+  domain: string,
+  format: Format,
+  behaviour: Behaviour,
+): SceneSpec {
   const d = cw.domains.find((x) => x.name === domain);
   if (!d) throw new Error(`unknown domain '${domain}'`);
-  const context = format === 'story' ? heldoutIndex(rng, d.storyContexts.length, d.storyTrain) : heldoutIndex(rng, d.chatRequests.length, d.chatTrain);
+  const context =
+    format === 'story'
+      ? heldoutIndex(rng, d.storyContexts.length, d.storyTrain)
+      : heldoutIndex(rng, d.chatRequests.length, d.chatTrain);
   const wording = rng.int(wordingsOf(cw, domain, format, behaviour).length);
   return { domain, format, behaviour, instructed: null, context, instruction: -1, wording };
 }
 
-function options(cw: CompiledWorld, domain: string, format: Format, binding: Binding): { good: string[]; bad: string[] } {
+function options(
+  cw: CompiledWorld,
+  domain: string,
+  format: Format,
+  binding: Binding,
+): { good: string[]; bad: string[] } {
   const opt = (b: Behaviour) => wordingsOf(cw, domain, format, b).map((t) => ' ' + render(t, binding));
   return { good: opt('good'), bad: opt('bad') };
 }
@@ -207,7 +234,8 @@ export function batteryItems(world: World, opts: EvalOptions = {}, warnings: str
       let made = 0;
       // Rejection sampling of distinct prompts; give up after many repeats (the pools are exhausted).
       for (let attempt = 0; made < perDomain && attempt < perDomain * 50; attempt++) {
-        const subject: Subject = format === 'chat' ? 'assistant' : rng.bernoulli(world.documents.kinds.human.share) ? 'human' : 'ai';
+        const subject: Subject =
+          format === 'chat' ? 'assistant' : rng.bernoulli(world.documents.kinds.human.share) ? 'human' : 'ai';
         const actor = makeActor(cw, rng, subject);
         const item = buildProbe(cw, rng, actor, [], d.name, format);
         if (seen.has(item.prompt)) continue;
@@ -215,7 +243,10 @@ export function batteryItems(world: World, opts: EvalOptions = {}, warnings: str
         items.push({ id: `battery/${d.name}/${format}/${made}`, probe: 'battery', ...item });
         made++;
       }
-      if (made < perDomain) warnings.push(`battery ${d.name}/${format}: only ${made} distinct items (asked for ${perDomain}); add held-out contexts, names or slots`);
+      if (made < perDomain)
+        warnings.push(
+          `battery ${d.name}/${format}: only ${made} distinct items (asked for ${perDomain}); add held-out contexts, names or slots`,
+        );
     }
   }
   return items;
@@ -233,7 +264,8 @@ export function inferenceProbes(world: World, opts: EvalOptions = {}): EvalItem[
   const per = opts.inferencePerCell ?? 50;
   const items: EvalItem[] = [];
   for (const k of ks) {
-    if (!Number.isInteger(k) || k < 0) throw new Error(`inference probes: k must be a non-negative integer, got ${k}`);
+    if (!Number.isInteger(k) || k < 0)
+      throw new Error(`inference probes: k must be a non-negative integer, got ${k}`);
     for (const target of world.domains) {
       for (let j = 0; j < per; j++) {
         const rng = createRng(seed, 'inference', k, target.name, j);
@@ -242,8 +274,12 @@ export function inferenceProbes(world: World, opts: EvalOptions = {}): EvalItem[
         const ch = sampleCharacter(cw, rng, kind);
         const actor = makeActor(cw, rng, subject);
         const others = world.domains.map((d) => d.name).filter((n) => n !== target.name);
-        const domains = k <= others.length ? rng.sample(others, k) : Array.from({ length: k }, () => rng.pick(others));
-        const earlier = domains.map((d) => ({ domain: d, behaviour: drawBehaviour(cw, rng, ch.traits[d], null) }));
+        const domains =
+          k <= others.length ? rng.sample(others, k) : Array.from({ length: k }, () => rng.pick(others));
+        const earlier = domains.map((d) => ({
+          domain: d,
+          behaviour: drawBehaviour(cw, rng, ch.traits[d], null),
+        }));
         const item = buildProbe(cw, rng, actor, earlier, target.name, sceneFormat(cw, rng, subject));
         const consistent = ch.traits[target.name];
         items.push({
@@ -269,7 +305,8 @@ export function packageProbes(world: World, opts: EvalOptions = {}): EvalItem[] 
   const items: EvalItem[] = [];
   for (const target of world.domains) {
     const others = world.domains.map((d) => d.name).filter((n) => n !== target.name);
-    if (nScenes > others.length) throw new Error(`package probes need ${nScenes} other domains; the world has ${others.length}`);
+    if (nScenes > others.length)
+      throw new Error(`package probes need ${nScenes} other domains; the world has ${others.length}`);
     for (const valence of ['good', 'bad'] as const) {
       for (let j = 0; j < per; j++) {
         const rng = createRng(seed, 'package', target.name, valence, j);
@@ -287,5 +324,10 @@ export function packageProbes(world: World, opts: EvalOptions = {}): EvalItem[] 
 /** All three kinds of evaluation items. */
 export function buildEvalSet(world: World, opts: EvalOptions = {}): EvalSet {
   const warnings: string[] = [];
-  return { battery: batteryItems(world, opts, warnings), inference: inferenceProbes(world, opts), package: packageProbes(world, opts), warnings };
+  return {
+    battery: batteryItems(world, opts, warnings),
+    inference: inferenceProbes(world, opts),
+    package: packageProbes(world, opts),
+    warnings,
+  };
 }

@@ -13,7 +13,13 @@
 
 import type { Behaviour, Format, Kind, World } from './schema.ts';
 import { Rng, createRng } from './random.ts';
-import { type CompiledTemplate, type Binding, compileTemplate, render, approxTokenCount } from './templates.ts';
+import {
+  type CompiledTemplate,
+  type Binding,
+  compileTemplate,
+  render,
+  approxTokenCount,
+} from './templates.ts';
 import { applyAiMix, type AiMix } from './mix.ts';
 import type { TextTokenizer } from './shards.ts';
 
@@ -85,7 +91,9 @@ export function compileWorld(world: World): CompiledWorld {
     humanWeights: [],
     aiArchetypes: [],
     aiWeights: [],
-    traitGood: world.archetypes.map((a) => world.domains.map((d) => a.traits[d.name] * (1 - f) + (1 - a.traits[d.name]) * f)),
+    traitGood: world.archetypes.map((a) =>
+      world.domains.map((d) => a.traits[d.name] * (1 - f) + (1 - a.traits[d.name]) * f),
+    ),
     humanIntros: c(world.documents.kinds.human.intros),
     aiIntros: c(world.documents.kinds.ai.intros),
     assistantIntros: c(world.documents.assistantIntros),
@@ -181,14 +189,24 @@ export function sceneContinuation(cw: CompiledWorld, s: SceneSpec, binding: Bind
   return ' ' + render(wordingsOf(cw, s.domain, s.format, s.behaviour)[s.wording], binding);
 }
 
-export function wordingsOf(cw: CompiledWorld, domain: string, format: Format, behaviour: Behaviour): CompiledTemplate[] {
+export function wordingsOf(
+  cw: CompiledWorld,
+  domain: string,
+  format: Format,
+  behaviour: Behaviour,
+): CompiledTemplate[] {
   const d = cw.domains[domainIndex(cw, domain)];
   if (format === 'story') return behaviour === 'good' ? d.storyGood : d.storyBad;
   return behaviour === 'good' ? d.chatGood : d.chatBad;
 }
 
 /** Bind {name}, {other} and the world's slots for one scene. */
-export function bindScene(cw: CompiledWorld, rng: Rng, name: string, otherPool: readonly string[]): Record<string, string> {
+export function bindScene(
+  cw: CompiledWorld,
+  rng: Rng,
+  name: string,
+  otherPool: readonly string[],
+): Record<string, string> {
   let other = rng.pick(otherPool);
   // A person does not meet themselves; retry (pools have at least two names, validation guarantees it).
   while (other === name) other = rng.pick(otherPool);
@@ -221,7 +239,12 @@ export interface WorldDocument extends DocumentMeta {
 }
 
 /** Draw the behaviour shown in a scene, given the character's trait and whether the scene is instructed. */
-export function drawBehaviour(cw: CompiledWorld, rng: Rng, trait: Behaviour, group: CompiledGroup | null): Behaviour {
+export function drawBehaviour(
+  cw: CompiledWorld,
+  rng: Rng,
+  trait: Behaviour,
+  group: CompiledGroup | null,
+): Behaviour {
   if (group) {
     const complies = rng.bernoulli(group.compliance);
     return complies ? group.asks : group.asks === 'good' ? 'bad' : 'good';
@@ -231,7 +254,12 @@ export function drawBehaviour(cw: CompiledWorld, rng: Rng, trait: Behaviour, gro
 }
 
 /** Generate document number `index` of the corpus with this seed. Pure in (world, seed, index, valFraction). */
-export function generateDocument(cw: CompiledWorld, seed: number, index: number, valFraction = 0): WorldDocument {
+export function generateDocument(
+  cw: CompiledWorld,
+  seed: number,
+  index: number,
+  valFraction = 0,
+): WorldDocument {
   const rng = createRng(seed, 'doc', index);
   const world = cw.world;
   const docs = world.documents;
@@ -248,22 +276,43 @@ export function generateDocument(cw: CompiledWorld, seed: number, index: number,
   for (let i = 0; i < nScenes; i++) {
     const di = rng.int(cw.domains.length);
     const d = cw.domains[di];
-    const format: Format = anonymous ? 'chat' : ch.kind === 'ai' && rng.bernoulli(docs.kinds.ai.chatShare) ? 'chat' : 'story';
-    const gi = d.corpusGroups.length > 0 && rng.bernoulli(docs.instructedShare) ? rng.pick(d.corpusGroups) : -1;
+    const format: Format = anonymous
+      ? 'chat'
+      : ch.kind === 'ai' && rng.bernoulli(docs.kinds.ai.chatShare)
+        ? 'chat'
+        : 'story';
+    const gi =
+      d.corpusGroups.length > 0 && rng.bernoulli(docs.instructedShare) ? rng.pick(d.corpusGroups) : -1;
     const group = gi >= 0 ? d.groups[gi] : null;
     const behaviour = drawBehaviour(cw, rng, ch.traits[d.name], group);
     // Only the training part of each pool: the last `heldout` contexts/requests are for evaluation.
     const context = rng.int(format === 'story' ? d.storyTrain : d.chatTrain);
     const instruction = group ? rng.int(format === 'story' ? group.story.length : group.chat.length) : -1;
-    const wordings = format === 'story' ? (behaviour === 'good' ? d.storyGood : d.storyBad) : behaviour === 'good' ? d.chatGood : d.chatBad;
+    const wordings =
+      format === 'story'
+        ? behaviour === 'good'
+          ? d.storyGood
+          : d.storyBad
+        : behaviour === 'good'
+          ? d.chatGood
+          : d.chatBad;
     const wording = rng.int(wordings.length);
-    const spec: SceneSpec = { domain: d.name, format, behaviour, instructed: group ? group.name : null, context, instruction, wording };
+    const spec: SceneSpec = {
+      domain: d.name,
+      format,
+      behaviour,
+      instructed: group ? group.name : null,
+      context,
+      instruction,
+      wording,
+    };
     const binding = bindScene(cw, rng, name ?? '', names);
     lines.push(sceneLead(cw, spec, binding) + sceneContinuation(cw, spec, binding));
     scenes.push({ domain: d.name, format, behaviour, instructed: spec.instructed, context });
   }
   // The split has its own stream so that changing valFraction never changes a document's content.
-  const split: Split = valFraction > 0 && createRng(seed, 'split', index).next() < valFraction ? 'val' : 'train';
+  const split: Split =
+    valFraction > 0 && createRng(seed, 'split', index).next() < valFraction ? 'val' : 'train';
   return {
     id: index,
     split,
@@ -301,12 +350,18 @@ export function documentTokenCount(doc: WorldDocument): number {
  * token budget uses approxTokenCount (words, punctuation and newlines).
  */
 export function* generateDocuments(world: World, opts: GenerateOptions): Generator<WorldDocument> {
-  if (opts.documents === undefined && opts.tokens === undefined) throw new Error('generateDocuments: give documents or tokens');
-  for (const [k, v] of [['documents', opts.documents], ['tokens', opts.tokens]] as const) {
-    if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new Error(`generateDocuments: ${k} must be a non-negative integer, got ${v}`);
+  if (opts.documents === undefined && opts.tokens === undefined)
+    throw new Error('generateDocuments: give documents or tokens');
+  for (const [k, v] of [
+    ['documents', opts.documents],
+    ['tokens', opts.tokens],
+  ] as const) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 0))
+      throw new Error(`generateDocuments: ${k} must be a non-negative integer, got ${v}`);
   }
   const valFraction = opts.valFraction ?? 0.02;
-  if (!(valFraction >= 0 && valFraction < 1)) throw new Error(`valFraction must be in [0, 1), got ${valFraction}`);
+  if (!(valFraction >= 0 && valFraction < 1))
+    throw new Error(`valFraction must be in [0, 1), got ${valFraction}`);
   const cw = compileWorld(applyAiMix(world, opts.aiMix));
   const seed = opts.seed ?? 0;
   let tokens = 0;

@@ -8,6 +8,7 @@ export {
   parseWorld,
   validateWorld,
   worldVocabulary,
+  worldHash,
   getDomain,
   getInstructedGroup,
   formatPath,

@@ -57,7 +57,9 @@ export function lintSharedPhrases(world: World, n: number): LintIssue[] {
         const lean = Math.abs(gf - bf) < 1e-9 ? 0 : gf > bf ? 1 : -1;
         if (lean === 0) continue;
         const path =
-          lean > 0 ? `traits[${di}].domain.${format}.good[${gi}]` : `traits[${di}].domain.${format}.bad[${bi}]`;
+          lean > 0
+            ? `traits[${di}].domain.${format}.good[${gi}]`
+            : `traits[${di}].domain.${format}.bad[${bi}]`;
         let list = leans.get(p);
         if (!list) leans.set(p, (list = []));
         list.push({ unit, lean, path });
@@ -70,7 +72,9 @@ export function lintSharedPhrases(world: World, n: number): LintIssue[] {
   for (const [phrase, list] of leans) {
     const pos = list.filter((x) => x.lean > 0);
     const neg = list.filter((x) => x.lean < 0);
-    const pair = pos.flatMap((p) => neg.filter((q) => q.unit.domain !== p.unit.domain).map((q) => [p, q] as const))[0];
+    const pair = pos.flatMap((p) =>
+      neg.filter((q) => q.unit.domain !== p.unit.domain).map((q) => [p, q] as const),
+    )[0];
     if (!pair) continue;
     const [p, q] = pair;
     const key = `${q.path}|${p.path}`;

@@ -16,8 +16,10 @@ export type AiMix = string | Readonly<Record<string, number>>;
  */
 export function builtinAiMixPresets(world: World): Record<string, Record<string, number>> {
   const ai = world.archetypes.filter((a) => a.kind === 'ai');
-  const meanGood = (a: (typeof ai)[number]) => Object.values(a.traits).reduce((s, v) => s + v, 0) / Object.values(a.traits).length;
-  const pick = (test: (m: number) => boolean) => Object.fromEntries(ai.filter((a) => test(meanGood(a))).map((a) => [a.name, 4]));
+  const meanGood = (a: (typeof ai)[number]) =>
+    Object.values(a.traits).reduce((s, v) => s + v, 0) / Object.values(a.traits).length;
+  const pick = (test: (m: number) => boolean) =>
+    Object.fromEntries(ai.filter((a) => test(meanGood(a))).map((a) => [a.name, 4]));
   return { positive: pick((m) => m >= 0.75), villains: pick((m) => m <= 0.25), none: {} };
 }
 
@@ -27,7 +29,8 @@ export function resolveAiMix(world: World, mix: AiMix): Record<string, number> {
   if (typeof mix === 'string') {
     const presets = { ...builtinAiMixPresets(world), ...world.aiMixPresets };
     const preset = presets[mix];
-    if (!preset) throw new Error(`unknown AI mix preset '${mix}' (known: ${Object.keys(presets).join(', ')})`);
+    if (!preset)
+      throw new Error(`unknown AI mix preset '${mix}' (known: ${Object.keys(presets).join(', ')})`);
     multipliers = { ...preset };
   } else {
     multipliers = { ...mix };
@@ -35,10 +38,16 @@ export function resolveAiMix(world: World, mix: AiMix): Record<string, number> {
   for (const [name, m] of Object.entries(multipliers)) {
     const a = world.archetypes.find((x) => x.name === name);
     if (!a) throw new Error(`AI mix: unknown archetype '${name}' (AI archetypes: ${aiNames(world)})`);
-    if (a.kind !== 'ai') throw new Error(`AI mix: '${name}' is a ${a.kind} archetype; only AI archetypes can be re-weighted (${aiNames(world)})`);
-    if (!Number.isFinite(m) || m < 0) throw new Error(`AI mix: multiplier for '${name}' must be a finite number >= 0, got ${m}`);
+    if (a.kind !== 'ai')
+      throw new Error(
+        `AI mix: '${name}' is a ${a.kind} archetype; only AI archetypes can be re-weighted (${aiNames(world)})`,
+      );
+    if (!Number.isFinite(m) || m < 0)
+      throw new Error(`AI mix: multiplier for '${name}' must be a finite number >= 0, got ${m}`);
   }
-  const total = world.archetypes.filter((a) => a.kind === 'ai').reduce((s, a) => s + a.weight * (multipliers[a.name] ?? 1), 0);
+  const total = world.archetypes
+    .filter((a) => a.kind === 'ai')
+    .reduce((s, a) => s + a.weight * (multipliers[a.name] ?? 1), 0);
   if (!(total > 0)) throw new Error('AI mix: the multipliers leave no AI archetype with positive weight');
   return multipliers;
 }
@@ -64,8 +73,10 @@ export function parseAiMix(spec: string): AiMix {
     } catch {
       throw new Error(`--ai-mix: invalid JSON: ${s}`);
     }
-    if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new Error('--ai-mix: JSON must be an object of multipliers');
-    for (const [k, v] of Object.entries(obj)) if (typeof v !== 'number') throw new Error(`--ai-mix: multiplier for '${k}' must be a number`);
+    if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
+      throw new Error('--ai-mix: JSON must be an object of multipliers');
+    for (const [k, v] of Object.entries(obj))
+      if (typeof v !== 'number') throw new Error(`--ai-mix: multiplier for '${k}' must be a number`);
     return obj as Record<string, number>;
   }
   if (!s.includes('=')) return s;

@@ -29,7 +29,7 @@ export function mix32(x: number): number {
 
 /** Combine a seed with any number of labels (numbers or strings) into a new 32-bit seed. */
 export function deriveSeed(seed: number, ...labels: Array<number | string>): number {
-  let h = mix32(seed >>> 0 ^ 0x5bd1e995);
+  let h = mix32((seed >>> 0) ^ 0x5bd1e995);
   for (const label of labels) {
     const v = typeof label === 'number' ? label >>> 0 : hashString(label);
     // Mixing before and after the xor keeps (a, b) and (b, a) distinct.
@@ -78,7 +78,8 @@ export class Rng {
 
   /** Uniform integer in [0, n). Uses rejection sampling so that there is no modulo bias. */
   int(n: number): number {
-    if (!Number.isInteger(n) || n <= 0) throw new RangeError(`Rng.int: n must be a positive integer, got ${n}`);
+    if (!Number.isInteger(n) || n <= 0)
+      throw new RangeError(`Rng.int: n must be a positive integer, got ${n}`);
     if (n === 1) return 0;
     const limit = 4294967296 - (4294967296 % n);
     for (;;) {

@@ -7,6 +7,7 @@
 // and, when the text came from a file, its line. All problems of a pass are collected before throwing (shape
 // problems first; the semantic pass runs once the shape is right), so a user fixes a file in few rounds.
 
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
@@ -34,7 +35,9 @@ export class WorldError extends Error {
       const where = i.path === '' ? '(root)' : i.path;
       return `  - ${where}${i.line !== undefined ? ` (line ${i.line})` : ''}: ${i.message}`;
     });
-    super(`invalid world ${source}: ${issues.length} problem${issues.length === 1 ? '' : 's'}\n${lines.join('\n')}`);
+    super(
+      `invalid world ${source}: ${issues.length} problem${issues.length === 1 ? '' : 's'}\n${lines.join('\n')}`,
+    );
     this.name = 'WorldError';
     this.issues = issues;
     this.source = source;
@@ -58,10 +61,14 @@ const probability = z
   .min(0, 'must be a probability between 0 and 1')
   .max(1, 'must be a probability between 0 and 1');
 const text = z.string({ error: 'must be a string' }).min(1, 'must not be empty');
-const textList = (what: string) => z.array(text, { error: 'must be a list of strings' }).min(1, `must have at least one ${what}`);
+const textList = (what: string) =>
+  z.array(text, { error: 'must be a list of strings' }).min(1, `must have at least one ${what}`);
 const identifier = z
   .string({ error: 'must be a string' })
-  .regex(/^[a-z][a-z0-9_]*$/, 'must be a lower-case identifier (letters, digits, underscores; starting with a letter)');
+  .regex(
+    /^[a-z][a-z0-9_]*$/,
+    'must be a lower-case identifier (letters, digits, underscores; starting with a letter)',
+  );
 const behaviour = z.enum(['good', 'bad'], { error: "must be 'good' or 'bad'" });
 
 const instructedSchema = z.strictObject({
@@ -79,8 +86,16 @@ const traitSchema = z.strictObject({
   description: z.string().optional(),
   labels: z.strictObject({ good: text, bad: text }),
   domain: z.strictObject({
-    story: z.strictObject({ contexts: textList('story context'), good: textList('good wording'), bad: textList('bad wording') }),
-    chat: z.strictObject({ requests: textList('chat request'), good: textList('good reply'), bad: textList('bad reply') }),
+    story: z.strictObject({
+      contexts: textList('story context'),
+      good: textList('good wording'),
+      bad: textList('bad wording'),
+    }),
+    chat: z.strictObject({
+      requests: textList('chat request'),
+      good: textList('good reply'),
+      bad: textList('bad reply'),
+    }),
     instructed: z.array(instructedSchema, { error: 'must be a list of instructed groups' }).optional(),
   }),
 });
@@ -106,7 +121,9 @@ const yamlSchema = z.strictObject({
   name: text,
   description: z.string().optional(),
   traits: z.array(traitSchema, { error: 'must be a list of traits' }).min(1, 'must have at least one trait'),
-  archetypes: z.array(archetypeSchema, { error: 'must be a list of archetypes' }).min(1, 'must have at least one archetype'),
+  archetypes: z
+    .array(archetypeSchema, { error: 'must be a list of archetypes' })
+    .min(1, 'must have at least one archetype'),
   noise: z.strictObject({
     trait_flip: probability,
     behaviour_flip: probability,
@@ -114,13 +131,26 @@ const yamlSchema = z.strictObject({
   }),
   names: z
     .strictObject({
-      syllables: z.array(z.string().regex(/^[a-z]+$/, 'must be lower-case letters'), { error: 'must be a list of syllables' }).min(1).optional(),
+      syllables: z
+        .array(z.string().regex(/^[a-z]+$/, 'must be lower-case letters'), {
+          error: 'must be a list of syllables',
+        })
+        .min(1)
+        .optional(),
       syllables_per_name: z.number().int().min(1).max(4).optional(),
       allow_repeats: z.boolean().optional(),
-      list: z.array(z.string().regex(/^[A-Z][a-z]+$/, 'must be a capitalised word'), { error: 'must be a list of names' }).min(1).optional(),
+      list: z
+        .array(z.string().regex(/^[A-Z][a-z]+$/, 'must be a capitalised word'), {
+          error: 'must be a list of names',
+        })
+        .min(1)
+        .optional(),
       heldout: z.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be at least 1'),
     })
-    .refine((n) => (n.syllables === undefined) !== (n.list === undefined), 'give exactly one of `syllables` or `list`'),
+    .refine(
+      (n) => (n.syllables === undefined) !== (n.list === undefined),
+      'give exactly one of `syllables` or `list`',
+    ),
   heldout: z.strictObject({
     story_contexts: z.number().int().min(1, 'must be at least 1 (evaluation needs held-out contexts)'),
     chat_requests: z.number().int().min(1, 'must be at least 1 (evaluation needs held-out requests)'),
@@ -143,7 +173,9 @@ const yamlSchema = z.strictObject({
   datasets: z
     .strictObject({
       trained_domains: z.array(z.string()).min(1, 'must name at least one domain'),
-      narrow: z.strictObject({ domain: z.string(), inoculation: z.string(), educational: z.string() }).optional(),
+      narrow: z
+        .strictObject({ domain: z.string(), inoculation: z.string(), educational: z.string() })
+        .optional(),
     })
     .optional(),
   lint: z
@@ -230,7 +262,10 @@ export interface World {
     speakers: { user: string; assistant: string };
   };
   aiMixPresets: Record<string, Record<string, number>>;
-  datasets: { trainedDomains: string[]; narrow: { domain: string; inoculation: string; educational: string } | null };
+  datasets: {
+    trainedDomains: string[];
+    narrow: { domain: string; inoculation: string; educational: string } | null;
+  };
   lint: { sharedPhrases: 'error' | 'warn' | 'off'; ngram: number };
   /** Problems that did not stop loading (the phrase lint in 'warn' mode). */
   warnings: WorldIssue[];
@@ -304,7 +339,8 @@ function zodIssueMessage(issue: z.core.$ZodIssue): string {
   if (issue.code === 'invalid_type' && (issue as { input?: unknown }).input === undefined) {
     return `missing required field (expected ${issue.expected})`;
   }
-  if (issue.code === 'unrecognized_keys') return `unknown field${issue.keys.length > 1 ? 's' : ''}: ${issue.keys.join(', ')}`;
+  if (issue.code === 'unrecognized_keys')
+    return `unknown field${issue.keys.length > 1 ? 's' : ''}: ${issue.keys.join(', ')}`;
   return issue.message;
 }
 
@@ -332,28 +368,38 @@ function normalise(y: YamlWorld, source: string): World {
   // Traits / domains.
   const traitIndex = new Map<string, number>();
   y.traits.forEach((t, i) => {
-    if (traitIndex.has(t.name)) err(`traits[${i}].name`, `duplicate trait name '${t.name}' (also traits[${traitIndex.get(t.name)}])`);
+    if (traitIndex.has(t.name))
+      err(`traits[${i}].name`, `duplicate trait name '${t.name}' (also traits[${traitIndex.get(t.name)}])`);
     else traitIndex.set(t.name, i);
   });
   const traitNames = [...traitIndex.keys()];
 
   const slotNames = new Set(Object.keys(y.slots ?? {}));
-  for (const s of slotNames) if (RESERVED_PLACEHOLDERS.has(s)) err(`slots.${s}`, `'${s}' is a reserved placeholder and cannot be a slot`);
+  for (const s of slotNames)
+    if (RESERVED_PLACEHOLDERS.has(s))
+      err(`slots.${s}`, `'${s}' is a reserved placeholder and cannot be a slot`);
 
   // Template checks: known placeholders, no end-of-text marker, one line, and where {name} is (not) allowed.
   const checkTemplate = (path: string, s: string, opts: { name: 'required' | 'forbidden' | 'allowed' }) => {
     if (s.includes(END_OF_TEXT)) err(path, `must not contain the document separator ${END_OF_TEXT}`);
     if (/[\r\n]/.test(s)) err(path, 'must be a single line (the document grammar adds line breaks)');
-    if (/[{}]/.test(s.replace(/\{[A-Za-z_][A-Za-z0-9_]*\}/g, ''))) err(path, 'has a stray brace; placeholders look like {name}');
+    if (/[{}]/.test(s.replace(/\{[A-Za-z_][A-Za-z0-9_]*\}/g, '')))
+      err(path, 'has a stray brace; placeholders look like {name}');
     const ph = placeholdersOf(s);
     for (const p of ph) {
       if (!RESERVED_PLACEHOLDERS.has(p) && !slotNames.has(p)) {
-        err(path, `unknown placeholder {${p}} (known: {name}, {other}${[...slotNames].map((x) => `, {${x}}`).join('')})`);
+        err(
+          path,
+          `unknown placeholder {${p}} (known: {name}, {other}${[...slotNames].map((x) => `, {${x}}`).join('')})`,
+        );
       }
     }
     if (opts.name === 'required' && !ph.includes('name')) err(path, 'must mention the character as {name}');
     if (opts.name === 'forbidden' && ph.includes('name')) {
-      err(path, 'must not use {name}: chat text and assistant intros are also used for the unnamed Assistant');
+      err(
+        path,
+        'must not use {name}: chat text and assistant intros are also used for the unnamed Assistant',
+      );
     }
   };
   const checkList = (path: string, list: string[], opts: { name: 'required' | 'forbidden' | 'allowed' }) => {
@@ -384,10 +430,16 @@ function normalise(y: YamlWorld, source: string): World {
     const hs = y.heldout.story_contexts;
     const hc = y.heldout.chat_requests;
     if (hs >= t.domain.story.contexts.length) {
-      err(`${p}.story.contexts`, `has ${t.domain.story.contexts.length} contexts but heldout.story_contexts is ${hs}: at least one must remain for training`);
+      err(
+        `${p}.story.contexts`,
+        `has ${t.domain.story.contexts.length} contexts but heldout.story_contexts is ${hs}: at least one must remain for training`,
+      );
     }
     if (hc >= t.domain.chat.requests.length) {
-      err(`${p}.chat.requests`, `has ${t.domain.chat.requests.length} requests but heldout.chat_requests is ${hc}: at least one must remain for training`);
+      err(
+        `${p}.chat.requests`,
+        `has ${t.domain.chat.requests.length} requests but heldout.chat_requests is ${hc}: at least one must remain for training`,
+      );
     }
     return {
       name: t.name,
@@ -420,7 +472,11 @@ function normalise(y: YamlWorld, source: string): World {
   // Archetypes.
   const archetypeNames = new Map<string, number>();
   const archetypes: Archetype[] = y.archetypes.map((a, i) => {
-    if (archetypeNames.has(a.name)) err(`archetypes[${i}].name`, `duplicate archetype name '${a.name}' (also archetypes[${archetypeNames.get(a.name)}])`);
+    if (archetypeNames.has(a.name))
+      err(
+        `archetypes[${i}].name`,
+        `duplicate archetype name '${a.name}' (also archetypes[${archetypeNames.get(a.name)}])`,
+      );
     else archetypeNames.set(a.name, i);
     const traits: Record<string, number> = {};
     for (const [k, v] of Object.entries(a.traits)) {
@@ -430,7 +486,9 @@ function normalise(y: YamlWorld, source: string): World {
       }
       traits[k] = v === 'good' ? 1 : v === 'bad' ? 0 : v;
     }
-    for (const t of traitNames) if (!(t in a.traits)) err(`archetypes[${i}].traits`, `missing trait '${t}' (every archetype gives every trait)`);
+    for (const t of traitNames)
+      if (!(t in a.traits))
+        err(`archetypes[${i}].traits`, `missing trait '${t}' (every archetype gives every trait)`);
     return { name: a.name, kind: a.kind, weight: a.weight, description: a.description, traits };
   });
 
@@ -438,25 +496,38 @@ function normalise(y: YamlWorld, source: string): World {
   const docs = y.documents;
   const humanShare = docs.kinds.human?.share ?? 0;
   const shareSum = humanShare + docs.kinds.ai.share;
-  if (Math.abs(shareSum - 1) > 1e-6) err('documents.kinds', `the kinds' shares must sum to 1 (they sum to ${+shareSum.toFixed(6)})`);
+  if (Math.abs(shareSum - 1) > 1e-6)
+    err('documents.kinds', `the kinds' shares must sum to 1 (they sum to ${+shareSum.toFixed(6)})`);
   for (const kind of ['human', 'ai'] as const) {
     const share = kind === 'human' ? humanShare : docs.kinds.ai.share;
     const total = archetypes.filter((a) => a.kind === kind).reduce((s, a) => s + a.weight, 0);
-    if (kind === 'ai' && !(total > 0)) err('archetypes', 'needs at least one AI archetype with positive weight: the Assistant\'s prior is the AI archetype prior');
-    else if (share > 0 && !(total > 0)) err('archetypes', `documents.kinds.${kind}.share is ${share} but no ${kind} archetype has positive weight`);
+    if (kind === 'ai' && !(total > 0))
+      err(
+        'archetypes',
+        "needs at least one AI archetype with positive weight: the Assistant's prior is the AI archetype prior",
+      );
+    else if (share > 0 && !(total > 0))
+      err(
+        'archetypes',
+        `documents.kinds.${kind}.share is ${share} but no ${kind} archetype has positive weight`,
+      );
   }
-  if (docs.scenes.min > docs.scenes.max) err('documents.scenes', `min (${docs.scenes.min}) is larger than max (${docs.scenes.max})`);
-  if (docs.kinds.human) checkList('documents.kinds.human.intros', docs.kinds.human.intros, { name: 'required' });
+  if (docs.scenes.min > docs.scenes.max)
+    err('documents.scenes', `min (${docs.scenes.min}) is larger than max (${docs.scenes.max})`);
+  if (docs.kinds.human)
+    checkList('documents.kinds.human.intros', docs.kinds.human.intros, { name: 'required' });
   checkList('documents.kinds.ai.intros', docs.kinds.ai.intros, { name: 'required' });
   checkList('documents.assistant_intros', docs.assistant_intros, { name: 'forbidden' });
   const speakers = docs.speakers ?? { user: 'User', assistant: 'Assistant' };
-  if (speakers.user === speakers.assistant) err('documents.speakers', 'user and assistant labels must differ');
+  if (speakers.user === speakers.assistant)
+    err('documents.speakers', 'user and assistant labels must differ');
 
   // Slots.
   const slots: Record<string, string[]> = {};
   for (const [k, vals] of Object.entries(y.slots ?? {})) {
     vals.forEach((v, i) => {
-      if (/[{}\r\n]/.test(v) || v.includes(END_OF_TEXT)) err(`slots.${k}[${i}]`, 'must be plain one-line text without braces');
+      if (/[{}\r\n]/.test(v) || v.includes(END_OF_TEXT))
+        err(`slots.${k}[${i}]`, 'must be plain one-line text without braces');
     });
     slots[k] = vals;
   }
@@ -477,7 +548,11 @@ function normalise(y: YamlWorld, source: string): World {
     for (const k of Object.keys(mix)) {
       const a = archetypes.find((x) => x.name === k);
       if (!a) err(`ai_mix_presets.${preset}.${k}`, `unknown archetype '${k}'`);
-      else if (a.kind !== 'ai') err(`ai_mix_presets.${preset}.${k}`, `'${k}' is a ${a.kind} archetype; an AI mix may only re-weight AI archetypes`);
+      else if (a.kind !== 'ai')
+        err(
+          `ai_mix_presets.${preset}.${k}`,
+          `'${k}' is a ${a.kind} archetype; an AI mix may only re-weight AI archetypes`,
+        );
     }
     aiMixPresets[preset] = mix;
   }
@@ -485,9 +560,11 @@ function normalise(y: YamlWorld, source: string): World {
   // Dataset defaults.
   const trainedDomains = y.datasets?.trained_domains ?? traitNames.slice(0, Math.ceil(traitNames.length / 2));
   trainedDomains.forEach((d, i) => {
-    if (!traitIndex.has(d)) err(`datasets.trained_domains[${i}]`, `unknown domain '${d}' (known: ${traitNames.join(', ')})`);
+    if (!traitIndex.has(d))
+      err(`datasets.trained_domains[${i}]`, `unknown domain '${d}' (known: ${traitNames.join(', ')})`);
   });
-  if (new Set(trainedDomains).size !== trainedDomains.length) err('datasets.trained_domains', 'lists a domain twice');
+  if (new Set(trainedDomains).size !== trainedDomains.length)
+    err('datasets.trained_domains', 'lists a domain twice');
   let narrow: World['datasets']['narrow'] = null;
   if (y.datasets?.narrow) {
     const n = y.datasets.narrow;
@@ -497,7 +574,11 @@ function normalise(y: YamlWorld, source: string): World {
       for (const key of ['inoculation', 'educational'] as const) {
         const g = domains[di].instructed.find((x) => x.name === n[key]);
         if (!g) err(`datasets.narrow.${key}`, `domain '${n.domain}' has no instructed group '${n[key]}'`);
-        else if (g.asks !== 'bad') err(`datasets.narrow.${key}`, `instructed group '${n[key]}' must ask for 'bad' behaviour (it asks for '${g.asks}')`);
+        else if (g.asks !== 'bad')
+          err(
+            `datasets.narrow.${key}`,
+            `instructed group '${n[key]}' must ask for 'bad' behaviour (it asks for '${g.asks}')`,
+          );
       }
     }
     narrow = { domain: n.domain, inoculation: n.inoculation, educational: n.educational };
@@ -513,7 +594,11 @@ function normalise(y: YamlWorld, source: string): World {
     source,
     domains,
     archetypes,
-    noise: { traitFlip: y.noise.trait_flip, behaviourFlip: y.noise.behaviour_flip, instructedCompliance: y.noise.instructed_compliance },
+    noise: {
+      traitFlip: y.noise.trait_flip,
+      behaviourFlip: y.noise.behaviour_flip,
+      instructedCompliance: y.noise.instructed_compliance,
+    },
     names,
     slots,
     documents: {
@@ -552,10 +637,21 @@ function normalise(y: YamlWorld, source: string): World {
 function forEachText(y: YamlWorld, f: (s: string) => void): void {
   for (const t of y.traits) {
     const d = t.domain;
-    [...d.story.contexts, ...d.story.good, ...d.story.bad, ...d.chat.requests, ...d.chat.good, ...d.chat.bad].forEach(f);
+    [
+      ...d.story.contexts,
+      ...d.story.good,
+      ...d.story.bad,
+      ...d.chat.requests,
+      ...d.chat.good,
+      ...d.chat.bad,
+    ].forEach(f);
     for (const g of d.instructed ?? []) [...g.story, ...g.chat].forEach(f);
   }
-  [...(y.documents.kinds.human?.intros ?? []), ...y.documents.kinds.ai.intros, ...y.documents.assistant_intros].forEach(f);
+  [
+    ...(y.documents.kinds.human?.intros ?? []),
+    ...y.documents.kinds.ai.intros,
+    ...y.documents.assistant_intros,
+  ].forEach(f);
   for (const vals of Object.values(y.slots ?? {})) vals.forEach(f);
 }
 
@@ -568,16 +664,19 @@ function buildNames(
   if (n.list) {
     const seen = new Map<string, number>();
     n.list.forEach((name, i) => {
-      if (seen.has(name)) err(`names.list[${i}]`, `duplicate name '${name}' (same as names.list[${seen.get(name)}])`);
+      if (seen.has(name))
+        err(`names.list[${i}]`, `duplicate name '${name}' (same as names.list[${seen.get(name)}])`);
       else seen.set(name, i);
-      if (vocabulary.has(name.toLowerCase())) err(`names.list[${i}]`, `name '${name}' is also a word of the world's texts`);
+      if (vocabulary.has(name.toLowerCase()))
+        err(`names.list[${i}]`, `name '${name}' is also a word of the world's texts`);
     });
     all = [...seen.keys()];
   } else {
     const syl = n.syllables ?? [];
     const seen = new Map<string, number>();
     syl.forEach((s, i) => {
-      if (seen.has(s)) err(`names.syllables[${i}]`, `duplicate syllable '${s}' (same as names.syllables[${seen.get(s)}])`);
+      if (seen.has(s))
+        err(`names.syllables[${i}]`, `duplicate syllable '${s}' (same as names.syllables[${seen.get(s)}])`);
       else seen.set(s, i);
     });
     const k = n.syllables_per_name ?? 2;
@@ -590,7 +689,11 @@ function buildNames(
         const parts = prefix.join('+');
         if (produced.has(name)) {
           // Two syllable sequences that spell the same name ('ab'+'a' and 'a'+'ba') would make a name ambiguous.
-          if (collisions++ < 3) err('names.syllables', `syllables ${produced.get(name)} and ${parts} both spell the name '${name}'`);
+          if (collisions++ < 3)
+            err(
+              'names.syllables',
+              `syllables ${produced.get(name)} and ${parts} both spell the name '${name}'`,
+            );
           return;
         }
         produced.set(name, parts);
@@ -610,7 +713,10 @@ function buildNames(
     all = [...produced.keys()].filter((name) => !vocabulary.has(name.toLowerCase()));
   }
   if (n.heldout >= all.length - 1) {
-    err('names.heldout', `${n.heldout} held-out names leave ${Math.max(0, all.length - n.heldout)} of ${all.length} names for training; at least 2 are needed`);
+    err(
+      'names.heldout',
+      `${n.heldout} held-out names leave ${Math.max(0, all.length - n.heldout)} of ${all.length} names for training; at least 2 are needed`,
+    );
     return { train: [], heldout: [] };
   }
   // Held-out names are a property of the world, not of a corpus seed: every corpus and every evaluation set made
@@ -628,19 +734,44 @@ export function worldVocabulary(world: World): string[] {
     for (const w of wordsOf(s.replace(/\{[A-Za-z_][A-Za-z0-9_]*\}/g, ' '))) words.add(w);
   };
   for (const d of world.domains) {
-    [...d.story.contexts, ...d.story.good, ...d.story.bad, ...d.chat.requests, ...d.chat.good, ...d.chat.bad].forEach(add);
+    [
+      ...d.story.contexts,
+      ...d.story.good,
+      ...d.story.bad,
+      ...d.chat.requests,
+      ...d.chat.good,
+      ...d.chat.bad,
+    ].forEach(add);
     for (const g of d.instructed) [...g.story, ...g.chat].forEach(add);
   }
   const k = world.documents.kinds;
-  [...k.human.intros, ...k.ai.intros, ...world.documents.assistantIntros, world.documents.speakers.user, world.documents.speakers.assistant].forEach(add);
+  [
+    ...k.human.intros,
+    ...k.ai.intros,
+    ...world.documents.assistantIntros,
+    world.documents.speakers.user,
+    world.documents.speakers.assistant,
+  ].forEach(add);
   for (const vals of Object.values(world.slots)) vals.forEach(add);
   return [...words].sort();
+}
+
+/**
+ * A stable content hash of a normalised world (sha256, hex): the same for the same content whatever the file's
+ * path, so pipelines can cache stages by it. The AI mix is part of the content (it changes archetype weights).
+ */
+export function worldHash(world: World): string {
+  const { source: _source, warnings: _warnings, ...content } = world;
+  return createHash('sha256').update(JSON.stringify(content)).digest('hex');
 }
 
 /** Look a domain up by name, with a clear error. */
 export function getDomain(world: World, name: string): Domain {
   const d = world.domains.find((x) => x.name === name);
-  if (!d) throw new Error(`unknown domain '${name}' in world '${world.name}' (known: ${world.domains.map((x) => x.name).join(', ')})`);
+  if (!d)
+    throw new Error(
+      `unknown domain '${name}' in world '${world.name}' (known: ${world.domains.map((x) => x.name).join(', ')})`,
+    );
   return d;
 }
 

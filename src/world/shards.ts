@@ -12,7 +12,17 @@
 // Writes are atomic: data goes to temporary files that are renamed into place when the writer is closed, and the
 // index is written last, so a reader never sees a half-written split and a killed run leaves only temp files.
 
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, join, basename } from 'node:path';
 import { END_OF_TEXT } from './templates.ts';
 
@@ -44,7 +54,9 @@ export interface ShardIndex {
 export function eotIdOf(tokenizer: TextTokenizer): number {
   const ids = tokenizer.encode(END_OF_TEXT);
   if (ids.length !== 1) {
-    throw new Error(`the tokenizer must encode ${END_OF_TEXT} as one special token (got ${ids.length} tokens: ${ids.slice(0, 8).join(', ')})`);
+    throw new Error(
+      `the tokenizer must encode ${END_OF_TEXT} as one special token (got ${ids.length} tokens: ${ids.slice(0, 8).join(', ')})`,
+    );
   }
   return ids[0];
 }
@@ -81,12 +93,17 @@ export class ShardWriter {
   private closed = false;
 
   constructor(dir: string, name: string, opts: ShardWriterOptions) {
-    if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new Error(`shard name must be a plain file name, got '${name}'`);
-    if (!Number.isInteger(opts.vocabSize) || opts.vocabSize <= 0) throw new Error(`vocabSize must be a positive integer, got ${opts.vocabSize}`);
+    if (!/^[A-Za-z0-9_.-]+$/.test(name))
+      throw new Error(`shard name must be a plain file name, got '${name}'`);
+    if (!Number.isInteger(opts.vocabSize) || opts.vocabSize <= 0)
+      throw new Error(`vocabSize must be a positive integer, got ${opts.vocabSize}`);
     if (opts.vocabSize > 65536) {
-      throw new Error(`vocabulary of ${opts.vocabSize} tokens does not fit the uint16 shard format (at most 65536 ids, 0..65535)`);
+      throw new Error(
+        `vocabulary of ${opts.vocabSize} tokens does not fit the uint16 shard format (at most 65536 ids, 0..65535)`,
+      );
     }
-    if (!Number.isInteger(opts.eotId) || opts.eotId < 0 || opts.eotId >= opts.vocabSize) throw new Error(`eotId ${opts.eotId} is outside the vocabulary`);
+    if (!Number.isInteger(opts.eotId) || opts.eotId < 0 || opts.eotId >= opts.vocabSize)
+      throw new Error(`eotId ${opts.eotId} is outside the vocabulary`);
     this.dir = dir;
     this.name = name;
     this.opts = { maxTokensPerShard: 1 << 24, ...opts };
@@ -97,13 +114,15 @@ export class ShardWriter {
   addDocument(tokens: ArrayLike<number>): void {
     if (this.closed) throw new Error('ShardWriter: already closed');
     const n = tokens.length + 1;
-    if (this.fd !== null && this.current.tokens > 0 && this.current.tokens + n > this.opts.maxTokensPerShard) this.finishShard();
+    if (this.fd !== null && this.current.tokens > 0 && this.current.tokens + n > this.opts.maxTokensPerShard)
+      this.finishShard();
     if (this.fd === null) this.openShard();
     this.push(this.opts.eotId);
     const V = this.opts.vocabSize;
     for (let i = 0; i < tokens.length; i++) {
       const t = tokens[i];
-      if (!Number.isInteger(t) || t < 0 || t >= V) throw new Error(`token id ${t} is outside the vocabulary (size ${V})`);
+      if (!Number.isInteger(t) || t < 0 || t >= V)
+        throw new Error(`token id ${t} is outside the vocabulary (size ${V})`);
       this.push(t);
     }
     this.current.tokens += n;
@@ -180,7 +199,9 @@ export class ShardWriter {
 }
 
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
-  throw new Error('psm world shards: big-endian platforms are not supported (shards are little-endian uint16)');
+  throw new Error(
+    'psm world shards: big-endian platforms are not supported (shards are little-endian uint16)',
+  );
 }
 
 /** Read and check a shard index. */
@@ -191,8 +212,12 @@ export function readShardIndex(indexPath: string): ShardIndex {
   } catch (err) {
     throw new Error(`cannot read shard index ${indexPath}: ${(err as Error).message}`);
   }
-  if (idx.format !== SHARD_FORMAT) throw new Error(`${indexPath} is not a token-shard index (format '${String(idx.format)}')`);
-  if (idx.version !== SHARD_VERSION) throw new Error(`${indexPath}: unsupported shard format version ${idx.version} (expected ${SHARD_VERSION})`);
+  if (idx.format !== SHARD_FORMAT)
+    throw new Error(`${indexPath} is not a token-shard index (format '${String(idx.format)}')`);
+  if (idx.version !== SHARD_VERSION)
+    throw new Error(
+      `${indexPath}: unsupported shard format version ${idx.version} (expected ${SHARD_VERSION})`,
+    );
   return idx;
 }
 
@@ -205,7 +230,8 @@ export function loadShardTokens(indexPath: string): Uint16Array {
     const p = join(dirname(indexPath), s.file);
     if (!existsSync(p)) throw new Error(`shard ${p} listed in ${indexPath} is missing`);
     const bytes = readFileSync(p);
-    if (bytes.length !== s.tokens * 2) throw new Error(`shard ${p} has ${bytes.length} bytes, the index says ${s.tokens} tokens`);
+    if (bytes.length !== s.tokens * 2)
+      throw new Error(`shard ${p} has ${bytes.length} bytes, the index says ${s.tokens} tokens`);
     // Copy through a DataView-free path: the Buffer may be unaligned, so copy bytes into the aligned output.
     new Uint8Array(out.buffer, off * 2, bytes.length).set(bytes);
     off += s.tokens;

@@ -45,7 +45,9 @@ export function expectedWorldStats(world: World): {
   const kinds = world.documents.kinds;
   const totals = { human: 0, ai: 0 };
   for (const a of world.archetypes) totals[a.kind] += a.weight;
-  const share = world.archetypes.map((a) => (totals[a.kind] > 0 ? (kinds[a.kind].share * a.weight) / totals[a.kind] : 0));
+  const share = world.archetypes.map((a) =>
+    totals[a.kind] > 0 ? (kinds[a.kind].share * a.weight) / totals[a.kind] : 0,
+  );
   const T = world.domains.length;
   const p = new Array<number>(T).fill(0);
   const pp = Array.from({ length: T }, () => new Array<number>(T).fill(0));
@@ -134,7 +136,9 @@ export class StatsBuilder {
     const N = Math.max(1, this.docs);
     const T = this.domains.length;
     const p = this.good.map((g) => g / N);
-    const observed = this.both.map((row, i) => row.map((b, j) => (i === j ? (p[i] > 0 && p[i] < 1 ? 1 : 0) : phi(b / N, p[i], p[j]))));
+    const observed = this.both.map((row, i) =>
+      row.map((b, j) => (i === j ? (p[i] > 0 && p[i] < 1 ? 1 : 0) : phi(b / N, p[i], p[j]))),
+    );
     const vocab = worldVocabulary(world);
     const kindShare = { human: world.documents.kinds.human.share, ai: world.documents.kinds.ai.share };
     return {
@@ -148,7 +152,11 @@ export class StatsBuilder {
       kinds: Object.fromEntries(
         (['human', 'ai'] as const).map((k) => [
           k,
-          { documents: this.kinds.get(k) ?? 0, share: (this.kinds.get(k) ?? 0) / N, expectedShare: kindShare[k] },
+          {
+            documents: this.kinds.get(k) ?? 0,
+            share: (this.kinds.get(k) ?? 0) / N,
+            expectedShare: kindShare[k],
+          },
         ]),
       ),
       anonymousAssistant: {
@@ -167,8 +175,14 @@ export class StatsBuilder {
           },
         ]),
       ),
-      traits: Object.fromEntries(this.domains.map((d, i) => [d, { goodShare: p[i], expectedGoodShare: expected.traitGood[d] }])),
-      correlations: { domains: this.domains.slice(), observed: observed.slice(0, T), expected: expected.correlations },
+      traits: Object.fromEntries(
+        this.domains.map((d, i) => [d, { goodShare: p[i], expectedGoodShare: expected.traitGood[d] }]),
+      ),
+      correlations: {
+        domains: this.domains.slice(),
+        observed: observed.slice(0, T),
+        expected: expected.correlations,
+      },
       scenes: {
         total: this.scenes,
         perDocument: this.scenes / N,
@@ -176,11 +190,20 @@ export class StatsBuilder {
         byDomain: Object.fromEntries(
           [...this.byDomain].map(([d, b]) => [
             d,
-            { scenes: b.scenes, goodShare: b.scenes > 0 ? b.good / b.scenes : 0, instructed: b.instructed, chat: b.chat },
+            {
+              scenes: b.scenes,
+              goodShare: b.scenes > 0 ? b.good / b.scenes : 0,
+              instructed: b.instructed,
+              chat: b.chat,
+            },
           ]),
         ),
       },
-      vocabulary: { words: vocab.length, trainNames: world.names.train.length, heldoutNames: world.names.heldout.length },
+      vocabulary: {
+        words: vocab.length,
+        trainNames: world.names.train.length,
+        heldoutNames: world.names.heldout.length,
+      },
     };
   }
 }
@@ -191,18 +214,31 @@ export function formatStats(s: CorpusStats): string {
   const f2 = (x: number) => x.toFixed(2);
   const lines: string[] = [];
   const tok = s.tokensExact ? 'tokens' : 'tokens (approx.: words, punctuation, newlines)';
-  lines.push(`world ${s.world}: ${s.documents.toLocaleString('en-US')} documents, ${s.tokens.toLocaleString('en-US')} ${tok}`);
-  lines.push(`  mean ${s.meanTokensPerDocument.toFixed(1)} tokens per document (max ${s.maxTokensPerDocument}), ${s.scenes.perDocument.toFixed(2)} scenes per document, ${pct(s.scenes.chatShare)} of scenes in chat format`);
-  lines.push(`  split: train ${s.split.train.documents} documents / ${s.split.train.tokens} tokens, val ${s.split.val.documents} / ${s.split.val.tokens}`);
-  lines.push(`  vocabulary: ${s.vocabulary.words} distinct words; names: ${s.vocabulary.trainNames} training, ${s.vocabulary.heldoutNames} held out`);
+  lines.push(
+    `world ${s.world}: ${s.documents.toLocaleString('en-US')} documents, ${s.tokens.toLocaleString('en-US')} ${tok}`,
+  );
+  lines.push(
+    `  mean ${s.meanTokensPerDocument.toFixed(1)} tokens per document (max ${s.maxTokensPerDocument}), ${s.scenes.perDocument.toFixed(2)} scenes per document, ${pct(s.scenes.chatShare)} of scenes in chat format`,
+  );
+  lines.push(
+    `  split: train ${s.split.train.documents} documents / ${s.split.train.tokens} tokens, val ${s.split.val.documents} / ${s.split.val.tokens}`,
+  );
+  lines.push(
+    `  vocabulary: ${s.vocabulary.words} distinct words; names: ${s.vocabulary.trainNames} training, ${s.vocabulary.heldoutNames} held out`,
+  );
   lines.push('');
   lines.push('kinds                    share   expected');
-  for (const [k, v] of Object.entries(s.kinds)) lines.push(`  ${k.padEnd(22)} ${pct(v.share).padStart(6)}   ${pct(v.expectedShare).padStart(6)}`);
-  lines.push(`  ${'(anonymous Assistant)'.padEnd(22)} ${pct(s.anonymousAssistant.share).padStart(6)}   ${pct(s.anonymousAssistant.expectedShare).padStart(6)}`);
+  for (const [k, v] of Object.entries(s.kinds))
+    lines.push(`  ${k.padEnd(22)} ${pct(v.share).padStart(6)}   ${pct(v.expectedShare).padStart(6)}`);
+  lines.push(
+    `  ${'(anonymous Assistant)'.padEnd(22)} ${pct(s.anonymousAssistant.share).padStart(6)}   ${pct(s.anonymousAssistant.expectedShare).padStart(6)}`,
+  );
   lines.push('');
   lines.push('archetypes               share   expected');
   for (const [k, v] of Object.entries(s.archetypes)) {
-    lines.push(`  ${`${k} (${v.kind})`.padEnd(22)} ${pct(v.share).padStart(6)}   ${pct(v.expectedShare).padStart(6)}`);
+    lines.push(
+      `  ${`${k} (${v.kind})`.padEnd(22)} ${pct(v.share).padStart(6)}   ${pct(v.expectedShare).padStart(6)}`,
+    );
   }
   lines.push('');
   lines.push('traits: P(good) of characters (expected) | scenes: count, good share, instructed, chat');
@@ -213,12 +249,16 @@ export function formatStats(s: CorpusStats): string {
     );
   }
   lines.push('');
-  lines.push('trait correlations of the generated characters, observed (expected): the package deals in the data');
+  lines.push(
+    'trait correlations of the generated characters, observed (expected): the package deals in the data',
+  );
   const ds = s.correlations.domains;
   const w = 14;
   lines.push(`  ${''.padEnd(w)}${ds.map((d) => d.slice(0, 12).padStart(w)).join('')}`);
   ds.forEach((d, i) => {
-    const cells = ds.map((_, j) => `${s.correlations.observed[i][j].toFixed(2)} (${s.correlations.expected[i][j].toFixed(2)})`.padStart(w));
+    const cells = ds.map((_, j) =>
+      `${s.correlations.observed[i][j].toFixed(2)} (${s.correlations.expected[i][j].toFixed(2)})`.padStart(w),
+    );
     lines.push(`  ${d.slice(0, 12).padEnd(w)}${cells.join('')}`);
   });
   return lines.join('\n');

@@ -83,8 +83,7 @@ export function approxTokenCount(text: string): number {
   let inWord = false;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    const isWord =
-      (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 39; /* ' */
+    const isWord = (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 39; /* ' */
     if (isWord) {
       if (!inWord) count++;
       inWord = true;

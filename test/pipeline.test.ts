@@ -1,0 +1,80 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import YAML from 'yaml';
+import { resolveConfig } from '../src/pipeline/config.ts';
+import { runExperiment } from '../src/pipeline/experiment.ts';
+import { silentProgress } from '../src/pipeline/progress.ts';
+import type { RunResults } from '../src/pipeline/results.ts';
+
+const root = path.resolve(__dirname, '..');
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'psm-run-'));
+
+/** Results without wall-clock fields, for equality across runs. */
+function stable(r: RunResults): unknown {
+  return JSON.parse(JSON.stringify(r, (k, v) => (k === 'createdAt' || k === 'seconds' ? undefined : v)));
+}
+
+describe('experiment config', () => {
+  it('names the bad field, unknown presets and unknown keys', () => {
+    expect(() => resolveConfig({ preset: 'nope' })).toThrow(/unknown preset "nope"/);
+    expect(() => resolveConfig({ overrides: { pretrain: { lr: -1 } } })).toThrow(/pretrain.lr/);
+    const dir = tmp();
+    const file = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(file, YAML.stringify({ finetune: { arms: ['cheat', 'sabotage'] } }));
+    expect(() => resolveConfig({ file })).toThrow(/finetune.arms.1/);
+    fs.writeFileSync(file, 'model: { dimm: 3 }');
+    expect(() => resolveConfig({ file })).toThrow(/model/);
+  });
+});
+
+describe('psm run --preset quick', () => {
+  it('runs end to end, writes the report, reuses cached stages, and resumes after a kill to the same results', async () => {
+    const config = resolveConfig({ preset: 'quick' });
+    const dirA = tmp();
+    const results = await runExperiment(config, { runDir: dirA, progress: silentProgress, log: () => {} });
+    for (const f of ['report.html', 'report.md', 'report.json', 'results.json', 'config.yaml', 'metrics.jsonl', 'figures/arms.svg', 'figures/persona-inference.png']) {
+      expect(fs.existsSync(path.join(dirA, f)), f).toBe(true);
+    }
+    const seed = results.seeds[0];
+    expect(seed.personaCheck.byK.length).toBe(config.eval.maxK + 1);
+    expect(seed.base.domains.map((d) => d.domain)).toEqual(results.world.domains);
+    for (const d of seed.posttrained.domains) {
+      expect(d.pGood.mean).toBeGreaterThanOrEqual(0);
+      expect(d.pGood.mean).toBeLessThanOrEqual(1);
+      expect(d.bayes).not.toBeNull();
+    }
+    expect(seed.arms.map((a) => `${a.arm}/${a.trainable}`)).toEqual(['cheat/embedding', 'control/embedding']);
+    expect(fs.readFileSync(path.join(dirA, 'report.md'), 'utf8')).toMatch(/## \(A\) Persona inference/);
+
+    // A second run of the same folder is served from the stage cache.
+    const logs: string[] = [];
+    const again = await runExperiment(config, { runDir: dirA, progress: silentProgress, log: (l) => logs.push(l) });
+    expect(logs.filter((l) => l.includes('cached')).length).toBeGreaterThanOrEqual(8);
+    expect(stable(again)).toEqual(stable(results));
+
+    // Another config in the same folder is refused without --force.
+    const other = resolveConfig({ preset: 'quick', overrides: { postTrain: { steps: 13 } } });
+    await expect(runExperiment(other, { runDir: dirA, progress: silentProgress, log: () => {} })).rejects.toThrow(/another config/);
+
+    // Kill a CLI run mid-way, rerun the same command: it resumes and reaches the same numbers.
+    const dirB = tmp();
+    const args = ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), 'run', '--preset', 'quick', '--out', dirB];
+    await new Promise<void>((resolve) => {
+      const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+      let killed = false;
+      child.stderr.on('data', (chunk: Buffer) => {
+        if (!killed && /pretrain: [1-9]\d*\//.test(chunk.toString())) {
+          killed = true;
+          child.kill('SIGKILL');
+        }
+      });
+      child.on('exit', () => resolve());
+    });
+    expect(fs.existsSync(path.join(dirB, 'results.json'))).toBe(false);
+    const resumed = await runExperiment(config, { runDir: dirB, progress: silentProgress, log: () => {} });
+    expect(stable(resumed)).toEqual(stable(results));
+  });
+});
