@@ -34,6 +34,12 @@ export function numberOption(name: string) {
   };
 }
 
+// `psm ... | head` closes stdout early: that is not an error.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 main()
   .parseAsync(process.argv)
   .catch((e: unknown) => {

@@ -73,5 +73,11 @@ export function registerRunCommands(program: Command): void {
       }
     });
 
-  registerWorldCommands(program);
+  // `psm world generate --tokenizer FILE` reads a Hugging Face tokenizer.json (e.g. one a run trained).
+  registerWorldCommands(program, {
+    loadTokenizer: async (spec) => {
+      const { loadTokenizerSync } = await import('../tokenizer/index.ts');
+      return loadTokenizerSync(spec);
+    },
+  });
 }
