@@ -79,7 +79,16 @@ describe('matmul backends', () => {
   });
 
   it('rejects inputs whose sizes do not match the spec', () => {
-    expect(() => matmul(new Float32Array(5), new Float32Array(6), { batch: 1, m: 2, n: 3, k: 2, transA: false, transB: false })).toThrow(/A has 5/);
+    expect(() =>
+      matmul(new Float32Array(5), new Float32Array(6), {
+        batch: 1,
+        m: 2,
+        n: 3,
+        k: 2,
+        transA: false,
+        transB: false,
+      }),
+    ).toThrow(/A has 5/);
   });
 });
 

@@ -5,7 +5,15 @@ import { describe, expect, it } from 'vitest';
 import { noGrad } from '../src/autograd/tensor.ts';
 import { parseLlamaConfig, fromHfConfig, toHfConfig } from '../src/model/config.ts';
 import { generate } from '../src/model/generate.ts';
-import { ablateDirectionHook, addVectorHook, capProjectionHook, checkHookName, HookSet, hookNames, recordHook } from '../src/model/hooks.ts';
+import {
+  ablateDirectionHook,
+  addVectorHook,
+  capProjectionHook,
+  checkHookName,
+  HookSet,
+  hookNames,
+  recordHook,
+} from '../src/model/hooks.ts';
 import { KvCache, LlamaModel } from '../src/model/llama.ts';
 import { scoreContinuations } from '../src/model/score.ts';
 import { loadModelFolder, saveModelFolder } from '../src/model/weights.ts';
@@ -14,7 +22,15 @@ import { logSoftmaxRow } from '../src/tensor/kernels.ts';
 
 configureBackend();
 
-const tiny = parseLlamaConfig({ vocabSize: 50, dim: 16, nLayers: 2, nHeads: 4, nKvHeads: 2, hiddenDim: 32, maxSeqLen: 32 });
+const tiny = parseLlamaConfig({
+  vocabSize: 50,
+  dim: 16,
+  nLayers: 2,
+  nHeads: 4,
+  nKvHeads: 2,
+  hiddenDim: 32,
+  maxSeqLen: 32,
+});
 
 function tinyModel(overrides = {}) {
   return new LlamaModel(parseLlamaConfig({ ...tiny, ...overrides })).initialize(3);
@@ -112,7 +128,9 @@ describe('hooks', () => {
     expect(() => checkHookName('blocks.5.hook_resid_post', 2)).toThrow(/layer 5 does not exist/);
     expect(() => checkHookName('blocks.0.hook_nope', 2)).toThrow(/unknown hook/);
     const model = tinyModel();
-    expect(() => model.forward(Int32Array.from([1, 2]), 1, { hooks: new HookSet().add('bogus', () => undefined) })).toThrow(/unknown hook "bogus"/);
+    expect(() =>
+      model.forward(Int32Array.from([1, 2]), 1, { hooks: new HookSet().add('bogus', () => undefined) }),
+    ).toThrow(/unknown hook "bogus"/);
   });
 
   it('records activations: resid_post of a block equals resid_mid plus mlp_out', () => {
@@ -120,7 +138,10 @@ describe('hooks', () => {
     const seen = new Map<string, Float32Array>();
     const hooks = new HookSet();
     for (const name of ['blocks.0.hook_resid_mid', 'blocks.0.hook_mlp_out', 'blocks.0.hook_resid_post']) {
-      hooks.add(name, recordHook((d) => seen.set(name, d)));
+      hooks.add(
+        name,
+        recordHook((d) => seen.set(name, d)),
+      );
     }
     noGrad(() => model.forward(Int32Array.from([1, 2, 3]), 1, { hooks }));
     const sum = seen.get('blocks.0.hook_resid_mid')!.map((v, i) => v + seen.get('blocks.0.hook_mlp_out')![i]);
@@ -148,7 +169,10 @@ describe('hooks', () => {
       [capProjectionHook(dir, { max: 0.05 }), (c: number) => expect(c).toBeLessThanOrEqual(0.05 + 1e-5)],
     ] as const) {
       let recorded: Float32Array | null = null;
-      const hooks = new HookSet().add('blocks.1.hook_resid_pre', hook).add('blocks.1.hook_resid_pre', recordHook((d) => (recorded = d)));
+      const hooks = new HookSet().add('blocks.1.hook_resid_pre', hook).add(
+        'blocks.1.hook_resid_pre',
+        recordHook((d) => (recorded = d)),
+      );
       noGrad(() => model.forward(Int32Array.from([4, 5, 6]), 1, { hooks }));
       for (let r = 0; r < 3; r++) {
         let c = 0;
@@ -181,7 +205,8 @@ describe('weights on disk', () => {
       saveModelFolder(dir, model);
       const loaded = loadModelFolder(dir);
       expect(loaded.config).toEqual(model.config);
-      for (const [name, t] of model.params) expect(Array.from(loaded.param(name).data)).toEqual(Array.from(t.data));
+      for (const [name, t] of model.params)
+        expect(Array.from(loaded.param(name).data)).toEqual(Array.from(t.data));
     }
   });
 

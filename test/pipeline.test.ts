@@ -35,7 +35,16 @@ describe('psm run --preset quick', () => {
     const config = resolveConfig({ preset: 'quick' });
     const dirA = tmp();
     const results = await runExperiment(config, { runDir: dirA, progress: silentProgress, log: () => {} });
-    for (const f of ['report.html', 'report.md', 'report.json', 'results.json', 'config.yaml', 'metrics.jsonl', 'figures/arms.svg', 'figures/persona-inference.png']) {
+    for (const f of [
+      'report.html',
+      'report.md',
+      'report.json',
+      'results.json',
+      'config.yaml',
+      'metrics.jsonl',
+      'figures/arms.svg',
+      'figures/persona-inference.png',
+    ]) {
       expect(fs.existsSync(path.join(dirA, f)), f).toBe(true);
     }
     const seed = results.seeds[0];
@@ -51,17 +60,32 @@ describe('psm run --preset quick', () => {
 
     // A second run of the same folder is served from the stage cache.
     const logs: string[] = [];
-    const again = await runExperiment(config, { runDir: dirA, progress: silentProgress, log: (l) => logs.push(l) });
+    const again = await runExperiment(config, {
+      runDir: dirA,
+      progress: silentProgress,
+      log: (l) => logs.push(l),
+    });
     expect(logs.filter((l) => l.includes('cached')).length).toBeGreaterThanOrEqual(8);
     expect(stable(again)).toEqual(stable(results));
 
     // Another config in the same folder is refused without --force.
     const other = resolveConfig({ preset: 'quick', overrides: { postTrain: { steps: 13 } } });
-    await expect(runExperiment(other, { runDir: dirA, progress: silentProgress, log: () => {} })).rejects.toThrow(/another config/);
+    await expect(
+      runExperiment(other, { runDir: dirA, progress: silentProgress, log: () => {} }),
+    ).rejects.toThrow(/another config/);
 
     // Kill a CLI run mid-way, rerun the same command: it resumes and reaches the same numbers.
     const dirB = tmp();
-    const args = ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), 'run', '--preset', 'quick', '--out', dirB];
+    const args = [
+      '--import',
+      'tsx',
+      path.join(root, 'src/cli/main.ts'),
+      'run',
+      '--preset',
+      'quick',
+      '--out',
+      dirB,
+    ];
     await new Promise<void>((resolve) => {
       const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
       let killed = false;

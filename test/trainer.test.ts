@@ -16,7 +16,15 @@ import { makeTrainer, TOTAL_STEPS } from './fixtures/train-run.ts';
 
 configureBackend();
 
-const config = parseLlamaConfig({ vocabSize: 30, dim: 16, nLayers: 2, nHeads: 2, nKvHeads: 2, hiddenDim: 32, maxSeqLen: 24 });
+const config = parseLlamaConfig({
+  vocabSize: 30,
+  dim: 16,
+  nLayers: 2,
+  nHeads: 2,
+  nKvHeads: 2,
+  hiddenDim: 32,
+  maxSeqLen: 24,
+});
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'psm-train-'));
 
 function weightsOf(model: LlamaModel): Map<string, Float32Array> {
@@ -53,14 +61,19 @@ describe('trainer', () => {
     const b = makeTrainer(undefined);
     a.run();
     b.run();
-    for (const [k, t] of a.model.params) expect(Buffer.from(t.data.buffer).equals(Buffer.from(b.model.param(k).data.buffer))).toBe(true);
+    for (const [k, t] of a.model.params)
+      expect(Buffer.from(t.data.buffer).equals(Buffer.from(b.model.param(k).data.buffer))).toBe(true);
   });
 
   it('a run killed at any moment resumes to bit-identical weights', async () => {
     const reference = makeTrainer(undefined);
     reference.run();
     const dir = tmp();
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, 'fixtures/train-run.ts'), dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(__dirname, 'fixtures/train-run.ts'), dir],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     await new Promise<void>((resolve) => {
       child.stdout.on('data', (chunk: Buffer) => {
         if (/step 5/.test(chunk.toString())) child.kill('SIGKILL');
@@ -73,7 +86,9 @@ describe('trainer', () => {
     expect(from).toBeLessThan(TOTAL_STEPS);
     resumed.run();
     for (const [k, t] of reference.model.params) {
-      expect(Buffer.from(resumed.model.param(k).data.buffer).equals(Buffer.from(t.data.buffer)), k).toBe(true);
+      expect(Buffer.from(resumed.model.param(k).data.buffer).equals(Buffer.from(t.data.buffer)), k).toBe(
+        true,
+      );
     }
   });
 
@@ -95,7 +110,10 @@ describe('trainer', () => {
   it('loss masks: only response tokens are learned from', () => {
     const model = new LlamaModel(config).initialize(2);
     // Prompt tokens are random noise; the response is always [7, 8].
-    const examples = Array.from({ length: 40 }, (_, i) => ({ prompt: [1 + (i % 5), 2 + ((i * 3) % 7), 10], response: [7, 8] }));
+    const examples = Array.from({ length: 40 }, (_, i) => ({
+      prompt: [1 + (i % 5), 2 + ((i * 3) % 7), 10],
+      response: [7, 8],
+    }));
     const trainer = new Trainer(model, new SupervisedSource(examples, 8, 24, 1), {
       schedule: { peakLr: 1e-2, minLr: 1e-2, warmupSteps: 0, totalSteps: 40 },
       trainable: { kind: 'all' },
@@ -129,7 +147,13 @@ describe('trainer', () => {
         expect(changed, `row ${r}`).toBe(r === 5);
       }
     }
-    expect(() => new Trainer(model, new TokenWindowSource(tokens, 4, 16, 2), { ...trainer.options, trainable: { kind: 'embeddingRows', rows: [99] } })).toThrow(/outside the vocabulary/);
+    expect(
+      () =>
+        new Trainer(model, new TokenWindowSource(tokens, 4, 16, 2), {
+          ...trainer.options,
+          trainable: { kind: 'embeddingRows', rows: [99] },
+        }),
+    ).toThrow(/outside the vocabulary/);
   });
 
   it('LoRA trains only the adapters and merging reproduces the adapted model', () => {
@@ -142,13 +166,18 @@ describe('trainer', () => {
       seed: 3,
     });
     trainer.run();
-    for (const [name, t] of model.params) expect(Array.from(t.data), name).toEqual(Array.from(before.get(name)!));
+    for (const [name, t] of model.params)
+      expect(Array.from(t.data), name).toEqual(Array.from(before.get(name)!));
     const ids = Int32Array.from([1, 2, 3, 4]);
     const adapted = noGrad(() => model.forward(ids, 1).data);
     model.mergeLora();
     const merged = noGrad(() => model.forward(ids, 1).data);
     for (let i = 0; i < adapted.length; i++) expect(merged[i]).toBeCloseTo(adapted[i], 4);
-    expect(model.param('model.layers.0.self_attn.q_proj.weight').data.some((v, i) => v !== before.get('model.layers.0.self_attn.q_proj.weight')![i])).toBe(true);
+    expect(
+      model
+        .param('model.layers.0.self_attn.q_proj.weight')
+        .data.some((v, i) => v !== before.get('model.layers.0.self_attn.q_proj.weight')![i]),
+    ).toBe(true);
   });
 
   it('training hooks: gradients flow through an edited activation (steering during training changes the result)', () => {

@@ -42,7 +42,9 @@ export class Tensor {
     public name = '',
   ) {
     if (data.length !== sizeOf(shape)) {
-      throw new Error(`Tensor ${name || '(unnamed)'}: data length ${data.length} does not match shape [${shape}]`);
+      throw new Error(
+        `Tensor ${name || '(unnamed)'}: data length ${data.length} does not match shape [${shape}]`,
+      );
     }
   }
 
@@ -78,7 +80,8 @@ export class Tensor {
   }
 
   item(): number {
-    if (this.data.length !== 1) throw new Error(`item(): tensor ${this.name} has ${this.data.length} elements`);
+    if (this.data.length !== 1)
+      throw new Error(`item(): tensor ${this.name} has ${this.data.length} elements`);
     return this.data[0];
   }
 

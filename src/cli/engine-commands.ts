@@ -11,37 +11,49 @@ async function loadModelAndTokenizer(dir: string) {
   ]);
   configureBackend();
   const tokPath = path.join(dir, 'tokenizer.json');
-  if (!fs.existsSync(tokPath)) throw new Error(`${tokPath}: not found (a PSM Lab model folder holds its tokenizer)`);
+  if (!fs.existsSync(tokPath))
+    throw new Error(`${tokPath}: not found (a PSM Lab model folder holds its tokenizer)`);
   return { model: loadModelFolder(dir), tokenizer: loadTokenizerSync(tokPath) };
 }
 
 export function registerEngineCommands(program: Command): void {
   program
     .command('generate')
-    .description('Generate a continuation of a prompt with a saved model folder (KV cache, temperature, top-p, seed)')
+    .description(
+      'Generate a continuation of a prompt with a saved model folder (KV cache, temperature, top-p, seed)',
+    )
     .requiredOption('--model <dir>', 'model folder (config.json, model.safetensors, tokenizer.json)')
-    .requiredOption('--prompt <text>', 'prompt text (use $\'...\\n...\' for newlines)')
+    .requiredOption('--prompt <text>', "prompt text (use $'...\\n...' for newlines)")
     .option('--max-tokens <n>', 'maximum new tokens', '40')
     .option('--temperature <t>', 'sampling temperature (0 = greedy)', '0.8')
     .option('--top-p <p>', 'nucleus sampling mass', '0.95')
     .option('--seed <n>', 'sampling seed', '0')
-    .action(async (o: { model: string; prompt: string; maxTokens: string; temperature: string; topP: string; seed: string }) => {
-      const { model, tokenizer } = await loadModelAndTokenizer(o.model);
-      const { generate } = await import('../model/generate.ts');
-      const eot = tokenizer.tokenToId('<|endoftext|>');
-      const ids = generate(model, tokenizer.encode(o.prompt), {
-        maxNewTokens: Number(o.maxTokens),
-        temperature: Number(o.temperature),
-        topP: Number(o.topP),
-        seed: Number(o.seed),
-        stopIds: eot === undefined ? [] : [eot],
-        onToken: (id) => {
-          if (id !== eot) process.stdout.write(tokenizer.decode([id]));
-        },
-      });
-      process.stdout.write(`\n`);
-      if (ids.length === 0) process.stderr.write('(no tokens generated)\n');
-    });
+    .action(
+      async (o: {
+        model: string;
+        prompt: string;
+        maxTokens: string;
+        temperature: string;
+        topP: string;
+        seed: string;
+      }) => {
+        const { model, tokenizer } = await loadModelAndTokenizer(o.model);
+        const { generate } = await import('../model/generate.ts');
+        const eot = tokenizer.tokenToId('<|endoftext|>');
+        const ids = generate(model, tokenizer.encode(o.prompt), {
+          maxNewTokens: Number(o.maxTokens),
+          temperature: Number(o.temperature),
+          topP: Number(o.topP),
+          seed: Number(o.seed),
+          stopIds: eot === undefined ? [] : [eot],
+          onToken: (id) => {
+            if (id !== eot) process.stdout.write(tokenizer.decode([id]));
+          },
+        });
+        process.stdout.write(`\n`);
+        if (ids.length === 0) process.stderr.write('(no tokens generated)\n');
+      },
+    );
 
   program
     .command('score')
@@ -53,11 +65,16 @@ export function registerEngineCommands(program: Command): void {
       const { model, tokenizer } = await loadModelAndTokenizer(o.model);
       const { scoreContinuations } = await import('../model/score.ts');
       const prompt = tokenizer.encode(o.prompt);
-      const results = scoreContinuations(model, o.option.map((opt) => ({ prompt, continuation: tokenizer.encode(opt) })));
+      const results = scoreContinuations(
+        model,
+        o.option.map((opt) => ({ prompt, continuation: tokenizer.encode(opt) })),
+      );
       const max = Math.max(...results.map((r) => r.logprob));
       const z = results.reduce((s, r) => s + Math.exp(r.logprob - max), 0);
       results.forEach((r, i) => {
-        process.stdout.write(`${r.logprob.toFixed(4)}\t${(Math.exp(r.logprob - max) / z).toFixed(4)}\t${JSON.stringify(o.option[i])}\n`);
+        process.stdout.write(
+          `${r.logprob.toFixed(4)}\t${(Math.exp(r.logprob - max) / z).toFixed(4)}\t${JSON.stringify(o.option[i])}\n`,
+        );
       });
     });
 }

@@ -4,7 +4,9 @@ import type { Command } from 'commander';
 export function registerInteropCommands(program: Command): void {
   program
     .command('export')
-    .description('Export a model folder as a Hugging Face model folder (--format hf) or a GGUF file for llama.cpp (--format gguf)')
+    .description(
+      'Export a model folder as a Hugging Face model folder (--format hf) or a GGUF file for llama.cpp (--format gguf)',
+    )
     .requiredOption('--model <dir>', 'PSM Lab model folder (config.json, model.safetensors, tokenizer.json)')
     .requiredOption('--format <format>', 'hf or gguf')
     .requiredOption('--out <path>', 'output folder (hf) or .gguf file (gguf)')
@@ -12,20 +14,27 @@ export function registerInteropCommands(program: Command): void {
     .option('--name <name>', 'general.name of the GGUF file (default: the model folder name)')
     .action(async (o: { model: string; format: string; out: string; dtype: string; name?: string }) => {
       const format = o.format.toLowerCase();
-      if (format !== 'hf' && format !== 'gguf') throw new Error(`--format must be hf or gguf, got "${o.format}"`);
+      if (format !== 'hf' && format !== 'gguf')
+        throw new Error(`--format must be hf or gguf, got "${o.format}"`);
       const dtype = o.dtype.toUpperCase();
       if (dtype !== 'F32' && dtype !== 'F16') throw new Error(`--dtype must be f32 or f16, got "${o.dtype}"`);
       const { exportModelFolder } = await import('../interop/index.ts');
       const s = exportModelFolder(o.model, format, o.out, { dtype, name: o.name });
-      process.stdout.write(`exported ${s.parameters.toLocaleString('en-US')} parameters as ${s.format === 'hf' ? 'a Hugging Face folder' : 'GGUF'} (${s.architecture}, ${(s.bytes / 1e6).toFixed(2)} MB) to ${s.out}\n`);
+      process.stdout.write(
+        `exported ${s.parameters.toLocaleString('en-US')} parameters as ${s.format === 'hf' ? 'a Hugging Face folder' : 'GGUF'} (${s.architecture}, ${(s.bytes / 1e6).toFixed(2)} MB) to ${s.out}\n`,
+      );
       if (s.format === 'gguf') {
-        process.stdout.write(`run it with llama.cpp: llama-cli -m ${s.out} --temp 0 -p "User: Hello\\nAssistant:"  (or npx node-llama-cpp chat --model ${s.out})\n`);
+        process.stdout.write(
+          `run it with llama.cpp: llama-cli -m ${s.out} --temp 0 -p "User: Hello\\nAssistant:"  (or npx node-llama-cpp chat --model ${s.out})\n`,
+        );
       }
     });
 
   program
     .command('import')
-    .description('Import a local Hugging Face folder (Llama or Qwen2 family; safetensors, possibly sharded; fp32/fp16/bf16) or a GGUF file into a PSM Lab model folder')
+    .description(
+      'Import a local Hugging Face folder (Llama or Qwen2 family; safetensors, possibly sharded; fp32/fp16/bf16) or a GGUF file into a PSM Lab model folder',
+    )
     .requiredOption('--from <path>', 'Hugging Face model folder or .gguf file')
     .requiredOption('--out <dir>', 'PSM Lab model folder to write')
     .action(async (o: { from: string; out: string }) => {

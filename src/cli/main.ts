@@ -10,7 +10,9 @@ function main(): Command {
   const program = new Command();
   program
     .name('psm')
-    .description('PSM Lab: build a world of characters, train a Llama-family model on it from scratch, and measure the persona selection model against its exact Bayesian answer.')
+    .description(
+      'PSM Lab: build a world of characters, train a Llama-family model on it from scratch, and measure the persona selection model against its exact Bayesian answer.',
+    )
     .version('0.1.0')
     .showHelpAfterError();
   registerRunCommands(program);

@@ -27,7 +27,9 @@ export const terminalProgress: ProgressFactory = (label, total, unit) => {
       update(done, info = {}) {
         const secs = (Date.now() - start) / 1000;
         const rate = secs > 0 ? Math.round(done / secs) : 0;
-        const text = Object.entries(info).map(([k, v]) => `${k} ${fmt(v)}`).join(' ');
+        const text = Object.entries(info)
+          .map(([k, v]) => `${k} ${fmt(v)}`)
+          .join(' ');
         bar.update(done, { rate: String(rate), info: text });
       },
       stop() {
@@ -44,8 +46,12 @@ export const terminalProgress: ProgressFactory = (label, total, unit) => {
       const secs = (now - start) / 1000;
       const rate = secs > 0 ? done / secs : 0;
       const eta = rate > 0 ? Math.round((total - done) / rate) : 0;
-      const text = Object.entries(info).map(([k, v]) => `${k} ${fmt(v)}`).join(' ');
-      process.stderr.write(`${label}: ${done}/${total} ${unit} (${Math.round((100 * done) / total)}%) ${Math.round(rate)} ${unit}/s ETA ${eta}s ${text}\n`);
+      const text = Object.entries(info)
+        .map(([k, v]) => `${k} ${fmt(v)}`)
+        .join(' ');
+      process.stderr.write(
+        `${label}: ${done}/${total} ${unit} (${Math.round((100 * done) / total)}%) ${Math.round(rate)} ${unit}/s ETA ${eta}s ${text}\n`,
+      );
     },
     stop() {},
   };

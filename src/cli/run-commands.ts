@@ -12,30 +12,42 @@ function defaultRunDir(preset: string | undefined, seeds: number): string {
 export function registerRunCommands(program: Command): void {
   program
     .command('run')
-    .description('Run the PSM experiment end to end (corpus, pre-training, persona check, post-training, narrow fine-tunes, report)')
+    .description(
+      'Run the PSM experiment end to end (corpus, pre-training, persona check, post-training, narrow fine-tunes, report)',
+    )
     .option('--preset <name>', 'default | quick (a few minutes, effects not expected)')
     .option('--config <file>', 'experiment config (YAML), merged over the preset')
     .option('--seeds <n>', 'number of seeds (1..n), overriding the config')
     .option('--out <dir>', 'run folder (default runs/<preset>-s<n>-<time>); an existing one resumes')
     .option('--force', 'overwrite stages whose inputs changed')
-    .action(async (o: { preset?: string; config?: string; seeds?: string; out?: string; force?: boolean }) => {
-      const { resolveConfig } = await import('../pipeline/config.ts');
-      const { runExperiment } = await import('../pipeline/experiment.ts');
-      const { terminalProgress } = await import('./progress.ts');
-      let seeds: number[] | undefined;
-      if (o.seeds !== undefined) {
-        const n = Number(o.seeds);
-        if (!Number.isInteger(n) || n < 1 || n > 50) throw new Error(`--seeds must be an integer from 1 to 50, got "${o.seeds}"`);
-        seeds = Array.from({ length: n }, (_, i) => i + 1);
-      }
-      const config = resolveConfig({ preset: o.preset, file: o.config, overrides: seeds ? { seeds } : {} });
-      const runDir = o.out ?? defaultRunDir(o.preset, config.seeds.length);
-      const t0 = Date.now();
-      process.stderr.write(`psm run: ${runDir} (world ${config.world}, ${config.seeds.length} seed(s), ${config.corpus.tokens} pre-training tokens)\n`);
-      await runExperiment(config, { runDir, force: o.force, progress: terminalProgress, log: (l) => process.stderr.write(`${l}\n`) });
-      process.stderr.write(`done in ${((Date.now() - t0) / 60000).toFixed(1)} min\n`);
-      process.stdout.write(`${path.join(runDir, 'report.html')}\n`);
-    });
+    .action(
+      async (o: { preset?: string; config?: string; seeds?: string; out?: string; force?: boolean }) => {
+        const { resolveConfig } = await import('../pipeline/config.ts');
+        const { runExperiment } = await import('../pipeline/experiment.ts');
+        const { terminalProgress } = await import('./progress.ts');
+        let seeds: number[] | undefined;
+        if (o.seeds !== undefined) {
+          const n = Number(o.seeds);
+          if (!Number.isInteger(n) || n < 1 || n > 50)
+            throw new Error(`--seeds must be an integer from 1 to 50, got "${o.seeds}"`);
+          seeds = Array.from({ length: n }, (_, i) => i + 1);
+        }
+        const config = resolveConfig({ preset: o.preset, file: o.config, overrides: seeds ? { seeds } : {} });
+        const runDir = o.out ?? defaultRunDir(o.preset, config.seeds.length);
+        const t0 = Date.now();
+        process.stderr.write(
+          `psm run: ${runDir} (world ${config.world}, ${config.seeds.length} seed(s), ${config.corpus.tokens} pre-training tokens)\n`,
+        );
+        await runExperiment(config, {
+          runDir,
+          force: o.force,
+          progress: terminalProgress,
+          log: (l) => process.stderr.write(`${l}\n`),
+        });
+        process.stderr.write(`done in ${((Date.now() - t0) / 60000).toFixed(1)} min\n`);
+        process.stdout.write(`${path.join(runDir, 'report.html')}\n`);
+      },
+    );
 
   program
     .command('report <run>')
@@ -69,7 +81,9 @@ export function registerRunCommands(program: Command): void {
         const s = summarize(JSON.parse(fs.readFileSync(file, 'utf8')));
         const cheat = s.arms.find((a) => a.arm === 'cheat' && a.vsControl);
         const f = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
-        process.stdout.write(`${name}\tdone\t${s.seeds}\t${f(s.personaInference.meanCorrelation.mean)}\t${f(s.postTraining.rise.mean)}\t${cheat?.vsControl ? f(cheat.vsControl.mean) : 'n/a'}\n`);
+        process.stdout.write(
+          `${name}\tdone\t${s.seeds}\t${f(s.personaInference.meanCorrelation.mean)}\t${f(s.postTraining.rise.mean)}\t${cheat?.vsControl ? f(cheat.vsControl.mean) : 'n/a'}\n`,
+        );
       }
     });
 

@@ -20,9 +20,24 @@ export const LlamaConfigSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    if (c.dim % c.nHeads !== 0) ctx.addIssue({ code: 'custom', path: ['dim'], message: `dim ${c.dim} is not divisible by nHeads ${c.nHeads}` });
-    if (c.nHeads % c.nKvHeads !== 0) ctx.addIssue({ code: 'custom', path: ['nKvHeads'], message: `nHeads ${c.nHeads} is not a multiple of nKvHeads ${c.nKvHeads}` });
-    if ((c.dim / c.nHeads) % 2 !== 0) ctx.addIssue({ code: 'custom', path: ['nHeads'], message: 'head dimension must be even for rotary embeddings' });
+    if (c.dim % c.nHeads !== 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['dim'],
+        message: `dim ${c.dim} is not divisible by nHeads ${c.nHeads}`,
+      });
+    if (c.nHeads % c.nKvHeads !== 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['nKvHeads'],
+        message: `nHeads ${c.nHeads} is not a multiple of nKvHeads ${c.nKvHeads}`,
+      });
+    if ((c.dim / c.nHeads) % 2 !== 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['nHeads'],
+        message: 'head dimension must be even for rotary embeddings',
+      });
   });
 
 export type LlamaConfig = z.output<typeof LlamaConfigSchema>;
@@ -84,7 +99,8 @@ const HfConfigSchema = z.object({
 /** Reads a Hugging Face config.json object (Llama or Qwen2 family). */
 export function fromHfConfig(raw: unknown, source = 'config.json'): LlamaConfig {
   const r = HfConfigSchema.passthrough().safeParse(raw);
-  if (!r.success) throw new Error(formatZodError(r.error, `${source} (supported: model_type llama or qwen2)`));
+  if (!r.success)
+    throw new Error(formatZodError(r.error, `${source} (supported: model_type llama or qwen2)`));
   const h = r.data;
   return parseLlamaConfig(
     {

@@ -59,7 +59,8 @@ export function generate(model: LlamaModel, prompt: number[], opts: GenerateOpti
   if (!(topP > 0 && topP <= 1)) throw new Error(`generate: topP ${topP} must be in (0, 1]`);
   const maxLen = model.config.maxSeqLen;
   const budget = Math.min(opts.maxNewTokens, maxLen - prompt.length);
-  if (budget <= 0) throw new Error(`generate: prompt of ${prompt.length} tokens leaves no room in a context of ${maxLen}`);
+  if (budget <= 0)
+    throw new Error(`generate: prompt of ${prompt.length} tokens leaves no room in a context of ${maxLen}`);
   const rng = new Rng(opts.seed ?? 0);
   const stops = new Set(opts.stopIds ?? []);
   return noGrad(() => {

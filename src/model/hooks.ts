@@ -15,7 +15,13 @@
 import { addVector, clampProjection, type RowMask } from '../autograd/ops.ts';
 import type { Tensor } from '../autograd/tensor.ts';
 
-export const BLOCK_HOOKS = ['hook_resid_pre', 'hook_attn_out', 'hook_resid_mid', 'hook_mlp_out', 'hook_resid_post'] as const;
+export const BLOCK_HOOKS = [
+  'hook_resid_pre',
+  'hook_attn_out',
+  'hook_resid_mid',
+  'hook_mlp_out',
+  'hook_resid_post',
+] as const;
 
 export function hookNames(nLayers: number): string[] {
   const names = ['embed'];
@@ -31,9 +37,13 @@ export function checkHookName(name: string, nLayers: number): void {
   if (m && (BLOCK_HOOKS as readonly string[]).includes(m[2])) {
     const layer = Number(m[1]);
     if (layer < nLayers) return;
-    throw new Error(`unknown hook "${name}": layer ${layer} does not exist (model has ${nLayers} blocks: 0..${nLayers - 1})`);
+    throw new Error(
+      `unknown hook "${name}": layer ${layer} does not exist (model has ${nLayers} blocks: 0..${nLayers - 1})`,
+    );
   }
-  throw new Error(`unknown hook "${name}"; valid names: embed, blocks.{i}.{${BLOCK_HOOKS.join(',')}}, final_norm`);
+  throw new Error(
+    `unknown hook "${name}"; valid names: embed, blocks.{i}.{${BLOCK_HOOKS.join(',')}}, final_norm`,
+  );
 }
 
 export interface HookContext {
@@ -72,7 +82,8 @@ export class HookSet {
     for (const fn of list) {
       const replaced = fn(x, { ...ctx, name });
       if (replaced) {
-        if (replaced.size !== x.size) throw new Error(`hook at ${name} returned shape [${replaced.shape}] for [${x.shape}]`);
+        if (replaced.size !== x.size)
+          throw new Error(`hook at ${name} returned shape [${replaced.shape}] for [${x.shape}]`);
         x = replaced;
       }
     }
@@ -85,9 +96,7 @@ export class HookSet {
  * sequence's end, using `lengths`), or a predicate over (batch index, absolute position).
  */
 export type PositionSelector =
-  | 'all'
-  | { positions: number[]; lengths?: number[] }
-  | ((batchIndex: number, position: number) => boolean);
+  'all' | { positions: number[]; lengths?: number[] } | ((batchIndex: number, position: number) => boolean);
 
 export function rowMask(selector: PositionSelector, ctx: HookContext): RowMask {
   if (selector === 'all') return null;
@@ -136,9 +145,14 @@ export function ablateDirectionHook(direction: Float32Array, where: PositionSele
  * Activation capping (the assistant-axis rule): the projection on `direction` is kept at or above `min`
  * (and at or below `max` when given), leaving everything orthogonal untouched.
  */
-export function capProjectionHook(direction: Float32Array, bounds: { min?: number; max?: number }, where: PositionSelector = 'all'): HookFn {
+export function capProjectionHook(
+  direction: Float32Array,
+  bounds: { min?: number; max?: number },
+  where: PositionSelector = 'all',
+): HookFn {
   const u = unit(direction, 'cap');
-  return (x, ctx) => clampProjection(x, u, bounds.min ?? -Infinity, bounds.max ?? Infinity, rowMask(where, ctx));
+  return (x, ctx) =>
+    clampProjection(x, u, bounds.min ?? -Infinity, bounds.max ?? Infinity, rowMask(where, ctx));
 }
 
 /** Records a copy of the activation (shape [batch, seq, dim]) each time the hook fires. */

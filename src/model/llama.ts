@@ -4,7 +4,17 @@
  * the embeddings or separate). Parameters carry their Hugging Face tensor names, so a checkpoint is a
  * loadable HF model. Optional q/k/v biases give the Qwen2 family.
  */
-import { add, causalAttention, embedding, linear, reshape, rmsNorm, rope, scale, swiglu } from '../autograd/ops.ts';
+import {
+  add,
+  causalAttention,
+  embedding,
+  linear,
+  reshape,
+  rmsNorm,
+  rope,
+  scale,
+  swiglu,
+} from '../autograd/ops.ts';
 import { Tensor } from '../autograd/tensor.ts';
 import { matmul } from '../tensor/matmul.ts';
 import { causalSoftmaxInPlace } from '../tensor/kernels.ts';
@@ -41,7 +51,15 @@ export interface ForwardOptions {
   cache?: KvCache;
 }
 
-export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export const LORA_TARGETS = [
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'o_proj',
+  'gate_proj',
+  'up_proj',
+  'down_proj',
+] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
 export class LlamaModel {
@@ -138,7 +156,14 @@ export class LlamaModel {
       const w = this.param(name);
       const [out, inp] = w.shape;
       const rank = a.shape[0];
-      const delta = matmul(b.data, a.data, { batch: 1, m: out, n: inp, k: rank, transA: false, transB: false });
+      const delta = matmul(b.data, a.data, {
+        batch: 1,
+        m: out,
+        n: inp,
+        k: rank,
+        transA: false,
+        transB: false,
+      });
       for (let i = 0; i < w.size; i++) w.data[i] += scale * delta[i];
     }
     this.adapters.clear();
@@ -161,13 +186,16 @@ export class LlamaModel {
   forwardHidden(ids: Int32Array, batch: number, opts: ForwardOptions = {}): Tensor {
     const c = this.config;
     const seqLen = ids.length / batch;
-    if (!Number.isInteger(seqLen)) throw new Error(`forward: ${ids.length} ids do not split into ${batch} sequences`);
+    if (!Number.isInteger(seqLen))
+      throw new Error(`forward: ${ids.length} ids do not split into ${batch} sequences`);
     const hooks = opts.hooks;
     hooks?.validate(c.nLayers);
     const cache = opts.cache;
     const offset = cache ? cache.length : 0;
     if (offset + seqLen > c.maxSeqLen) {
-      throw new Error(`forward: sequence length ${offset + seqLen} exceeds the model's maxSeqLen ${c.maxSeqLen}`);
+      throw new Error(
+        `forward: sequence length ${offset + seqLen} exceeds the model's maxSeqLen ${c.maxSeqLen}`,
+      );
     }
     if (cache && (cache.batch !== batch || offset + seqLen > cache.capacity)) {
       throw new Error('forward: KV cache does not fit this batch or is full');
@@ -184,14 +212,35 @@ export class LlamaModel {
       x = hook(`blocks.${i}.hook_resid_pre`, x);
       const h = rmsNorm(x, this.param(`${p}.input_layernorm.weight`), c.normEps);
       const bias = (n: string): Tensor | null => (c.qkvBias ? this.param(`${p}.self_attn.${n}.bias`) : null);
-      const q = rope(reshape(this.proj(h, `${p}.self_attn.q_proj.weight`, bias('q_proj')), [batch, seqLen, c.nHeads, hd]), positions, c.ropeTheta);
-      const k = rope(reshape(this.proj(h, `${p}.self_attn.k_proj.weight`, bias('k_proj')), [batch, seqLen, c.nKvHeads, hd]), positions, c.ropeTheta);
-      const v = reshape(this.proj(h, `${p}.self_attn.v_proj.weight`, bias('v_proj')), [batch, seqLen, c.nKvHeads, hd]);
+      const q = rope(
+        reshape(this.proj(h, `${p}.self_attn.q_proj.weight`, bias('q_proj')), [batch, seqLen, c.nHeads, hd]),
+        positions,
+        c.ropeTheta,
+      );
+      const k = rope(
+        reshape(this.proj(h, `${p}.self_attn.k_proj.weight`, bias('k_proj')), [
+          batch,
+          seqLen,
+          c.nKvHeads,
+          hd,
+        ]),
+        positions,
+        c.ropeTheta,
+      );
+      const v = reshape(this.proj(h, `${p}.self_attn.v_proj.weight`, bias('v_proj')), [
+        batch,
+        seqLen,
+        c.nKvHeads,
+        hd,
+      ]);
       const att = cache ? cachedAttention(q, k, v, cache, i, offset) : causalAttention(q, k, v);
       const attnOut = hook(`blocks.${i}.hook_attn_out`, this.proj(att, `${p}.self_attn.o_proj.weight`));
       x = hook(`blocks.${i}.hook_resid_mid`, add(x, attnOut));
       const h2 = rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`), c.normEps);
-      const gated = swiglu(this.proj(h2, `${p}.mlp.gate_proj.weight`), this.proj(h2, `${p}.mlp.up_proj.weight`));
+      const gated = swiglu(
+        this.proj(h2, `${p}.mlp.gate_proj.weight`),
+        this.proj(h2, `${p}.mlp.up_proj.weight`),
+      );
       const mlpOut = hook(`blocks.${i}.hook_mlp_out`, this.proj(gated, `${p}.mlp.down_proj.weight`));
       x = hook(`blocks.${i}.hook_resid_post`, add(x, mlpOut));
     }
@@ -214,7 +263,14 @@ export class LlamaModel {
  * Attention of new queries against cached plus new keys (inference only: generation runs without
  * gradients). Writes the new keys and values into the cache at [offset, offset + t).
  */
-function cachedAttention(q: Tensor, k: Tensor, v: Tensor, cache: KvCache, layer: number, offset: number): Tensor {
+function cachedAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  cache: KvCache,
+  layer: number,
+  offset: number,
+): Tensor {
   const [b, t, h, d] = q.shape;
   const hkv = k.shape[2];
   const rep = h / hkv;
@@ -249,9 +305,23 @@ function cachedAttention(q: Tensor, k: Tensor, v: Tensor, cache: KvCache, layer:
       const values = vc.subarray(base, base + total * d);
       const scores = matmul(qh, keys, { batch: 1, m: rep * t, n: total, k: d, transA: false, transB: true });
       for (let r = 0; r < rep; r++) {
-        causalSoftmaxInPlace(scores.subarray(r * t * total, (r + 1) * t * total), 1, t, total, 1 / Math.sqrt(d), offset);
+        causalSoftmaxInPlace(
+          scores.subarray(r * t * total, (r + 1) * t * total),
+          1,
+          t,
+          total,
+          1 / Math.sqrt(d),
+          offset,
+        );
       }
-      const out = matmul(scores, values, { batch: 1, m: rep * t, n: d, k: total, transA: false, transB: false });
+      const out = matmul(scores, values, {
+        batch: 1,
+        m: rep * t,
+        n: d,
+        k: total,
+        transA: false,
+        transB: false,
+      });
       for (let r = 0; r < rep; r++) {
         for (let ti = 0; ti < t; ti++) {
           const dst = ((bi * t + ti) * h + g * rep + r) * d;

@@ -27,13 +27,19 @@ export interface ScoreOptions {
   hooks?: HookSet | ((batch: ScoreRequest[]) => HookSet);
 }
 
-export function scoreContinuations(model: LlamaModel, requests: ScoreRequest[], opts: ScoreOptions = {}): ScoreResult[] {
+export function scoreContinuations(
+  model: LlamaModel,
+  requests: ScoreRequest[],
+  opts: ScoreOptions = {},
+): ScoreResult[] {
   const maxLen = model.config.maxSeqLen;
   requests.forEach((r, i) => {
     if (r.prompt.length === 0) throw new Error(`score: request ${i} has an empty prompt`);
     if (r.continuation.length === 0) throw new Error(`score: request ${i} has an empty continuation`);
     if (r.prompt.length + r.continuation.length - 1 > maxLen) {
-      throw new Error(`score: request ${i} needs ${r.prompt.length + r.continuation.length - 1} positions, context is ${maxLen}`);
+      throw new Error(
+        `score: request ${i} needs ${r.prompt.length + r.continuation.length - 1} positions, context is ${maxLen}`,
+      );
     }
   });
   const order = requests.map((_, i) => i).sort((a, b) => seqLen(requests[a]) - seqLen(requests[b]) || a - b);

@@ -19,16 +19,27 @@ export function modelTensors(model: LlamaModel): Map<string, TensorData> {
 }
 
 /** Writes config.json, model.safetensors and any extra files (e.g. tokenizer.json) into dir, each atomically. */
-export function saveModelFolder(dir: string, model: LlamaModel, extraFiles: Record<string, string | Uint8Array> = {}, metadata: Record<string, string> = {}): void {
-  if (model.adapters.size > 0) throw new Error('saveModelFolder: merge or drop LoRA adapters before saving the model');
+export function saveModelFolder(
+  dir: string,
+  model: LlamaModel,
+  extraFiles: Record<string, string | Uint8Array> = {},
+  metadata: Record<string, string> = {},
+): void {
+  if (model.adapters.size > 0)
+    throw new Error('saveModelFolder: merge or drop LoRA adapters before saving the model');
   fs.mkdirSync(dir, { recursive: true });
   writeSafetensorsSync(path.join(dir, MODEL_FILE), modelTensors(model), { format: 'pt', ...metadata });
   atomicWriteJsonSync(path.join(dir, CONFIG_FILE), toHfConfig(model.config));
-  for (const [name, content] of Object.entries(extraFiles)) atomicWriteFileSync(path.join(dir, name), content);
+  for (const [name, content] of Object.entries(extraFiles))
+    atomicWriteFileSync(path.join(dir, name), content);
 }
 
 /** Copies tensors into a model, checking names and shapes. Tied models may omit lm_head. */
-export function assignTensors(model: LlamaModel, tensors: ReadonlyMap<string, TensorData>, source: string): void {
+export function assignTensors(
+  model: LlamaModel,
+  tensors: ReadonlyMap<string, TensorData>,
+  source: string,
+): void {
   for (const [name, t] of model.params) {
     const src = tensors.get(name);
     if (!src) throw new Error(`${source}: tensor "${name}" is missing`);
@@ -36,7 +47,8 @@ export function assignTensors(model: LlamaModel, tensors: ReadonlyMap<string, Te
       throw new Error(`${source}: tensor "${name}" has shape [${src.shape}], the config needs [${t.shape}]`);
     }
     for (let i = 0; i < src.data.length; i++) {
-      if (!Number.isFinite(src.data[i])) throw new Error(`${source}: tensor "${name}" contains ${src.data[i]} at index ${i}`);
+      if (!Number.isFinite(src.data[i]))
+        throw new Error(`${source}: tensor "${name}" contains ${src.data[i]} at index ${i}`);
     }
     t.data.set(src.data);
   }

@@ -24,7 +24,14 @@ export const ExperimentConfigSchema = z
     corpus: z.object({ tokens: Int, valFraction: z.number().min(0).max(0.5) }).strict(),
     tokenizer: z.object({ vocabSize: Int.min(300), trainDocuments: Int }).strict(),
     model: z
-      .object({ dim: Int, nLayers: Int, nHeads: Int, nKvHeads: Int, hiddenDim: Int, contextLength: Int.min(16) })
+      .object({
+        dim: Int,
+        nLayers: Int,
+        nHeads: Int,
+        nKvHeads: Int,
+        hiddenDim: Int,
+        contextLength: Int.min(16),
+      })
       .strict(),
     pretrain: z
       .object({
@@ -68,7 +75,10 @@ export const ExperimentConfigSchema = z
       })
       .strict(),
     alignmentPretraining: z
-      .object({ enabled: z.boolean(), aiMix: z.union([z.string(), z.record(z.string(), z.number().nonnegative())]) })
+      .object({
+        enabled: z.boolean(),
+        aiMix: z.union([z.string(), z.record(z.string(), z.number().nonnegative())]),
+      })
       .strict(),
   })
   .strict();
@@ -82,7 +92,15 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
   corpus: { tokens: 5_000_000, valFraction: 0.01 },
   tokenizer: { vocabSize: 1024, trainDocuments: 20_000 },
   model: { dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 384, contextLength: 256 },
-  pretrain: { batchSize: 8, lr: 2e-3, minLr: 2e-4, warmupSteps: 100, probeEvery: 500, probeItems: 120, checkpointEvery: 200 },
+  pretrain: {
+    batchSize: 8,
+    lr: 2e-3,
+    minLr: 2e-4,
+    warmupSteps: 100,
+    probeEvery: 500,
+    probeItems: 120,
+    checkpointEvery: 200,
+  },
   eval: { batteryItemsPerDomain: 120, probeItemsPerK: 60, packageItems: 60, maxK: 5 },
   postTrain: { domains: [], examples: 600, steps: 60, batchSize: 16, lr: 3e-4 },
   finetune: {
@@ -97,7 +115,9 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
   alignmentPretraining: { enabled: false, aiMix: 'positive' },
 };
 
-type DeepPartial<T> = { [K in keyof T]?: T[K] extends (infer U)[] ? U[] : T[K] extends object ? DeepPartial<T[K]> : T[K] };
+type DeepPartial<T> = {
+  [K in keyof T]?: T[K] extends (infer U)[] ? U[] : T[K] extends object ? DeepPartial<T[K]> : T[K];
+};
 export type ConfigOverrides = DeepPartial<ExperimentConfig>;
 
 export const PRESETS: Record<string, ConfigOverrides> = {
@@ -130,10 +150,13 @@ export function formatIssues(error: z.ZodError, source: string): string {
 }
 
 /** Builds a validated config: defaults <- preset <- file overrides <- explicit overrides. */
-export function resolveConfig(opts: { preset?: string; file?: string; overrides?: ConfigOverrides } = {}): ExperimentConfig {
+export function resolveConfig(
+  opts: { preset?: string; file?: string; overrides?: ConfigOverrides } = {},
+): ExperimentConfig {
   const presetName = opts.preset ?? 'default';
   const preset = PRESETS[presetName];
-  if (!preset) throw new Error(`unknown preset "${presetName}"; known presets: ${Object.keys(PRESETS).join(', ')}`);
+  if (!preset)
+    throw new Error(`unknown preset "${presetName}"; known presets: ${Object.keys(PRESETS).join(', ')}`);
   let merged = deepMerge(DEFAULT_CONFIG, preset);
   if (opts.file) {
     if (!fs.existsSync(opts.file)) throw new Error(`config file ${opts.file} not found`);
@@ -143,14 +166,16 @@ export function resolveConfig(opts: { preset?: string; file?: string; overrides?
     } catch (e) {
       throw new Error(`${opts.file}: not valid YAML (${(e as Error).message})`);
     }
-    if (parsed !== null && !isPlainObject(parsed)) throw new Error(`${opts.file}: expected a mapping of config sections at the top level`);
+    if (parsed !== null && !isPlainObject(parsed))
+      throw new Error(`${opts.file}: expected a mapping of config sections at the top level`);
     merged = deepMerge(merged, parsed ?? {});
   }
   merged = deepMerge(merged, opts.overrides ?? {});
   const r = ExperimentConfigSchema.safeParse(merged);
   if (!r.success) throw new Error(formatIssues(r.error, opts.file ?? `preset "${presetName}"`));
   const c = r.data;
-  if (c.model.dim % c.model.nHeads !== 0) throw new Error(`config model.dim ${c.model.dim} is not divisible by model.nHeads ${c.model.nHeads}`);
+  if (c.model.dim % c.model.nHeads !== 0)
+    throw new Error(`config model.dim ${c.model.dim} is not divisible by model.nHeads ${c.model.nHeads}`);
   if (c.pretrain.minLr > c.pretrain.lr) throw new Error('config pretrain.minLr is larger than pretrain.lr');
   return c;
 }

@@ -12,7 +12,13 @@ import { parseLlamaConfig } from '../model/config.ts';
 import { LlamaModel } from '../model/llama.ts';
 import { loadModelFolder, saveModelFolder } from '../model/weights.ts';
 import { configureBackend } from '../tensor/backend.ts';
-import { loadTokenizerSync, saveTokenizerSync, tokenizerToJson, trainBpe, type BpeTokenizer } from '../tokenizer/index.ts';
+import {
+  loadTokenizerSync,
+  saveTokenizerSync,
+  tokenizerToJson,
+  trainBpe,
+  type BpeTokenizer,
+} from '../tokenizer/index.ts';
 import { TokenWindowSource, SupervisedSource, type SupervisedExample } from '../training/data.ts';
 import { batchLoss, Trainer } from '../training/trainer.ts';
 import type { TrainableSpec } from '../training/trainable.ts';
@@ -39,7 +45,14 @@ import {
 import type { ArmName, ExperimentConfig, TrainableName } from './config.ts';
 import { batteryResult, personaCheck, scoreItems } from './measure.ts';
 import type { ProgressFactory } from './progress.ts';
-import type { ArmResult, BatteryResult, PersonaCheck, PretrainProbe, RunResults, SeedResult } from './results.ts';
+import type {
+  ArmResult,
+  BatteryResult,
+  PersonaCheck,
+  PretrainProbe,
+  RunResults,
+  SeedResult,
+} from './results.ts';
 import { hashInputs, runStage } from './stage.ts';
 import { renderReport } from './report.ts';
 import { pearson, mean } from '../measurement/stats.ts';
@@ -75,11 +88,17 @@ export function loadExperimentWorld(config: ExperimentConfig): World {
 }
 
 function appendMetric(ctx: Context, record: Record<string, unknown>): void {
-  fs.appendFileSync(path.join(ctx.opts.runDir, 'metrics.jsonl'), JSON.stringify({ time: new Date().toISOString(), ...record }) + '\n');
+  fs.appendFileSync(
+    path.join(ctx.opts.runDir, 'metrics.jsonl'),
+    JSON.stringify({ time: new Date().toISOString(), ...record }) + '\n',
+  );
 }
 
 function toSupervised(tokenizer: BpeTokenizer, examples: readonly ChatExample[]): SupervisedExample[] {
-  return examples.map((e) => ({ prompt: tokenizer.encode(END_OF_TEXT + e.prompt), response: tokenizer.encode(e.response) }));
+  return examples.map((e) => ({
+    prompt: tokenizer.encode(END_OF_TEXT + e.prompt),
+    response: tokenizer.encode(e.response),
+  }));
 }
 
 function modelConfig(ctx: Context, vocabSize: number) {
@@ -112,7 +131,11 @@ function trainableSpec(name: TrainableName, tokenizer: BpeTokenizer): TrainableS
     case 'all':
       return { kind: 'all' };
     case 'lora1':
-      return { kind: 'lora', rank: 1, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
+      return {
+        kind: 'lora',
+        rank: 1,
+        targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+      };
     case 'embedding':
       return { kind: 'embeddingRows', rows: assistantTokenIds(tokenizer) };
   }
@@ -121,29 +144,48 @@ function trainableSpec(name: TrainableName, tokenizer: BpeTokenizer): TrainableS
 async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: unknown) {
   const c = ctx.config;
   const inputs = { world: ctx.world, seed, corpus: c.corpus, tokenizer: c.tokenizer, aiMix };
-  return runStage(path.join(dir, 'corpus'), 'corpus', inputs, async ({ dir: stageDir }) => {
-    const t0 = Date.now();
-    const sample = generateDocuments(ctx.world, { seed, documents: c.tokenizer.trainDocuments, aiMix: aiMix as never, valFraction: c.corpus.valFraction });
-    const tokenizer = trainBpe((function* () {
-      for (const d of sample) yield d.text;
-    })(), { vocabSize: c.tokenizer.vocabSize, specialTokens: [END_OF_TEXT] });
-    saveTokenizerSync(tokenizer, path.join(stageDir, 'tokenizer.json'));
-    const bar = ctx.opts.progress('corpus', c.corpus.tokens, 'tokens');
-    const result = await writeCorpus(ctx.world, {
-      out: path.join(stageDir, 'data'),
-      force: true,
-      seed,
-      tokens: c.corpus.tokens,
-      valFraction: c.corpus.valFraction,
-      aiMix: aiMix as never,
-      tokenizer,
-      progressEvery: 2000,
-      onProgress: (p) => bar.update(Math.min(p.tokens, c.corpus.tokens)),
-    });
-    bar.stop();
-    const s = result.stats as unknown as { documents?: number; tokens?: number };
-    return { documents: s.documents ?? null, tokens: result.shards?.train.tokens ?? 0, valTokens: result.shards?.val.tokens ?? 0, seconds: (Date.now() - t0) / 1000 };
-  }, { force: ctx.opts.force, log: ctx.opts.log });
+  return runStage(
+    path.join(dir, 'corpus'),
+    'corpus',
+    inputs,
+    async ({ dir: stageDir }) => {
+      const t0 = Date.now();
+      const sample = generateDocuments(ctx.world, {
+        seed,
+        documents: c.tokenizer.trainDocuments,
+        aiMix: aiMix as never,
+        valFraction: c.corpus.valFraction,
+      });
+      const tokenizer = trainBpe(
+        (function* () {
+          for (const d of sample) yield d.text;
+        })(),
+        { vocabSize: c.tokenizer.vocabSize, specialTokens: [END_OF_TEXT] },
+      );
+      saveTokenizerSync(tokenizer, path.join(stageDir, 'tokenizer.json'));
+      const bar = ctx.opts.progress('corpus', c.corpus.tokens, 'tokens');
+      const result = await writeCorpus(ctx.world, {
+        out: path.join(stageDir, 'data'),
+        force: true,
+        seed,
+        tokens: c.corpus.tokens,
+        valFraction: c.corpus.valFraction,
+        aiMix: aiMix as never,
+        tokenizer,
+        progressEvery: 2000,
+        onProgress: (p) => bar.update(Math.min(p.tokens, c.corpus.tokens)),
+      });
+      bar.stop();
+      const s = result.stats as unknown as { documents?: number; tokens?: number };
+      return {
+        documents: s.documents ?? null,
+        tokens: result.shards?.train.tokens ?? 0,
+        valTokens: result.shards?.val.tokens ?? 0,
+        seconds: (Date.now() - t0) / 1000,
+      };
+    },
+    { force: ctx.opts.force, log: ctx.opts.log },
+  );
 }
 
 function evalPretrainProbes(ctx: Context, model: LlamaModel, tokenizer: BpeTokenizer) {
@@ -156,65 +198,98 @@ function evalPretrainProbes(ctx: Context, model: LlamaModel, tokenizer: BpeToken
 async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash: string) {
   const c = ctx.config;
   const inputs = { corpusHash, model: c.model, pretrain: c.pretrain, seed };
-  return runStage(path.join(dir, 'pretrain'), 'pretrain', inputs, async ({ dir: stageDir, resuming }) => {
-    const t0 = Date.now();
-    const corpusDir = path.join(dir, 'corpus');
-    const tokenizer = loadTokenizerSync(path.join(corpusDir, 'tokenizer.json'));
-    const train = loadShardTokens(path.join(corpusDir, 'data', 'train.json'));
-    const val = loadShardTokens(path.join(corpusDir, 'data', 'val.json'));
-    const ctxLen = c.model.contextLength;
-    const steps = Math.max(1, Math.floor(train.length / (c.pretrain.batchSize * ctxLen)));
-    const model = new LlamaModel(modelConfig(ctx, tokenizer.vocabSize)).initialize(seed);
-    const source = new TokenWindowSource(train, c.pretrain.batchSize, ctxLen, seed);
-    const trainer = new Trainer(model, source, {
-      schedule: { peakLr: c.pretrain.lr, minLr: c.pretrain.minLr, warmupSteps: c.pretrain.warmupSteps, totalSteps: steps },
-      trainable: { kind: 'all' },
-      seed,
-      checkpointDir: path.join(stageDir, 'checkpoints'),
-      checkpointEvery: c.pretrain.checkpointEvery,
-      extraFiles: { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) },
-    });
-    const from = trainer.resume();
-    if (resuming && from > 0) ctx.opts.log(`pretrain: resuming at step ${from} of ${steps}`);
-    const probesFile = path.join(stageDir, 'probes.jsonl');
-    const probes: PretrainProbe[] = fs.existsSync(probesFile)
-      ? fs.readFileSync(probesFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as PretrainProbe).filter((p) => p.step <= from)
-      : [];
-    fs.writeFileSync(probesFile, probes.map((p) => JSON.stringify(p) + '\n').join(''));
-    const bar = ctx.opts.progress('pretrain', steps, 'steps');
-    bar.update(from);
-    let lossEma = NaN;
-    const probe = (step: number, loss: number) => {
-      const m = evalPretrainProbes(ctx, model, tokenizer);
-      const rec: PretrainProbe = { step, tokens: step * c.pretrain.batchSize * ctxLen, loss, ...m };
-      probes.push(rec);
-      fs.appendFileSync(probesFile, JSON.stringify(rec) + '\n');
-      appendMetric(ctx, { seed, stage: 'pretrain-probe', ...rec });
-    };
-    if (from === 0) probe(0, NaN);
-    trainer.run((info) => {
-      lossEma = Number.isNaN(lossEma) ? info.loss : 0.95 * lossEma + 0.05 * info.loss;
-      bar.update(info.step, { loss: lossEma, persona_r: probes.length ? probes[probes.length - 1].correlation : NaN });
-      if (info.step % c.pretrain.probeEvery === 0 || info.step === steps) probe(info.step, info.loss);
-    });
-    bar.stop();
-    // Losses on fixed batches, so a resumed run reports the same numbers as an uninterrupted one.
-    const fixedLoss = (tokens: Uint16Array) =>
-      noGrad(() => {
-        const vs = new TokenWindowSource(tokens, c.pretrain.batchSize, ctxLen, 12345);
-        let s = 0;
-        for (let i = 0; i < 4; i++) s += batchLoss(model, vs.next()).loss.item();
-        return s / 4;
+  return runStage(
+    path.join(dir, 'pretrain'),
+    'pretrain',
+    inputs,
+    async ({ dir: stageDir, resuming }) => {
+      const t0 = Date.now();
+      const corpusDir = path.join(dir, 'corpus');
+      const tokenizer = loadTokenizerSync(path.join(corpusDir, 'tokenizer.json'));
+      const train = loadShardTokens(path.join(corpusDir, 'data', 'train.json'));
+      const val = loadShardTokens(path.join(corpusDir, 'data', 'val.json'));
+      const ctxLen = c.model.contextLength;
+      const steps = Math.max(1, Math.floor(train.length / (c.pretrain.batchSize * ctxLen)));
+      const model = new LlamaModel(modelConfig(ctx, tokenizer.vocabSize)).initialize(seed);
+      const source = new TokenWindowSource(train, c.pretrain.batchSize, ctxLen, seed);
+      const trainer = new Trainer(model, source, {
+        schedule: {
+          peakLr: c.pretrain.lr,
+          minLr: c.pretrain.minLr,
+          warmupSteps: c.pretrain.warmupSteps,
+          totalSteps: steps,
+        },
+        trainable: { kind: 'all' },
+        seed,
+        checkpointDir: path.join(stageDir, 'checkpoints'),
+        checkpointEvery: c.pretrain.checkpointEvery,
+        extraFiles: { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) },
       });
-    const valLoss = fixedLoss(val);
-    const finalLoss = fixedLoss(train);
-    saveModelFolder(path.join(stageDir, 'model'), model, { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) });
-    fs.rmSync(path.join(stageDir, 'checkpoints'), { recursive: true, force: true });
-    return { steps, tokens: steps * c.pretrain.batchSize * ctxLen, finalLoss, valLoss, probes, seconds: (Date.now() - t0) / 1000 };
-  }, { force: ctx.opts.force, log: ctx.opts.log });
+      const from = trainer.resume();
+      if (resuming && from > 0) ctx.opts.log(`pretrain: resuming at step ${from} of ${steps}`);
+      const probesFile = path.join(stageDir, 'probes.jsonl');
+      const probes: PretrainProbe[] = fs.existsSync(probesFile)
+        ? fs
+            .readFileSync(probesFile, 'utf8')
+            .trim()
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l) as PretrainProbe)
+            .filter((p) => p.step <= from)
+        : [];
+      fs.writeFileSync(probesFile, probes.map((p) => JSON.stringify(p) + '\n').join(''));
+      const bar = ctx.opts.progress('pretrain', steps, 'steps');
+      bar.update(from);
+      let lossEma = NaN;
+      const probe = (step: number, loss: number) => {
+        const m = evalPretrainProbes(ctx, model, tokenizer);
+        const rec: PretrainProbe = { step, tokens: step * c.pretrain.batchSize * ctxLen, loss, ...m };
+        probes.push(rec);
+        fs.appendFileSync(probesFile, JSON.stringify(rec) + '\n');
+        appendMetric(ctx, { seed, stage: 'pretrain-probe', ...rec });
+      };
+      if (from === 0) probe(0, NaN);
+      trainer.run((info) => {
+        lossEma = Number.isNaN(lossEma) ? info.loss : 0.95 * lossEma + 0.05 * info.loss;
+        bar.update(info.step, {
+          loss: lossEma,
+          persona_r: probes.length ? probes[probes.length - 1].correlation : NaN,
+        });
+        if (info.step % c.pretrain.probeEvery === 0 || info.step === steps) probe(info.step, info.loss);
+      });
+      bar.stop();
+      // Losses on fixed batches, so a resumed run reports the same numbers as an uninterrupted one.
+      const fixedLoss = (tokens: Uint16Array) =>
+        noGrad(() => {
+          const vs = new TokenWindowSource(tokens, c.pretrain.batchSize, ctxLen, 12345);
+          let s = 0;
+          for (let i = 0; i < 4; i++) s += batchLoss(model, vs.next()).loss.item();
+          return s / 4;
+        });
+      const valLoss = fixedLoss(val);
+      const finalLoss = fixedLoss(train);
+      saveModelFolder(path.join(stageDir, 'model'), model, {
+        'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)),
+      });
+      fs.rmSync(path.join(stageDir, 'checkpoints'), { recursive: true, force: true });
+      return {
+        steps,
+        tokens: steps * c.pretrain.batchSize * ctxLen,
+        finalLoss,
+        valLoss,
+        probes,
+        seconds: (Date.now() - t0) / 1000,
+      };
+    },
+    { force: ctx.opts.force, log: ctx.opts.log },
+  );
 }
 
-function bayesFor(ctx: Context, evidence: readonly Evidence[], base: readonly Evidence[] = []): Record<string, number> {
+function bayesFor(
+  ctx: Context,
+  evidence: readonly Evidence[],
+  base: readonly Evidence[] = [],
+): Record<string, number> {
   return assistantUpdate(ctx.world, evidence, { base, temper: BAYES_TEMPER, kind: 'ai' }).after.pGood;
 }
 
@@ -222,13 +297,26 @@ function offTarget(ctx: Context): string[] {
   return ctx.domains.filter((d) => d !== ctx.finetuneDomain);
 }
 
-async function batteryStage(ctx: Context, stageDir: string, label: string, modelDir: string, modelHash: string, bayes: Record<string, number> | null): Promise<BatteryResult> {
-  return runStage(stageDir, `battery:${label}`, { modelHash, items: ctx.config.eval.batteryItemsPerDomain, bayes }, () => {
-    const model = loadModelFolder(modelDir);
-    const tokenizer = loadTokenizerSync(path.join(modelDir, 'tokenizer.json'));
-    const p = scoreItems(model, tokenizer, ctx.battery, ctx.opts.progress, `battery ${label}`);
-    return batteryResult(label, ctx.battery, p, ctx.domains, ctx.untrained, offTarget(ctx), bayes);
-  }, { force: ctx.opts.force, log: ctx.opts.log });
+async function batteryStage(
+  ctx: Context,
+  stageDir: string,
+  label: string,
+  modelDir: string,
+  modelHash: string,
+  bayes: Record<string, number> | null,
+): Promise<BatteryResult> {
+  return runStage(
+    stageDir,
+    `battery:${label}`,
+    { modelHash, items: ctx.config.eval.batteryItemsPerDomain, bayes },
+    () => {
+      const model = loadModelFolder(modelDir);
+      const tokenizer = loadTokenizerSync(path.join(modelDir, 'tokenizer.json'));
+      const p = scoreItems(model, tokenizer, ctx.battery, ctx.opts.progress, `battery ${label}`);
+      return batteryResult(label, ctx.battery, p, ctx.domains, ctx.untrained, offTarget(ctx), bayes);
+    },
+    { force: ctx.opts.force, log: ctx.opts.log },
+  );
 }
 
 async function supervisedStage(
@@ -245,28 +333,44 @@ async function supervisedStage(
   seed: number,
 ): Promise<{ modelDir: string; finalLoss: number }> {
   const inputs = { fromHash, label, examples: hashInputs(examples), trainable, steps, batchSize, lr, seed };
-  return runStage(stageDir, label, inputs, () => {
-    const model = loadModelFolder(fromDir);
-    const tokenizer = loadTokenizerSync(path.join(fromDir, 'tokenizer.json'));
-    const source = new SupervisedSource(toSupervised(tokenizer, examples), batchSize, model.config.maxSeqLen, seed);
-    const trainer = new Trainer(model, source, {
-      schedule: { peakLr: lr, minLr: lr / 10, warmupSteps: Math.min(5, Math.floor(steps / 5)), totalSteps: steps },
-      trainable: trainableSpec(trainable, tokenizer),
-      seed,
-      adamw: { weightDecay: 0 },
-    });
-    const bar = ctx.opts.progress(label, steps, 'steps');
-    let last = NaN;
-    trainer.run((info) => {
-      last = info.loss;
-      bar.update(info.step, { loss: info.loss });
-    });
-    bar.stop();
-    if (model.adapters.size > 0) model.mergeLora();
-    const modelDir = path.join(stageDir, 'model');
-    saveModelFolder(modelDir, model, { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) });
-    return { modelDir, finalLoss: last };
-  }, { force: ctx.opts.force, log: ctx.opts.log });
+  return runStage(
+    stageDir,
+    label,
+    inputs,
+    () => {
+      const model = loadModelFolder(fromDir);
+      const tokenizer = loadTokenizerSync(path.join(fromDir, 'tokenizer.json'));
+      const source = new SupervisedSource(
+        toSupervised(tokenizer, examples),
+        batchSize,
+        model.config.maxSeqLen,
+        seed,
+      );
+      const trainer = new Trainer(model, source, {
+        schedule: {
+          peakLr: lr,
+          minLr: lr / 10,
+          warmupSteps: Math.min(5, Math.floor(steps / 5)),
+          totalSteps: steps,
+        },
+        trainable: trainableSpec(trainable, tokenizer),
+        seed,
+        adamw: { weightDecay: 0 },
+      });
+      const bar = ctx.opts.progress(label, steps, 'steps');
+      let last = NaN;
+      trainer.run((info) => {
+        last = info.loss;
+        bar.update(info.step, { loss: info.loss });
+      });
+      bar.stop();
+      if (model.adapters.size > 0) model.mergeLora();
+      const modelDir = path.join(stageDir, 'model');
+      saveModelFolder(modelDir, model, { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) });
+      return { modelDir, finalLoss: last };
+    },
+    { force: ctx.opts.force, log: ctx.opts.log },
+  );
 }
 
 function targetDomainPGood(b: BatteryResult, domain: string): number {
@@ -284,13 +388,19 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
   const preDir = path.join(dir, 'pretrain', 'model');
   const preHash = hashInputs({ corpusHash, model: c.model, pretrain: c.pretrain, seed });
 
-  const check: PersonaCheck = await runStage(path.join(dir, 'persona-check'), 'persona-check', { preHash, eval: c.eval }, () => {
-    const model = loadModelFolder(preDir);
-    const tokenizer = loadTokenizerSync(path.join(preDir, 'tokenizer.json'));
-    const pInf = scoreItems(model, tokenizer, ctx.inference, ctx.opts.progress, 'persona inference');
-    const pPkg = scoreItems(model, tokenizer, ctx.pkg, ctx.opts.progress, 'package deal');
-    return personaCheck(ctx.inference, pInf, ctx.pkg, pPkg, c.eval.maxK);
-  }, { force: ctx.opts.force, log: ctx.opts.log });
+  const check: PersonaCheck = await runStage(
+    path.join(dir, 'persona-check'),
+    'persona-check',
+    { preHash, eval: c.eval },
+    () => {
+      const model = loadModelFolder(preDir);
+      const tokenizer = loadTokenizerSync(path.join(preDir, 'tokenizer.json'));
+      const pInf = scoreItems(model, tokenizer, ctx.inference, ctx.opts.progress, 'persona inference');
+      const pPkg = scoreItems(model, tokenizer, ctx.pkg, ctx.opts.progress, 'package deal');
+      return personaCheck(ctx.inference, pInf, ctx.pkg, pPkg, c.eval.maxK);
+    },
+    { force: ctx.opts.force, log: ctx.opts.log },
+  );
   appendMetric(ctx, { seed, variant, stage: 'persona-check', ...check });
   if (!check.emerged) {
     ctx.opts.log(
@@ -300,24 +410,88 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
     );
   }
 
-  const base = await batteryStage(ctx, path.join(dir, 'eval-base'), 'base', preDir, preHash, bayesFor(ctx, []));
-  const postExamples = postTrainingSet(ctx.world, { seed, domains: ctx.trained, count: c.postTrain.examples });
+  const base = await batteryStage(
+    ctx,
+    path.join(dir, 'eval-base'),
+    'base',
+    preDir,
+    preHash,
+    bayesFor(ctx, []),
+  );
+  const postExamples = postTrainingSet(ctx.world, {
+    seed,
+    domains: ctx.trained,
+    count: c.postTrain.examples,
+  });
   const postEvidence = datasetEvidence(postExamples);
-  const post = await supervisedStage(ctx, path.join(dir, 'posttrain'), 'posttrain', preDir, preHash, postExamples, 'all', c.postTrain.steps, c.postTrain.batchSize, c.postTrain.lr, seed);
+  const post = await supervisedStage(
+    ctx,
+    path.join(dir, 'posttrain'),
+    'posttrain',
+    preDir,
+    preHash,
+    postExamples,
+    'all',
+    c.postTrain.steps,
+    c.postTrain.batchSize,
+    c.postTrain.lr,
+    seed,
+  );
   const postHash = hashInputs({ preHash, postTrain: c.postTrain, seed });
-  const posttrained = await batteryStage(ctx, path.join(dir, 'eval-posttrain'), 'post-trained', post.modelDir, postHash, bayesFor(ctx, postEvidence));
+  const posttrained = await batteryStage(
+    ctx,
+    path.join(dir, 'eval-posttrain'),
+    'post-trained',
+    post.modelDir,
+    postHash,
+    bayesFor(ctx, postEvidence),
+  );
 
   const arms: ArmResult[] = [];
   for (const arm of c.finetune.arms as ArmName[]) {
-    const examples = narrowSet(ctx.world, arm, { seed, count: c.finetune.examples, domain: ctx.finetuneDomain });
+    const examples = narrowSet(ctx.world, arm, {
+      seed,
+      count: c.finetune.examples,
+      domain: ctx.finetuneDomain,
+    });
     const bayes = bayesFor(ctx, datasetEvidence(examples), postEvidence);
     for (const trainable of c.finetune.trainable) {
       const name = `ft-${arm}-${trainable}`;
-      const ft = await supervisedStage(ctx, path.join(dir, name), name, post.modelDir, postHash, examples, trainable, c.finetune.steps, c.finetune.batchSize, c.finetune.lr[trainable], seed);
+      const ft = await supervisedStage(
+        ctx,
+        path.join(dir, name),
+        name,
+        post.modelDir,
+        postHash,
+        examples,
+        trainable,
+        c.finetune.steps,
+        c.finetune.batchSize,
+        c.finetune.lr[trainable],
+        seed,
+      );
       const ftHash = hashInputs({ postHash, arm, trainable, finetune: c.finetune, seed });
-      const battery = await batteryStage(ctx, path.join(dir, `eval-${name}`), `${arm}/${trainable}`, ft.modelDir, ftHash, bayes);
-      arms.push({ arm, trainable, battery, targetDomainPGood: targetDomainPGood(battery, ctx.finetuneDomain) });
-      appendMetric(ctx, { seed, variant, stage: name, offTargetMean: battery.offTargetMean, target: targetDomainPGood(battery, ctx.finetuneDomain) });
+      const battery = await batteryStage(
+        ctx,
+        path.join(dir, `eval-${name}`),
+        `${arm}/${trainable}`,
+        ft.modelDir,
+        ftHash,
+        bayes,
+      );
+      arms.push({
+        arm,
+        trainable,
+        battery,
+        targetDomainPGood: targetDomainPGood(battery, ctx.finetuneDomain),
+      });
+      appendMetric(ctx, {
+        seed,
+        variant,
+        stage: name,
+        offTargetMean: battery.offTargetMean,
+        target: targetDomainPGood(battery, ctx.finetuneDomain),
+      });
     }
   }
   return { seed, variant, pretrain: pre, personaCheck: check, base, posttrained, arms };
@@ -339,15 +513,31 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
 
   const world = loadExperimentWorld(config);
   const domains = world.domains.map((d) => d.name);
-  const trained = config.postTrain.domains.length > 0 ? config.postTrain.domains : world.datasets.trainedDomains;
-  for (const d of trained) if (!domains.includes(d)) throw new Error(`config postTrain.domains names unknown domain "${d}" (world domains: ${domains.join(', ')})`);
+  const trained =
+    config.postTrain.domains.length > 0 ? config.postTrain.domains : world.datasets.trainedDomains;
+  for (const d of trained)
+    if (!domains.includes(d))
+      throw new Error(
+        `config postTrain.domains names unknown domain "${d}" (world domains: ${domains.join(', ')})`,
+      );
   const finetuneDomain = config.finetune.domain || world.datasets.narrow?.domain || '';
-  if (!domains.includes(finetuneDomain)) throw new Error(`config finetune.domain "${finetuneDomain}" is not a domain of the world (${domains.join(', ')})`);
+  if (!domains.includes(finetuneDomain))
+    throw new Error(
+      `config finetune.domain "${finetuneDomain}" is not a domain of the world (${domains.join(', ')})`,
+    );
   const nd = domains.length;
   const e = config.eval;
   const ks = Array.from({ length: e.maxK + 1 }, (_, k) => k);
-  const inference = inferenceProbes(world, { seed: 7, ks, inferencePerCell: Math.max(1, Math.ceil(e.probeItemsPerK / nd)) });
-  const probeSource = inferenceProbes(world, { seed: 8, ks: ks.filter((k) => k >= 1), inferencePerCell: Math.max(1, Math.ceil(config.pretrain.probeItems / (nd * e.maxK))) });
+  const inference = inferenceProbes(world, {
+    seed: 7,
+    ks,
+    inferencePerCell: Math.max(1, Math.ceil(e.probeItemsPerK / nd)),
+  });
+  const probeSource = inferenceProbes(world, {
+    seed: 8,
+    ks: ks.filter((k) => k >= 1),
+    inferencePerCell: Math.max(1, Math.ceil(config.pretrain.probeItems / (nd * e.maxK))),
+  });
   const ctx: Context = {
     config,
     world,
@@ -356,7 +546,11 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
     trained,
     untrained: domains.filter((d) => !trained.includes(d)),
     finetuneDomain,
-    battery: batteryItems(world, { seed: 5, batteryPerDomain: e.batteryItemsPerDomain, batteryFormats: ['chat'] }),
+    battery: batteryItems(world, {
+      seed: 5,
+      batteryPerDomain: e.batteryItemsPerDomain,
+      batteryFormats: ['chat'],
+    }),
     inference,
     pkg: packageProbes(world, { seed: 9, packagePerCell: Math.max(1, Math.ceil(e.packageItems / (2 * nd))) }),
     pretrainProbes: probeSource,
@@ -364,13 +558,20 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
   const seeds: SeedResult[] = [];
   for (const seed of config.seeds) seeds.push(await runSeed(ctx, 'standard', seed, undefined));
   if (config.alignmentPretraining.enabled) {
-    for (const seed of config.seeds) seeds.push(await runSeed(ctx, 'alignment', seed, config.alignmentPretraining.aiMix));
+    for (const seed of config.seeds)
+      seeds.push(await runSeed(ctx, 'alignment', seed, config.alignmentPretraining.aiMix));
   }
   const results: RunResults = {
     version: RESULTS_VERSION,
     createdAt: new Date().toISOString(),
     config,
-    world: { name: world.name, domains, trainedDomains: trained, untrainedDomains: ctx.untrained, finetuneDomain },
+    world: {
+      name: world.name,
+      domains,
+      trainedDomains: trained,
+      untrainedDomains: ctx.untrained,
+      finetuneDomain,
+    },
     seeds,
   };
   atomicWriteJsonSync(path.join(opts.runDir, 'results.json'), results);

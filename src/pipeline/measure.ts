@@ -10,12 +10,20 @@ import type { ProgressFactory } from './progress.ts';
 import type { BatteryResult, PersonaCheck } from './results.ts';
 
 /** Scores items in chunks so a progress bar can follow; prompts get the document separator in front, as in training. */
-export function scoreItems(model: LlamaModel, tokenizer: Encoder, items: readonly EvalItem[], progress: ProgressFactory, label: string): number[] {
+export function scoreItems(
+  model: LlamaModel,
+  tokenizer: Encoder,
+  items: readonly EvalItem[],
+  progress: ProgressFactory,
+  label: string,
+): number[] {
   const bar = progress(label, items.length, 'items');
   const out: number[] = [];
   const chunk = 64;
   for (let i = 0; i < items.length; i += chunk) {
-    const part = items.slice(i, i + chunk).map((it) => ({ prompt: END_OF_TEXT + it.prompt, good: it.good, bad: it.bad }));
+    const part = items
+      .slice(i, i + chunk)
+      .map((it) => ({ prompt: END_OF_TEXT + it.prompt, good: it.good, bad: it.bad }));
     out.push(...choiceProbabilities(model, tokenizer, part));
     bar.update(out.length);
   }
@@ -33,14 +41,23 @@ export function batteryResult(
   bayes: Record<string, number> | null,
 ): BatteryResult {
   const scores = domains.map((domain) => {
-    const values = items.map((it, i) => (it.domain === domain ? pGood[i] : NaN)).filter((v) => !Number.isNaN(v));
+    const values = items
+      .map((it, i) => (it.domain === domain ? pGood[i] : NaN))
+      .filter((v) => !Number.isNaN(v));
     return { domain, pGood: estimate(values), bayes: bayes ? bayes[domain] : null };
   });
-  const meanOf = (set: readonly string[]) => mean(scores.filter((s) => set.includes(s.domain)).map((s) => s.pGood.mean));
+  const meanOf = (set: readonly string[]) =>
+    mean(scores.filter((s) => set.includes(s.domain)).map((s) => s.pGood.mean));
   return { label, domains: scores, untrainedMean: meanOf(untrained), offTargetMean: meanOf(offTarget) };
 }
 
-export function personaCheck(inference: readonly EvalItem[], pInference: readonly number[], pkg: readonly EvalItem[], pPackage: readonly number[], maxK: number): PersonaCheck {
+export function personaCheck(
+  inference: readonly EvalItem[],
+  pInference: readonly number[],
+  pkg: readonly EvalItem[],
+  pPackage: readonly number[],
+  maxK: number,
+): PersonaCheck {
   const byK = [];
   for (let k = 0; k <= maxK; k++) {
     const idx = inference.map((it, i) => (it.k === k ? i : -1)).filter((i) => i >= 0);
@@ -51,11 +68,23 @@ export function personaCheck(inference: readonly EvalItem[], pInference: readonl
     // Correlation is over P(good): the network and Bayes should move together item by item.
     const modelGood = idx.map((i) => pInference[i]);
     const bayesGood = idx.map((i) => inference[i].bayesPGood);
-    byK.push({ k, model: mean(model), bayes: mean(bayes), correlation: pearson(modelGood, bayesGood), mae: meanAbsoluteError(modelGood, bayesGood), n: idx.length });
+    byK.push({
+      k,
+      model: mean(model),
+      bayes: mean(bayes),
+      correlation: pearson(modelGood, bayesGood),
+      mae: meanAbsoluteError(modelGood, bayesGood),
+      n: idx.length,
+    });
   }
   const packageDeal = (['good', 'bad'] as const).map((valence) => {
     const idx = pkg.map((it, i) => (it.valence === valence ? i : -1)).filter((i) => i >= 0);
-    return { evidence: valence, model: mean(idx.map((i) => pPackage[i])), bayes: mean(idx.map((i) => pkg[i].bayesPGood)), n: idx.length };
+    return {
+      evidence: valence,
+      model: mean(idx.map((i) => pPackage[i])),
+      bayes: mean(idx.map((i) => pkg[i].bayesPGood)),
+      n: idx.length,
+    };
   });
   const withEvidence = byK.filter((p) => p.k >= 1 && !Number.isNaN(p.correlation));
   const meanCorrelation = withEvidence.length ? mean(withEvidence.map((p) => p.correlation)) : NaN;

@@ -9,13 +9,27 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { estimate, linearFit, mean, type Estimate } from '../measurement/stats.ts';
-import type { BatteryResult, RunResults, SeedResult } from './results.ts';
+import type { BatteryResult, RunResults } from './results.ts';
 
 export interface Summary {
   seeds: number;
-  personaInference: { meanCorrelation: Estimate; byK: { k: number; correlation: Estimate; model: Estimate; bayes: number }[]; packageGood: Estimate; packageBad: Estimate; packageBayes: { good: number; bad: number }; emergedAll: boolean };
+  personaInference: {
+    meanCorrelation: Estimate;
+    byK: { k: number; correlation: Estimate; model: Estimate; bayes: number }[];
+    packageGood: Estimate;
+    packageBad: Estimate;
+    packageBayes: { good: number; bad: number };
+    emergedAll: boolean;
+  };
   postTraining: { untrainedBefore: Estimate; untrainedAfter: Estimate; rise: Estimate; bayesRise: number };
-  arms: { arm: string; trainable: string; offTarget: Estimate; vsControl: Estimate | null; target: Estimate; bayesOffTarget: number }[];
+  arms: {
+    arm: string;
+    trainable: string;
+    offTarget: Estimate;
+    vsControl: Estimate | null;
+    target: Estimate;
+    bayesOffTarget: number;
+  }[];
   psmExplains: { r2: number; slope: number; points: number };
   goals: { id: string; text: string; met: boolean | null; detail: string }[];
 }
@@ -34,18 +48,28 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
   const ks = seeds[0]?.personaCheck.byK.map((p) => p.k) ?? [];
   const byK = ks.map((k) => {
     const pts = seeds.map((s) => s.personaCheck.byK.find((p) => p.k === k)!);
-    return { k, correlation: estimate(pts.map((p) => p.correlation).filter(Number.isFinite)), model: estimate(pts.map((p) => p.model)), bayes: mean(pts.map((p) => p.bayes)) };
+    return {
+      k,
+      correlation: estimate(pts.map((p) => p.correlation).filter(Number.isFinite)),
+      model: estimate(pts.map((p) => p.model)),
+      bayes: mean(pts.map((p) => p.bayes)),
+    };
   });
-  const pkg = (v: 'good' | 'bad') => seeds.map((s) => s.personaCheck.packageDeal.find((p) => p.evidence === v)!);
+  const pkg = (v: 'good' | 'bad') =>
+    seeds.map((s) => s.personaCheck.packageDeal.find((p) => p.evidence === v)!);
   const untrainedBefore = estimate(seeds.map((s) => s.base.untrainedMean));
   const untrainedAfter = estimate(seeds.map((s) => s.posttrained.untrainedMean));
   const rise = estimate(seeds.map((s) => s.posttrained.untrainedMean - s.base.untrainedMean));
-  const bayesRise = seeds.length ? bayesMean(seeds[0].posttrained, w.untrainedDomains) - bayesMean(seeds[0].base, w.untrainedDomains) : NaN;
+  const bayesRise = seeds.length
+    ? bayesMean(seeds[0].posttrained, w.untrainedDomains) - bayesMean(seeds[0].base, w.untrainedDomains)
+    : NaN;
   const armKeys = seeds[0]?.arms.map((a) => [a.arm, a.trainable] as const) ?? [];
   const arms = armKeys.map(([arm, trainable]) => {
     const per = seeds.map((s) => s.arms.find((a) => a.arm === arm && a.trainable === trainable)!);
     const control = seeds.map((s) => s.arms.find((a) => a.arm === 'control' && a.trainable === trainable));
-    const diffs = per.map((p, i) => (control[i] ? p.battery.offTargetMean - control[i]!.battery.offTargetMean : NaN));
+    const diffs = per.map((p, i) =>
+      control[i] ? p.battery.offTargetMean - control[i]!.battery.offTargetMean : NaN,
+    );
     return {
       arm,
       trainable,
@@ -60,7 +84,10 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
   const xs: number[] = [];
   const ys: number[] = [];
   for (const s of seeds) {
-    const pairs: [BatteryResult, BatteryResult][] = [[s.base, s.posttrained], ...s.arms.map((a) => [s.posttrained, a.battery] as [BatteryResult, BatteryResult])];
+    const pairs: [BatteryResult, BatteryResult][] = [
+      [s.base, s.posttrained],
+      ...s.arms.map((a) => [s.posttrained, a.battery] as [BatteryResult, BatteryResult]),
+    ];
     for (const [before, after] of pairs) {
       for (const d of after.domains) {
         const b0 = before.domains.find((x) => x.domain === d.domain)!;
@@ -78,7 +105,10 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
       byK,
       packageGood: estimate(pkg('good').map((p) => p.model)),
       packageBad: estimate(pkg('bad').map((p) => p.model)),
-      packageBayes: { good: mean(pkg('good').map((p) => p.bayes)), bad: mean(pkg('bad').map((p) => p.bayes)) },
+      packageBayes: {
+        good: mean(pkg('good').map((p) => p.bayes)),
+        bad: mean(pkg('bad').map((p) => p.bayes)),
+      },
       emergedAll: seeds.every((s) => s.personaCheck.emerged),
     },
     postTraining: { untrainedBefore, untrainedAfter, rise, bayesRise },
@@ -95,12 +125,30 @@ function goals(s: Summary): Summary['goals'] {
   const pi = s.personaInference;
   const k15 = pi.byK.filter((p) => p.k >= 1);
   const minCorr = Math.min(...k15.map((p) => p.correlation.mean));
-  out.push({ id: 'A', text: 'persona inference: correlation with Bayes >= 0.8 for k = 1..5', met: k15.length ? minCorr >= 0.8 : null, detail: k15.map((p) => `k=${p.k}: ${fmt(p.correlation.mean)}`).join(', ') });
-  const pkGap = Math.max(Math.abs(pi.packageGood.mean - pi.packageBayes.good), Math.abs(pi.packageBad.mean - pi.packageBayes.bad));
-  out.push({ id: 'A2', text: 'package deal within 0.05 of Bayes', met: Number.isFinite(pkGap) ? pkGap <= 0.05 : null, detail: `all-good ${fmt(pi.packageGood.mean)} (Bayes ${fmt(pi.packageBayes.good)}), all-bad ${fmt(pi.packageBad.mean)} (Bayes ${fmt(pi.packageBayes.bad)})` });
+  out.push({
+    id: 'A',
+    text: 'persona inference: correlation with Bayes >= 0.8 for k = 1..5',
+    met: k15.length ? minCorr >= 0.8 : null,
+    detail: k15.map((p) => `k=${p.k}: ${fmt(p.correlation.mean)}`).join(', '),
+  });
+  const pkGap = Math.max(
+    Math.abs(pi.packageGood.mean - pi.packageBayes.good),
+    Math.abs(pi.packageBad.mean - pi.packageBayes.bad),
+  );
+  out.push({
+    id: 'A2',
+    text: 'package deal within 0.05 of Bayes',
+    met: Number.isFinite(pkGap) ? pkGap <= 0.05 : null,
+    detail: `all-good ${fmt(pi.packageGood.mean)} (Bayes ${fmt(pi.packageBayes.good)}), all-bad ${fmt(pi.packageBad.mean)} (Bayes ${fmt(pi.packageBayes.bad)})`,
+  });
   const r = s.postTraining.rise;
   const ciOk = Number.isFinite(r.ci95) ? r.mean - r.ci95 > 0 : null;
-  out.push({ id: 'B', text: 'untrained-domain mean P(good) rises by >= 0.15 after post-training, CI excluding zero', met: ciOk === null ? null : r.mean >= 0.15 && ciOk, detail: `rise ${fmtE(r)} over ${s.seeds} seed(s) (Bayes ${fmt(s.postTraining.bayesRise)})` });
+  out.push({
+    id: 'B',
+    text: 'untrained-domain mean P(good) rises by >= 0.15 after post-training, CI excluding zero',
+    met: ciOk === null ? null : r.mean >= 0.15 && ciOk,
+    detail: `rise ${fmtE(r)} over ${s.seeds} seed(s) (Bayes ${fmt(s.postTraining.bayesRise)})`,
+  });
   for (const t of new Set(s.arms.map((a) => a.trainable))) {
     const cheat = s.arms.find((a) => a.arm === 'cheat' && a.trainable === t);
     const inoc = s.arms.find((a) => a.arm === 'inoculated' && a.trainable === t);
@@ -108,7 +156,9 @@ function goals(s: Summary): Summary['goals'] {
     if (!cheat || !control || !cheat.vsControl) continue;
     const d = cheat.vsControl;
     const below = Number.isFinite(d.ci95) ? d.mean + d.ci95 < 0 : null;
-    const between = inoc ? inoc.offTarget.mean >= cheat.offTarget.mean && inoc.offTarget.mean <= control.offTarget.mean : null;
+    const between = inoc
+      ? inoc.offTarget.mean >= cheat.offTarget.mean && inoc.offTarget.mean <= control.offTarget.mean
+      : null;
     out.push({
       id: `C/${t}`,
       text: `cheat arm below correct-code control off-target (95% CI of the difference excluding zero), inoculated in between [trainable: ${t}]`,
@@ -133,25 +183,56 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
   const seeds = results.seeds.filter((x) => x.variant === 'standard');
   const w = results.world;
   const out: { id: string; caption: string; spec: TopLevelSpec }[] = [];
-  const inf = seeds.flatMap((sd) => sd.personaCheck.byK.flatMap((p) => [
-    { k: p.k, value: p.model, series: `network (seed ${sd.seed})` },
-    { k: p.k, value: p.bayes, series: 'Bayes' },
-  ]));
+  const inf = seeds.flatMap((sd) =>
+    sd.personaCheck.byK.flatMap((p) => [
+      { k: p.k, value: p.model, series: `network (seed ${sd.seed})` },
+      { k: p.k, value: p.bayes, series: 'Bayes' },
+    ]),
+  );
   out.push({
     id: 'persona-inference',
     caption: `P(trait-consistent option) after k earlier scenes of a new character: the network beside the exact Bayesian posterior predictive (mean correlation over items ${fmt(s.personaInference.meanCorrelation.mean)}).`,
-    spec: { $schema: SCHEMA, width: 420, height: 260, data: { values: inf }, mark: { type: 'line', point: true }, encoding: { x: { field: 'k', type: 'ordinal', title: 'earlier scenes k' }, y: { field: 'value', type: 'quantitative', title: 'P(consistent)', scale: { domain: [0.4, 1] } }, color: { field: 'series', type: 'nominal' } } } as TopLevelSpec,
+    spec: {
+      $schema: SCHEMA,
+      width: 420,
+      height: 260,
+      data: { values: inf },
+      mark: { type: 'line', point: true },
+      encoding: {
+        x: { field: 'k', type: 'ordinal', title: 'earlier scenes k' },
+        y: { field: 'value', type: 'quantitative', title: 'P(consistent)', scale: { domain: [0.4, 1] } },
+        color: { field: 'series', type: 'nominal' },
+      },
+    } as TopLevelSpec,
   });
-  const probes = seeds.flatMap((sd) => sd.pretrain.probes.map((p) => ({ tokens: p.tokens, correlation: p.correlation, seed: String(sd.seed) })));
+  const probes = seeds.flatMap((sd) =>
+    sd.pretrain.probes.map((p) => ({ tokens: p.tokens, correlation: p.correlation, seed: String(sd.seed) })),
+  );
   out.push({
     id: 'pretraining-probes',
-    caption: 'During pre-training: correlation of the network\'s P(good) with the Bayesian answer on held-out persona-inference probes, by tokens seen (the loss says little; this is the signal).',
-    spec: { $schema: SCHEMA, width: 420, height: 220, data: { values: probes }, mark: { type: 'line', point: true }, encoding: { x: { field: 'tokens', type: 'quantitative' }, y: { field: 'correlation', type: 'quantitative', title: 'r with Bayes' }, color: { field: 'seed', type: 'nominal' } } } as TopLevelSpec,
+    caption:
+      "During pre-training: correlation of the network's P(good) with the Bayesian answer on held-out persona-inference probes, by tokens seen (the loss says little; this is the signal).",
+    spec: {
+      $schema: SCHEMA,
+      width: 420,
+      height: 220,
+      data: { values: probes },
+      mark: { type: 'line', point: true },
+      encoding: {
+        x: { field: 'tokens', type: 'quantitative' },
+        y: { field: 'correlation', type: 'quantitative', title: 'r with Bayes' },
+        color: { field: 'seed', type: 'nominal' },
+      },
+    } as TopLevelSpec,
   });
-  const profile = seeds.flatMap((sd) => [sd.base, sd.posttrained].flatMap((b) => b.domains.flatMap((d) => [
-    { domain: d.domain, stage: b.label, source: 'network', value: d.pGood.mean, seed: sd.seed },
-    { domain: d.domain, stage: b.label, source: 'Bayes', value: d.bayes ?? NaN, seed: sd.seed },
-  ])));
+  const profile = seeds.flatMap((sd) =>
+    [sd.base, sd.posttrained].flatMap((b) =>
+      b.domains.flatMap((d) => [
+        { domain: d.domain, stage: b.label, source: 'network', value: d.pGood.mean, seed: sd.seed },
+        { domain: d.domain, stage: b.label, source: 'Bayes', value: d.bayes ?? NaN, seed: sd.seed },
+      ]),
+    ),
+  );
   out.push({
     id: 'trait-profiles',
     caption: `The Assistant's P(good) per domain before and after post-training on ${w.trainedDomains.join(', ')} (untrained: ${w.untrainedDomains.join(', ')}), network (bars, mean over seeds) and Bayes (ticks).`,
@@ -163,13 +244,40 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
         width: 260,
         height: 200,
         layer: [
-          { transform: [{ filter: "datum.source === 'network'" }], mark: 'bar', encoding: { x: { field: 'domain', type: 'nominal' }, y: { aggregate: 'mean', field: 'value', type: 'quantitative', title: 'P(good)', scale: { domain: [0, 1] } } } },
-          { transform: [{ filter: "datum.source === 'Bayes'" }], mark: { type: 'tick', color: 'black', thickness: 2 }, encoding: { x: { field: 'domain', type: 'nominal' }, y: { aggregate: 'mean', field: 'value', type: 'quantitative' } } },
+          {
+            transform: [{ filter: "datum.source === 'network'" }],
+            mark: 'bar',
+            encoding: {
+              x: { field: 'domain', type: 'nominal' },
+              y: {
+                aggregate: 'mean',
+                field: 'value',
+                type: 'quantitative',
+                title: 'P(good)',
+                scale: { domain: [0, 1] },
+              },
+            },
+          },
+          {
+            transform: [{ filter: "datum.source === 'Bayes'" }],
+            mark: { type: 'tick', color: 'black', thickness: 2 },
+            encoding: {
+              x: { field: 'domain', type: 'nominal' },
+              y: { aggregate: 'mean', field: 'value', type: 'quantitative' },
+            },
+          },
         ],
       },
     } as TopLevelSpec,
   });
-  const arms = s.arms.map((a) => ({ arm: a.arm, trainable: a.trainable, mean: a.offTarget.mean, lo: a.offTarget.mean - (Number.isFinite(a.offTarget.ci95) ? a.offTarget.ci95 : 0), hi: a.offTarget.mean + (Number.isFinite(a.offTarget.ci95) ? a.offTarget.ci95 : 0), bayes: a.bayesOffTarget }));
+  const arms = s.arms.map((a) => ({
+    arm: a.arm,
+    trainable: a.trainable,
+    mean: a.offTarget.mean,
+    lo: a.offTarget.mean - (Number.isFinite(a.offTarget.ci95) ? a.offTarget.ci95 : 0),
+    hi: a.offTarget.mean + (Number.isFinite(a.offTarget.ci95) ? a.offTarget.ci95 : 0),
+    bayes: a.bayesOffTarget,
+  }));
   out.push({
     id: 'arms',
     caption: `Narrow fine-tunes in ${w.finetuneDomain}: the Assistant's mean P(good) on the domains the fine-tune never touched, per arm and trainable set, with 95% CIs over seeds; ticks are the Bayesian prediction.`,
@@ -181,27 +289,66 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
         width: 180,
         height: 200,
         layer: [
-          { mark: 'bar', encoding: { x: { field: 'arm', type: 'nominal' }, y: { field: 'mean', type: 'quantitative', title: 'off-target P(good)', scale: { domain: [0, 1] } } } },
-          { mark: 'rule', encoding: { x: { field: 'arm', type: 'nominal' }, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } } },
-          { mark: { type: 'tick', color: 'black', thickness: 2 }, encoding: { x: { field: 'arm', type: 'nominal' }, y: { field: 'bayes', type: 'quantitative' } } },
+          {
+            mark: 'bar',
+            encoding: {
+              x: { field: 'arm', type: 'nominal' },
+              y: {
+                field: 'mean',
+                type: 'quantitative',
+                title: 'off-target P(good)',
+                scale: { domain: [0, 1] },
+              },
+            },
+          },
+          {
+            mark: 'rule',
+            encoding: {
+              x: { field: 'arm', type: 'nominal' },
+              y: { field: 'lo', type: 'quantitative' },
+              y2: { field: 'hi' },
+            },
+          },
+          {
+            mark: { type: 'tick', color: 'black', thickness: 2 },
+            encoding: { x: { field: 'arm', type: 'nominal' }, y: { field: 'bayes', type: 'quantitative' } },
+          },
         ],
       },
     } as TopLevelSpec,
   });
   const shifts: { bayes: number; network: number; what: string }[] = [];
   for (const sd of seeds) {
-    const pairs: [string, BatteryResult, BatteryResult][] = [['post-training', sd.base, sd.posttrained], ...sd.arms.map((a) => [`${a.arm}/${a.trainable}`, sd.posttrained, a.battery] as [string, BatteryResult, BatteryResult])];
+    const pairs: [string, BatteryResult, BatteryResult][] = [
+      ['post-training', sd.base, sd.posttrained],
+      ...sd.arms.map(
+        (a) =>
+          [`${a.arm}/${a.trainable}`, sd.posttrained, a.battery] as [string, BatteryResult, BatteryResult],
+      ),
+    ];
     for (const [what, before, after] of pairs) {
       for (const d of after.domains) {
         const b0 = before.domains.find((x) => x.domain === d.domain)!;
-        if (d.bayes !== null && b0.bayes !== null) shifts.push({ bayes: d.bayes - b0.bayes, network: d.pGood.mean - b0.pGood.mean, what });
+        if (d.bayes !== null && b0.bayes !== null)
+          shifts.push({ bayes: d.bayes - b0.bayes, network: d.pGood.mean - b0.pGood.mean, what });
       }
     }
   }
   out.push({
     id: 'psm-explains',
     caption: `How much the persona accounts for: per-domain shifts of the network against the Bayesian persona model's predicted shifts, across post-training and all arms (R² = ${fmt(s.psmExplains.r2)}, ${s.psmExplains.points} points).`,
-    spec: { $schema: SCHEMA, width: 360, height: 300, data: { values: shifts }, mark: { type: 'point', filled: true }, encoding: { x: { field: 'bayes', type: 'quantitative', title: 'Bayesian predicted shift' }, y: { field: 'network', type: 'quantitative', title: 'network shift' }, color: { field: 'what', type: 'nominal' } } } as TopLevelSpec,
+    spec: {
+      $schema: SCHEMA,
+      width: 360,
+      height: 300,
+      data: { values: shifts },
+      mark: { type: 'point', filled: true },
+      encoding: {
+        x: { field: 'bayes', type: 'quantitative', title: 'Bayesian predicted shift' },
+        y: { field: 'network', type: 'quantitative', title: 'network shift' },
+        color: { field: 'what', type: 'nominal' },
+      },
+    } as TopLevelSpec,
   });
   return out;
 }
@@ -209,30 +356,81 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
 function markdown(results: RunResults, s: Summary, figs: { id: string; caption: string }[]): string {
   const w = results.world;
   const lines: string[] = [];
-  lines.push(`# PSM Lab run report`, '', `World **${w.name}**: domains ${w.domains.join(', ')}; post-trained on ${w.trainedDomains.join(', ')}; narrow fine-tune in ${w.finetuneDomain}. Seeds: ${s.seeds}. Created ${results.createdAt}.`, '');
+  lines.push(
+    `# PSM Lab run report`,
+    '',
+    `World **${w.name}**: domains ${w.domains.join(', ')}; post-trained on ${w.trainedDomains.join(', ')}; narrow fine-tune in ${w.finetuneDomain}. Seeds: ${s.seeds}. Created ${results.createdAt}.`,
+    '',
+  );
   lines.push('## Goals', '', '| goal | met | measured |', '|---|---|---|');
-  for (const g of s.goals) lines.push(`| ${g.id}: ${g.text} | ${g.met === null ? 'n/a (needs >= 2 seeds)' : g.met ? 'yes' : '**no**'} | ${g.detail} |`);
+  for (const g of s.goals)
+    lines.push(
+      `| ${g.id}: ${g.text} | ${g.met === null ? 'n/a (needs >= 2 seeds)' : g.met ? 'yes' : '**no**'} | ${g.detail} |`,
+    );
   lines.push('');
-  if (!s.personaInference.emergedAll) lines.push('> **Warning:** in-context persona inference did not emerge in every seed; the later stages depend on it.', '');
-  lines.push('## (A) Persona inference after pre-training', '', '| k | network P(consistent) | Bayes | r (items) |', '|---|---|---|---|');
-  for (const p of s.personaInference.byK) lines.push(`| ${p.k} | ${fmtE(p.model)} | ${fmt(p.bayes)} | ${fmtE(p.correlation)} |`);
-  lines.push('', `Package deal: after all-good scenes ${fmtE(s.personaInference.packageGood)} (Bayes ${fmt(s.personaInference.packageBayes.good)}); after all-bad ${fmtE(s.personaInference.packageBad)} (Bayes ${fmt(s.personaInference.packageBayes.bad)}).`, '');
-  lines.push('## (B) Post-training', '', `Untrained-domain mean P(good): ${fmtE(s.postTraining.untrainedBefore)} before, ${fmtE(s.postTraining.untrainedAfter)} after; rise ${fmtE(s.postTraining.rise)} (Bayes predicts ${fmt(s.postTraining.bayesRise)}).`, '');
-  lines.push('## (C) Narrow fine-tunes', '', `| arm | trainable | off-target P(good) | vs control | ${w.finetuneDomain} P(good) | Bayes off-target |`, '|---|---|---|---|---|---|');
-  for (const a of s.arms) lines.push(`| ${a.arm} | ${a.trainable} | ${fmtE(a.offTarget)} | ${a.vsControl ? fmtE(a.vsControl) : '-'} | ${fmtE(a.target)} | ${fmt(a.bayesOffTarget)} |`);
-  lines.push('', `## How much does PSM explain?`, '', `R² of network per-domain shifts against Bayesian persona shifts: ${fmt(s.psmExplains.r2)} (slope ${fmt(s.psmExplains.slope)}, ${s.psmExplains.points} points).`, '');
+  if (!s.personaInference.emergedAll)
+    lines.push(
+      '> **Warning:** in-context persona inference did not emerge in every seed; the later stages depend on it.',
+      '',
+    );
+  lines.push(
+    '## (A) Persona inference after pre-training',
+    '',
+    '| k | network P(consistent) | Bayes | r (items) |',
+    '|---|---|---|---|',
+  );
+  for (const p of s.personaInference.byK)
+    lines.push(`| ${p.k} | ${fmtE(p.model)} | ${fmt(p.bayes)} | ${fmtE(p.correlation)} |`);
+  lines.push(
+    '',
+    `Package deal: after all-good scenes ${fmtE(s.personaInference.packageGood)} (Bayes ${fmt(s.personaInference.packageBayes.good)}); after all-bad ${fmtE(s.personaInference.packageBad)} (Bayes ${fmt(s.personaInference.packageBayes.bad)}).`,
+    '',
+  );
+  lines.push(
+    '## (B) Post-training',
+    '',
+    `Untrained-domain mean P(good): ${fmtE(s.postTraining.untrainedBefore)} before, ${fmtE(s.postTraining.untrainedAfter)} after; rise ${fmtE(s.postTraining.rise)} (Bayes predicts ${fmt(s.postTraining.bayesRise)}).`,
+    '',
+  );
+  lines.push(
+    '## (C) Narrow fine-tunes',
+    '',
+    `| arm | trainable | off-target P(good) | vs control | ${w.finetuneDomain} P(good) | Bayes off-target |`,
+    '|---|---|---|---|---|---|',
+  );
+  for (const a of s.arms)
+    lines.push(
+      `| ${a.arm} | ${a.trainable} | ${fmtE(a.offTarget)} | ${a.vsControl ? fmtE(a.vsControl) : '-'} | ${fmtE(a.target)} | ${fmt(a.bayesOffTarget)} |`,
+    );
+  lines.push(
+    '',
+    `## How much does PSM explain?`,
+    '',
+    `R² of network per-domain shifts against Bayesian persona shifts: ${fmt(s.psmExplains.r2)} (slope ${fmt(s.psmExplains.slope)}, ${s.psmExplains.points} points).`,
+    '',
+  );
   lines.push('## Figures', '');
   for (const f of figs) lines.push(`![${f.id}](figures/${f.id}.png)`, '', f.caption, '');
   lines.push('## Per seed', '');
   for (const sd of results.seeds) {
-    lines.push(`- ${sd.variant} seed ${sd.seed}: pre-training ${sd.pretrain.steps} steps, ${sd.pretrain.tokens} tokens, ${fmt(sd.pretrain.seconds, 0)} s, final loss ${fmt(sd.pretrain.finalLoss, 3)}, val loss ${fmt(sd.pretrain.valLoss, 3)}; persona inference r ${fmt(sd.personaCheck.meanCorrelation)}${sd.personaCheck.emerged ? '' : ' (NOT emerged)'}`);
+    lines.push(
+      `- ${sd.variant} seed ${sd.seed}: pre-training ${sd.pretrain.steps} steps, ${sd.pretrain.tokens} tokens, ${fmt(sd.pretrain.seconds, 0)} s, final loss ${fmt(sd.pretrain.finalLoss, 3)}, val loss ${fmt(sd.pretrain.valLoss, 3)}; persona inference r ${fmt(sd.personaCheck.meanCorrelation)}${sd.personaCheck.emerged ? '' : ' (NOT emerged)'}`,
+    );
   }
   if (results.seeds.some((x) => x.variant === 'alignment')) {
     const a = summarize(results, 'alignment');
-    lines.push('', '## Alignment pre-training arm', '', '| arm | trainable | off-target P(good), standard | with alignment pre-training |', '|---|---|---|---|');
+    lines.push(
+      '',
+      '## Alignment pre-training arm',
+      '',
+      '| arm | trainable | off-target P(good), standard | with alignment pre-training |',
+      '|---|---|---|---|',
+    );
     for (const arm of a.arms) {
       const std = s.arms.find((x) => x.arm === arm.arm && x.trainable === arm.trainable);
-      lines.push(`| ${arm.arm} | ${arm.trainable} | ${std ? fmtE(std.offTarget) : '-'} | ${fmtE(arm.offTarget)} |`);
+      lines.push(
+        `| ${arm.arm} | ${arm.trainable} | ${std ? fmtE(std.offTarget) : '-'} | ${fmtE(arm.offTarget)} |`,
+      );
     }
   }
   lines.push('', `Reproduce: \`psm run --config <run>/config.yaml\` (config saved beside this report).`, '');
@@ -251,13 +449,19 @@ function html(md: string, svgs: Map<string, string>): string {
     const l = lines[i];
     if (l.startsWith('# ')) body.push(`<h1>${escapeHtml(l.slice(2))}</h1>`);
     else if (l.startsWith('## ')) body.push(`<h2>${escapeHtml(l.slice(3))}</h2>`);
-    else if (l.startsWith('> ')) body.push(`<p class="warn">${escapeHtml(l.slice(2)).replace(/\*\*(.+?)\*\*/g, '<b>$1</b>')}</p>`);
+    else if (l.startsWith('> '))
+      body.push(`<p class="warn">${escapeHtml(l.slice(2)).replace(/\*\*(.+?)\*\*/g, '<b>$1</b>')}</p>`);
     else if (l.startsWith('|')) {
       const rows: string[] = [];
       while (i < lines.length && lines[i].startsWith('|')) {
         if (!/^\|[-|]+\|$/.test(lines[i])) {
-          const cells = lines[i].slice(1, -1).split('|').map((c) => escapeHtml(c.trim()).replace(/\*\*(.+?)\*\*/g, '<b>$1</b>'));
-          rows.push(`<tr>${cells.map((c) => (rows.length === 0 ? `<th>${c}</th>` : `<td>${c}</td>`)).join('')}</tr>`);
+          const cells = lines[i]
+            .slice(1, -1)
+            .split('|')
+            .map((c) => escapeHtml(c.trim()).replace(/\*\*(.+?)\*\*/g, '<b>$1</b>'));
+          rows.push(
+            `<tr>${cells.map((c) => (rows.length === 0 ? `<th>${c}</th>` : `<td>${c}</td>`)).join('')}</tr>`,
+          );
         }
         i++;
       }
@@ -267,7 +471,12 @@ function html(md: string, svgs: Map<string, string>): string {
       const id = /^!\[([^\]]+)\]/.exec(l)![1];
       body.push(`<figure>${svgs.get(id) ?? ''}</figure>`);
     } else if (l.startsWith('- ')) body.push(`<li>${escapeHtml(l.slice(2))}</li>`);
-    else if (l.trim()) body.push(`<p>${escapeHtml(l).replace(/\*\*(.+?)\*\*/g, '<b>$1</b>').replace(/`([^`]+)`/g, '<code>$1</code>')}</p>`);
+    else if (l.trim())
+      body.push(
+        `<p>${escapeHtml(l)
+          .replace(/\*\*(.+?)\*\*/g, '<b>$1</b>')
+          .replace(/`([^`]+)`/g, '<code>$1</code>')}</p>`,
+      );
   }
   return `<!doctype html><html><head><meta charset="utf-8"><title>PSM Lab report</title><style>
 body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
@@ -287,7 +496,9 @@ export async function renderReport(runDir: string, results: RunResults): Promise
     const svg = await renderFigure(f.spec);
     svgs.set(f.id, svg);
     atomicWriteFileSync(path.join(figDir, `${f.id}.svg`), svg);
-    const png = new Resvg(svg, { fitTo: { mode: 'zoom', value: 2 }, font: { loadSystemFonts: true } }).render().asPng();
+    const png = new Resvg(svg, { fitTo: { mode: 'zoom', value: 2 }, font: { loadSystemFonts: true } })
+      .render()
+      .asPng();
     atomicWriteFileSync(path.join(figDir, `${f.id}.png`), png);
   }
   const md = markdown(results, s, figs);

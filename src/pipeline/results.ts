@@ -57,7 +57,14 @@ export interface ArmResult {
 export interface SeedResult {
   seed: number;
   variant: string;
-  pretrain: { steps: number; tokens: number; finalLoss: number; valLoss: number; probes: PretrainProbe[]; seconds: number };
+  pretrain: {
+    steps: number;
+    tokens: number;
+    finalLoss: number;
+    valLoss: number;
+    probes: PretrainProbe[];
+    seconds: number;
+  };
   personaCheck: PersonaCheck;
   base: BatteryResult;
   posttrained: BatteryResult;
@@ -68,6 +75,12 @@ export interface RunResults {
   version: number;
   createdAt: string;
   config: unknown;
-  world: { name: string; domains: string[]; trainedDomains: string[]; untrainedDomains: string[]; finetuneDomain: string };
+  world: {
+    name: string;
+    domains: string[];
+    trainedDomains: string[];
+    untrainedDomains: string[];
+    finetuneDomain: string;
+  };
   seeds: SeedResult[];
 }

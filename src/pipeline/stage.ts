@@ -27,11 +27,18 @@ export function hashInputs(value: unknown): string {
   const canonical = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(canonical);
     if (v && typeof v === 'object') {
-      return Object.fromEntries(Object.keys(v as object).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]));
+      return Object.fromEntries(
+        Object.keys(v as object)
+          .sort()
+          .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+      );
     }
     return v;
   };
-  return createHash('sha256').update(JSON.stringify(canonical(value))).digest('hex').slice(0, 16);
+  return createHash('sha256')
+    .update(JSON.stringify(canonical(value)))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 export interface StageContext {
@@ -48,7 +55,9 @@ export function readStageRecord<R>(dir: string): StageRecord<R> | null {
   try {
     return JSON.parse(fs.readFileSync(file, 'utf8')) as StageRecord<R>;
   } catch (e) {
-    throw new Error(`${file}: cannot be read (${(e as Error).message}); delete the stage folder or rerun with --force`);
+    throw new Error(
+      `${file}: cannot be read (${(e as Error).message}); delete the stage folder or rerun with --force`,
+    );
   }
 }
 
@@ -64,9 +73,15 @@ export async function runStage<R>(
   let resuming = false;
   if (previous) {
     if (previous.version !== PIPELINE_VERSION) {
-      if (!opts.force) throw new StageMismatchError(`${dir}: written by pipeline version ${previous.version}, this is version ${PIPELINE_VERSION}; use --force to redo it`);
+      if (!opts.force)
+        throw new StageMismatchError(
+          `${dir}: written by pipeline version ${previous.version}, this is version ${PIPELINE_VERSION}; use --force to redo it`,
+        );
     } else if (previous.inputsHash !== inputsHash) {
-      if (!opts.force) throw new StageMismatchError(`${dir}: stage "${stage}" was run with other inputs; use --force to overwrite or choose another run folder`);
+      if (!opts.force)
+        throw new StageMismatchError(
+          `${dir}: stage "${stage}" was run with other inputs; use --force to overwrite or choose another run folder`,
+        );
     } else if (previous.status === 'done') {
       opts.log?.(`${stage}: cached (${dir})`);
       return previous.result as R;
@@ -76,9 +91,20 @@ export async function runStage<R>(
     if (!resuming) fs.rmSync(dir, { recursive: true, force: true });
   }
   fs.mkdirSync(dir, { recursive: true });
-  const record: StageRecord<R> = { version: PIPELINE_VERSION, stage, inputsHash, status: 'running', startedAt: new Date().toISOString() };
+  const record: StageRecord<R> = {
+    version: PIPELINE_VERSION,
+    stage,
+    inputsHash,
+    status: 'running',
+    startedAt: new Date().toISOString(),
+  };
   atomicWriteJsonSync(path.join(dir, 'stage.json'), record);
   const result = await fn({ dir, resuming });
-  atomicWriteJsonSync(path.join(dir, 'stage.json'), { ...record, status: 'done', finishedAt: new Date().toISOString(), result });
+  atomicWriteJsonSync(path.join(dir, 'stage.json'), {
+    ...record,
+    status: 'done',
+    finishedAt: new Date().toISOString(),
+    result,
+  });
   return result;
 }

@@ -70,10 +70,15 @@ export function saveCheckpoint(
 }
 
 function pruneCheckpoints(dir: string, keep: number): void {
-  const entries = fs.readdirSync(dir).filter((n) => /^step-\d{8}$/.test(n)).sort();
-  for (const old of entries.slice(0, Math.max(0, entries.length - keep))) fs.rmSync(path.join(dir, old), { recursive: true, force: true });
+  const entries = fs
+    .readdirSync(dir)
+    .filter((n) => /^step-\d{8}$/.test(n))
+    .sort();
+  for (const old of entries.slice(0, Math.max(0, entries.length - keep)))
+    fs.rmSync(path.join(dir, old), { recursive: true, force: true });
   // Folders left by a save that was killed before its rename.
-  for (const n of fs.readdirSync(dir)) if (/^step-\d{8}\.tmp-/.test(n)) fs.rmSync(path.join(dir, n), { recursive: true, force: true });
+  for (const n of fs.readdirSync(dir))
+    if (/^step-\d{8}\.tmp-/.test(n)) fs.rmSync(path.join(dir, n), { recursive: true, force: true });
 }
 
 /** The folder of the latest complete checkpoint in dir, or null when there is none. */
@@ -86,14 +91,20 @@ export function latestCheckpoint(dir: string): string | null {
   } catch (e) {
     throw new Error(`${pointer}: not valid JSON (${(e as Error).message})`);
   }
-  if (typeof parsed.dir !== 'string' || !/^step-\d{8}$/.test(parsed.dir)) throw new Error(`${pointer}: has no valid "dir" entry`);
+  if (typeof parsed.dir !== 'string' || !/^step-\d{8}$/.test(parsed.dir))
+    throw new Error(`${pointer}: has no valid "dir" entry`);
   const folder = path.join(dir, parsed.dir);
   if (!fs.existsSync(folder)) throw new Error(`${pointer} points to ${folder}, which does not exist`);
   return folder;
 }
 
 /** Restores weights, adapters and optimizer moments from a checkpoint folder; returns the trainer state. */
-export function loadCheckpoint(folder: string, model: LlamaModel, optimizer: AdamW, fingerprint: string): TrainerState {
+export function loadCheckpoint(
+  folder: string,
+  model: LlamaModel,
+  optimizer: AdamW,
+  fingerprint: string,
+): TrainerState {
   const statePath = path.join(folder, 'trainer_state.json');
   let state: TrainerState;
   try {
@@ -101,9 +112,12 @@ export function loadCheckpoint(folder: string, model: LlamaModel, optimizer: Ada
   } catch (e) {
     throw new Error(`${statePath}: cannot be read (${(e as Error).message})`);
   }
-  if (state.format !== CHECKPOINT_FORMAT) throw new Error(`${statePath}: format "${state.format}" is not ${CHECKPOINT_FORMAT}`);
+  if (state.format !== CHECKPOINT_FORMAT)
+    throw new Error(`${statePath}: format "${state.format}" is not ${CHECKPOINT_FORMAT}`);
   if (state.fingerprint !== fingerprint) {
-    throw new Error(`${statePath}: checkpoint was written by a run with different settings; refusing to resume (use a new output folder or --force)`);
+    throw new Error(
+      `${statePath}: checkpoint was written by a run with different settings; refusing to resume (use a new output folder or --force)`,
+    );
   }
   const weights = readSafetensorsSync(path.join(folder, 'model.safetensors'));
   assignTensors(model, weights.tensors, path.join(folder, 'model.safetensors'));
@@ -113,7 +127,8 @@ export function loadCheckpoint(folder: string, model: LlamaModel, optimizer: Ada
     for (const a of model.adapters.values()) {
       for (const t of [a.a, a.b]) {
         const src = adapters.get(t.name);
-        if (!src || src.data.length !== t.size) throw new Error(`${file}: adapter tensor "${t.name}" is missing or has the wrong size`);
+        if (!src || src.data.length !== t.size)
+          throw new Error(`${file}: adapter tensor "${t.name}" is missing or has the wrong size`);
         t.data.set(src.data);
       }
     }
@@ -123,7 +138,8 @@ export function loadCheckpoint(folder: string, model: LlamaModel, optimizer: Ada
   for (const p of optimizer.params) {
     for (const kind of ['m', 'v'] as const) {
       const src = moments.get(`${kind}.${p.tensor.name}`);
-      if (!src || src.data.length !== p.tensor.size) throw new Error(`${optFile}: moment "${kind}.${p.tensor.name}" is missing or has the wrong size`);
+      if (!src || src.data.length !== p.tensor.size)
+        throw new Error(`${optFile}: moment "${kind}.${p.tensor.name}" is missing or has the wrong size`);
       (kind === 'm' ? optimizer.m : optimizer.v).get(p.tensor.name)!.set(src.data);
     }
   }

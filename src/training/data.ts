@@ -29,7 +29,8 @@ export class TokenWindowSource implements BatchSource {
     private readonly seqLen: number,
     seed: number,
   ) {
-    if (tokens.length < seqLen + 2) throw new Error(`token stream of ${tokens.length} tokens is shorter than one window (${seqLen + 1})`);
+    if (tokens.length < seqLen + 2)
+      throw new Error(`token stream of ${tokens.length} tokens is shorter than one window (${seqLen + 1})`);
     this.rng = new Rng(seed);
   }
 
@@ -84,7 +85,9 @@ export class SupervisedSource implements BatchSource {
     examples.forEach((e, i) => {
       if (e.response.length === 0) throw new Error(`supervised example ${i} has an empty response`);
       if (e.prompt.length + e.response.length - 1 > maxLen) {
-        throw new Error(`supervised example ${i} has ${e.prompt.length + e.response.length} tokens, more than the context ${maxLen} + 1`);
+        throw new Error(
+          `supervised example ${i} has ${e.prompt.length + e.response.length} tokens, more than the context ${maxLen} + 1`,
+        );
       }
     });
     this.rng = new Rng(seed);

@@ -55,7 +55,8 @@ export class AdamW {
     if (!Number.isFinite(norm)) throw new Error(`gradient norm is ${norm} at step ${this.step + 1}`);
     if (maxNorm > 0 && norm > maxNorm) {
       const s = maxNorm / (norm + 1e-6);
-      for (const p of this.params) if (p.tensor.grad) for (let i = 0; i < p.tensor.grad.length; i++) p.tensor.grad[i] *= s;
+      for (const p of this.params)
+        if (p.tensor.grad) for (let i = 0; i < p.tensor.grad.length; i++) p.tensor.grad[i] *= s;
     }
     return norm;
   }
@@ -91,7 +92,10 @@ function forEachIndex(p: TrainableParam, fn: (i: number) => void): void {
   for (const r of p.rows) for (let j = 0; j < width; j++) fn(r * width + j);
 }
 
-function forEachTrainable(params: TrainableParam[], fn: (g: Float32Array, d: Float32Array, i: number) => void): void {
+function forEachTrainable(
+  params: TrainableParam[],
+  fn: (g: Float32Array, d: Float32Array, i: number) => void,
+): void {
   for (const p of params) {
     const g = p.tensor.grad;
     if (!g) continue;

@@ -29,7 +29,10 @@ export function selectTrainable(model: LlamaModel, spec: TrainableSpec, seed: nu
       });
     case 'lora': {
       if (!(spec.rank >= 1)) throw new Error(`trainable: LoRA rank must be >= 1, got ${spec.rank}`);
-      const adapters = model.adapters.size > 0 ? [...model.adapters.values()] : model.addLora(spec.rank, spec.targets, seed, spec.alpha ?? spec.rank);
+      const adapters =
+        model.adapters.size > 0
+          ? [...model.adapters.values()]
+          : model.addLora(spec.rank, spec.targets, seed, spec.alpha ?? spec.rank);
       return adapters.flatMap((a) => [
         { tensor: a.a, rows: null, decay: false },
         { tensor: a.b, rows: null, decay: false },
@@ -38,7 +41,8 @@ export function selectTrainable(model: LlamaModel, spec: TrainableSpec, seed: nu
     case 'embeddingRows': {
       const emb = model.param('model.embed_tokens.weight');
       for (const r of spec.rows) {
-        if (!Number.isInteger(r) || r < 0 || r >= emb.shape[0]) throw new Error(`trainable: embedding row ${r} is outside the vocabulary (${emb.shape[0]})`);
+        if (!Number.isInteger(r) || r < 0 || r >= emb.shape[0])
+          throw new Error(`trainable: embedding row ${r} is outside the vocabulary (${emb.shape[0]})`);
       }
       emb.requiresGrad = true;
       return [{ tensor: emb, rows: [...spec.rows], decay: false }];

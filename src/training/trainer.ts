@@ -37,7 +37,8 @@ export interface StepInfo {
 export function batchLoss(model: LlamaModel, batch: Batch, hooks?: HookSet) {
   const hidden = model.forwardHidden(batch.inputs, batch.batch, { hooks });
   const flat = reshape(hidden, [batch.batch * batch.seqLen, model.config.dim]);
-  if (!batch.weights) return { loss: crossEntropy(model.logits(flat), batch.targets), tokens: batch.targets.length };
+  if (!batch.weights)
+    return { loss: crossEntropy(model.logits(flat), batch.targets), tokens: batch.targets.length };
   const rows: number[] = [];
   for (let i = 0; i < batch.weights.length; i++) if (batch.weights[i] > 0) rows.push(i);
   const idx = Int32Array.from(rows);
@@ -58,7 +59,13 @@ export class Trainer {
   ) {
     const params = selectTrainable(model, options.trainable, options.seed);
     this.optimizer = new AdamW(params, { ...DEFAULT_ADAMW, ...options.adamw });
-    this.fingerprint = JSON.stringify({ trainable: options.trainable, schedule: options.schedule, seed: options.seed, adamw: this.optimizer.options, clip: options.clipNorm ?? 1 });
+    this.fingerprint = JSON.stringify({
+      trainable: options.trainable,
+      schedule: options.schedule,
+      seed: options.seed,
+      adamw: this.optimizer.options,
+      clip: options.clipNorm ?? 1,
+    });
   }
 
   /** Loads the latest checkpoint of checkpointDir if there is one; returns the step resumed from (0 if none). */
@@ -90,7 +97,12 @@ export class Trainer {
     const gradNorm = this.optimizer.clipGradients(this.options.clipNorm ?? 1);
     this.optimizer.update(lr);
     this.step++;
-    if (this.options.checkpointDir && this.options.checkpointEvery && this.step % this.options.checkpointEvery === 0) this.checkpoint();
+    if (
+      this.options.checkpointDir &&
+      this.options.checkpointEvery &&
+      this.step % this.options.checkpointEvery === 0
+    )
+      this.checkpoint();
     return { step: this.step, loss: value, lr, gradNorm, tokens };
   }
 
@@ -100,7 +112,13 @@ export class Trainer {
       this.options.checkpointDir,
       this.model,
       this.optimizer,
-      { format: CHECKPOINT_FORMAT, step: this.step, optimizerStep: this.optimizer.step, data: this.source.state(), fingerprint: this.fingerprint },
+      {
+        format: CHECKPOINT_FORMAT,
+        step: this.step,
+        optimizerStep: this.optimizer.step,
+        data: this.source.state(),
+        fingerprint: this.fingerprint,
+      },
       this.options.extraFiles,
     );
   }
@@ -111,6 +129,10 @@ export class Trainer {
       const info = this.trainStep();
       onStep?.(info);
     }
-    if (this.options.checkpointDir && (!this.options.checkpointEvery || this.step % this.options.checkpointEvery !== 0)) this.checkpoint();
+    if (
+      this.options.checkpointDir &&
+      (!this.options.checkpointEvery || this.step % this.options.checkpointEvery !== 0)
+    )
+      this.checkpoint();
   }
 }
