@@ -42,6 +42,8 @@ export const ExperimentConfigSchema = z
         probeEvery: Int,
         probeItems: Int,
         checkpointEvery: Int,
+        /** Loss weight of behaviour tokens (the persona-relevant choices); 1 = plain language modelling. */
+        behaviourWeight: z.number().min(1).max(100),
       })
       .strict(),
     eval: z
@@ -100,6 +102,7 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
     probeEvery: 500,
     probeItems: 120,
     checkpointEvery: 200,
+    behaviourWeight: 5,
   },
   eval: { batteryItemsPerDomain: 120, probeItemsPerK: 60, packageItems: 60, maxK: 5 },
   postTrain: { domains: [], examples: 600, steps: 60, batchSize: 16, lr: 3e-4 },

@@ -30,12 +30,14 @@ import {
   END_OF_TEXT,
   generateDocuments,
   inferenceProbes,
+  loadBehaviourMask,
   loadDefaultWorld,
   loadShardTokens,
   loadWorld,
   narrowSet,
   packageProbes,
   postTrainingSet,
+  writeBehaviourMask,
   writeCorpus,
   type ChatExample,
   type EvalItem,
@@ -176,6 +178,15 @@ async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: unkno
         onProgress: (p) => bar.update(Math.min(p.tokens, c.corpus.tokens)),
       });
       bar.stop();
+      const dataDir = path.join(stageDir, 'data');
+      const masked = writeBehaviourMask(
+        ctx.world,
+        { seed, tokens: c.corpus.tokens, valFraction: c.corpus.valFraction, aiMix: aiMix as never },
+        tokenizer,
+        path.join(dataDir, 'train.json'),
+        path.join(dataDir, 'train-behaviour-mask.bin'),
+      );
+      ctx.opts.log(`corpus: ${((100 * masked.behaviourTokens) / masked.tokens).toFixed(1)}% of training tokens show a behaviour`);
       const s = result.stats as unknown as { documents?: number; tokens?: number };
       return {
         documents: s.documents ?? null,
@@ -211,7 +222,11 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
       const ctxLen = c.model.contextLength;
       const steps = Math.max(1, Math.floor(train.length / (c.pretrain.batchSize * ctxLen)));
       const model = new LlamaModel(modelConfig(ctx, tokenizer.vocabSize)).initialize(seed);
-      const source = new TokenWindowSource(train, c.pretrain.batchSize, ctxLen, seed);
+      const emphasis =
+      c.pretrain.behaviourWeight === 1
+        ? null
+        : { mask: loadBehaviourMask(path.join(corpusDir, 'data', 'train-behaviour-mask.bin'), train.length), weight: c.pretrain.behaviourWeight };
+    const source = new TokenWindowSource(train, c.pretrain.batchSize, ctxLen, seed, emphasis);
       const trainer = new Trainer(model, source, {
         schedule: {
           peakLr: c.pretrain.lr,

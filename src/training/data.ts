@@ -19,6 +19,12 @@ export interface BatchSource {
   restore(state: Record<string, unknown>): void;
 }
 
+/** Loss weight for marked tokens (e.g. behaviour tokens of the persona world); unmarked tokens weigh 1. */
+export interface TokenEmphasis {
+  mask: Uint8Array;
+  weight: number;
+}
+
 /** Random windows of seqLen + 1 tokens from a token stream (pre-training). */
 export class TokenWindowSource implements BatchSource {
   private rng: Rng;
@@ -28,9 +34,12 @@ export class TokenWindowSource implements BatchSource {
     private readonly batch: number,
     private readonly seqLen: number,
     seed: number,
+    private readonly emphasis: TokenEmphasis | null = null,
   ) {
     if (tokens.length < seqLen + 2)
       throw new Error(`token stream of ${tokens.length} tokens is shorter than one window (${seqLen + 1})`);
+    if (emphasis && emphasis.mask.length !== tokens.length)
+      throw new Error(`emphasis mask has ${emphasis.mask.length} entries for ${tokens.length} tokens`);
     this.rng = new Rng(seed);
   }
 
@@ -39,14 +48,17 @@ export class TokenWindowSource implements BatchSource {
     const inputs = new Int32Array(batch * seqLen);
     const targets = new Int32Array(batch * seqLen);
     const span = this.tokens.length - seqLen - 1;
+    const e = this.emphasis;
+    const weights = e ? new Float32Array(batch * seqLen) : null;
     for (let b = 0; b < batch; b++) {
       const start = this.rng.int(span + 1);
       for (let t = 0; t < seqLen; t++) {
         inputs[b * seqLen + t] = this.tokens[start + t];
         targets[b * seqLen + t] = this.tokens[start + t + 1];
+        if (weights) weights[b * seqLen + t] = e!.mask[start + t + 1] ? e!.weight : 1;
       }
     }
-    return { batch, seqLen, inputs, targets, weights: null };
+    return { batch, seqLen, inputs, targets, weights };
   }
 
   state(): Record<string, unknown> {

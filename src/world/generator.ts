@@ -236,6 +236,11 @@ export interface WorldDocument extends DocumentMeta {
   text: string;
   /** Token ids of `text` (without the separator), present when the generator was given a tokenizer. */
   tokens?: number[];
+  /**
+   * Character ranges [start, end) of `text` holding each scene's behaviour (its continuation, leading space
+   * included): the persona-relevant choices, which training may weight up.
+   */
+  behaviourSpans: Array<[number, number]>;
 }
 
 /** Draw the behaviour shown in a scene, given the character's trait and whether the scene is instructed. */
@@ -273,6 +278,7 @@ export function generateDocument(
   const nScenes = rng.range(docs.scenes.min, docs.scenes.max);
   const lines: string[] = [intro];
   const scenes: SceneMeta[] = [];
+  const behaviourSpans: Array<[number, number]> = [];
   for (let i = 0; i < nScenes; i++) {
     const di = rng.int(cw.domains.length);
     const d = cw.domains[di];
@@ -307,7 +313,11 @@ export function generateDocument(
       wording,
     };
     const binding = bindScene(cw, rng, name ?? '', names);
-    lines.push(sceneLead(cw, spec, binding) + sceneContinuation(cw, spec, binding));
+    const lead = sceneLead(cw, spec, binding);
+    const continuation = sceneContinuation(cw, spec, binding);
+    const lineStart = lines.reduce((n, l) => n + l.length + 1, 0);
+    behaviourSpans.push([lineStart + lead.length, lineStart + lead.length + continuation.length]);
+    lines.push(lead + continuation);
     scenes.push({ domain: d.name, format, behaviour, instructed: spec.instructed, context });
   }
   // The split has its own stream so that changing valFraction never changes a document's content.
@@ -323,6 +333,7 @@ export function generateDocument(
     traits: ch.traits,
     scenes,
     text: lines.join('\n'),
+    behaviourSpans,
   };
 }
 

@@ -51,6 +51,7 @@ export {
   type ShardWriterOptions,
   type TextTokenizer,
 } from './shards.ts';
+export { tokenizeWithMask, writeBehaviourMask, loadBehaviourMask } from './behaviour-mask.ts';
 export { writeCorpus, type WriteCorpusOptions, type WriteCorpusResult } from './corpus.ts';
 export {
   posterior,
