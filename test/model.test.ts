@@ -114,6 +114,23 @@ describe('forward and generation', () => {
     });
   });
 
+  it('shared-prompt scoring (left-padded prompt cache, repeated per option) equals the plain path', () => {
+    const model = tinyModel({ nLayers: 2 });
+    const prompts = [
+      [1, 2, 3, 4, 5, 6, 7],
+      [9, 8],
+      [4, 4, 4, 4],
+    ];
+    const options = [[10], [11, 12, 13], [14, 15], [3, 2, 1, 0]];
+    const requests = prompts.flatMap((prompt) => options.map((continuation) => ({ prompt, continuation })));
+    const shared = scoreContinuations(model, requests, { tokensPerBatch: 12 });
+    const plain = scoreContinuations(model, requests, { hooks: new HookSet() });
+    shared.forEach((r, i) => {
+      expect(r.tokenLogprobs.length).toBe(requests[i].continuation.length);
+      expect(r.logprob).toBeCloseTo(plain[i].logprob, 4);
+    });
+  });
+
   it('rejects sequences beyond the context and bad token ids', () => {
     const model = tinyModel();
     expect(() => model.forward(new Int32Array(40), 1)).toThrow(/maxSeqLen/);

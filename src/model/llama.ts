@@ -34,6 +34,11 @@ export class KvCache {
   readonly keys: Float32Array[];
   readonly values: Float32Array[];
   length = 0;
+  /**
+   * Per sequence, the first real position: earlier positions are left padding, which no later query may
+   * attend to. Rotary embeddings are relative, so a sequence shifted right by its padding scores the same.
+   */
+  readonly keyStart: Int32Array;
 
   constructor(
     readonly config: LlamaConfig,
@@ -43,6 +48,33 @@ export class KvCache {
     const per = batch * capacity * config.nKvHeads * headDim(config);
     this.keys = Array.from({ length: config.nLayers }, () => new Float32Array(per));
     this.values = Array.from({ length: config.nLayers }, () => new Float32Array(per));
+    this.keyStart = new Int32Array(batch);
+  }
+
+  /** A cache whose sequences repeat this one's: sequence i appears repeats[i] times, in order. */
+  expand(repeats: readonly number[]): KvCache {
+    if (repeats.length !== this.batch)
+      throw new Error(`KvCache.expand: ${repeats.length} repeat counts for ${this.batch} sequences`);
+    const total = repeats.reduce((a, b) => a + b, 0);
+    const out = new KvCache(this.config, total, this.capacity);
+    const row = this.keys[0].length / this.batch;
+    for (let layer = 0; layer < this.config.nLayers; layer++) {
+      let dst = 0;
+      repeats.forEach((n, i) => {
+        const k = this.keys[layer].subarray(i * row, (i + 1) * row);
+        const v = this.values[layer].subarray(i * row, (i + 1) * row);
+        for (let r = 0; r < n; r++, dst++) {
+          out.keys[layer].set(k, dst * row);
+          out.values[layer].set(v, dst * row);
+        }
+      });
+    }
+    let dst = 0;
+    repeats.forEach((n, i) => {
+      for (let r = 0; r < n; r++) out.keyStart[dst++] = this.keyStart[i];
+    });
+    out.length = this.length;
+    return out;
   }
 }
 
@@ -289,43 +321,51 @@ function cachedAttention(
     }
   }
   const total = offset + t;
-  const y = new Float32Array(b * t * h * d);
-  const qh = new Float32Array(rep * t * d);
+  const bg = b * hkv;
+  // Gather per (sequence, kv head): the `rep` query heads sharing it stacked as rows [rep * t, d], and the
+  // cached keys/values [total, d]; then two batched matmuls over all (sequence, kv head) pairs.
+  const qAll = new Float32Array(bg * rep * t * d);
+  const kAll = total === cap ? kc : new Float32Array(bg * total * d);
+  const vAll = total === cap ? vc : new Float32Array(bg * total * d);
   for (let bi = 0; bi < b; bi++) {
     for (let g = 0; g < hkv; g++) {
-      // Queries of the `rep` heads sharing kv head g, stacked as rows: [rep * t, d].
+      const pair = bi * hkv + g;
       for (let r = 0; r < rep; r++) {
         for (let ti = 0; ti < t; ti++) {
           const src = ((bi * t + ti) * h + g * rep + r) * d;
-          qh.set(q.data.subarray(src, src + d), (r * t + ti) * d);
+          qAll.set(q.data.subarray(src, src + d), ((pair * rep + r) * t + ti) * d);
         }
       }
-      const base = (bi * hkv + g) * cap * d;
-      const keys = kc.subarray(base, base + total * d);
-      const values = vc.subarray(base, base + total * d);
-      const scores = matmul(qh, keys, { batch: 1, m: rep * t, n: total, k: d, transA: false, transB: true });
-      for (let r = 0; r < rep; r++) {
-        causalSoftmaxInPlace(
-          scores.subarray(r * t * total, (r + 1) * t * total),
-          1,
-          t,
-          total,
-          1 / Math.sqrt(d),
-          offset,
-        );
+      if (total !== cap) {
+        const base = pair * cap * d;
+        kAll.set(kc.subarray(base, base + total * d), pair * total * d);
+        vAll.set(vc.subarray(base, base + total * d), pair * total * d);
       }
-      const out = matmul(scores, values, {
-        batch: 1,
-        m: rep * t,
-        n: d,
-        k: total,
-        transA: false,
-        transB: false,
-      });
+    }
+  }
+  const rows = rep * t;
+  const scores = matmul(qAll, kAll, { batch: bg, m: rows, n: total, k: d, transA: false, transB: true });
+  for (let pair = 0; pair < bg; pair++) {
+    const start = cache.keyStart[Math.floor(pair / hkv)];
+    const block = scores.subarray(pair * rows * total, (pair + 1) * rows * total);
+    if (start > 0) {
+      // Left padding is invisible to every query except itself (so padding rows stay finite).
+      for (let r = 0; r < rows; r++) {
+        const pos = offset + (r % t);
+        for (let j = 0; j < Math.min(start, total); j++) if (j !== pos) block[r * total + j] = -Infinity;
+      }
+    }
+    causalSoftmaxInPlace(block, rep, t, total, 1 / Math.sqrt(d), offset);
+  }
+  const out = matmul(scores, vAll, { batch: bg, m: rows, n: d, k: total, transA: false, transB: false });
+  const y = new Float32Array(b * t * h * d);
+  for (let bi = 0; bi < b; bi++) {
+    for (let g = 0; g < hkv; g++) {
+      const pair = bi * hkv + g;
       for (let r = 0; r < rep; r++) {
         for (let ti = 0; ti < t; ti++) {
-          const dst = ((bi * t + ti) * h + g * rep + r) * d;
-          y.set(out.subarray((r * t + ti) * d, (r * t + ti + 1) * d), dst);
+          const src = ((pair * rep + r) * t + ti) * d;
+          y.set(out.subarray(src, src + d), ((bi * t + ti) * h + g * rep + r) * d);
         }
       }
     }
