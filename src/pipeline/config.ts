@@ -44,6 +44,8 @@ export const ExperimentConfigSchema = z
         checkpointEvery: Int,
         /** Loss weight of behaviour tokens (the persona-relevant choices); 1 = plain language modelling. */
         behaviourWeight: z.number().min(1).max(100),
+        /** Weight only the first n tokens of each behaviour (where the choice is made); 0 = the whole behaviour. */
+        behaviourTokens: z.number().int().min(0).max(255),
       })
       .strict(),
     eval: z
@@ -103,6 +105,7 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
     probeItems: 120,
     checkpointEvery: 200,
     behaviourWeight: 5,
+    behaviourTokens: 3,
   },
   eval: { batteryItemsPerDomain: 120, probeItemsPerK: 60, packageItems: 60, maxK: 5 },
   postTrain: { domains: [], examples: 600, steps: 60, batchSize: 16, lr: 3e-4 },

@@ -186,7 +186,9 @@ async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: unkno
         path.join(dataDir, 'train.json'),
         path.join(dataDir, 'train-behaviour-mask.bin'),
       );
-      ctx.opts.log(`corpus: ${((100 * masked.behaviourTokens) / masked.tokens).toFixed(1)}% of training tokens show a behaviour`);
+      ctx.opts.log(
+        `corpus: ${((100 * masked.behaviourTokens) / masked.tokens).toFixed(1)}% of training tokens show a behaviour`,
+      );
       const s = result.stats as unknown as { documents?: number; tokens?: number };
       return {
         documents: s.documents ?? null,
@@ -223,10 +225,14 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
       const steps = Math.max(1, Math.floor(train.length / (c.pretrain.batchSize * ctxLen)));
       const model = new LlamaModel(modelConfig(ctx, tokenizer.vocabSize)).initialize(seed);
       const emphasis =
-      c.pretrain.behaviourWeight === 1
-        ? null
-        : { mask: loadBehaviourMask(path.join(corpusDir, 'data', 'train-behaviour-mask.bin'), train.length), weight: c.pretrain.behaviourWeight };
-    const source = new TokenWindowSource(train, c.pretrain.batchSize, ctxLen, seed, emphasis);
+        c.pretrain.behaviourWeight === 1
+          ? null
+          : {
+              mask: loadBehaviourMask(path.join(corpusDir, 'data', 'train-behaviour-mask.bin'), train.length),
+              weight: c.pretrain.behaviourWeight,
+              maxRank: c.pretrain.behaviourTokens,
+            };
+      const source = new TokenWindowSource(train, c.pretrain.batchSize, ctxLen, seed, emphasis);
       const trainer = new Trainer(model, source, {
         schedule: {
           peakLr: c.pretrain.lr,

@@ -19,10 +19,15 @@ export interface BatchSource {
   restore(state: Record<string, unknown>): void;
 }
 
-/** Loss weight for marked tokens (e.g. behaviour tokens of the persona world); unmarked tokens weigh 1. */
+/**
+ * Loss weight for marked tokens (e.g. behaviour tokens of the persona world); unmarked tokens weigh 1. A mask
+ * entry is 0 (unmarked) or a token's rank within its marked span; with maxRank only the first maxRank tokens of
+ * each span are weighted.
+ */
 export interface TokenEmphasis {
   mask: Uint8Array;
   weight: number;
+  maxRank?: number;
 }
 
 /** Random windows of seqLen + 1 tokens from a token stream (pre-training). */
@@ -55,7 +60,10 @@ export class TokenWindowSource implements BatchSource {
       for (let t = 0; t < seqLen; t++) {
         inputs[b * seqLen + t] = this.tokens[start + t];
         targets[b * seqLen + t] = this.tokens[start + t + 1];
-        if (weights) weights[b * seqLen + t] = e!.mask[start + t + 1] ? e!.weight : 1;
+        if (weights) {
+          const rank = e!.mask[start + t + 1];
+          weights[b * seqLen + t] = rank > 0 && (!e!.maxRank || rank <= e!.maxRank) ? e!.weight : 1;
+        }
       }
     }
     return { batch, seqLen, inputs, targets, weights };
