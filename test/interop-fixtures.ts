@@ -21,15 +21,33 @@ export const CHAT_DOCS = [
 ];
 
 export function makeTokenizer(): BpeTokenizer {
-  return trainBpe(CHAT_DOCS.flatMap((d) => [d, d, d]), { vocabSize: 360, specialTokens: [EOT] });
+  return trainBpe(
+    CHAT_DOCS.flatMap((d) => [d, d, d]),
+    { vocabSize: 360, specialTokens: [EOT] },
+  );
 }
 
 export function tinyConfig(tokenizer: BpeTokenizer, overrides: Partial<LlamaConfigInput> = {}) {
-  return parseLlamaConfig({ vocabSize: tokenizer.vocabSize, dim: 32, nLayers: 2, nHeads: 4, nKvHeads: 2, hiddenDim: 64, maxSeqLen: 96, ropeTheta: 10000, normEps: 1e-5, ...overrides });
+  return parseLlamaConfig({
+    vocabSize: tokenizer.vocabSize,
+    dim: 32,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    hiddenDim: 64,
+    maxSeqLen: 96,
+    ropeTheta: 10000,
+    normEps: 1e-5,
+    ...overrides,
+  });
 }
 
 /** A tiny model trained `steps` steps on the chat documents (deterministic). */
-export function trainTinyModel(tokenizer: BpeTokenizer, steps = 40, overrides: Partial<LlamaConfigInput> = {}): LlamaModel {
+export function trainTinyModel(
+  tokenizer: BpeTokenizer,
+  steps = 40,
+  overrides: Partial<LlamaConfigInput> = {},
+): LlamaModel {
   configureBackend();
   const model = new LlamaModel(tinyConfig(tokenizer, overrides)).initialize(7);
   const eot = tokenizer.tokenToId(EOT)!;

@@ -1,8 +1,13 @@
 /**
  * Differentiable ops of the Llama family, each one fused kernel forward and one backward. Shapes are
  * row-major; "rows" means every dimension but the last.
+ *
+ * When the active backend has fused kernels (ONNX Runtime), the element-wise and row-wise work (attention,
+ * SwiGLU, RMSNorm, rotary embedding, residual adds, embedding gather, the log-softmax of cross-entropy) runs
+ * there, vectorised and on the backend's threads, with outputs from its pooled memory; the JS kernels are
+ * the reference path of the js backend. Both paths compute the same function up to float32 rounding.
  */
-import { matmul } from '../tensor/matmul.ts';
+import { fusedKernels, matmul, type FusedKernels } from '../tensor/matmul.ts';
 import {
   causalSoftmaxInPlace,
   crossEntropyForward,
@@ -12,7 +17,7 @@ import {
   ropeTables,
   softmaxBackwardInPlace,
 } from '../tensor/kernels.ts';
-import { makeResult, Tensor } from './tensor.ts';
+import { isGradEnabled, makeResult, Tensor } from './tensor.ts';
 
 function lastDim(t: Tensor): number {
   return t.shape[t.shape.length - 1];
@@ -21,25 +26,47 @@ function lastDim(t: Tensor): number {
 /** Elementwise a + b (same shape). */
 export function add(a: Tensor, b: Tensor): Tensor {
   if (a.size !== b.size) throw new Error(`add: shapes [${a.shape}] and [${b.shape}] differ`);
-  const y = new Float32Array(a.size);
-  for (let i = 0; i < y.length; i++) y[i] = a.data[i] + b.data[i];
-  return makeResult(y, a.shape, [a, b], (out) => {
-    const g = out.grad!;
-    // The output gradient is released after this closure runs, so one parent may adopt it.
-    if (a.requiresGrad) a.accumulateGrad(g, true);
-    if (b.requiresGrad) b.accumulateGrad(g, !a.requiresGrad);
-  }, 'add');
+  const fk = fusedKernels();
+  let y: Float32Array;
+  if (fk) {
+    y = fk.add(a.data, b.data);
+  } else {
+    y = new Float32Array(a.size);
+    for (let i = 0; i < y.length; i++) y[i] = a.data[i] + b.data[i];
+  }
+  return makeResult(
+    y,
+    a.shape,
+    [a, b],
+    (out) => {
+      const g = out.grad!;
+      // The output gradient is released after this closure runs, so one parent may adopt it.
+      if (a.requiresGrad) a.accumulateGrad(g, true);
+      if (b.requiresGrad) {
+        if (!a.requiresGrad) b.accumulateGrad(g, true);
+        else if (fk && b.grad === null) b.accumulateGrad(fk.copy(g), true);
+        else b.accumulateGrad(g);
+      }
+    },
+    'add',
+  );
 }
 
 /** a * s for a constant scalar s. */
 export function scale(a: Tensor, s: number): Tensor {
   const y = new Float32Array(a.size);
   for (let i = 0; i < y.length; i++) y[i] = a.data[i] * s;
-  return makeResult(y, a.shape, [a], (out) => {
-    const g = out.grad!;
-    const ga = a.gradBuffer();
-    for (let i = 0; i < g.length; i++) ga[i] += g[i] * s;
-  }, 'scale');
+  return makeResult(
+    y,
+    a.shape,
+    [a],
+    (out) => {
+      const g = out.grad!;
+      const ga = a.gradBuffer();
+      for (let i = 0; i < g.length; i++) ga[i] += g[i] * s;
+    },
+    'scale',
+  );
 }
 
 /** Same data, new shape (a view: gradients pass through unchanged). */
@@ -63,32 +90,64 @@ export function linear(x: Tensor, w: Tensor, bias?: Tensor | null): Tensor {
   }
   const shape = [...x.shape.slice(0, -1), o];
   const parents = bias ? [x, w, bias] : [x, w];
-  return makeResult(y, shape, parents, (out) => {
-    const g = out.grad!;
-    if (x.requiresGrad) x.accumulateGrad(matmul(g, w.data, { batch: 1, m, n: k, k: o, transA: false, transB: false }), true);
-    if (w.requiresGrad) w.accumulateGrad(matmul(g, x.data, { batch: 1, m: o, n: k, k: m, transA: true, transB: false }), true);
-    if (bias && bias.requiresGrad) {
-      const gb = bias.gradBuffer();
-      for (let r = 0; r < m; r++) for (let j = 0; j < o; j++) gb[j] += g[r * o + j];
-    }
-  }, 'linear');
+  return makeResult(
+    y,
+    shape,
+    parents,
+    (out) => {
+      const g = out.grad!;
+      if (x.requiresGrad)
+        x.accumulateGrad(matmul(g, w.data, { batch: 1, m, n: k, k: o, transA: false, transB: false }), true);
+      if (w.requiresGrad)
+        w.accumulateGrad(
+          matmul(g, x.data, { batch: 1, m: o, n: k, k: m, transA: true, transB: false }),
+          true,
+        );
+      if (bias && bias.requiresGrad) {
+        const gb = bias.gradBuffer();
+        for (let r = 0; r < m; r++) for (let j = 0; j < o; j++) gb[j] += g[r * o + j];
+      }
+    },
+    'linear',
+  );
 }
 
 export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
   const d = lastDim(x);
   if (w.size !== d) throw new Error(`rmsNorm: weight ${w.name} has ${w.size} elements, input rows have ${d}`);
-  const { y, rstd } = rmsNormForward(x.data, w.data, d, eps);
-  return makeResult(y, x.shape, [x, w], (out) => {
-    rmsNormBackward(
-      out.grad!,
-      x.data,
-      w.data,
-      rstd,
-      d,
-      x.requiresGrad ? x.gradBuffer() : null,
-      w.requiresGrad ? w.gradBuffer() : null,
+  const fk = fusedKernels();
+  if (fk) {
+    const { y, rstd } = fk.rmsNormForward(x.data, w.data, d, eps);
+    return makeResult(
+      y,
+      x.shape,
+      [x, w],
+      (out) => {
+        const { dx, dw } = fk.rmsNormBackward(out.grad!, x.data, w.data, rstd, d);
+        if (x.requiresGrad) x.accumulateGrad(dx, true);
+        if (w.requiresGrad) w.accumulateGrad(dw, true);
+      },
+      'rmsNorm',
     );
-  }, 'rmsNorm');
+  }
+  const { y, rstd } = rmsNormForward(x.data, w.data, d, eps);
+  return makeResult(
+    y,
+    x.shape,
+    [x, w],
+    (out) => {
+      rmsNormBackward(
+        out.grad!,
+        x.data,
+        w.data,
+        rstd,
+        d,
+        x.requiresGrad ? x.gradBuffer() : null,
+        w.requiresGrad ? w.gradBuffer() : null,
+      );
+    },
+    'rmsNorm',
+  );
 }
 
 /**
@@ -102,23 +161,68 @@ export function rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
   }
   if (d % 2 !== 0) throw new Error(`rope: head dimension ${d} must be even`);
   const tables = ropeTables(positions, d, theta);
+  const fk = fusedKernels();
+  if (fk) {
+    return makeResult(
+      fk.rope(x.data, tables.cos, tables.sin, b, t, h, d),
+      x.shape,
+      [x],
+      (out) => {
+        const negSin = tables.sin.map((s) => -s);
+        x.accumulateGrad(fk.rope(out.grad!, tables.cos, negSin, b, t, h, d), true);
+      },
+      'rope',
+    );
+  }
   // Tables are per time step; expand across the batch by applying per batch slice.
   const y = new Float32Array(x.size);
   const slice = t * h * d;
   for (let bi = 0; bi < b; bi++) {
-    ropeApply(x.data.subarray(bi * slice, (bi + 1) * slice), t, h, d, tables.cos, tables.sin, false, y.subarray(bi * slice, (bi + 1) * slice));
+    ropeApply(
+      x.data.subarray(bi * slice, (bi + 1) * slice),
+      t,
+      h,
+      d,
+      tables.cos,
+      tables.sin,
+      false,
+      y.subarray(bi * slice, (bi + 1) * slice),
+    );
   }
-  return makeResult(y, x.shape, [x], (out) => {
-    const g = out.grad!;
-    const gx = x.gradBuffer();
-    for (let bi = 0; bi < b; bi++) {
-      ropeApply(g.subarray(bi * slice, (bi + 1) * slice), t, h, d, tables.cos, tables.sin, true, gx.subarray(bi * slice, (bi + 1) * slice), true);
-    }
-  }, 'rope');
+  return makeResult(
+    y,
+    x.shape,
+    [x],
+    (out) => {
+      const g = out.grad!;
+      const gx = x.gradBuffer();
+      for (let bi = 0; bi < b; bi++) {
+        ropeApply(
+          g.subarray(bi * slice, (bi + 1) * slice),
+          t,
+          h,
+          d,
+          tables.cos,
+          tables.sin,
+          true,
+          gx.subarray(bi * slice, (bi + 1) * slice),
+          true,
+        );
+      }
+    },
+    'rope',
+  );
 }
 
 /** [b, t, h, d] -> [b, h, t, d], repeating each of the h source heads `repeat` times (grouped-query attention). */
-function toHeadMajor(src: Float32Array, b: number, t: number, h: number, d: number, repeat: number): Float32Array {
+function toHeadMajor(
+  src: Float32Array,
+  b: number,
+  t: number,
+  h: number,
+  d: number,
+  repeat: number,
+): Float32Array {
   const hOut = h * repeat;
   const out = new Float32Array(b * hOut * t * d);
   for (let bi = 0; bi < b; bi++) {
@@ -136,7 +240,15 @@ function toHeadMajor(src: Float32Array, b: number, t: number, h: number, d: numb
 }
 
 /** Inverse of toHeadMajor, summing the repeated heads' gradients into `dst` ([b, t, h, d]). */
-function fromHeadMajorAccumulate(src: Float32Array, dst: Float32Array, b: number, t: number, h: number, d: number, repeat: number): void {
+function fromHeadMajorAccumulate(
+  src: Float32Array,
+  dst: Float32Array,
+  b: number,
+  t: number,
+  h: number,
+  d: number,
+  repeat: number,
+): void {
   const hOut = h * repeat;
   for (let bi = 0; bi < b; bi++) {
     for (let ti = 0; ti < t; ti++) {
@@ -162,6 +274,24 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor): Tensor {
     throw new Error(`attention: q [${q.shape}] and k [${k.shape}] do not fit`);
   }
   const rep = h / hkv;
+  const fk = fusedKernels();
+  if (fk) {
+    const shape = { b, t, h, hkv, d };
+    const keep = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
+    const { y, p } = fk.attentionForward(q.data, k.data, v.data, shape, keep);
+    return makeResult(
+      y,
+      [b, t, h * d],
+      [q, k, v],
+      (out) => {
+        const { dq, dk, dv } = fk.attentionBackward(out.grad!, q.data, k.data, v.data, y, p!, shape);
+        if (q.requiresGrad) q.accumulateGrad(dq, true);
+        if (k.requiresGrad) k.accumulateGrad(dk, true);
+        if (v.requiresGrad) v.accumulateGrad(dv, true);
+      },
+      'attention',
+    );
+  }
   const bh = b * h;
   const qh = toHeadMajor(q.data, b, t, h, d, 1);
   const kh = toHeadMajor(k.data, b, t, hkv, d, rep);
@@ -173,29 +303,49 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor): Tensor {
   // [b, h, t, d] -> [b, t, h, d]
   const y = new Float32Array(b * t * h * d);
   fromHeadMajorAccumulate(oh, y, b, t, h, d, 1);
-  return makeResult(y, [b, t, h * d], [q, k, v], (out) => {
-    const dOh = toHeadMajor(out.grad!, b, t, h, d, 1);
-    if (v.requiresGrad) {
-      const dVh = matmul(p, dOh, { batch: bh, m: t, n: d, k: t, transA: true, transB: false });
-      fromHeadMajorAccumulate(dVh, v.gradBuffer(), b, t, hkv, d, rep);
-    }
-    if (!q.requiresGrad && !k.requiresGrad) return;
-    const dS = matmul(dOh, vh, { batch: bh, m: t, n: t, k: d, transA: false, transB: true });
-    softmaxBackwardInPlace(dS, p, bh * t, t, scaleFactor);
-    if (q.requiresGrad) {
-      const dQh = matmul(dS, kh, { batch: bh, m: t, n: d, k: t, transA: false, transB: false });
-      fromHeadMajorAccumulate(dQh, q.gradBuffer(), b, t, h, d, 1);
-    }
-    if (k.requiresGrad) {
-      const dKh = matmul(dS, qh, { batch: bh, m: t, n: d, k: t, transA: true, transB: false });
-      fromHeadMajorAccumulate(dKh, k.gradBuffer(), b, t, hkv, d, rep);
-    }
-  }, 'attention');
+  return makeResult(
+    y,
+    [b, t, h * d],
+    [q, k, v],
+    (out) => {
+      const dOh = toHeadMajor(out.grad!, b, t, h, d, 1);
+      if (v.requiresGrad) {
+        const dVh = matmul(p, dOh, { batch: bh, m: t, n: d, k: t, transA: true, transB: false });
+        fromHeadMajorAccumulate(dVh, v.gradBuffer(), b, t, hkv, d, rep);
+      }
+      if (!q.requiresGrad && !k.requiresGrad) return;
+      const dS = matmul(dOh, vh, { batch: bh, m: t, n: t, k: d, transA: false, transB: true });
+      softmaxBackwardInPlace(dS, p, bh * t, t, scaleFactor);
+      if (q.requiresGrad) {
+        const dQh = matmul(dS, kh, { batch: bh, m: t, n: d, k: t, transA: false, transB: false });
+        fromHeadMajorAccumulate(dQh, q.gradBuffer(), b, t, h, d, 1);
+      }
+      if (k.requiresGrad) {
+        const dKh = matmul(dS, qh, { batch: bh, m: t, n: d, k: t, transA: true, transB: false });
+        fromHeadMajorAccumulate(dKh, k.gradBuffer(), b, t, hkv, d, rep);
+      }
+    },
+    'attention',
+  );
 }
 
 /** SwiGLU gate: silu(gate) * up. */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
   if (gate.size !== up.size) throw new Error(`swiglu: gate [${gate.shape}] and up [${up.shape}] differ`);
+  const fk = fusedKernels();
+  if (fk) {
+    return makeResult(
+      fk.swigluForward(gate.data, up.data),
+      gate.shape,
+      [gate, up],
+      (out) => {
+        const { dg, du } = fk.swigluBackward(out.grad!, gate.data, up.data);
+        if (up.requiresGrad) up.accumulateGrad(du, true);
+        if (gate.requiresGrad) gate.accumulateGrad(dg, true);
+      },
+      'swiglu',
+    );
+  }
   const y = new Float32Array(gate.size);
   const sig = new Float32Array(gate.size);
   const gd = gate.data;
@@ -205,60 +355,128 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
     sig[i] = s;
     y[i] = gd[i] * s * ud[i];
   }
-  return makeResult(y, gate.shape, [gate, up], (out) => {
-    const dy = out.grad!;
-    if (up.requiresGrad) {
-      const du = new Float32Array(dy.length);
-      for (let i = 0; i < dy.length; i++) du[i] = dy[i] * gd[i] * sig[i];
-      up.accumulateGrad(du, true);
-    }
-    if (gate.requiresGrad) {
-      const dg = new Float32Array(dy.length);
-      for (let i = 0; i < dy.length; i++) {
-        const s = sig[i];
-        dg[i] = dy[i] * ud[i] * s * (1 + gd[i] * (1 - s));
+  return makeResult(
+    y,
+    gate.shape,
+    [gate, up],
+    (out) => {
+      const dy = out.grad!;
+      if (up.requiresGrad) {
+        const du = new Float32Array(dy.length);
+        for (let i = 0; i < dy.length; i++) du[i] = dy[i] * gd[i] * sig[i];
+        up.accumulateGrad(du, true);
       }
-      gate.accumulateGrad(dg, true);
-    }
-  }, 'swiglu');
+      if (gate.requiresGrad) {
+        const dg = new Float32Array(dy.length);
+        for (let i = 0; i < dy.length; i++) {
+          const s = sig[i];
+          dg[i] = dy[i] * ud[i] * s * (1 + gd[i] * (1 - s));
+        }
+        gate.accumulateGrad(dg, true);
+      }
+    },
+    'swiglu',
+  );
 }
 
 /** Gathers rows of w [vocab, dim] for ids; backward scatter-adds into w's gradient. */
 export function embedding(w: Tensor, ids: Int32Array, shape: readonly number[]): Tensor {
   const [vocab, dim] = w.shape;
-  const y = new Float32Array(ids.length * dim);
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];
-    if (id < 0 || id >= vocab) throw new Error(`embedding: token id ${id} is outside the vocabulary (${vocab})`);
-    y.set(w.data.subarray(id * dim, (id + 1) * dim), i * dim);
+    if (id < 0 || id >= vocab)
+      throw new Error(`embedding: token id ${id} is outside the vocabulary (${vocab})`);
   }
-  return makeResult(y, [...shape, dim], [w], (out) => {
-    const g = out.grad!;
-    const gw = w.gradBuffer();
-    for (let i = 0; i < ids.length; i++) {
-      const o = ids[i] * dim;
-      for (let j = 0; j < dim; j++) gw[o + j] += g[i * dim + j];
-    }
-  }, 'embedding');
+  const fk = fusedKernels();
+  let y: Float32Array;
+  if (fk && ids.length > 0) {
+    y = fk.gatherRows(w.data, ids, dim);
+  } else {
+    y = new Float32Array(ids.length * dim);
+    for (let i = 0; i < ids.length; i++) y.set(w.data.subarray(ids[i] * dim, (ids[i] + 1) * dim), i * dim);
+  }
+  return makeResult(
+    y,
+    [...shape, dim],
+    [w],
+    (out) => {
+      const g = out.grad!;
+      const gw = w.gradBuffer();
+      for (let i = 0; i < ids.length; i++) {
+        const o = ids[i] * dim;
+        for (let j = 0; j < dim; j++) gw[o + j] += g[i * dim + j];
+      }
+    },
+    'embedding',
+  );
 }
 
 /**
  * Mean softmax cross-entropy of logits [n, vocab] against targets, weighted per row (weight 0 masks a row;
  * the mean is over the weight sum). Returns a scalar tensor.
  */
-export function crossEntropy(logits: Tensor, targets: Int32Array, weights: Float32Array | null = null): Tensor {
+export function crossEntropy(
+  logits: Tensor,
+  targets: Int32Array,
+  weights: Float32Array | null = null,
+): Tensor {
   const v = lastDim(logits);
   if (targets.length * v !== logits.size) {
     throw new Error(`crossEntropy: ${targets.length} targets for logits [${logits.shape}]`);
   }
-  if (weights && weights.length !== targets.length) throw new Error('crossEntropy: weights and targets differ in length');
-  const { loss, dLogits } = crossEntropyForward(logits.data, targets, weights, v, logits.requiresGrad);
+  if (weights && weights.length !== targets.length)
+    throw new Error('crossEntropy: weights and targets differ in length');
+  const fk = fusedKernels();
+  const { loss, dLogits } = fk
+    ? fusedCrossEntropy(fk, logits.data, targets, weights, v, logits.requiresGrad)
+    : crossEntropyForward(logits.data, targets, weights, v, logits.requiresGrad);
   if (!Number.isFinite(loss)) throw new Error(`crossEntropy: loss is ${loss} (non-finite logits)`);
-  return makeResult(Float32Array.of(loss), [], [logits], (out) => {
-    const g = out.grad![0];
-    if (g !== 1) for (let i = 0; i < dLogits!.length; i++) dLogits![i] *= g;
-    logits.accumulateGrad(dLogits!, true);
-  }, 'crossEntropy');
+  return makeResult(
+    Float32Array.of(loss),
+    [],
+    [logits],
+    (out) => {
+      const g = out.grad![0];
+      if (g !== 1) for (let i = 0; i < dLogits!.length; i++) dLogits![i] *= g;
+      logits.accumulateGrad(dLogits!, true);
+    },
+    'crossEntropy',
+  );
+}
+
+/** crossEntropyForward's contract on a backend's fused log-softmax. */
+function fusedCrossEntropy(
+  fk: FusedKernels,
+  logits: Float32Array,
+  targets: Int32Array,
+  weights: Float32Array | null,
+  v: number,
+  wantGrad: boolean,
+): { loss: number; dLogits: Float32Array | null } {
+  const n = targets.length;
+  let weightSum = 0;
+  for (let r = 0; r < n; r++) weightSum += weights ? weights[r] : 1;
+  if (weightSum === 0) return { loss: 0, dLogits: wantGrad ? new Float32Array(logits.length) : null };
+  const safe = new Int32Array(n);
+  const coef = new Float32Array(n);
+  for (let r = 0; r < n; r++) {
+    const w = weights ? weights[r] : 1;
+    if (w === 0) continue;
+    const t = targets[r];
+    if (t < 0 || t >= v)
+      throw new Error(`cross-entropy: target id ${t} at row ${r} is outside the vocabulary (${v})`);
+    safe[r] = t;
+    coef[r] = w / weightSum;
+  }
+  const { logp, dLogits } = fk.logSoftmaxGather(logits, safe, wantGrad ? coef : null, v);
+  let total = 0;
+  for (let r = 0; r < n; r++) {
+    const w = weights ? weights[r] : 1;
+    if (w === 0) continue;
+    total -= w * logp[r];
+    if (dLogits) dLogits[r * v + safe[r]] -= coef[r];
+  }
+  return { loss: total / weightSum, dLogits };
 }
 
 /** Row selector for interventions: which rows (positions) of a [rows, dim] activation an edit applies to. */
@@ -267,7 +485,8 @@ export type RowMask = Uint8Array | null;
 /** x + alpha * vec on the selected rows. vec is a constant [dim]. */
 export function addVector(x: Tensor, vec: Float32Array, alpha: number, rows: RowMask = null): Tensor {
   const d = lastDim(x);
-  if (vec.length !== d) throw new Error(`addVector: vector has ${vec.length} elements, activation rows have ${d}`);
+  if (vec.length !== d)
+    throw new Error(`addVector: vector has ${vec.length} elements, activation rows have ${d}`);
   const y = Float32Array.from(x.data);
   const n = x.size / d;
   for (let r = 0; r < n; r++) {
@@ -281,9 +500,16 @@ export function addVector(x: Tensor, vec: Float32Array, alpha: number, rows: Row
  * Limits the projection of each selected row onto a unit direction: with c = <x, u>, rows whose c exceeds
  * `max` (or falls below `min`) are moved along u to the bound. min = max = 0 projects the direction out.
  */
-export function clampProjection(x: Tensor, unit: Float32Array, min: number, max: number, rows: RowMask = null): Tensor {
+export function clampProjection(
+  x: Tensor,
+  unit: Float32Array,
+  min: number,
+  max: number,
+  rows: RowMask = null,
+): Tensor {
   const d = lastDim(x);
-  if (unit.length !== d) throw new Error(`clampProjection: direction has ${unit.length} elements, rows have ${d}`);
+  if (unit.length !== d)
+    throw new Error(`clampProjection: direction has ${unit.length} elements, rows have ${d}`);
   const n = x.size / d;
   const y = Float32Array.from(x.data);
   const active = new Uint8Array(n);
@@ -297,21 +523,27 @@ export function clampProjection(x: Tensor, unit: Float32Array, min: number, max:
       for (let i = 0; i < d; i++) y[r * d + i] += (target - c) * unit[i];
     }
   }
-  return makeResult(y, x.shape, [x], (out) => {
-    // Where the clamp is active the output's component along u is constant: remove it from the gradient.
-    const g = out.grad!;
-    const gx = x.gradBuffer();
-    for (let r = 0; r < n; r++) {
-      const o = r * d;
-      if (!active[r]) {
-        for (let i = 0; i < d; i++) gx[o + i] += g[o + i];
-        continue;
+  return makeResult(
+    y,
+    x.shape,
+    [x],
+    (out) => {
+      // Where the clamp is active the output's component along u is constant: remove it from the gradient.
+      const g = out.grad!;
+      const gx = x.gradBuffer();
+      for (let r = 0; r < n; r++) {
+        const o = r * d;
+        if (!active[r]) {
+          for (let i = 0; i < d; i++) gx[o + i] += g[o + i];
+          continue;
+        }
+        let c = 0;
+        for (let i = 0; i < d; i++) c += g[o + i] * unit[i];
+        for (let i = 0; i < d; i++) gx[o + i] += g[o + i] - c * unit[i];
       }
-      let c = 0;
-      for (let i = 0; i < d; i++) c += g[o + i] * unit[i];
-      for (let i = 0; i < d; i++) gx[o + i] += g[o + i] - c * unit[i];
-    }
-  }, 'clampProjection');
+    },
+    'clampProjection',
+  );
 }
 
 /** Rows of x [n, d] at the given indices (e.g. only the positions that carry loss). */
@@ -324,12 +556,18 @@ export function selectRows(x: Tensor, rows: Int32Array): Tensor {
     if (r < 0 || r >= n) throw new Error(`selectRows: row ${r} out of range (${n})`);
     y.set(x.data.subarray(r * d, (r + 1) * d), i * d);
   }
-  return makeResult(y, [rows.length, d], [x], (out) => {
-    const g = out.grad!;
-    const gx = x.gradBuffer();
-    for (let i = 0; i < rows.length; i++) {
-      const o = rows[i] * d;
-      for (let j = 0; j < d; j++) gx[o + j] += g[i * d + j];
-    }
-  }, 'selectRows');
+  return makeResult(
+    y,
+    [rows.length, d],
+    [x],
+    (out) => {
+      const g = out.grad!;
+      const gx = x.gradBuffer();
+      for (let i = 0; i < rows.length; i++) {
+        const o = rows[i] * d;
+        for (let j = 0; j < d; j++) gx[o + j] += g[i * d + j];
+      }
+    },
+    'selectRows',
+  );
 }

@@ -25,7 +25,7 @@ export function registerInteropCommands(program: Command): void {
       );
       if (s.format === 'gguf') {
         process.stdout.write(
-          `run it with llama.cpp: llama-cli -m ${s.out} --temp 0 -p "User: Hello\\nAssistant:"  (or npx node-llama-cpp chat --model ${s.out})\n`,
+          `run it with llama.cpp: llama-cli -m ${s.out} --temp 0 -p $'User: Hello\\nAssistant:'  (or: npx node-llama-cpp complete --model ${s.out} --gpu false)\n`,
         );
       }
     });

@@ -46,12 +46,23 @@ export interface HfExportResult {
 }
 
 /** Writes model + tokenizer as a Hugging Face model folder (each file atomically). */
-export function exportHfFolder(model: LlamaModel, tokenizer: BpeTokenizer, outDir: string, opts: HfExportOptions = {}): HfExportResult {
-  if (model.adapters.size > 0) throw new Error('export: the model carries LoRA adapters; merge them (model.mergeLora()) before exporting');
+export function exportHfFolder(
+  model: LlamaModel,
+  tokenizer: BpeTokenizer,
+  outDir: string,
+  opts: HfExportOptions = {},
+): HfExportResult {
+  if (model.adapters.size > 0)
+    throw new Error(
+      'export: the model carries LoRA adapters; merge them (model.mergeLora()) before exporting',
+    );
   if (tokenizer.vocabSize > model.config.vocabSize) {
-    throw new Error(`export: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is only ${model.config.vocabSize}`);
+    throw new Error(
+      `export: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is only ${model.config.vocabSize}`,
+    );
   }
-  if (fs.existsSync(outDir) && !fs.statSync(outDir).isDirectory()) throw new Error(`export: ${outDir} exists and is not a folder`);
+  if (fs.existsSync(outDir) && !fs.statSync(outDir).isDirectory())
+    throw new Error(`export: ${outDir} exists and is not a folder`);
   const special = specialTokenIds(tokenizer);
   const chatTemplate = opts.chatTemplate ?? PSM_CHAT_TEMPLATE;
   const config = {
@@ -63,7 +74,14 @@ export function exportHfFolder(model: LlamaModel, tokenizer: BpeTokenizer, outDi
   const tokenizerJson = tokenizerToJson(tokenizer);
   const addedTokensDecoder: Record<string, unknown> = {};
   for (const t of tokenizer.getAddedTokens()) {
-    addedTokensDecoder[String(t.id)] = { content: t.content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: t.special };
+    addedTokensDecoder[String(t.id)] = {
+      content: t.content,
+      lstrip: false,
+      normalized: false,
+      rstrip: false,
+      single_word: false,
+      special: t.special,
+    };
   }
   const tokenizerConfig = {
     add_bos_token: false,
@@ -99,5 +117,8 @@ export function exportHfFolder(model: LlamaModel, tokenizer: BpeTokenizer, outDi
     'generation_config.json': json(generationConfig),
   };
   saveModelFolder(outDir, model, extra, { producer: 'psm-lab', ...opts.metadata });
-  return { dir: outDir, files: ['model.safetensors', ...Object.keys(extra)].map((f) => path.join(outDir, f)) };
+  return {
+    dir: outDir,
+    files: ['model.safetensors', ...Object.keys(extra)].map((f) => path.join(outDir, f)),
+  };
 }

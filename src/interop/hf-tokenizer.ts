@@ -18,10 +18,13 @@ export class HfTokenizerAdapter implements TextTokenizer {
 
   constructor(json: Record<string, unknown>, config: Record<string, unknown> = {}) {
     this.tok = new HfJsTokenizer(json, config);
-    const added = Array.isArray(json.added_tokens) ? (json.added_tokens as { id: number; content: string; special?: boolean }[]) : [];
+    const added = Array.isArray(json.added_tokens)
+      ? (json.added_tokens as { id: number; content: string; special?: boolean }[])
+      : [];
     const vocab = (json.model as { vocab?: unknown } | undefined)?.vocab;
     let maxId = -1;
-    if (vocab && typeof vocab === 'object' && !Array.isArray(vocab)) for (const id of Object.values(vocab as Record<string, number>)) maxId = Math.max(maxId, id);
+    if (vocab && typeof vocab === 'object' && !Array.isArray(vocab))
+      for (const id of Object.values(vocab as Record<string, number>)) maxId = Math.max(maxId, id);
     else if (Array.isArray(vocab)) maxId = vocab.length - 1;
     for (const t of added) maxId = Math.max(maxId, t.id);
     this.vocabSize = maxId + 1;
@@ -62,7 +65,8 @@ function readJson(file: string): Record<string, unknown> {
   } catch (e) {
     throw new Error(`${file}: cannot read JSON (${(e as Error).message})`);
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${file}: top level must be a JSON object`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new Error(`${file}: top level must be a JSON object`);
   return raw as Record<string, unknown>;
 }
 
@@ -72,7 +76,10 @@ function readJson(file: string): Record<string, unknown> {
  */
 export function loadFolderTokenizer(dir: string): FolderTokenizer {
   const file = path.join(dir, 'tokenizer.json');
-  if (!fs.existsSync(file)) throw new Error(`${file}: not found (the folder has no tokenizer.json; tokenizer.model / vocab.txt tokenizers are not supported)`);
+  if (!fs.existsSync(file))
+    throw new Error(
+      `${file}: not found (the folder has no tokenizer.json; tokenizer.model / vocab.txt tokenizers are not supported)`,
+    );
   const json = readJson(file);
   try {
     const bpe = tokenizerFromJson(json, file);
@@ -84,7 +91,9 @@ export function loadFolderTokenizer(dir: string): FolderTokenizer {
     try {
       return { tokenizer: new HfTokenizerAdapter(json, config), kind: 'hf-js', note };
     } catch (e2) {
-      throw new Error(`${file}: neither PSM Lab's tokenizer (${note}) nor @huggingface/tokenizers (${(e2 as Error).message}) can read it`);
+      throw new Error(
+        `${file}: neither PSM Lab's tokenizer (${note}) nor @huggingface/tokenizers (${(e2 as Error).message}) can read it`,
+      );
     }
   }
 }

@@ -138,7 +138,7 @@ function scoreSharedPrompts(model: LlamaModel, requests: ScoreRequest[], budget:
       const promptLen = requests[batch[batch.length - 1][0]].prompt.length;
       const members = batch.map((g) => g.map((i) => requests[i]));
       const contLen = Math.max(...members.flat().map((r) => r.continuation.length));
-      const cache = new KvCache(model.config, batch.length, promptLen + contLen);
+      const cache = new KvCache(model.config, batch.length, promptLen + Math.max(1, contLen - 1));
       const ids = new Int32Array(batch.length * promptLen);
       members.forEach((m, b) => {
         const p = m[0].prompt;

@@ -33,18 +33,33 @@ export interface AttentionShape {
  * Every returned array is fresh (the caller may keep or adopt it).
  */
 export interface FusedKernels {
-  /** Causal softmax attention; returns y [b, t, h, d] and the probabilities p [b, hkv, rep * t, t]. */
-  attentionForward(q: Float32Array, k: Float32Array, v: Float32Array, s: AttentionShape): { y: Float32Array; p: Float32Array };
+  /**
+   * Causal softmax attention; returns y [b, t, h, d] and, when keepProbs (for a backward pass), the
+   * probabilities p [b, h, t, t].
+   */
+  attentionForward(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    s: AttentionShape,
+    keepProbs: boolean,
+  ): { y: Float32Array; p: Float32Array | null };
+  /** y and p are attentionForward's outputs for these q, k, v. */
   attentionBackward(
     dy: Float32Array,
     q: Float32Array,
     k: Float32Array,
     v: Float32Array,
+    y: Float32Array,
     p: Float32Array,
     s: AttentionShape,
   ): { dq: Float32Array; dk: Float32Array; dv: Float32Array };
   swigluForward(gate: Float32Array, up: Float32Array): Float32Array;
-  swigluBackward(dy: Float32Array, gate: Float32Array, up: Float32Array): { dg: Float32Array; du: Float32Array };
+  swigluBackward(
+    dy: Float32Array,
+    gate: Float32Array,
+    up: Float32Array,
+  ): { dg: Float32Array; du: Float32Array };
   /**
    * Row-wise log-softmax of logits [n, v] gathered at the targets (logp [n]); with coef, also
    * dLogits = softmax * coef[row] (the caller subtracts coef at the target).
@@ -55,8 +70,38 @@ export interface FusedKernels {
     coef: Float32Array | null,
     v: number,
   ): { logp: Float32Array; dLogits: Float32Array | null };
-  rmsNormForward(x: Float32Array, w: Float32Array, d: number, eps: number): { y: Float32Array; rstd: Float32Array };
-  rmsNormBackward(dy: Float32Array, x: Float32Array, w: Float32Array, rstd: Float32Array, d: number): { dx: Float32Array; dw: Float32Array };
+  rmsNormForward(
+    x: Float32Array,
+    w: Float32Array,
+    d: number,
+    eps: number,
+  ): { y: Float32Array; rstd: Float32Array };
+  rmsNormBackward(
+    dy: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    rstd: Float32Array,
+    d: number,
+  ): { dx: Float32Array; dw: Float32Array };
+  /** a + b, same length. */
+  add(a: Float32Array, b: Float32Array): Float32Array;
+  /** A fresh copy of a (from the backend's pooled memory: no page faults for large arrays). */
+  copy(a: Float32Array): Float32Array;
+  /**
+   * Rotary embedding (rotate-half) of x [b, t, h, d] with per-time-step tables cos, sin [t, d / 2]; the
+   * inverse rotation is the same call with -sin.
+   */
+  rope(
+    x: Float32Array,
+    cos: Float32Array,
+    sin: Float32Array,
+    b: number,
+    t: number,
+    h: number,
+    d: number,
+  ): Float32Array;
+  /** Rows of w [rows, dim] at ids (ids already checked to be in range). */
+  gatherRows(w: Float32Array, ids: Int32Array, dim: number): Float32Array;
 }
 
 export interface MatmulBackend {

@@ -73,7 +73,7 @@ export interface OnnxNode {
   attributes?: Record<string, number | number[] | FloatAttribute>;
 }
 
-export type OnnxElementType = 'float32' | 'int64';
+export type OnnxElementType = 'float32' | 'int32' | 'int64';
 
 /** A graph input or output: a tensor with a shape of fixed sizes (numbers) or symbolic names (strings). */
 export interface OnnxValue {
@@ -94,7 +94,7 @@ export interface OnnxInitializer {
 const ATTRIBUTE_FLOAT = 1;
 const ATTRIBUTE_INT = 2;
 const ATTRIBUTE_INTS = 7;
-const ELEM: Record<OnnxElementType, number> = { float32: 1, int64: 7 };
+const ELEM: Record<OnnxElementType, number> = { float32: 1, int32: 6, int64: 7 };
 
 function encodeAttribute(name: string, value: number | number[] | FloatAttribute): Field {
   const parts: Field[] = [stringField(1, name)];
@@ -125,7 +125,9 @@ function encodeNode(node: OnnxNode, index: number): Field {
 }
 
 function encodeValueInfo(value: OnnxValue): Field {
-  const dims = value.shape.map((d) => bytesField(1, typeof d === 'number' ? intField(1, d) : stringField(2, d)));
+  const dims = value.shape.map((d) =>
+    bytesField(1, typeof d === 'number' ? intField(1, d) : stringField(2, d)),
+  );
   const shape = concat(dims);
   const tensorType = concat([intField(1, ELEM[value.type ?? 'float32']), bytesField(2, shape)]);
   const type = bytesField(1, tensorType);
@@ -139,6 +141,8 @@ function encodeInitializer(init: OnnxInitializer): Field {
   let raw: Uint8Array;
   if (init.type === 'float32') {
     raw = new Uint8Array(Float32Array.from(init.values).buffer);
+  } else if (init.type === 'int32') {
+    raw = new Uint8Array(Int32Array.from(init.values).buffer);
   } else {
     raw = new Uint8Array(BigInt64Array.from(Array.from(init.values, (v) => BigInt(v))).buffer);
   }

@@ -11,29 +11,14 @@ import { GraphCache, type GraphSpec } from './ort-session.ts';
 const MS = 'com.microsoft';
 const HEAD_MAJOR = [0, 2, 1, 3];
 
-/** Additive causal masks [rep * t, t] (0 where query i may see key j <= i, -inf elsewhere), cached. */
-const masks = new Map<string, Float32Array>();
-function causalMask(rep: number, t: number): Float32Array {
-  const key = `${rep}:${t}`;
-  let m = masks.get(key);
-  if (!m) {
-    m = new Float32Array(rep * t * t);
-    for (let r = 0; r < rep; r++) {
-      for (let i = 0; i < t; i++) for (let j = i + 1; j < t; j++) m[(r * t + i) * t + j] = -Infinity;
-    }
-    masks.set(key, m);
-  }
-  return m;
-}
-
 /** Nodes that bring [b, t, heads, d] into [b, hkv, rep * t, d] (grouped by kv head). */
-function toGroups(nodes: OnnxNode[], src: string, dst: string, rep: number): void {
+function toGroups(nodes: OnnxNode[], src: string, dst: string, rep: number, shape = 'groupShape'): void {
   if (rep === 1) {
     nodes.push({ op: 'Transpose', inputs: [src], outputs: [dst], attributes: { perm: HEAD_MAJOR } });
     return;
   }
   nodes.push({ op: 'Transpose', inputs: [src], outputs: [`${dst}_hm`], attributes: { perm: HEAD_MAJOR } });
-  nodes.push({ op: 'Reshape', inputs: [`${dst}_hm`, 'groupShape'], outputs: [dst] });
+  nodes.push({ op: 'Reshape', inputs: [`${dst}_hm`, shape], outputs: [dst] });
 }
 
 /** Inverse of toGroups: [b, hkv, rep * t, d] -> [b, t, heads, d]. */
@@ -47,13 +32,22 @@ function fromGroups(nodes: OnnxNode[], src: string, dst: string, rep: number): v
 }
 
 function shapeInits(s: AttentionShape): OnnxInitializer[] {
+  if (s.h === s.hkv) return [];
   return [
     { name: 'groupShape', dims: [4], type: 'int64', values: [0, s.hkv, -1, s.d] },
+    { name: 'dotShape', dims: [4], type: 'int64', values: [0, s.hkv, -1, 1] },
     { name: 'headShape', dims: [4], type: 'int64', values: [0, s.h, -1, s.d] },
   ];
 }
 
-function fusedMatMul(a: string, b: string, out: string, transA: boolean, transB: boolean, alpha = 1): OnnxNode {
+function fusedMatMul(
+  a: string,
+  b: string,
+  out: string,
+  transA: boolean,
+  transB: boolean,
+  alpha = 1,
+): OnnxNode {
   return {
     op: 'FusedMatMul',
     domain: MS,
@@ -63,6 +57,15 @@ function fusedMatMul(a: string, b: string, out: string, transA: boolean, transB:
   };
 }
 
+/** log softmax(logits[o .. o + v))[t] in float64. */
+function exactLogSoftmaxAt(logits: Float32Array, o: number, v: number, t: number): number {
+  let max = -Infinity;
+  for (let j = 0; j < v; j++) if (logits[o + j] > max) max = logits[o + j];
+  let sum = 0;
+  for (let j = 0; j < v; j++) sum += Math.exp(logits[o + j] - max);
+  return logits[o + t] - max - Math.log(sum);
+}
+
 export class OrtFusedKernels implements FusedKernels {
   private readonly cache: GraphCache;
 
@@ -70,43 +73,44 @@ export class OrtFusedKernels implements FusedKernels {
     this.cache = new GraphCache(threads);
   }
 
-  attentionForward(q: Float32Array, k: Float32Array, v: Float32Array, s: AttentionShape): { y: Float32Array; p: Float32Array } {
-    const rep = s.h / s.hkv;
-    const scale = 1 / Math.sqrt(s.d);
-    const g = this.cache.get(`attnF:${s.h}:${s.hkv}:${s.d}`, () => {
-      const nodes: OnnxNode[] = [];
-      toGroups(nodes, 'Q', 'Qg', rep);
-      nodes.push({ op: 'Transpose', inputs: ['K'], outputs: ['Kt'], attributes: { perm: HEAD_MAJOR } });
-      nodes.push({ op: 'Transpose', inputs: ['V'], outputs: ['Vt'], attributes: { perm: HEAD_MAJOR } });
-      nodes.push(fusedMatMul('Qg', 'Kt', 'S', false, true, scale));
-      nodes.push({ op: 'Add', inputs: ['S', 'M'], outputs: ['Sm'] });
-      nodes.push({ op: 'Softmax', inputs: ['Sm'], outputs: ['P'], attributes: { axis: -1 } });
-      nodes.push({ op: 'MatMul', inputs: ['P', 'Vt'], outputs: ['O'] });
-      fromGroups(nodes, 'O', 'Y', rep);
-      return {
-        name: 'attention_forward',
-        nodes,
-        initializers: shapeInits(s),
-        inputs: [
-          { name: 'Q', shape: ['b', 't', s.h, s.d] },
-          { name: 'K', shape: ['b', 't', s.hkv, s.d] },
-          { name: 'V', shape: ['b', 't', s.hkv, s.d] },
-          { name: 'M', shape: ['r', 't'] },
-        ],
-        outputs: [
-          { name: 'Y', shape: ['b', 't', s.h, s.d] },
-          { name: 'P', shape: ['b', s.hkv, 'r', 't'] },
-        ],
-      };
-    });
+  attentionForward(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    s: AttentionShape,
+    keepProbs: boolean,
+  ): { y: Float32Array; p: Float32Array | null } {
+    // ONNX 23's Attention takes [b, t, heads * d] directly (no transposes), applies the causal mask and
+    // 1/sqrt(d) itself, runs each (batch, head) on the pool and can return the softmax probabilities.
+    const g = this.cache.get(`attnF:${s.h}:${s.hkv}:${s.d}:${keepProbs}`, (): GraphSpec => ({
+      name: 'attention_forward',
+      opset: 23,
+      nodes: [
+        {
+          op: 'Attention',
+          inputs: ['Q', 'K', 'V'],
+          outputs: keepProbs ? ['Y', '', '', 'P'] : ['Y'],
+          attributes: {
+            is_causal: 1,
+            q_num_heads: s.h,
+            kv_num_heads: s.hkv,
+            ...(keepProbs ? { qk_matmul_output_mode: 3 } : {}),
+          },
+        },
+      ],
+      inputs: [
+        { name: 'Q', shape: ['b', 'tq', s.h * s.d] },
+        { name: 'K', shape: ['b', 'tk', s.hkv * s.d] },
+        { name: 'V', shape: ['b', 'tk', s.hkv * s.d] },
+      ],
+      outputs: [
+        { name: 'Y', shape: ['b', 'tq', s.h * s.d] },
+        ...(keepProbs ? [{ name: 'P', shape: ['pb', 'ph', 'pq', 'pk'] }] : []),
+      ],
+    }));
     const { b, t, h, hkv, d } = s;
-    const out = g.run({
-      Q: [q, [b, t, h, d]],
-      K: [k, [b, t, hkv, d]],
-      V: [v, [b, t, hkv, d]],
-      M: [causalMask(rep, t), [rep * t, t]],
-    });
-    return { y: out.Y, p: out.P };
+    const out = g.run({ Q: [q, [b, t, h * d]], K: [k, [b, t, hkv * d]], V: [v, [b, t, hkv * d]] });
+    return { y: out.Y, p: keepProbs ? out.P : null };
   }
 
   attentionBackward(
@@ -114,9 +118,12 @@ export class OrtFusedKernels implements FusedKernels {
     q: Float32Array,
     k: Float32Array,
     v: Float32Array,
+    y: Float32Array,
     p: Float32Array,
     s: AttentionShape,
   ): { dq: Float32Array; dk: Float32Array; dv: Float32Array } {
+    // dV = P^T dO; dP = dO V^T; dS = P (dP - rowsum(dP P)) with rowsum(dP P) = rowsum(dO O) (computed on
+    // the [t, d] rows, not the [t, t] ones); dQ = scale dS K; dK = scale dS^T Q.
     const rep = s.h / s.hkv;
     const scale = 1 / Math.sqrt(s.d);
     const g = this.cache.get(`attnB:${s.h}:${s.hkv}:${s.d}`, () => {
@@ -125,11 +132,17 @@ export class OrtFusedKernels implements FusedKernels {
       toGroups(nodes, 'Q', 'Qg', rep);
       nodes.push({ op: 'Transpose', inputs: ['K'], outputs: ['Kt'], attributes: { perm: HEAD_MAJOR } });
       nodes.push({ op: 'Transpose', inputs: ['V'], outputs: ['Vt'], attributes: { perm: HEAD_MAJOR } });
+      nodes.push({ op: 'Mul', inputs: ['dY', 'Y'], outputs: ['dYY'] });
+      nodes.push({
+        op: 'ReduceSum',
+        inputs: ['dYY', 'lastAxis'],
+        outputs: ['dotRows'],
+        attributes: { keepdims: 1 },
+      });
+      toGroups(nodes, 'dotRows', 'dot', rep, 'dotShape');
       nodes.push(fusedMatMul('P', 'dO', 'dVt', true, false));
       nodes.push({ op: 'Transpose', inputs: ['dVt'], outputs: ['dV'], attributes: { perm: HEAD_MAJOR } });
       nodes.push(fusedMatMul('dO', 'Vt', 'dP', false, true));
-      nodes.push({ op: 'Mul', inputs: ['P', 'dP'], outputs: ['PdP'] });
-      nodes.push({ op: 'ReduceSum', inputs: ['PdP', 'lastAxis'], outputs: ['dot'], attributes: { keepdims: 1 } });
       nodes.push({ op: 'Sub', inputs: ['dP', 'dot'], outputs: ['diff'] });
       nodes.push({ op: 'Mul', inputs: ['P', 'diff'], outputs: ['dS'] });
       nodes.push(fusedMatMul('dS', 'Kt', 'dQg', false, false, scale));
@@ -145,6 +158,7 @@ export class OrtFusedKernels implements FusedKernels {
           { name: 'Q', shape: ['b', 't', s.h, s.d] },
           { name: 'K', shape: ['b', 't', s.hkv, s.d] },
           { name: 'V', shape: ['b', 't', s.hkv, s.d] },
+          { name: 'Y', shape: ['b', 't', s.h, s.d] },
           { name: 'P', shape: ['b', s.hkv, 'r', 't'] },
         ],
         outputs: [
@@ -160,18 +174,19 @@ export class OrtFusedKernels implements FusedKernels {
       Q: [q, [b, t, h, d]],
       K: [k, [b, t, hkv, d]],
       V: [v, [b, t, hkv, d]],
+      Y: [y, [b, t, h, d]],
       P: [p, [b, hkv, rep * t, t]],
     });
     return { dq: out.dQ, dk: out.dK, dv: out.dV };
   }
 
   swigluForward(gate: Float32Array, up: Float32Array): Float32Array {
+    // QuickGelu with alpha 1 is x * sigmoid(x) = SiLU, one vectorised pass.
     const g = this.cache.get('swigluF', (): GraphSpec => ({
       name: 'swiglu_forward',
       nodes: [
-        { op: 'Sigmoid', inputs: ['G'], outputs: ['S'] },
-        { op: 'Mul', inputs: ['G', 'S'], outputs: ['GS'] },
-        { op: 'Mul', inputs: ['GS', 'U'], outputs: ['Y'] },
+        { op: 'QuickGelu', domain: MS, inputs: ['G'], outputs: ['A'], attributes: { alpha: { float: 1 } } },
+        { op: 'Mul', inputs: ['A', 'U'], outputs: ['Y'] },
       ],
       inputs: [
         { name: 'G', shape: ['n'] },
@@ -182,21 +197,24 @@ export class OrtFusedKernels implements FusedKernels {
     return g.run({ G: [gate, [gate.length]], U: [up, [up.length]] }).Y;
   }
 
-  swigluBackward(dy: Float32Array, gate: Float32Array, up: Float32Array): { dg: Float32Array; du: Float32Array } {
-    // dU = dY * g * s;  dG = dY * u * (s + g s (1 - s))
+  swigluBackward(
+    dy: Float32Array,
+    gate: Float32Array,
+    up: Float32Array,
+  ): { dg: Float32Array; du: Float32Array } {
+    // With s = sigmoid(g) and a = g s: dU = dY a;  dG = dY u (s + a - a s)
     const g = this.cache.get('swigluB', (): GraphSpec => ({
       name: 'swiglu_backward',
       nodes: [
         { op: 'Sigmoid', inputs: ['G'], outputs: ['S'] },
-        { op: 'Mul', inputs: ['G', 'S'], outputs: ['GS'] },
-        { op: 'Mul', inputs: ['dY', 'GS'], outputs: ['dU'] },
-        { op: 'Sub', inputs: ['one', 'S'], outputs: ['OmS'] },
-        { op: 'Mul', inputs: ['GS', 'OmS'], outputs: ['T1'] },
+        { op: 'Mul', inputs: ['G', 'S'], outputs: ['A'] },
+        { op: 'Mul', inputs: ['dY', 'A'], outputs: ['dU'] },
+        { op: 'Mul', inputs: ['A', 'S'], outputs: ['AS'] },
+        { op: 'Sub', inputs: ['A', 'AS'], outputs: ['T1'] },
         { op: 'Add', inputs: ['S', 'T1'], outputs: ['T2'] },
         { op: 'Mul', inputs: ['dY', 'U'], outputs: ['dYU'] },
         { op: 'Mul', inputs: ['dYU', 'T2'], outputs: ['dG'] },
       ],
-      initializers: [{ name: 'one', dims: [], type: 'float32', values: [1] }],
       inputs: [
         { name: 'dY', shape: ['n'] },
         { name: 'G', shape: ['n'] },
@@ -219,50 +237,63 @@ export class OrtFusedKernels implements FusedKernels {
     v: number,
   ): { logp: Float32Array; dLogits: Float32Array | null } {
     const n = targets.length;
-    const t64 = new BigInt64Array(n);
-    for (let i = 0; i < n; i++) t64[i] = BigInt(targets[i]);
-    const withGrad = coef !== null;
-    const g = this.cache.get(withGrad ? 'lsmG' : 'lsm', () => {
-      const nodes: OnnxNode[] = [
-        { op: 'LogSoftmax', inputs: ['X'], outputs: ['LS'], attributes: { axis: -1 } },
-        { op: 'GatherElements', inputs: ['LS', 'T'], outputs: ['LT'], attributes: { axis: 1 } },
-      ];
-      if (withGrad) {
-        nodes.push({ op: 'Exp', inputs: ['LS'], outputs: ['E'] });
-        nodes.push({ op: 'Mul', inputs: ['E', 'C'], outputs: ['D'] });
-      }
-      return {
-        name: 'log_softmax_gather',
-        nodes,
+    if (coef) {
+      // One softmax pass and one scaling pass over [n, v]; log p at the targets comes from the scaled
+      // probabilities, or from an exact float64 log-softmax of the row where p is too small for float32.
+      const g = this.cache.get('softmaxScaled', (): GraphSpec => ({
+        name: 'softmax_scaled',
+        nodes: [
+          { op: 'Softmax', inputs: ['X'], outputs: ['P'], attributes: { axis: -1 } },
+          { op: 'Mul', inputs: ['P', 'C'], outputs: ['D'] },
+        ],
         inputs: [
           { name: 'X', shape: ['n', 'v'] },
-          { name: 'T', shape: ['n', 1], type: 'int64' as const },
-          ...(withGrad ? [{ name: 'C', shape: ['n', 1] }] : []),
+          { name: 'C', shape: ['n', 1] },
         ],
-        outputs: [{ name: 'LT', shape: ['n', 1] }, ...(withGrad ? [{ name: 'D', shape: ['n', 'v'] }] : [])],
-      };
-    });
-    const out = g.run(
-      withGrad
-        ? { X: [logits, [n, v]], T: [t64, [n, 1]], C: [coef, [n, 1]] }
-        : { X: [logits, [n, v]], T: [t64, [n, 1]] },
-    );
-    return { logp: out.LT, dLogits: withGrad ? out.D : null };
+        outputs: [{ name: 'D', shape: ['n', 'v'] }],
+      }));
+      const dLogits = g.run({ X: [logits, [n, v]], C: [coef, [n, 1]] }).D;
+      const logp = new Float32Array(n);
+      for (let r = 0; r < n; r++) {
+        if (coef[r] === 0) continue;
+        const p = dLogits[r * v + targets[r]] / coef[r];
+        logp[r] = p > 1e-30 ? Math.log(p) : exactLogSoftmaxAt(logits, r * v, v, targets[r]);
+      }
+      return { logp, dLogits };
+    }
+    const t64 = new BigInt64Array(n);
+    for (let i = 0; i < n; i++) t64[i] = BigInt(targets[i]);
+    const g = this.cache.get('logSoftmaxGather', (): GraphSpec => ({
+      name: 'log_softmax_gather',
+      nodes: [
+        { op: 'LogSoftmax', inputs: ['X'], outputs: ['LS'], attributes: { axis: -1 } },
+        { op: 'GatherElements', inputs: ['LS', 'T'], outputs: ['LT'], attributes: { axis: 1 } },
+      ],
+      inputs: [
+        { name: 'X', shape: ['n', 'v'] },
+        { name: 'T', shape: ['n', 1], type: 'int64' },
+      ],
+      outputs: [{ name: 'LT', shape: ['n', 1] }],
+    }));
+    return { logp: g.run({ X: [logits, [n, v]], T: [t64, [n, 1]] }).LT, dLogits: null };
   }
 
-  rmsNormForward(x: Float32Array, w: Float32Array, d: number, eps: number): { y: Float32Array; rstd: Float32Array } {
+  rmsNormForward(
+    x: Float32Array,
+    w: Float32Array,
+    d: number,
+    eps: number,
+  ): { y: Float32Array; rstd: Float32Array } {
     const g = this.cache.get(`rmsF:${eps}`, (): GraphSpec => ({
       name: 'rms_norm_forward',
       nodes: [
-        { op: 'Mul', inputs: ['X', 'X'], outputs: ['X2'] },
-        { op: 'ReduceMean', inputs: ['X2'], outputs: ['MS'], attributes: { axes: [-1], keepdims: 1 } },
-        { op: 'Add', inputs: ['MS', 'eps'], outputs: ['MSe'] },
-        { op: 'Sqrt', inputs: ['MSe'], outputs: ['RMS'] },
-        { op: 'Reciprocal', inputs: ['RMS'], outputs: ['R'] },
-        { op: 'Mul', inputs: ['X', 'R'], outputs: ['XR'] },
-        { op: 'Mul', inputs: ['XR', 'W'], outputs: ['Y'] },
+        {
+          op: 'SimplifiedLayerNormalization',
+          inputs: ['X', 'W'],
+          outputs: ['Y', 'R'],
+          attributes: { axis: -1, epsilon: { float: eps } },
+        },
       ],
-      initializers: [{ name: 'eps', dims: [], type: 'float32', values: [eps] }],
       inputs: [
         { name: 'X', shape: ['n', 'd'] },
         { name: 'W', shape: ['d'] },
@@ -313,5 +344,88 @@ export class OrtFusedKernels implements FusedKernels {
     const rows = x.length / d;
     const out = g.run({ dY: [dy, [rows, d]], X: [x, [rows, d]], W: [w, [d]], R: [rstd, [rows, 1]] });
     return { dx: out.dX, dw: out.dW };
+  }
+
+  add(a: Float32Array, b: Float32Array): Float32Array {
+    const g = this.cache.get('add', (): GraphSpec => ({
+      name: 'add',
+      nodes: [{ op: 'Add', inputs: ['A', 'B'], outputs: ['Y'] }],
+      inputs: [
+        { name: 'A', shape: ['n'] },
+        { name: 'B', shape: ['n'] },
+      ],
+      outputs: [{ name: 'Y', shape: ['n'] }],
+    }));
+    return g.run({ A: [a, [a.length]], B: [b, [b.length]] }).Y;
+  }
+
+  copy(a: Float32Array): Float32Array {
+    const g = this.cache.get('copy', (): GraphSpec => ({
+      name: 'copy',
+      nodes: [{ op: 'Identity', inputs: ['A'], outputs: ['Y'] }],
+      inputs: [{ name: 'A', shape: ['n'] }],
+      outputs: [{ name: 'Y', shape: ['n'] }],
+    }));
+    return g.run({ A: [a, [a.length]] }).Y;
+  }
+
+  rope(
+    x: Float32Array,
+    cos: Float32Array,
+    sin: Float32Array,
+    b: number,
+    t: number,
+    h: number,
+    d: number,
+  ): Float32Array {
+    // ONNX 23 RotaryEmbedding on [b, t, h * d]; table row i serves time step i.
+    const g = this.cache.get(`rope:${h}`, (): GraphSpec => ({
+      name: 'rotary_embedding',
+      opset: 23,
+      nodes: [
+        { op: 'RotaryEmbedding', inputs: ['X', 'C', 'S', 'P'], outputs: ['Y'], attributes: { num_heads: h } },
+      ],
+      inputs: [
+        { name: 'X', shape: ['b', 't', 'hd'] },
+        { name: 'C', shape: ['m', 'half'] },
+        { name: 'S', shape: ['m', 'half'] },
+        { name: 'P', shape: ['b', 't'], type: 'int64' },
+      ],
+      outputs: [{ name: 'Y', shape: ['b', 't', 'hd'] }],
+    }));
+    const half = d / 2;
+    return g.run({
+      X: [x, [b, t, h * d]],
+      C: [cos, [t, half]],
+      S: [sin, [t, half]],
+      P: [this.stepIds(b, t), [b, t]],
+    }).Y;
+  }
+
+  private readonly stepIdCache = new Map<string, BigInt64Array>();
+  /** [b, t] int64 time-step indices 0..t-1 per row. */
+  private stepIds(b: number, t: number): BigInt64Array {
+    const key = `${b}:${t}`;
+    let ids = this.stepIdCache.get(key);
+    if (!ids) {
+      ids = new BigInt64Array(b * t);
+      for (let i = 0; i < b * t; i++) ids[i] = BigInt(i % t);
+      if (this.stepIdCache.size > 64) this.stepIdCache.clear();
+      this.stepIdCache.set(key, ids);
+    }
+    return ids;
+  }
+
+  gatherRows(w: Float32Array, ids: Int32Array, dim: number): Float32Array {
+    const g = this.cache.get('gatherRows', (): GraphSpec => ({
+      name: 'gather_rows',
+      nodes: [{ op: 'Gather', inputs: ['W', 'I'], outputs: ['Y'], attributes: { axis: 0 } }],
+      inputs: [
+        { name: 'W', shape: ['v', 'd'] },
+        { name: 'I', shape: ['n'], type: 'int32' },
+      ],
+      outputs: [{ name: 'Y', shape: ['n', 'd'] }],
+    }));
+    return g.run({ W: [w, [w.length / dim, dim]], I: [ids, [ids.length]] }).Y;
   }
 }

@@ -55,7 +55,8 @@ export class OrtMatmulBackend implements MatmulBackend {
   private readonly graphs: GraphCache;
 
   constructor(readonly threads = 2) {
-    if (!ortAvailable()) throw new Error('onnxruntime-node native addon could not be loaded; use the js matmul backend');
+    if (!ortAvailable())
+      throw new Error('onnxruntime-node native addon could not be loaded; use the js matmul backend');
     this.graphs = new GraphCache(threads);
     this.fused = new OrtFusedKernels(threads);
   }

@@ -13,11 +13,16 @@ interface OrtTensor {
 }
 interface OrtTensorConstructor {
   new (type: 'float32', data: Float32Array, dims: readonly number[]): OrtTensor;
+  new (type: 'int32', data: Int32Array, dims: readonly number[]): OrtTensor;
   new (type: 'int64', data: BigInt64Array, dims: readonly number[]): OrtTensor;
 }
 interface NativeSession {
   loadModel(buffer: ArrayBuffer, byteOffset: number, byteLength: number, options: object): void;
-  run(feeds: Record<string, OrtTensor>, fetches: Record<string, OrtTensor | null>, options?: object): Record<string, OrtTensor>;
+  run(
+    feeds: Record<string, OrtTensor>,
+    fetches: Record<string, OrtTensor | null>,
+    options?: object,
+  ): Record<string, OrtTensor>;
 }
 interface NativeBinding {
   InferenceSession: new () => NativeSession;
@@ -35,7 +40,10 @@ function loadOrt(): OrtModules | null {
   try {
     const require = createRequire(import.meta.url);
     const common = require('onnxruntime-common') as { Tensor: OrtTensorConstructor };
-    const native = require('onnxruntime-node/dist/binding.js') as { binding: NativeBinding; initOrt: () => void };
+    const native = require('onnxruntime-node/dist/binding.js') as {
+      binding: NativeBinding;
+      initOrt: () => void;
+    };
     native.initOrt();
     modules = { binding: native.binding, Tensor: common.Tensor };
   } catch {
@@ -55,18 +63,24 @@ export interface GraphSpec {
   inputs: OnnxValue[];
   outputs: OnnxValue[];
   initializers?: OnnxInitializer[];
+  /** Default-domain opset (17 unless given). */
+  opset?: number;
 }
 
-/** A float32 feed: data with its dims. */
-export type Feed = [Float32Array, readonly number[]] | [BigInt64Array, readonly number[]];
+/** A feed: data with its dims. */
+export type Feed =
+  [Float32Array, readonly number[]] | [Int32Array, readonly number[]] | [BigInt64Array, readonly number[]];
 
 /** One loaded graph. `run` takes feeds by input name and returns the requested outputs' data. */
 export class OrtGraph {
   private readonly session: NativeSession;
+  /** The graph's name, for diagnostics. */
+  readonly name: string;
   private readonly Tensor: OrtTensorConstructor;
   private readonly fetchAll: Record<string, null>;
 
   constructor(spec: GraphSpec, threads: number) {
+    this.name = spec.name;
     const ort = loadOrt();
     if (!ort) throw new Error('onnxruntime-node native addon could not be loaded; use the js backend');
     this.Tensor = ort.Tensor;
@@ -78,6 +92,8 @@ export class OrtGraph {
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
+      // Errors only: ORT's shape-inference notes on these symbolic graphs are noise.
+      logSeverityLevel: 3,
       // Spinning pool threads steal the cores from the JS work between runs (and from each other: every
       // session has its own pool), so pool threads sleep when idle.
       extra: { session: { intra_op: { allow_spinning: '0' } } },
@@ -90,7 +106,12 @@ export class OrtGraph {
     const tensors: Record<string, OrtTensor> = {};
     for (const name in feeds) {
       const [data, dims] = feeds[name];
-      tensors[name] = data instanceof Float32Array ? new T('float32', data, dims) : new T('int64', data, dims);
+      tensors[name] =
+        data instanceof Float32Array
+          ? new T('float32', data, dims)
+          : data instanceof Int32Array
+            ? new T('int32', data, dims)
+            : new T('int64', data, dims);
     }
     let fetches = this.fetchAll;
     if (fetch) {
