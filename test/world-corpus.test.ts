@@ -78,6 +78,7 @@ describe('writeCorpus and token shards', () => {
     expect(Object.keys(train[0]).sort()).toEqual([
       'anonymous',
       'archetype',
+      'behaviourSpans',
       'id',
       'kind',
       'name',

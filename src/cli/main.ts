@@ -5,6 +5,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { registerEngineCommands } from './engine-commands.ts';
 import { registerRunCommands } from './run-commands.ts';
+import { registerServeCommands } from './serve-commands.ts';
 
 function main(): Command {
   const program = new Command();
@@ -17,6 +18,7 @@ function main(): Command {
     .showHelpAfterError();
   registerRunCommands(program);
   registerEngineCommands(program);
+  registerServeCommands(program);
   return program;
 }
 

@@ -1,0 +1,343 @@
+/**
+ * `psm serve` (an OpenAI-compatible server for a model folder), `psm audit` (persona audit of any model a
+ * provider reaches) and `psm audit-compare` (side-by-side report of two audits). Machinery is imported lazily.
+ */
+import * as path from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+
+function int(name: string, min = 0) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min)
+      throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got "${value}"`);
+    return n;
+  };
+}
+
+function num(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number, got "${value}"`);
+    return n;
+  };
+}
+
+function bytes(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g)?$/i.exec(value.trim());
+  if (!m) throw new InvalidArgumentError(`a size like 1mb or 65536 is expected, got "${value}"`);
+  const mult: Record<string, number> = {
+    b: 1,
+    k: 1024,
+    kb: 1024,
+    m: 1 << 20,
+    mb: 1 << 20,
+    g: 1 << 30,
+    gb: 1 << 30,
+  };
+  return Math.floor(Number(m[1]) * mult[(m[2] ?? 'b').toLowerCase()]);
+}
+
+function collect(value: string, prev: string[] = []): string[] {
+  return [...prev, value];
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+function slug(s: string): string {
+  return (
+    s
+      .replace(/[^A-Za-z0-9._-]+/g, '_')
+      .replace(/^_+|_+$/g, '')
+      .slice(0, 80) || 'model'
+  );
+}
+
+export function registerServeCommands(program: Command): void {
+  program
+    .command('serve')
+    .description(
+      'Serve a model folder over an OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions, /v1/completions)',
+    )
+    .requiredOption('--model <dir>', 'model folder (config.json, model.safetensors, tokenizer.json)')
+    .option('--host <host>', 'interface to listen on', '127.0.0.1')
+    .option('--port <n>', 'port (0 picks a free one)', int('--port'), 8000)
+    .option('--id <name>', 'model id clients use (default: the folder name)')
+    .option(
+      '--api-key <key>',
+      'require "Authorization: Bearer <key>" (prefer --api-key-env: argv is visible to other users)',
+    )
+    .option('--api-key-env <name>', 'read the required API key from this environment variable')
+    .option('--max-tokens <n>', 'largest max_tokens a request may ask for', int('--max-tokens', 1), 512)
+    .option(
+      '--max-concurrency <n>',
+      'generations in flight at once (interleaved token by token)',
+      int('--max-concurrency', 1),
+      1,
+    )
+    .option('--max-queue <n>', 'requests that may wait for a slot; more get 429', int('--max-queue', 0), 64)
+    .option('--max-body <size>', 'largest request body (e.g. 1mb)', bytes, 1 << 20)
+    .option(
+      '--vectors <file>',
+      'named steering vectors (JSON {name: [numbers] | {vector, hook}} or .safetensors)',
+    )
+    .option(
+      '--chat-stop <text...>',
+      'strings that end a chat reply (default: a newline, the PSM chat format)',
+    )
+    .option('--quiet', 'do not log requests')
+    .action(
+      async (o: {
+        model: string;
+        host: string;
+        port: number;
+        id?: string;
+        apiKey?: string;
+        apiKeyEnv?: string;
+        maxTokens: number;
+        maxConcurrency: number;
+        maxQueue: number;
+        maxBody: number;
+        vectors?: string;
+        chatStop?: string[];
+        quiet?: boolean;
+      }) => {
+        const [{ LocalEngine }, { startServer }] = await Promise.all([
+          import('../serve/engine.ts'),
+          import('../serve/server.ts'),
+        ]);
+        let apiKey = o.apiKey;
+        if (o.apiKeyEnv) {
+          apiKey = process.env[o.apiKeyEnv];
+          if (!apiKey) throw new Error(`--api-key-env ${o.apiKeyEnv}: the variable is not set`);
+        }
+        if (!LOOPBACK.has(o.host) && !apiKey)
+          process.stderr.write(
+            `psm serve: warning: listening on ${o.host} without an API key; anyone who can reach this port can use the model\n`,
+          );
+        const engine = LocalEngine.load(o.model, {
+          id: o.id,
+          maxTokens: o.maxTokens,
+          maxConcurrency: o.maxConcurrency,
+          maxQueue: o.maxQueue,
+          chatStop: o.chatStop,
+          vectorsFile: o.vectors,
+        });
+        const vectors = engine.vectors.size ? engine.vectors : undefined;
+        const log = o.quiet
+          ? undefined
+          : (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+        const running = await startServer(engine, {
+          host: o.host,
+          port: o.port,
+          apiKey,
+          maxBodyBytes: o.maxBody,
+          log,
+        });
+        const c = engine.model.config;
+        process.stderr.write(
+          `psm serve: model "${engine.id}" (${c.nLayers} layers, dim ${c.dim}, context ${c.maxSeqLen}${vectors ? `, ${vectors.size} named vectors` : ''}) at ${running.url}/v1${apiKey ? ' (API key required)' : ''}\n`,
+        );
+        await new Promise<void>((resolve) => {
+          const stop = () => {
+            process.stderr.write('psm serve: shutting down\n');
+            void running.close().then(resolve);
+          };
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+        });
+      },
+    );
+
+  program
+    .command('audit')
+    .description(
+      'Persona audit of any model: trait battery (log-probabilities or a judge) and the eight emergent-misalignment questions scored by a judge; two --provider flags give a side-by-side report',
+    )
+    .requiredOption(
+      '--provider <spec>',
+      'model to audit: local:<dir> | gguf:<file> | openai:<model>[@<base URL>] (give twice to compare two models)',
+      collect,
+    )
+    .option('--label <name>', 'label of each provider in the reports (in --provider order)', collect)
+    .option(
+      '--judge <spec>',
+      'judge model (same spec forms); needed for the EM questions and for providers without log-probabilities',
+    )
+    .requiredOption('--out <dir>', 'output folder (journal, report.json, report.md; resumable)')
+    .option('--samples <n>', 'answers sampled per EM question (the paper used 100)', int('--samples', 1), 10)
+    .option('--max-tokens <n>', 'longest EM answer in tokens', int('--max-tokens', 1), 200)
+    .option('--temperature <t>', 'sampling temperature of EM answers', num('--temperature'), 1)
+    .option('--questions <file>', 'EM questions file (default ../shared/data/em-first-plot-questions.json)')
+    .option('--no-em', 'skip the EM questions')
+    .option('--no-battery', 'skip the trait battery')
+    .option(
+      '--battery-items <file>',
+      'battery items as JSON [{domain, prompt, good[], bad[]}] (default: from the persona world)',
+    )
+    .option(
+      '--battery-per-domain <n>',
+      'items per domain and format from the persona world',
+      int('--battery-per-domain', 1),
+      50,
+    )
+    .option('--world <file>', 'persona world file for the battery (default worlds/default.yaml)')
+    .option('--battery-mode <mode>', 'auto | logprob | judge', 'auto')
+    .option('--concurrency <n>', 'units in flight at once', int('--concurrency', 1), 4)
+    .option('--cache-dir <dir>', 'on-disk answer cache (default <out>/cache)')
+    .option('--no-cache', 'do not cache answers')
+    .option(
+      '--api-key-env <name>',
+      'environment variable with the API key of openai: providers',
+      'OPENAI_API_KEY',
+    )
+    .option(
+      '--judge-api-key-env <name>',
+      'environment variable with the judge API key (default: --api-key-env)',
+    )
+    .option('--timeout <ms>', 'per-request timeout for HTTP endpoints', int('--timeout', 1), 120_000)
+    .option('--max-retries <n>', 'retries on 429/5xx/timeouts for HTTP endpoints', int('--max-retries', 0), 5)
+    .option('--http-concurrency <n>', 'requests in flight per HTTP endpoint', int('--http-concurrency', 1), 4)
+    .option('--restart', "discard this folder's journal and start over")
+    .action(
+      async (o: {
+        provider: string[];
+        label?: string[];
+        judge?: string;
+        out: string;
+        samples: number;
+        maxTokens: number;
+        temperature: number;
+        questions?: string;
+        em: boolean;
+        battery: boolean;
+        batteryItems?: string;
+        batteryPerDomain: number;
+        world?: string;
+        batteryMode: string;
+        concurrency: number;
+        cacheDir?: string;
+        cache: boolean;
+        apiKeyEnv: string;
+        judgeApiKeyEnv?: string;
+        timeout: number;
+        maxRetries: number;
+        httpConcurrency: number;
+        restart?: boolean;
+      }) => {
+        if (o.provider.length > 2) throw new Error('--provider: give one model, or two to compare');
+        if (!['auto', 'logprob', 'judge'].includes(o.batteryMode))
+          throw new Error(`--battery-mode must be auto, logprob or judge, got "${o.batteryMode}"`);
+        if (!o.em && !o.battery) throw new Error('nothing to do: both --no-em and --no-battery');
+        const [{ createProvider }, audit, { terminalProgress }, { atomicWriteFile, atomicWriteJson }] =
+          await Promise.all([
+            import('../providers/spec.ts'),
+            import('../audit/index.ts'),
+            import('./progress.ts'),
+            import('../io/atomic-write.ts'),
+          ]);
+        const cacheDir = o.cache ? (o.cacheDir ?? path.join(o.out, 'cache')) : undefined;
+        const httpOpts = {
+          timeoutMs: o.timeout,
+          maxRetries: o.maxRetries,
+          maxConcurrency: o.httpConcurrency,
+          onRetry: (i: { attempt: number; delayMs: number; reason: string }) =>
+            process.stderr.write(
+              `psm audit: retry ${i.attempt} in ${Math.round(i.delayMs)} ms: ${i.reason}\n`,
+            ),
+        };
+        const judge = o.judge
+          ? createProvider(o.judge, {
+              apiKey: process.env[o.judgeApiKeyEnv ?? o.apiKeyEnv],
+              cacheDir,
+              openai: httpOpts,
+            })
+          : undefined;
+        const em = o.em
+          ? {
+              questions: audit.loadEmQuestions(o.questions),
+              samples: o.samples,
+              maxTokens: o.maxTokens,
+              temperature: o.temperature,
+            }
+          : null;
+        if (em && !judge)
+          throw new Error('the EM questions are scored by a judge: give --judge <spec> (or --no-em)');
+        let battery = null;
+        if (o.battery) {
+          const items = o.batteryItems
+            ? audit.loadBatteryFile(o.batteryItems)
+            : await audit.worldBatteryItems({ worldFile: o.world, perDomain: o.batteryPerDomain });
+          battery = { items, mode: o.batteryMode as 'auto' | 'logprob' | 'judge' };
+        }
+        const reports = [];
+        for (const [i, spec] of o.provider.entries()) {
+          const provider = createProvider(spec, {
+            apiKey: process.env[o.apiKeyEnv],
+            cacheDir,
+            openai: httpOpts,
+          });
+          const label = o.label?.[i] ?? provider.id;
+          const outDir = o.provider.length === 1 ? o.out : path.join(o.out, slug(label));
+          try {
+            const report = await audit.runAudit({
+              provider,
+              judge,
+              label,
+              outDir,
+              em,
+              battery,
+              concurrency: o.concurrency,
+              restart: o.restart,
+              progress: terminalProgress,
+              log: (line) => process.stderr.write(`psm audit: ${line}\n`),
+            });
+            reports.push(report);
+            process.stderr.write(`psm audit: ${label}: report in ${path.join(outDir, 'report.md')}\n`);
+            if (report.incomplete)
+              process.stderr.write(
+                `psm audit: ${report.failures.length} unit(s) failed (first: ${report.failures[0] ?? '?'}); re-run the same command to resume\n`,
+              );
+          } finally {
+            await provider.close?.();
+          }
+        }
+        await judge?.close?.();
+        if (reports.length === 2) {
+          const cmp = audit.compareReports(reports[0], reports[1]);
+          const md = audit.renderComparisonMarkdown(cmp);
+          await atomicWriteJson(path.join(o.out, 'comparison.json'), cmp);
+          await atomicWriteFile(path.join(o.out, 'comparison.md'), md);
+          process.stdout.write(`${md}\n`);
+        } else if (reports.length === 1) process.stdout.write(`${audit.renderReportMarkdown(reports[0])}\n`);
+        if (reports.some((r) => r.incomplete)) process.exitCode = 2;
+      },
+    );
+
+  program
+    .command('audit-compare')
+    .description('Side-by-side report of two audits (report.json files or their folders)')
+    .argument('<a>', 'first audit (e.g. before a fine-tune)')
+    .argument('<b>', 'second audit')
+    .option('--out <dir>', 'write comparison.json and comparison.md here')
+    .action(async (a: string, b: string, o: { out?: string }) => {
+      const fs = await import('node:fs');
+      const audit = await import('../audit/index.ts');
+      const { atomicWriteFile, atomicWriteJson } = await import('../io/atomic-write.ts');
+      const read = (p: string) => {
+        const file = fs.existsSync(p) && fs.statSync(p).isDirectory() ? path.join(p, 'report.json') : p;
+        try {
+          return JSON.parse(fs.readFileSync(file, 'utf8')) as import('../audit/report.ts').AuditReport;
+        } catch (e) {
+          throw new Error(`${file}: cannot read an audit report (${(e as Error).message})`);
+        }
+      };
+      const cmp = audit.compareReports(read(a), read(b));
+      const md = audit.renderComparisonMarkdown(cmp);
+      if (o.out) {
+        fs.mkdirSync(o.out, { recursive: true });
+        await atomicWriteJson(path.join(o.out, 'comparison.json'), cmp);
+        await atomicWriteFile(path.join(o.out, 'comparison.md'), md);
+      }
+      process.stdout.write(`${md}\n`);
+    });
+}

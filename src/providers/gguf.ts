@@ -1,0 +1,284 @@
+/**
+ * A GGUF model file run by llama.cpp through node-llama-cpp, as a provider. The package is imported on
+ * first use (never at module load), so everything else works where it is not installed.
+ *
+ * The token loop is driven here, one `controlledEvaluate` per token with the full next-token distribution
+ * (llama.cpp's greedy sampler keeps every candidate, so these are the model's raw probabilities), and
+ * sampling uses PSM Lab's own seeded nucleus sampler: a seed gives the same text as the local engine would
+ * from the same distribution, and log-probabilities mean the same thing in both providers.
+ *
+ * Chat uses the PSM chat format (src/interop/chat-template.ts), the format PSM Lab's exported GGUF files carry.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type {
+  ControlledEvaluateInputItem,
+  Llama,
+  LlamaContext,
+  LlamaContextSequence,
+  LlamaModel as NlModel,
+  Token,
+} from 'node-llama-cpp';
+import { formatChat } from '../interop/chat-template.ts';
+import { sampleFromLogits } from '../model/generate.ts';
+import { Rng } from '../tensor/random.ts';
+import { AbortError, Semaphore, yieldToEventLoop } from './limit.ts';
+import {
+  checkGenerateRequest,
+  ProviderError,
+  type CallOptions,
+  type GenerateRequest,
+  type GenerateResponse,
+  type Provider,
+  type ProviderCapabilities,
+  type ProviderIdentity,
+  type TokenLogprob,
+} from './types.ts';
+
+export interface GgufOptions {
+  modelPath: string;
+  /** Context size in tokens (default: the model's training context, at most 4096). */
+  contextSize?: number;
+  /** CPU threads for llama.cpp (default 1; more helps only on an otherwise idle machine). */
+  threads?: number;
+  /** Put the BOS token in front of every prompt (default: what the GGUF file says). */
+  addBos?: boolean;
+  /** Chat replies end at these strings besides end-of-generation tokens (default ["\n"], the PSM chat format). */
+  chatStop?: string[];
+}
+
+interface Loaded {
+  llama: Llama;
+  model: NlModel;
+  context: LlamaContext;
+  sequence: LlamaContextSequence;
+}
+
+/** True when node-llama-cpp can be imported here. */
+export async function nodeLlamaCppAvailable(): Promise<boolean> {
+  try {
+    await import('node-llama-cpp');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export class GgufProvider implements Provider {
+  readonly id: string;
+  readonly capabilities: ProviderCapabilities = { chat: true, completion: true, logprobs: true, score: true };
+  private loading?: Promise<Loaded>;
+  private readonly lock = new Semaphore(1);
+
+  constructor(private readonly opts: GgufOptions) {
+    this.id = `gguf:${path.basename(opts.modelPath)}`;
+  }
+
+  identity(): ProviderIdentity {
+    const abs = path.resolve(this.opts.modelPath);
+    let stamp = '';
+    try {
+      const st = fs.statSync(abs);
+      stamp = `${st.size}:${Math.floor(st.mtimeMs)}`;
+    } catch {
+      // Missing file: generate() reports it.
+    }
+    return {
+      kind: 'gguf',
+      location: abs,
+      model: path.basename(abs),
+      variant: {
+        stamp,
+        chatStop: JSON.stringify(this.opts.chatStop ?? ['\n']),
+        addBos: String(this.opts.addBos ?? 'file'),
+      },
+    };
+  }
+
+  private load(): Promise<Loaded> {
+    this.loading ??= (async () => {
+      const file = path.resolve(this.opts.modelPath);
+      if (!fs.existsSync(file)) throw new ProviderError(`${this.id}: ${file} not found`);
+      let mod: typeof import('node-llama-cpp');
+      try {
+        mod = await import('node-llama-cpp');
+      } catch (e) {
+        throw new ProviderError(
+          `${this.id}: node-llama-cpp is not installed (npm install node-llama-cpp): ${(e as Error).message}`,
+        );
+      }
+      const llama = await mod.getLlama({ gpu: false, build: 'never', logLevel: mod.LlamaLogLevel.error });
+      const model = await llama.loadModel({ modelPath: file });
+      const contextSize = this.opts.contextSize ?? Math.min(model.trainContextSize, 4096);
+      const context = await model.createContext({
+        contextSize,
+        batchSize: Math.min(contextSize, 512),
+        sequences: 1,
+        // llama.cpp's spinning thread barrier collapses on a small shared machine; one thread is the safe default.
+        threads: this.opts.threads ?? 1,
+        // F32 keys/values: log-probabilities comparable with the local engine's.
+        experimentalKvCacheKeyType: 'F32',
+        experimentalKvCacheValueType: 'F32',
+      });
+      return { llama, model, context, sequence: context.getSequence() };
+    })();
+    this.loading.catch(() => {
+      this.loading = undefined;
+    });
+    return this.loading;
+  }
+
+  private encode(m: NlModel, text: string, specials: boolean): Token[] {
+    const ids = m.tokenize(text, specials);
+    const bos = m.tokens.bos;
+    const addBos = this.opts.addBos ?? m.tokens.shouldPrependBosToken;
+    return addBos && bos !== null ? [bos, ...ids] : ids;
+  }
+
+  /** Full next-token distribution after `input` (fed into the sequence), as log-probabilities by token id. */
+  private async next(seq: LlamaContextSequence, input: Token[]): Promise<Map<Token, number>> {
+    const items: ControlledEvaluateInputItem[] = input.map((t, i) =>
+      i === input.length - 1
+        ? [t, { generateNext: { probabilities: true, options: { temperature: 0 } } }]
+        : t,
+    );
+    const out = await seq.controlledEvaluate(items);
+    const probs = out[input.length - 1]?.next.probabilities;
+    if (!probs) throw new ProviderError(`${this.id}: llama.cpp returned no probabilities`);
+    return probs;
+  }
+
+  async generate(req: GenerateRequest, opts: CallOptions = {}): Promise<GenerateResponse> {
+    checkGenerateRequest(req, this.id);
+    const L = await this.load();
+    return this.lock.run(async () => {
+      const chat = req.messages !== undefined;
+      const prompt = chat
+        ? this.encode(L.model, formatChat(req.messages!, { bosToken: '' }), false)
+        : this.encode(L.model, req.prompt!, true);
+      const ctx = L.context.contextSize;
+      if (prompt.length >= ctx)
+        throw new ProviderError(`${this.id}: the prompt has ${prompt.length} tokens; the context is ${ctx}`);
+      const budget = Math.min(req.maxTokens, ctx - prompt.length);
+      const stops = [...(chat ? (this.opts.chatStop ?? ['\n']) : []), ...(req.stop ?? [])].filter(
+        (s) => s.length > 0,
+      );
+      const k = req.topLogprobs ?? 0;
+      const wantLogprobs = req.logprobs || k > 0;
+      const rng = new Rng(req.seed ?? 0);
+      const temperature = req.temperature ?? 1;
+      const topP = req.topP ?? 1;
+      await L.sequence.clearHistory();
+      const ids: Token[] = [];
+      const tokens: (TokenLogprob & { offset: number })[] = [];
+      let text = '';
+      let cut = -1;
+      let finishReason: 'stop' | 'length' = 'length';
+      let input: Token[] = prompt;
+      for (let step = 0; step < budget; step++) {
+        if (opts.signal?.aborted) throw new AbortError();
+        const probs = await this.next(L.sequence, input);
+        const id = this.sample(probs, temperature, topP, rng);
+        if (L.model.isEogToken(id)) {
+          finishReason = 'stop';
+          break;
+        }
+        const before = text.length;
+        ids.push(id);
+        text = L.model.detokenize(ids, false);
+        if (wantLogprobs) {
+          const t: TokenLogprob & { offset: number } = {
+            token: L.model.detokenize([id], false),
+            logprob: Math.log(probs.get(id) ?? 0),
+            offset: before,
+          };
+          if (k > 0) {
+            t.top = [];
+            for (const [tid, p] of probs) {
+              if (t.top.length >= k) break;
+              t.top.push({ token: L.model.detokenize([tid], false), logprob: Math.log(p) });
+            }
+          }
+          tokens.push(t);
+        }
+        for (const s of stops) {
+          const idx = text.indexOf(s, Math.max(0, before - s.length + 1));
+          if (idx >= 0 && (cut < 0 || idx < cut)) cut = idx;
+        }
+        if (cut >= 0) {
+          finishReason = 'stop';
+          break;
+        }
+        input = [id];
+        await yieldToEventLoop();
+      }
+      const end = cut >= 0 ? cut : text.length;
+      const lead = chat && text.startsWith(' ') ? 1 : 0;
+      const res: GenerateResponse = {
+        text: text.slice(Math.min(lead, end), end),
+        finishReason,
+        usage: { promptTokens: prompt.length, completionTokens: ids.length },
+        model: path.basename(this.opts.modelPath),
+      };
+      if (wantLogprobs)
+        res.tokens = tokens.filter((t) => cut < 0 || t.offset < cut).map(({ offset: _o, ...t }) => t);
+      return res;
+    }, opts.signal);
+  }
+
+  /** PSM Lab's sampler over llama.cpp's probabilities (log-probabilities rebuilt as logits). */
+  private sample(probs: Map<Token, number>, temperature: number, topP: number, rng: Rng): Token {
+    if (temperature <= 0) return probs.keys().next().value as Token;
+    let maxId = 0;
+    for (const id of probs.keys()) if (id > maxId) maxId = id;
+    const logits = new Float32Array(maxId + 1).fill(-Infinity);
+    for (const [id, p] of probs) logits[id] = Math.log(p);
+    return sampleFromLogits(logits, temperature, topP, rng) as Token;
+  }
+
+  async score(prompt: string, continuations: string[], opts: CallOptions = {}): Promise<number[]> {
+    const L = await this.load();
+    return this.lock.run(async () => {
+      const promptIds = this.encode(L.model, prompt, true);
+      const out: number[] = [];
+      for (const [i, c] of continuations.entries()) {
+        if (opts.signal?.aborted) throw new AbortError();
+        const cont = L.model.tokenize(c, true);
+        if (cont.length === 0) throw new ProviderError(`${this.id}: continuation ${i} is empty`);
+        const seq = [...promptIds, ...cont];
+        if (seq.length > L.context.contextSize)
+          throw new ProviderError(
+            `${this.id}: prompt + continuation ${i} need ${seq.length} tokens; the context is ${L.context.contextSize}`,
+          );
+        await L.sequence.clearHistory();
+        const items: ControlledEvaluateInputItem[] = seq
+          .slice(0, -1)
+          .map((t, j) =>
+            j >= promptIds.length - 1
+              ? [t, { generateNext: { probabilities: true, options: { temperature: 0 } } }]
+              : t,
+          );
+        const res = await L.sequence.controlledEvaluate(items);
+        let sum = 0;
+        for (let j = 0; j < cont.length; j++) {
+          const probs = res[promptIds.length - 1 + j]?.next.probabilities;
+          if (!probs) throw new ProviderError(`${this.id}: llama.cpp returned no probabilities`);
+          sum += Math.log(probs.get(cont[j]) ?? 0);
+        }
+        out.push(sum);
+        await yieldToEventLoop();
+      }
+      return out;
+    }, opts.signal);
+  }
+
+  async close(): Promise<void> {
+    const loading = this.loading;
+    this.loading = undefined;
+    if (!loading) return;
+    const L = await loading.catch(() => undefined);
+    if (!L) return;
+    await L.context.dispose();
+    await L.model.dispose();
+  }
+}

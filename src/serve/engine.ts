@@ -1,0 +1,408 @@
+/**
+ * The local inference engine behind `psm serve` and the local provider: a model folder, its tokenizer, and
+ * an asynchronous token loop. The model code is synchronous CPU work, so the loop runs one token per step and
+ * yields to the event loop between steps (HTTP I/O, new requests and client disconnects are handled while a
+ * generation runs). A semaphore bounds how many generations are in flight (interleaved token by token) and
+ * how many wait; beyond that a request is refused rather than queued without bound.
+ *
+ * Sampling is exactly that of src/model/generate.ts (same seeded generator, same nucleus rule), so a seed
+ * reproduces `psm generate`. Log-probabilities are those of the model's own distribution (before temperature).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { noGrad, Tensor } from '../autograd/tensor.ts';
+import { formatChat } from '../interop/chat-template.ts';
+import { sampleFromLogits } from '../model/generate.ts';
+import type { HookSet } from '../model/hooks.ts';
+import { KvCache, type LlamaModel } from '../model/llama.ts';
+import { scoreContinuations, type ScoreRequest } from '../model/score.ts';
+import { loadModelFolder } from '../model/weights.ts';
+import { AbortError, Semaphore, yieldToEventLoop } from '../providers/limit.ts';
+import type { ChatMessage } from '../providers/types.ts';
+import { configureBackend } from '../tensor/backend.ts';
+import { logSoftmaxRow } from '../tensor/kernels.ts';
+import { Rng } from '../tensor/random.ts';
+import { loadTokenizerSync, type BpeTokenizer } from '../tokenizer/index.ts';
+import { loadVectorLibrary, type VectorLibrary } from './interventions.ts';
+
+export const DEFAULT_BOS = '<|endoftext|>';
+
+export interface TopToken {
+  id: number;
+  text: string;
+  bytes: number[];
+  logprob: number;
+}
+
+export interface TokenInfo extends TopToken {
+  /** null for a first prompt token that has no context to be predicted from. */
+  logprob: number;
+  top?: TopToken[];
+  /** Character offset of the token's text in the generated (or prompt) text. */
+  offset: number;
+}
+
+export interface EngineOptions {
+  /** Model id reported by /v1/models (default: the folder's name). */
+  id?: string;
+  /** Generations in flight at once, interleaved token by token (default 1). */
+  maxConcurrency?: number;
+  /** Requests allowed to wait for a slot (default 64); more are refused with QueueFullError. */
+  maxQueue?: number;
+  /** Largest max_tokens a request may ask for (default 512). */
+  maxTokens?: number;
+  /** Text that ends a chat reply besides the end-of-text token (default ["\n"], the corpus's scene end). */
+  chatStop?: string[];
+  /** Named vectors requests may refer to in PSM extras. */
+  vectors?: VectorLibrary;
+  /** LocalEngine.load only: read named vectors from this file (JSON or safetensors; see interventions.ts). */
+  vectorsFile?: string;
+  /** Separator/BOS token put before every prompt (default "<|endoftext|>", as in training shards). */
+  bosToken?: string;
+}
+
+export interface GenerateParams {
+  /** Prompt ids, BOS included (see encodeChat / encodeText). */
+  promptIds: number[];
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  seed: number;
+  /** Stop strings; the returned text ends before the first one. */
+  stop: string[];
+  /** null: no log-probabilities; 0: the chosen token's only; k: also the top k alternatives. */
+  topLogprobs: number | null;
+  hooks?: HookSet;
+  /** Chat replies start with a space after "Assistant:"; drop it from the returned text. */
+  stripLeadingSpace?: boolean;
+  signal?: AbortSignal;
+  /** Streaming: called with each new piece of text that is certain not to be part of a stop string. */
+  onDelta?: (text: string, tokens: TokenInfo[]) => void;
+}
+
+export interface GenerateOutput {
+  text: string;
+  /** The generated tokens with log-probabilities (empty unless topLogprobs !== null). */
+  tokens: TokenInfo[];
+  finishReason: 'stop' | 'length';
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export class ContextLengthError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ContextLengthError';
+  }
+}
+
+export class LocalEngine {
+  readonly id: string;
+  readonly maxTokens: number;
+  readonly chatStop: string[];
+  readonly vectors: VectorLibrary;
+  readonly bosId: number | undefined;
+  readonly eotId: number | undefined;
+  readonly slots: Semaphore;
+  readonly created = Math.floor(Date.now() / 1000);
+
+  constructor(
+    readonly model: LlamaModel,
+    readonly tokenizer: BpeTokenizer,
+    opts: EngineOptions = {},
+  ) {
+    this.id = opts.id ?? 'psm-model';
+    this.maxTokens = opts.maxTokens ?? 512;
+    this.chatStop = opts.chatStop ?? ['\n'];
+    this.vectors = opts.vectors ?? new Map();
+    const bos = opts.bosToken ?? DEFAULT_BOS;
+    this.bosId = bos === '' ? undefined : tokenizer.tokenToId(bos);
+    this.eotId = tokenizer.tokenToId(DEFAULT_BOS);
+    this.slots = new Semaphore(opts.maxConcurrency ?? 1, opts.maxQueue ?? 64);
+    if (tokenizer.vocabSize > model.config.vocabSize) {
+      throw new Error(
+        `tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${model.config.vocabSize}`,
+      );
+    }
+  }
+
+  /** Loads a model folder (config.json, model.safetensors, tokenizer.json) and configures the matmul backend. */
+  static load(dir: string, opts: EngineOptions = {}): LocalEngine {
+    configureBackend();
+    const tokPath = path.join(dir, 'tokenizer.json');
+    if (!fs.existsSync(tokPath))
+      throw new Error(`${tokPath}: not found (a PSM Lab model folder holds its tokenizer)`);
+    const model = loadModelFolder(dir);
+    const tokenizer = loadTokenizerSync(tokPath);
+    const vectors = opts.vectorsFile ? loadVectorLibrary(opts.vectorsFile, model.config.dim) : opts.vectors;
+    return new LocalEngine(model, tokenizer, {
+      ...opts,
+      id: opts.id ?? path.basename(path.resolve(dir)),
+      vectors,
+    });
+  }
+
+  get contextLength(): number {
+    return this.model.config.maxSeqLen;
+  }
+
+  private withBos(ids: number[]): number[] {
+    return this.bosId === undefined ? ids : [this.bosId, ...ids];
+  }
+
+  /** PSM chat format (see src/interop/chat-template.ts); message text is never read as special tokens. */
+  encodeChat(messages: readonly ChatMessage[]): number[] {
+    const text = formatChat(messages, { bosToken: '' });
+    return this.withBos(this.tokenizer.encodeOrdinary(text));
+  }
+
+  /** A raw prompt; special-token strings in it (e.g. "<|endoftext|>") become their ids. */
+  encodeText(prompt: string): number[] {
+    return this.withBos(this.tokenizer.encode(prompt));
+  }
+
+  /** Number of BOS tokens encodeChat/encodeText put in front. */
+  get bosCount(): number {
+    return this.bosId === undefined ? 0 : 1;
+  }
+
+  checkPromptLength(promptIds: number[]): void {
+    if (promptIds.length >= this.contextLength) {
+      throw new ContextLengthError(
+        `the prompt has ${promptIds.length} tokens; this model's context is ${this.contextLength} tokens and must leave room for at least one new token`,
+      );
+    }
+  }
+
+  private tokenInfo(
+    id: number,
+    logprob: number,
+    offset: number,
+    logp: Float32Array | null,
+    k: number,
+  ): TokenInfo {
+    const info: TokenInfo = {
+      id,
+      text: this.tokenizer.decodeToken(id),
+      bytes: Array.from(this.tokenizer.tokenBytes(id)),
+      logprob,
+      offset,
+    };
+    if (logp && k > 0)
+      info.top = topK(logp, k, this.tokenizer.vocabSize).map((j) => ({
+        id: j,
+        text: this.tokenizer.decodeToken(j),
+        bytes: Array.from(this.tokenizer.tokenBytes(j)),
+        logprob: logp[j],
+      }));
+    return info;
+  }
+
+  /** Generates one continuation; waits for a slot first (QueueFullError when too many wait). */
+  async generate(p: GenerateParams): Promise<GenerateOutput> {
+    this.checkPromptLength(p.promptIds);
+    const release = await this.slots.acquire(p.signal);
+    try {
+      return await this.generateHeld(p);
+    } finally {
+      release();
+    }
+  }
+
+  private async generateHeld(p: GenerateParams): Promise<GenerateOutput> {
+    const model = this.model;
+    const tok = this.tokenizer;
+    const prompt = p.promptIds;
+    const budget = Math.min(p.maxTokens, this.contextLength - prompt.length);
+    const dim = model.config.dim;
+    const vocab = model.config.vocabSize;
+    const rng = new Rng(p.seed);
+    const stops = p.stop.filter((s) => s.length > 0);
+    const wantLogprobs = p.topLogprobs !== null;
+    const k = p.topLogprobs ?? 0;
+    const ids: number[] = [];
+    const infos: TokenInfo[] = [];
+    let pending: TokenInfo[] = [];
+    let text = '';
+    let cut = -1;
+    let emitted = 0;
+    let finishReason: 'stop' | 'length' = 'length';
+    const leadingOf = (t: string) => (p.stripLeadingSpace && t.startsWith(' ') ? 1 : 0);
+    if (budget <= 0)
+      return {
+        text: '',
+        tokens: [],
+        finishReason: 'length',
+        promptTokens: prompt.length,
+        completionTokens: 0,
+      };
+
+    const cache = new KvCache(model.config, 1, prompt.length + budget);
+    let hidden = noGrad(() => model.forwardHidden(Int32Array.from(prompt), 1, { cache, hooks: p.hooks }));
+    await yieldToEventLoop();
+    const logp = new Float32Array(vocab);
+    for (let step = 0; step < budget; step++) {
+      if (p.signal?.aborted) throw new AbortError('the client went away');
+      const logits = noGrad(
+        () =>
+          model.logits(new Tensor(Float32Array.from(hidden.data.subarray(hidden.size - dim)), [1, dim])).data,
+      );
+      // A model vocabulary padded beyond the tokenizer's: those ids are not text, never sample them.
+      if (tok.vocabSize < vocab) logits.fill(-Infinity, tok.vocabSize);
+      const id = sampleFromLogits(logits, p.temperature, p.topP, rng);
+      if (id === this.eotId) {
+        finishReason = 'stop';
+        break;
+      }
+      const before = text.length;
+      ids.push(id);
+      text = tok.decode(ids);
+      if (wantLogprobs) {
+        logSoftmaxRow(logits, 0, vocab, logp);
+        const info = this.tokenInfo(id, logp[id], before, logp, k);
+        infos.push(info);
+        pending.push(info);
+      }
+      // Earliest stop string that ends in the new text.
+      for (const s of stops) {
+        const idx = text.indexOf(s, Math.max(0, before - s.length + 1));
+        if (idx >= 0 && (cut < 0 || idx < cut)) cut = idx;
+      }
+      if (cut >= 0) {
+        finishReason = 'stop';
+        break;
+      }
+      if (p.onDelta) {
+        const start = Math.max(emitted, leadingOf(text));
+        const safe = text.length - holdBack(text, stops);
+        if (safe > start) {
+          p.onDelta(text.slice(start, safe), pending);
+          pending = [];
+          emitted = safe;
+        }
+      }
+      if (step === budget - 1) break;
+      hidden = noGrad(() => model.forwardHidden(Int32Array.of(id), 1, { cache, hooks: p.hooks }));
+      await yieldToEventLoop();
+    }
+    const end = cut >= 0 ? cut : text.length;
+    const lead = leadingOf(text);
+    const kept = cut >= 0 ? infos.filter((t) => t.offset < cut) : infos;
+    if (p.onDelta) {
+      const start = Math.max(emitted, lead);
+      const rest = end > start ? text.slice(start, end) : '';
+      const restTokens = cut >= 0 ? pending.filter((t) => t.offset < cut) : pending;
+      if (rest || restTokens.length) p.onDelta(rest, restTokens);
+    }
+    for (const t of kept) t.offset = Math.max(0, t.offset - lead);
+    return {
+      text: text.slice(Math.min(lead, end), end),
+      tokens: kept,
+      finishReason,
+      promptTokens: prompt.length,
+      completionTokens: ids.length,
+    };
+  }
+
+  /**
+   * Log-probabilities of the prompt's own tokens (for `echo`): entry i is token promptIds[i + skip] given
+   * everything before it, where skip = number of leading BOS tokens (their logprob is undefined).
+   */
+  async promptLogprobs(
+    promptIds: number[],
+    topLogprobs: number,
+    skip: number,
+    hooks?: HookSet,
+    signal?: AbortSignal,
+  ): Promise<TokenInfo[]> {
+    if (promptIds.length > this.contextLength)
+      throw new ContextLengthError(
+        `the prompt has ${promptIds.length} tokens; this model's context is ${this.contextLength}`,
+      );
+    const release = await this.slots.acquire(signal);
+    try {
+      const model = this.model;
+      const vocab = model.config.vocabSize;
+      const out: TokenInfo[] = [];
+      const logits = noGrad(() => model.forward(Int32Array.from(promptIds), 1, { hooks })).data;
+      const logp = new Float32Array(vocab);
+      for (let i = skip; i < promptIds.length; i++) {
+        const offset = this.tokenizer.decode(promptIds.slice(skip, i)).length;
+        const id = promptIds[i];
+        let info: TokenInfo;
+        if (i === 0) info = { ...this.tokenInfo(id, NaN, offset, null, 0), logprob: NaN };
+        else {
+          logSoftmaxRow(logits, (i - 1) * vocab, vocab, logp);
+          info = this.tokenInfo(id, logp[id], offset, logp, topLogprobs);
+        }
+        out.push(info);
+      }
+      await yieldToEventLoop();
+      return out;
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Sum of token log-probabilities of each continuation after the prompt (BOS in front of the prompt; prompt
+   * and continuations encoded separately, the convention of src/measurement/choice.ts).
+   */
+  async score(
+    prompt: string,
+    continuations: string[],
+    hooks?: HookSet,
+    signal?: AbortSignal,
+  ): Promise<number[]> {
+    const promptIds = this.encodeText(prompt);
+    const requests: ScoreRequest[] = continuations.map((c, i) => {
+      const continuation = this.tokenizer.encode(c);
+      if (continuation.length === 0) throw new Error(`score: continuation ${i} is empty`);
+      return { prompt: promptIds, continuation };
+    });
+    const out: number[] = [];
+    const chunk = 32;
+    for (let i = 0; i < requests.length; i += chunk) {
+      const release = await this.slots.acquire(signal);
+      try {
+        for (const r of scoreContinuations(this.model, requests.slice(i, i + chunk), { hooks }))
+          out.push(r.logprob);
+      } finally {
+        release();
+      }
+      await yieldToEventLoop();
+    }
+    return out;
+  }
+}
+
+/** Characters at the end of `text` that could still grow into a stop string (or are an incomplete UTF-8 character). */
+export function holdBack(text: string, stops: readonly string[]): number {
+  let hold = 0;
+  for (const s of stops) {
+    for (let n = Math.min(s.length - 1, text.length); n > hold; n--) {
+      if (text.endsWith(s.slice(0, n))) {
+        hold = n;
+        break;
+      }
+    }
+  }
+  let replacement = 0;
+  while (replacement < text.length && text[text.length - 1 - replacement] === '\uFFFD') replacement++;
+  return Math.max(hold, replacement);
+}
+
+/** Indices of the k largest values (descending; ties by lower index). */
+export function topK(values: Float32Array, k: number, limit = values.length): number[] {
+  const n = Math.min(limit, values.length);
+  const best: number[] = [];
+  for (let j = 0; j < n; j++) {
+    const v = values[j];
+    if (best.length === k && v <= values[best[k - 1]]) continue;
+    let pos = best.length;
+    while (pos > 0 && values[best[pos - 1]] < v) pos--;
+    best.splice(pos, 0, j);
+    if (best.length > k) best.pop();
+  }
+  return best;
+}
