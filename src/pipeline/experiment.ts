@@ -577,12 +577,7 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
     pretrainProbes: probeSource,
   };
   const seeds: SeedResult[] = [];
-  for (const seed of config.seeds) seeds.push(await runSeed(ctx, 'standard', seed, undefined));
-  if (config.alignmentPretraining.enabled) {
-    for (const seed of config.seeds)
-      seeds.push(await runSeed(ctx, 'alignment', seed, config.alignmentPretraining.aiMix));
-  }
-  const results: RunResults = {
+  const makeResults = (): RunResults => ({
     version: RESULTS_VERSION,
     createdAt: new Date().toISOString(),
     config,
@@ -593,8 +588,22 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
       untrainedDomains: ctx.untrained,
       finetuneDomain,
     },
-    seeds,
-  };
+    seeds: [...seeds],
+  });
+  const plan: [string, number, unknown][] = config.seeds.map((s) => ['standard', s, undefined]);
+  if (config.alignmentPretraining.enabled)
+    for (const s of config.seeds) plan.push(['alignment', s, config.alignmentPretraining.aiMix]);
+  for (const [variant, seed, aiMix] of plan) {
+    seeds.push(await runSeed(ctx, variant, seed, aiMix));
+    if (seeds.length < plan.length) {
+      // A report after every seed: a long multi-seed run shows its numbers while the rest is still running.
+      const partial = path.join(opts.runDir, 'partial');
+      fs.mkdirSync(partial, { recursive: true });
+      atomicWriteJsonSync(path.join(partial, 'results.json'), makeResults());
+      await renderReport(partial, makeResults());
+    }
+  }
+  const results = makeResults();
   atomicWriteJsonSync(path.join(opts.runDir, 'results.json'), results);
   await renderReport(opts.runDir, results);
   return results;
