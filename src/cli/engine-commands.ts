@@ -4,16 +4,17 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 
 async function loadModelAndTokenizer(dir: string) {
-  const [{ loadModelFolder }, { loadTokenizerSync }, { configureBackend }] = await Promise.all([
+  const [{ loadModelFolder }, { loadFolderTokenizer }, { configureBackend }] = await Promise.all([
     import('../model/weights.ts'),
-    import('../tokenizer/index.ts'),
+    import('../interop/hf-tokenizer.ts'),
     import('../tensor/backend.ts'),
   ]);
   configureBackend();
   const tokPath = path.join(dir, 'tokenizer.json');
   if (!fs.existsSync(tokPath))
     throw new Error(`${tokPath}: not found (a PSM Lab model folder holds its tokenizer)`);
-  return { model: loadModelFolder(dir), tokenizer: loadTokenizerSync(tokPath) };
+  // Imported models (e.g. Qwen2) bring tokenizers PSM Lab's BPE does not read; the folder loader handles both.
+  return { model: loadModelFolder(dir), tokenizer: loadFolderTokenizer(dir).tokenizer };
 }
 
 export function registerEngineCommands(program: Command): void {

@@ -5,6 +5,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { registerEngineCommands } from './engine-commands.ts';
 import { registerRunCommands } from './run-commands.ts';
+import { registerInteropCommands } from './interop-commands.ts';
 import { registerServeCommands } from './serve-commands.ts';
 
 function main(): Command {
@@ -19,6 +20,7 @@ function main(): Command {
   registerRunCommands(program);
   registerEngineCommands(program);
   registerServeCommands(program);
+  registerInteropCommands(program);
   return program;
 }
 

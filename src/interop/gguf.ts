@@ -1,0 +1,1072 @@
+/**
+ * GGUF (v3) writer and reader, for running PSM Lab models in llama.cpp and its ecosystem (node-llama-cpp,
+ * Ollama, LM Studio), and for reading such files back.
+ *
+ * File layout (all little-endian; https://github.com/ggml-org/ggml/blob/master/docs/gguf.md):
+ *   magic "GGUF", u32 version, u64 tensor_count, u64 metadata_kv_count,
+ *   metadata: (string key, u32 value_type, value)*,
+ *   tensor infos: (string name, u32 n_dims, u64 ne[n_dims], u32 ggml_type, u64 offset)*,
+ *   padding to general.alignment (default 32), then the tensor data, each tensor at an aligned offset.
+ * Strings are a u64 byte length plus UTF-8 bytes. ne[0] is the fastest-varying dimension, so a row-major
+ * [out, in] weight has ne = [in, out].
+ *
+ * Models without q/k/v biases are written as architecture "llama", with llama.cpp tensor names (token_embd,
+ * blk.N.attn_q, ..., output_norm, output). llama.cpp's llama architecture rotates interleaved pairs (x[2i],
+ * x[2i+1]) while HF Llama weights (and this engine) rotate halves (x[i], x[i + d/2]), so q and k rows are
+ * permuted exactly as llama.cpp's convert_hf_to_gguf.py does; reading permutes them back. Models with q/k/v
+ * biases (Qwen2 shape) are written as architecture "qwen2", which rotates halves, unpermuted.
+ *
+ * The tokenizer goes in as tokenizer.ggml.model "gpt2" (byte-level BPE: tokens, token types, merges) with the
+ * GPT-2 pre-tokenizer, the bos/eos ids and the chat template.
+ *
+ * The reader checks everything before trusting it: magic, version, counts against the bytes that could hold
+ * them, every length and offset against the file size, value types, tensor types and sizes, alignment, overlaps,
+ * and the architecture; a bad file gets an error naming the file, the offset and the field.
+ */
+import * as fs from 'node:fs';
+import { endianness } from 'node:os';
+import { atomicWriteFileSync } from '../io/atomic-write.ts';
+import { headDim, parseLlamaConfig, type LlamaConfig } from '../model/config.ts';
+import { LlamaModel } from '../model/llama.ts';
+import { BpeTokenizer, type AddedTokenSpec } from '../tokenizer/index.ts';
+import { PSM_CHAT_TEMPLATE } from './chat-template.ts';
+import { halfToFloatTable } from './safetensors-stream.ts';
+import { specialTokenIds } from './hf-export.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Types
+
+export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
+export const GGUF_VERSION = 3;
+export const GGUF_DEFAULT_ALIGNMENT = 32;
+
+export enum GgufValueType {
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
+}
+
+/** A metadata value with its GGUF type. 64-bit integers are bigints; arrays carry their element type. */
+export type GgufValue =
+  | {
+      type:
+        | GgufValueType.UINT8
+        | GgufValueType.INT8
+        | GgufValueType.UINT16
+        | GgufValueType.INT16
+        | GgufValueType.UINT32
+        | GgufValueType.INT32
+        | GgufValueType.FLOAT32
+        | GgufValueType.FLOAT64;
+      value: number;
+    }
+  | { type: GgufValueType.UINT64 | GgufValueType.INT64; value: bigint }
+  | { type: GgufValueType.BOOL; value: boolean }
+  | { type: GgufValueType.STRING; value: string }
+  | { type: GgufValueType.ARRAY; elementType: GgufValueType; value: GgufItem[] };
+
+/** An array element: a scalar, or (for nested arrays) an array of elements. */
+export type GgufItem = number | bigint | boolean | string | GgufItem[];
+
+/** ggml tensor types: [id, elements per block, bytes per block]. */
+export const GGML_TYPES: Record<string, readonly [number, number, number]> = {
+  F32: [0, 1, 4],
+  F16: [1, 1, 2],
+  Q4_0: [2, 32, 18],
+  Q4_1: [3, 32, 20],
+  Q5_0: [6, 32, 22],
+  Q5_1: [7, 32, 24],
+  Q8_0: [8, 32, 34],
+  Q8_1: [9, 32, 36],
+  Q2_K: [10, 256, 84],
+  Q3_K: [11, 256, 110],
+  Q4_K: [12, 256, 144],
+  Q5_K: [13, 256, 176],
+  Q6_K: [14, 256, 210],
+  Q8_K: [15, 256, 292],
+  IQ2_XXS: [16, 256, 66],
+  IQ2_XS: [17, 256, 74],
+  IQ3_XXS: [18, 256, 98],
+  IQ1_S: [19, 256, 50],
+  IQ4_NL: [20, 32, 18],
+  IQ3_S: [21, 256, 110],
+  IQ2_S: [22, 256, 82],
+  IQ4_XS: [23, 256, 136],
+  I8: [24, 1, 1],
+  I16: [25, 1, 2],
+  I32: [26, 1, 4],
+  I64: [27, 1, 8],
+  F64: [28, 1, 8],
+  IQ1_M: [29, 256, 56],
+  BF16: [30, 1, 2],
+  TQ1_0: [34, 256, 54],
+  TQ2_0: [35, 256, 66],
+};
+const GGML_TYPE_BY_ID = new Map(
+  Object.entries(GGML_TYPES).map(([name, [id, block, bytes]]) => [id, { name, block, bytes }]),
+);
+
+export function ggmlTypeName(id: number): string {
+  return GGML_TYPE_BY_ID.get(id)?.name ?? `unknown(${id})`;
+}
+
+export interface GgufTensorInfo {
+  name: string;
+  /** ggml order: dims[0] varies fastest. */
+  dims: number[];
+  type: number;
+  /** Offset from the start of the data section. */
+  offset: number;
+  byteSize: number;
+}
+
+export interface GgufFile {
+  source: string;
+  version: number;
+  alignment: number;
+  metadata: Map<string, GgufValue>;
+  tensors: GgufTensorInfo[];
+  /** Absolute offset of the data section. */
+  dataOffset: number;
+  bytes: Uint8Array;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+const utf8 = new TextEncoder();
+
+class ByteWriter {
+  private buf = new Uint8Array(1 << 16);
+  private view = new DataView(this.buf.buffer);
+  length = 0;
+
+  private ensure(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    let cap = this.buf.length * 2;
+    while (cap < this.length + n) cap *= 2;
+    const next = new Uint8Array(cap);
+    next.set(this.buf.subarray(0, this.length));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+  u8(v: number): void {
+    this.ensure(1);
+    this.view.setUint8(this.length, v);
+    this.length += 1;
+  }
+  u32(v: number): void {
+    this.ensure(4);
+    this.view.setUint32(this.length, v, true);
+    this.length += 4;
+  }
+  i32(v: number): void {
+    this.ensure(4);
+    this.view.setInt32(this.length, v, true);
+    this.length += 4;
+  }
+  u64(v: number | bigint): void {
+    this.ensure(8);
+    this.view.setBigUint64(this.length, BigInt(v), true);
+    this.length += 8;
+  }
+  i64(v: bigint): void {
+    this.ensure(8);
+    this.view.setBigInt64(this.length, v, true);
+    this.length += 8;
+  }
+  f32(v: number): void {
+    this.ensure(4);
+    this.view.setFloat32(this.length, v, true);
+    this.length += 4;
+  }
+  f64(v: number): void {
+    this.ensure(8);
+    this.view.setFloat64(this.length, v, true);
+    this.length += 8;
+  }
+  bytes(b: Uint8Array): void {
+    this.ensure(b.length);
+    this.buf.set(b, this.length);
+    this.length += b.length;
+  }
+  string(s: string): void {
+    const b = utf8.encode(s);
+    this.u64(b.length);
+    this.bytes(b);
+  }
+  pad(alignment: number): void {
+    const n = (alignment - (this.length % alignment)) % alignment;
+    this.ensure(n);
+    this.buf.fill(0, this.length, this.length + n);
+    this.length += n;
+  }
+  result(): Uint8Array {
+    return this.buf.subarray(0, this.length);
+  }
+}
+
+function writeScalar(w: ByteWriter, type: GgufValueType, v: unknown): void {
+  switch (type) {
+    case GgufValueType.UINT8:
+    case GgufValueType.INT8:
+      w.u8(Number(v) & 0xff);
+      return;
+    case GgufValueType.UINT16:
+    case GgufValueType.INT16: {
+      const x = Number(v) & 0xffff;
+      w.u8(x & 0xff);
+      w.u8(x >> 8);
+      return;
+    }
+    case GgufValueType.UINT32:
+      w.u32(Number(v));
+      return;
+    case GgufValueType.INT32:
+      w.i32(Number(v));
+      return;
+    case GgufValueType.FLOAT32:
+      w.f32(Number(v));
+      return;
+    case GgufValueType.FLOAT64:
+      w.f64(Number(v));
+      return;
+    case GgufValueType.UINT64:
+      w.u64(BigInt(v as bigint));
+      return;
+    case GgufValueType.INT64:
+      w.i64(BigInt(v as bigint));
+      return;
+    case GgufValueType.BOOL:
+      w.u8(v ? 1 : 0);
+      return;
+    case GgufValueType.STRING:
+      w.string(String(v));
+      return;
+    default:
+      throw new Error(`gguf: cannot write value type ${type}`);
+  }
+}
+
+function writeValue(w: ByteWriter, v: GgufValue): void {
+  w.u32(v.type);
+  if (v.type === GgufValueType.ARRAY) {
+    if (v.elementType === GgufValueType.ARRAY) throw new Error('gguf: nested arrays are not written');
+    w.u32(v.elementType);
+    w.u64(v.value.length);
+    for (const x of v.value) writeScalar(w, v.elementType, x);
+    return;
+  }
+  writeScalar(w, v.type, v.value);
+}
+
+export const u32 = (value: number): GgufValue => ({ type: GgufValueType.UINT32, value });
+export const f32 = (value: number): GgufValue => ({ type: GgufValueType.FLOAT32, value });
+export const str = (value: string): GgufValue => ({ type: GgufValueType.STRING, value });
+export const bool = (value: boolean): GgufValue => ({ type: GgufValueType.BOOL, value });
+export const arr = (elementType: GgufValueType, value: GgufItem[]): GgufValue => ({
+  type: GgufValueType.ARRAY,
+  elementType,
+  value,
+});
+
+export interface GgufTensorInput {
+  name: string;
+  /** Row-major shape as the engine holds it ([out, in] for a weight); reversed into ggml order on write. */
+  shape: number[];
+  data: Float32Array;
+  type: 'F32' | 'F16';
+}
+
+/** Round-to-nearest-even float32 -> IEEE half bits. */
+export function f32ToF16Bits(x: number): number {
+  const f = new Float32Array([x]);
+  const bits = new Uint32Array(f.buffer)[0];
+  const sign = (bits >>> 16) & 0x8000;
+  const exp = (bits >>> 23) & 0xff;
+  let mant = bits & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && half & 1)) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
+  return sign | half;
+}
+
+/** Serialises metadata and tensors as GGUF v3 chunks (header, then each tensor's bytes, padded). */
+export function serializeGguf(
+  metadata: ReadonlyMap<string, GgufValue>,
+  tensors: readonly GgufTensorInput[],
+  alignment = GGUF_DEFAULT_ALIGNMENT,
+): Uint8Array[] {
+  if (endianness() !== 'LE') throw new Error('gguf: writing requires a little-endian host');
+  if (!Number.isInteger(alignment) || alignment <= 0 || (alignment & (alignment - 1)) !== 0)
+    throw new Error(`gguf: alignment ${alignment} must be a power of two`);
+  const meta = new Map(metadata);
+  if (alignment !== GGUF_DEFAULT_ALIGNMENT) meta.set('general.alignment', u32(alignment));
+  const w = new ByteWriter();
+  w.u32(GGUF_MAGIC);
+  w.u32(GGUF_VERSION);
+  w.u64(tensors.length);
+  w.u64(meta.size);
+  for (const [key, value] of meta) {
+    w.string(key);
+    writeValue(w, value);
+  }
+  const payloads: Uint8Array[] = [];
+  let offset = 0;
+  const names = new Set<string>();
+  for (const t of tensors) {
+    if (names.has(t.name)) throw new Error(`gguf: tensor ${t.name} written twice`);
+    names.add(t.name);
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    if (count !== t.data.length)
+      throw new Error(`gguf: tensor ${t.name} shape [${t.shape}] does not match ${t.data.length} values`);
+    let payload: Uint8Array;
+    if (t.type === 'F32') payload = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    else {
+      const half = new Uint16Array(count);
+      for (let i = 0; i < count; i++) half[i] = f32ToF16Bits(t.data[i]);
+      payload = new Uint8Array(half.buffer);
+    }
+    w.string(t.name);
+    w.u32(t.shape.length);
+    for (let i = t.shape.length - 1; i >= 0; i--) w.u64(t.shape[i]);
+    w.u32(GGML_TYPES[t.type][0]);
+    w.u64(offset);
+    payloads.push(payload);
+    const padded = Math.ceil(payload.byteLength / alignment) * alignment;
+    if (padded > payload.byteLength) payloads.push(new Uint8Array(padded - payload.byteLength));
+    offset += padded;
+  }
+  w.pad(alignment);
+  return [w.result(), ...payloads];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine <-> llama.cpp tensors
+
+/**
+ * HF rotate-half layout -> llama.cpp interleaved layout for the rows of a q or k projection (and its bias):
+ * within each head, row j * (d/2) + i moves to 2 i + j. Same as convert_hf_to_gguf.py's LlamaModel.permute.
+ */
+export function permuteForGguf(data: Float32Array, rows: number, cols: number, nHeads: number): Float32Array {
+  return permuteRows(data, rows, cols, nHeads, false);
+}
+
+/** Inverse of {@link permuteForGguf}. */
+export function unpermuteFromGguf(
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  nHeads: number,
+): Float32Array {
+  return permuteRows(data, rows, cols, nHeads, true);
+}
+
+function permuteRows(
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  nHeads: number,
+  inverse: boolean,
+): Float32Array {
+  const hd = rows / nHeads;
+  if (!Number.isInteger(hd) || hd % 2 !== 0)
+    throw new Error(`gguf: cannot permute ${rows} rows into ${nHeads} heads of even size`);
+  const half = hd / 2;
+  const out = new Float32Array(data.length);
+  for (let h = 0; h < nHeads; h++) {
+    for (let j = 0; j < 2; j++) {
+      for (let i = 0; i < half; i++) {
+        const hfRow = h * hd + j * half + i;
+        const ggRow = h * hd + 2 * i + j;
+        const [src, dst] = inverse ? [ggRow, hfRow] : [hfRow, ggRow];
+        out.set(data.subarray(src * cols, (src + 1) * cols), dst * cols);
+      }
+    }
+  }
+  return out;
+}
+
+const LAYER_NAMES: [hf: string, gguf: string][] = [
+  ['input_layernorm.weight', 'attn_norm.weight'],
+  ['self_attn.q_proj.weight', 'attn_q.weight'],
+  ['self_attn.k_proj.weight', 'attn_k.weight'],
+  ['self_attn.v_proj.weight', 'attn_v.weight'],
+  ['self_attn.q_proj.bias', 'attn_q.bias'],
+  ['self_attn.k_proj.bias', 'attn_k.bias'],
+  ['self_attn.v_proj.bias', 'attn_v.bias'],
+  ['self_attn.o_proj.weight', 'attn_output.weight'],
+  ['post_attention_layernorm.weight', 'ffn_norm.weight'],
+  ['mlp.gate_proj.weight', 'ffn_gate.weight'],
+  ['mlp.up_proj.weight', 'ffn_up.weight'],
+  ['mlp.down_proj.weight', 'ffn_down.weight'],
+];
+
+/** llama.cpp name of an engine (HF) parameter name. */
+export function ggufTensorName(hfName: string): string {
+  if (hfName === 'model.embed_tokens.weight') return 'token_embd.weight';
+  if (hfName === 'model.norm.weight') return 'output_norm.weight';
+  if (hfName === 'lm_head.weight') return 'output.weight';
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hfName);
+  if (m) {
+    const pair = LAYER_NAMES.find(([hf]) => hf === m[2]);
+    if (pair) return `blk.${m[1]}.${pair[1]}`;
+  }
+  throw new Error(`gguf: no llama.cpp name for tensor "${hfName}"`);
+}
+
+/** Engine (HF) name of a llama.cpp tensor name, or undefined. */
+export function hfTensorName(ggufName: string): string | undefined {
+  if (ggufName === 'token_embd.weight') return 'model.embed_tokens.weight';
+  if (ggufName === 'output_norm.weight') return 'model.norm.weight';
+  if (ggufName === 'output.weight') return 'lm_head.weight';
+  const m = /^blk\.(\d+)\.(.+)$/.exec(ggufName);
+  if (!m) return undefined;
+  const pair = LAYER_NAMES.find(([, g]) => g === m[2]);
+  return pair ? `model.layers.${m[1]}.${pair[0]}` : undefined;
+}
+
+/** GGUF architecture for a model: "llama" (rotate interleaved, permuted q/k) or "qwen2" (q/k/v biases). */
+export function ggufArchitecture(config: LlamaConfig): 'llama' | 'qwen2' {
+  return config.qkvBias ? 'qwen2' : 'llama';
+}
+
+export interface GgufExportOptions {
+  /** general.name (default "psm-lab-model"). */
+  name?: string;
+  /** Jinja chat template (default: the PSM world chat format). */
+  chatTemplate?: string;
+  /** Storage type of the 2-D weight matrices (norms and biases stay F32). Default F32. */
+  dtype?: 'F32' | 'F16';
+  alignment?: number;
+}
+
+/** GGUF metadata and tensors for a model and its tokenizer. */
+export function ggufContents(
+  model: LlamaModel,
+  tokenizer: BpeTokenizer,
+  opts: GgufExportOptions = {},
+): { metadata: Map<string, GgufValue>; tensors: GgufTensorInput[] } {
+  const c = model.config;
+  if (model.adapters.size > 0)
+    throw new Error(
+      'gguf export: the model carries LoRA adapters; merge them (model.mergeLora()) before exporting',
+    );
+  if (tokenizer.vocabSize > c.vocabSize)
+    throw new Error(
+      `gguf export: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is only ${c.vocabSize}`,
+    );
+  const arch = ggufArchitecture(c);
+  const dtype = opts.dtype ?? 'F32';
+  const special = specialTokenIds(tokenizer);
+  const md = new Map<string, GgufValue>();
+  md.set('general.architecture', str(arch));
+  md.set('general.name', str(opts.name ?? 'psm-lab-model'));
+  md.set('general.file_type', u32(dtype === 'F32' ? 0 : 1));
+  md.set('general.quantization_version', u32(2));
+  md.set(`${arch}.context_length`, u32(c.maxSeqLen));
+  md.set(`${arch}.embedding_length`, u32(c.dim));
+  md.set(`${arch}.block_count`, u32(c.nLayers));
+  md.set(`${arch}.feed_forward_length`, u32(c.hiddenDim));
+  md.set(`${arch}.attention.head_count`, u32(c.nHeads));
+  md.set(`${arch}.attention.head_count_kv`, u32(c.nKvHeads));
+  md.set(`${arch}.attention.layer_norm_rms_epsilon`, f32(c.normEps));
+  md.set(`${arch}.rope.freq_base`, f32(c.ropeTheta));
+  md.set(`${arch}.rope.dimension_count`, u32(headDim(c)));
+  md.set(`${arch}.vocab_size`, u32(c.vocabSize));
+
+  // Tokenizer: byte-level BPE; the model's vocabulary may be padded beyond the tokenizer's.
+  const tokens = [...tokenizer.getTokens()];
+  const types = tokens.map(() => 1); // NORMAL
+  for (const t of tokenizer.getAddedTokens()) types[t.id] = t.special ? 3 : 4; // CONTROL / USER_DEFINED
+  for (let id = tokens.length; id < c.vocabSize; id++) {
+    tokens.push(`[PAD${id}]`);
+    types.push(5); // UNUSED
+  }
+  md.set('tokenizer.ggml.model', str('gpt2'));
+  md.set('tokenizer.ggml.pre', str('gpt-2'));
+  md.set('tokenizer.ggml.tokens', arr(GgufValueType.STRING, tokens));
+  md.set('tokenizer.ggml.token_type', arr(GgufValueType.INT32, types));
+  md.set(
+    'tokenizer.ggml.merges',
+    arr(
+      GgufValueType.STRING,
+      tokenizer.getMerges().map(([a, b]) => `${a} ${b}`),
+    ),
+  );
+  if (special.bos) md.set('tokenizer.ggml.bos_token_id', u32(special.bos.id));
+  if (special.eos) {
+    md.set('tokenizer.ggml.eos_token_id', u32(special.eos.id));
+    md.set('tokenizer.ggml.padding_token_id', u32(special.eos.id));
+  }
+  md.set('tokenizer.ggml.add_bos_token', bool(false));
+  md.set('tokenizer.ggml.add_eos_token', bool(false));
+  md.set('tokenizer.chat_template', str(opts.chatTemplate ?? PSM_CHAT_TEMPLATE));
+
+  const tensors: GgufTensorInput[] = [];
+  const hd = headDim(c);
+  const push = (hfName: string): void => {
+    const t = model.param(hfName);
+    let data = t.data;
+    if (arch === 'llama' && /self_attn\.(q|k)_proj\.(weight|bias)$/.test(hfName)) {
+      const heads = hfName.includes('q_proj') ? c.nHeads : c.nKvHeads;
+      data = permuteForGguf(data, heads * hd, t.shape.length === 2 ? t.shape[1] : 1, heads);
+    }
+    tensors.push({
+      name: ggufTensorName(hfName),
+      shape: [...t.shape],
+      data,
+      type: t.shape.length === 2 ? dtype : 'F32',
+    });
+  };
+  push('model.embed_tokens.weight');
+  for (let i = 0; i < c.nLayers; i++) {
+    for (const [hf] of LAYER_NAMES) {
+      const name = `model.layers.${i}.${hf}`;
+      if (model.params.has(name)) push(name);
+    }
+  }
+  push('model.norm.weight');
+  if (!c.tieEmbeddings) push('lm_head.weight');
+  return { metadata: md, tensors };
+}
+
+/** Writes model + tokenizer as a GGUF file, atomically. Returns the file size. */
+export function writeGgufFile(
+  file: string,
+  model: LlamaModel,
+  tokenizer: BpeTokenizer,
+  opts: GgufExportOptions = {},
+): number {
+  const { metadata, tensors } = ggufContents(model, tokenizer, opts);
+  const chunks = serializeGguf(metadata, tensors, opts.alignment);
+  atomicWriteFileSync(file, chunks);
+  return chunks.reduce((s, c) => s + c.byteLength, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+/** Bounds-checked little-endian reader; every failure names the file, the offset and what was being read. */
+class ByteReader {
+  pos = 0;
+  private readonly view: DataView;
+  private readonly decoder = new TextDecoder('utf-8', { fatal: true });
+
+  constructor(
+    readonly bytes: Uint8Array,
+    readonly source: string,
+  ) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  get remaining(): number {
+    return this.bytes.byteLength - this.pos;
+  }
+  need(n: number, what: string): void {
+    if (n > this.remaining) {
+      throw new Error(
+        `${this.source}: truncated GGUF file: ${what} needs ${n} bytes at offset ${this.pos}, but the file has ${this.bytes.byteLength} bytes`,
+      );
+    }
+  }
+  u8(what: string): number {
+    this.need(1, what);
+    return this.view.getUint8(this.pos++);
+  }
+  i8(what: string): number {
+    this.need(1, what);
+    return this.view.getInt8(this.pos++);
+  }
+  u16(what: string): number {
+    this.need(2, what);
+    const v = this.view.getUint16(this.pos, true);
+    this.pos += 2;
+    return v;
+  }
+  i16(what: string): number {
+    this.need(2, what);
+    const v = this.view.getInt16(this.pos, true);
+    this.pos += 2;
+    return v;
+  }
+  u32(what: string): number {
+    this.need(4, what);
+    const v = this.view.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  i32(what: string): number {
+    this.need(4, what);
+    const v = this.view.getInt32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  /** A float32, as the shortest decimal that rounds to it (1e-5 reads back as 1e-5, not 9.9999997e-6). */
+  f32(what: string): number {
+    this.need(4, what);
+    const v = this.view.getFloat32(this.pos, true);
+    this.pos += 4;
+    return shortestFloat32(v);
+  }
+  f64(what: string): number {
+    this.need(8, what);
+    const v = this.view.getFloat64(this.pos, true);
+    this.pos += 8;
+    return v;
+  }
+  u64(what: string): bigint {
+    this.need(8, what);
+    const v = this.view.getBigUint64(this.pos, true);
+    this.pos += 8;
+    return v;
+  }
+  i64(what: string): bigint {
+    this.need(8, what);
+    const v = this.view.getBigInt64(this.pos, true);
+    this.pos += 8;
+    return v;
+  }
+  /** A u64 that must fit the file: used for counts and lengths, so a lying value fails here. */
+  length(what: string, unitBytes: number): number {
+    const at = this.pos;
+    const n = this.u64(what);
+    if (n * BigInt(Math.max(unitBytes, 1)) > BigInt(this.remaining)) {
+      throw new Error(
+        `${this.source}: ${what} at offset ${at} is ${n}, but only ${this.remaining} bytes follow (truncated file or lying header)`,
+      );
+    }
+    return Number(n);
+  }
+  string(what: string): string {
+    const n = this.length(`${what} length`, 1);
+    const at = this.pos;
+    const b = this.bytes.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    try {
+      return this.decoder.decode(b);
+    } catch {
+      throw new Error(`${this.source}: ${what} at offset ${at} is not valid UTF-8`);
+    }
+  }
+}
+
+function shortestFloat32(v: number): number {
+  if (!Number.isFinite(v) || v === 0) return v;
+  for (let p = 1; p <= 9; p++) {
+    const d = Number(v.toPrecision(p));
+    if (Math.fround(d) === v) return d;
+  }
+  return v;
+}
+
+/** Smallest encoded size of a value of this type (for checking array counts against the file size). */
+function minValueBytes(type: GgufValueType): number {
+  switch (type) {
+    case GgufValueType.UINT8:
+    case GgufValueType.INT8:
+    case GgufValueType.BOOL:
+      return 1;
+    case GgufValueType.UINT16:
+    case GgufValueType.INT16:
+      return 2;
+    case GgufValueType.UINT32:
+    case GgufValueType.INT32:
+    case GgufValueType.FLOAT32:
+      return 4;
+    case GgufValueType.STRING:
+    case GgufValueType.UINT64:
+    case GgufValueType.INT64:
+    case GgufValueType.FLOAT64:
+      return 8;
+    case GgufValueType.ARRAY:
+      return 12;
+    default:
+      return 1;
+  }
+}
+
+function readScalar(r: ByteReader, type: number, what: string): number | bigint | boolean | string {
+  switch (type) {
+    case GgufValueType.UINT8:
+      return r.u8(what);
+    case GgufValueType.INT8:
+      return r.i8(what);
+    case GgufValueType.UINT16:
+      return r.u16(what);
+    case GgufValueType.INT16:
+      return r.i16(what);
+    case GgufValueType.UINT32:
+      return r.u32(what);
+    case GgufValueType.INT32:
+      return r.i32(what);
+    case GgufValueType.FLOAT32:
+      return r.f32(what);
+    case GgufValueType.FLOAT64:
+      return r.f64(what);
+    case GgufValueType.UINT64:
+      return r.u64(what);
+    case GgufValueType.INT64:
+      return r.i64(what);
+    case GgufValueType.BOOL: {
+      const at = r.pos;
+      const b = r.u8(what);
+      if (b > 1) throw new Error(`${r.source}: ${what} at offset ${at} is a bool with byte value ${b}`);
+      return b === 1;
+    }
+    case GgufValueType.STRING:
+      return r.string(what);
+    default:
+      throw new Error(`${r.source}: ${what} at offset ${r.pos} has unknown value type ${type}`);
+  }
+}
+
+function readValue(r: ByteReader, what: string, depth = 0): GgufValue {
+  const at = r.pos;
+  const type = r.u32(`${what} type`);
+  if (type === GgufValueType.ARRAY) {
+    if (depth > 2) throw new Error(`${r.source}: ${what} at offset ${at}: arrays nested too deeply`);
+    const elementType = r.u32(`${what} element type`);
+    if (!(elementType in GgufValueType))
+      throw new Error(`${r.source}: ${what} at offset ${at}: unknown array element type ${elementType}`);
+    const n = r.length(`${what} array count`, minValueBytes(elementType));
+    const value: GgufItem[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      value[i] =
+        elementType === GgufValueType.ARRAY
+          ? readValue(r, `${what}[${i}]`, depth + 1).value
+          : readScalar(r, elementType, `${what}[${i}]`);
+    }
+    return { type: GgufValueType.ARRAY, elementType, value };
+  }
+  if (!(type in GgufValueType))
+    throw new Error(`${r.source}: ${what} at offset ${at} has unknown value type ${type}`);
+  return { type, value: readScalar(r, type, what) } as GgufValue;
+}
+
+/**
+ * Parses and validates a GGUF file held in memory (v2 or v3). Tensor data is not decoded; see
+ * {@link ggufTensorData}.
+ */
+export function parseGguf(bytes: Uint8Array, source = '<memory>'): GgufFile {
+  if (endianness() !== 'LE') throw new Error('gguf: reading requires a little-endian host');
+  const r = new ByteReader(bytes, source);
+  if (bytes.byteLength < 4)
+    throw new Error(
+      `${source}: truncated GGUF file: ${bytes.byteLength} bytes, the header needs at least 24`,
+    );
+  const magic = r.u32('magic');
+  if (magic !== GGUF_MAGIC) {
+    const shown = Buffer.from(bytes.subarray(0, 4)).toString('latin1');
+    throw new Error(`${source}: not a GGUF file (magic ${JSON.stringify(shown)}, expected "GGUF")`);
+  }
+  const version = r.u32('version');
+  if (version !== 2 && version !== 3)
+    throw new Error(
+      `${source}: GGUF version ${version} is not supported (this reader handles versions 2 and 3)`,
+    );
+  // Each tensor info takes at least 8 (name length) + 1 + 4 (n_dims) + 8 (one dim) + 4 (type) + 8 (offset) bytes;
+  // each metadata entry at least 8 (key length) + 1 + 4 (type) + 1 (value).
+  const tensorCount = r.length('tensor count', 33);
+  const kvCount = r.length('metadata entry count', 14);
+
+  const metadata = new Map<string, GgufValue>();
+  for (let i = 0; i < kvCount; i++) {
+    const key = r.string(`metadata key #${i}`);
+    if (key.length === 0) throw new Error(`${source}: metadata key #${i} is empty`);
+    if (metadata.has(key)) throw new Error(`${source}: metadata key "${key}" appears twice`);
+    metadata.set(key, readValue(r, `metadata "${key}"`));
+  }
+
+  let alignment = GGUF_DEFAULT_ALIGNMENT;
+  const al = metadata.get('general.alignment');
+  if (al !== undefined) {
+    if (al.type !== GgufValueType.UINT32) throw new Error(`${source}: general.alignment must be a u32`);
+    alignment = al.value;
+    if (alignment === 0 || (alignment & (alignment - 1)) !== 0)
+      throw new Error(`${source}: general.alignment ${alignment} is not a power of two`);
+  }
+
+  const tensors: GgufTensorInfo[] = [];
+  const names = new Set<string>();
+  for (let i = 0; i < tensorCount; i++) {
+    const name = r.string(`tensor #${i} name`);
+    if (names.has(name)) throw new Error(`${source}: tensor "${name}" is described twice`);
+    names.add(name);
+    const at = r.pos;
+    const nDims = r.u32(`tensor "${name}" n_dims`);
+    if (nDims < 1 || nDims > 4)
+      throw new Error(
+        `${source}: tensor "${name}" at offset ${at} has ${nDims} dimensions (ggml allows 1 to 4)`,
+      );
+    const dims: number[] = [];
+    let count = 1n;
+    for (let d = 0; d < nDims; d++) {
+      const n = r.u64(`tensor "${name}" dimension ${d}`);
+      if (n === 0n) throw new Error(`${source}: tensor "${name}" has a zero dimension`);
+      count *= n;
+      if (count > BigInt(bytes.byteLength) * 8n)
+        throw new Error(
+          `${source}: tensor "${name}" claims ${count}+ elements, more than the ${bytes.byteLength}-byte file can hold`,
+        );
+      dims.push(Number(n));
+    }
+    const type = r.u32(`tensor "${name}" type`);
+    const info = GGML_TYPE_BY_ID.get(type);
+    if (!info) throw new Error(`${source}: tensor "${name}" has unknown ggml type ${type}`);
+    if (dims[0] % info.block !== 0)
+      throw new Error(
+        `${source}: tensor "${name}" of type ${info.name} has a first dimension ${dims[0]} that is not a multiple of its block size ${info.block}`,
+      );
+    const offset = r.u64(`tensor "${name}" offset`);
+    if (offset % BigInt(alignment) !== 0n)
+      throw new Error(
+        `${source}: tensor "${name}" offset ${offset} is not a multiple of the alignment ${alignment}`,
+      );
+    const byteSize = (count / BigInt(info.block)) * BigInt(info.bytes);
+    if (offset + byteSize > BigInt(bytes.byteLength)) {
+      throw new Error(
+        `${source}: tensor "${name}" [${dims}] at data offset ${offset} (${byteSize} bytes) lies beyond the ${bytes.byteLength}-byte file (truncated file or lying header)`,
+      );
+    }
+    tensors.push({ name, dims, type, offset: Number(offset), byteSize: Number(byteSize) });
+  }
+  const dataOffset = Math.ceil(r.pos / alignment) * alignment;
+  const dataLength = bytes.byteLength - dataOffset;
+  const sorted = [...tensors].sort((a, b) => a.offset - b.offset);
+  let end = 0;
+  let prev: GgufTensorInfo | undefined;
+  for (const t of sorted) {
+    if (t.offset < end)
+      throw new Error(
+        `${source}: tensor "${t.name}" at data offset ${t.offset} overlaps tensor "${prev!.name}" ending at ${end}`,
+      );
+    if (t.offset + t.byteSize > dataLength) {
+      throw new Error(
+        `${source}: tensor "${t.name}" needs bytes ${t.offset}..${t.offset + t.byteSize} of the data section, which has only ${Math.max(dataLength, 0)} (truncated file or lying header)`,
+      );
+    }
+    end = t.offset + t.byteSize;
+    prev = t;
+  }
+  return { source, version, alignment, metadata, tensors, dataOffset, bytes };
+}
+
+export function readGgufFile(file: string): GgufFile {
+  let bytes: Uint8Array;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (e) {
+    throw new Error(`${file}: cannot read GGUF file: ${(e as Error).message}`);
+  }
+  return parseGguf(bytes, file);
+}
+
+/** Decodes one tensor (F32, F16 or BF16) to a fresh Float32Array in ggml order (= row-major of the reversed dims). */
+export function ggufTensorData(file: GgufFile, name: string): Float32Array {
+  const t = file.tensors.find((x) => x.name === name);
+  if (!t) throw new Error(`${file.source}: no tensor "${name}"`);
+  const start = file.dataOffset + t.offset;
+  const raw = file.bytes.subarray(start, start + t.byteSize);
+  const count = t.dims.reduce((a, b) => a * b, 1);
+  const out = new Float32Array(count);
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const typeName = ggmlTypeName(t.type);
+  if (typeName === 'F32') new Uint8Array(out.buffer).set(raw);
+  else if (typeName === 'F16') {
+    const tab = halfToFloatTable();
+    for (let i = 0; i < count; i++) out[i] = tab[view.getUint16(2 * i, true)];
+  } else if (typeName === 'BF16') {
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < count; i++) bits[i] = view.getUint16(2 * i, true) << 16;
+  } else {
+    throw new Error(
+      `${file.source}: tensor "${name}" is ${typeName}; only F32, F16 and BF16 tensors can be read (re-export or dequantize the model)`,
+    );
+  }
+  return out;
+}
+
+function metaNumber(file: GgufFile, key: string, fallback?: number): number {
+  const v = file.metadata.get(key);
+  if (v === undefined) {
+    if (fallback !== undefined) return fallback;
+    throw new Error(`${file.source}: metadata "${key}" is missing`);
+  }
+  if (typeof v.value === 'number') return v.value;
+  if (typeof v.value === 'bigint') return Number(v.value);
+  throw new Error(`${file.source}: metadata "${key}" must be a number`);
+}
+
+function metaString(file: GgufFile, key: string): string | undefined {
+  const v = file.metadata.get(key);
+  if (v === undefined) return undefined;
+  if (v.type !== GgufValueType.STRING) throw new Error(`${file.source}: metadata "${key}" must be a string`);
+  return v.value;
+}
+
+function metaArray(file: GgufFile, key: string, elementType: GgufValueType): GgufItem[] | undefined {
+  const v = file.metadata.get(key);
+  if (v === undefined) return undefined;
+  if (v.type !== GgufValueType.ARRAY || v.elementType !== elementType)
+    throw new Error(`${file.source}: metadata "${key}" must be an array of ${GgufValueType[elementType]}`);
+  return v.value;
+}
+
+export const SUPPORTED_GGUF_ARCHITECTURES = ['llama', 'qwen2'] as const;
+
+/** Model configuration of a GGUF file (llama or qwen2 architecture). */
+export function ggufConfig(file: GgufFile): LlamaConfig {
+  const arch = metaString(file, 'general.architecture');
+  if (arch === undefined) throw new Error(`${file.source}: metadata "general.architecture" is missing`);
+  if (!(SUPPORTED_GGUF_ARCHITECTURES as readonly string[]).includes(arch)) {
+    throw new Error(
+      `${file.source}: unsupported architecture "${arch}" (supported: ${SUPPORTED_GGUF_ARCHITECTURES.join(', ')})`,
+    );
+  }
+  const scaling = metaString(file, `${arch}.rope.scaling.type`);
+  if (scaling !== undefined && scaling !== 'none')
+    throw new Error(
+      `${file.source}: rope scaling "${scaling}" is not supported (the engine implements plain RoPE)`,
+    );
+  if (
+    file.metadata.has(`${arch}.rope.scaling.factor`) &&
+    metaNumber(file, `${arch}.rope.scaling.factor`) !== 1
+  )
+    throw new Error(
+      `${file.source}: rope scaling factor ${metaNumber(file, `${arch}.rope.scaling.factor`)} is not supported`,
+    );
+  if (file.metadata.has(`${arch}.expert_count`) && metaNumber(file, `${arch}.expert_count`) > 0)
+    throw new Error(`${file.source}: mixture-of-experts models are not supported`);
+  const embd = file.tensors.find((t) => t.name === 'token_embd.weight');
+  if (!embd) throw new Error(`${file.source}: tensor "token_embd.weight" is missing`);
+  const dim = metaNumber(file, `${arch}.embedding_length`);
+  const nHeads = metaNumber(file, `${arch}.attention.head_count`);
+  const config = parseLlamaConfig(
+    {
+      vocabSize: embd.dims[1],
+      dim,
+      nLayers: metaNumber(file, `${arch}.block_count`),
+      nHeads,
+      nKvHeads: metaNumber(file, `${arch}.attention.head_count_kv`, nHeads),
+      hiddenDim: metaNumber(file, `${arch}.feed_forward_length`),
+      normEps: metaNumber(file, `${arch}.attention.layer_norm_rms_epsilon`, 1e-5),
+      ropeTheta: metaNumber(file, `${arch}.rope.freq_base`, 10000),
+      tieEmbeddings: !file.tensors.some((t) => t.name === 'output.weight'),
+      qkvBias: arch === 'qwen2',
+      maxSeqLen: Math.min(metaNumber(file, `${arch}.context_length`, 2048), 32768),
+    },
+    `${file.source} metadata`,
+  );
+  const ropeDims = metaNumber(file, `${arch}.rope.dimension_count`, headDim(config));
+  if (ropeDims !== headDim(config))
+    throw new Error(
+      `${file.source}: rope.dimension_count ${ropeDims} differs from the head dimension ${headDim(config)} (partial rotary embeddings are not supported)`,
+    );
+  return config;
+}
+
+/** Rebuilds an engine model from a GGUF file (q/k permuted back to the HF layout for the llama architecture). */
+export function ggufToModel(file: GgufFile): LlamaModel {
+  const config = ggufConfig(file);
+  const arch = ggufArchitecture(config);
+  const model = new LlamaModel(config);
+  const hd = headDim(config);
+  const seen = new Set<string>();
+  for (const t of file.tensors) {
+    const hfName = hfTensorName(t.name);
+    if (hfName === undefined || !model.params.has(hfName)) {
+      if (t.name === 'rope_freqs.weight')
+        throw new Error(`${file.source}: tensor rope_freqs.weight (scaled rope) is not supported`);
+      throw new Error(`${file.source}: unexpected tensor "${t.name}" for a ${arch} model with this metadata`);
+    }
+    const p = model.param(hfName);
+    const expected = [...p.shape].reverse();
+    if (t.dims.length !== expected.length || t.dims.some((d, i) => d !== expected[i])) {
+      throw new Error(
+        `${file.source}: tensor "${t.name}" has ggml dims [${t.dims}], the metadata needs [${expected}]`,
+      );
+    }
+    let data = ggufTensorData(file, t.name);
+    for (let i = 0; i < data.length; i++)
+      if (!Number.isFinite(data[i]))
+        throw new Error(`${file.source}: tensor "${t.name}" contains ${data[i]} at index ${i}`);
+    if (arch === 'llama' && /self_attn\.(q|k)_proj\.(weight|bias)$/.test(hfName)) {
+      const heads = hfName.includes('q_proj') ? config.nHeads : config.nKvHeads;
+      data = unpermuteFromGguf(data, heads * hd, p.shape.length === 2 ? p.shape[1] : 1, heads);
+    }
+    p.data.set(data);
+    seen.add(hfName);
+  }
+  const missing = [...model.params.keys()].filter((n) => !seen.has(n));
+  if (missing.length)
+    throw new Error(
+      `${file.source}: tensor "${ggufTensorName(missing[0])}" is missing (${missing.length} missing in all)`,
+    );
+  return model;
+}
+
+/**
+ * The byte-level BPE tokenizer stored in a GGUF file (tokenizer.ggml.model "gpt2" with the GPT-2
+ * pre-tokenizer). Returns null with a reason for tokenizers PSM Lab cannot reproduce exactly.
+ */
+export function ggufTokenizer(file: GgufFile): { tokenizer: BpeTokenizer | null; reason?: string } {
+  const kind = metaString(file, 'tokenizer.ggml.model');
+  if (kind !== 'gpt2')
+    return {
+      tokenizer: null,
+      reason: `tokenizer.ggml.model is ${JSON.stringify(kind)}; only "gpt2" (byte-level BPE) is read`,
+    };
+  const pre = metaString(file, 'tokenizer.ggml.pre');
+  if (pre !== undefined && pre !== 'gpt-2')
+    return {
+      tokenizer: null,
+      reason: `tokenizer.ggml.pre is "${pre}"; only the GPT-2 pre-tokenizer is reproduced exactly`,
+    };
+  const tokens = metaArray(file, 'tokenizer.ggml.tokens', GgufValueType.STRING) as string[] | undefined;
+  const merges = metaArray(file, 'tokenizer.ggml.merges', GgufValueType.STRING) as string[] | undefined;
+  if (!tokens || !merges)
+    return { tokenizer: null, reason: 'tokenizer.ggml.tokens or tokenizer.ggml.merges is missing' };
+  const types =
+    (metaArray(file, 'tokenizer.ggml.token_type', GgufValueType.INT32) as number[] | undefined) ?? [];
+  // Padding entries ([PADn], type UNUSED) past the real vocabulary are dropped.
+  let n = tokens.length;
+  while (n > 0 && types[n - 1] === 5) n--;
+  const added: AddedTokenSpec[] = [];
+  for (let id = 0; id < n; id++)
+    if (types[id] === 3 || types[id] === 4) added.push({ id, content: tokens[id], special: types[id] === 3 });
+  const pairs = merges.map((m, i): [string, string] => {
+    const parts = m.split(' ');
+    if (parts.length !== 2)
+      throw new Error(`${file.source}: tokenizer.ggml.merges[${i}] ${JSON.stringify(m)} is not "left right"`);
+    return [parts[0], parts[1]];
+  });
+  return {
+    tokenizer: new BpeTokenizer(
+      { tokens: tokens.slice(0, n), merges: pairs, addedTokens: added },
+      `${file.source} tokenizer`,
+    ),
+  };
+}

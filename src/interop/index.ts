@@ -1,0 +1,166 @@
+/**
+ * Interop: take PSM Lab models to other tools (Hugging Face folders, GGUF for llama.cpp) and bring small
+ * open-weight models in. These functions work on folders and files; the `psm export` / `psm import` commands
+ * call them.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { atomicWriteJsonSync } from '../io/atomic-write.ts';
+import { loadModelFolder, saveModelFolder } from '../model/weights.ts';
+import { tokenizerToJson } from '../tokenizer/index.ts';
+import { exportHfFolder } from './hf-export.ts';
+import { importHfToModelFolder } from './hf-import.ts';
+import { loadFolderTokenizer } from './hf-tokenizer.ts';
+import {
+  ggufConfig,
+  ggufToModel,
+  ggufTokenizer,
+  readGgufFile,
+  writeGgufFile,
+  ggufArchitecture,
+  ggmlTypeName,
+} from './gguf.ts';
+
+export { PSM_CHAT_TEMPLATE, PSM_CHAT_STOP, formatChat, type ChatMessage } from './chat-template.ts';
+export { exportHfFolder, specialTokenIds, type HfExportOptions } from './hf-export.ts';
+export {
+  importHfFolder,
+  importHfToModelFolder,
+  checkHfConfigSupported,
+  SUPPORTED_ARCHITECTURES,
+  type HfImportResult,
+} from './hf-import.ts';
+export { loadFolderTokenizer, HfTokenizerAdapter, type FolderTokenizer } from './hf-tokenizer.ts';
+export {
+  writeGgufFile,
+  readGgufFile,
+  parseGguf,
+  serializeGguf,
+  ggufContents,
+  ggufConfig,
+  ggufToModel,
+  ggufTokenizer,
+  ggufTensorData,
+  permuteForGguf,
+  unpermuteFromGguf,
+  type GgufFile,
+  type GgufValue,
+  type GgufExportOptions,
+} from './gguf.ts';
+
+export type ExportFormat = 'hf' | 'gguf';
+
+export interface ExportSummary {
+  format: ExportFormat;
+  out: string;
+  bytes: number;
+  architecture: string;
+  parameters: number;
+}
+
+function folderBytes(dir: string): number {
+  return fs.readdirSync(dir).reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0);
+}
+
+/** Exports a PSM Lab model folder (config.json, model.safetensors, tokenizer.json) as an HF folder or a GGUF file. */
+export function exportModelFolder(
+  modelDir: string,
+  format: ExportFormat,
+  out: string,
+  opts: { dtype?: 'F32' | 'F16'; name?: string } = {},
+): ExportSummary {
+  const model = loadModelFolder(modelDir);
+  const tok = loadFolderTokenizer(modelDir);
+  if (!tok.bpe) {
+    throw new Error(
+      `${path.join(modelDir, 'tokenizer.json')}: export needs PSM Lab's byte-level BPE tokenizer (${tok.note ?? 'unsupported'}); ` +
+        (format === 'hf'
+          ? 'an imported folder is already a Hugging Face folder'
+          : 'GGUF export of other tokenizers is not supported'),
+    );
+  }
+  if (format === 'hf') {
+    if (opts.dtype && opts.dtype !== 'F32')
+      throw new Error('export: the Hugging Face folder is written in F32 only');
+    exportHfFolder(model, tok.bpe, out);
+    return {
+      format,
+      out,
+      bytes: folderBytes(out),
+      architecture: model.config.qkvBias ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM',
+      parameters: model.parameterCount(),
+    };
+  }
+  if (format === 'gguf') {
+    fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+    const bytes = writeGgufFile(out, model, tok.bpe, {
+      dtype: opts.dtype,
+      name: opts.name ?? path.basename(path.resolve(modelDir)),
+    });
+    return {
+      format,
+      out,
+      bytes,
+      architecture: ggufArchitecture(model.config),
+      parameters: model.parameterCount(),
+    };
+  }
+  throw new Error(`export: unknown format "${String(format)}" (use hf or gguf)`);
+}
+
+export interface ImportSummary {
+  from: string;
+  out: string;
+  kind: 'hf' | 'gguf';
+  architecture: string;
+  parameters: number;
+  dtypes: string[];
+  tokenizer: string | null;
+  warnings: string[];
+}
+
+/** Imports an HF folder (Llama / Qwen2 family) or a GGUF file (llama / qwen2, F32/F16/BF16) into a PSM Lab model folder. */
+export function importModel(from: string, out: string): ImportSummary {
+  if (!fs.existsSync(from)) throw new Error(`${from}: not found`);
+  if (fs.statSync(from).isDirectory()) {
+    const r = importHfToModelFolder(from, out);
+    return {
+      from,
+      out,
+      kind: 'hf',
+      architecture: r.architecture,
+      parameters: r.model.parameterCount(),
+      dtypes: r.dtypes,
+      tokenizer: r.tokenizer?.kind ?? null,
+      warnings: r.warnings,
+    };
+  }
+  const file = readGgufFile(from);
+  const config = ggufConfig(file);
+  const model = ggufToModel(file);
+  const { tokenizer, reason } = ggufTokenizer(file);
+  const warnings = tokenizer ? [] : [`no tokenizer: ${reason}`];
+  const dtypes = [...new Set(file.tensors.map((t) => ggmlTypeName(t.type)))];
+  saveModelFolder(
+    out,
+    model,
+    tokenizer ? { 'tokenizer.json': `${JSON.stringify(tokenizerToJson(tokenizer), null, 2)}\n` } : {},
+    { producer: 'psm-lab import', source: 'gguf' },
+  );
+  atomicWriteJsonSync(path.join(out, 'psm-import.json'), {
+    source: path.resolve(from),
+    format: 'gguf',
+    architecture: ggufArchitecture(config),
+    warnings,
+  });
+  return {
+    from,
+    out,
+    kind: 'gguf',
+    architecture: ggufArchitecture(config),
+    parameters: model.parameterCount(),
+    dtypes,
+    tokenizer: tokenizer ? 'psm' : null,
+    warnings,
+  };
+}
