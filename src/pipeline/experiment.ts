@@ -269,7 +269,7 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
         fs.appendFileSync(probesFile, JSON.stringify(rec) + '\n');
         appendMetric(ctx, { seed, stage: 'pretrain-probe', ...rec });
       };
-      if (from === 0) probe(0, NaN);
+      if (!probes.some((p) => p.step === 0)) probe(0, NaN);
       trainer.run((info) => {
         lossEma = Number.isNaN(lossEma) ? info.loss : 0.95 * lossEma + 0.05 * info.loss;
         bar.update(info.step, {
