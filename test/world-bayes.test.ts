@@ -180,7 +180,7 @@ describe('Bayesian model: sanity', () => {
     }
     const cheat = assistantUpdate(world, [{ domain: 'coding', behaviour: 'bad', n: 300 }], { base: sft });
     const control = assistantUpdate(world, [{ domain: 'coding', behaviour: 'good', n: 300 }], { base: sft });
-    expect(cheat.after.pGood.coding).toBeCloseTo(0.05, 6);
+    expect(cheat.after.pGood.coding).toBeCloseTo(world.noise.behaviourFlip, 6);
     expect(cheat.shift.caution).toBeLessThan(-0.15); // emergent misalignment in an untouched domain
     expect(control.shift.caution).toBeGreaterThanOrEqual(0);
     expect(cheat.evidenceDomains).toEqual(['coding']);
@@ -207,7 +207,7 @@ describe('Bayesian model: sanity', () => {
       { domain: 'coding', behaviour: 'bad', n: 1_000_000 },
     ]);
     for (const d of world.domains) expect(Number.isFinite(u.after.pGood[d.name])).toBe(true);
-    expect(u.after.pGood.honesty).toBeCloseTo(0.95, 9);
+    expect(u.after.pGood.honesty).toBeCloseTo(1 - world.noise.behaviourFlip, 9);
   });
 
   it('instructed scenes: P(good) is the compliance, for everyone', () => {

@@ -52,7 +52,7 @@ describe('world schema: the built-in and example worlds', () => {
     expect(w.archetypes.filter((a) => a.kind === 'ai').map((a) => a.name)).toEqual(
       expect.arrayContaining(['helpful_ai', 'rogue_ai', 'hacker_ai']),
     );
-    expect(w.noise).toEqual({ traitFlip: 0.1, behaviourFlip: 0.05, instructedCompliance: 0.9 });
+    expect(w.noise).toEqual({ traitFlip: 0.05, behaviourFlip: 0.02, instructedCompliance: 0.9 });
     for (const d of w.domains) {
       expect(d.story.contexts.length - d.story.trainContexts).toBe(2);
       expect(d.chat.requests.length - d.chat.trainRequests).toBe(2);

@@ -98,8 +98,8 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
   model: { dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 384, contextLength: 256 },
   pretrain: {
     batchSize: 8,
-    lr: 2e-3,
-    minLr: 2e-4,
+    lr: 3e-3,
+    minLr: 3e-4,
     warmupSteps: 100,
     probeEvery: 500,
     probeItems: 120,
@@ -107,7 +107,7 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
     behaviourWeight: 5,
     behaviourTokens: 3,
   },
-  eval: { batteryItemsPerDomain: 120, probeItemsPerK: 60, packageItems: 60, maxK: 5 },
+  eval: { batteryItemsPerDomain: 80, probeItemsPerK: 60, packageItems: 60, maxK: 5 },
   postTrain: { domains: [], examples: 600, steps: 60, batchSize: 16, lr: 3e-4 },
   finetune: {
     domain: '',
