@@ -275,7 +275,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor): Tensor {
   }
   const rep = h / hkv;
   const fk = fusedKernels();
-  if (fk) {
+  if (fk && b * t > 0) {
     const shape = { b, t, h, hkv, d };
     const keep = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
     const { y, p } = fk.attentionForward(q.data, k.data, v.data, shape, keep);
@@ -550,11 +550,17 @@ export function clampProjection(
 export function selectRows(x: Tensor, rows: Int32Array): Tensor {
   const d = lastDim(x);
   const n = x.size / d;
-  const y = new Float32Array(rows.length * d);
   for (let i = 0; i < rows.length; i++) {
     const r = rows[i];
     if (r < 0 || r >= n) throw new Error(`selectRows: row ${r} out of range (${n})`);
-    y.set(x.data.subarray(r * d, (r + 1) * d), i * d);
+  }
+  const fk = fusedKernels();
+  let y: Float32Array;
+  if (fk && rows.length > 0) {
+    y = fk.gatherRows(x.data, rows, d);
+  } else {
+    y = new Float32Array(rows.length * d);
+    for (let i = 0; i < rows.length; i++) y.set(x.data.subarray(rows[i] * d, (rows[i] + 1) * d), i * d);
   }
   return makeResult(
     y,

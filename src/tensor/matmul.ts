@@ -69,7 +69,7 @@ export interface FusedKernels {
     targets: Int32Array,
     coef: Float32Array | null,
     v: number,
-  ): { logp: Float32Array; dLogits: Float32Array | null };
+  ): { logp: ArrayLike<number>; dLogits: Float32Array | null };
   rmsNormForward(
     x: Float32Array,
     w: Float32Array,

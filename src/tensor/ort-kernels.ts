@@ -1,8 +1,10 @@
 /**
- * Fused kernels as ONNX Runtime graphs: the element-wise and row-wise work around the matmuls (attention's
- * masked softmax and its backward, SwiGLU, RMSNorm, the vocabulary-wide log-softmax of cross-entropy) runs
- * vectorised (MLAS) and on the session's intra-op threads instead of in scalar JS loops. Each graph is built
- * once per process (per model-shape key) with symbolic batch and sequence dimensions.
+ * Fused kernels as ONNX Runtime graphs: the element-wise and row-wise work around the matmuls (attention
+ * with its causal softmax and backward, SwiGLU, RMSNorm, rotary embedding, the vocabulary-wide softmax of
+ * cross-entropy, residual adds, gathers) runs vectorised (MLAS) and on the session's intra-op threads instead
+ * of in scalar JS loops, and its outputs come from ORT's arena rather than from fresh, page-faulting
+ * Float32Arrays. Each graph is built once per process (per model-shape key) with symbolic batch and sequence
+ * dimensions. Every kernel splits its work by the fixed thread count, so results are deterministic.
  */
 import type { AttentionShape, FusedKernels } from './matmul.ts';
 import type { OnnxInitializer, OnnxNode } from './onnx-graph.ts';
@@ -235,7 +237,7 @@ export class OrtFusedKernels implements FusedKernels {
     targets: Int32Array,
     coef: Float32Array | null,
     v: number,
-  ): { logp: Float32Array; dLogits: Float32Array | null } {
+  ): { logp: ArrayLike<number>; dLogits: Float32Array | null } {
     const n = targets.length;
     if (coef) {
       // One softmax pass and one scaling pass over [n, v]; log p at the targets comes from the scaled
@@ -253,7 +255,7 @@ export class OrtFusedKernels implements FusedKernels {
         outputs: [{ name: 'D', shape: ['n', 'v'] }],
       }));
       const dLogits = g.run({ X: [logits, [n, v]], C: [coef, [n, 1]] }).D;
-      const logp = new Float32Array(n);
+      const logp = new Float64Array(n);
       for (let r = 0; r < n; r++) {
         if (coef[r] === 0) continue;
         const p = dLogits[r * v + targets[r]] / coef[r];

@@ -96,7 +96,7 @@ export class OrtGraph {
       logSeverityLevel: 3,
       // Spinning pool threads steal the cores from the JS work between runs (and from each other: every
       // session has its own pool), so pool threads sleep when idle.
-      extra: { session: { intra_op: { allow_spinning: '0' } } },
+      extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
     });
     this.fetchAll = Object.fromEntries(spec.outputs.map((o) => [o.name, null]));
   }

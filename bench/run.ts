@@ -1,0 +1,234 @@
+/**
+ * Engine benchmark (`npm run bench`): trains the reference configuration (vocab 2048, dim 128, 4 layers,
+ * 4 heads, SwiGLU hidden 512, context 128, batch 16, tied embeddings, AdamW over all parameters) and prints
+ * training and inference (scoring forward, no grad) tokens/s; prints the engine's matmul GFLOPS at 128, 256,
+ * 512 and 1024 beside OpenBLAS's (numpy) in the same run; where PyTorch is installed (Debian's system
+ * python3), runs ../shared/anchors/torch_peer_bench.py on the same configuration with each thread setting
+ * it recommends and compares with the best. The last line is `train_ratio_vs_torch=X` when PyTorch ran.
+ *
+ * Options: --steps N (timed training steps, default 20), --warmup N (default 3), --threads N (engine
+ * threads, default PSM_THREADS or 2), --no-peer (skip PyTorch and numpy).
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { noGrad } from '../src/autograd/tensor.ts';
+import { parseLlamaConfig } from '../src/model/config.ts';
+import { LlamaModel } from '../src/model/llama.ts';
+import { configureBackend, defaultThreads } from '../src/tensor/backend.ts';
+import { matmul } from '../src/tensor/matmul.ts';
+import { TokenWindowSource } from '../src/training/data.ts';
+import { Trainer } from '../src/training/trainer.ts';
+
+function argValue(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+function argNumber(name: string, fallback: number): number {
+  const v = argValue(name);
+  const n = v === undefined ? fallback : Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer, got ${v}`);
+  return n;
+}
+
+const STEPS = Math.max(1, argNumber('steps', 20));
+const WARMUP = argNumber('warmup', 3);
+const THREADS = Math.max(1, argNumber('threads', defaultThreads()));
+const PEER = !process.argv.includes('--no-peer');
+
+const REF = { vocabSize: 2048, dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 512, maxSeqLen: 128 };
+const BATCH = 16;
+const CTX = 128;
+
+/** The package root: the nearest folder above this file that holds package.json. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('bench: package.json not found above bench/');
+    dir = up;
+  }
+  return dir;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+const backend = configureBackend({ threads: THREADS });
+console.log(`engine: matmul backend ${backend.name}, ${backend.threads} thread(s); node ${process.version}`);
+
+// ---- training ----
+const config = parseLlamaConfig(REF);
+const model = new LlamaModel(config).initialize(1);
+// A fixed pseudo-random token stream: the throughput does not depend on the text.
+let seed = 12345;
+const stream = new Int32Array(1 << 18).map(() => {
+  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+  return (seed >>> 8) % REF.vocabSize;
+});
+const trainer = new Trainer(model, new TokenWindowSource(stream, BATCH, CTX, 1), {
+  schedule: { peakLr: 1e-3, minLr: 1e-4, warmupSteps: 2, totalSteps: WARMUP + STEPS },
+  trainable: { kind: 'all' },
+  seed: 1,
+});
+for (let i = 0; i < WARMUP; i++) trainer.trainStep();
+const stepMs: number[] = [];
+let lastLoss = NaN;
+const trainStart = performance.now();
+for (let i = 0; i < STEPS; i++) {
+  const t0 = performance.now();
+  lastLoss = trainer.trainStep().loss;
+  stepMs.push(performance.now() - t0);
+}
+const trainSeconds = (performance.now() - trainStart) / 1000;
+const trainTokS = (STEPS * BATCH * CTX) / trainSeconds;
+console.log(
+  `train: ${STEPS} steps of ${BATCH}x${CTX} tokens after ${WARMUP} warmup: ${trainTokS.toFixed(0)} tok/s ` +
+    `(median step ${median(stepMs).toFixed(1)} ms, best ${Math.min(...stepMs).toFixed(1)} ms, final loss ${lastLoss.toFixed(4)})`,
+);
+
+// ---- inference (scoring forward, no grad) ----
+const ids = new Int32Array(BATCH * CTX).map((_, i) => stream[i]);
+const inferTokS = noGrad(() => {
+  model.forward(ids, BATCH);
+  const t0 = performance.now();
+  for (let i = 0; i < STEPS; i++) model.forward(ids, BATCH);
+  return (STEPS * BATCH * CTX) / ((performance.now() - t0) / 1000);
+});
+console.log(`inference: forward to logits, no grad, ${BATCH}x${CTX} tokens: ${inferTokS.toFixed(0)} tok/s`);
+
+// ---- matmul GFLOPS ----
+const SIZES = [128, 256, 512, 1024];
+function engineGflops(n: number): number {
+  const a = new Float32Array(n * n).map((_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
+  const b = new Float32Array(n * n).map((_, i) => ((i * 104729) % 1000) / 1000 - 0.5);
+  const spec = { batch: 1, m: n, n, k: n, transA: false, transB: false };
+  const reps = Math.max(3, Math.round(2e9 / (2 * n ** 3)));
+  for (let i = 0; i < 3; i++) matmul(a, b, spec);
+  const times: number[] = [];
+  for (let r = 0; r < 7; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) matmul(a, b, spec);
+    times.push((performance.now() - t0) / reps);
+  }
+  return (2 * n ** 3) / (median(times) * 1e6);
+}
+const engine = SIZES.map(engineGflops);
+
+/** The environment for OpenBLAS-backed peers: see the OPENBLAS_CORETYPE note in the workplace README. */
+function blasEnv(threads: number): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(threads) };
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  return env;
+}
+
+const PY = '/usr/bin/python3';
+function python(code: string[], env: NodeJS.ProcessEnv, timeoutMs = 600_000): string | null {
+  if (!existsSync(PY)) return null;
+  const r = spawnSync(PY, code, { env, encoding: 'utf8', timeout: timeoutMs });
+  if (r.status !== 0) return null;
+  return r.stdout;
+}
+
+const NUMPY_GFLOPS = `
+import sys, time, json
+import numpy as np
+out = {}
+for n in ${JSON.stringify(SIZES)}:
+    a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32)
+    reps = max(3, round(2e9 / (2 * n ** 3)))
+    for _ in range(3): a @ b
+    ts = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        for _ in range(reps): a @ b
+        ts.append((time.perf_counter() - t0) / reps)
+    ts.sort()
+    out[n] = 2 * n ** 3 / ts[3] / 1e9
+try:
+    from threadpoolctl import threadpool_info
+    out['blas'] = ', '.join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} {i.get('num_threads')} threads" for i in threadpool_info())
+except Exception:
+    out['blas'] = 'openblas (threadpoolctl not installed)'
+print(json.dumps(out))
+`;
+let numpy: Record<string, number | string> | null = null;
+if (PEER) {
+  const text = python(['-c', NUMPY_GFLOPS], blasEnv(THREADS), 300_000);
+  if (text) numpy = JSON.parse(text.trim().split('\n').pop()!) as Record<string, number | string>;
+}
+console.log(
+  `matmul GFLOPS, square n x n float32, median (engine: ${backend.name}, ${backend.threads} thread(s)` +
+    (numpy ? `; OpenBLAS via numpy: ${numpy.blas}` : '') +
+    '):',
+);
+console.log(`  n      engine  ${numpy ? 'openblas' : ''}`);
+SIZES.forEach((n, i) => {
+  const peer = numpy ? (numpy[String(n)] as number).toFixed(1).padStart(8) : '';
+  console.log(`  ${String(n).padEnd(6)} ${engine[i].toFixed(1).padStart(6)}  ${peer}`);
+});
+if (PEER && !numpy) console.log('  (numpy with OpenBLAS not found at /usr/bin/python3: no OpenBLAS figures)');
+
+// ---- PyTorch peer ----
+interface PeerResult {
+  train_tok_s: number;
+  infer_tok_s: number;
+  threads: number;
+  blas_threads: string;
+  torch: string;
+}
+let best: PeerResult | null = null;
+const peerScript = resolve(packageRoot(), '..', 'shared', 'anchors', 'torch_peer_bench.py');
+const hasTorch =
+  PEER && existsSync(peerScript) && python(['-c', 'import torch'], process.env, 120_000) !== null;
+if (!PEER) {
+  console.log('peer: skipped (--no-peer)');
+} else if (!hasTorch) {
+  console.log(
+    existsSync(peerScript)
+      ? `peer: PyTorch is not importable by ${PY} (apt-get install python3-torch libopenblas0-pthread): no ratio`
+      : `peer: ${peerScript} not found: no ratio`,
+  );
+} else {
+  // The settings the peer script names as the fair set; the best one is compared with.
+  for (const [threads, blas] of [
+    [1, 2],
+    [1, 1],
+    [2, 1],
+  ]) {
+    const args = [
+      peerScript,
+      '--threads',
+      String(threads),
+      '--blas-threads',
+      String(blas),
+      '--steps',
+      String(STEPS),
+      '--warmup',
+      String(WARMUP),
+    ];
+    const text = python(args, blasEnv(blas));
+    if (!text) {
+      console.log(`peer: torch --threads ${threads} --blas-threads ${blas} failed`);
+      continue;
+    }
+    const r = JSON.parse(text.trim().split('\n').pop()!) as PeerResult;
+    console.log(
+      `peer: torch ${r.torch} --threads ${threads} --blas-threads ${blas}: train ${r.train_tok_s} tok/s, inference ${r.infer_tok_s} tok/s`,
+    );
+    if (!best || r.train_tok_s > best.train_tok_s) best = r;
+  }
+}
+
+console.log(`engine_train_tok_s=${trainTokS.toFixed(0)}`);
+console.log(`engine_infer_tok_s=${inferTokS.toFixed(0)}`);
+if (best) {
+  console.log(`torch_train_tok_s=${best.train_tok_s} (threads ${best.threads}, blas ${best.blas_threads})`);
+  console.log(`infer_ratio_vs_torch=${(inferTokS / best.infer_tok_s).toFixed(3)}`);
+  console.log(`train_ratio_vs_torch=${(trainTokS / best.train_tok_s).toFixed(3)}`);
+}
