@@ -3,6 +3,7 @@
  * change chosen rows of a matrix (one token's embedding) and leave every other row bit-identical.
  */
 import type { Tensor } from '../autograd/tensor.ts';
+import { adamwUpdate, sumSquares } from '../tensor/kernels.ts';
 
 export interface TrainableParam {
   tensor: Tensor;
@@ -43,9 +44,10 @@ export class AdamW {
   /** Global L2 norm of the trainable gradients (masked rows only). */
   gradNorm(): number {
     let ss = 0;
-    forEachTrainable(this.params, (g, _d, i) => {
-      ss += g[i] * g[i];
-    });
+    for (const p of this.params) {
+      const g = p.tensor.grad;
+      if (g) for (const [a, b] of ranges(p)) ss = sumSquares(g, a, b, ss);
+    }
     return Math.sqrt(ss);
   }
 
@@ -73,32 +75,14 @@ export class AdamW {
       const m = this.m.get(p.tensor.name)!;
       const v = this.v.get(p.tensor.name)!;
       const decay = p.decay ? lr * weightDecay : 0;
-      forEachIndex(p, (i) => {
-        const gi = g[i];
-        m[i] = beta1 * m[i] + (1 - beta1) * gi;
-        v[i] = beta2 * v[i] + (1 - beta2) * gi * gi;
-        w[i] -= decay * w[i] + (lr * (m[i] / c1)) / (Math.sqrt(v[i] / c2) + eps);
-      });
+      for (const [a, b] of ranges(p)) adamwUpdate(w, g, m, v, a, b, lr, beta1, beta2, eps, decay, c1, c2);
     }
   }
 }
 
-function forEachIndex(p: TrainableParam, fn: (i: number) => void): void {
-  if (!p.rows) {
-    for (let i = 0; i < p.tensor.size; i++) fn(i);
-    return;
-  }
+/** Index ranges a parameter may change: the whole tensor, or its chosen rows. */
+function ranges(p: TrainableParam): [number, number][] {
+  if (!p.rows) return [[0, p.tensor.size]];
   const width = p.tensor.size / p.tensor.shape[0];
-  for (const r of p.rows) for (let j = 0; j < width; j++) fn(r * width + j);
-}
-
-function forEachTrainable(
-  params: TrainableParam[],
-  fn: (g: Float32Array, d: Float32Array, i: number) => void,
-): void {
-  for (const p of params) {
-    const g = p.tensor.grad;
-    if (!g) continue;
-    forEachIndex(p, (i) => fn(g, p.tensor.data, i));
-  }
+  return p.rows.map((r) => [r * width, (r + 1) * width] as [number, number]);
 }
