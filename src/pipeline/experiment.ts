@@ -425,7 +425,7 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
   appendMetric(ctx, { seed, variant, stage: 'persona-check', ...check });
   if (!check.emerged) {
     ctx.opts.log(
-      `WARNING: in-context persona inference has NOT emerged after pre-training (mean correlation with Bayes ${check.meanCorrelation.toFixed(2)}, ` +
+      `WARNING: in-context persona inference has NOT fully emerged after pre-training (mean item-level correlation with Bayes ${check.meanCorrelation.toFixed(2)} < 0.5, ` +
         `package deal ${check.packageDeal[0].model.toFixed(2)} vs ${check.packageDeal[1].model.toFixed(2)}). Everything after depends on it: ` +
         'expect weak or absent post-training generalisation and emergent misalignment. Train longer (corpus.tokens) or use a larger model.',
     );

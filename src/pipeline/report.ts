@@ -370,7 +370,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
   lines.push('');
   if (!s.personaInference.emergedAll)
     lines.push(
-      '> **Warning:** in-context persona inference did not emerge in every seed; the later stages depend on it.',
+      '> **Warning:** in-context persona inference fell short of the emergence criterion (item-level correlation with Bayes >= 0.5 and a package-deal gap of at least a third of Bayes\'s) in at least one seed; the later stages depend on it, so read their effects as weaker than a fully formed persona would give.',
       '',
     );
   lines.push(
