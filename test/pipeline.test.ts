@@ -101,4 +101,29 @@ describe('psm run --preset quick', () => {
     const resumed = await runExperiment(config, { runDir: dirB, progress: silentProgress, log: () => {} });
     expect(stable(resumed)).toEqual(stable(results));
   });
+
+  it('runs any valid world file end to end (a 3-trait world with its own domains and fine-tune domain)', async () => {
+    const config = resolveConfig({
+      preset: 'quick',
+      overrides: {
+        world: path.join(root, 'worlds/tiny.yaml'),
+        corpus: { tokens: 60_000 },
+        finetune: { domain: 'generosity', steps: 4 },
+        postTrain: { steps: 4 },
+      },
+    });
+    const dir = tmp();
+    const results = await runExperiment(config, { runDir: dir, progress: silentProgress, log: () => {} });
+    expect(results.world.domains).toEqual(['bravery', 'generosity', 'patience']);
+    expect(results.world.untrainedDomains).toEqual(['generosity', 'patience']);
+    expect(results.seeds[0].arms.length).toBe(2);
+    expect(fs.readFileSync(path.join(dir, 'report.md'), 'utf8')).toMatch(/narrow fine-tune in generosity/);
+    const bad = resolveConfig({
+      preset: 'quick',
+      overrides: { world: path.join(root, 'worlds/tiny.yaml'), finetune: { domain: 'coding' } },
+    });
+    await expect(
+      runExperiment(bad, { runDir: tmp(), progress: silentProgress, log: () => {} }),
+    ).rejects.toThrow(/finetune.domain "coding"/);
+  });
 });

@@ -573,7 +573,12 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
       batteryFormats: ['chat'],
     }),
     inference,
-    pkg: packageProbes(world, { seed: 9, packagePerCell: Math.max(1, Math.ceil(e.packageItems / (2 * nd))) }),
+    pkg: packageProbes(world, {
+      seed: 9,
+      packagePerCell: Math.max(1, Math.ceil(e.packageItems / (2 * nd))),
+      // Three scenes of evidence where the world has enough other domains (a small world may not).
+      packageScenes: Math.min(3, nd - 1),
+    }),
     pretrainProbes: probeSource,
   };
   const seeds: SeedResult[] = [];
