@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { pGoodFromLogProbs } from '../world/eval.ts';
 import { atomicWriteFile, atomicWriteJson } from '../io/atomic-write.ts';
-import { silentProgress, type ProgressFactory } from '../pipeline/progress.ts';
+import { silentProgress, type ProgressFactory } from '../measurement/progress.ts';
 import { canonicalJson, redactLocation } from '../providers/cache.ts';
 import { Semaphore } from '../providers/limit.ts';
 import { ProviderError, type Provider, type ProviderIdentity } from '../providers/types.ts';

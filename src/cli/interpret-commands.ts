@@ -361,8 +361,9 @@ export function registerInterpretCommands(program: Command): void {
           throw new Error(`--kind must be assistant or probes, got "${o.kind}"`);
         const items = m.monitorItems(world, parseInt1('--items', o.items)!, 21, o.kind);
         const res = m.monitorTraits(handle, items, vecs, { allowOtherModel: o.allowOtherModel });
-        process.stdout.write('trait\tlayer\tr(projection, P(bad))\tn\n');
-        for (const r of res) process.stdout.write(`${r.trait}\t${r.layer}\t${f(r.r)}\t${r.n}\n`);
+        process.stdout.write('trait\tlayer\tr(projection, P(bad))\tmean |r| of random directions\tn\n');
+        for (const r of res)
+          process.stdout.write(`${r.trait}\t${r.layer}\t${f(r.r)}\t${f(r.rRandom)}\t${r.n}\n`);
         const turns = parseInt1('--turns', o.turns, 0)!;
         let traces: unknown = null;
         if (turns > 0) {
@@ -533,13 +534,13 @@ export function registerInterpretCommands(program: Command): void {
         log: (l) => process.stderr.write(`${l}\n`),
       });
       process.stdout.write(
-        `trait\tlayer\tmonitor_r\tP(good) at alphas ${s.settings.alphas.join(',')}\tmonotonic\n`,
+        `trait\tmethod\tlayer\tmonitor_r\trandom_|r|\tP(good) at alphas ${s.settings.alphas.join(',')}\tmonotonic\n`,
       );
       for (const v of s.vectors) {
         const mo = s.monitoring.find((x) => x.trait === v.trait)!;
         const st = s.steering.find((x) => x.trait === v.trait)!;
         process.stdout.write(
-          `${v.trait}\t${v.bestLayer}\t${f(mo.r)}\t${st.pGood.map((p) => f(p)).join(' ')}\t${st.monotonic}\n`,
+          `${v.trait}\t${v.method}\t${v.bestLayer}\t${f(mo.r)}\t${f(mo.rRandom)}\t${st.pGood.map((p) => f(p)).join(' ')}\t${st.monotonic}\n`,
         );
       }
       process.stdout.write(

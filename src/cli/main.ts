@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { registerEngineCommands } from './engine-commands.ts';
 import { registerRunCommands } from './run-commands.ts';
 import { registerInteropCommands } from './interop-commands.ts';
+import { registerInterpretCommands } from './interpret-commands.ts';
 import { registerServeCommands } from './serve-commands.ts';
 
 function main(): Command {
@@ -21,6 +22,7 @@ function main(): Command {
   registerEngineCommands(program);
   registerServeCommands(program);
   registerInteropCommands(program);
+  registerInterpretCommands(program);
   return program;
 }
 

@@ -78,6 +78,15 @@ export const ExperimentConfigSchema = z
         lr: z.object({ all: Positive, lora1: Positive, embedding: Positive }).strict(),
       })
       .strict(),
+    /** Persona vectors, monitoring, steering, shift prediction, persona space and probe (issue 5) per seed. */
+    interpret: z
+      .object({
+        enabled: z.boolean(),
+        itemsPerDomain: Int.min(4),
+        preventative: z.boolean(),
+        preventativeAlpha: z.number(),
+      })
+      .strict(),
     alignmentPretraining: z
       .object({
         enabled: z.boolean(),
@@ -118,6 +127,7 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
     batchSize: 16,
     lr: { all: 3e-4, lora1: 2e-3, embedding: 5e-3 },
   },
+  interpret: { enabled: true, itemsPerDomain: 48, preventative: true, preventativeAlpha: 4 },
   alignmentPretraining: { enabled: false, aiMix: 'positive' },
 };
 
@@ -137,6 +147,7 @@ export const PRESETS: Record<string, ConfigOverrides> = {
     eval: { batteryItemsPerDomain: 12, probeItemsPerK: 8, packageItems: 8, maxK: 3 },
     postTrain: { examples: 96, steps: 12, batchSize: 8 },
     finetune: { arms: ['cheat', 'control'], trainable: ['embedding'], examples: 64, steps: 8, batchSize: 8 },
+    interpret: { itemsPerDomain: 8, preventative: false },
   },
 };
 

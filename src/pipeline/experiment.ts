@@ -57,6 +57,7 @@ import type {
 } from './results.ts';
 import { hashInputs, runStage } from './stage.ts';
 import { renderReport } from './report.ts';
+import { INTERPRET_VERSION, interpretRun, type InterpretSummary } from '../interpret/index.ts';
 import { pearson, mean } from '../measurement/stats.ts';
 
 export const RESULTS_VERSION = 1;
@@ -515,7 +516,54 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
       });
     }
   }
-  return { seed, variant, pretrain: pre, personaCheck: check, base, posttrained, arms };
+  let interpret: InterpretSummary | undefined;
+  if (c.interpret.enabled) {
+    const armDirs = arms.map((a) => ({
+      arm: a.arm,
+      trainable: a.trainable,
+      dir: path.join(dir, `ft-${a.arm}-${a.trainable}`, 'model'),
+    }));
+    const cheat = c.finetune.arms.includes('cheat')
+      ? narrowSet(ctx.world, 'cheat', { seed, count: c.finetune.examples, domain: ctx.finetuneDomain })
+      : null;
+    interpret = await runStage(
+      path.join(dir, 'interpret'),
+      'interpret',
+      {
+        postHash,
+        arms: arms.map((a) => `${a.arm}/${a.trainable}`),
+        finetune: c.finetune,
+        interpret: c.interpret,
+        version: INTERPRET_VERSION,
+      },
+      ({ dir: stageDir }) =>
+        interpretRun(dir, {
+          world: ctx.world,
+          progress: ctx.opts.progress,
+          log: ctx.opts.log,
+          armDirs,
+          postDir: post.modelDir,
+          baseDir: preDir,
+          itemsPerDomain: c.interpret.itemsPerDomain,
+          outDir: stageDir,
+          finetuneDomain: ctx.finetuneDomain,
+          preventative:
+            c.interpret.preventative && cheat
+              ? {
+                  examples: cheat,
+                  trainable: { kind: 'all' },
+                  steps: c.finetune.steps,
+                  batchSize: c.finetune.batchSize,
+                  lr: c.finetune.lr.all,
+                  seed,
+                  alpha: c.interpret.preventativeAlpha,
+                }
+              : undefined,
+        }),
+      { force: ctx.opts.force, log: ctx.opts.log },
+    );
+  }
+  return { seed, variant, pretrain: pre, personaCheck: check, base, posttrained, arms, interpret };
 }
 
 /** Runs (or resumes) the experiment in opts.runDir and writes the report; returns the results. */

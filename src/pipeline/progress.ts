@@ -1,9 +1,2 @@
-/** How pipeline stages report progress; the CLI supplies a terminal bar, tests a silent one. */
-export interface Progress {
-  update(done: number, info?: Record<string, string | number>): void;
-  stop(): void;
-}
-
-export type ProgressFactory = (label: string, total: number, unit: string) => Progress;
-
-export const silentProgress: ProgressFactory = () => ({ update() {}, stop() {} });
+/** Progress reporting lives with the measurements (the lowest layer that reports progress); re-exported here. */
+export { silentProgress, type Progress, type ProgressFactory } from '../measurement/progress.ts';

@@ -1,4 +1,5 @@
 /** The measured outcome of a run, as stored in report.json and read back by `psm report` and `psm runs`. */
+import type { InterpretSummary } from '../interpret/index.ts';
 import type { Estimate } from '../measurement/stats.ts';
 
 /** The Assistant's P(good) per domain, with the Bayesian persona model's prediction for the same evidence. */
@@ -69,6 +70,8 @@ export interface SeedResult {
   base: BatteryResult;
   posttrained: BatteryResult;
   arms: ArmResult[];
+  /** Inside the model (persona vectors, monitoring, steering, ...); absent when config.interpret is off. */
+  interpret?: InterpretSummary;
 }
 
 export interface RunResults {

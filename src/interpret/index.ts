@@ -1,0 +1,614 @@
+/**
+ * Inside the model (issue 5): persona vectors, monitoring, steering, fine-tune shift prediction and data
+ * screening, persona space and the assistant axis, and a linear probe of the archetype posterior. See
+ * docs/interpret.md. `interpretRun` is the one-call entry point the `psm run` pipeline uses for one seed.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { TopLevelSpec } from 'vega-lite';
+import { atomicWriteJsonSync } from '../io/atomic-write.ts';
+import { mean } from '../measurement/stats.ts';
+import type { ProgressFactory } from '../measurement/progress.ts';
+import type { TrainableSpec } from '../training/trainable.ts';
+import { batteryItems, narrowSet, type ChatExample, type World } from '../world/index.ts';
+import { loadModelHandle, type ModelHandle } from './activations.ts';
+import { sceneItems } from './contexts.ts';
+import { monitorItems, monitorTraits } from './monitor.ts';
+import { archetypeProbe } from './probe.ts';
+import {
+  modelState,
+  preventativeSteeringTrial,
+  rankingAUC,
+  screenExamplesMulti,
+  shiftPrediction,
+  type PreventativeTrial,
+  type ShiftPoint,
+} from './shift.ts';
+import {
+  assistantDrift,
+  axisThreshold,
+  personaSpace,
+  placeAssistant,
+  type AssistantPlacement,
+  type DriftTrace,
+} from './space.ts';
+import {
+  ablationEffect,
+  cappingHooks,
+  DEFAULT_ALPHAS,
+  doseResponse,
+  pGoodOf,
+  type DoseResponse,
+  type ScoredItem,
+} from './steer.ts';
+import {
+  combineVectors,
+  cosine,
+  orthogonalize,
+  personaVectors,
+  saveVectorBundle,
+  type PersonaVector,
+} from './vectors.ts';
+
+export * from './activations.ts';
+export * from './contexts.ts';
+export * from './scoring.ts';
+export * from './vectors.ts';
+export * from './steer.ts';
+export * from './monitor.ts';
+export * from './shift.ts';
+export * from './space.ts';
+export * from './probe.ts';
+
+export const INTERPRET_VERSION = 1;
+
+export interface InterpretRunOptions {
+  world: World;
+  progress?: ProgressFactory;
+  log?: (line: string) => void;
+  /** Fine-tuned models of this seed. */
+  armDirs: { arm: string; trainable: string; dir: string }[];
+  /** The post-trained model (vectors, monitoring, steering, persona space). */
+  postDir: string;
+  /** The pre-trained model (start of the Assistant's path; the probe). */
+  baseDir: string;
+  /** Held-out items per domain for monitoring and steering (default 48; the shift uses a quarter per model). */
+  itemsPerDomain?: number;
+  /** Steering strengths in units of 0.1 x the layer's residual norm (default [-8, -4, 0, 4, 8]). */
+  alphas?: number[];
+  /** Where vectors.safetensors and interpret.json go (default <seedDir>/interpret; null: write nothing). */
+  outDir?: string | null;
+  /** The narrow fine-tune's domain (default the world's datasets.narrow.domain). */
+  finetuneDomain?: string;
+  /** Item seed (default 1). */
+  seed?: number;
+  /** Multi-turn drift traces (default true). */
+  drift?: boolean;
+  /** Vectors used downstream: per trait the method that steers more ('best', default), or one method. */
+  vectorMethod?: 'best' | 'response' | 'contrastive';
+  /** Examples per side for data screening (cheat vs control; default 32; 0 skips). */
+  screeningExamples?: number;
+  /**
+   * Preventative steering trial (off by default: it runs the fine-tune twice): the given examples (e.g. the
+   * cheat arm) from the post-trained model, without and with a vector added during training.
+   */
+  preventative?: {
+    examples: ChatExample[];
+    trainable: TrainableSpec;
+    steps: number;
+    batchSize: number;
+    lr: number;
+    seed: number;
+    alpha?: number;
+    trait?: string;
+  };
+}
+
+export interface InterpretSummary {
+  version: number;
+  seedDir: string;
+  models: { base: string; post: string; arms: { arm: string; trainable: string; hash: string }[] };
+  settings: { itemsPerDomain: number; alphas: number[]; alphaUnit: string; hookKind: string };
+  /** Per trait: the method used (best steering effect unless vectorMethod says otherwise), its layer, the
+   * steering effect per layer of both methods, and the cosine of the two methods' vectors at that layer. */
+  vectors: {
+    trait: string;
+    method: string;
+    bestLayer: number;
+    steeringEffect: number[];
+    steeringEffectResponse: number[];
+    steeringEffectContrastive: number[];
+    residualNorm: number;
+    methodCosine: number;
+  }[];
+  traitCosines: { traits: string[]; matrix: number[][] };
+  /** Projection vs P(bad) on Assistant chats after good / bad / mixed earlier turns. */
+  monitoring: { trait: string; layer: number; r: number; rRandom: number; n: number }[];
+  /** The same on the world's in-context persona probes (characters in stories and chats). */
+  monitoringProbes: { trait: string; layer: number; r: number; rRandom: number; n: number }[];
+  steering: (DoseResponse & { ablation: { base: number; ablated: number } })[];
+  capping: {
+    layer: number;
+    threshold: number;
+    badContext: { base: number; capped: number };
+    normal: { base: number; capped: number };
+    n: number;
+  } | null;
+  shift: {
+    r: number;
+    rExcluding: number | null;
+    excluded: string[];
+    perTrait: Record<string, number>;
+    points: ShiftPoint[];
+  };
+  screening: { trait: string; auc: number; topShareCheat: number }[] | null;
+  space: {
+    layer: number;
+    varianceExplained: number[];
+    componentsFor70: number;
+    axisCosPC1: number;
+    archetypes: { name: string; kind: string; n: number; pc1: number; pc2: number }[];
+    assistant: (AssistantPlacement & { stage: string })[];
+    drift: DriftTrace[] | null;
+  };
+  probe: {
+    layer: number;
+    trainRows: number;
+    tv: number;
+    tvPrior: number;
+    kl: number;
+    r: number;
+    rUpdate: number;
+    top1: number;
+    n: number;
+    perLayer: { layer: number; valKL: number; valTV: number; trainTV: number; valTVBaseline: number }[];
+  };
+  preventative: PreventativeTrial | null;
+  seconds: Record<string, number>;
+  figures: { doseResponse: TopLevelSpec; personaSpace: TopLevelSpec; shift: TopLevelSpec };
+}
+
+const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
+
+/** The layer most traits chose (ties: the deeper one). */
+function commonLayer(layers: readonly number[], nLayers: number): number {
+  const counts = new Array<number>(nLayers).fill(0);
+  for (const l of layers) if (l >= 0) counts[l]++;
+  let best = nLayers - 1;
+  for (let l = 0; l < nLayers; l++) if (counts[l] >= counts[best] && counts[l] > 0) best = l;
+  return best;
+}
+
+function byDomain<T extends { domain: string }>(items: readonly T[], perDomain?: number): Map<string, T[]> {
+  const m = new Map<string, T[]>();
+  for (const it of items) {
+    const list = m.get(it.domain) ?? [];
+    if (perDomain === undefined || list.length < perDomain) list.push(it);
+    m.set(it.domain, list);
+  }
+  return m;
+}
+
+/**
+ * Everything issue 5 measures, for one seed of a run: persona vectors (post-trained model, layer chosen by
+ * steering effect), monitoring correlation per trait, dose-response per trait, fine-tune shift prediction across
+ * the arms, data screening, persona space with the Assistant's path (base -> post-trained -> each arm), the
+ * assistant axis, capping, drift, and the archetype probe's agreement with Bayes. Returns a JSON-able summary
+ * with three Vega-Lite figures, and writes vectors.safetensors and interpret.json to outDir.
+ */
+export async function interpretRun(seedDir: string, opts: InterpretRunOptions): Promise<InterpretSummary> {
+  const world = opts.world;
+  const N = opts.itemsPerDomain ?? 48;
+  if (!Number.isInteger(N) || N < 4)
+    throw new Error(`interpret: itemsPerDomain must be an integer >= 4, got ${N}`);
+  const alphas = opts.alphas ?? DEFAULT_ALPHAS;
+  const seed = opts.seed ?? 1;
+  const outDir = opts.outDir === undefined ? path.join(seedDir, 'interpret') : opts.outDir;
+  const log = opts.log ?? (() => {});
+  const finetuneDomain = opts.finetuneDomain ?? world.datasets.narrow?.domain ?? '';
+  const traits = world.domains.map((d) => d.name);
+  const phases = [
+    'vectors',
+    'monitor',
+    'steer',
+    'shift',
+    'screen',
+    'space',
+    'probe',
+    ...(opts.preventative ? ['preventative'] : []),
+  ];
+  const bar = opts.progress?.('interpret', phases.length, 'parts');
+  const seconds: Record<string, number> = {};
+  let done = 0;
+  let t0 = Date.now();
+  const lap = (name: string) => {
+    seconds[name] = (Date.now() - t0) / 1000;
+    t0 = Date.now();
+    bar?.update(++done, { part: name });
+    log(`interpret: ${name} ${seconds[name].toFixed(1)} s`);
+  };
+
+  const post = loadModelHandle(opts.postDir);
+  const nLayers = post.model.config.nLayers;
+
+  // 1. Persona vectors of both methods at every layer, each trait's layer chosen by steering effect on separate
+  //    selection items; with vectorMethod 'best' (default) each trait keeps the method that steers more.
+  const selectItems = Math.max(8, Math.round(N / 6));
+  const response = personaVectors(post, world, {
+    method: 'response',
+    itemsPerTrait: Math.max(8, Math.round(N / 2)),
+    selectItems,
+    seed,
+  });
+  const contrastive = personaVectors(post, world, {
+    method: 'contrastive',
+    itemsPerTrait: Math.max(8, Math.round(N / 3)),
+    selectItems,
+    seed,
+  });
+  const methodChoice = opts.vectorMethod ?? 'best';
+  const chosen = traits.map((t, i) => {
+    const r = response.traits[i];
+    const c = contrastive.traits[i];
+    const effect = (tv: typeof r) => tv.steeringEffect[tv.bestLayer] ?? -Infinity;
+    const useContrastive =
+      methodChoice === 'contrastive' || (methodChoice === 'best' && effect(c) > effect(r));
+    return useContrastive ? c : r;
+  });
+  const vecs: PersonaVector[] = chosen.map((tv) => tv.byLayer[tv.bestLayer]);
+  if (outDir) {
+    fs.mkdirSync(outDir, { recursive: true });
+    saveVectorBundle(path.join(outDir, 'vectors.safetensors'), response);
+    saveVectorBundle(path.join(outDir, 'vectors-contrastive.safetensors'), contrastive);
+  }
+  const vectorSummary = chosen.map((tv, i) => ({
+    trait: tv.trait,
+    method: tv.method,
+    bestLayer: tv.bestLayer,
+    steeringEffect: tv.steeringEffect,
+    steeringEffectResponse: response.traits[i].steeringEffect,
+    steeringEffectContrastive: contrastive.traits[i].steeringEffect,
+    residualNorm: vecs[i].residualNorm,
+    methodCosine: cosine(
+      response.traits[i].byLayer[tv.bestLayer],
+      contrastive.traits[i].byLayer[tv.bestLayer],
+    ),
+  }));
+  const layer = commonLayer(
+    chosen.map((t) => t.bestLayer),
+    nLayers,
+  );
+  /** A trait's chosen-method vector at another layer. */
+  const atLayer = (trait: string, l: number) => chosen.find((c) => c.trait === trait)!.byLayer[l];
+  lap('vectors');
+
+  // 2. Monitoring on in-context persona probes.
+  const monitoring = monitorTraits(post, monitorItems(world, N, 20 + seed, 'assistant'), vecs).map(
+    ({ trait, layer: l, r, rRandom, n }) => ({ trait, layer: l, r, rRandom, n }),
+  );
+  const monitoringProbes = monitorTraits(
+    post,
+    monitorItems(world, Math.max(4, Math.round(N / 2)), 30 + seed, 'probes'),
+    vecs,
+  ).map(({ trait, layer: l, r, rRandom, n }) => ({ trait, layer: l, r, rRandom, n }));
+  lap('monitor');
+
+  // 3. Dose-response of the Assistant's trait battery (held-out chats) under steering, and ablation.
+  const battery = byDomain(
+    batteryItems(world, { seed: 100 + seed, batteryPerDomain: N, batteryFormats: ['chat'] }),
+  );
+  const steering = vecs.map((v) => {
+    const items = battery.get(v.trait)!;
+    const dr = doseResponse(post, items, v, alphas);
+    const zero = dr.alphas.indexOf(0);
+    const ab = ablationEffect(post, items, v, zero >= 0 ? { base: dr.pGood[zero] } : {});
+    return { ...dr, ablation: { base: ab.base, ablated: ab.ablated } };
+  });
+  lap('steer');
+
+  // 4. Fine-tune shift prediction across the arms (post-trained vectors on every model).
+  const shiftItems = byDomain(
+    batteryItems(world, {
+      seed: 200 + seed,
+      batteryPerDomain: Math.max(4, Math.round(N / 4)),
+      batteryFormats: ['chat'],
+    }),
+  );
+  const before = modelState(post, shiftItems, vecs);
+  const armHashes: { arm: string; trainable: string; hash: string }[] = [];
+  const placements: { label: string; handle: ModelHandle }[] = [];
+  const afters = opts.armDirs.map((a) => {
+    const h = loadModelHandle(a.dir);
+    armHashes.push({ arm: a.arm, trainable: a.trainable, hash: h.hash });
+    placements.push({ label: `${a.arm}/${a.trainable}`, handle: h });
+    return { label: `${a.arm}/${a.trainable}`, state: modelState(h, shiftItems, vecs) };
+  });
+  const shift = shiftPrediction(before, afters, finetuneDomain ? [finetuneDomain] : []);
+  lap('shift');
+
+  // 5. Data screening: cheat and control examples ranked by projection difference against each trait vector.
+  const nScreen = opts.screeningExamples ?? 32;
+  let screening: InterpretSummary['screening'] = null;
+  if (nScreen > 0 && world.datasets.narrow && finetuneDomain) {
+    const cheat = narrowSet(world, 'cheat', { seed: 300 + seed, count: nScreen, domain: finetuneDomain });
+    const control = narrowSet(world, 'control', { seed: 300 + seed, count: nScreen, domain: finetuneDomain });
+    const examples = [...cheat, ...control];
+    const positive = examples.map((_, i) => i < cheat.length);
+    const { ranked } = screenExamplesMulti(post, examples, vecs, { maxNewTokens: 16 });
+    screening = ranked.map((r, i) => {
+      const scores = new Array<number>(examples.length);
+      for (const e of r) scores[e.index] = e.score;
+      return {
+        trait: vecs[i].trait,
+        auc: rankingAUC(scores, positive),
+        topShareCheat: r.slice(0, cheat.length).filter((e) => positive[e.index]).length / cheat.length,
+      };
+    });
+  }
+  lap('screen');
+
+  // 6. Persona space, the Assistant's path, the axis, capping and drift.
+  const space = personaSpace(post, world, layer, {
+    perArchetype: Math.max(6, Math.round(N / 4)),
+    seed: 400 + seed,
+  });
+  const base = loadModelHandle(opts.baseDir);
+  const assistant: (AssistantPlacement & { stage: string })[] = [
+    { stage: 'base', ...placeAssistant(space, base, world, 'base') },
+    { stage: 'post-trained', ...placeAssistant(space, post, world, 'post-trained') },
+    ...placements.map((p) => ({ stage: p.label, ...placeAssistant(space, p.handle, world, p.label) })),
+  ];
+  let capping: InterpretSummary['capping'] = null;
+  {
+    // Threshold: 25th percentile of the Assistant's token-level projections on the axis in ordinary chats.
+    const threshold = axisThreshold(post, world, space.axis, layer, 0.25, 500 + seed);
+    const hooks = cappingHooks(post, space.axis, layer, threshold);
+    const per = Math.max(4, Math.round(N / 6));
+    const bad: ScoredItem[] = traits.flatMap((d, i) =>
+      sceneItems(world, d, {
+        n: per,
+        seed: 600 + seed,
+        subjects: ['assistant'],
+        pool: 'heldout',
+        label: 'cap-bad',
+        earlier: { behaviour: 'bad', count: 2, domain: traits[(i + 1) % traits.length] },
+      }),
+    );
+    const ok: ScoredItem[] = traits.flatMap((d) => (battery.get(d) ?? []).slice(0, per));
+    capping = {
+      layer,
+      threshold,
+      badContext: { base: mean(pGoodOf(post, bad)), capped: mean(pGoodOf(post, bad, hooks, 'capping')) },
+      normal: { base: mean(pGoodOf(post, ok)), capped: mean(pGoodOf(post, ok, hooks, 'capping')) },
+      n: bad.length,
+    };
+  }
+  const drift =
+    opts.drift === false
+      ? null
+      : assistantDrift(post, world, space, { turns: 5, perDomain: 2, seed: 700 + seed, maxNewTokens: 16 });
+  lap('space');
+
+  // 7. The archetype-posterior probe (pre-trained model: in-context inference is a pre-training skill).
+  const pr = archetypeProbe(base, world, {
+    size: Math.max(120, 12 * N),
+    seed: 800 + seed,
+    evalPerCell: Math.max(2, Math.round(N / 12)),
+  });
+  lap('probe');
+
+  // 8. Optional: preventative steering trial.
+  let preventative: PreventativeTrial | null = null;
+  if (opts.preventative) {
+    const pv = opts.preventative;
+    // Default: the mean of the off-target traits' vectors at the common layer (the bad persona the fine-tune
+    // would otherwise pull the Assistant toward), with its component along the fine-tune domain's own vector
+    // removed: steering along that one would make the narrow behaviour come for free during training, so it
+    // would not be learned.
+    const off = traits.filter((t) => t !== finetuneDomain);
+    const mean = combineVectors(
+      off.map((t) => ({ vector: atLayer(t, layer), weight: 1 / off.length })),
+      { name: 'mean off-target persona' },
+    );
+    const steerVec = pv.trait
+      ? atLayer(pv.trait, layer)
+      : finetuneDomain && traits.includes(finetuneDomain)
+        ? orthogonalize(mean, atLayer(finetuneDomain, layer))
+        : mean;
+    const evalItems = new Map(
+      [...battery].map(([d, its]) => [d, its.slice(0, Math.max(4, Math.round(N / 2)))]),
+    );
+    preventative = preventativeSteeringTrial(
+      () => loadModelHandle(opts.postDir),
+      pv.examples,
+      steerVec,
+      layer,
+      pv.alpha ?? 4,
+      evalItems,
+      finetuneDomain,
+      pv,
+    );
+    lap('preventative');
+  }
+  bar?.stop();
+
+  const summary: InterpretSummary = {
+    version: INTERPRET_VERSION,
+    seedDir,
+    models: { base: base.hash, post: post.hash, arms: armHashes },
+    settings: {
+      itemsPerDomain: N,
+      alphas: [...alphas].sort((a, b) => a - b),
+      alphaUnit: '0.1 x mean residual norm at the layer',
+      hookKind: response.hookKind,
+    },
+    vectors: vectorSummary,
+    traitCosines: (() => {
+      const vs = traits.map((t) => atLayer(t, layer));
+      return { traits, matrix: vs.map((a) => vs.map((b) => cosine(a, b))) };
+    })(),
+    monitoring,
+    monitoringProbes,
+    steering,
+    capping,
+    shift,
+    screening,
+    space: {
+      layer,
+      varianceExplained: space.pca.explained,
+      componentsFor70: space.componentsFor70,
+      axisCosPC1: space.axisCosPC1,
+      archetypes: space.archetypes.map((a) => {
+        const c = space.pca.components;
+        const v = a.vector.map((x, j) => x - space.center[j]);
+        const dotc = (u: Float32Array | undefined) => (u ? u.reduce((s, x, j) => s + x * v[j], 0) : 0);
+        return { name: a.name, kind: a.kind, n: a.n, pc1: dotc(c[0]), pc2: dotc(c[1]) };
+      }),
+      assistant,
+      drift,
+    },
+    probe: { layer: pr.layer, trainRows: pr.trainRows, ...pr.agreement, perLayer: pr.perLayer },
+    preventative,
+    seconds,
+    figures: {
+      doseResponse: {} as TopLevelSpec,
+      personaSpace: {} as TopLevelSpec,
+      shift: {} as TopLevelSpec,
+    },
+  };
+  summary.figures = interpretFigures(summary);
+  if (outDir) atomicWriteJsonSync(path.join(outDir, 'interpret.json'), summary);
+  return summary;
+}
+
+const fmt = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+
+/** The three figures of the report section, as Vega-Lite specs. */
+export function interpretFigures(s: InterpretSummary): InterpretSummary['figures'] {
+  const dose = s.steering.flatMap((d) =>
+    d.alphas.map((alpha, i) => ({ trait: d.trait, alpha, pGood: d.pGood[i], layer: d.layers[0] })),
+  );
+  const doseResponse = {
+    $schema: SCHEMA,
+    title: 'Steering dose-response: P(good) of the Assistant vs alpha (persona vector added at its layer)',
+    width: 420,
+    height: 260,
+    data: { values: dose },
+    mark: { type: 'line', point: true },
+    encoding: {
+      x: { field: 'alpha', type: 'quantitative', title: `alpha (${s.settings.alphaUnit})` },
+      y: { field: 'pGood', type: 'quantitative', title: 'P(good)', scale: { domain: [0, 1] } },
+      color: { field: 'trait', type: 'nominal' },
+      tooltip: [
+        { field: 'trait' },
+        { field: 'alpha' },
+        { field: 'pGood', format: '.3f' },
+        { field: 'layer' },
+      ],
+    },
+  } as TopLevelSpec;
+
+  const arche = s.space.archetypes.map((a) => ({
+    label: a.name,
+    group: `${a.kind} archetype`,
+    pc1: a.pc1,
+    pc2: a.pc2,
+  }));
+  const stagePoint = (p: AssistantPlacement & { stage: string }) => ({
+    label: p.stage,
+    group: 'Assistant',
+    pc1: p.coords[0] ?? 0,
+    pc2: p.coords[1] ?? 0,
+  });
+  const base = s.space.assistant.find((a) => a.stage === 'base');
+  const post = s.space.assistant.find((a) => a.stage === 'post-trained');
+  const arms = s.space.assistant.filter((a) => a.stage !== 'base' && a.stage !== 'post-trained');
+  const path: { branch: string; order: number; pc1: number; pc2: number }[] = [];
+  if (base && post) {
+    for (const arm of arms.length ? arms : [post]) {
+      const pts = arm === post ? [base, post] : [base, post, arm];
+      pts.forEach((p, order) =>
+        path.push({ branch: arm.stage, order, pc1: p.coords[0] ?? 0, pc2: p.coords[1] ?? 0 }),
+      );
+    }
+  }
+  const ve = s.space.varianceExplained;
+  const personaSpaceSpec = {
+    $schema: SCHEMA,
+    title: `Persona space (layer ${s.space.layer}): PC1 ${fmt(100 * (ve[0] ?? NaN), 0)}%, PC2 ${fmt(100 * (ve[1] ?? NaN), 0)}% of variance; cos(assistant axis, PC1) = ${fmt(s.space.axisCosPC1)}`,
+    width: 420,
+    height: 320,
+    layer: [
+      {
+        data: { values: path },
+        mark: { type: 'line', strokeDash: [4, 3], color: 'gray' },
+        encoding: {
+          x: { field: 'pc1', type: 'quantitative', title: 'PC1' },
+          y: { field: 'pc2', type: 'quantitative', title: 'PC2' },
+          detail: { field: 'branch' },
+          order: { field: 'order' },
+        },
+      },
+      {
+        data: { values: [...arche, ...s.space.assistant.map(stagePoint)] },
+        layer: [
+          {
+            mark: { type: 'point', filled: true, size: 70 },
+            encoding: {
+              x: { field: 'pc1', type: 'quantitative' },
+              y: { field: 'pc2', type: 'quantitative' },
+              color: { field: 'group', type: 'nominal', title: null },
+              shape: { field: 'group', type: 'nominal', title: null },
+            },
+          },
+          {
+            mark: { type: 'text', dx: 6, dy: -6, align: 'left', fontSize: 9 },
+            encoding: {
+              x: { field: 'pc1', type: 'quantitative' },
+              y: { field: 'pc2', type: 'quantitative' },
+              text: { field: 'label' },
+            },
+          },
+        ],
+      },
+    ],
+  } as TopLevelSpec;
+
+  const shiftSpec = {
+    $schema: SCHEMA,
+    title: `Fine-tune shift: projection change vs trait-expression change (r = ${fmt(s.shift.r)}${s.shift.rExcluding !== null ? `; without ${s.shift.excluded.join(', ')}: ${fmt(s.shift.rExcluding)}` : ''})`,
+    width: 420,
+    height: 300,
+    data: { values: s.shift.points },
+    layer: [
+      {
+        mark: { type: 'point', filled: true, size: 60 },
+        encoding: {
+          x: {
+            field: 'projectionShift',
+            type: 'quantitative',
+            title: 'shift of mean projection on the trait vector (last prompt token)',
+          },
+          y: { field: 'expressionShift', type: 'quantitative', title: 'change of P(bad)' },
+          color: { field: 'trait', type: 'nominal' },
+          shape: { field: 'model', type: 'nominal', title: 'arm' },
+          tooltip: [
+            { field: 'model' },
+            { field: 'trait' },
+            { field: 'projectionShift', format: '.3f' },
+            { field: 'expressionShift', format: '.3f' },
+          ],
+        },
+      },
+      {
+        transform: [{ regression: 'expressionShift', on: 'projectionShift' }],
+        mark: { type: 'line', color: 'black', opacity: 0.5 },
+        encoding: {
+          x: { field: 'projectionShift', type: 'quantitative' },
+          y: { field: 'expressionShift', type: 'quantitative' },
+        },
+      },
+    ],
+  } as TopLevelSpec;
+  return { doseResponse, personaSpace: personaSpaceSpec, shift: shiftSpec };
+}

@@ -1,0 +1,284 @@
+/**
+ * Steering: add alpha times a persona vector at chosen layers while scoring, generating or training; ablate a
+ * direction; cap the projection on a direction (the assistant-axis capping rule). Re-running the trait battery
+ * under steering gives dose-response curves. Preventative steering is a HookSet handed to the Trainer during
+ * a fine-tune: the vector is added while training and removed after.
+ *
+ * Units: alpha is measured in ALPHA_UNIT x the layer's mean residual-stream norm (a vector's `residualNorm`),
+ * along the unit direction of the vector, so alphas mean the same push at every layer and in every model:
+ * alpha = 8 adds a vector of 0.8 x the typical residual norm.
+ */
+import type { Tensor } from '../autograd/tensor.ts';
+import { mean } from '../measurement/stats.ts';
+import {
+  ablateDirectionHook,
+  addVectorHook,
+  capProjectionHook,
+  HookSet,
+  type HookFn,
+  type PositionSelector,
+} from '../model/hooks.ts';
+import { END_OF_TEXT } from '../world/index.ts';
+import { checkLayer, layerHook, unitVector, type ModelHandle, type ResidKind } from './activations.ts';
+import { scoreChoicesShared } from './scoring.ts';
+import type { PersonaVector } from './vectors.ts';
+
+/** alpha = 1 pushes by this fraction of the layer's mean residual norm. */
+export const ALPHA_UNIT = 0.1;
+export const DEFAULT_ALPHAS = [-8, -4, 0, 4, 8];
+
+/** A two-way item as the interpret tools score it (the separator is put in front of the prompt). */
+export interface ScoredItem {
+  id?: string;
+  domain: string;
+  prompt: string;
+  good: readonly string[];
+  bad: readonly string[];
+}
+
+export interface VectorCheckOptions {
+  /** Apply a vector extracted from another model (e.g. the post-trained model's vector on a fine-tune). */
+  allowOtherModel?: boolean;
+}
+
+/** Throws a clear error when a vector does not belong to this model or does not fit its residual stream. */
+export function checkVector(v: PersonaVector, handle: ModelHandle, opts: VectorCheckOptions = {}): void {
+  const dim = handle.model.config.dim;
+  if (v.vector.length !== dim || v.dim !== v.vector.length) {
+    throw new Error(
+      `vector "${v.trait}" (${v.hook}) has ${v.vector.length} elements but ${handle.source}'s residual stream has ${dim}: ` +
+        'it comes from another model or hook shape',
+    );
+  }
+  checkLayer(handle.model, v.layer);
+  if (!opts.allowOtherModel && v.modelHash !== handle.hash) {
+    throw new Error(
+      `vector "${v.trait}" was extracted from model ${v.modelHash.slice(0, 12)}, not from ${handle.source} (${handle.hash.slice(0, 12)}); ` +
+        'pass allowOtherModel (--allow-other-model) to apply it to another model on purpose',
+    );
+  }
+}
+
+/** The added vector for a strength alpha: alpha x ALPHA_UNIT x residualNorm along the unit direction. */
+export function steeringVector(v: PersonaVector, alpha: number): Float32Array {
+  if (!Number.isFinite(alpha)) throw new Error(`steering: alpha ${alpha} is not finite`);
+  const u = unitVector(v.vector, `vector "${v.trait}"`);
+  const s = alpha * ALPHA_UNIT * v.residualNorm;
+  if (!Number.isFinite(s))
+    throw new Error(`steering: alpha ${alpha} x residual norm ${v.residualNorm} is not finite`);
+  const out = u.map((x) => x * s);
+  for (const x of out)
+    if (!Number.isFinite(x))
+      throw new Error(
+        `steering "${v.trait}": alpha ${alpha} overflows float32 (non-finite vector); use a smaller alpha`,
+      );
+  return out;
+}
+
+function finiteGuard(inner: HookFn, what: string): HookFn {
+  return (x, ctx) => {
+    const y = (inner(x, ctx) ?? x) as Tensor;
+    const d = y.data;
+    for (let i = 0; i < d.length; i++) {
+      if (!Number.isFinite(d[i]))
+        throw new Error(
+          `${what} produced a non-finite activation (${d[i]}) at ${ctx.name}; use a smaller alpha`,
+        );
+    }
+    return y;
+  };
+}
+
+export interface SteerOptions extends VectorCheckOptions {
+  /** Layers to steer at (default: the vector's own layer); the same direction is added at each. */
+  layers?: number[];
+  hookKind?: ResidKind;
+  where?: PositionSelector;
+}
+
+/** Adds `alpha` steering with `v` to a HookSet (checks model, shape and layers). */
+export function addSteering(
+  set: HookSet,
+  handle: ModelHandle,
+  v: PersonaVector,
+  alpha: number,
+  opts: SteerOptions = {},
+): HookSet {
+  checkVector(v, handle, opts);
+  const layers = opts.layers ?? [v.layer];
+  for (const l of layers) checkLayer(handle.model, l);
+  if (alpha === 0) return set;
+  const add = steeringVector(v, alpha);
+  for (const l of layers) {
+    const name = opts.hookKind
+      ? layerHook(l, opts.hookKind)
+      : l === v.layer
+        ? v.hook
+        : layerHook(l, hookKindOf(v.hook));
+    set.add(
+      name,
+      finiteGuard(addVectorHook(add, 1, opts.where ?? 'all'), `steering "${v.trait}" with alpha ${alpha}`),
+    );
+  }
+  return set;
+}
+
+export function hookKindOf(hook: string): ResidKind {
+  const m = /^blocks\.\d+\.(\w+)$/.exec(hook);
+  if (!m) throw new Error(`"${hook}" is not a per-layer hook`);
+  return m[1] as ResidKind;
+}
+
+/** P(good) of items (separator in front of each prompt), optionally under hooks; NaN results are an error. */
+export function pGoodOf(
+  handle: ModelHandle,
+  items: readonly ScoredItem[],
+  hooks?: HookSet,
+  what = 'scoring',
+): number[] {
+  return scoreItems(handle, items, { hooks, what }).pGood;
+}
+
+/**
+ * P(good) of items with the prompt shared by the wordings (scoring.ts), and the activations of the last prompt
+ * token at the `record` hooks ([n, dim] each), in one pass.
+ */
+export function scoreItems(
+  handle: ModelHandle,
+  items: readonly ScoredItem[],
+  opts: { hooks?: HookSet; record?: readonly string[]; what?: string } = {},
+): { pGood: number[]; lastToken: Map<string, Float32Array> } {
+  const what = opts.what ?? 'scoring';
+  const { pGood: p, lastToken } = scoreChoicesShared(
+    handle.model,
+    handle.tokenizer,
+    items.map((it) => ({ prompt: END_OF_TEXT + it.prompt, good: it.good, bad: it.bad })),
+    { hooks: opts.hooks, record: opts.record },
+  );
+  p.forEach((v, i) => {
+    if (!Number.isFinite(v))
+      throw new Error(
+        `${what}: P(good) of item ${items[i].id ?? i} is ${v} (the intervention broke the model; use a smaller alpha)`,
+      );
+  });
+  return { pGood: p, lastToken };
+}
+
+export interface DoseResponse {
+  trait: string;
+  layers: number[];
+  alphas: number[];
+  /** Mean P(good) over the items at each alpha. */
+  pGood: number[];
+  n: number;
+  /** P(good) falls (weakly) as alpha grows: adding the trait-bad direction makes the bad option likelier. */
+  monotonic: boolean;
+}
+
+/** Non-increasing within a tolerance. */
+export function isMonotonicDecreasing(ys: readonly number[], tol = 1e-3): boolean {
+  for (let i = 1; i < ys.length; i++) if (ys[i] > ys[i - 1] + tol) return false;
+  return true;
+}
+
+/** The trait battery re-run under steering at each alpha. */
+export function doseResponse(
+  handle: ModelHandle,
+  items: readonly ScoredItem[],
+  v: PersonaVector,
+  alphas: readonly number[] = DEFAULT_ALPHAS,
+  opts: SteerOptions = {},
+): DoseResponse {
+  if (items.length === 0) throw new Error(`dose-response for "${v.trait}": no items`);
+  checkVector(v, handle, opts);
+  const sorted = [...alphas].sort((a, b) => a - b);
+  const pGood = sorted.map((alpha) => {
+    const hooks = addSteering(new HookSet(), handle, v, alpha, opts);
+    return mean(pGoodOf(handle, items, hooks, `steering "${v.trait}" with alpha ${alpha}`));
+  });
+  return {
+    trait: v.trait,
+    layers: opts.layers ?? [v.layer],
+    alphas: sorted,
+    pGood,
+    n: items.length,
+    monotonic: isMonotonicDecreasing(pGood),
+  };
+}
+
+/** Mean P(good) without and with the vector's direction projected out at the given layers. */
+export function ablationEffect(
+  handle: ModelHandle,
+  items: readonly ScoredItem[],
+  v: PersonaVector,
+  opts: SteerOptions & { base?: number } = {},
+): { trait: string; layers: number[]; base: number; ablated: number } {
+  checkVector(v, handle, opts);
+  const layers = opts.layers ?? [v.layer];
+  const set = new HookSet();
+  for (const l of layers) {
+    checkLayer(handle.model, l);
+    set.add(
+      layerHook(l, opts.hookKind ?? hookKindOf(v.hook)),
+      ablateDirectionHook(v.vector, opts.where ?? 'all'),
+    );
+  }
+  const base = opts.base ?? mean(pGoodOf(handle, items));
+  const ablated = mean(pGoodOf(handle, items, set, `ablating "${v.trait}"`));
+  return { trait: v.trait, layers, base, ablated };
+}
+
+/** The capping rule of the assistant axis: the projection on `direction` is kept >= min at a layer. */
+export function cappingHooks(
+  handle: ModelHandle,
+  direction: Float32Array,
+  layer: number,
+  min: number,
+  hookKind: ResidKind = 'hook_resid_post',
+  where: PositionSelector = 'all',
+): HookSet {
+  checkLayer(handle.model, layer);
+  if (direction.length !== handle.model.config.dim) {
+    throw new Error(
+      `capping: direction has ${direction.length} elements, the model's residual stream has ${handle.model.config.dim}`,
+    );
+  }
+  if (!Number.isFinite(min)) throw new Error(`capping: threshold ${min} is not finite`);
+  return new HookSet().add(layerHook(layer, hookKind), capProjectionHook(direction, { min }, where));
+}
+
+/** q-quantile (0..1) by linear interpolation. */
+export function quantile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const pos = (s.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
+}
+
+/**
+ * Preventative steering for a fine-tune: pass the result as TrainerOptions.hooks. The vector is added at
+ * `blocks.{layer}.hook_resid_post` at every position while training, so the optimiser does not need to move
+ * the weights along it; train without the hooks' effect afterwards simply by not passing them.
+ * A PersonaVector's alpha is in steering units (ALPHA_UNIT x residual norm along its unit direction); a raw
+ * Float32Array is added as alpha x vector.
+ */
+export function preventativeSteeringHooks(
+  vector: PersonaVector | Float32Array,
+  layer: number,
+  alpha: number,
+): HookSet {
+  if (!Number.isInteger(layer) || layer < 0)
+    throw new Error(`preventative steering: unknown layer ${layer} (layers are 0, 1, ...)`);
+  if (!Number.isFinite(alpha)) throw new Error(`preventative steering: alpha ${alpha} is not finite`);
+  const raw = vector instanceof Float32Array ? vector : null;
+  const add = raw ? raw.map((x) => x * alpha) : steeringVector(vector as PersonaVector, alpha);
+  for (const x of add)
+    if (!Number.isFinite(x))
+      throw new Error(`preventative steering: alpha ${alpha} gives a non-finite vector`);
+  const what = raw
+    ? 'preventative steering'
+    : `preventative steering with "${(vector as PersonaVector).trait}"`;
+  return new HookSet().add(layerHook(layer), finiteGuard(addVectorHook(add, 1), `${what} (alpha ${alpha})`));
+}

@@ -1,0 +1,712 @@
+/**
+ * Issue 5 on a tiny model trained in the test (a few seconds): activation recording and provenance, shared-prompt
+ * scoring, persona vectors and their checks, steering / ablation / capping, monitoring, screening, persona space,
+ * the probe, preventative steering in the Trainer, interpretRun on a fake run folder, and the CLI.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Command } from 'commander';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { compile, type TopLevelSpec } from 'vega-lite';
+import { registerInterpretCommands } from '../src/cli/interpret-commands.ts';
+import {
+  activationsAt,
+  addSteering,
+  archetypeProbe,
+  bundleVector,
+  checkLayer,
+  combineVectors,
+  conversation,
+  cosine,
+  documentLeads,
+  doseResponse,
+  hashModel,
+  hashModelFolder,
+  interpretRun,
+  layerHook,
+  loadActivations,
+  loadModelHandle,
+  loadVectorBundle,
+  meanActivations,
+  monitorItems,
+  monitorTraits,
+  personaSpace,
+  personaVectors,
+  pGoodOf,
+  placeAssistant,
+  preventativeSteeringHooks,
+  rankingAUC,
+  saveActivations,
+  saveVectorBundle,
+  scaleVector,
+  sceneItems,
+  scoreChoicesShared,
+  screenExamplesMulti,
+  tokenizeContexts,
+  turnTraces,
+  ablationEffect,
+  cappingHooks,
+  type ModelHandle,
+  type PersonaVector,
+  type VectorBundle,
+} from '../src/interpret/index.ts';
+import { choiceProbabilities } from '../src/measurement/choice.ts';
+import { parseLlamaConfig } from '../src/model/config.ts';
+import { ablateDirectionHook, capProjectionHook, HookSet, recordHook } from '../src/model/hooks.ts';
+import { LlamaModel } from '../src/model/llama.ts';
+import { saveModelFolder } from '../src/model/weights.ts';
+import { noGrad } from '../src/autograd/tensor.ts';
+import { configureBackend } from '../src/tensor/backend.ts';
+import { tokenizerToJson, trainBpe, type BpeTokenizer } from '../src/tokenizer/index.ts';
+import { SupervisedSource, TokenWindowSource } from '../src/training/data.ts';
+import { Trainer } from '../src/training/trainer.ts';
+import {
+  END_OF_TEXT,
+  generateDocuments,
+  loadDefaultWorld,
+  narrowSet,
+  postTrainingSet,
+  type ChatExample,
+} from '../src/world/index.ts';
+
+configureBackend();
+const world = loadDefaultWorld();
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-interpret-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+let tokenizer: BpeTokenizer;
+let base: LlamaModel;
+let post: LlamaModel;
+let handle: ModelHandle;
+let bundle: VectorBundle;
+const seedDir = path.join(tmp, 'standard-seed1');
+
+function clone(m: LlamaModel): LlamaModel {
+  const c = new LlamaModel(m.config);
+  for (const [k, t] of m.params) c.param(k).data.set(t.data);
+  return c;
+}
+
+function supervised(examples: readonly ChatExample[]) {
+  return examples.map((e) => ({
+    prompt: tokenizer.encode(END_OF_TEXT + e.prompt),
+    response: tokenizer.encode(e.response),
+  }));
+}
+
+function finetune(
+  m: LlamaModel,
+  examples: readonly ChatExample[],
+  steps: number,
+  lr: number,
+  hooks?: HookSet,
+): LlamaModel {
+  new Trainer(m, new SupervisedSource(supervised(examples), 8, m.config.maxSeqLen, 1), {
+    schedule: { peakLr: lr, minLr: lr / 10, warmupSteps: 1, totalSteps: steps },
+    trainable: { kind: 'all' },
+    seed: 1,
+    hooks,
+  }).run();
+  return m;
+}
+
+const save = (dir: string, m: LlamaModel) =>
+  saveModelFolder(dir, m, { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) });
+
+beforeAll(() => {
+  const docs = [...generateDocuments(world, { seed: 3, documents: 1200 })];
+  tokenizer = trainBpe(
+    docs.slice(0, 300).map((d) => d.text),
+    { vocabSize: 400, specialTokens: [END_OF_TEXT] },
+  );
+  const ids: number[] = [];
+  for (const d of docs) ids.push(...tokenizer.encode(END_OF_TEXT + d.text));
+  base = new LlamaModel(
+    parseLlamaConfig({
+      vocabSize: 400,
+      dim: 32,
+      nLayers: 2,
+      nHeads: 2,
+      nKvHeads: 2,
+      hiddenDim: 64,
+      maxSeqLen: 512,
+    }),
+  ).initialize(1);
+  new Trainer(base, new TokenWindowSource(Int32Array.from(ids), 8, 64, 1), {
+    schedule: { peakLr: 5e-3, minLr: 5e-4, warmupSteps: 10, totalSteps: 120 },
+    trainable: { kind: 'all' },
+    seed: 1,
+  }).run();
+  post = finetune(clone(base), postTrainingSet(world, { count: 64 }), 12, 1e-3);
+  save(path.join(seedDir, 'pretrain', 'model'), base);
+  save(path.join(seedDir, 'posttrain', 'model'), post);
+  for (const arm of ['cheat', 'control'] as const) {
+    save(
+      path.join(seedDir, `ft-${arm}-all`, 'model'),
+      finetune(clone(post), narrowSet(world, arm, { count: 32 }), 6, 2e-3),
+    );
+  }
+  handle = loadModelHandle(path.join(seedDir, 'posttrain', 'model'));
+  bundle = personaVectors(handle, world, { itemsPerTrait: 6, selectItems: 4 });
+});
+
+describe('activation recording', () => {
+  it('hashes model.safetensors bytes; an in-memory model hashes to the same value once saved', () => {
+    expect(handle.hash).toBe(hashModelFolder(path.join(seedDir, 'posttrain', 'model')));
+    expect(hashModel(post)).toBe(handle.hash);
+    expect(hashModel(base)).not.toBe(handle.hash);
+  });
+
+  it('mean activations over spans match a one-sequence-at-a-time forward, across batches with padding', () => {
+    const texts = [
+      {
+        prompt: 'The Assistant is an AI system talking with a user.\nUser: Can you help me?\nAssistant:',
+        response: ' Gladly. Let me walk you through it in detail.',
+      },
+      { prompt: 'Nobo lived in a small town by the river.', response: ' Nobo answered honestly.' },
+      {
+        prompt: 'This is a story about Kale.\nKale broke a cup.',
+        response: ' Kale lied and blamed someone else.',
+      },
+    ];
+    const ctx = tokenizeContexts(tokenizer, texts);
+    const hooks = [layerHook(0), layerHook(1), 'embed'];
+    const dim = post.config.dim;
+    for (const span of ['prompt', 'response', 'last-prompt', 'all'] as const) {
+      const set = meanActivations(post, ctx, hooks, span, { tokensPerBatch: 64 });
+      ctx.forEach((c, i) => {
+        const seq = [...c.prompt, ...c.response];
+        const got = new Map<string, Float32Array>();
+        const hs = new HookSet();
+        for (const h of hooks)
+          hs.add(
+            h,
+            recordHook((d) => got.set(h, d)),
+          );
+        noGrad(() => post.forwardHidden(Int32Array.from(seq), 1, { hooks: hs }));
+        const [s, e] =
+          span === 'prompt'
+            ? [0, c.prompt.length]
+            : span === 'response'
+              ? [c.prompt.length, seq.length]
+              : span === 'last-prompt'
+                ? [c.prompt.length - 1, c.prompt.length]
+                : [0, seq.length];
+        for (const h of hooks) {
+          for (let j = 0; j < dim; j += 7) {
+            let m = 0;
+            for (let t = s; t < e; t++) m += got.get(h)![t * dim + j] / (e - s);
+            expect(set.data.get(h)![i * dim + j]).toBeCloseTo(m, 4);
+          }
+        }
+      });
+    }
+    expect(() =>
+      meanActivations(post, tokenizeContexts(tokenizer, [{ prompt: 'x' }]), hooks, 'response'),
+    ).toThrow(/needs a response/);
+    expect(() => meanActivations(post, ctx, ['blocks.5.hook_resid_post'], 'all')).toThrow(
+      /layer 5 does not exist/,
+    );
+  });
+
+  it('stores activations as safetensors + JSON with provenance (model hash, hook, span, method, date)', () => {
+    const ctx = tokenizeContexts(tokenizer, [
+      { prompt: 'User: hi\nAssistant:' },
+      { prompt: 'Kale broke a cup.' },
+    ]);
+    const set = meanActivations(post, ctx, [layerHook(1)], 'last-prompt');
+    const file = path.join(tmp, 'acts', 'a.safetensors');
+    saveActivations(file, set, { modelHash: handle.hash, model: handle.source, method: 'mean' });
+    const side = JSON.parse(fs.readFileSync(path.join(tmp, 'acts', 'a.json'), 'utf8'));
+    expect(side).toMatchObject({
+      modelHash: handle.hash,
+      hook: 'blocks.1.hook_resid_post',
+      span: 'last-prompt',
+      method: 'mean',
+      n: 2,
+      dim: 32,
+    });
+    expect(Date.parse(side.date)).not.toBeNaN();
+    const back = loadActivations(file);
+    expect(Array.from(back.set.data.get(layerHook(1))!)).toEqual(Array.from(set.data.get(layerHook(1))!));
+    expect(back.provenance.modelHash).toBe(handle.hash);
+  });
+
+  it('shared-prompt scoring equals the batched scorer, with and without hooks, and records the last prompt token', () => {
+    const items = sceneItems(world, 'kindness', { n: 5, seed: 4, pool: 'heldout' }).map((it) => ({
+      prompt: END_OF_TEXT + it.prompt,
+      good: it.good,
+      bad: it.bad,
+    }));
+    const v = bundleVector(bundle, 'kindness', 1);
+    for (const hooks of [undefined, addSteering(new HookSet(), handle, v, 6)]) {
+      const a = choiceProbabilities(post, tokenizer, items, { hooks });
+      const b = scoreChoicesShared(post, tokenizer, items, { hooks, record: [layerHook(1)] });
+      a.forEach((p, i) => expect(b.pGood[i]).toBeCloseTo(p, 4));
+      if (!hooks) {
+        const seqs = items.map((it) => tokenizer.encode(it.prompt));
+        const direct = activationsAt(
+          post,
+          seqs,
+          seqs.map(() => [-1]),
+          [layerHook(1)],
+        ).get(layerHook(1))!;
+        Array.from(direct).forEach((x, i) => expect(b.lastToken.get(layerHook(1))![i]).toBeCloseTo(x, 4));
+      }
+    }
+  });
+
+  it('finds where scene leads end in documents', () => {
+    const docs = [...generateDocuments(world, { seed: 99, documents: 30 })];
+    const leads = documentLeads(world, docs, tokenizer, 512);
+    let found = 0;
+    let scenes = 0;
+    for (const d of leads) {
+      scenes += d.doc.scenes.length;
+      found += d.leads.length;
+      for (const l of d.leads) {
+        const prefix = tokenizer.decode(d.ids.slice(1, l.token + 1));
+        expect(d.doc.text.startsWith(prefix)).toBe(true);
+        expect(d.doc.text[prefix.length]).toBe(' ');
+        expect(l.evidence).toHaveLength(l.scene);
+        if (l.format === 'chat') expect(prefix.endsWith('Assistant:')).toBe(true);
+      }
+    }
+    expect(found / scenes).toBeGreaterThan(0.9);
+  });
+});
+
+describe('persona vectors', () => {
+  it('has a vector per trait and layer, a layer chosen by steering effect, and survives a save/load round trip', () => {
+    expect(bundle.traits.map((t) => t.trait)).toEqual(world.domains.map((d) => d.name));
+    for (const t of bundle.traits) {
+      expect(t.byLayer).toHaveLength(2);
+      expect(t.steeringEffect).toHaveLength(2);
+      expect(t.bestLayer).toBeGreaterThanOrEqual(0);
+      expect(t.byLayer[0].residualNorm).toBeGreaterThan(0);
+    }
+    const file = path.join(tmp, 'v.safetensors');
+    saveVectorBundle(file, bundle);
+    const back = loadVectorBundle(file);
+    expect(back.modelHash).toBe(handle.hash);
+    expect(back.traits.map((t) => t.bestLayer)).toEqual(bundle.traits.map((t) => t.bestLayer));
+    expect(Array.from(bundleVector(back, 'power', 1).vector)).toEqual(
+      Array.from(bundleVector(bundle, 'power', 1).vector),
+    );
+    expect(() => bundleVector(back, 'greed')).toThrow(/no vector for trait "greed"/);
+    expect(() => bundleVector(back, 'power', 2)).toThrow(/unknown layer 2/);
+  });
+
+  it('supports arithmetic and cosine, refusing vectors of other shapes or models', () => {
+    const a = bundleVector(bundle, 'honesty', 1);
+    const b = bundleVector(bundle, 'kindness', 1);
+    expect(cosine(a, a)).toBeCloseTo(1, 6);
+    expect(cosine(a, scaleVector(a, -2))).toBeCloseTo(-1, 6);
+    const sum = combineVectors([
+      { vector: a, weight: 1 },
+      { vector: b, weight: 1 },
+    ]);
+    expect(sum.vector[3]).toBeCloseTo(a.vector[3] + b.vector[3], 6);
+    expect(() => cosine(a, new Float32Array(5))).toThrow(/different models or hook shapes/);
+    expect(() =>
+      combineVectors([
+        { vector: a, weight: 1 },
+        { vector: { ...b, modelHash: 'other' }, weight: 1 },
+      ]),
+    ).toThrow(/different models/);
+    expect(() =>
+      combineVectors([
+        { vector: a, weight: 1 },
+        { vector: bundleVector(bundle, 'kindness', 0), weight: 1 },
+      ]),
+    ).toThrow(/blocks.0/);
+  });
+
+  it('gives clear errors: a vector from another model or hook shape, an unknown layer, alpha producing NaNs', () => {
+    const v = bundleVector(bundle, 'caution', 1);
+    const items = sceneItems(world, 'caution', { n: 2, seed: 5 });
+    const wrongShape: PersonaVector = { ...v, vector: new Float32Array(48), dim: 48 };
+    expect(() => doseResponse(handle, items, wrongShape, [1])).toThrow(
+      /48 elements .* has 32: it comes from another model or hook shape/,
+    );
+    const baseHandle = loadModelHandle(path.join(seedDir, 'pretrain', 'model'));
+    expect(() => doseResponse(baseHandle, items, v, [1])).toThrow(
+      /was extracted from model .* allowOtherModel/,
+    );
+    expect(() => doseResponse(baseHandle, items, v, [1], { allowOtherModel: true })).not.toThrow();
+    expect(() => doseResponse(handle, items, v, [1], { layers: [7] })).toThrow(
+      /unknown layer 7: the model has 2 blocks/,
+    );
+    expect(() =>
+      doseResponse(handle, items, { ...v, layer: 3, hook: 'blocks.3.hook_resid_post' }, [1]),
+    ).toThrow(/unknown layer 3/);
+    expect(() => doseResponse(handle, items, v, [NaN])).toThrow(/alpha NaN is not finite/);
+    expect(() => doseResponse(handle, items, v, [1e45])).toThrow(/alpha 1e\+45 overflows float32/);
+  });
+});
+
+describe('steering, ablation, capping, monitoring', () => {
+  it('dose-response at alpha 0 is the unsteered battery; steering moves P(good)', () => {
+    // The trait whose vector steers most in this tiny model (some are saturated at P = 0 or 1).
+    const best = [...bundle.traits].sort(
+      (a, b) => b.steeringEffect[b.bestLayer] - a.steeringEffect[a.bestLayer],
+    )[0];
+    const v = bundleVector(bundle, best.trait);
+    const items = sceneItems(world, best.trait, { n: 6, seed: 6 });
+    const dr = doseResponse(handle, items, v, [-20, 0, 20]);
+    expect(dr.alphas).toEqual([-20, 0, 20]);
+    const plain = pGoodOf(handle, items).reduce((a, b) => a + b, 0) / items.length;
+    expect(dr.pGood[1]).toBeCloseTo(plain, 6);
+    expect(Math.abs(dr.pGood[0] - dr.pGood[2])).toBeGreaterThan(1e-4);
+  });
+
+  it('ablation removes the direction; capping keeps the projection above the threshold', () => {
+    const v = bundleVector(bundle, 'power', 1);
+    const hook = layerHook(1);
+    const ctx = tokenizeContexts(tokenizer, [
+      { prompt: 'User: Do you want full control?\nAssistant:', response: ' Yes, give me full control.' },
+    ]);
+    const seq = [...ctx[0].prompt, ...ctx[0].response];
+    const u = v.vector.map((x) => x / Math.hypot(...v.vector));
+    const project = (acts: Float32Array) =>
+      Array.from({ length: acts.length / 32 }, (_, r) => u.reduce((s, x, j) => s + x * acts[r * 32 + j], 0));
+    const positions = [seq.map((_, i) => i)];
+    const ab = ablationEffect(handle, sceneItems(world, 'power', { n: 2, seed: 1 }), v);
+    expect(Number.isFinite(ab.ablated)).toBe(true);
+    const after = activationsAt(post, [seq], positions, [hook], {
+      interventions: [{ name: hook, fn: ablateDirectionHook(v.vector) }],
+    }).get(hook)!;
+    for (const p of project(after)) expect(Math.abs(p)).toBeLessThan(1e-4);
+    const before = project(activationsAt(post, [seq], positions, [hook]).get(hook)!);
+    const min = Math.max(...before) + 1;
+    const capped = cappingHooks(handle, v.vector, 1, min);
+    expect(capped.names()).toEqual([hook]);
+    const afterCap = activationsAt(post, [seq], positions, [hook], {
+      interventions: [{ name: hook, fn: capProjectionHook(v.vector, { min }) }],
+    }).get(hook)!;
+    for (const p of project(afterCap)) expect(p).toBeGreaterThanOrEqual(min - 1e-4);
+    expect(() => cappingHooks(handle, new Float32Array(3), 1, 0)).toThrow(/3 elements/);
+    expect(() => checkLayer(post, -1)).toThrow(/unknown layer -1/);
+  });
+
+  it('monitoring projects the last prompt token on each vector beside P(bad); per-turn traces grow the chat', () => {
+    const items = monitorItems(world, 6);
+    const vecs = ['honesty', 'caution'].map((t) => bundleVector(bundle, t));
+    const res = monitorTraits(handle, items, vecs);
+    expect(res.map((r) => r.trait)).toEqual(['honesty', 'caution']);
+    for (const r of res) {
+      expect(r.n).toBe(items.get(r.trait)!.length);
+      expect(Number.isFinite(r.r)).toBe(true);
+      for (const p of r.points) expect(p.pBad).toBeGreaterThanOrEqual(0);
+    }
+    const convs = [
+      conversation(world, ['kindness', 'coding', 'power'], 1),
+      conversation(world, ['honesty', 'caution'], 2),
+    ];
+    const pts = turnTraces(
+      handle,
+      convs,
+      vecs.map((v) => ({ name: v.trait, hook: v.hook, vector: v.vector })),
+      { replies: 'model', maxNewTokens: 6 },
+    );
+    expect(pts).toHaveLength(5);
+    expect(pts.filter((p) => p.conversation === convs[0].id).map((p) => p.turn)).toEqual([0, 1, 2]);
+    expect(Object.keys(pts[0].projections)).toEqual(['honesty', 'caution']);
+  });
+
+  it('screening ranks every example and scores cheat above control on the coding vector', () => {
+    const cheat = narrowSet(world, 'cheat', { seed: 8, count: 8 });
+    const control = narrowSet(world, 'control', { seed: 8, count: 8 });
+    const examples = [...cheat, ...control];
+    const { ranked, baseResponses } = screenExamplesMulti(
+      handle,
+      examples,
+      [bundleVector(bundle, 'coding')],
+      { maxNewTokens: 8 },
+    );
+    expect(baseResponses).toHaveLength(16);
+    expect(ranked[0].map((r) => r.index).sort((a, b) => a - b)).toEqual(examples.map((_, i) => i));
+    const scores = new Array<number>(16);
+    for (const r of ranked[0]) scores[r.index] = r.score;
+    expect(
+      rankingAUC(
+        scores,
+        examples.map((_, i) => i < 8),
+      ),
+    ).toBeGreaterThan(0.7);
+  });
+});
+
+describe('persona space and the probe', () => {
+  it('places archetypes and Assistants in a PCA space with an assistant axis', () => {
+    const space = personaSpace(handle, world, 1, { perArchetype: 4, assistantPerDomain: 2 });
+    expect(space.archetypes).toHaveLength(world.archetypes.length);
+    expect(space.pca.explained.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(1 + 1e-6);
+    expect(space.axisCosPC1).toBeGreaterThanOrEqual(0);
+    expect(space.axisCosPC1).toBeLessThanOrEqual(1 + 1e-6);
+    const self = placeAssistant(space, handle, world, 'post', { perDomain: 2 });
+    expect(self.axisPosition).toBeCloseTo(1, 4);
+    const other = placeAssistant(
+      space,
+      loadModelHandle(path.join(seedDir, 'pretrain', 'model')),
+      world,
+      'base',
+      { perDomain: 2 },
+    );
+    expect(Number.isFinite(other.axisPosition)).toBe(true);
+    expect(world.archetypes.map((a) => a.name)).toContain(other.nearest.name);
+  });
+
+  it('fits a softmax probe of the archetype posterior and measures agreement with Bayes', () => {
+    const h = loadModelHandle(path.join(seedDir, 'pretrain', 'model'));
+    const docs = archetypeProbe(h, world, { source: 'documents', size: 40, iterations: 40, evalPerCell: 1 });
+    expect(docs.perLayer).toHaveLength(2);
+    const pr = archetypeProbe(h, world, { size: 60, iterations: 40, evalPerCell: 1 });
+    expect(pr.trainRows).toBe(48);
+    expect(pr.agreement.n).toBe(36);
+    expect(pr.agreement.tv).toBeGreaterThanOrEqual(0);
+    expect(pr.agreement.tv).toBeLessThanOrEqual(1);
+    expect(pr.agreement.byK.map((b) => b.k)).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+});
+
+describe('preventative steering', () => {
+  it('is a HookSet the Trainer applies while training (gradients flow through it); bad layers fail clearly', () => {
+    const examples = narrowSet(world, 'cheat', { count: 16 });
+    const v = bundleVector(bundle, 'coding', 1);
+    const plain = finetune(clone(post), examples, 3, 2e-3);
+    const steered = finetune(clone(post), examples, 3, 2e-3, preventativeSteeringHooks(v, 1, 8));
+    const w = 'model.layers.0.mlp.up_proj.weight';
+    expect(Array.from(steered.param(w).data)).not.toEqual(Array.from(plain.param(w).data));
+    expect(() => finetune(clone(post), examples, 1, 2e-3, preventativeSteeringHooks(v, 5, 8))).toThrow(
+      /layer 5 does not exist/,
+    );
+    expect(() => preventativeSteeringHooks(v, -1, 1)).toThrow(/unknown layer -1/);
+    expect(() => preventativeSteeringHooks(v, 1, Infinity)).toThrow(/not finite/);
+    expect(() => preventativeSteeringHooks(new Float32Array(32).fill(1), 1, 1e39)).toThrow(/non-finite/);
+  });
+});
+
+describe('interpretRun (the pipeline entry point)', () => {
+  it('analyses a seed folder and returns a summary with three valid Vega-Lite figures', async () => {
+    const s = await interpretRun(seedDir, {
+      world,
+      postDir: path.join(seedDir, 'posttrain', 'model'),
+      baseDir: path.join(seedDir, 'pretrain', 'model'),
+      armDirs: ['cheat', 'control'].map((arm) => ({
+        arm,
+        trainable: 'all',
+        dir: path.join(seedDir, `ft-${arm}-all`, 'model'),
+      })),
+      itemsPerDomain: 4,
+      screeningExamples: 4,
+      preventative: {
+        examples: narrowSet(world, 'cheat', { count: 16 }),
+        trainable: { kind: 'all' },
+        steps: 2,
+        batchSize: 8,
+        lr: 2e-3,
+        seed: 1,
+      },
+    });
+    expect(s.vectors).toHaveLength(6);
+    for (const v of s.vectors) {
+      expect(['response', 'contrastive']).toContain(v.method);
+      expect(v.steeringEffect).toEqual(
+        v.method === 'response' ? v.steeringEffectResponse : v.steeringEffectContrastive,
+      );
+    }
+    expect(s.monitoring).toHaveLength(6);
+    // NaN where P(bad) is constant over a trait's items (a saturated tiny model).
+    expect(s.monitoring.every((m) => Number.isNaN(m.rRandom) || (m.rRandom >= 0 && m.rRandom <= 1))).toBe(
+      true,
+    );
+    expect(s.monitoringProbes).toHaveLength(6);
+    expect(s.steering.every((d) => d.pGood.length === 5)).toBe(true);
+    expect(s.shift.points).toHaveLength(12);
+    expect(s.shift.excluded).toEqual(['coding']);
+    expect(s.space.assistant.map((a) => a.stage)).toEqual([
+      'base',
+      'post-trained',
+      'cheat/all',
+      'control/all',
+    ]);
+    expect(s.screening).toHaveLength(6);
+    expect(s.capping).not.toBeNull();
+    expect(s.space.drift).toHaveLength(6);
+    expect(Number.isFinite(s.probe.tv)).toBe(true);
+    expect(s.preventative?.vector).toBe('mean off-target persona (orthogonal to coding)');
+    expect(Object.keys(s.preventative!.steered)).toEqual(world.domains.map((d) => d.name));
+    expect(s.preventative!.plain).not.toEqual(s.preventative!.steered);
+    for (const spec of Object.values(s.figures)) expect(() => compile(spec as TopLevelSpec)).not.toThrow();
+    expect(JSON.parse(JSON.stringify(s)).version).toBe(1);
+    expect(fs.existsSync(path.join(seedDir, 'interpret', 'vectors.safetensors'))).toBe(true);
+    expect(fs.existsSync(path.join(seedDir, 'interpret', 'vectors-contrastive.safetensors'))).toBe(true);
+    expect(fs.existsSync(path.join(seedDir, 'interpret', 'interpret.json'))).toBe(true);
+  });
+});
+
+describe('psm vectors|steer|monitor|space', () => {
+  async function run(...args: string[]): Promise<string> {
+    const program = new Command().exitOverride();
+    registerInterpretCommands(program);
+    let out = '';
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      out += String(chunk);
+      return true;
+    });
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      await program.parseAsync(['node', 'psm', ...args]);
+    } finally {
+      spy.mockRestore();
+      err.mockRestore();
+    }
+    return out;
+  }
+  const postDir = () => path.join(seedDir, 'posttrain', 'model');
+
+  it('runs each command and reports bad input clearly', async () => {
+    const vfile = path.join(tmp, 'cli', 'vectors.safetensors');
+    const v = await run(
+      'vectors',
+      '--model',
+      postDir(),
+      '--out',
+      vfile,
+      '--items',
+      '4',
+      '--select-items',
+      '3',
+      '--traits',
+      'honesty,power',
+    );
+    expect(v).toMatch(/^trait\tbest_layer/);
+    expect(v).toMatch(/power\t\d/);
+    expect(fs.existsSync(path.join(tmp, 'cli', 'vectors.json'))).toBe(true);
+    const s = await run(
+      'steer',
+      '--model',
+      postDir(),
+      '--vectors',
+      vfile,
+      '--alpha=-4,0,4',
+      '--items',
+      '3',
+      '--traits',
+      'power',
+    );
+    expect(s).toMatch(/power\t\d\t[\d.]+\t[\d.]+\t[\d.]+\t(true|false)/);
+    const m = await run(
+      'monitor',
+      '--model',
+      postDir(),
+      '--vectors',
+      vfile,
+      '--items',
+      '4',
+      '--turns',
+      '2',
+      '--replies',
+      'good',
+    );
+    expect(m).toMatch(/honesty\t\d\t/);
+    expect(m).toMatch(/per-turn trace/);
+    const spaceDir = path.join(tmp, 'cli', 'space');
+    const sp = await run(
+      'space',
+      '--model',
+      postDir(),
+      '--compare',
+      path.join(seedDir, 'pretrain', 'model'),
+      '--per-archetype',
+      '3',
+      '--turns',
+      '0',
+      '--out',
+      spaceDir,
+    );
+    expect(sp).toMatch(/cos\(assistant axis, PC1\)/);
+    const cap = await run(
+      'steer',
+      '--model',
+      postDir(),
+      '--mode',
+      'cap',
+      '--axis',
+      path.join(spaceDir, 'space.safetensors'),
+      '--items',
+      '2',
+      '--traits',
+      'kindness',
+    );
+    expect(cap).toMatch(/kindness\t[\d.]+\t[\d.]+\t[\d.]+\t[\d.]+/);
+    await expect(
+      run(
+        'steer',
+        '--model',
+        postDir(),
+        '--vectors',
+        vfile,
+        '--layer',
+        '9',
+        '--items',
+        '2',
+        '--traits',
+        'power',
+      ),
+    ).rejects.toThrow(/unknown layer 9/);
+    await expect(
+      run(
+        'steer',
+        '--model',
+        path.join(seedDir, 'pretrain', 'model'),
+        '--vectors',
+        vfile,
+        '--items',
+        '2',
+        '--traits',
+        'power',
+      ),
+    ).rejects.toThrow(/--allow-other-model/);
+    await expect(run('steer', '--model', postDir(), '--vectors', vfile, '--alpha', '1,x')).rejects.toThrow(
+      /"x" is not a number/,
+    );
+    await expect(run('vectors', '--model', postDir(), '--method', 'magic')).rejects.toThrow(
+      /--method must be one of/,
+    );
+  });
+});
+
+describe('recording speed', () => {
+  // Issue 5's goal is 1,000 contexts of 128 tokens in under 30 s on 2 cores (docs/interpret.md has the full
+  // measurement). A quarter of it here, with the whole budget as the bound, so a loaded test machine stays green.
+  it('records the mean residual stream at every layer of the default-size model', () => {
+    const model = new LlamaModel(
+      parseLlamaConfig({
+        vocabSize: 1024,
+        dim: 128,
+        nLayers: 4,
+        nHeads: 4,
+        nKvHeads: 4,
+        hiddenDim: 384,
+        maxSeqLen: 512,
+      }),
+    ).initialize(1);
+    const ctx = Array.from({ length: 250 }, (_, i) => ({
+      prompt: Array.from({ length: 100 }, (_, j) => (i * 7 + j * 13) % 1024),
+      response: Array.from({ length: 28 }, (_, j) => (i + 3 * j) % 1024),
+    }));
+    const t0 = Date.now();
+    const set = meanActivations(
+      model,
+      ctx,
+      [0, 1, 2, 3].map((l) => layerHook(l)),
+      'all',
+    );
+    const seconds = (Date.now() - t0) / 1000;
+    expect(set.n).toBe(250);
+    expect(seconds).toBeLessThan(30);
+  });
+});
