@@ -26,7 +26,7 @@ describe('behaviour masks', () => {
   it('spans cover exactly each scene behaviour, and piecewise tokens equal whole-text tokens', () => {
     for (const doc of docs.slice(0, 100)) {
       expect(doc.behaviourSpans.length).toBe(doc.scenes.length);
-      for (const [s, e] of doc.behaviourSpans) expect(doc.text[s]).toBe(' ');
+      for (const [s] of doc.behaviourSpans) expect(doc.text[s]).toBe(' ');
       const { tokens, mask } = tokenizeWithMask(doc, tokenizer);
       expect(tokens).toEqual(tokenizer.encode(doc.text));
       const marked = tokenizer.decode(tokens.filter((_, i) => mask[i] > 0));
