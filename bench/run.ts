@@ -7,7 +7,8 @@
  * it recommends and compares with the best. The last line is `train_ratio_vs_torch=X` when PyTorch ran.
  *
  * Options: --steps N (timed training steps, default 20), --warmup N (default 3), --threads N (engine
- * threads, default PSM_THREADS or 2), --no-peer (skip PyTorch and numpy).
+ * threads, default PSM_THREADS or 2), --no-peer (skip PyTorch and numpy), --no-interop (skip the GGUF-generation
+ * and serve benchmarks).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -222,6 +223,35 @@ if (!PEER) {
       `peer: torch ${r.torch} --threads ${threads} --blas-threads ${blas}: train ${r.train_tok_s} tok/s, inference ${r.infer_tok_s} tok/s`,
     );
     if (!best || r.train_tok_s > best.train_tok_s) best = r;
+  }
+}
+
+// Issue 6's figures: generation vs llama.cpp on the same GGUF, and the server under 16 concurrent clients.
+// Child processes, so each measures on its own; --no-interop skips them.
+if (!process.argv.includes('--no-interop')) {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const [label, script, args] of [
+    [
+      'gguf generation (PSM Lab vs llama.cpp, same GGUF)',
+      'gguf-generation.ts',
+      ['--size', 'ref', '--threads', '1', '--runs', '3'],
+    ],
+    ['psm serve (16 concurrent clients, loopback)', 'serve.ts', ['--requests', '64', '--seconds', '40']],
+  ] as const) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(here, script), ...args], {
+      encoding: 'utf8',
+      timeout: 300_000,
+    });
+    const lines = (r.stdout ?? '')
+      .trim()
+      .split('\n')
+      .filter((l) => !l.startsWith('{'));
+    console.log(`${label}:`);
+    if (r.status !== 0)
+      console.log(
+        `  failed (${r.error?.message ?? `exit ${r.status}`}): ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' ')}`,
+      );
+    for (const l of lines.slice(-8)) console.log(`  ${l}`);
   }
 }
 
