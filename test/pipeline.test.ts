@@ -12,9 +12,9 @@ import type { RunResults } from '../src/pipeline/results.ts';
 const root = path.resolve(__dirname, '..');
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'psm-run-'));
 
-/** Results without wall-clock fields, for equality across runs. */
+/** Results without wall-clock fields and run-folder paths, for equality across runs. */
 function stable(r: RunResults): unknown {
-  return JSON.parse(JSON.stringify(r, (k, v) => (k === 'createdAt' || k === 'seconds' ? undefined : v)));
+  return JSON.parse(JSON.stringify(r, (k, v) => (k === 'createdAt' || k === 'seconds' || k === 'seedDir' ? undefined : v)));
 }
 
 describe('experiment config', () => {
