@@ -32,7 +32,8 @@ import {
   type WorldDocument,
 } from './generator.ts';
 import { applyAiMix, resolveAiMix } from './mix.ts';
-import { ShardWriter, eotIdOf, tempPath, writeJsonAtomic, type ShardIndex } from './shards.ts';
+import { atomicWriteJsonSync, tempPathFor } from '../io/atomic-write.ts';
+import { ShardWriter, eotIdOf, type ShardIndex } from './shards.ts';
 import { StatsBuilder, type CorpusStats } from './stats.ts';
 
 export interface WriteCorpusOptions extends GenerateOptions {
@@ -72,7 +73,7 @@ class LineFile {
   private size = 0;
   readonly tmp: string;
   constructor(readonly path: string) {
-    this.tmp = tempPath(path);
+    this.tmp = tempPathFor(path);
     this.fd = openSync(this.tmp, 'w');
   }
   write(line: string): void {
@@ -183,10 +184,10 @@ export async function writeCorpus(world: World, opts: WriteCorpusOptions): Promi
         files.push(...shardIndex[s].shards.map((x) => x.file), `${s}.json`);
     }
     const finalStats = stats.finish();
-    writeJsonAtomic(join(out, 'stats.json'), finalStats);
-    writeJsonAtomic(join(out, 'world.json'), mixed);
+    atomicWriteJsonSync(join(out, 'stats.json'), finalStats);
+    atomicWriteJsonSync(join(out, 'world.json'), mixed);
     files.push('stats.json', 'world.json', 'corpus.json');
-    writeJsonAtomic(join(out, 'corpus.json'), {
+    atomicWriteJsonSync(join(out, 'corpus.json'), {
       format: 'psm-world-corpus',
       version: 1,
       world: world.name,

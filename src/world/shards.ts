@@ -12,6 +12,7 @@
 // Writes are atomic: data goes to temporary files that are renamed into place when the writer is closed, and the
 // index is written last, so a reader never sees a half-written split and a killed run leaves only temp files.
 
+import { atomicWriteJsonSync, tempPathFor } from '../io/atomic-write.ts';
 import {
   closeSync,
   existsSync,
@@ -20,7 +21,6 @@ import {
   readFileSync,
   renameSync,
   rmSync,
-  writeFileSync,
   writeSync,
 } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
@@ -59,17 +59,6 @@ export function eotIdOf(tokenizer: TextTokenizer): number {
     );
   }
   return ids[0];
-}
-
-/** Write a JSON file atomically (temporary file, fsync, rename). */
-export function writeJsonAtomic(path: string, value: unknown): void {
-  const tmp = tempPath(path);
-  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
-  renameSync(tmp, path);
-}
-
-export function tempPath(path: string): string {
-  return join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
 }
 
 export interface ShardWriterOptions {
@@ -145,7 +134,7 @@ export class ShardWriter {
   private openShard(): void {
     const file = `${this.name}-${String(this.done.length).padStart(5, '0')}.bin`;
     const final = join(this.dir, file);
-    const tmp = tempPath(final);
+    const tmp = tempPathFor(final);
     this.fd = openSync(tmp, 'w');
     this.temps.push({ tmp, final });
     this.current = { tokens: 0, documents: 0 };
@@ -179,7 +168,7 @@ export class ShardWriter {
       shards: this.done,
       ...(this.opts.meta ? { meta: this.opts.meta } : {}),
     };
-    writeJsonAtomic(join(this.dir, `${this.name}.json`), index);
+    atomicWriteJsonSync(join(this.dir, `${this.name}.json`), index);
     return index;
   }
 
