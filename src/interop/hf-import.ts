@@ -14,7 +14,7 @@ import { fromHfConfig, type LlamaConfig } from '../model/config.ts';
 import { LlamaModel } from '../model/llama.ts';
 import { saveModelFolder } from '../model/weights.ts';
 import { streamSafetensors } from './safetensors-stream.ts';
-import { loadFolderTokenizer, type FolderTokenizer } from './hf-tokenizer.ts';
+import { loadFolderTokenizer, readJsonObject, type FolderTokenizer } from './hf-tokenizer.ts';
 
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM'] as const;
 const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2'];
@@ -32,18 +32,6 @@ export interface HfImportResult {
   /** Why no tokenizer was loaded, when tokenizer is null. */
   tokenizerError?: string;
   warnings: string[];
-}
-
-function readJsonObject(file: string): Record<string, unknown> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`${file}: cannot read JSON (${(e as Error).message})`);
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
-    throw new Error(`${file}: top level must be a JSON object`);
-  return raw as Record<string, unknown>;
 }
 
 /** Checks a raw config.json for features the engine lacks; returns warnings for harmless ones. */

@@ -58,7 +58,8 @@ export interface FolderTokenizer {
   bpe?: BpeTokenizer;
 }
 
-function readJson(file: string): Record<string, unknown> {
+/** Reads a JSON file whose top level must be an object; errors name the file. */
+export function readJsonObject(file: string): Record<string, unknown> {
   let raw: unknown;
   try {
     raw = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -80,14 +81,14 @@ export function loadFolderTokenizer(dir: string): FolderTokenizer {
     throw new Error(
       `${file}: not found (the folder has no tokenizer.json; tokenizer.model / vocab.txt tokenizers are not supported)`,
     );
-  const json = readJson(file);
+  const json = readJsonObject(file);
   try {
     const bpe = tokenizerFromJson(json, file);
     return { tokenizer: bpe, kind: 'psm', bpe };
   } catch (e) {
     const note = (e as Error).message;
     const cfgPath = path.join(dir, 'tokenizer_config.json');
-    const config = fs.existsSync(cfgPath) ? readJson(cfgPath) : {};
+    const config = fs.existsSync(cfgPath) ? readJsonObject(cfgPath) : {};
     try {
       return { tokenizer: new HfTokenizerAdapter(json, config), kind: 'hf-js', note };
     } catch (e2) {
