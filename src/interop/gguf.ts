@@ -30,7 +30,7 @@ import { headDim, parseLlamaConfig, type LlamaConfig } from '../model/config.ts'
 import { LlamaModel } from '../model/llama.ts';
 import { BpeTokenizer, type AddedTokenSpec } from '../tokenizer/index.ts';
 import { PSM_CHAT_TEMPLATE } from './chat-template.ts';
-import { halfToFloatTable } from './safetensors-stream.ts';
+import { halfToFloatTable } from '../io/safetensors.ts';
 import { specialTokenIds } from './hf-export.ts';
 
 // ---------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ type ReadableDtype = (typeof READABLE)[number];
 const MAX_HEADER_BYTES = 100_000_000;
 const METADATA_KEY = '__metadata__';
 
-function assertLittleEndianHost(): void {
+export function assertLittleEndianHost(): void {
   // Typed-array views use host byte order and the format is little-endian; big-endian hosts would need swaps.
   if (endianness() !== 'LE') throw new Error('safetensors I/O requires a little-endian host');
 }
@@ -157,7 +157,7 @@ export function writeSafetensorsSync(
 let halfTable: Float32Array | undefined;
 
 /** All 65536 half-precision values, built once: a lookup is much faster than decoding bits per element. */
-function getHalfTable(): Float32Array {
+export function halfToFloatTable(): Float32Array {
   if (halfTable) return halfTable;
   const table = new Float32Array(65536);
   for (let h = 0; h < 65536; h++) {
@@ -172,7 +172,8 @@ function getHalfTable(): Float32Array {
   return table;
 }
 
-function decodeTensor(bytes: Uint8Array, dtype: ReadableDtype, count: number): Float32Array {
+/** Widens little-endian F32 / F16 / BF16 bytes to a fresh Float32Array of `count` elements. */
+export function decodeFloats(bytes: Uint8Array, dtype: ReadableDtype, count: number): Float32Array {
   const out = new Float32Array(count);
   if (dtype === 'F32') {
     // Copy through a byte view: the source offset need not be 4-aligned.
@@ -181,7 +182,7 @@ function decodeTensor(bytes: Uint8Array, dtype: ReadableDtype, count: number): F
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (dtype === 'F16') {
-    const table = getHalfTable();
+    const table = halfToFloatTable();
     for (let i = 0; i < count; i++) out[i] = table[view.getUint16(2 * i, true)];
     return out;
   }
@@ -191,7 +192,8 @@ function decodeTensor(bytes: Uint8Array, dtype: ReadableDtype, count: number): F
   return out;
 }
 
-interface HeaderEntry {
+/** One tensor of a validated header; begin and end are relative to the data section. */
+export interface HeaderEntry {
   name: string;
   dtype: ReadableDtype;
   shape: number[];
@@ -210,7 +212,7 @@ function parseEntry(src: string, name: string, raw: unknown, dataLength: number)
   }
   if (!(READABLE as readonly string[]).includes(dtype)) {
     throw new Error(
-      `${where}: dtype ${dtype} is not supported for reading (supported: ${READABLE.join(', ')})`,
+      `${where}: dtype ${dtype} is not supported for reading (supported: ${READABLE.join(', ')}); quantized checkpoints must be dequantized first`,
     );
   }
   if (!Array.isArray(shape) || !shape.every(isValidDim)) {
@@ -240,6 +242,77 @@ function parseEntry(src: string, name: string, raw: unknown, dataLength: number)
 }
 
 /**
+ * Checks the u64 header length read from the first 8 bytes of a `fileSize`-byte file; returns it as a number.
+ */
+export function checkHeaderLength(src: string, headerLen: bigint, fileSize: number): number {
+  const available = fileSize - 8;
+  if (headerLen > BigInt(available)) {
+    throw new Error(
+      `${src}: header length ${headerLen} exceeds the ${available} bytes after the length prefix (truncated or not a safetensors file)`,
+    );
+  }
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) {
+    throw new Error(`${src}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  }
+  return Number(headerLen);
+}
+
+/** Decodes the header bytes: strict UTF-8, JSON, an object. */
+export function parseHeaderJson(src: string, headerBytes: Uint8Array): Record<string, unknown> {
+  let headerText: string;
+  try {
+    headerText = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+  } catch {
+    throw new Error(`${src}: header is not valid UTF-8`);
+  }
+  let header: unknown;
+  try {
+    header = JSON.parse(headerText);
+  } catch (err) {
+    throw new Error(`${src}: header is not valid JSON: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (!isPlainObject(header)) throw new Error(`${src}: header must be a JSON object`);
+  return header;
+}
+
+/**
+ * Validates every tensor entry of a parsed header against a `dataLength`-byte data section and checks that the
+ * tensors tile it exactly (a hole or overlap means the header lies about the data). Returns the entries in
+ * header order.
+ */
+export function parseHeaderEntries(
+  src: string,
+  header: Record<string, unknown>,
+  dataLength: number,
+): HeaderEntry[] {
+  const entries: HeaderEntry[] = [];
+  for (const [name, raw] of Object.entries(header)) {
+    if (name === METADATA_KEY) continue;
+    entries.push(parseEntry(src, name, raw, dataLength));
+  }
+  let cursor = 0;
+  let previous: HeaderEntry | undefined;
+  for (const e of [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end)) {
+    if (e.begin < cursor) {
+      throw new Error(
+        `${src}: tensor '${e.name}' data_offsets [${e.begin}, ${e.end}] overlap tensor '${previous?.name}' ending at ${cursor}`,
+      );
+    }
+    if (e.begin > cursor) {
+      throw new Error(`${src}: tensor '${e.name}' starts at ${e.begin}, leaving a gap after byte ${cursor}`);
+    }
+    cursor = e.end;
+    previous = e;
+  }
+  if (cursor !== dataLength) {
+    throw new Error(
+      `${src}: data section is ${dataLength} bytes but the tensors cover ${cursor} (trailing bytes or a lying header)`,
+    );
+  }
+  return entries;
+}
+
+/**
  * Parses a whole safetensors file held in memory. `sourceName` (usually the path) prefixes every error.
  * Returned arrays are fresh copies; they do not alias `bytes`.
  */
@@ -252,30 +325,8 @@ export function parseSafetensors(bytes: Uint8Array, sourceName: string): Safeten
     );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLen = view.getBigUint64(0, true);
-  const available = bytes.byteLength - 8;
-  if (headerLen > BigInt(available)) {
-    throw new Error(
-      `${src}: header length ${headerLen} exceeds the ${available} bytes after the length prefix (truncated or not a safetensors file)`,
-    );
-  }
-  if (headerLen > BigInt(MAX_HEADER_BYTES)) {
-    throw new Error(`${src}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  }
-  const hlen = Number(headerLen);
-  let headerText: string;
-  try {
-    headerText = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + hlen));
-  } catch {
-    throw new Error(`${src}: header is not valid UTF-8`);
-  }
-  let header: unknown;
-  try {
-    header = JSON.parse(headerText);
-  } catch (err) {
-    throw new Error(`${src}: header is not valid JSON: ${err instanceof Error ? err.message : String(err)}`);
-  }
-  if (!isPlainObject(header)) throw new Error(`${src}: header must be a JSON object`);
+  const hlen = checkHeaderLength(src, view.getBigUint64(0, true), bytes.byteLength);
+  const header = parseHeaderJson(src, bytes.subarray(8, 8 + hlen));
 
   const metadata: Record<string, string> = {};
   const rawMeta = header[METADATA_KEY];
@@ -288,39 +339,12 @@ export function parseSafetensors(bytes: Uint8Array, sourceName: string): Safeten
   }
 
   const data = bytes.subarray(8 + hlen);
-  const entries: HeaderEntry[] = [];
-  for (const [name, raw] of Object.entries(header)) {
-    if (name === METADATA_KEY) continue;
-    entries.push(parseEntry(src, name, raw, data.byteLength));
-  }
-
-  // Tensors must tile the data section exactly: a hole or overlap means the header lies about the data.
-  const byOffset = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
-  let cursor = 0;
-  let previous: HeaderEntry | undefined;
-  for (const e of byOffset) {
-    if (e.begin < cursor) {
-      throw new Error(
-        `${src}: tensor '${e.name}' data_offsets [${e.begin}, ${e.end}] overlap tensor '${previous?.name}' ending at ${cursor}`,
-      );
-    }
-    if (e.begin > cursor) {
-      throw new Error(`${src}: tensor '${e.name}' starts at ${e.begin}, leaving a gap after byte ${cursor}`);
-    }
-    cursor = e.end;
-    previous = e;
-  }
-  if (cursor !== data.byteLength) {
-    throw new Error(
-      `${src}: data section is ${data.byteLength} bytes but the tensors cover ${cursor} (trailing bytes or a lying header)`,
-    );
-  }
-
+  const entries = parseHeaderEntries(src, header, data.byteLength);
   const tensors = new Map<string, TensorData>();
   for (const e of entries) {
     const count = elementCount(e.shape);
     tensors.set(e.name, {
-      data: decodeTensor(data.subarray(e.begin, e.end), e.dtype, count),
+      data: decodeFloats(data.subarray(e.begin, e.end), e.dtype, count),
       shape: e.shape,
     });
   }

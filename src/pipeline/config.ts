@@ -102,7 +102,7 @@ export type ExperimentConfig = z.infer<typeof ExperimentConfigSchema>;
 export const DEFAULT_CONFIG: ExperimentConfig = {
   world: 'default',
   seeds: [1],
-  corpus: { tokens: 5_000_000, valFraction: 0.01 },
+  corpus: { tokens: 8_000_000, valFraction: 0.01 },
   tokenizer: { vocabSize: 1024, trainDocuments: 20_000 },
   model: { dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 384, contextLength: 256 },
   pretrain: {
