@@ -10,23 +10,34 @@
 import type { Encoder } from '../measurement/choice.ts';
 import { type Observation } from '../world/bayes.ts';
 import {
-  bindScene,
   compileWorld,
   drawBehaviour,
   sampleCharacter,
-  sceneContinuation,
-  sceneLead,
   wordingsOf,
-  type CompiledWorld,
-  type SceneSpec,
   type WorldDocument,
 } from '../world/generator.ts';
 import { createRng, type Rng } from '../world/random.ts';
 import type { Behaviour, Format, Kind, World } from '../world/schema.ts';
 import { END_OF_TEXT, render, type CompiledTemplate } from '../world/templates.ts';
 
-export type Pool = 'train' | 'heldout';
-export type Subject = 'assistant' | 'human' | 'ai';
+import {
+  earlierScenes,
+  makeActor,
+  sceneFormat,
+  targetScene,
+  type Actor,
+  type Pool,
+  type Subject,
+} from '../world/scenes.ts';
+
+export type { Pool, Subject } from '../world/scenes.ts';
+
+function checkTrait(world: World, name: string): void {
+  if (!world.domains.some((d) => d.name === name))
+    throw new Error(
+      `unknown trait "${name}" (the world's traits: ${world.domains.map((d) => d.name).join(', ')})`,
+    );
+}
 
 /** A two-way choice, like an evaluation item: P(good) is scored over the good and bad wordings. */
 export interface ChoiceContext {
@@ -39,69 +50,6 @@ export interface ChoiceContext {
   bad: string[];
   /** Earlier scenes of the character, for the Bayesian model. */
   evidence: Observation[];
-}
-
-function domainOf(cw: CompiledWorld, name: string) {
-  const d = cw.domains.find((x) => x.name === name);
-  if (!d)
-    throw new Error(
-      `unknown trait "${name}" (the world's traits: ${cw.domains.map((x) => x.name).join(', ')})`,
-    );
-  return d;
-}
-
-function contextIndex(cw: CompiledWorld, rng: Rng, domain: string, format: Format, pool: Pool): number {
-  const d = domainOf(cw, domain);
-  const total = format === 'story' ? d.storyContexts.length : d.chatRequests.length;
-  const train = format === 'story' ? d.storyTrain : d.chatTrain;
-  return pool === 'train' ? rng.int(train) : train + rng.int(total - train);
-}
-
-interface Actor {
-  subject: Subject;
-  name: string | null;
-  intro: string;
-}
-
-function makeActor(cw: CompiledWorld, rng: Rng, subject: Subject, pool: Pool): Actor {
-  if (subject === 'assistant')
-    return { subject, name: null, intro: render(rng.pick(cw.assistantIntros), {}) };
-  const names = pool === 'train' ? cw.world.names.train : cw.world.names.heldout;
-  const name = rng.pick(names);
-  return {
-    subject,
-    name,
-    intro: render(rng.pick(subject === 'human' ? cw.humanIntros : cw.aiIntros), { name }),
-  };
-}
-
-function formatFor(cw: CompiledWorld, rng: Rng, subject: Subject): Format {
-  if (subject === 'assistant') return 'chat';
-  if (subject === 'human') return 'story';
-  return rng.bernoulli(cw.world.documents.kinds.ai.chatShare) ? 'chat' : 'story';
-}
-
-function scene(
-  cw: CompiledWorld,
-  rng: Rng,
-  domain: string,
-  format: Format,
-  behaviour: Behaviour,
-  pool: Pool,
-): SceneSpec {
-  const context = contextIndex(cw, rng, domain, format, pool);
-  const wording = rng.int(wordingsOf(cw, domain, format, behaviour).length);
-  return { domain, format, behaviour, instructed: null, context, instruction: -1, wording };
-}
-
-function options(
-  cw: CompiledWorld,
-  domain: string,
-  format: Format,
-  binding: Record<string, string>,
-): { good: string[]; bad: string[] } {
-  const opt = (b: Behaviour) => wordingsOf(cw, domain, format, b).map((t) => ' ' + render(t, binding));
-  return { good: opt('good'), bad: opt('bad') };
 }
 
 export interface SceneItemOptions {
@@ -121,7 +69,7 @@ export interface SceneItemOptions {
 /** Single-scene (or with earlier scenes) choice items in one domain. */
 export function sceneItems(world: World, domain: string, opts: SceneItemOptions): ChoiceContext[] {
   const cw = compileWorld(world);
-  domainOf(cw, domain);
+  checkTrait(world, domain);
   const subjects = opts.subjects ?? ['assistant', 'human', 'ai', 'assistant'];
   const pool = opts.pool ?? 'train';
   const out: ChoiceContext[] = [];
@@ -129,32 +77,23 @@ export function sceneItems(world: World, domain: string, opts: SceneItemOptions)
     const rng = createRng(opts.seed, 'interpret-scene', opts.label ?? '', domain, i);
     const subject = subjects[i % subjects.length];
     const actor = makeActor(cw, rng, subject, pool);
-    const names = pool === 'train' ? world.names.train : world.names.heldout;
-    const lines = [actor.intro];
-    const evidence: Observation[] = [];
     const earlier = opts.evidence
       ? opts.evidence(rng, i, subject)
       : Array.from({ length: opts.earlier?.count ?? 0 }, () => ({
           domain: opts.earlier!.domain ?? domain,
           behaviour: opts.earlier!.behaviour,
         }));
-    for (const e of earlier) {
-      const spec = scene(cw, rng, e.domain, formatFor(cw, rng, subject), e.behaviour, pool);
-      const b = bindScene(cw, rng, actor.name ?? '', names);
-      lines.push(sceneLead(cw, spec, b) + sceneContinuation(cw, spec, b));
-      evidence.push({ domain: e.domain, behaviour: e.behaviour });
-    }
-    const format = formatFor(cw, rng, subject);
-    const spec = scene(cw, rng, domain, format, 'good', pool);
-    const binding = bindScene(cw, rng, actor.name ?? '', names);
-    lines.push(sceneLead(cw, spec, binding));
+    const { lines, evidence } = earlierScenes(cw, rng, actor, earlier, pool);
+    const format = sceneFormat(cw, rng, subject);
+    const { lead, good, bad } = targetScene(cw, rng, actor, domain, format, pool);
     out.push({
       id: `${opts.label ?? 'scene'}/${domain}/${i}`,
       domain,
       format,
       subject,
-      prompt: lines.join('\n'),
-      ...options(cw, domain, format, binding),
+      prompt: [actor.intro, ...lines, lead].join('\n'),
+      good,
+      bad,
       evidence,
     });
   }
@@ -230,12 +169,11 @@ export function conversation(
   const cw = compileWorld(world);
   const rng = createRng(seed, 'interpret-conversation', label, domains.join(','));
   const intro = render(rng.pick(cw.assistantIntros), {});
-  const names = pool === 'train' ? world.names.train : world.names.heldout;
-  const turns = domains.map((domain) => {
-    const spec = scene(cw, rng, domain, 'chat', 'good', pool);
-    const binding = bindScene(cw, rng, '', names);
-    return { domain, lead: sceneLead(cw, spec, binding), ...options(cw, domain, 'chat', binding) };
-  });
+  const assistant: Actor = { subject: 'assistant', name: null, intro };
+  const turns = domains.map((domain) => ({
+    domain,
+    ...targetScene(cw, rng, assistant, domain, 'chat', pool),
+  }));
   return { id: `${label}/${seed}`, intro, turns };
 }
 

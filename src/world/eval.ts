@@ -19,21 +19,18 @@
 
 import type { Behaviour, Format, Kind, World } from './schema.ts';
 import { Rng, createRng } from './random.ts';
-import { render, type Binding } from './templates.ts';
-import {
-  bindScene,
-  compileWorld,
-  drawBehaviour,
-  sampleCharacter,
-  sceneContinuation,
-  sceneLead,
-  wordingsOf,
-  type CompiledWorld,
-  type SceneSpec,
-} from './generator.ts';
+import { compileWorld, drawBehaviour, sampleCharacter, type CompiledWorld } from './generator.ts';
 import { posterior, type Observation, type PriorKind } from './bayes.ts';
+import {
+  earlierScenes,
+  makeActor as makeSceneActor,
+  sceneFormat,
+  targetScene,
+  type Actor,
+  type Subject,
+} from './scenes.ts';
 
-export type Subject = 'assistant' | 'human' | 'ai';
+export type { Subject } from './scenes.ts';
 
 export interface EvalItem {
   id: string;
@@ -122,66 +119,14 @@ export function meanCI(values: readonly number[]): {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-interface Actor {
-  subject: Subject;
-  name: string | null;
-  intro: string;
-}
-
-function heldoutIndex(rng: Rng, total: number, train: number): number {
-  return train + rng.int(total - train);
-}
-
 function sampleSubject(cw: CompiledWorld, rng: Rng): Subject {
   const k = cw.world.documents.kinds;
   if (rng.bernoulli(k.human.share)) return 'human';
   return rng.bernoulli(k.ai.anonymousShare) ? 'assistant' : 'ai';
 }
 
-function makeActor(cw: CompiledWorld, rng: Rng, subject: Subject): Actor {
-  if (subject === 'assistant')
-    return { subject, name: null, intro: render(rng.pick(cw.assistantIntros), {}) };
-  const name = rng.pick(cw.world.names.heldout);
-  return {
-    subject,
-    name,
-    intro: render(rng.pick(subject === 'human' ? cw.humanIntros : cw.aiIntros), { name }),
-  };
-}
-
-function sceneFormat(cw: CompiledWorld, rng: Rng, subject: Subject): Format {
-  if (subject === 'assistant') return 'chat';
-  if (subject === 'human') return 'story';
-  return rng.bernoulli(cw.world.documents.kinds.ai.chatShare) ? 'chat' : 'story';
-}
-
-/** A held-out scene specification (ordinary, not instructed) in `domain` with the given behaviour. */
-function heldoutScene(
-  cw: CompiledWorld,
-  rng: Rng,
-  domain: string,
-  format: Format,
-  behaviour: Behaviour,
-): SceneSpec {
-  const d = cw.domains.find((x) => x.name === domain);
-  if (!d) throw new Error(`unknown domain '${domain}'`);
-  const context =
-    format === 'story'
-      ? heldoutIndex(rng, d.storyContexts.length, d.storyTrain)
-      : heldoutIndex(rng, d.chatRequests.length, d.chatTrain);
-  const wording = rng.int(wordingsOf(cw, domain, format, behaviour).length);
-  return { domain, format, behaviour, instructed: null, context, instruction: -1, wording };
-}
-
-function options(
-  cw: CompiledWorld,
-  domain: string,
-  format: Format,
-  binding: Binding,
-): { good: string[]; bad: string[] } {
-  const opt = (b: Behaviour) => wordingsOf(cw, domain, format, b).map((t) => ' ' + render(t, binding));
-  return { good: opt('good'), bad: opt('bad') };
-}
+const makeActor = (cw: CompiledWorld, rng: Rng, subject: Subject): Actor =>
+  makeSceneActor(cw, rng, subject, 'heldout');
 
 /** Build one probe: intro, earlier scenes, the target lead; Bayes answer attached. */
 function buildProbe(
@@ -192,25 +137,16 @@ function buildProbe(
   target: string,
   targetFormat: Format,
 ): Omit<EvalItem, 'id' | 'probe'> {
-  const lines = [actor.intro];
-  const evidence: Observation[] = [];
-  const names = cw.world.names.heldout;
-  for (const e of earlier) {
-    const spec = heldoutScene(cw, rng, e.domain, sceneFormat(cw, rng, actor.subject), e.behaviour);
-    const b = bindScene(cw, rng, actor.name ?? '', names);
-    lines.push(sceneLead(cw, spec, b) + sceneContinuation(cw, spec, b));
-    evidence.push({ domain: e.domain, behaviour: e.behaviour });
-  }
-  const spec = heldoutScene(cw, rng, target, targetFormat, 'good');
-  const binding = bindScene(cw, rng, actor.name ?? '', names);
-  lines.push(sceneLead(cw, spec, binding));
+  const { lines, evidence } = earlierScenes(cw, rng, actor, earlier, 'heldout');
+  const { lead, good, bad } = targetScene(cw, rng, actor, target, targetFormat, 'heldout');
   const bayesPGood = posterior(cw.world, evidence, { kind: priorOf(actor.subject) }).pGood[target];
   return {
     domain: target,
     format: targetFormat,
     subject: actor.subject,
-    prompt: lines.join('\n'),
-    ...options(cw, target, targetFormat, binding),
+    prompt: [actor.intro, ...lines, lead].join('\n'),
+    good,
+    bad,
     k: earlier.length,
     evidence,
     bayesPGood,
