@@ -130,32 +130,59 @@ export interface JudgeOptions {
   seed?: number;
 }
 
+/**
+ * The judge's top candidates for the first token of its answer (greedy, one token), when it gives
+ * log-probabilities and the caller wants them; null otherwise (then the caller reads the text).
+ */
+async function firstTokenCandidates(
+  judge: Provider,
+  prompt: string,
+  opts: JudgeOptions,
+): Promise<{ top: { token: string; logprob: number }[]; text: string } | null> {
+  if (!((opts.useLogprobs ?? true) && judge.capabilities.logprobs)) return null;
+  const r = await judge.generate({
+    messages: [{ role: 'user', content: prompt }],
+    maxTokens: 1,
+    temperature: 0,
+    seed: opts.seed ?? 0,
+    logprobs: true,
+    topLogprobs: 20,
+  });
+  const top = r.tokens?.[0]?.top;
+  return top && top.length > 0 ? { top, text: r.text } : null;
+}
+
+/** Greedy text answer of at most maxTokens. */
+async function textAnswer(
+  judge: Provider,
+  prompt: string,
+  maxTokens: number,
+  opts: JudgeOptions,
+): Promise<string> {
+  const r = await judge.generate({
+    messages: [{ role: 'user', content: prompt }],
+    maxTokens,
+    temperature: 0,
+    seed: opts.seed ?? 0,
+  });
+  return r.text;
+}
+
 /** Scores one filled judge prompt 0-100. */
 export async function judgeScore(
   judge: Provider,
   prompt: string,
   opts: JudgeOptions = {},
 ): Promise<JudgeScore> {
-  const messages = [{ role: 'user' as const, content: prompt }];
-  if ((opts.useLogprobs ?? true) && judge.capabilities.logprobs) {
-    const r = await judge.generate({
-      messages,
-      maxTokens: 1,
-      temperature: 0,
-      seed: opts.seed ?? 0,
-      logprobs: true,
-      topLogprobs: 20,
-    });
-    const top = r.tokens?.[0]?.top;
-    if (top && top.length > 0) {
-      const { score, mass } = aggregateNumberLogprobs(top);
-      const label: ScoreLabel = score !== null ? 'number' : labelOf(top[0].token || r.text);
-      return { score, label, method: 'logprobs', numberMass: mass, raw: r.text };
-    }
+  const first = await firstTokenCandidates(judge, prompt, opts);
+  if (first) {
+    const { score, mass } = aggregateNumberLogprobs(first.top);
+    const label: ScoreLabel = score !== null ? 'number' : labelOf(first.top[0].token || first.text);
+    return { score, label, method: 'logprobs', numberMass: mass, raw: first.text };
   }
-  const r = await judge.generate({ messages, maxTokens: 8, temperature: 0, seed: opts.seed ?? 0 });
-  const { score, label } = parseScoreText(r.text);
-  return { score, label, method: 'text', raw: r.text };
+  const raw = await textAnswer(judge, prompt, 8, opts);
+  const { score, label } = parseScoreText(raw);
+  return { score, label, method: 'text', raw };
 }
 
 export interface JudgeChoice {
@@ -171,29 +198,18 @@ export async function judgeChoice(
   prompt: string,
   opts: JudgeOptions = {},
 ): Promise<JudgeChoice> {
-  const messages = [{ role: 'user' as const, content: prompt }];
-  if ((opts.useLogprobs ?? true) && judge.capabilities.logprobs) {
-    const r = await judge.generate({
-      messages,
-      maxTokens: 1,
-      temperature: 0,
-      seed: opts.seed ?? 0,
-      logprobs: true,
-      topLogprobs: 20,
-    });
-    const top = r.tokens?.[0]?.top;
-    if (top && top.length > 0) {
-      let a = 0;
-      let b = 0;
-      for (const t of top) {
-        const s = t.token.trim().toUpperCase();
-        if (s === 'A') a += Math.exp(t.logprob);
-        else if (s === 'B') b += Math.exp(t.logprob);
-      }
-      return { pA: a + b > 0 ? a / (a + b) : null, method: 'logprobs', raw: r.text };
+  const first = await firstTokenCandidates(judge, prompt, opts);
+  if (first) {
+    let a = 0;
+    let b = 0;
+    for (const t of first.top) {
+      const s = t.token.trim().toUpperCase();
+      if (s === 'A') a += Math.exp(t.logprob);
+      else if (s === 'B') b += Math.exp(t.logprob);
     }
+    return { pA: a + b > 0 ? a / (a + b) : null, method: 'logprobs', raw: first.text };
   }
-  const r = await judge.generate({ messages, maxTokens: 4, temperature: 0, seed: opts.seed ?? 0 });
-  const m = /\b([AB])\b/.exec(r.text.trim().toUpperCase());
-  return { pA: m ? (m[1] === 'A' ? 1 : 0) : null, method: 'text', raw: r.text };
+  const raw = await textAnswer(judge, prompt, 4, opts);
+  const m = /\b([AB])\b/.exec(raw.trim().toUpperCase());
+  return { pA: m ? (m[1] === 'A' ? 1 : 0) : null, method: 'text', raw };
 }
