@@ -36,6 +36,8 @@ function argNumber(name: string, fallback: number): number {
 const STEPS = Math.max(1, argNumber('steps', 20));
 const WARMUP = argNumber('warmup', 3);
 const THREADS = Math.max(1, argNumber('threads', defaultThreads()));
+/** Data-parallel training workers (one kernel thread each); 1 = train in the main thread on THREADS threads. */
+const WORKERS = Math.max(1, argNumber('workers', 1));
 const PEER = !process.argv.includes('--no-peer');
 
 const REF = { vocabSize: 2048, dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 512, maxSeqLen: 128 };
@@ -75,6 +77,7 @@ const trainer = new Trainer(model, new TokenWindowSource(stream, BATCH, CTX, 1),
   schedule: { peakLr: 1e-3, minLr: 1e-4, warmupSteps: 2, totalSteps: WARMUP + STEPS },
   trainable: { kind: 'all' },
   seed: 1,
+  workers: WORKERS,
 });
 for (let i = 0; i < WARMUP; i++) trainer.trainStep();
 const stepMs: number[] = [];
@@ -87,8 +90,9 @@ for (let i = 0; i < STEPS; i++) {
 }
 const trainSeconds = (performance.now() - trainStart) / 1000;
 const trainTokS = (STEPS * BATCH * CTX) / trainSeconds;
+trainer.close();
 console.log(
-  `train: ${STEPS} steps of ${BATCH}x${CTX} tokens after ${WARMUP} warmup: ${trainTokS.toFixed(0)} tok/s ` +
+  `train${WORKERS > 1 ? ` (${WORKERS} data-parallel workers)` : ''}: ${STEPS} steps of ${BATCH}x${CTX} tokens after ${WARMUP} warmup: ${trainTokS.toFixed(0)} tok/s ` +
     `(median step ${median(stepMs).toFixed(1)} ms, best ${Math.min(...stepMs).toFixed(1)} ms, final loss ${lastLoss.toFixed(4)})`,
 );
 

@@ -6,6 +6,7 @@ import { crossEntropy, reshape, selectRows } from '../autograd/ops.ts';
 import type { HookSet } from '../model/hooks.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import type { Batch, BatchSource } from './data.ts';
+import { DataParallelGroup } from './data-parallel.ts';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT } from './checkpoint.ts';
 import { AdamW, DEFAULT_ADAMW, type AdamWOptions } from './optimizer.ts';
 import { learningRate, type LrSchedule } from './schedule.ts';
@@ -23,6 +24,11 @@ export interface TrainerOptions {
   checkpointEvery?: number;
   /** Files stored beside each checkpoint's weights (e.g. tokenizer.json). */
   extraFiles?: Record<string, string | Uint8Array>;
+  /**
+   * Worker threads that share each batch (data parallelism, one kernel thread each); 1 (the default) trains
+   * in this thread. Needs trainable 'all' and no hooks.
+   */
+  workers?: number;
 }
 
 export interface StepInfo {
@@ -51,12 +57,20 @@ export class Trainer {
   readonly optimizer: AdamW;
   step = 0;
   private readonly fingerprint: string;
+  private group: DataParallelGroup | null = null;
 
   constructor(
     readonly model: LlamaModel,
     readonly source: BatchSource,
     readonly options: TrainerOptions,
   ) {
+    const workers = options.workers ?? 1;
+    if (!Number.isInteger(workers) || workers < 1)
+      throw new Error(`trainer: workers must be a positive integer, got ${workers}`);
+    if (workers > 1 && (options.trainable.kind !== 'all' || options.hooks))
+      throw new Error(
+        `trainer: data-parallel workers (${workers}) need trainable 'all' and no hooks (got trainable '${options.trainable.kind}'${options.hooks ? ' and hooks' : ''})`,
+      );
     const params = selectTrainable(model, options.trainable, options.seed);
     this.optimizer = new AdamW(params, { ...DEFAULT_ADAMW, ...options.adamw });
     this.fingerprint = JSON.stringify({
@@ -84,16 +98,13 @@ export class Trainer {
     const batch = this.source.next();
     const lr = learningRate(this.options.schedule, this.step);
     this.optimizer.zeroGrad();
-    let loss;
-    let tokens;
+    let value: number;
+    let tokens: number;
     try {
-      ({ loss, tokens } = batchLoss(this.model, batch, this.options.hooks));
+      ({ value, tokens } = this.lossAndGradients(batch));
     } catch (e) {
       throw new Error(`training step ${this.step + 1}: ${(e as Error).message}`);
     }
-    const value = loss.item();
-    if (!Number.isFinite(value)) throw new Error(`training step ${this.step + 1}: loss is ${value}`);
-    loss.backward();
     const gradNorm = this.optimizer.clipGradients(this.options.clipNorm ?? 1);
     this.optimizer.update(lr);
     this.step++;
@@ -104,6 +115,30 @@ export class Trainer {
     )
       this.checkpoint();
     return { step: this.step, loss: value, lr, gradNorm, tokens };
+  }
+
+  /** Loss of the batch, with its gradients left in the parameters (in this thread or across the workers). */
+  private lossAndGradients(batch: Batch): { value: number; tokens: number } {
+    const workers = this.options.workers ?? 1;
+    if (workers > 1) {
+      const rows = Math.ceil(batch.batch / workers) * batch.seqLen;
+      if (this.group && this.group.maxRows < rows) this.close();
+      this.group ??= new DataParallelGroup(this.model, workers, rows);
+      const { loss, tokens } = this.group.lossAndGradients(batch);
+      if (!Number.isFinite(loss)) throw new Error(`loss is ${loss}`);
+      return { value: loss, tokens };
+    }
+    const { loss, tokens } = batchLoss(this.model, batch, this.options.hooks);
+    const value = loss.item();
+    if (!Number.isFinite(value)) throw new Error(`loss is ${value}`);
+    loss.backward();
+    return { value, tokens };
+  }
+
+  /** Stops the data-parallel workers, if any (they start again on the next step). */
+  close(): void {
+    this.group?.close();
+    this.group = null;
   }
 
   checkpoint(): string {
@@ -125,9 +160,13 @@ export class Trainer {
 
   /** Trains until `totalSteps` (the schedule's by default), calling onStep after each step. */
   run(onStep?: (info: StepInfo) => void, totalSteps = this.options.schedule.totalSteps): void {
-    while (this.step < totalSteps) {
-      const info = this.trainStep();
-      onStep?.(info);
+    try {
+      while (this.step < totalSteps) {
+        const info = this.trainStep();
+        onStep?.(info);
+      }
+    } finally {
+      this.close();
     }
     if (
       this.options.checkpointDir &&
