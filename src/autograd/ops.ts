@@ -150,6 +150,38 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
   );
 }
 
+interface RopeTables {
+  cos: Float32Array;
+  sin: Float32Array;
+  negSin: Float32Array;
+}
+/** Tables for positions 0 .. n-1 per (headDim, theta); a table row depends only on its position. */
+const ropeCache = new Map<string, RopeTables & { n: number }>();
+
+/** Rope tables for `positions`: slices of a cached table when they are consecutive (training, scoring). */
+function cachedRopeTables(positions: Int32Array, d: number, theta: number): RopeTables {
+  const t = positions.length;
+  const start = t > 0 ? positions[0] : 0;
+  let consecutive = start >= 0;
+  for (let i = 1; i < t && consecutive; i++) consecutive = positions[i] === start + i;
+  if (!consecutive) {
+    const { cos, sin } = ropeTables(positions, d, theta);
+    return { cos, sin, negSin: sin.map((v) => -v) };
+  }
+  const key = `${d}:${theta}`;
+  let full = ropeCache.get(key);
+  if (!full || full.n < start + t) {
+    const n = Math.max(start + t, 2 * (full?.n ?? 0), 256);
+    const { cos, sin } = ropeTables(Int32Array.from({ length: n }, (_, i) => i), d, theta);
+    full = { cos, sin, negSin: sin.map((v) => -v), n };
+    ropeCache.set(key, full);
+  }
+  const half = d / 2;
+  const a = start * half;
+  const z = (start + t) * half;
+  return { cos: full.cos.subarray(a, z), sin: full.sin.subarray(a, z), negSin: full.negSin.subarray(a, z) };
+}
+
 /**
  * Rotary position embedding on x [batch, t, heads, headDim]; positions[t] gives each time step's absolute
  * position (shared across the batch).
@@ -160,7 +192,7 @@ export function rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
     throw new Error(`rope: expected [batch, ${positions.length}, heads, headDim], got [${x.shape}]`);
   }
   if (d % 2 !== 0) throw new Error(`rope: head dimension ${d} must be even`);
-  const tables = ropeTables(positions, d, theta);
+  const tables = cachedRopeTables(positions, d, theta);
   const fk = fusedKernels();
   if (fk) {
     return makeResult(
@@ -168,8 +200,7 @@ export function rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
       x.shape,
       [x],
       (out) => {
-        const negSin = tables.sin.map((s) => -s);
-        x.accumulateGrad(fk.rope(out.grad!, tables.cos, negSin, b, t, h, d), true);
+        x.accumulateGrad(fk.rope(out.grad!, tables.cos, tables.negSin, b, t, h, d), true);
       },
       'rope',
     );
