@@ -172,7 +172,11 @@ function cachedRopeTables(positions: Int32Array, d: number, theta: number): Rope
   let full = ropeCache.get(key);
   if (!full || full.n < start + t) {
     const n = Math.max(start + t, 2 * (full?.n ?? 0), 256);
-    const { cos, sin } = ropeTables(Int32Array.from({ length: n }, (_, i) => i), d, theta);
+    const { cos, sin } = ropeTables(
+      Int32Array.from({ length: n }, (_, i) => i),
+      d,
+      theta,
+    );
     full = { cos, sin, negSin: sin.map((v) => -v), n };
     ropeCache.set(key, full);
   }
