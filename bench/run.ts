@@ -7,7 +7,8 @@
  * it recommends and compares with the best. The last line is `train_ratio_vs_torch=X` when PyTorch ran.
  *
  * Options: --steps N (timed training steps, default 20), --warmup N (default 3), --threads N (engine
- * threads, default PSM_THREADS or 2), --no-peer (skip PyTorch and numpy), --no-interop (skip the GGUF-generation
+ * threads, default PSM_THREADS or 2), --workers N (data-parallel training workers, default 1), --no-peer (skip PyTorch
+ * and numpy), --no-interop (skip the GGUF-generation
  * and serve benchmarks).
  */
 import { spawnSync } from 'node:child_process';
