@@ -98,7 +98,10 @@ export const ExperimentConfigSchema = z
 
 export type ExperimentConfig = z.infer<typeof ExperimentConfigSchema>;
 
-/** The default experiment: one seed in <= 20 minutes on a 2-core CPU. */
+/**
+ * The default experiment: one seed in ~24 minutes on a 2-core CPU. 8M pre-training tokens because in-context persona
+ * inference forms between 5M and 8M here (docs/results.md); 5M would fit in 20 minutes without the effects.
+ */
 export const DEFAULT_CONFIG: ExperimentConfig = {
   world: 'default',
   seeds: [1],
