@@ -414,35 +414,55 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   );
 }
 
-/** Gathers rows of w [vocab, dim] for ids; backward scatter-adds into w's gradient. */
-export function embedding(w: Tensor, ids: Int32Array, shape: readonly number[]): Tensor {
-  const [vocab, dim] = w.shape;
-  for (let i = 0; i < ids.length; i++) {
-    const id = ids[i];
-    if (id < 0 || id >= vocab)
-      throw new Error(`embedding: token id ${id} is outside the vocabulary (${vocab})`);
+/**
+ * Rows `index` of x viewed as [n, d], shaped `shape` (the last dimension d is appended); backward scatter-adds
+ * into x's gradient. An index outside [0, n) throws badIndex(index, n).
+ */
+function gatherRowsOp(
+  x: Tensor,
+  index: Int32Array,
+  shape: readonly number[],
+  what: string,
+  badIndex: (r: number, n: number) => string,
+): Tensor {
+  const d = lastDim(x);
+  const n = x.size / d;
+  for (let i = 0; i < index.length; i++) {
+    const r = index[i];
+    if (r < 0 || r >= n) throw new Error(badIndex(r, n));
   }
   const fk = fusedKernels();
   let y: Float32Array;
-  if (fk && ids.length > 0) {
-    y = fk.gatherRows(w.data, ids, dim);
+  if (fk && index.length > 0) {
+    y = fk.gatherRows(x.data, index, d);
   } else {
-    y = new Float32Array(ids.length * dim);
-    for (let i = 0; i < ids.length; i++) y.set(w.data.subarray(ids[i] * dim, (ids[i] + 1) * dim), i * dim);
+    y = new Float32Array(index.length * d);
+    for (let i = 0; i < index.length; i++) y.set(x.data.subarray(index[i] * d, (index[i] + 1) * d), i * d);
   }
   return makeResult(
     y,
-    [...shape, dim],
-    [w],
+    [...shape, d],
+    [x],
     (out) => {
       const g = out.grad!;
-      const gw = w.gradBuffer();
-      for (let i = 0; i < ids.length; i++) {
-        const o = ids[i] * dim;
-        for (let j = 0; j < dim; j++) gw[o + j] += g[i * dim + j];
+      const gx = x.gradBuffer();
+      for (let i = 0; i < index.length; i++) {
+        const o = index[i] * d;
+        for (let j = 0; j < d; j++) gx[o + j] += g[i * d + j];
       }
     },
+    what,
+  );
+}
+
+/** Gathers rows of w [vocab, dim] for ids (output [...shape, dim]); backward scatter-adds into w's gradient. */
+export function embedding(w: Tensor, ids: Int32Array, shape: readonly number[]): Tensor {
+  return gatherRowsOp(
+    w,
+    ids,
+    shape,
     'embedding',
+    (id, vocab) => `embedding: token id ${id} is outside the vocabulary (${vocab})`,
   );
 }
 
@@ -583,32 +603,11 @@ export function clampProjection(
 
 /** Rows of x [n, d] at the given indices (e.g. only the positions that carry loss). */
 export function selectRows(x: Tensor, rows: Int32Array): Tensor {
-  const d = lastDim(x);
-  const n = x.size / d;
-  for (let i = 0; i < rows.length; i++) {
-    const r = rows[i];
-    if (r < 0 || r >= n) throw new Error(`selectRows: row ${r} out of range (${n})`);
-  }
-  const fk = fusedKernels();
-  let y: Float32Array;
-  if (fk && rows.length > 0) {
-    y = fk.gatherRows(x.data, rows, d);
-  } else {
-    y = new Float32Array(rows.length * d);
-    for (let i = 0; i < rows.length; i++) y.set(x.data.subarray(rows[i] * d, (rows[i] + 1) * d), i * d);
-  }
-  return makeResult(
-    y,
-    [rows.length, d],
-    [x],
-    (out) => {
-      const g = out.grad!;
-      const gx = x.gradBuffer();
-      for (let i = 0; i < rows.length; i++) {
-        const o = rows[i] * d;
-        for (let j = 0; j < d; j++) gx[o + j] += g[i * d + j];
-      }
-    },
+  return gatherRowsOp(
+    x,
+    rows,
+    [rows.length],
     'selectRows',
+    (r, n) => `selectRows: row ${r} out of range (${n})`,
   );
 }
