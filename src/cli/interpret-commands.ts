@@ -128,35 +128,18 @@ export function registerInterpretCommands(program: Command): void {
         if (!Number.isFinite(selectAlpha))
           throw new Error(`--select-alpha must be a number, got "${o.selectAlpha}"`);
         const t0 = Date.now();
-        const traits = v.extractPersonaVectors(handle, world, {
+        const bundle = v.personaVectors(handle, world, {
           method: o.method as 'response' | 'contrastive',
           span: o.span as never,
           traits: parseTraits(o.traits),
           itemsPerTrait: parseInt1('--items', o.items),
           seed: parseInt1('--seed', o.seed, 0),
+          select: o.select,
+          selectAlpha,
+          selectItems: parseInt1('--select-items', o.selectItems),
+          selectLayers: layers,
         });
-        if (o.select)
-          v.selectLayers(handle, world, traits, {
-            alpha: selectAlpha,
-            items: parseInt1('--select-items', o.selectItems),
-            layers,
-            seed: Number(o.seed) + 1,
-          });
-        const bundle: import('../interpret/vectors.ts').VectorBundle = {
-          format: 'psm-persona-vectors',
-          version: 1,
-          modelHash: handle.hash,
-          model: handle.source,
-          dim: handle.model.config.dim,
-          nLayers: handle.model.config.nLayers,
-          hookKind: 'hook_resid_post',
-          method: o.method as 'response' | 'contrastive',
-          span: (o.span ?? (o.method === 'response' ? 'response' : 'last-prompt')) as never,
-          date: new Date().toISOString(),
-          itemsPerTrait: Number(o.items),
-          selection: o.select ? { alpha: selectAlpha, items: Number(o.selectItems) } : null,
-          traits,
-        };
+        const traits = bundle.traits;
         v.saveVectorBundle(o.out, bundle);
         const L = bundle.nLayers;
         process.stdout.write(

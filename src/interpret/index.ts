@@ -14,7 +14,7 @@ import { batteryItems, narrowSet, type ChatExample, type World } from '../world/
 import { loadModelHandle, type ModelHandle } from './activations.ts';
 import { sceneItems } from './contexts.ts';
 import { monitorItems, monitorTraits } from './monitor.ts';
-import { archetypeProbe } from './probe.ts';
+import { archetypeProbe, type Agreement, type ProbeResult } from './probe.ts';
 import {
   modelState,
   preventativeSteeringTrial,
@@ -151,18 +151,8 @@ export interface InterpretSummary {
     assistant: (AssistantPlacement & { stage: string })[];
     drift: DriftTrace[] | null;
   };
-  probe: {
-    layer: number;
-    trainRows: number;
-    tv: number;
-    tvPrior: number;
-    kl: number;
-    r: number;
-    rUpdate: number;
-    top1: number;
-    n: number;
-    perLayer: { layer: number; valKL: number; valTV: number; trainTV: number; valTVBaseline: number }[];
-  };
+  /** The probe's layer and fit, and its agreement with Bayes (spread in). */
+  probe: Pick<ProbeResult, 'layer' | 'trainRows' | 'perLayer'> & Agreement;
   preventative: PreventativeTrial | null;
   seconds: Record<string, number>;
   figures: { doseResponse: TopLevelSpec; personaSpace: TopLevelSpec; shift: TopLevelSpec };

@@ -216,7 +216,13 @@ export function selectLayers(
 export function personaVectors(
   handle: ModelHandle,
   world: World,
-  opts: ExtractOptions & { selectAlpha?: number; selectItems?: number; select?: boolean } = {},
+  opts: ExtractOptions & {
+    selectAlpha?: number;
+    selectItems?: number;
+    select?: boolean;
+    /** Layers the selection may choose from (default: all). */
+    selectLayers?: number[];
+  } = {},
 ): VectorBundle {
   const traits = extractPersonaVectors(handle, world, opts);
   const select = opts.select ?? true;
@@ -224,6 +230,7 @@ export function personaVectors(
     selectLayers(handle, world, traits, {
       alpha: opts.selectAlpha,
       items: opts.selectItems,
+      layers: opts.selectLayers,
       seed: (opts.seed ?? 1) + 1,
     });
   const method = opts.method ?? 'response';
