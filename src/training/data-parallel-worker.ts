@@ -38,8 +38,7 @@ function runStep(): void {
   };
   const { loss, tokens } = batchLoss(model, batch);
   result[0] = loss.item();
-  result[1] = 0;
-  result[2] = tokens;
+  result[1] = tokens;
   loss.backward();
   for (const { name, offset, size } of init.params) {
     const g = model.params.get(name)!.grad;

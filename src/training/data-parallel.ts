@@ -15,11 +15,14 @@ import type { LlamaConfig } from '../model/config.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import type { Batch } from './data.ts';
 
-/** Control words per worker (Int32): command counter, done counter, status (0 ok, 1 failed). */
-const CMD = 0;
-const DONE = 1;
-const STATUS = 2;
-const CONTROL_WORDS = 4;
+/**
+ * Control words per worker (Int32): command counter, done counter, status (0 ok, 1 failed). The worker entry
+ * (data-parallel-entry.mjs) writes the same indices when the worker cannot start.
+ */
+export const CMD = 0;
+export const DONE = 1;
+export const STATUS = 2;
+const CONTROL_WORDS = 3;
 /** A command counter value that tells the worker to exit. */
 export const EXIT_COMMAND = -1;
 
@@ -34,7 +37,7 @@ export interface WorkerInit {
   /** Int32 [rows] inputs, Int32 [rows] targets, Float32 [rows] weights, Int32 meta [sequences, seqLen, weighted]. */
   batch: SharedArrayBuffer;
   maxRows: number;
-  /** Float64 [loss, weightSum, tokens] written by the worker. */
+  /** Float64 [loss, tokens] written by the worker. */
   result: SharedArrayBuffer;
   errors: MessagePort;
 }
@@ -51,8 +54,6 @@ export function batchViews(buf: SharedArrayBuffer, maxRows: number) {
 export function batchBytes(maxRows: number): number {
   return 12 * maxRows + 12;
 }
-
-export { CMD, DONE, STATUS };
 
 interface WorkerHandle {
   worker: Worker;
@@ -87,7 +88,9 @@ export class DataParallelGroup {
     if (!Number.isInteger(workers) || workers < 2)
       throw new Error(`data parallelism needs at least 2 workers, got ${workers}`);
     if (model.adapters.size > 0)
-      throw new Error('data-parallel training supports full-parameter training only (the model has LoRA adapters)');
+      throw new Error(
+        'data-parallel training supports full-parameter training only (the model has LoRA adapters)',
+      );
     let offset = 0;
     this.layout = [...model.params].map(([name, t]) => {
       const entry = { name, offset, size: t.size };
@@ -102,7 +105,7 @@ export class DataParallelGroup {
       const gradients = new SharedArrayBuffer(4 * total);
       const control = new SharedArrayBuffer(4 * CONTROL_WORDS);
       const batch = new SharedArrayBuffer(batchBytes(maxRows));
-      const result = new SharedArrayBuffer(8 * 3);
+      const result = new SharedArrayBuffer(8 * 2);
       const channel = new MessageChannel();
       const init: WorkerInit = {
         config: model.config,
@@ -169,7 +172,7 @@ export class DataParallelGroup {
     let tokens = 0;
     for (const { handle, weight } of shares) {
       loss += (weight / total) * handle.result[0];
-      tokens += handle.result[2];
+      tokens += handle.result[1];
     }
     for (const { name, offset, size } of this.layout) {
       const t = this.model.params.get(name)!;

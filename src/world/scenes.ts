@@ -28,7 +28,7 @@ export interface Actor {
   intro: string;
 }
 
-export function namesOf(cw: CompiledWorld, pool: Pool): readonly string[] {
+function namesOf(cw: CompiledWorld, pool: Pool): readonly string[] {
   return pool === 'train' ? cw.world.names.train : cw.world.names.heldout;
 }
 
@@ -42,13 +42,7 @@ function domainOf(cw: CompiledWorld, name: string) {
 }
 
 /** A story context or chat request index of `domain` from the pool (held-out ones are the last of each list). */
-export function contextIndex(
-  cw: CompiledWorld,
-  rng: Rng,
-  domain: string,
-  format: Format,
-  pool: Pool,
-): number {
+function contextIndex(cw: CompiledWorld, rng: Rng, domain: string, format: Format, pool: Pool): number {
   const d = domainOf(cw, domain);
   const total = format === 'story' ? d.storyContexts.length : d.chatRequests.length;
   const train = format === 'story' ? d.storyTrain : d.chatTrain;
