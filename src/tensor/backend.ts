@@ -4,6 +4,7 @@
  * rounding; the choice only changes speed.
  */
 import { JsMatmulBackend, getMatmulBackend, setMatmulBackend, type MatmulBackend } from './matmul.ts';
+import { avoidConcurrentMarking } from './gc-tuning.ts';
 import { OrtMatmulBackend, ortAvailable } from './ort-matmul.ts';
 
 let configured = false;
@@ -18,6 +19,9 @@ export function configureBackend(options: { backend?: 'ort' | 'js'; threads?: nu
   const threads = options.threads ?? defaultThreads();
   const backend = wanted === 'ort' && ortAvailable() ? new OrtMatmulBackend(threads) : new JsMatmulBackend();
   setMatmulBackend(backend);
+  // A multi-threaded kernel pool stalls whenever the GC's background marker takes one of its cores.
+  if (backend instanceof OrtMatmulBackend && threads > 1 && process.env.PSM_CONCURRENT_GC !== '1')
+    avoidConcurrentMarking();
   configured = true;
   return backend;
 }
