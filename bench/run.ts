@@ -8,8 +8,9 @@
  *
  * Options: --steps N (timed training steps, default 20), --warmup N (default 3), --threads N (engine
  * threads, default PSM_THREADS or 2), --workers N (data-parallel training workers, default 1), --no-peer (skip PyTorch
- * and numpy), --no-interop (skip the GGUF-generation
- * and serve benchmarks).
+ * and numpy), --no-interop (skip the GGUF-generation and serve benchmarks), --shape experiment (train the default
+ * experiment's model and batch instead of the reference configuration: how fast `psm run` pre-trains; no peer, as
+ * the peer script fixes the SwiGLU width at 4 x dim).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -17,6 +18,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { noGrad } from '../src/autograd/tensor.ts';
 import { parseLlamaConfig } from '../src/model/config.ts';
+import { DEFAULT_CONFIG } from '../src/pipeline/config.ts';
 import { LlamaModel } from '../src/model/llama.ts';
 import { configureBackend, defaultThreads } from '../src/tensor/backend.ts';
 import { matmul } from '../src/tensor/matmul.ts';
@@ -39,11 +41,26 @@ const WARMUP = argNumber('warmup', 3);
 const THREADS = Math.max(1, argNumber('threads', defaultThreads()));
 /** Data-parallel training workers (one kernel thread each); 1 = train in the main thread on THREADS threads. */
 const WORKERS = Math.max(1, argNumber('workers', 1));
-const PEER = !process.argv.includes('--no-peer');
+const SHAPE = argValue('shape') ?? 'reference';
+if (SHAPE !== 'reference' && SHAPE !== 'experiment')
+  throw new Error(`--shape must be 'reference' or 'experiment', got '${SHAPE}'`);
+const EXPERIMENT = SHAPE === 'experiment';
+const PEER = !process.argv.includes('--no-peer') && !EXPERIMENT;
 
-const REF = { vocabSize: 2048, dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 512, maxSeqLen: 128 };
-const BATCH = 16;
-const CTX = 128;
+const { model: em, pretrain: ep, tokenizer: et } = DEFAULT_CONFIG;
+const REF = EXPERIMENT
+  ? {
+      vocabSize: et.vocabSize,
+      dim: em.dim,
+      nLayers: em.nLayers,
+      nHeads: em.nHeads,
+      nKvHeads: em.nKvHeads,
+      hiddenDim: em.hiddenDim,
+      maxSeqLen: em.contextLength,
+    }
+  : { vocabSize: 2048, dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 512, maxSeqLen: 128 };
+const BATCH = EXPERIMENT ? ep.batchSize : 16;
+const CTX = EXPERIMENT ? em.contextLength : 128;
 
 /** The package root: the nearest folder above this file that holds package.json. */
 function packageRoot(): string {
@@ -64,6 +81,9 @@ function median(xs: number[]): number {
 
 const backend = configureBackend({ threads: THREADS });
 console.log(`engine: matmul backend ${backend.name}, ${backend.threads} thread(s); node ${process.version}`);
+console.log(
+  `shape: ${SHAPE} (vocab ${REF.vocabSize}, dim ${REF.dim}, ${REF.nLayers} layers, SwiGLU ${REF.hiddenDim}, batch ${BATCH} x context ${CTX})`,
+);
 
 // ---- training ----
 const config = parseLlamaConfig(REF);
@@ -193,7 +213,7 @@ const peerScript = resolve(packageRoot(), '..', 'shared', 'anchors', 'torch_peer
 const hasTorch =
   PEER && existsSync(peerScript) && python(['-c', 'import torch'], process.env, 120_000) !== null;
 if (!PEER) {
-  console.log('peer: skipped (--no-peer)');
+  console.log(EXPERIMENT ? 'peer: skipped (--shape experiment)' : 'peer: skipped (--no-peer)');
 } else if (!hasTorch) {
   console.log(
     existsSync(peerScript)
