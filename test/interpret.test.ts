@@ -16,6 +16,8 @@ import {
   archetypeProbe,
   bundleVector,
   checkLayer,
+  coherentAlphas,
+  coherentRange,
   combineVectors,
   conversation,
   cosine,
@@ -23,6 +25,7 @@ import {
   doseResponse,
   hashModel,
   hashModelFolder,
+  INTERPRET_VERSION,
   interpretRun,
   layerHook,
   loadActivations,
@@ -53,6 +56,7 @@ import {
 } from '../src/interpret/index.ts';
 import { choiceProbabilities } from '../src/measurement/choice.ts';
 import { parseLlamaConfig } from '../src/model/config.ts';
+import { scoreContinuations } from '../src/model/score.ts';
 import { ablateDirectionHook, capProjectionHook, HookSet, recordHook } from '../src/model/hooks.ts';
 import { LlamaModel } from '../src/model/llama.ts';
 import { saveModelFolder } from '../src/model/weights.ts';
@@ -244,6 +248,21 @@ describe('activation recording', () => {
       const a = choiceProbabilities(post, tokenizer, items, { hooks });
       const b = scoreChoicesShared(post, tokenizer, items, { hooks, record: [layerHook(1)] });
       a.forEach((p, i) => expect(b.pGood[i]).toBeCloseTo(p, 4));
+      // logMass: log of the summed probability of every wording, from independent per-sequence scoring.
+      items.forEach((it, i) => {
+        const prompt = tokenizer.encode(it.prompt);
+        const lps = scoreContinuations(
+          post,
+          [...it.good, ...it.bad].map((w) => ({ prompt, continuation: tokenizer.encode(w) })),
+          { hooks },
+        ).map((r) => r.logprob);
+        const max = Math.max(...lps);
+        expect(b.logMass[i]).toBeCloseTo(
+          max + Math.log(lps.reduce((acc, x) => acc + Math.exp(x - max), 0)),
+          3,
+        );
+        expect(b.logMass[i]).toBeLessThan(0);
+      });
       if (!hooks) {
         const seqs = items.map((it) => tokenizer.encode(it.prompt));
         const direct = activationsAt(
@@ -359,6 +378,23 @@ describe('steering, ablation, capping, monitoring', () => {
     const plain = pGoodOf(handle, items).reduce((a, b) => a + b, 0) / items.length;
     expect(dr.pGood[1]).toBeCloseTo(plain, 6);
     expect(Math.abs(dr.pGood[0] - dr.pGood[2])).toBeGreaterThan(1e-4);
+    expect(dr.logMass).toHaveLength(3);
+    expect(dr.coherent[1]).toBe(true);
+    expect(dr.coherent).toEqual(coherentAlphas(dr.alphas, dr.logMass));
+  });
+
+  it('reads monotonicity over the coherent alphas around 0', () => {
+    const alphas = [-8, -4, 0, 4, 8];
+    // The option sets lose most of their mass at +-8 (the push breaks the model), less than half elsewhere.
+    const logMass = [-5, -2.2, -2, -2.5, -6];
+    const coherent = coherentAlphas(alphas, logMass);
+    expect(coherent).toEqual([false, true, true, true, false]);
+    expect(coherentRange(alphas, coherent, logMass)).toEqual({ from: 1, to: 4 });
+    // Without alpha 0 the reference is the most coherent alpha.
+    expect(coherentAlphas([1, 2, 3], [-3, -1, -1.5])).toEqual([false, true, true]);
+    expect(coherentRange([1, 2, 3], [false, true, true], [-3, -1, -1.5])).toEqual({ from: 1, to: 3 });
+    // A coherent alpha past an incoherent one is outside the range.
+    expect(coherentRange(alphas, [true, false, true, true, true], logMass)).toEqual({ from: 2, to: 5 });
   });
 
   it('ablation removes the direction; capping keeps the projection above the threshold', () => {
@@ -540,7 +576,7 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(Object.keys(s.preventative!.steered)).toEqual(world.domains.map((d) => d.name));
     expect(s.preventative!.plain).not.toEqual(s.preventative!.steered);
     for (const spec of Object.values(s.figures)) expect(() => compile(spec as TopLevelSpec)).not.toThrow();
-    expect(JSON.parse(JSON.stringify(s)).version).toBe(1);
+    expect(JSON.parse(JSON.stringify(s)).version).toBe(INTERPRET_VERSION);
     expect(fs.existsSync(path.join(seedDir, 'interpret', 'vectors.safetensors'))).toBe(true);
     expect(fs.existsSync(path.join(seedDir, 'interpret', 'vectors-contrastive.safetensors'))).toBe(true);
     expect(fs.existsSync(path.join(seedDir, 'interpret', 'interpret.json'))).toBe(true);

@@ -14,7 +14,9 @@ const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'psm-run-'));
 
 /** Results without wall-clock fields and run-folder paths, for equality across runs. */
 function stable(r: RunResults): unknown {
-  return JSON.parse(JSON.stringify(r, (k, v) => (k === 'createdAt' || k === 'seconds' || k === 'seedDir' ? undefined : v)));
+  return JSON.parse(
+    JSON.stringify(r, (k, v) => (k === 'createdAt' || k === 'seconds' || k === 'seedDir' ? undefined : v)),
+  );
 }
 
 describe('experiment config', () => {
@@ -27,6 +29,20 @@ describe('experiment config', () => {
     expect(() => resolveConfig({ file })).toThrow(/finetune.arms.1/);
     fs.writeFileSync(file, 'model: { dimm: 3 }');
     expect(() => resolveConfig({ file })).toThrow(/model/);
+  });
+
+  it('accepts every config shipped in configs/, each merged over the default', () => {
+    const dir = path.join(root, 'configs');
+    const files = fs.readdirSync(dir).filter((f) => f.endsWith('.yaml'));
+    expect(files).toContain('pretrain-8m.yaml');
+    for (const f of files) {
+      const config = resolveConfig({ file: path.join(dir, f) });
+      expect(config.world).toBe('default');
+    }
+    expect(resolveConfig({ file: path.join(dir, 'pretrain-8m.yaml') }).corpus).toEqual({
+      tokens: 8_000_000,
+      valFraction: resolveConfig().corpus.valFraction,
+    });
   });
 });
 

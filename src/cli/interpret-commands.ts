@@ -270,7 +270,9 @@ export function registerInterpretCommands(program: Command): void {
         const alphas = parseList('--alpha', o.alpha, 'number')!;
         const results = [];
         if (o.mode === 'add')
-          process.stdout.write(`trait\tlayers\t${alphas.map((a) => `a=${a}`).join('\t')}\tmonotonic\n`);
+          process.stdout.write(
+            `trait\tlayers\t${alphas.map((a) => `a=${a}`).join('\t')}\tmonotonic\tmonotonic_coherent\tcoherent_alphas\n`,
+          );
         else process.stdout.write('trait\tlayers\tP(good)\tablated\n');
         for (const t of traits) {
           const vec = v.bundleVector(bundle, t);
@@ -283,7 +285,7 @@ export function registerInterpretCommands(program: Command): void {
             });
             results.push(dr);
             process.stdout.write(
-              `${t}\t${dr.layers.join(',')}\t${dr.pGood.map((p) => f(p)).join('\t')}\t${dr.monotonic}\n`,
+              `${t}\t${dr.layers.join(',')}\t${dr.pGood.map((p) => f(p)).join('\t')}\t${dr.monotonic}\t${dr.monotonicCoherent}\t${dr.alphas.filter((_, i) => dr.coherent[i]).join(',')}\n`,
             );
           } else {
             const ab = s.ablationEffect(handle, its, vec, { layers, allowOtherModel: o.allowOtherModel });
@@ -517,13 +519,13 @@ export function registerInterpretCommands(program: Command): void {
         log: (l) => process.stderr.write(`${l}\n`),
       });
       process.stdout.write(
-        `trait\tmethod\tlayer\tmonitor_r\trandom_|r|\tP(good) at alphas ${s.settings.alphas.join(',')}\tmonotonic\n`,
+        `trait\tmethod\tlayer\tmonitor_r\trandom_|r|\tP(good) at alphas ${s.settings.alphas.join(',')}\tmonotonic\tmonotonic_coherent\n`,
       );
       for (const v of s.vectors) {
         const mo = s.monitoring.find((x) => x.trait === v.trait)!;
         const st = s.steering.find((x) => x.trait === v.trait)!;
         process.stdout.write(
-          `${v.trait}\t${v.method}\t${v.bestLayer}\t${f(mo.r)}\t${f(mo.rRandom)}\t${st.pGood.map((p) => f(p)).join(' ')}\t${st.monotonic}\n`,
+          `${v.trait}\t${v.method}\t${v.bestLayer}\t${f(mo.r)}\t${f(mo.rRandom)}\t${st.pGood.map((p) => f(p)).join(' ')}\t${st.monotonic}\t${st.monotonicCoherent}\n`,
         );
       }
       process.stdout.write(

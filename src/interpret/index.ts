@@ -60,7 +60,7 @@ export * from './shift.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 1;
+export const INTERPRET_VERSION = 2;
 
 export interface InterpretRunOptions {
   world: World;
@@ -476,7 +476,13 @@ const fmt = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 /** The three figures of the report section, as Vega-Lite specs. */
 export function interpretFigures(s: InterpretSummary): InterpretSummary['figures'] {
   const dose = s.steering.flatMap((d) =>
-    d.alphas.map((alpha, i) => ({ trait: d.trait, alpha, pGood: d.pGood[i], layer: d.layers[0] })),
+    d.alphas.map((alpha, i) => ({
+      trait: d.trait,
+      alpha,
+      pGood: d.pGood[i],
+      layer: d.layers[0],
+      coherent: d.coherent[i] ? 'yes' : 'no (options lost over half their probability)',
+    })),
   );
   const doseResponse = {
     $schema: SCHEMA,
@@ -484,18 +490,27 @@ export function interpretFigures(s: InterpretSummary): InterpretSummary['figures
     width: 420,
     height: 260,
     data: { values: dose },
-    mark: { type: 'line', point: true },
     encoding: {
       x: { field: 'alpha', type: 'quantitative', title: `alpha (${s.settings.alphaUnit})` },
       y: { field: 'pGood', type: 'quantitative', title: 'P(good)', scale: { domain: [0, 1] } },
       color: { field: 'trait', type: 'nominal' },
-      tooltip: [
-        { field: 'trait' },
-        { field: 'alpha' },
-        { field: 'pGood', format: '.3f' },
-        { field: 'layer' },
-      ],
     },
+    layer: [
+      { mark: 'line' },
+      {
+        mark: { type: 'point', filled: true, size: 50 },
+        encoding: {
+          shape: { field: 'coherent', type: 'nominal', title: 'model coherent' },
+          tooltip: [
+            { field: 'trait' },
+            { field: 'alpha' },
+            { field: 'pGood', format: '.3f' },
+            { field: 'layer' },
+            { field: 'coherent' },
+          ],
+        },
+      },
+    ],
   } as TopLevelSpec;
 
   const arche = s.space.archetypes.map((a) => ({

@@ -27,6 +27,12 @@ export interface SharedScoreOptions {
 
 export interface SharedScoreResult {
   pGood: number[];
+  /**
+   * Per item, the log probability of its whole option set (every good and bad wording): how much of its mass the
+   * model still puts on a valid answer. An intervention that breaks the model lowers it even where P(good),
+   * a ratio between the options, looks fine.
+   */
+  logMass: number[];
   lastToken: Map<string, Float32Array>;
 }
 
@@ -49,6 +55,7 @@ export function scoreChoicesShared(
     return ids;
   };
   const pGood: number[] = [];
+  const logMass: number[] = [];
   noGrad(() => {
     items.forEach((item, idx) => {
       if (item.good.length === 0 || item.bad.length === 0)
@@ -130,7 +137,8 @@ export function scoreChoicesShared(
       const lg = logSumExp(totals.slice(0, ng));
       const lb = logSumExp(totals.slice(ng));
       pGood.push(1 / (1 + Math.exp(lb - lg)));
+      logMass.push(logSumExp([lg, lb]));
     });
   });
-  return { pGood, lastToken };
+  return { pGood, logMass, lastToken };
 }

@@ -147,9 +147,13 @@ export function scoreItems(
   handle: ModelHandle,
   items: readonly ScoredItem[],
   opts: { hooks?: HookSet; record?: readonly string[]; what?: string } = {},
-): { pGood: number[]; lastToken: Map<string, Float32Array> } {
+): { pGood: number[]; logMass: number[]; lastToken: Map<string, Float32Array> } {
   const what = opts.what ?? 'scoring';
-  const { pGood: p, lastToken } = scoreChoicesShared(
+  const {
+    pGood: p,
+    logMass,
+    lastToken,
+  } = scoreChoicesShared(
     handle.model,
     handle.tokenizer,
     items.map((it) => ({ prompt: END_OF_TEXT + it.prompt, good: it.good, bad: it.bad })),
@@ -161,7 +165,7 @@ export function scoreItems(
         `${what}: P(good) of item ${items[i].id ?? i} is ${v} (the intervention broke the model; use a smaller alpha)`,
       );
   });
-  return { pGood: p, lastToken };
+  return { pGood: p, logMass, lastToken };
 }
 
 export interface DoseResponse {
@@ -170,15 +174,47 @@ export interface DoseResponse {
   alphas: number[];
   /** Mean P(good) over the items at each alpha. */
   pGood: number[];
+  /** Mean log probability of the items' option sets at each alpha (scoring.ts `logMass`). */
+  logMass: number[];
+  /**
+   * Per alpha: the model still answers coherently, i.e. the option sets keep at least half of the probability they
+   * have unsteered (mean log mass within ln 2 of alpha 0's). Beyond that the push breaks the model rather than
+   * moving the persona (the reference work likewise reads steering only where the model stays coherent).
+   */
+  coherent: boolean[];
   n: number;
   /** P(good) falls (weakly) as alpha grows: adding the trait-bad direction makes the bad option likelier. */
   monotonic: boolean;
+  /** The same over the coherent alphas around alpha 0 only. */
+  monotonicCoherent: boolean;
 }
 
 /** Non-increasing within a tolerance. */
 export function isMonotonicDecreasing(ys: readonly number[], tol = 1e-3): boolean {
   for (let i = 1; i < ys.length; i++) if (ys[i] > ys[i - 1] + tol) return false;
   return true;
+}
+
+/** A coherent alpha keeps the option sets' mean log mass within ln 2 of the unsteered (alpha 0, else best) one. */
+export function coherentAlphas(alphas: readonly number[], logMass: readonly number[]): boolean[] {
+  const zero = alphas.indexOf(0);
+  const ref = zero >= 0 ? logMass[zero] : Math.max(...logMass);
+  return logMass.map((m) => m >= ref - Math.LN2);
+}
+
+/** The contiguous run of coherent alphas that holds alpha 0 (or the most coherent alpha) as [from, to). */
+export function coherentRange(
+  alphas: readonly number[],
+  coherent: readonly boolean[],
+  logMass: readonly number[],
+) {
+  let center = alphas.indexOf(0);
+  if (center < 0) center = logMass.indexOf(Math.max(...logMass));
+  let from = center;
+  let to = center + 1;
+  while (from > 0 && coherent[from - 1]) from--;
+  while (to < alphas.length && coherent[to]) to++;
+  return { from, to };
 }
 
 /** The trait battery re-run under steering at each alpha. */
@@ -192,17 +228,25 @@ export function doseResponse(
   if (items.length === 0) throw new Error(`dose-response for "${v.trait}": no items`);
   checkVector(v, handle, opts);
   const sorted = [...alphas].sort((a, b) => a - b);
-  const pGood = sorted.map((alpha) => {
+  const scored = sorted.map((alpha) => {
     const hooks = addSteering(new HookSet(), handle, v, alpha, opts);
-    return mean(pGoodOf(handle, items, hooks, `steering "${v.trait}" with alpha ${alpha}`));
+    const r = scoreItems(handle, items, { hooks, what: `steering "${v.trait}" with alpha ${alpha}` });
+    return { pGood: mean(r.pGood), logMass: mean(r.logMass) };
   });
+  const pGood = scored.map((x) => x.pGood);
+  const logMass = scored.map((x) => x.logMass);
+  const coherent = coherentAlphas(sorted, logMass);
+  const { from, to } = coherentRange(sorted, coherent, logMass);
   return {
     trait: v.trait,
     layers: opts.layers ?? [v.layer],
     alphas: sorted,
     pGood,
+    logMass,
+    coherent,
     n: items.length,
     monotonic: isMonotonicDecreasing(pGood),
+    monotonicCoherent: isMonotonicDecreasing(pGood.slice(from, to)),
   };
 }
 

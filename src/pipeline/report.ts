@@ -15,7 +15,14 @@ import type { BatteryResult, RunResults } from './results.ts';
 export interface InterpretAggregate {
   seeds: number;
   monitoring: { trait: string; r: Estimate; rRandom: number }[];
-  steeringMonotonic: { trait: string; share: number; pGood: number[]; alphas: number[] }[];
+  /** share / shareCoherent: fraction of seeds monotonic over all alphas / over the coherent ones (NaN if unmeasured). */
+  steeringMonotonic: {
+    trait: string;
+    share: number;
+    shareCoherent: number;
+    pGood: number[];
+    alphas: number[];
+  }[];
   shiftR: Estimate;
   preventativeReduction: Estimate | null;
   preventativeTargetLearned: boolean | null;
@@ -134,6 +141,10 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
           return {
             trait: d.trait,
             share: mean(per.map((x) => (x.monotonic ? 1 : 0))),
+            // Interpretations from before the coherence measure (version 1) have no such flag.
+            shareCoherent: per.every((x) => typeof x.monotonicCoherent === 'boolean')
+              ? mean(per.map((x) => (x.monotonicCoherent ? 1 : 0)))
+              : NaN,
             pGood: d.alphas.map((_, i) => mean(per.map((x) => x.pGood[i]))),
             alphas: d.alphas,
           };
@@ -242,7 +253,11 @@ function goals(s: Summary): Summary['goals'] {
       id: 'I2',
       text: 'steering moves P(good) monotonically with alpha for every trait',
       met: it.steeringMonotonic.every((m) => m.share === 1),
-      detail: it.steeringMonotonic.map((m) => `${m.trait} ${Math.round(m.share * 100)}% of seeds`).join(', '),
+      detail:
+        it.steeringMonotonic.map((m) => `${m.trait} ${Math.round(m.share * 100)}% of seeds`).join(', ') +
+        (it.steeringMonotonic.every((m) => Number.isFinite(m.shareCoherent))
+          ? `; within the alphas where the model stays coherent: ${it.steeringMonotonic.map((m) => `${m.trait} ${Math.round(m.shareCoherent * 100)}%`).join(', ')}`
+          : ''),
     });
     out.push({
       id: 'I3',
@@ -529,15 +544,20 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
       '',
       `Over ${it.seeds} seed(s). Monitoring: correlation of the last prompt token's projection on each trait vector with the model's P(bad), beside random directions.`,
       '',
-      '| trait | monitoring r | random directions | steering monotonic | P(good) across alphas |',
-      '|---|---|---|---|---|',
+      '| trait | monitoring r | random directions | steering monotonic | monotonic where coherent | P(good) across alphas |',
+      '|---|---|---|---|---|---|',
     );
+    const pct = (x: number) => (Number.isFinite(x) ? `${Math.round(x * 100)}% of seeds` : '-');
     for (const m of it.monitoring) {
       const st = it.steeringMonotonic.find((x) => x.trait === m.trait);
       lines.push(
-        `| ${m.trait} | ${fmtE(m.r)} | ${fmt(m.rRandom)} | ${st ? `${Math.round(st.share * 100)}% of seeds` : '-'} | ${st ? st.pGood.map((v) => fmt(v)).join(' / ') : '-'} |`,
+        `| ${m.trait} | ${fmtE(m.r)} | ${fmt(m.rRandom)} | ${st ? pct(st.share) : '-'} | ${st ? pct(st.shareCoherent) : '-'} | ${st ? st.pGood.map((v) => fmt(v)).join(' / ') : '-'} |`,
       );
     }
+    lines.push(
+      '',
+      "Coherent: the alphas around 0 at which the items' option sets keep at least half of their unsteered probability; beyond them the push breaks the model rather than moving the persona.",
+    );
     lines.push(
       '',
       `Shift prediction r ${fmtE(it.shiftR)}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventativeReduction ? ` Preventative steering removed ${fmtE(it.preventativeReduction)} of the cheat arm's off-target drop.` : ''}`,
