@@ -18,6 +18,8 @@ import {
   checkLayer,
   coherentAlphas,
   coherentRange,
+  DEFAULT_ALPHAS,
+  monotonicWhereCoherent,
   combineVectors,
   conversation,
   cosine,
@@ -395,6 +397,13 @@ describe('steering, ablation, capping, monitoring', () => {
     expect(coherentRange([1, 2, 3], [false, true, true], [-3, -1, -1.5])).toEqual({ from: 1, to: 3 });
     // A coherent alpha past an incoherent one is outside the range.
     expect(coherentRange(alphas, [true, false, true, true, true], logMass)).toEqual({ from: 2, to: 5 });
+    // Monotone over the coherent doses; a reversal among the incoherent ones does not count.
+    expect(monotonicWhereCoherent(alphas, [0.3, 0.9, 0.8, 0.5, 0.9], coherent, logMass)).toBe(true);
+    expect(monotonicWhereCoherent(alphas, [0.3, 0.9, 0.8, 0.85, 0.9], coherent, logMass)).toBe(false);
+    // Fewer than three coherent doses is no dose-response at all.
+    expect(
+      monotonicWhereCoherent(alphas, [1, 0.9, 0.8, 0.5, 0], [false, false, true, true, false], logMass),
+    ).toBe(false);
   });
 
   it('ablation removes the direction; capping keeps the projection above the threshold', () => {
@@ -559,7 +568,7 @@ describe('interpretRun (the pipeline entry point)', () => {
       true,
     );
     expect(s.monitoringProbes).toHaveLength(6);
-    expect(s.steering.every((d) => d.pGood.length === 5)).toBe(true);
+    expect(s.steering.every((d) => d.pGood.length === DEFAULT_ALPHAS.length)).toBe(true);
     expect(s.shift.points).toHaveLength(12);
     expect(s.shift.excluded).toEqual(['coding']);
     expect(s.space.assistant.map((a) => a.stage)).toEqual([

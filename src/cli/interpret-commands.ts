@@ -173,8 +173,8 @@ export function registerInterpretCommands(program: Command): void {
     .option('--layer <list>', "layers to steer at (default: each vector's selected layer)")
     .option(
       '--alpha <list>',
-      "steering strengths in units of 0.1 x the layer's residual norm (use --alpha=-8,-4,0,4,8)",
-      '-8,-4,0,4,8',
+      "steering strengths in units of 0.1 x the layer's residual norm (use --alpha=-4,-2,-1,0,1,2,4)",
+      '-4,-2,-1,0,1,2,4',
     )
     .option('--mode <m>', 'add | ablate | cap (cap needs --axis)', 'add')
     .option('--axis <file>', 'assistant axis from `psm space` (space.safetensors), for --mode cap')

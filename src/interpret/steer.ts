@@ -25,7 +25,11 @@ import type { PersonaVector } from './vectors.ts';
 
 /** alpha = 1 pushes by this fraction of the layer's mean residual norm. */
 export const ALPHA_UNIT = 0.1;
-export const DEFAULT_ALPHAS = [-8, -4, 0, 4, 8];
+/**
+ * Dense near 0: at |alpha| = 8 the option sets of these small models lose 7-30 nats of probability (the push breaks
+ * the model), so the dose-response is read where the model stays coherent (see `coherentAlphas`).
+ */
+export const DEFAULT_ALPHAS = [-4, -2, -1, 0, 1, 2, 4];
 
 /** A two-way item as the interpret tools score it (the separator is put in front of the prompt). */
 export interface ScoredItem {
@@ -185,7 +189,7 @@ export interface DoseResponse {
   n: number;
   /** P(good) falls (weakly) as alpha grows: adding the trait-bad direction makes the bad option likelier. */
   monotonic: boolean;
-  /** The same over the coherent alphas around alpha 0 only. */
+  /** The same over the coherent alphas around alpha 0 only, and false when fewer than three of them are coherent. */
   monotonicCoherent: boolean;
 }
 
@@ -217,6 +221,20 @@ export function coherentRange(
   return { from, to };
 }
 
+/** At least three doses, so a dose-response can show a trend. */
+export const MIN_COHERENT_DOSES = 3;
+
+/** Monotone over the coherent alphas around 0, counting only when that range holds MIN_COHERENT_DOSES alphas. */
+export function monotonicWhereCoherent(
+  alphas: readonly number[],
+  pGood: readonly number[],
+  coherent: readonly boolean[],
+  logMass: readonly number[],
+): boolean {
+  const { from, to } = coherentRange(alphas, coherent, logMass);
+  return to - from >= MIN_COHERENT_DOSES && isMonotonicDecreasing(pGood.slice(from, to));
+}
+
 /** The trait battery re-run under steering at each alpha. */
 export function doseResponse(
   handle: ModelHandle,
@@ -236,7 +254,6 @@ export function doseResponse(
   const pGood = scored.map((x) => x.pGood);
   const logMass = scored.map((x) => x.logMass);
   const coherent = coherentAlphas(sorted, logMass);
-  const { from, to } = coherentRange(sorted, coherent, logMass);
   return {
     trait: v.trait,
     layers: opts.layers ?? [v.layer],
@@ -246,7 +263,7 @@ export function doseResponse(
     coherent,
     n: items.length,
     monotonic: isMonotonicDecreasing(pGood),
-    monotonicCoherent: isMonotonicDecreasing(pGood.slice(from, to)),
+    monotonicCoherent: monotonicWhereCoherent(sorted, pGood, coherent, logMass),
   };
 }
 

@@ -556,7 +556,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
     }
     lines.push(
       '',
-      "Coherent: the alphas around 0 at which the items' option sets keep at least half of their unsteered probability; beyond them the push breaks the model rather than moving the persona.",
+      "Monotonic where coherent: over the alphas around 0 at which the items' option sets keep at least half of their unsteered probability, and only where at least three alphas do (beyond them the push breaks the model rather than moving the persona).",
     );
     lines.push(
       '',
