@@ -18,7 +18,7 @@ function parseList(name: string, value: string | undefined, kind: 'int' | 'numbe
     const n = Number(p);
     if (!Number.isFinite(n) || (kind === 'int' && !Number.isInteger(n)))
       throw new Error(
-        `${name}: "${p}" is not ${kind === 'int' ? 'an integer' : 'a number'} (give a comma-separated list, e.g. ${kind === 'int' ? '1,2' : '-8,-4,0,4,8'})`,
+        `${name}: "${p}" is not ${kind === 'int' ? 'an integer' : 'a number'} (give a comma-separated list, e.g. ${kind === 'int' ? '1,2' : '-4,-2,0,2,4'})`,
       );
     return n;
   });
