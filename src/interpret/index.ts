@@ -60,7 +60,7 @@ export * from './shift.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 3;
+export const INTERPRET_VERSION = 5;
 
 export interface InterpretRunOptions {
   world: World;
@@ -481,7 +481,7 @@ export function interpretFigures(s: InterpretSummary): InterpretSummary['figures
       alpha,
       pGood: d.pGood[i],
       layer: d.layers[0],
-      coherent: d.coherent[i] ? 'yes' : 'no (options lost over half their probability)',
+      coherent: d.coherent[i] ? 'yes' : 'no',
     })),
   );
   const doseResponse = {
@@ -500,7 +500,7 @@ export function interpretFigures(s: InterpretSummary): InterpretSummary['figures
       {
         mark: { type: 'point', filled: true, size: 50 },
         encoding: {
-          shape: { field: 'coherent', type: 'nominal', title: 'model coherent' },
+          shape: { field: 'coherent', type: 'nominal', title: 'coherent' },
           tooltip: [
             { field: 'trait' },
             { field: 'alpha' },

@@ -462,7 +462,7 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
   if (firstInterp) {
     out.push({
       id: 'dose-response',
-      caption: `Steering the post-trained Assistant (seed ${seeds.find((sd) => sd.interpret)!.seed}): P(good) per trait as alpha times the trait's persona vector is added to the residual stream.`,
+      caption: `Steering the post-trained Assistant (seed ${seeds.find((sd) => sd.interpret)!.seed}): P(good) per trait as alpha times the trait's persona vector is added to the residual stream; squares: the model stays coherent (the items' options keep at least half their unsteered probability), circles: it does not.`,
       spec: firstInterp.figures.doseResponse,
     });
     out.push({
