@@ -568,6 +568,7 @@ describe('interpretRun (the pipeline entry point)', () => {
       true,
     );
     expect(s.monitoringProbes).toHaveLength(6);
+    expect(s.monitoring.every((m) => Number.isFinite(m.pBadSd) && m.pBadSd >= 0)).toBe(true);
     expect(s.steering.every((d) => d.pGood.length === DEFAULT_ALPHAS.length)).toBe(true);
     expect(s.shift.points).toHaveLength(12);
     expect(s.shift.excluded).toEqual(['coding']);

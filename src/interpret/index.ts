@@ -7,13 +7,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { atomicWriteJsonSync } from '../io/atomic-write.ts';
-import { mean } from '../measurement/stats.ts';
+import { mean, variance } from '../measurement/stats.ts';
 import type { ProgressFactory } from '../measurement/progress.ts';
 import type { TrainableSpec } from '../training/trainable.ts';
 import { batteryItems, narrowSet, type ChatExample, type World } from '../world/index.ts';
 import { loadModelHandle, type ModelHandle } from './activations.ts';
 import { sceneItems } from './contexts.ts';
-import { monitorItems, monitorTraits } from './monitor.ts';
+import { monitorItems, monitorTraits, type TraitMonitor } from './monitor.ts';
 import { archetypeProbe, type Agreement, type ProbeResult } from './probe.ts';
 import {
   modelState,
@@ -60,7 +60,7 @@ export * from './shift.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 5;
+export const INTERPRET_VERSION = 6;
 
 export interface InterpretRunOptions {
   world: World;
@@ -123,9 +123,9 @@ export interface InterpretSummary {
   }[];
   traitCosines: { traits: string[]; matrix: number[][] };
   /** Projection vs P(bad) on Assistant chats after good / bad / mixed earlier turns. */
-  monitoring: { trait: string; layer: number; r: number; rRandom: number; n: number }[];
+  monitoring: { trait: string; layer: number; r: number; rRandom: number; n: number; pBadSd: number }[];
   /** The same on the world's in-context persona probes (characters in stories and chats). */
-  monitoringProbes: { trait: string; layer: number; r: number; rRandom: number; n: number }[];
+  monitoringProbes: { trait: string; layer: number; r: number; rRandom: number; n: number; pBadSd: number }[];
   steering: (DoseResponse & { ablation: { base: number; ablated: number } })[];
   capping: {
     layer: number;
@@ -273,14 +273,21 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   lap('vectors');
 
   // 2. Monitoring on in-context persona probes.
-  const monitoring = monitorTraits(post, monitorItems(world, N, 20 + seed, 'assistant'), vecs).map(
-    ({ trait, layer: l, r, rRandom, n }) => ({ trait, layer: l, r, rRandom, n }),
-  );
+  // The spread of P(bad) says how much there is to monitor: a trait the model never varies on gives a noisy r.
+  const brief = ({ trait, layer: l, r, rRandom, n, points }: TraitMonitor) => ({
+    trait,
+    layer: l,
+    r,
+    rRandom,
+    n,
+    pBadSd: Math.sqrt(variance(points.map((p) => p.pBad))),
+  });
+  const monitoring = monitorTraits(post, monitorItems(world, N, 20 + seed, 'assistant'), vecs).map(brief);
   const monitoringProbes = monitorTraits(
     post,
     monitorItems(world, Math.max(4, Math.round(N / 2)), 30 + seed, 'probes'),
     vecs,
-  ).map(({ trait, layer: l, r, rRandom, n }) => ({ trait, layer: l, r, rRandom, n }));
+  ).map(brief);
   lap('monitor');
 
   // 3. Dose-response of the Assistant's trait battery (held-out chats) under steering, and ablation.

@@ -14,7 +14,8 @@ import type { BatteryResult, RunResults } from './results.ts';
 /** Issue 5's measurements pooled over seeds. */
 export interface InterpretAggregate {
   seeds: number;
-  monitoring: { trait: string; r: Estimate; rRandom: number }[];
+  /** pBadSd: mean over seeds of the spread (sd) of P(bad) over the monitoring items. */
+  monitoring: { trait: string; r: Estimate; rRandom: number; pBadSd: number }[];
   /** share / shareCoherent: fraction of seeds monotonic over all alphas / over the coherent ones (NaN if unmeasured). */
   steeringMonotonic: {
     trait: string;
@@ -134,6 +135,10 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
           ),
           rRandom: mean(
             withInterp.map((sd) => num(sd.interpret!.monitoring.find((x) => x.trait === m.trait)?.rRandom)),
+          ),
+          // Interpretations before version 6 did not record it (NaN then).
+          pBadSd: mean(
+            withInterp.map((sd) => num(sd.interpret!.monitoring.find((x) => x.trait === m.trait)?.pBadSd)),
           ),
         })),
         steeringMonotonic: withInterp[0].interpret!.steering.map((d) => {
@@ -544,14 +549,14 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
       '',
       `Over ${it.seeds} seed(s). Monitoring: correlation of the last prompt token's projection on each trait vector with the model's P(bad), beside random directions.`,
       '',
-      '| trait | monitoring r | random directions | steering monotonic | monotonic where coherent | P(good) across alphas |',
-      '|---|---|---|---|---|---|',
+      '| trait | monitoring r | random directions | P(bad) spread (sd) | steering monotonic | monotonic where coherent | P(good) across alphas |',
+      '|---|---|---|---|---|---|---|',
     );
     const pct = (x: number) => (Number.isFinite(x) ? `${Math.round(x * 100)}% of seeds` : '-');
     for (const m of it.monitoring) {
       const st = it.steeringMonotonic.find((x) => x.trait === m.trait);
       lines.push(
-        `| ${m.trait} | ${fmtE(m.r)} | ${fmt(m.rRandom)} | ${st ? pct(st.share) : '-'} | ${st ? pct(st.shareCoherent) : '-'} | ${st ? st.pGood.map((v) => fmt(v)).join(' / ') : '-'} |`,
+        `| ${m.trait} | ${fmtE(m.r)} | ${fmt(m.rRandom)} | ${fmt(m.pBadSd)} | ${st ? pct(st.share) : '-'} | ${st ? pct(st.shareCoherent) : '-'} | ${st ? st.pGood.map((v) => fmt(v)).join(' / ') : '-'} |`,
       );
     }
     lines.push(
