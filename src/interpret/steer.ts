@@ -199,21 +199,25 @@ export function isMonotonicDecreasing(ys: readonly number[], tol = 1e-3): boolea
   return true;
 }
 
-/** A coherent alpha keeps the option sets' mean log mass within ln 2 of the unsteered (alpha 0, else best) one. */
-export function coherentAlphas(alphas: readonly number[], logMass: readonly number[]): boolean[] {
+/** Index of the reference dose: alpha 0 (unsteered) when the grid has it, else the alpha with the most log mass. */
+function referenceDose(alphas: readonly number[], logMass: readonly number[]): number {
   const zero = alphas.indexOf(0);
-  const ref = zero >= 0 ? logMass[zero] : Math.max(...logMass);
+  return zero >= 0 ? zero : logMass.indexOf(Math.max(...logMass));
+}
+
+/** A coherent alpha keeps the option sets' mean log mass within ln 2 of the reference dose's. */
+export function coherentAlphas(alphas: readonly number[], logMass: readonly number[]): boolean[] {
+  const ref = logMass[referenceDose(alphas, logMass)];
   return logMass.map((m) => m >= ref - Math.LN2);
 }
 
-/** The contiguous run of coherent alphas that holds alpha 0 (or the most coherent alpha) as [from, to). */
+/** The contiguous run of coherent alphas that holds the reference dose, as [from, to). */
 export function coherentRange(
   alphas: readonly number[],
   coherent: readonly boolean[],
   logMass: readonly number[],
 ) {
-  let center = alphas.indexOf(0);
-  if (center < 0) center = logMass.indexOf(Math.max(...logMass));
+  const center = referenceDose(alphas, logMass);
   let from = center;
   let to = center + 1;
   while (from > 0 && coherent[from - 1]) from--;
