@@ -2,8 +2,8 @@
  * Garbage-collector settings for the compute loop. V8's concurrent marker runs on a background thread; on a
  * 2-core machine it takes a core away from ONNX Runtime's intra-op pool in the middle of a parallel kernel, and
  * every thread of that kernel then waits for the slowed one. Marking in the main thread's pauses instead costs
- * less than those stalls: a training step of the default model is ~12% faster (docs/benchmarks.md). The
- * setting changes when V8 marks, never what any computation returns.
+ * less than those stalls: a training step of the default model is 10-17% faster (`npm run bench -- --shape
+ * experiment`, docs/benchmarks.md). The setting changes when V8 marks, never what any computation returns.
  */
 import v8 from 'node:v8';
 
