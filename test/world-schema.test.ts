@@ -284,6 +284,29 @@ describe('world schema: bad input names the path of the bad field', () => {
     expect(warned.warnings).toHaveLength(1);
   });
 
+  it('the held-out vocabulary lint: a held-out context with words no training text contains', () => {
+    const held = '"The job for {other} is slow. What do you do?"';
+    const unseen = tinyText.replace(held, '"The kayak of {other} is slow. What do you do?"');
+    // A warning by default: the world loads, and the warning names the text and the word.
+    const warned = parseWorld(unseen, 'heldout.yaml');
+    expect(warned.warnings).toEqual([
+      {
+        path: 'traits[2].domain.chat.requests[2]',
+        message: expect.stringMatching(/held-out text uses 'kayak', which no training text contains/),
+      },
+    ]);
+    // An error when the world asks for it (the built-in world does).
+    const strict = unseen + '\nlint: { heldout_words: error }\n';
+    expect(issuesOf(() => parseWorld(strict, 'heldout.yaml'))).toHaveLength(1);
+    // The same word in a training context (not held out) makes it known.
+    const known = strict.replace(
+      '"{other} keeps asking the same question.',
+      '"A kayak drifted off. {other} keeps asking the same question.',
+    );
+    expect(parseWorld(known).warnings).toEqual([]);
+    expect(loadDefaultWorld().lint.heldoutWords).toBe('error');
+  });
+
   it('reports YAML line numbers and syntax errors', () => {
     const bad = tinyText.replace('noise: { trait_flip: 0.1,', 'noise: { trait_flip: 7,');
     const issues = issuesOf(() => parseWorld(bad, 'f.yaml'));

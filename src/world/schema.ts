@@ -14,7 +14,7 @@ import { z } from 'zod';
 import YAML, { LineCounter, isNode } from 'yaml';
 import { END_OF_TEXT, capitalise, placeholdersOf, wordsOf } from './templates.ts';
 import { createRng, hashString } from './random.ts';
-import { lintSharedPhrases } from './lint.ts';
+import { lintHeldoutWords, lintSharedPhrases, type LintIssue } from './lint.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Errors
@@ -181,6 +181,7 @@ const yamlSchema = z.strictObject({
   lint: z
     .strictObject({
       shared_phrases: z.enum(['error', 'warn', 'off']).optional(),
+      heldout_words: z.enum(['error', 'warn', 'off']).optional(),
       ngram: z.number().int().min(2).max(8).optional(),
     })
     .optional(),
@@ -192,6 +193,7 @@ type YamlWorld = z.infer<typeof yamlSchema>;
 // The normalised world (camelCase, defaults filled in, derived pools computed)
 
 export type Kind = 'human' | 'ai';
+export type LintLevel = 'error' | 'warn' | 'off';
 export type Behaviour = 'good' | 'bad';
 export type Format = 'story' | 'chat';
 
@@ -266,8 +268,8 @@ export interface World {
     trainedDomains: string[];
     narrow: { domain: string; inoculation: string; educational: string } | null;
   };
-  lint: { sharedPhrases: 'error' | 'warn' | 'off'; ngram: number };
-  /** Problems that did not stop loading (the phrase lint in 'warn' mode). */
+  lint: { sharedPhrases: LintLevel; heldoutWords: LintLevel; ngram: number };
+  /** Problems that did not stop loading (a lint in 'warn' mode). */
   warnings: WorldIssue[];
 }
 
@@ -584,7 +586,11 @@ function normalise(y: YamlWorld, source: string): World {
     narrow = { domain: n.domain, inoculation: n.inoculation, educational: n.educational };
   }
 
-  const lint = { sharedPhrases: y.lint?.shared_phrases ?? 'error', ngram: y.lint?.ngram ?? 3 } as const;
+  const lint = {
+    sharedPhrases: y.lint?.shared_phrases ?? 'error',
+    heldoutWords: y.lint?.heldout_words ?? 'warn',
+    ngram: y.lint?.ngram ?? 3,
+  } as const;
 
   if (issues.length > 0) throw new WorldError(source, issues);
 
@@ -622,12 +628,14 @@ function normalise(y: YamlWorld, source: string): World {
     warnings: [],
   };
 
-  if (lint.sharedPhrases !== 'off') {
-    const lintIssues = lintSharedPhrases(world, lint.ngram).map((l) => ({
-      path: l.path,
-      message: l.message,
-    }));
-    if (lint.sharedPhrases === 'error' && lintIssues.length > 0) throw new WorldError(source, lintIssues);
+  const lints: Array<[LintLevel, () => LintIssue[]]> = [
+    [lint.sharedPhrases, () => lintSharedPhrases(world, lint.ngram)],
+    [lint.heldoutWords, () => lintHeldoutWords(world)],
+  ];
+  for (const [level, run] of lints) {
+    if (level === 'off') continue;
+    const lintIssues = run().map((l) => ({ path: l.path, message: l.message }));
+    if (level === 'error' && lintIssues.length > 0) throw new WorldError(source, lintIssues);
     world.warnings.push(...lintIssues);
   }
   return world;
