@@ -6,6 +6,8 @@ import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { resolveConfig } from '../src/pipeline/config.ts';
 import { runExperiment } from '../src/pipeline/experiment.ts';
+import { evidenceWeights } from '../src/pipeline/measure.ts';
+import { inferenceProbes, loadDefaultWorld } from '../src/world/index.ts';
 import { silentProgress } from '../src/pipeline/progress.ts';
 import type { RunResults } from '../src/pipeline/results.ts';
 
@@ -18,6 +20,60 @@ function stable(r: RunResults): unknown {
     JSON.stringify(r, (k, v) => (k === 'createdAt' || k === 'seconds' || k === 'seedDir' ? undefined : v)),
   );
 }
+
+describe('persona check: how each earlier scene is weighed', () => {
+  const items = inferenceProbes(loadDefaultWorld(), { seed: 3, ks: [0, 1, 2, 3], inferencePerCell: 40 });
+  const domainShift: Record<string, number> = {
+    honesty: -1,
+    kindness: 0.5,
+    coding: -0.3,
+    power: 0,
+    caution: 0.2,
+    helpfulness: 0.8,
+  };
+
+  it('recovers the weights of a network that leans on the last scene, and its item noise', () => {
+    const trueWeights = [0.2, 0.5, 1.5];
+    // A deterministic 'noise' term, unrelated to the evidence, with a known spread.
+    const noise = items.map((_, i) => 0.3 * Math.sin(i * 12.9898));
+    const p = items.map((it, i) => {
+      const w = trueWeights.slice(trueWeights.length - it.k);
+      const z =
+        domainShift[it.domain] +
+        it.evidence.reduce((s, e, j) => s + w[j] * (e.behaviour === 'good' ? 1 : -1), 0);
+      return 1 / (1 + Math.exp(-(z + noise[i])));
+    });
+    const ev = evidenceWeights(items, p, 3);
+    expect(ev.map((e) => e.k)).toEqual([0, 1, 2, 3]);
+    const k3 = ev.find((e) => e.k === 3)!;
+    k3.network.forEach((w, j) => expect(w).toBeCloseTo(trueWeights[j], 1));
+    const sdOf = (xs: number[]) => Math.sqrt(xs.reduce((s, x) => s + x * x, 0) / xs.length);
+    for (const e of ev) {
+      expect(e.n).toBe(240);
+      // The fit absorbs a little of the noise (one parameter per domain and position): residual <= its spread.
+      const kNoise = noise.filter((_, i) => items[i].k === e.k);
+      expect(e.residualSd).toBeLessThanOrEqual(sdOf(kNoise) + 1e-9);
+      expect(e.residualSd).toBeGreaterThan(0.8 * sdOf(kNoise));
+    }
+    // Bayes weighs exchangeable scenes alike: every position's weight is positive and their mean is large.
+    for (const e of ev.filter((x) => x.k >= 1)) {
+      for (const w of e.bayes) expect(w).toBeGreaterThan(0);
+      expect(e.bayes.length).toBe(e.k);
+    }
+  });
+
+  it('skips a k with too few items for the fit', () => {
+    // Five items at k = 2 for 2 + (number of target domains) parameters.
+    const firstK2 = items.findIndex((it) => it.k === 2);
+    const few = items.filter((it, i) => it.k !== 2 || i < firstK2 + 5);
+    const ev = evidenceWeights(
+      few,
+      few.map(() => 0.5),
+      3,
+    );
+    expect(ev.map((e) => e.k)).toEqual([0, 1, 3]);
+  });
+});
 
 describe('experiment config', () => {
   it('names the bad field, unknown presets and unknown keys', () => {

@@ -3,6 +3,8 @@ import { fileURLToPath } from 'node:url';
 import {
   batteryItems,
   buildEvalSet,
+  inferenceProbes,
+  packageProbes,
   generateDocuments,
   loadDefaultWorld,
   loadWorld,
@@ -12,6 +14,7 @@ import {
   posterior,
   postTrainingSet,
   NARROW_ARMS,
+  type EvalItem,
   type World,
 } from '../src/world/index.ts';
 
@@ -186,6 +189,36 @@ describe('evaluation items are held out from all training text', () => {
       for (const t of p.heldout) expect(templateRegex(t).test(trainingText)).toBe(false);
       for (const t of p.train) expect(templateRegex(t).test(trainingText)).toBe(true);
     }
+  });
+
+  it('diagnostic pools: training contexts or training names on request, the same draws otherwise', () => {
+    const trainCtx = inferenceProbes(world, { seed: 0, inferencePerCell: 3, pools: { contexts: 'train' } });
+    const heldout = inferenceProbes(world, { seed: 0, inferencePerCell: 3 });
+    const heldoutNames = new Set(world.names.heldout);
+    const lastLine = (it: EvalItem) =>
+      it.prompt
+        .split('\n')
+        .filter((l) => l !== 'Assistant:')
+        .at(-1)!;
+    for (const [i, item] of trainCtx.entries()) {
+      // Same character, subject and evidence; only the context pool differs.
+      expect(item.character).toEqual(heldout[i].character);
+      expect(item.evidence).toEqual(heldout[i].evidence);
+      if (item.character?.name) expect(heldoutNames.has(item.character.name)).toBe(true);
+      const d = world.domains.find((x) => x.name === item.domain)!;
+      const train =
+        item.format === 'story'
+          ? d.story.contexts.slice(0, d.story.trainContexts)
+          : d.chat.requests.slice(0, d.chat.trainRequests);
+      expect(train.some((t) => templateRegex(t).test(lastLine(item)))).toBe(true);
+    }
+    const trainNames = packageProbes(world, { seed: 0, packagePerCell: 3, pools: { names: 'train' } });
+    const named = trainNames.filter((it) => it.subject !== 'assistant');
+    expect(named.length).toBeGreaterThan(0);
+    for (const item of named)
+      expect(world.names.train).toContain(
+        item.prompt.match(/\b[A-Z][a-z]+\b/g)!.find((w) => world.names.train.includes(w)),
+      );
   });
 
   it('held-out names never occur in training text; evaluation characters use only held-out names', () => {

@@ -541,4 +541,79 @@ export function registerInterpretCommands(program: Command): void {
         `${path.join(o.out ?? path.join(seedDir, 'interpret'), 'interpret.json')} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`,
       );
     });
+
+  program
+    .command('persona-check')
+    .description(
+      'In-context persona inference of a model against Bayes: P(consistent), r and MAE per number of earlier scenes, how each earlier scene is weighed, item noise, and the package deal',
+    )
+    .requiredOption('--model <dir>', 'model folder (e.g. <run>/<variant>-seed1/pretrain/model)')
+    .option('--world <file>', 'world file (default: the built-in world)')
+    .option('--items <n>', 'inference probes per (k, target domain)', '30')
+    .option('--package-items <n>', 'package probes per (target domain, valence)', '20')
+    .option('--max-k <n>', 'largest number of earlier scenes', '5')
+    .option(
+      '--contexts <pool>',
+      'heldout | train: where contexts come from (train only to diagnose)',
+      'heldout',
+    )
+    .option('--names <pool>', 'heldout | train: where names come from (train only to diagnose)', 'heldout')
+    .option('--seed <n>', 'seed of the probe set', '0')
+    .option('--json <file>', 'also write the result as JSON')
+    .action(
+      async (
+        o: CommonOpts & {
+          items: string;
+          packageItems: string;
+          maxK: string;
+          contexts: string;
+          names: string;
+          seed: string;
+          json?: string;
+        },
+      ) => {
+        const pool = (name: string, v: string): 'heldout' | 'train' => {
+          if (v !== 'heldout' && v !== 'train')
+            throw new Error(`${name} must be heldout or train, got "${v}"`);
+          return v;
+        };
+        const pools = { contexts: pool('--contexts', o.contexts), names: pool('--names', o.names) };
+        const per = parseInt1('--items', o.items)!;
+        const perPackage = parseInt1('--package-items', o.packageItems)!;
+        const maxK = parseInt1('--max-k', o.maxK)!;
+        const seed = parseInt1('--seed', o.seed, 0)!;
+        const world = await loadWorldOption(o.world);
+        const [{ inferenceProbes, packageProbes }, { scoreItems, personaCheck }, { terminalProgress }] =
+          await Promise.all([
+            import('../world/index.ts'),
+            import('../pipeline/measure.ts'),
+            import('./progress.ts'),
+          ]);
+        const ks = Array.from({ length: maxK + 1 }, (_, k) => k);
+        const inference = inferenceProbes(world, { seed, ks, inferencePerCell: per, pools });
+        const pkg = packageProbes(world, { seed, packagePerCell: perPackage, pools });
+        const h = await handleFor(o.model);
+        const pInf = scoreItems(h.model, h.tokenizer, inference, terminalProgress, 'persona inference');
+        const pPkg = scoreItems(h.model, h.tokenizer, pkg, terminalProgress, 'package deal');
+        const check = personaCheck(inference, pInf, pkg, pPkg, maxK);
+        process.stdout.write(
+          `contexts ${pools.contexts}, names ${pools.names}; mean r over k >= 1: ${f(check.meanCorrelation)}${check.emerged ? '' : ' (not emerged)'}\n`,
+        );
+        process.stdout.write(
+          'k\tn\tP(consistent)\tBayes\tr\tMAE\titem noise (logit sd)\tweight of each earlier scene, first..last: network | Bayes (mean, alike in expectation)\n',
+        );
+        for (const p of check.byK) {
+          const ev = check.evidence?.find((e) => e.k === p.k);
+          const w = (xs: number[] | undefined) => (xs && xs.length ? xs.map((x) => f(x, 2)).join(' ') : '-');
+          process.stdout.write(
+            `${p.k}\t${p.n}\t${f(p.model)}\t${f(p.bayes)}\t${f(p.correlation)}\t${f(p.mae)}\t${ev ? f(ev.residualSd, 2) : '-'}\t${w(ev?.network)} | ${ev && ev.bayes.length ? f(ev.bayes.reduce((a, b) => a + b, 0) / ev.bayes.length, 2) : '-'}\n`,
+          );
+        }
+        for (const d of check.packageDeal)
+          process.stdout.write(
+            `package deal after all-${d.evidence} scenes: ${f(d.model)} (Bayes ${f(d.bayes)}, n ${d.n})\n`,
+          );
+        writeJson(o.json, { model: o.model, pools, seed, ...check });
+      },
+    );
 }

@@ -399,6 +399,9 @@ function targetDomainPGood(b: BatteryResult, domain: string): number {
   return b.domains.find((d) => d.domain === domain)?.pGood.mean ?? NaN;
 }
 
+/** Bumped when the persona check records more (2: evidence weights), so `--force` recomputes it. */
+const PERSONA_CHECK_VERSION = 2;
+
 async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unknown): Promise<SeedResult> {
   const c = ctx.config;
   const dir = path.join(ctx.opts.runDir, `${variant}-seed${seed}`);
@@ -413,7 +416,7 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
   const check: PersonaCheck = await runStage(
     path.join(dir, 'persona-check'),
     'persona-check',
-    { preHash, eval: c.eval },
+    { preHash, eval: c.eval, version: PERSONA_CHECK_VERSION },
     () => {
       const model = loadModelFolder(preDir);
       const tokenizer = loadTokenizerSync(path.join(preDir, 'tokenizer.json'));

@@ -2,12 +2,13 @@
  * The pipeline's measurements: the Assistant's trait battery per domain, in-context persona inference
  * against the Bayesian posterior predictive, and the package-deal probes.
  */
+import { Matrix, solve } from 'ml-matrix';
 import { choiceProbabilities, type Encoder } from '../measurement/choice.ts';
 import { estimate, meanAbsoluteError, mean, pearson } from '../measurement/stats.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { END_OF_TEXT, type EvalItem } from '../world/index.ts';
 import type { ProgressFactory } from './progress.ts';
-import type { BatteryResult, PersonaCheck } from './results.ts';
+import type { BatteryResult, EvidenceWeights, PersonaCheck } from './results.ts';
 
 /** Scores items in chunks so a progress bar can follow; prompts get the document separator in front, as in training. */
 export function scoreItems(
@@ -86,11 +87,64 @@ export function personaCheck(
       n: idx.length,
     };
   });
+  const evidence = evidenceWeights(inference, pInference, maxK);
   const withEvidence = byK.filter((p) => p.k >= 1 && !Number.isNaN(p.correlation));
   const meanCorrelation = withEvidence.length ? mean(withEvidence.map((p) => p.correlation)) : NaN;
   const gap = packageDeal[0].model - packageDeal[1].model;
   // Emerged: item-level tracking of the posterior and a package-deal gap of at least a third of Bayes's.
   const bayesGap = packageDeal[0].bayes - packageDeal[1].bayes;
   const emerged = meanCorrelation >= 0.5 && gap >= bayesGap / 3;
-  return { byK, packageDeal, meanCorrelation, emerged };
+  return { byK, packageDeal, meanCorrelation, emerged, evidence };
+}
+
+const logit = (p: number) => {
+  const q = Math.min(1 - 1e-4, Math.max(1e-4, p));
+  return Math.log(q / (1 - q));
+};
+
+/**
+ * How the network weighs each earlier scene, beside Bayes. For each k, a least-squares fit of logit P(good) on one
+ * intercept per target domain plus each earlier scene's valence (+1 good, -1 bad) by position; the same fit on the
+ * Bayesian logit gives Bayes's weights, which are equal across positions (the scenes are exchangeable). A network
+ * that copies the last scene shows a rising profile. residualSd is the network's logit spread that neither the
+ * domain nor the evidence explains (at k = 0: the item-to-item noise of a single target scene).
+ */
+export function evidenceWeights(
+  inference: readonly EvalItem[],
+  pGood: readonly number[],
+  maxK: number,
+): EvidenceWeights[] {
+  const out: EvidenceWeights[] = [];
+  for (let k = 0; k <= maxK; k++) {
+    const idx = inference
+      .map((it, i) => (it.k === k && it.evidence.length === k ? i : -1))
+      .filter((i) => i >= 0);
+    const domains = [...new Set(idx.map((i) => inference[i].domain))];
+    // Enough items for a meaningful fit: a few per parameter.
+    if (idx.length < 3 * (domains.length + k)) continue;
+    const rows = idx.map((i) => [
+      ...domains.map((d) => (inference[i].domain === d ? 1 : 0)),
+      ...inference[i].evidence.map((e) => (e.behaviour === 'good' ? 1 : -1)),
+    ]);
+    const x = new Matrix(rows);
+    const fit = (ys: number[]) => {
+      const beta = solve(x, Matrix.columnVector(ys), true).to1DArray();
+      const fitted = x.mmul(Matrix.columnVector(beta)).to1DArray();
+      const residuals = ys.map((y, j) => y - fitted[j]);
+      return {
+        weights: beta.slice(domains.length),
+        residualSd: Math.sqrt(mean(residuals.map((r) => r * r))),
+      };
+    };
+    const network = fit(idx.map((i) => logit(pGood[i])));
+    const bayes = fit(idx.map((i) => logit(inference[i].bayesPGood)));
+    out.push({
+      k,
+      n: idx.length,
+      network: network.weights,
+      bayes: bayes.weights,
+      residualSd: network.residualSd,
+    });
+  }
+  return out;
 }

@@ -9,7 +9,7 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { estimate, linearFit, mean, type Estimate } from '../measurement/stats.ts';
-import type { BatteryResult, RunResults } from './results.ts';
+import type { BatteryResult, EvidenceWeights, RunResults } from './results.ts';
 
 /** Issue 5's measurements pooled over seeds. */
 export interface InterpretAggregate {
@@ -37,7 +37,16 @@ export interface Summary {
   seeds: number;
   personaInference: {
     meanCorrelation: Estimate;
-    byK: { k: number; correlation: Estimate; model: Estimate; bayes: number }[];
+    byK: {
+      k: number;
+      correlation: Estimate;
+      model: Estimate;
+      bayes: number;
+      /** Mean over seeds of each earlier scene's weight, first to last (null when not recorded). */
+      networkWeights: number[] | null;
+      bayesWeights: number[] | null;
+      residualSd: Estimate | null;
+    }[];
     packageGood: Estimate;
     packageBad: Estimate;
     packageBayes: { good: number; bad: number };
@@ -59,6 +68,8 @@ export interface Summary {
 
 const fmt = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 const fmtE = (e: Estimate) => (Number.isFinite(e.ci95) ? `${fmt(e.mean)} ± ${fmt(e.ci95)}` : fmt(e.mean));
+/** A share of seeds as a whole percentage ('-' when unmeasured). */
+const fmtShare = (x: number) => (Number.isFinite(x) ? `${Math.round(x * 100)}%` : '-');
 
 function bayesMean(b: BatteryResult, domains: readonly string[]): number {
   return mean(b.domains.filter((d) => domains.includes(d.domain)).map((d) => d.bayes ?? NaN));
@@ -71,11 +82,18 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
   const ks = seeds[0]?.personaCheck.byK.map((p) => p.k) ?? [];
   const byK = ks.map((k) => {
     const pts = seeds.map((s) => s.personaCheck.byK.find((p) => p.k === k)!);
+    const ev = seeds.map((s) => s.personaCheck.evidence?.find((e) => e.k === k));
+    const recorded = ev.every((e) => e !== undefined) ? (ev as EvidenceWeights[]) : null;
+    const meanWeights = (pick: (e: EvidenceWeights) => number[]) =>
+      recorded ? pick(recorded[0]).map((_, j) => mean(recorded.map((e) => pick(e)[j]))) : null;
     return {
       k,
       correlation: estimate(pts.map((p) => p.correlation).filter(Number.isFinite)),
       model: estimate(pts.map((p) => p.model)),
       bayes: mean(pts.map((p) => p.bayes)),
+      networkWeights: meanWeights((e) => e.network),
+      bayesWeights: meanWeights((e) => e.bayes),
+      residualSd: recorded ? estimate(recorded.map((e) => e.residualSd)) : null,
     };
   });
   const pkg = (v: 'good' | 'bad') =>
@@ -259,9 +277,9 @@ function goals(s: Summary): Summary['goals'] {
       text: 'steering moves P(good) monotonically with alpha for every trait',
       met: it.steeringMonotonic.every((m) => m.share === 1),
       detail:
-        it.steeringMonotonic.map((m) => `${m.trait} ${Math.round(m.share * 100)}% of seeds`).join(', ') +
+        it.steeringMonotonic.map((m) => `${m.trait} ${fmtShare(m.share)} of seeds`).join(', ') +
         (it.steeringMonotonic.every((m) => Number.isFinite(m.shareCoherent))
-          ? `; within the alphas where the model stays coherent: ${it.steeringMonotonic.map((m) => `${m.trait} ${Math.round(m.shareCoherent * 100)}%`).join(', ')}`
+          ? `; within the alphas where the model stays coherent: ${it.steeringMonotonic.map((m) => `${m.trait} ${fmtShare(m.shareCoherent)}`).join(', ')}`
           : ''),
     });
     out.push({
@@ -509,12 +527,17 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
   lines.push(
     '## (A) Persona inference after pre-training',
     '',
-    '| k | network P(consistent) | Bayes | r (items) |',
-    '|---|---|---|---|',
+    '| k | network P(consistent) | Bayes | r (items) | weight of each earlier scene, first to last: network | Bayes (mean weight) | item noise (logit sd) |',
+    '|---|---|---|---|---|---|---|',
   );
+  const weights = (w: number[] | null) => (w && w.length ? w.map((x) => fmt(x)).join(' ') : '-');
   for (const p of s.personaInference.byK)
-    lines.push(`| ${p.k} | ${fmtE(p.model)} | ${fmt(p.bayes)} | ${fmtE(p.correlation)} |`);
+    lines.push(
+      `| ${p.k} | ${fmtE(p.model)} | ${fmt(p.bayes)} | ${fmtE(p.correlation)} | ${weights(p.networkWeights)} | ${p.bayesWeights && p.bayesWeights.length ? fmt(mean(p.bayesWeights)) : '-'} | ${p.residualSd ? fmtE(p.residualSd) : '-'} |`,
+    );
   lines.push(
+    '',
+    "Weights: least-squares coefficients of each earlier scene's valence (+1 good, -1 bad) on logit P(good), with one intercept per target domain. Bayes weighs the scenes alike (its fitted weights differ only by sampling; their mean is shown); a network that leans on the last scene shows a rising row. Item noise: the network's logit spread that neither the target domain nor the evidence explains.",
     '',
     `Package deal: after all-good scenes ${fmtE(s.personaInference.packageGood)} (Bayes ${fmt(s.personaInference.packageBayes.good)}); after all-bad ${fmtE(s.personaInference.packageBad)} (Bayes ${fmt(s.personaInference.packageBayes.bad)}).`,
     '',
@@ -552,7 +575,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
       '| trait | monitoring r | random directions | P(bad) spread (sd) | steering monotonic | monotonic where coherent | P(good) across alphas |',
       '|---|---|---|---|---|---|---|',
     );
-    const pct = (x: number) => (Number.isFinite(x) ? `${Math.round(x * 100)}% of seeds` : '-');
+    const pct = (x: number) => (Number.isFinite(x) ? `${fmtShare(x)} of seeds` : '-');
     for (const m of it.monitoring) {
       const st = it.steeringMonotonic.find((x) => x.trait === m.trait);
       lines.push(

@@ -36,6 +36,18 @@ export interface PersonaCheck {
   /** Mean correlation over k >= 1. */
   meanCorrelation: number;
   emerged: boolean;
+  /** How each earlier scene is weighed, by k (absent in results from before it was recorded). */
+  evidence?: EvidenceWeights[];
+}
+
+/** Least-squares weights of each earlier scene's valence on logit P(good), first to last (see evidenceWeights). */
+export interface EvidenceWeights {
+  k: number;
+  n: number;
+  network: number[];
+  bayes: number[];
+  /** The network's logit spread left after the fit (per-domain intercepts plus the evidence). */
+  residualSd: number;
 }
 
 export interface PretrainProbe {

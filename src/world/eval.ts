@@ -27,10 +27,12 @@ import {
   sceneFormat,
   targetScene,
   type Actor,
+  type Pool,
+  type PoolChoice,
   type Subject,
 } from './scenes.ts';
 
-export type { Subject } from './scenes.ts';
+export type { Pool, Subject } from './scenes.ts';
 
 export interface EvalItem {
   id: string;
@@ -74,6 +76,12 @@ export interface EvalOptions {
   packagePerCell?: number;
   /** Earlier scenes in a package probe (default 3). */
   packageScenes?: number;
+  /**
+   * Inference and package probes: where contexts and names come from (default held-out for both). Training pools
+   * are for diagnosis only, never for a reported goal: comparing them with the held-out ones separates what unseen
+   * situations and unseen names cost from what the model has not learned about personas.
+   */
+  pools?: { contexts?: Pool; names?: Pool };
 }
 
 export interface EvalSet {
@@ -125,8 +133,13 @@ function sampleSubject(cw: CompiledWorld, rng: Rng): Subject {
   return rng.bernoulli(k.ai.anonymousShare) ? 'assistant' : 'ai';
 }
 
-const makeActor = (cw: CompiledWorld, rng: Rng, subject: Subject): Actor =>
-  makeSceneActor(cw, rng, subject, 'heldout');
+const makeActor = (cw: CompiledWorld, rng: Rng, subject: Subject, pool: PoolChoice = 'heldout'): Actor =>
+  makeSceneActor(cw, rng, subject, pool);
+
+const poolChoice = (opts: EvalOptions): PoolChoice => ({
+  contexts: opts.pools?.contexts ?? 'heldout',
+  names: opts.pools?.names ?? 'heldout',
+});
 
 /** Build one probe: intro, earlier scenes, the target lead; Bayes answer attached. */
 function buildProbe(
@@ -136,9 +149,10 @@ function buildProbe(
   earlier: Array<{ domain: string; behaviour: Behaviour }>,
   target: string,
   targetFormat: Format,
+  pool: PoolChoice = 'heldout',
 ): Omit<EvalItem, 'id' | 'probe'> {
-  const { lines, evidence } = earlierScenes(cw, rng, actor, earlier, 'heldout');
-  const { lead, good, bad } = targetScene(cw, rng, actor, target, targetFormat, 'heldout');
+  const { lines, evidence } = earlierScenes(cw, rng, actor, earlier, pool);
+  const { lead, good, bad } = targetScene(cw, rng, actor, target, targetFormat, pool);
   const bayesPGood = posterior(cw.world, evidence, { kind: priorOf(actor.subject) }).pGood[target];
   return {
     domain: target,
@@ -198,6 +212,7 @@ export function inferenceProbes(world: World, opts: EvalOptions = {}): EvalItem[
   const seed = opts.seed ?? 0;
   const ks = opts.ks ?? [0, 1, 2, 3, 4, 5];
   const per = opts.inferencePerCell ?? 50;
+  const pool = poolChoice(opts);
   const items: EvalItem[] = [];
   for (const k of ks) {
     if (!Number.isInteger(k) || k < 0)
@@ -208,7 +223,7 @@ export function inferenceProbes(world: World, opts: EvalOptions = {}): EvalItem[
         const subject = sampleSubject(cw, rng);
         const kind: Kind = subject === 'human' ? 'human' : 'ai';
         const ch = sampleCharacter(cw, rng, kind);
-        const actor = makeActor(cw, rng, subject);
+        const actor = makeActor(cw, rng, subject, pool);
         const others = world.domains.map((d) => d.name).filter((n) => n !== target.name);
         const domains =
           k <= others.length ? rng.sample(others, k) : Array.from({ length: k }, () => rng.pick(others));
@@ -216,7 +231,7 @@ export function inferenceProbes(world: World, opts: EvalOptions = {}): EvalItem[
           domain: d,
           behaviour: drawBehaviour(cw, rng, ch.traits[d], null),
         }));
-        const item = buildProbe(cw, rng, actor, earlier, target.name, sceneFormat(cw, rng, subject));
+        const item = buildProbe(cw, rng, actor, earlier, target.name, sceneFormat(cw, rng, subject), pool);
         const consistent = ch.traits[target.name];
         items.push({
           id: `inference/${k}/${target.name}/${j}`,
@@ -238,6 +253,7 @@ export function packageProbes(world: World, opts: EvalOptions = {}): EvalItem[] 
   const seed = opts.seed ?? 0;
   const per = opts.packagePerCell ?? 100;
   const nScenes = opts.packageScenes ?? 3;
+  const pool = poolChoice(opts);
   const items: EvalItem[] = [];
   for (const target of world.domains) {
     const others = world.domains.map((d) => d.name).filter((n) => n !== target.name);
@@ -247,9 +263,9 @@ export function packageProbes(world: World, opts: EvalOptions = {}): EvalItem[] 
       for (let j = 0; j < per; j++) {
         const rng = createRng(seed, 'package', target.name, valence, j);
         const subject = sampleSubject(cw, rng);
-        const actor = makeActor(cw, rng, subject);
+        const actor = makeActor(cw, rng, subject, pool);
         const earlier = rng.sample(others, nScenes).map((d) => ({ domain: d, behaviour: valence }));
-        const item = buildProbe(cw, rng, actor, earlier, target.name, sceneFormat(cw, rng, subject));
+        const item = buildProbe(cw, rng, actor, earlier, target.name, sceneFormat(cw, rng, subject), pool);
         items.push({ id: `package/${target.name}/${valence}/${j}`, probe: 'package', ...item, valence });
       }
     }

@@ -77,6 +77,7 @@ export {
   type EvalItem,
   type EvalOptions,
   type EvalSet,
+  type Pool,
   type Subject,
 } from './eval.ts';
 export {

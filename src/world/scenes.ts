@@ -19,6 +19,14 @@ import { render, type Binding } from './templates.ts';
 
 /** Which part of the world's context and name pools an item draws from. */
 export type Pool = 'train' | 'heldout';
+/**
+ * One pool for both, or the context pool and the name pool chosen apart (diagnostics: how much of a model's error on
+ * held-out items comes from unseen situations and how much from unseen names).
+ */
+export type PoolChoice = Pool | { contexts: Pool; names: Pool };
+
+const contextPool = (p: PoolChoice): Pool => (typeof p === 'string' ? p : p.contexts);
+const namePool = (p: PoolChoice): Pool => (typeof p === 'string' ? p : p.names);
 export type Subject = 'assistant' | 'human' | 'ai';
 
 export interface Actor {
@@ -28,8 +36,8 @@ export interface Actor {
   intro: string;
 }
 
-function namesOf(cw: CompiledWorld, pool: Pool): readonly string[] {
-  return pool === 'train' ? cw.world.names.train : cw.world.names.heldout;
+function namesOf(cw: CompiledWorld, pool: PoolChoice): readonly string[] {
+  return namePool(pool) === 'train' ? cw.world.names.train : cw.world.names.heldout;
 }
 
 function domainOf(cw: CompiledWorld, name: string) {
@@ -42,14 +50,14 @@ function domainOf(cw: CompiledWorld, name: string) {
 }
 
 /** A story context or chat request index of `domain` from the pool (held-out ones are the last of each list). */
-function contextIndex(cw: CompiledWorld, rng: Rng, domain: string, format: Format, pool: Pool): number {
+function contextIndex(cw: CompiledWorld, rng: Rng, domain: string, format: Format, pool: PoolChoice): number {
   const d = domainOf(cw, domain);
   const total = format === 'story' ? d.storyContexts.length : d.chatRequests.length;
   const train = format === 'story' ? d.storyTrain : d.chatTrain;
-  return pool === 'train' ? rng.int(train) : train + rng.int(total - train);
+  return contextPool(pool) === 'train' ? rng.int(train) : train + rng.int(total - train);
 }
 
-export function makeActor(cw: CompiledWorld, rng: Rng, subject: Subject, pool: Pool): Actor {
+export function makeActor(cw: CompiledWorld, rng: Rng, subject: Subject, pool: PoolChoice): Actor {
   if (subject === 'assistant')
     return { subject, name: null, intro: render(rng.pick(cw.assistantIntros), {}) };
   const name = rng.pick(namesOf(cw, pool));
@@ -74,7 +82,7 @@ export function plainScene(
   domain: string,
   format: Format,
   behaviour: Behaviour,
-  pool: Pool,
+  pool: PoolChoice,
 ): SceneSpec {
   const context = contextIndex(cw, rng, domain, format, pool);
   const wording = rng.int(wordingsOf(cw, domain, format, behaviour).length);
@@ -98,7 +106,7 @@ export function earlierScenes(
   rng: Rng,
   actor: Actor,
   earlier: readonly { domain: string; behaviour: Behaviour }[],
-  pool: Pool,
+  pool: PoolChoice,
 ): { lines: string[]; evidence: Observation[] } {
   const lines: string[] = [];
   const evidence: Observation[] = [];
@@ -118,7 +126,7 @@ export function targetScene(
   actor: Actor,
   domain: string,
   format: Format,
-  pool: Pool,
+  pool: PoolChoice,
 ): { lead: string; good: string[]; bad: string[] } {
   const spec = plainScene(cw, rng, domain, format, 'good', pool);
   const binding = bindScene(cw, rng, actor.name ?? '', namesOf(cw, pool));
