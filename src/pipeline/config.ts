@@ -46,6 +46,11 @@ export const ExperimentConfigSchema = z
         behaviourWeight: z.number().min(1).max(100),
         /** Weight only the first n tokens of each behaviour (where the choice is made); 0 = the whole behaviour. */
         behaviourTokens: z.number().int().min(0).max(255),
+        /**
+         * Where training windows start: 'documents' (at a document separator, so every document is read from its
+         * start, as the probes are) or 'random' (any offset, plain LM packing).
+         */
+        windows: z.enum(['documents', 'random']),
       })
       .strict(),
     eval: z
@@ -119,8 +124,11 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
     checkpointEvery: 200,
     behaviourWeight: 5,
     behaviourTokens: 3,
+    windows: 'documents',
   },
-  eval: { batteryItemsPerDomain: 80, probeItemsPerK: 60, packageItems: 60, maxK: 5 },
+  // 240 probes per k put a 95% CI of about +-0.05 on a correlation near 0.8 (Fisher z; 60 gave +-0.09), and 240
+  // package probes 20 per (target domain, valence); scoring them takes ~15 s per seed.
+  eval: { batteryItemsPerDomain: 80, probeItemsPerK: 240, packageItems: 240, maxK: 5 },
   postTrain: { domains: [], examples: 600, steps: 60, batchSize: 16, lr: 3e-4 },
   finetune: {
     domain: '',

@@ -28,6 +28,7 @@ import {
   batteryItems,
   datasetEvidence,
   END_OF_TEXT,
+  eotIdOf,
   generateDocuments,
   inferenceProbes,
   loadBehaviourMask,
@@ -233,7 +234,8 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
               weight: c.pretrain.behaviourWeight,
               maxRank: c.pretrain.behaviourTokens,
             };
-      const source = new TokenWindowSource(train, c.pretrain.batchSize, ctxLen, seed, emphasis);
+      const separator = c.pretrain.windows === 'documents' ? eotIdOf(tokenizer) : null;
+      const source = new TokenWindowSource(train, c.pretrain.batchSize, ctxLen, seed, emphasis, separator);
       const trainer = new Trainer(model, source, {
         schedule: {
           peakLr: c.pretrain.lr,

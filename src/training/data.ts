@@ -30,9 +30,16 @@ export interface TokenEmphasis {
   maxRank?: number;
 }
 
-/** Random windows of seqLen + 1 tokens from a token stream (pre-training). */
+/**
+ * Random windows of seqLen + 1 tokens from a token stream (pre-training). With a separator token, every window
+ * starts at one (a document start), so each document is read from its beginning: what a late passage depends on
+ * (the character's earlier scenes) is in the window, as it is when the model is measured. Windows at arbitrary
+ * offsets cut most long documents, and a model trained on them learns to lean on the nearest context.
+ */
 export class TokenWindowSource implements BatchSource {
   private rng: Rng;
+  /** Allowed window starts (positions of the separator), or null for any offset. */
+  private readonly starts: Uint32Array | null;
 
   constructor(
     private readonly tokens: Uint16Array | Int32Array,
@@ -40,12 +47,18 @@ export class TokenWindowSource implements BatchSource {
     private readonly seqLen: number,
     seed: number,
     private readonly emphasis: TokenEmphasis | null = null,
+    separator: number | null = null,
   ) {
     if (tokens.length < seqLen + 2)
       throw new Error(`token stream of ${tokens.length} tokens is shorter than one window (${seqLen + 1})`);
     if (emphasis && emphasis.mask.length !== tokens.length)
       throw new Error(`emphasis mask has ${emphasis.mask.length} entries for ${tokens.length} tokens`);
     this.rng = new Rng(seed);
+    this.starts = separator === null ? null : separatorPositions(tokens, separator, tokens.length - seqLen - 1);
+    if (this.starts && this.starts.length === 0)
+      throw new Error(
+        `no separator token (id ${separator}) where a window of ${seqLen + 1} tokens can start: is it the stream's document separator?`,
+      );
   }
 
   next(): Batch {
@@ -56,7 +69,7 @@ export class TokenWindowSource implements BatchSource {
     const e = this.emphasis;
     const weights = e ? new Float32Array(batch * seqLen) : null;
     for (let b = 0; b < batch; b++) {
-      const start = this.rng.int(span + 1);
+      const start = this.starts ? this.starts[this.rng.int(this.starts.length)] : this.rng.int(span + 1);
       for (let t = 0; t < seqLen; t++) {
         inputs[b * seqLen + t] = this.tokens[start + t];
         targets[b * seqLen + t] = this.tokens[start + t + 1];
@@ -76,6 +89,14 @@ export class TokenWindowSource implements BatchSource {
   restore(state: Record<string, unknown>): void {
     this.rng = new Rng(state.rng as number[]);
   }
+}
+
+function separatorPositions(tokens: Uint16Array | Int32Array, separator: number, last: number): Uint32Array {
+  let n = 0;
+  for (let i = 0; i <= last; i++) if (tokens[i] === separator) n++;
+  const out = new Uint32Array(n);
+  for (let i = 0, j = 0; i <= last; i++) if (tokens[i] === separator) out[j++] = i;
+  return out;
 }
 
 /** A tokenised chat example: loss applies to the response tokens only. */
