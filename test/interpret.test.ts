@@ -722,6 +722,33 @@ describe('psm vectors|steer|monitor|space', () => {
     await expect(run('vectors', '--model', postDir(), '--method', 'magic')).rejects.toThrow(
       /--method must be one of/,
     );
+    const checkFile = path.join(tmp, 'cli', 'check.json');
+    const pre = path.join(seedDir, 'pretrain', 'model');
+    const pc = await run(
+      'persona-check',
+      '--model',
+      pre,
+      '--items',
+      '2',
+      '--package-items',
+      '2',
+      '--max-k',
+      '2',
+      '--out',
+      checkFile,
+    );
+    expect(pc).toMatch(/^contexts heldout, names heldout; mean r over k >= 1: /);
+    expect(pc).toMatch(/\n2\t12\t[\d.]+\t[\d.]+\t/);
+    expect(pc).toMatch(/package deal after all-bad scenes: [\d.]+ \(Bayes [\d.]+, n 12\)/);
+    const saved = JSON.parse(fs.readFileSync(checkFile, 'utf8'));
+    expect(saved.pools).toEqual({ contexts: 'heldout', names: 'heldout' });
+    expect(saved.byK.map((p: { k: number }) => p.k)).toEqual([0, 1, 2]);
+    await expect(run('persona-check', '--model', pre, '--contexts', 'mine')).rejects.toThrow(
+      /--contexts must be heldout or train/,
+    );
+    await expect(run('persona-check', '--model', pre, '--items', '1', '--max-k', '15')).rejects.toThrow(
+      /the model's context is 512 \(lower --max-k\)/,
+    );
   });
 });
 

@@ -559,7 +559,7 @@ export function registerInterpretCommands(program: Command): void {
     )
     .option('--names <pool>', 'heldout | train: where names come from (train only to diagnose)', 'heldout')
     .option('--seed <n>', 'seed of the probe set', '0')
-    .option('--json <file>', 'also write the result as JSON')
+    .option('--out <file>', 'also write the result as JSON')
     .action(
       async (
         o: CommonOpts & {
@@ -569,7 +569,7 @@ export function registerInterpretCommands(program: Command): void {
           contexts: string;
           names: string;
           seed: string;
-          json?: string;
+          out?: string;
         },
       ) => {
         const pool = (name: string, v: string): 'heldout' | 'train' => {
@@ -593,6 +593,18 @@ export function registerInterpretCommands(program: Command): void {
         const inference = inferenceProbes(world, { seed, ks, inferencePerCell: per, pools });
         const pkg = packageProbes(world, { seed, packagePerCell: perPackage, pools });
         const h = await handleFor(o.model);
+        const { END_OF_TEXT } = await import('../world/index.ts');
+        const longest = Math.max(
+          ...[...inference, ...pkg].map(
+            (it) =>
+              h.tokenizer.encode(END_OF_TEXT + it.prompt).length +
+              Math.max(...[...it.good, ...it.bad].map((x) => h.tokenizer.encode(x).length)),
+          ),
+        );
+        if (longest - 1 > h.model.config.maxSeqLen)
+          throw new Error(
+            `probes with up to ${maxK} earlier scenes need ${longest - 1} positions; the model's context is ${h.model.config.maxSeqLen} (lower --max-k)`,
+          );
         const pInf = scoreItems(h.model, h.tokenizer, inference, terminalProgress, 'persona inference');
         const pPkg = scoreItems(h.model, h.tokenizer, pkg, terminalProgress, 'package deal');
         const check = personaCheck(inference, pInf, pkg, pPkg, maxK);
@@ -613,7 +625,7 @@ export function registerInterpretCommands(program: Command): void {
           process.stdout.write(
             `package deal after all-${d.evidence} scenes: ${f(d.model)} (Bayes ${f(d.bayes)}, n ${d.n})\n`,
           );
-        writeJson(o.json, { model: o.model, pools, seed, ...check });
+        writeJson(o.out, { model: o.model, pools, seed, ...check });
       },
     );
 }

@@ -54,7 +54,8 @@ export class TokenWindowSource implements BatchSource {
     if (emphasis && emphasis.mask.length !== tokens.length)
       throw new Error(`emphasis mask has ${emphasis.mask.length} entries for ${tokens.length} tokens`);
     this.rng = new Rng(seed);
-    this.starts = separator === null ? null : separatorPositions(tokens, separator, tokens.length - seqLen - 1);
+    this.starts =
+      separator === null ? null : separatorPositions(tokens, separator, tokens.length - seqLen - 1);
     if (this.starts && this.starts.length === 0)
       throw new Error(
         `no separator token (id ${separator}) where a window of ${seqLen + 1} tokens can start: is it the stream's document separator?`,
