@@ -24,7 +24,11 @@ export interface InterpretAggregate {
     pGood: number[];
     alphas: number[];
   }[];
+  /** Correlation over every (arm, trait) point pooled: mixes traits whose projections respond on different scales. */
   shiftR: Estimate;
+  /** Per trait, over the arms (the reference work's analysis), and its mean over traits per seed. */
+  shiftRByTrait: { trait: string; r: Estimate }[];
+  shiftRTraitMean: Estimate;
   preventativeReduction: Estimate | null;
   preventativeTargetLearned: boolean | null;
   axisCosPC1: Estimate;
@@ -173,6 +177,17 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
           };
         }),
         shiftR: estimate(withInterp.map((sd) => num(sd.interpret!.shift.r)).filter(Number.isFinite)),
+        shiftRByTrait: Object.keys(withInterp[0].interpret!.shift.perTrait ?? {}).map((trait) => ({
+          trait,
+          r: estimate(
+            withInterp.map((sd) => num(sd.interpret!.shift.perTrait?.[trait])).filter(Number.isFinite),
+          ),
+        })),
+        shiftRTraitMean: estimate(
+          withInterp
+            .map((sd) => mean(Object.values(sd.interpret!.shift.perTrait ?? {}).filter(Number.isFinite)))
+            .filter(Number.isFinite),
+        ),
         preventativeReduction: withInterp.some((sd) => sd.interpret!.preventative)
           ? estimate(
               withInterp
@@ -285,8 +300,12 @@ function goals(s: Summary): Summary['goals'] {
     out.push({
       id: 'I3',
       text: 'fine-tune shift prediction r >= 0.8',
-      met: it.shiftR.mean >= 0.8,
-      detail: `r ${fmtE(it.shiftR)}`,
+      // Per trait over the arms, as the reference work correlates them: each trait vector's projection responds on
+      // its own scale, so the pooled r also measures how alike those scales are.
+      met: Number.isFinite(it.shiftRTraitMean.mean) ? it.shiftRTraitMean.mean >= 0.8 : null,
+      detail:
+        `per trait over the arms, mean over traits ${fmtE(it.shiftRTraitMean)} (${it.shiftRByTrait.map((t) => `${t.trait} ${fmt(t.r.mean)}`).join(', ')}); ` +
+        `pooled over traits r ${fmtE(it.shiftR)}`,
     });
     if (it.preventativeReduction) {
       out.push({
@@ -588,7 +607,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
     );
     lines.push(
       '',
-      `Shift prediction r ${fmtE(it.shiftR)}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventativeReduction ? ` Preventative steering removed ${fmtE(it.preventativeReduction)} of the cheat arm's off-target drop.` : ''}`,
+      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventativeReduction ? ` Preventative steering removed ${fmtE(it.preventativeReduction)} of the cheat arm's off-target drop.` : ''}`,
       '',
     );
   }
