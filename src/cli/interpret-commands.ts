@@ -545,7 +545,7 @@ export function registerInterpretCommands(program: Command): void {
   program
     .command('persona-check')
     .description(
-      'In-context persona inference of a model against Bayes: P(consistent), r and MAE per number of earlier scenes, how each earlier scene is weighed, item noise, and the package deal',
+      'In-context persona inference of a model against Bayes: P(consistent), r and MAE per number of earlier scenes, how each earlier scene is weighed, the unexplained residual, and the package deal',
     )
     .requiredOption('--model <dir>', 'model folder (e.g. <run>/<variant>-seed1/pretrain/model)')
     .option('--world <file>', 'world file (default: the built-in world)')
@@ -612,7 +612,7 @@ export function registerInterpretCommands(program: Command): void {
           `contexts ${pools.contexts}, names ${pools.names}; mean r over k >= 1: ${f(check.meanCorrelation)}${check.emerged ? '' : ' (not emerged)'}\n`,
         );
         process.stdout.write(
-          'k\tn\tP(consistent)\tBayes\tr\tMAE\titem noise (logit sd)\tweight of each earlier scene, first..last: network | Bayes (mean, alike in expectation)\n',
+          'k\tn\tP(consistent)\tBayes\tr\tMAE\tresidual (logit sd)\tweight of each earlier scene, first..last: network | Bayes (mean, alike in expectation)\n',
         );
         for (const p of check.byK) {
           const ev = check.evidence?.find((e) => e.k === p.k);

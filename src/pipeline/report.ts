@@ -546,7 +546,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
   lines.push(
     '## (A) Persona inference after pre-training',
     '',
-    '| k | network P(consistent) | Bayes | r (items) | weight of each earlier scene, first to last: network | Bayes (mean weight) | item noise (logit sd) |',
+    '| k | network P(consistent) | Bayes | r (items) | weight of each earlier scene, first to last: network | Bayes (mean weight) | residual (logit sd) |',
     '|---|---|---|---|---|---|---|',
   );
   const weights = (w: number[] | null) => (w && w.length ? w.map((x) => fmt(x)).join(' ') : '-');
@@ -556,7 +556,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
     );
   lines.push(
     '',
-    "Weights: least-squares coefficients of each earlier scene's valence (+1 good, -1 bad) on logit P(good), with one intercept per target domain. Bayes weighs the scenes alike (its fitted weights differ only by sampling; their mean is shown); a network that leans on the last scene shows a rising row. Item noise: the network's logit spread that neither the target domain nor the evidence explains.",
+    "Weights: least-squares coefficients of each earlier scene's valence (+1 good, -1 bad) on logit P(good), with one intercept per target domain. Bayes weighs the scenes alike (its fitted weights differ only by sampling; their mean is shown); a network that leans on the last scene shows a rising row. Residual: the network's logit spread that neither the target domain nor the evidence (linearly) explains; at k = 0 it is pure item-to-item noise, at k >= 1 it also holds what a fit linear in the evidence misses (Bayes itself is not linear).",
     '',
     `Package deal: after all-good scenes ${fmtE(s.personaInference.packageGood)} (Bayes ${fmt(s.personaInference.packageBayes.good)}); after all-bad ${fmtE(s.personaInference.packageBad)} (Bayes ${fmt(s.personaInference.packageBayes.bad)}).`,
     '',
