@@ -105,7 +105,7 @@ const logit = (p: number) => {
 /**
  * How the network weighs each earlier scene, beside Bayes. For each k, a least-squares fit of logit P(good) on one
  * intercept per target domain plus each earlier scene's valence (+1 good, -1 bad) by position; the same fit on the
- * Bayesian logit gives Bayes's weights, which are equal across positions (the scenes are exchangeable). A network
+ * Bayesian logit gives Bayes's weights, equal across positions in expectation (the scenes are exchangeable). A network
  * that copies the last scene shows a rising profile. residualSd is the network's logit spread that neither the
  * domain nor the evidence explains (at k = 0: the item-to-item noise of a single target scene; at k >= 1 also
  * what a fit linear in the evidence misses, since the Bayesian answer is not linear in it).
