@@ -60,7 +60,7 @@ export * from './shift.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 6;
+export const INTERPRET_VERSION = 7;
 
 export interface InterpretRunOptions {
   world: World;

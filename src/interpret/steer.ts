@@ -191,6 +191,36 @@ export interface DoseResponse {
   monotonic: boolean;
   /** The same over the coherent alphas around alpha 0 only, and false when fewer than three of them are coherent. */
   monotonicCoherent: boolean;
+  /**
+   * Over the same coherent alphas: the largest change of P(good) from one alpha to the next, in standard errors of the
+   * paired difference over items (negative when it always falls; absent before interpretation version 7).
+   */
+  maxRiseZ?: number;
+  /** Monotone where coherent up to sampling noise: no rise beyond 1.96 paired standard errors (>= 3 coherent alphas). */
+  monotonicCoherentWithinNoise?: boolean;
+}
+
+/** Rises of P(good) between adjacent doses beyond this many paired standard errors count as real. */
+export const RISE_Z = 1.96;
+
+/** |z| cap: a change with no spread over items has an unbounded z, and JSON has no infinities. */
+const Z_CAP = 1000;
+
+/**
+ * Largest change between adjacent doses in units of the standard error of the per-item difference (items are the
+ * same at every dose, so the difference is paired); positive = a rise. NaN with fewer than two doses.
+ */
+export function maxPairedRiseZ(perItem: readonly (readonly number[])[]): number {
+  let worst = NaN;
+  for (let a = 1; a < perItem.length; a++) {
+    const d = perItem[a].map((p, j) => p - perItem[a - 1][j]);
+    const m = mean(d);
+    const sd = d.length > 1 ? Math.sqrt(d.reduce((s, x) => s + (x - m) ** 2, 0) / (d.length - 1)) : 0;
+    const z = sd > 0 ? m / (sd / Math.sqrt(d.length)) : Math.sign(m) * Z_CAP;
+    const capped = Math.max(-Z_CAP, Math.min(Z_CAP, z));
+    worst = Number.isNaN(worst) ? capped : Math.max(worst, capped);
+  }
+  return worst;
 }
 
 /** Non-increasing within a tolerance. */
@@ -253,11 +283,13 @@ export function doseResponse(
   const scored = sorted.map((alpha) => {
     const hooks = addSteering(new HookSet(), handle, v, alpha, opts);
     const r = scoreItems(handle, items, { hooks, what: `steering "${v.trait}" with alpha ${alpha}` });
-    return { pGood: mean(r.pGood), logMass: mean(r.logMass) };
+    return { perItem: r.pGood, pGood: mean(r.pGood), logMass: mean(r.logMass) };
   });
   const pGood = scored.map((x) => x.pGood);
   const logMass = scored.map((x) => x.logMass);
   const coherent = coherentAlphas(sorted, logMass);
+  const { from, to } = coherentRange(sorted, coherent, logMass);
+  const maxRiseZ = maxPairedRiseZ(scored.slice(from, to).map((x) => x.perItem));
   return {
     trait: v.trait,
     layers: opts.layers ?? [v.layer],
@@ -268,6 +300,8 @@ export function doseResponse(
     n: items.length,
     monotonic: isMonotonicDecreasing(pGood),
     monotonicCoherent: monotonicWhereCoherent(sorted, pGood, coherent, logMass),
+    maxRiseZ,
+    monotonicCoherentWithinNoise: to - from >= MIN_COHERENT_DOSES && maxRiseZ <= RISE_Z,
   };
 }
 

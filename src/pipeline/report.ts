@@ -9,6 +9,7 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { estimate, linearFit, mean, type Estimate } from '../measurement/stats.ts';
+import { RISE_Z } from '../interpret/index.ts';
 import type { BatteryResult, EvidenceWeights, RunResults } from './results.ts';
 
 /** Issue 5's measurements pooled over seeds. */
@@ -21,6 +22,8 @@ export interface InterpretAggregate {
     trait: string;
     share: number;
     shareCoherent: number;
+    /** Share of seeds monotone where coherent up to sampling noise (NaN before interpretation version 7). */
+    shareWithinNoise: number;
     pGood: number[];
     alphas: number[];
   }[];
@@ -172,6 +175,9 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
             shareCoherent: per.every((x) => typeof x.monotonicCoherent === 'boolean')
               ? mean(per.map((x) => (x.monotonicCoherent ? 1 : 0)))
               : NaN,
+            shareWithinNoise: per.every((x) => typeof x.monotonicCoherentWithinNoise === 'boolean')
+              ? mean(per.map((x) => (x.monotonicCoherentWithinNoise ? 1 : 0)))
+              : NaN,
             pGood: d.alphas.map((_, i) => mean(per.map((x) => x.pGood[i]))),
             alphas: d.alphas,
           };
@@ -295,6 +301,9 @@ function goals(s: Summary): Summary['goals'] {
         it.steeringMonotonic.map((m) => `${m.trait} ${fmtShare(m.share)} of seeds`).join(', ') +
         (it.steeringMonotonic.every((m) => Number.isFinite(m.shareCoherent))
           ? `; within the alphas where the model stays coherent: ${it.steeringMonotonic.map((m) => `${m.trait} ${fmtShare(m.shareCoherent)}`).join(', ')}`
+          : '') +
+        (it.steeringMonotonic.every((m) => Number.isFinite(m.shareWithinNoise))
+          ? `; there, up to sampling noise (no rise beyond ${RISE_Z} paired standard errors): ${it.steeringMonotonic.map((m) => `${m.trait} ${fmtShare(m.shareWithinNoise)}`).join(', ')}`
           : ''),
     });
     out.push({
@@ -591,19 +600,19 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
       '',
       `Over ${it.seeds} seed(s). Monitoring: correlation of the last prompt token's projection on each trait vector with the model's P(bad), beside random directions.`,
       '',
-      '| trait | monitoring r | random directions | P(bad) spread (sd) | steering monotonic | monotonic where coherent | P(good) across alphas |',
-      '|---|---|---|---|---|---|---|',
+      '| trait | monitoring r | random directions | P(bad) spread (sd) | steering monotonic | monotonic where coherent | the same up to sampling noise | P(good) across alphas |',
+      '|---|---|---|---|---|---|---|---|',
     );
     const pct = (x: number) => (Number.isFinite(x) ? `${fmtShare(x)} of seeds` : '-');
     for (const m of it.monitoring) {
       const st = it.steeringMonotonic.find((x) => x.trait === m.trait);
       lines.push(
-        `| ${m.trait} | ${fmtE(m.r)} | ${fmt(m.rRandom)} | ${fmt(m.pBadSd)} | ${st ? pct(st.share) : '-'} | ${st ? pct(st.shareCoherent) : '-'} | ${st ? st.pGood.map((v) => fmt(v)).join(' / ') : '-'} |`,
+        `| ${m.trait} | ${fmtE(m.r)} | ${fmt(m.rRandom)} | ${fmt(m.pBadSd)} | ${st ? pct(st.share) : '-'} | ${st ? pct(st.shareCoherent) : '-'} | ${st ? pct(st.shareWithinNoise) : '-'} | ${st ? st.pGood.map((v) => fmt(v)).join(' / ') : '-'} |`,
       );
     }
     lines.push(
       '',
-      "Monotonic where coherent: over the alphas around 0 at which the items' option sets keep at least half of their unsteered probability, and only where at least three alphas do (beyond them the push breaks the model rather than moving the persona).",
+      `Monotonic where coherent: over the alphas around 0 at which the items' option sets keep at least half of their unsteered probability, and only where at least three alphas do (beyond them the push breaks the model rather than moving the persona). Up to sampling noise: over the same alphas, P(good) never rises from one alpha to the next by more than ${RISE_Z} standard errors of the per-item difference.`,
     );
     lines.push(
       '',
