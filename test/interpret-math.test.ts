@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { agreement, fitSoftmaxProbe, probePredict, type SoftmaxProbe } from '../src/interpret/probe.ts';
 import { rankingAUC, shiftPrediction } from '../src/interpret/shift.ts';
 import { componentsFor, jacobiEigen, pca, pcaCoords } from '../src/interpret/space.ts';
-import { isMonotonicDecreasing, quantile } from '../src/interpret/steer.ts';
+import { isMonotonicDecreasing, maxPairedRiseZ, quantile, RISE_Z } from '../src/interpret/steer.ts';
 import { Rng } from '../src/tensor/random.ts';
 
 describe('Jacobi eigendecomposition and PCA', () => {
@@ -114,6 +114,37 @@ describe('small statistics of the interpret tools', () => {
     expect(quantile([4, 1, 3, 2], 0.25)).toBeCloseTo(1.75);
     expect(isMonotonicDecreasing([0.9, 0.8, 0.8, 0.1])).toBe(true);
     expect(isMonotonicDecreasing([0.9, 0.95, 0.1])).toBe(false);
+  });
+
+  it('a rise between doses counts only beyond its paired sampling noise', () => {
+    // Four items at three doses. Dose 1 -> 2: items move +0.01, -0.01, +0.02, -0.01 (mean +0.0025, mostly noise).
+    const noisy = [
+      [0.99, 0.98, 0.97, 0.99],
+      [0.9, 0.9, 0.8, 0.9],
+      [0.91, 0.89, 0.82, 0.89],
+    ];
+    const d = [0.01, -0.01, 0.02, -0.01];
+    const m = d.reduce((a, b) => a + b, 0) / 4;
+    const sd = Math.sqrt(d.reduce((a, x) => a + (x - m) ** 2, 0) / 3);
+    expect(maxPairedRiseZ(noisy)).toBeCloseTo(m / (sd / 2), 6);
+    expect(maxPairedRiseZ(noisy)).toBeLessThan(RISE_Z);
+    expect(isMonotonicDecreasing(noisy.map((p) => p.reduce((a, b) => a + b, 0) / 4))).toBe(false);
+    // Every item rises by the same amount: no spread, the largest z there is (capped, JSON has no infinities).
+    expect(
+      maxPairedRiseZ([
+        [0.5, 0.6],
+        [0.7, 0.8],
+      ]),
+    ).toBe(1000);
+    // Always falling: the largest change is negative.
+    expect(
+      maxPairedRiseZ([
+        [0.9, 0.8],
+        [0.5, 0.3],
+        [0.2, 0.1],
+      ]),
+    ).toBeLessThan(0);
+    expect(maxPairedRiseZ([[0.5]])).toBeNaN();
   });
 
   it('shift prediction correlates projection shifts with expression shifts, with and without excluded traits', () => {

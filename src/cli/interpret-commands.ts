@@ -271,7 +271,7 @@ export function registerInterpretCommands(program: Command): void {
         const results = [];
         if (o.mode === 'add')
           process.stdout.write(
-            `trait\tlayers\t${alphas.map((a) => `a=${a}`).join('\t')}\tmonotonic\tmonotonic_coherent\tcoherent_alphas\n`,
+            `trait\tlayers\t${alphas.map((a) => `a=${a}`).join('\t')}\tmonotonic\tmonotonic_coherent\tcoherent_alphas\tmax_rise_z\n`,
           );
         else process.stdout.write('trait\tlayers\tP(good)\tablated\n');
         for (const t of traits) {
@@ -285,7 +285,7 @@ export function registerInterpretCommands(program: Command): void {
             });
             results.push(dr);
             process.stdout.write(
-              `${t}\t${dr.layers.join(',')}\t${dr.pGood.map((p) => f(p)).join('\t')}\t${dr.monotonic}\t${dr.monotonicCoherent}\t${dr.alphas.filter((_, i) => dr.coherent[i]).join(',')}\n`,
+              `${t}\t${dr.layers.join(',')}\t${dr.pGood.map((p) => f(p)).join('\t')}\t${dr.monotonic}\t${dr.monotonicCoherent}\t${dr.alphas.filter((_, i) => dr.coherent[i]).join(',')}\t${f(dr.maxRiseZ ?? NaN, 2)}\n`,
             );
           } else {
             const ab = s.ablationEffect(handle, its, vec, { layers, allowOtherModel: o.allowOtherModel });
