@@ -112,6 +112,7 @@ export function assistantEvidenceItems(
   n: number,
   seed: number,
   earlier = 2,
+  pool: Pool = 'heldout',
 ): ChoiceContext[] {
   const others = world.domains.map((d) => d.name).filter((d) => d !== domain);
   const k = Math.min(earlier, others.length);
@@ -119,7 +120,7 @@ export function assistantEvidenceItems(
     n,
     seed,
     subjects: ['assistant'],
-    pool: 'heldout',
+    pool,
     label: 'assistant-evidence',
     evidence: (rng, i) => {
       const valence = i % 3;

@@ -60,7 +60,7 @@ export * from './shift.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 7;
+export const INTERPRET_VERSION = 8;
 
 export interface InterpretRunOptions {
   world: World;
@@ -282,11 +282,26 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
     n,
     pBadSd: Math.sqrt(variance(points.map((p) => p.pBad))),
   });
-  const monitoring = monitorTraits(post, monitorItems(world, N, 20 + seed, 'assistant'), vecs).map(brief);
+  // Each trait is read at the layer where its projection tracks P(bad) best on training-pool chats, a validation set
+  // disjoint from the held-out monitoring items. The layer chosen for steering (where a push moves behaviour most)
+  // can be one where the context's persona is not yet represented at the last prompt token (layer 0, say).
+  const validation = monitorItems(world, Math.max(4, Math.round(N / 2)), 40 + seed, 'assistant', 'train');
+  const monitorLayers = traits.map((t) => {
+    const perLayer = Array.from({ length: nLayers }, (_, l) => atLayer(t, l));
+    const rs = monitorTraits(post, new Map([[t, validation.get(t)!]]), perLayer, { randomDirections: 0 }).map(
+      (m) => m.r,
+    );
+    const best = rs.reduce((bi, r, i) => (r > rs[bi] || Number.isNaN(rs[bi]) ? i : bi), 0);
+    return { trait: t, layer: best, validationR: rs };
+  });
+  const monitorVecs = monitorLayers.map((m) => atLayer(m.trait, m.layer));
+  const monitoring = monitorTraits(post, monitorItems(world, N, 20 + seed, 'assistant'), monitorVecs).map(
+    brief,
+  );
   const monitoringProbes = monitorTraits(
     post,
     monitorItems(world, Math.max(4, Math.round(N / 2)), 30 + seed, 'probes'),
-    vecs,
+    monitorVecs,
   ).map(brief);
   lap('monitor');
 

@@ -11,7 +11,7 @@ import { generate } from '../model/generate.ts';
 import type { BpeTokenizer } from '../tokenizer/index.ts';
 import { END_OF_TEXT, inferenceProbes, packageProbes, type World } from '../world/index.ts';
 import { activationsAt, projectRows, unitVector, type ModelHandle } from './activations.ts';
-import { assistantEvidenceItems, conversationPrompt, type Conversation } from './contexts.ts';
+import { assistantEvidenceItems, conversationPrompt, type Conversation, type Pool } from './contexts.ts';
 import { checkVector, scoreItems, type ScoredItem, type VectorCheckOptions } from './steer.ts';
 import type { PersonaVector } from './vectors.ts';
 
@@ -50,12 +50,16 @@ export function monitorItems(
   perTrait: number,
   seed = 21,
   kind: MonitorItemKind = 'assistant',
+  pool: Pool = 'heldout',
 ): Map<string, ScoredItem[]> {
   const out = new Map<string, ScoredItem[]>();
   if (kind === 'assistant') {
-    for (const d of world.domains) out.set(d.name, assistantEvidenceItems(world, d.name, perTrait, seed));
+    for (const d of world.domains)
+      out.set(d.name, assistantEvidenceItems(world, d.name, perTrait, seed, 2, pool));
     return out;
   }
+  if (pool !== 'heldout')
+    throw new Error(`monitoring items of kind "${kind}" come from the held-out pool only`);
   if (kind !== 'probes') throw new Error(`unknown monitoring item kind "${kind}" (assistant or probes)`);
   const half = Math.max(1, Math.ceil(perTrait / 2));
   const k = Math.min(3, world.domains.length - 1);
