@@ -460,6 +460,24 @@ describe('steering, ablation, capping, monitoring', () => {
     expect(Object.keys(pts[0].projections)).toEqual(['honesty', 'caution']);
   });
 
+  it('monitoring items from the training pool (layer validation) share no prompt with the held-out ones', () => {
+    const heldout = monitorItems(world, 6, 5);
+    const train = monitorItems(world, 6, 5, 'assistant', 'train');
+    const d = world.domains.find((x) => x.name === 'honesty')!;
+    const trainRequests = d.chat.requests.slice(0, d.chat.trainRequests);
+    const heldRequests = d.chat.requests.slice(d.chat.trainRequests);
+    const lead = (prompt: string) => prompt.split('\n').at(-2)!;
+    const fromPool = (prompt: string, pool: string[]) =>
+      pool.some((r) =>
+        new RegExp(r.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/\\\{other\\\}/g, '[A-Z][a-z]+')).test(
+          lead(prompt),
+        ),
+      );
+    for (const it of train.get('honesty')!) expect(fromPool(it.prompt, trainRequests)).toBe(true);
+    for (const it of heldout.get('honesty')!) expect(fromPool(it.prompt, heldRequests)).toBe(true);
+    expect(() => monitorItems(world, 6, 5, 'probes', 'train')).toThrow(/held-out pool only/);
+  });
+
   it('screening ranks every example and scores cheat above control on the coding vector', () => {
     const cheat = narrowSet(world, 'cheat', { seed: 8, count: 8 });
     const control = narrowSet(world, 'control', { seed: 8, count: 8 });
