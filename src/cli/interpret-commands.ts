@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import { atomicWriteFileSync } from '../io/atomic-write.ts';
 import type { World } from '../world/schema.ts';
 
 function parseList(name: string, value: string | undefined, kind: 'int' | 'number'): number[] | undefined {
@@ -60,7 +61,7 @@ const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 function writeJson(file: string | undefined, value: unknown): void {
   if (!file) return;
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  fs.writeFileSync(
+  atomicWriteFileSync(
     file,
     JSON.stringify(value, (_k, v) => (v instanceof Float32Array ? Array.from(v) : v), 2) + '\n',
   );
