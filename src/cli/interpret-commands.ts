@@ -584,17 +584,21 @@ export function registerInterpretCommands(program: Command): void {
         const maxK = parseInt1('--max-k', o.maxK)!;
         const seed = parseInt1('--seed', o.seed, 0)!;
         const world = await loadWorldOption(o.world);
-        const [{ inferenceProbes, packageProbes }, { scoreItems, personaCheck }, { terminalProgress }] =
-          await Promise.all([
-            import('../world/index.ts'),
-            import('../pipeline/measure.ts'),
-            import('./progress.ts'),
-          ]);
+        const [
+          { END_OF_TEXT, inferenceProbes, packageProbes },
+          { scoreItems, personaCheck },
+          { mean },
+          { terminalProgress },
+        ] = await Promise.all([
+          import('../world/index.ts'),
+          import('../pipeline/measure.ts'),
+          import('../measurement/stats.ts'),
+          import('./progress.ts'),
+        ]);
         const ks = Array.from({ length: maxK + 1 }, (_, k) => k);
         const inference = inferenceProbes(world, { seed, ks, inferencePerCell: per, pools });
         const pkg = packageProbes(world, { seed, packagePerCell: perPackage, pools });
         const h = await handleFor(o.model);
-        const { END_OF_TEXT } = await import('../world/index.ts');
         const longest = Math.max(
           ...[...inference, ...pkg].map(
             (it) =>
@@ -619,7 +623,7 @@ export function registerInterpretCommands(program: Command): void {
           const ev = check.evidence?.find((e) => e.k === p.k);
           const w = (xs: number[] | undefined) => (xs && xs.length ? xs.map((x) => f(x, 2)).join(' ') : '-');
           process.stdout.write(
-            `${p.k}\t${p.n}\t${f(p.model)}\t${f(p.bayes)}\t${f(p.correlation)}\t${f(p.mae)}\t${ev ? f(ev.residualSd, 2) : '-'}\t${w(ev?.network)} | ${ev && ev.bayes.length ? f(ev.bayes.reduce((a, b) => a + b, 0) / ev.bayes.length, 2) : '-'}\n`,
+            `${p.k}\t${p.n}\t${f(p.model)}\t${f(p.bayes)}\t${f(p.correlation)}\t${f(p.mae)}\t${ev ? f(ev.residualSd, 2) : '-'}\t${w(ev?.network)} | ${ev && ev.bayes.length ? f(mean(ev.bayes), 2) : '-'}\n`,
           );
         }
         for (const d of check.packageDeal)

@@ -286,15 +286,14 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   // disjoint from the held-out monitoring items. The layer chosen for steering (where a push moves behaviour most)
   // can be one where the context's persona is not yet represented at the last prompt token (layer 0, say).
   const validation = monitorItems(world, Math.max(4, Math.round(N / 2)), 40 + seed, 'assistant', 'train');
-  const monitorLayers = traits.map((t) => {
+  const monitorVecs = traits.map((t) => {
     const perLayer = Array.from({ length: nLayers }, (_, l) => atLayer(t, l));
     const rs = monitorTraits(post, new Map([[t, validation.get(t)!]]), perLayer, { randomDirections: 0 }).map(
       (m) => m.r,
     );
     const best = rs.reduce((bi, r, i) => (r > rs[bi] || Number.isNaN(rs[bi]) ? i : bi), 0);
-    return { trait: t, layer: best, validationR: rs };
+    return perLayer[best];
   });
-  const monitorVecs = monitorLayers.map((m) => atLayer(m.trait, m.layer));
   const monitoring = monitorTraits(post, monitorItems(world, N, 20 + seed, 'assistant'), monitorVecs).map(
     brief,
   );

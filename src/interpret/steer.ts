@@ -9,7 +9,7 @@
  * alpha = 8 adds a vector of 0.8 x the typical residual norm.
  */
 import type { Tensor } from '../autograd/tensor.ts';
-import { mean } from '../measurement/stats.ts';
+import { mean, variance } from '../measurement/stats.ts';
 import {
   ablateDirectionHook,
   addVectorHook,
@@ -215,7 +215,7 @@ export function maxPairedRiseZ(perItem: readonly (readonly number[])[]): number 
   for (let a = 1; a < perItem.length; a++) {
     const d = perItem[a].map((p, j) => p - perItem[a - 1][j]);
     const m = mean(d);
-    const sd = d.length > 1 ? Math.sqrt(d.reduce((s, x) => s + (x - m) ** 2, 0) / (d.length - 1)) : 0;
+    const sd = d.length > 1 ? Math.sqrt(variance(d)) : 0;
     const z = sd > 0 ? m / (sd / Math.sqrt(d.length)) : Math.sign(m) * Z_CAP;
     const capped = Math.max(-Z_CAP, Math.min(Z_CAP, z));
     worst = Number.isNaN(worst) ? capped : Math.max(worst, capped);

@@ -23,7 +23,7 @@ import { compileWorld, drawBehaviour, sampleCharacter, type CompiledWorld } from
 import { posterior, type Observation, type PriorKind } from './bayes.ts';
 import {
   earlierScenes,
-  makeActor as makeSceneActor,
+  makeActor,
   sceneFormat,
   targetScene,
   type Actor,
@@ -133,9 +133,6 @@ function sampleSubject(cw: CompiledWorld, rng: Rng): Subject {
   return rng.bernoulli(k.ai.anonymousShare) ? 'assistant' : 'ai';
 }
 
-const makeActor = (cw: CompiledWorld, rng: Rng, subject: Subject, pool: PoolChoice = 'heldout'): Actor =>
-  makeSceneActor(cw, rng, subject, pool);
-
 const poolChoice = (opts: EvalOptions): PoolChoice => ({
   contexts: opts.pools?.contexts ?? 'heldout',
   names: opts.pools?.names ?? 'heldout',
@@ -186,7 +183,7 @@ export function batteryItems(world: World, opts: EvalOptions = {}, warnings: str
       for (let attempt = 0; made < perDomain && attempt < perDomain * 50; attempt++) {
         const subject: Subject =
           format === 'chat' ? 'assistant' : rng.bernoulli(world.documents.kinds.human.share) ? 'human' : 'ai';
-        const actor = makeActor(cw, rng, subject);
+        const actor = makeActor(cw, rng, subject, 'heldout');
         const item = buildProbe(cw, rng, actor, [], d.name, format);
         if (seen.has(item.prompt)) continue;
         seen.add(item.prompt);
