@@ -10,7 +10,7 @@
  * threads, default PSM_THREADS or 2), --workers N (data-parallel training workers, default 1), --no-peer (skip PyTorch
  * and numpy), --no-interop (skip the GGUF-generation and serve benchmarks), --shape experiment (train the default
  * experiment's model and batch instead of the reference configuration: how fast `psm run` pre-trains; no peer, as
- * the peer script fixes the SwiGLU width at 4 x dim).
+ * the peer script fixes the SwiGLU width at 4 x dim), --batch N and --context N (override the shape's batch and context).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -56,11 +56,20 @@ const REF = EXPERIMENT
       nHeads: em.nHeads,
       nKvHeads: em.nKvHeads,
       hiddenDim: em.hiddenDim,
-      maxSeqLen: em.contextLength,
+      maxSeqLen: Math.max(em.contextLength, argNumber('context', 0)),
     }
-  : { vocabSize: 2048, dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 512, maxSeqLen: 128 };
-const BATCH = EXPERIMENT ? ep.batchSize : 16;
-const CTX = EXPERIMENT ? em.contextLength : 128;
+  : {
+      vocabSize: 2048,
+      dim: 128,
+      nLayers: 4,
+      nHeads: 4,
+      nKvHeads: 4,
+      hiddenDim: 512,
+      maxSeqLen: Math.max(128, argNumber('context', 0)),
+    };
+/** --batch / --context override the shape's batch and context length (to measure how throughput scales with them). */
+const BATCH = argNumber('batch', EXPERIMENT ? ep.batchSize : 16) || 1;
+const CTX = argNumber('context', EXPERIMENT ? em.contextLength : 128) || 1;
 
 /** The package root: the nearest folder above this file that holds package.json. */
 function packageRoot(): string {

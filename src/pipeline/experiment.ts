@@ -245,6 +245,7 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
         },
         trainable: { kind: 'all' },
         seed,
+        workers: c.pretrain.workers,
         checkpointDir: path.join(stageDir, 'checkpoints'),
         checkpointEvery: c.pretrain.checkpointEvery,
         extraFiles: { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) },
@@ -282,10 +283,11 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
         if (info.step % c.pretrain.probeEvery === 0 || info.step === steps) probe(info.step, info.loss);
       });
       bar.stop();
-      // Losses on fixed batches, so a resumed run reports the same numbers as an uninterrupted one.
+      // Losses on fixed batches, so a resumed run reports the same numbers as an uninterrupted one; the windows
+      // start where training's do (a model trained on document windows never reads one that starts mid-document).
       const fixedLoss = (tokens: Uint16Array) =>
         noGrad(() => {
-          const vs = new TokenWindowSource(tokens, c.pretrain.batchSize, ctxLen, 12345);
+          const vs = new TokenWindowSource(tokens, c.pretrain.batchSize, ctxLen, 12345, null, separator);
           let s = 0;
           for (let i = 0; i < 4; i++) s += batchLoss(model, vs.next()).loss.item();
           return s / 4;
