@@ -601,6 +601,13 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(s.space.drift).toHaveLength(6);
     expect(Number.isFinite(s.probe.tv)).toBe(true);
     expect(s.preventative?.vector).toBe('mean off-target persona (orthogonal to coding)');
+    // Added where most off-target traits are monitored (ties: the deeper layer).
+    const offLayers = s.monitoring.filter((m) => m.trait !== 'coding').map((m) => m.layer);
+    const count = (l: number) => offLayers.filter((x) => x === l).length;
+    expect(count(s.preventative!.layer)).toBe(Math.max(...offLayers.map(count)));
+    expect(
+      offLayers.filter((l) => count(l) === count(s.preventative!.layer) && l > s.preventative!.layer),
+    ).toEqual([]);
     expect(Object.keys(s.preventative!.steered)).toEqual(world.domains.map((d) => d.name));
     expect(s.preventative!.plain).not.toEqual(s.preventative!.steered);
     for (const spec of Object.values(s.figures)) expect(() => compile(spec as TopLevelSpec)).not.toThrow();
@@ -608,6 +615,29 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(fs.existsSync(path.join(seedDir, 'interpret', 'vectors.safetensors'))).toBe(true);
     expect(fs.existsSync(path.join(seedDir, 'interpret', 'vectors-contrastive.safetensors'))).toBe(true);
     expect(fs.existsSync(path.join(seedDir, 'interpret', 'interpret.json'))).toBe(true);
+  });
+
+  it('names an unknown preventative-steering trait', async () => {
+    await expect(
+      interpretRun(seedDir, {
+        world,
+        postDir: path.join(seedDir, 'posttrain', 'model'),
+        baseDir: path.join(seedDir, 'pretrain', 'model'),
+        armDirs: [],
+        itemsPerDomain: 4,
+        screeningExamples: 0,
+        outDir: null,
+        preventative: {
+          examples: narrowSet(world, 'cheat', { count: 8 }),
+          trainable: { kind: 'all' },
+          steps: 1,
+          batchSize: 8,
+          lr: 2e-3,
+          seed: 1,
+          trait: 'charm',
+        },
+      }),
+    ).rejects.toThrow(/unknown trait "charm"/);
   });
 });
 

@@ -60,7 +60,7 @@ export * from './shift.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 8;
+export const INTERPRET_VERSION = 9;
 
 export interface InterpretRunOptions {
   world: World;
@@ -72,7 +72,7 @@ export interface InterpretRunOptions {
   postDir: string;
   /** The pre-trained model (start of the Assistant's path; the probe). */
   baseDir: string;
-  /** Held-out items per domain for monitoring and steering (default 48; the shift uses a quarter per model). */
+  /** Held-out items per domain for monitoring and steering (default 48; the shift uses half per model). */
   itemsPerDomain?: number;
   /** Steering strengths in units of 0.1 x the layer's residual norm (default [-8, -4, 0, 4, 8]). */
   alphas?: number[];
@@ -197,6 +197,11 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   const log = opts.log ?? (() => {});
   const finetuneDomain = opts.finetuneDomain ?? world.datasets.narrow?.domain ?? '';
   const traits = world.domains.map((d) => d.name);
+  const preventTrait = opts.preventative?.trait;
+  if (preventTrait && !traits.includes(preventTrait))
+    throw new Error(
+      `preventative steering: unknown trait "${preventTrait}"; the world's traits: ${traits.join(', ')}`,
+    );
   const phases = [
     'vectors',
     'monitor',
@@ -317,22 +322,24 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   });
   lap('steer');
 
-  // 4. Fine-tune shift prediction across the arms (post-trained vectors on every model).
+  // 4. Fine-tune shift prediction across the arms (post-trained vectors on every model). The shift is a projection of
+  //    the last prompt token, the monitoring readout, so it is read at each trait's validated monitoring layer; half
+  //    the items per domain (a quarter gave expression shifts of +-0.005 that item noise swamped on floor traits).
   const shiftItems = byDomain(
     batteryItems(world, {
       seed: 200 + seed,
-      batteryPerDomain: Math.max(4, Math.round(N / 4)),
+      batteryPerDomain: Math.max(4, Math.round(N / 2)),
       batteryFormats: ['chat'],
     }),
   );
-  const before = modelState(post, shiftItems, vecs);
+  const before = modelState(post, shiftItems, monitorVecs);
   const armHashes: { arm: string; trainable: string; hash: string }[] = [];
   const placements: { label: string; handle: ModelHandle }[] = [];
   const afters = opts.armDirs.map((a) => {
     const h = loadModelHandle(a.dir);
     armHashes.push({ arm: a.arm, trainable: a.trainable, hash: h.hash });
     placements.push({ label: `${a.arm}/${a.trainable}`, handle: h });
-    return { label: `${a.arm}/${a.trainable}`, state: modelState(h, shiftItems, vecs) };
+    return { label: `${a.arm}/${a.trainable}`, state: modelState(h, shiftItems, monitorVecs) };
   });
   const shift = shiftPrediction(before, afters, finetuneDomain ? [finetuneDomain] : []);
   lap('shift');
@@ -412,19 +419,27 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   let preventative: PreventativeTrial | null = null;
   if (opts.preventative) {
     const pv = opts.preventative;
-    // Default: the mean of the off-target traits' vectors at the common layer (the bad persona the fine-tune
-    // would otherwise pull the Assistant toward), with its component along the fine-tune domain's own vector
-    // removed: steering along that one would make the narrow behaviour come for free during training, so it
-    // would not be learned.
+    // Default: the mean of the off-target traits' vectors (the bad persona the fine-tune would otherwise pull the
+    // Assistant toward), with its component along the fine-tune domain's own vector removed: steering along that
+    // one would make the narrow behaviour come for free during training, so it would not be learned. It is added
+    // where the persona the fine-tune shifts is represented: the layer most off-target traits are monitored at
+    // (validated on training-pool chats), not the steering layer, which can be one (layer 0, say) where the last
+    // token carries no persona yet.
     const off = traits.filter((t) => t !== finetuneDomain);
+    const preventLayer = pv.trait
+      ? monitorVecs[traits.indexOf(pv.trait)].layer
+      : commonLayer(
+          off.map((t) => monitorVecs[traits.indexOf(t)].layer),
+          nLayers,
+        );
     const mean = combineVectors(
-      off.map((t) => ({ vector: atLayer(t, layer), weight: 1 / off.length })),
+      off.map((t) => ({ vector: atLayer(t, preventLayer), weight: 1 / off.length })),
       { name: 'mean off-target persona' },
     );
     const steerVec = pv.trait
-      ? atLayer(pv.trait, layer)
+      ? atLayer(pv.trait, preventLayer)
       : finetuneDomain && traits.includes(finetuneDomain)
-        ? orthogonalize(mean, atLayer(finetuneDomain, layer))
+        ? orthogonalize(mean, atLayer(finetuneDomain, preventLayer))
         : mean;
     const evalItems = new Map(
       [...battery].map(([d, its]) => [d, its.slice(0, Math.max(4, Math.round(N / 2)))]),
@@ -433,7 +448,7 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
       () => loadModelHandle(opts.postDir),
       pv.examples,
       steerVec,
-      layer,
+      preventLayer,
       pv.alpha ?? 4,
       evalItems,
       finetuneDomain,
