@@ -11,7 +11,17 @@ function fmt(value: string | number): string {
 }
 
 export const terminalProgress: ProgressFactory = (label, total, unit) => {
-  const start = Date.now();
+  // Rate and ETA count from the first update, so a stage resumed at step 800 does not count 800 steps as done in no time.
+  let start = Date.now();
+  let first: number | null = null;
+  const rateOf = (done: number, now: number) => {
+    if (first === null) {
+      first = done;
+      start = now;
+    }
+    const secs = (now - start) / 1000;
+    return secs > 0 ? (done - first) / secs : 0;
+  };
   if (process.stderr.isTTY) {
     const bar = new cliProgress.SingleBar(
       {
@@ -22,18 +32,20 @@ export const terminalProgress: ProgressFactory = (label, total, unit) => {
       },
       cliProgress.Presets.shades_classic,
     );
-    bar.start(total, 0, { rate: '0', info: '' });
+    let started = false;
     return {
       update(done, info = {}) {
-        const secs = (Date.now() - start) / 1000;
-        const rate = secs > 0 ? Math.round(done / secs) : 0;
+        const rate = Math.round(rateOf(done, Date.now()));
+        // The bar's own ETA buffer starts at the first value it sees, so it starts there too.
+        if (!started) bar.start(total, done, { rate: '0', info: '' });
+        started = true;
         const text = Object.entries(info)
           .map(([k, v]) => `${k} ${fmt(v)}`)
           .join(' ');
         bar.update(done, { rate: String(rate), info: text });
       },
       stop() {
-        bar.stop();
+        if (started) bar.stop();
       },
     };
   }
@@ -41,10 +53,9 @@ export const terminalProgress: ProgressFactory = (label, total, unit) => {
   return {
     update(done, info = {}) {
       const now = Date.now();
+      const rate = rateOf(done, now);
       if (now - lastPrint < 10_000 && done < total) return;
       lastPrint = now;
-      const secs = (now - start) / 1000;
-      const rate = secs > 0 ? done / secs : 0;
       const eta = rate > 0 ? Math.round((total - done) / rate) : 0;
       const text = Object.entries(info)
         .map(([k, v]) => `${k} ${fmt(v)}`)
