@@ -34,6 +34,8 @@ export interface InterpretAggregate {
   shiftRTraitMean: Estimate;
   preventativeReduction: Estimate | null;
   preventativeTargetLearned: boolean | null;
+  /** Per seed: the reduction and the layer the vector was added at. */
+  preventativeBySeed: { seed: number; layer: number; reduction: number }[];
   axisCosPC1: Estimate;
   componentsFor70: Estimate;
   probeTV: Estimate;
@@ -209,6 +211,13 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
                 return t.steered < t.before - 0.2;
               })
           : null,
+        preventativeBySeed: withInterp
+          .filter((sd) => sd.interpret!.preventative)
+          .map((sd) => ({
+            seed: sd.seed,
+            layer: sd.interpret!.preventative!.layer,
+            reduction: sd.interpret!.preventative!.reduction,
+          })),
         axisCosPC1: estimate(withInterp.map((sd) => num(sd.interpret!.space.axisCosPC1))),
         componentsFor70: estimate(withInterp.map((sd) => sd.interpret!.space.componentsFor70)),
         probeTV: estimate(withInterp.map((sd) => num(sd.interpret!.probe.tv))),
@@ -321,7 +330,7 @@ function goals(s: Summary): Summary['goals'] {
         id: 'I4',
         text: "preventative steering cuts the cheat arm's off-target drop at least in half, narrow behaviour still learned",
         met: it.preventativeReduction.mean >= 0.5 && it.preventativeTargetLearned === true,
-        detail: `reduction ${fmtE(it.preventativeReduction)}; narrow behaviour learned in every seed: ${it.preventativeTargetLearned ? 'yes' : 'no'}`,
+        detail: `reduction ${fmtE(it.preventativeReduction)} (per seed: ${it.preventativeBySeed.map((p) => `${fmt(p.reduction)} at layer ${p.layer}`).join(', ')}); narrow behaviour learned in every seed: ${it.preventativeTargetLearned ? 'yes' : 'no'}`,
       });
     }
   }
