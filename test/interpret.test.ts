@@ -572,6 +572,7 @@ describe('interpretRun (the pipeline entry point)', () => {
         lr: 2e-3,
         seed: 1,
       },
+      traitFinetunes: { examples: 16, trainable: { kind: 'all' }, steps: 2, batchSize: 8, lr: 2e-3 },
     });
     expect(s.vectors).toHaveLength(6);
     for (const v of s.vectors) {
@@ -590,6 +591,13 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(s.steering.every((d) => d.pGood.length === DEFAULT_ALPHAS.length)).toBe(true);
     expect(s.shift.points).toHaveLength(12);
     expect(s.shift.excluded).toEqual(['coding']);
+    // The trait fine-tunes join the two arms: 8 models x 6 traits, one r per trait.
+    const tf = s.shift.withTraitFinetunes!;
+    expect(tf.points).toHaveLength(48);
+    expect(new Set(tf.points.map((p) => p.model)).size).toBe(8);
+    expect(tf.points.filter((p) => p.model === 'trait-ft/kindness')).toHaveLength(6);
+    expect(Object.keys(tf.perTrait)).toEqual(world.domains.map((d) => d.name));
+    expect(tf.points.slice(0, 12)).toEqual(s.shift.points);
     expect(s.space.assistant.map((a) => a.stage)).toEqual([
       'base',
       'post-trained',

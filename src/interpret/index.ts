@@ -16,6 +16,7 @@ import { sceneItems } from './contexts.ts';
 import { monitorItems, monitorTraits, type TraitMonitor } from './monitor.ts';
 import { archetypeProbe, type Agreement, type ProbeResult } from './probe.ts';
 import {
+  fineTune,
   modelState,
   preventativeSteeringTrial,
   rankingAUC,
@@ -23,6 +24,7 @@ import {
   shiftPrediction,
   type PreventativeTrial,
   type ShiftPoint,
+  type ShiftPrediction,
 } from './shift.ts';
 import {
   assistantDrift,
@@ -60,7 +62,7 @@ export * from './shift.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 9;
+export const INTERPRET_VERSION = 10;
 
 export interface InterpretRunOptions {
   world: World;
@@ -88,6 +90,19 @@ export interface InterpretRunOptions {
   vectorMethod?: 'best' | 'response' | 'contrastive';
   /** Examples per side for data screening (cheat vs control; default 32; 0 skips). */
   screeningExamples?: number;
+  /**
+   * Trait fine-tunes for the shift prediction (off by default: one more fine-tune per trait): the post-trained model
+   * fine-tuned on the Assistant's bad behaviour in each trait's domain, as the reference work fine-tunes on a
+   * trait-eliciting dataset per trait, so that every trait moves in some model and its r measures more than noise.
+   * Reported beside the arms-only prediction.
+   */
+  traitFinetunes?: {
+    examples: number;
+    trainable: TrainableSpec;
+    steps: number;
+    batchSize: number;
+    lr: number;
+  };
   /**
    * Preventative steering trial (off by default: it runs the fine-tune twice): the given examples (e.g. the
    * cheat arm) from the post-trained model, without and with a vector added during training.
@@ -140,6 +155,8 @@ export interface InterpretSummary {
     excluded: string[];
     perTrait: Record<string, number>;
     points: ShiftPoint[];
+    /** The same over the arms and the trait fine-tunes (models `trait-ft/<trait>`); null when not run. */
+    withTraitFinetunes: Omit<ShiftPrediction, 'excluded' | 'rExcluding'> | null;
   };
   screening: { trait: string; auc: number; topShareCheat: number }[] | null;
   space: {
@@ -341,7 +358,19 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
     placements.push({ label: `${a.arm}/${a.trainable}`, handle: h });
     return { label: `${a.arm}/${a.trainable}`, state: modelState(h, shiftItems, monitorVecs) };
   });
-  const shift = shiftPrediction(before, afters, finetuneDomain ? [finetuneDomain] : []);
+  const armsShift = shiftPrediction(before, afters, finetuneDomain ? [finetuneDomain] : []);
+  let withTraitFinetunes: InterpretSummary['shift']['withTraitFinetunes'] = null;
+  if (opts.traitFinetunes) {
+    const tf = opts.traitFinetunes;
+    const traitModels = traits.map((t, i) => {
+      const examples = narrowSet(world, 'cheat', { seed: 900 + seed, count: tf.examples, domain: t });
+      const { handle } = fineTune(loadModelHandle(opts.postDir), examples, { ...tf, seed: seed + i });
+      return { label: `trait-ft/${t}`, state: modelState(handle, shiftItems, monitorVecs) };
+    });
+    const { points, r, perTrait } = shiftPrediction(before, [...afters, ...traitModels]);
+    withTraitFinetunes = { points, r, perTrait };
+  }
+  const shift = { ...armsShift, withTraitFinetunes };
   lap('shift');
 
   // 5. Data screening: cheat and control examples ranked by projection difference against each trait vector.
@@ -620,7 +649,12 @@ export function interpretFigures(s: InterpretSummary): InterpretSummary['figures
     title: `Fine-tune shift: projection change vs trait-expression change (r = ${fmt(s.shift.r)}${s.shift.rExcluding !== null ? `; without ${s.shift.excluded.join(', ')}: ${fmt(s.shift.rExcluding)}` : ''})`,
     width: 420,
     height: 300,
-    data: { values: s.shift.points },
+    data: {
+      values: (s.shift.withTraitFinetunes?.points ?? s.shift.points).map((p) => ({
+        ...p,
+        set: p.model.startsWith('trait-ft/') ? 'trait fine-tune' : 'arm',
+      })),
+    },
     layer: [
       {
         mark: { type: 'point', filled: true, size: 60 },
@@ -632,7 +666,7 @@ export function interpretFigures(s: InterpretSummary): InterpretSummary['figures
           },
           y: { field: 'expressionShift', type: 'quantitative', title: 'change of P(bad)' },
           color: { field: 'trait', type: 'nominal' },
-          shape: { field: 'model', type: 'nominal', title: 'arm' },
+          shape: { field: 'set', type: 'nominal', title: 'model' },
           tooltip: [
             { field: 'model' },
             { field: 'trait' },

@@ -95,6 +95,12 @@ export const ExperimentConfigSchema = z
         itemsPerDomain: Int.min(4),
         preventative: z.boolean(),
         preventativeAlpha: z.number(),
+        /**
+         * One more fine-tune per trait (the Assistant's bad behaviour in that trait's domain, all parameters, the
+         * fine-tunes' recipe at half the steps) for the shift prediction, as the reference work fine-tunes on a
+         * trait-eliciting dataset per trait; reported beside the arms-only prediction.
+         */
+        traitFinetunes: z.boolean(),
       })
       .strict(),
     alignmentPretraining: z
@@ -148,7 +154,13 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
     batchSize: 16,
     lr: { all: 3e-4, lora1: 2e-3, embedding: 5e-3 },
   },
-  interpret: { enabled: true, itemsPerDomain: 48, preventative: true, preventativeAlpha: 4 },
+  interpret: {
+    enabled: true,
+    itemsPerDomain: 48,
+    preventative: true,
+    preventativeAlpha: 4,
+    traitFinetunes: true,
+  },
   alignmentPretraining: { enabled: false, aiMix: 'positive' },
 };
 
@@ -168,7 +180,7 @@ export const PRESETS: Record<string, ConfigOverrides> = {
     eval: { batteryItemsPerDomain: 12, probeItemsPerK: 8, packageItems: 8, maxK: 3 },
     postTrain: { examples: 96, steps: 12, batchSize: 8 },
     finetune: { arms: ['cheat', 'control'], trainable: ['embedding'], examples: 64, steps: 8, batchSize: 8 },
-    interpret: { itemsPerDomain: 8, preventative: false },
+    interpret: { itemsPerDomain: 8, preventative: false, traitFinetunes: false },
   },
 };
 

@@ -554,6 +554,15 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
           itemsPerDomain: c.interpret.itemsPerDomain,
           outDir: stageDir,
           finetuneDomain: ctx.finetuneDomain,
+          traitFinetunes: c.interpret.traitFinetunes
+            ? {
+                examples: c.finetune.examples,
+                trainable: { kind: 'all' },
+                steps: Math.max(1, Math.round(c.finetune.steps / 2)),
+                batchSize: c.finetune.batchSize,
+                lr: c.finetune.lr.all,
+              }
+            : undefined,
           preventative:
             c.interpret.preventative && cheat
               ? {

@@ -32,6 +32,8 @@ export interface InterpretAggregate {
   /** Per trait, over the arms (the reference work's analysis), and its mean over traits per seed. */
   shiftRByTrait: { trait: string; r: Estimate }[];
   shiftRTraitMean: Estimate;
+  /** The same with a bad-behaviour fine-tune per trait added to the arms (null when no seed ran them). */
+  shiftWithTraitFinetunes: { byTrait: { trait: string; r: Estimate }[]; traitMean: Estimate } | null;
   preventativeReduction: Estimate | null;
   preventativeTargetLearned: boolean | null;
   /** Per seed: the reduction and the layer the vector was added at. */
@@ -196,6 +198,29 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
             .map((sd) => mean(Object.values(sd.interpret!.shift.perTrait ?? {}).filter(Number.isFinite)))
             .filter(Number.isFinite),
         ),
+        shiftWithTraitFinetunes: withInterp.every((sd) => sd.interpret!.shift.withTraitFinetunes)
+          ? {
+              byTrait: Object.keys(withInterp[0].interpret!.shift.withTraitFinetunes!.perTrait).map(
+                (trait) => ({
+                  trait,
+                  r: estimate(
+                    withInterp
+                      .map((sd) => num(sd.interpret!.shift.withTraitFinetunes!.perTrait[trait]))
+                      .filter(Number.isFinite),
+                  ),
+                }),
+              ),
+              traitMean: estimate(
+                withInterp
+                  .map((sd) =>
+                    mean(
+                      Object.values(sd.interpret!.shift.withTraitFinetunes!.perTrait).filter(Number.isFinite),
+                    ),
+                  )
+                  .filter(Number.isFinite),
+              ),
+            }
+          : null,
         preventativeReduction: withInterp.some((sd) => sd.interpret!.preventative)
           ? estimate(
               withInterp
@@ -323,7 +348,10 @@ function goals(s: Summary): Summary['goals'] {
       met: Number.isFinite(it.shiftRTraitMean.mean) ? it.shiftRTraitMean.mean >= 0.8 : null,
       detail:
         `per trait over the arms, mean over traits ${fmtE(it.shiftRTraitMean)} (${it.shiftRByTrait.map((t) => `${t.trait} ${fmt(t.r.mean)}`).join(', ')}); ` +
-        `pooled over traits r ${fmtE(it.shiftR)}`,
+        `pooled over traits r ${fmtE(it.shiftR)}` +
+        (it.shiftWithTraitFinetunes
+          ? `; with a bad-behaviour fine-tune per trait added (the reference work's design; not the goal's measure): per trait, mean over traits ${fmtE(it.shiftWithTraitFinetunes.traitMean)} (${it.shiftWithTraitFinetunes.byTrait.map((t) => `${t.trait} ${fmt(t.r.mean)}`).join(', ')})`
+          : ''),
     });
     if (it.preventativeReduction) {
       out.push({
@@ -534,7 +562,7 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
     out.push({
       id: 'projection-shift',
       caption:
-        "Fine-tune shift prediction: the change of mean activation along each trait vector against the change in that trait's expression, across arms.",
+        "Fine-tune shift prediction: the change of mean activation along each trait vector against the change in that trait's expression, across the arms (and, where run, one bad-behaviour fine-tune per trait).",
       spec: firstInterp.figures.shift,
     });
   }
@@ -625,7 +653,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
     );
     lines.push(
       '',
-      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventativeReduction ? ` Preventative steering removed ${fmtE(it.preventativeReduction)} of the cheat arm's off-target drop.` : ''}`,
+      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventativeReduction ? ` Preventative steering removed ${fmtE(it.preventativeReduction)} of the cheat arm's off-target drop.` : ''}`,
       '',
     );
   }
