@@ -41,6 +41,7 @@ import {
   pGoodOf,
   placeAssistant,
   preventativeSteeringHooks,
+  preventativeStudy,
   rankingAUC,
   saveActivations,
   saveVectorBundle,
@@ -618,6 +619,18 @@ describe('interpretRun (the pipeline entry point)', () => {
     ).toEqual([]);
     expect(Object.keys(s.preventative!.steered)).toEqual(world.domains.map((d) => d.name));
     expect(s.preventative!.plain).not.toEqual(s.preventative!.steered);
+    // The dose study on the finished folder reruns the same trial: same vector, layer, items and fine-tunes.
+    const study = preventativeStudy(seedDir, {
+      world,
+      examples: narrowSet(world, 'cheat', { count: 16 }),
+      alphas: [4, 8],
+      finetune: { trainable: { kind: 'all' }, steps: 2, batchSize: 8, lr: 2e-3, seed: 1 },
+      itemsPerDomain: 4,
+    });
+    expect(study.layer).toBe(s.preventative!.layer);
+    expect(study.trials[0]).toEqual(s.preventative);
+    expect(study.trials[1].alpha).toBe(8);
+    expect(study.trials[1].plain).toEqual(s.preventative!.plain);
     for (const spec of Object.values(s.figures)) expect(() => compile(spec as TopLevelSpec)).not.toThrow();
     expect(JSON.parse(JSON.stringify(s)).version).toBe(INTERPRET_VERSION);
     expect(fs.existsSync(path.join(seedDir, 'interpret', 'vectors.safetensors'))).toBe(true);
@@ -804,6 +817,31 @@ describe('psm vectors|steer|monitor|space', () => {
     );
     await expect(run('persona-check', '--model', pre, '--items', '1', '--max-k', '15')).rejects.toThrow(
       /the model's context is 512 \(lower --max-k\)/,
+    );
+  });
+
+  it('psm prevent runs the preventative trial at each alpha on a finished seed folder', async () => {
+    const file = path.join(tmp, 'cli', 'prevent.json');
+    const args = ['--items', '4', '--examples', '16', '--steps', '1', '--batch', '8'];
+    const out = await run('prevent', seedDir, '--alphas', '2,6', ...args, '--out', file);
+    const rows = out.trim().split('\n');
+    expect(rows[0]).toMatch(/^alpha\tlayer\t/);
+    expect(rows.slice(1).map((r) => r.split('\t')[0])).toEqual(['2', '6']);
+    const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
+    expect(saved.trials).toHaveLength(2);
+    expect(saved.vector).toBe('mean off-target persona (orthogonal to coding)');
+    // No --seed: it comes from the folder name (standard-seed1); the unsteered fine-tune is the same at every alpha.
+    expect(saved.trials[0].plain).toEqual(saved.trials[1].plain);
+    await expect(run('prevent', seedDir, '--alphas', 'x', ...args)).rejects.toThrow(
+      /--alphas: "x" is not a number/,
+    );
+    await expect(run('prevent', seedDir, '--layer', '9', ...args)).rejects.toThrow(/unknown layer 9/);
+    await expect(run('prevent', seedDir, '--trait', 'charm', ...args)).rejects.toThrow(
+      /unknown trait "charm"/,
+    );
+    await expect(run('prevent', path.join(tmp, 'cli'), ...args)).rejects.toThrow(/does not end in seed<N>/);
+    await expect(run('prevent', path.join(tmp, 'cli'), '--seed', '1', ...args)).rejects.toThrow(
+      /interpret\.json not found: run the interpretation first/,
     );
   });
 });

@@ -1,6 +1,7 @@
 /**
- * `psm vectors|steer|monitor|space|interpret`: persona vectors, steering, monitoring, persona space and the
- * whole per-seed analysis from the command line (issue 5; docs/interpret.md). Machinery is imported lazily.
+ * `psm vectors|steer|monitor|space|interpret|prevent|persona-check`: persona vectors, steering, monitoring, persona
+ * space, the whole per-seed analysis, a preventative-steering dose study and the persona check from the command line
+ * (issue 5; docs/interpret.md). Machinery is imported lazily.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -542,6 +543,82 @@ export function registerInterpretCommands(program: Command): void {
         `${path.join(o.out ?? path.join(seedDir, 'interpret'), 'interpret.json')} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`,
       );
     });
+
+  program
+    .command('prevent <seedDir>')
+    .description(
+      'Preventative steering at several strengths on a seed folder whose interpretation has run: fine-tune the post-trained model on the narrow cheat data without and with the persona vector added, and compare the off-target drop',
+    )
+    .option('--world <file>', 'world file (default: the built-in world)')
+    .option('--alphas <list>', 'strengths, in 0.1 x the layer residual norm', '4')
+    .option('--layer <n>', "layer to add the vector at (default: the off-target traits' monitoring layer)")
+    .option('--trait <name>', "add this trait's vector instead of the mean off-target persona")
+    .option('--items <n>', 'held-out items per domain (the trial scores half)', '48')
+    .option('--examples <n>', 'fine-tune examples', '400')
+    .option('--steps <n>', 'fine-tune steps', '60')
+    .option('--batch <n>', 'fine-tune batch size', '16')
+    .option('--lr <x>', 'fine-tune learning rate (all parameters)', '3e-4')
+    .option('--seed <n>', 'seed of the examples and the fine-tune (default: the N of <run>/standard-seed<N>)')
+    .option('--out <file>', 'write the study as JSON')
+    .action(
+      async (
+        seedDir: string,
+        o: {
+          world?: string;
+          alphas: string;
+          layer?: string;
+          trait?: string;
+          items: string;
+          examples: string;
+          steps: string;
+          batch: string;
+          lr: string;
+          seed?: string;
+          out?: string;
+        },
+      ) => {
+        const world = await loadWorldOption(o.world);
+        const alphas = parseList('--alphas', o.alphas, 'number')!;
+        const lr = Number(o.lr);
+        if (!(lr > 0)) throw new Error(`--lr must be a positive number, got "${o.lr}"`);
+        const seedFromDir = /seed(\d+)$/.exec(path.basename(path.resolve(seedDir)))?.[1];
+        const seed = parseInt1('--seed', o.seed ?? seedFromDir, 0);
+        if (seed === undefined)
+          throw new Error(`${seedDir} does not end in seed<N>: pass --seed (the run's seed of that folder)`);
+        const domain = world.datasets.narrow?.domain;
+        if (!domain)
+          throw new Error(`world "${world.name}" has no datasets.narrow section (the fine-tune's data)`);
+        const [{ configureBackend }, { preventativeStudy }, { narrowSet }] = await Promise.all([
+          import('../tensor/backend.ts'),
+          import('../interpret/prevent.ts'),
+          import('../world/index.ts'),
+        ]);
+        configureBackend();
+        process.stdout.write(
+          'alpha\tlayer\toff-target drop plain\tsteered\treduction\ttarget before/plain/steered\n',
+        );
+        const study = preventativeStudy(seedDir, {
+          world,
+          examples: narrowSet(world, 'cheat', { seed, count: parseInt1('--examples', o.examples)!, domain }),
+          alphas,
+          finetune: {
+            trainable: { kind: 'all' },
+            steps: parseInt1('--steps', o.steps)!,
+            batchSize: parseInt1('--batch', o.batch)!,
+            lr,
+            seed,
+          },
+          itemsPerDomain: parseInt1('--items', o.items, 4),
+          trait: o.trait,
+          layer: parseInt1('--layer', o.layer, 0),
+          onTrial: (t) =>
+            process.stdout.write(
+              `${t.alpha}\t${t.layer}\t${f(t.offTargetDrop.plain)}\t${f(t.offTargetDrop.steered)}\t${f(t.reduction)}\t${f(t.target.before)}/${f(t.target.plain)}/${f(t.target.steered)}\n`,
+            ),
+        });
+        writeJson(o.out, study);
+      },
+    );
 
   program
     .command('persona-check')

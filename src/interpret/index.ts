@@ -26,6 +26,7 @@ import {
   type ShiftPoint,
   type ShiftPrediction,
 } from './shift.ts';
+import { commonLayer, preventativeItems, preventativeVector } from './prevent.ts';
 import {
   assistantDrift,
   axisThreshold,
@@ -43,14 +44,7 @@ import {
   type DoseResponse,
   type ScoredItem,
 } from './steer.ts';
-import {
-  combineVectors,
-  cosine,
-  orthogonalize,
-  personaVectors,
-  saveVectorBundle,
-  type PersonaVector,
-} from './vectors.ts';
+import { cosine, personaVectors, saveVectorBundle, type PersonaVector } from './vectors.ts';
 
 export * from './activations.ts';
 export * from './contexts.ts';
@@ -59,6 +53,7 @@ export * from './vectors.ts';
 export * from './steer.ts';
 export * from './monitor.ts';
 export * from './shift.ts';
+export * from './prevent.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
@@ -176,15 +171,6 @@ export interface InterpretSummary {
 }
 
 const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
-
-/** The layer most traits chose (ties: the deeper one). */
-function commonLayer(layers: readonly number[], nLayers: number): number {
-  const counts = new Array<number>(nLayers).fill(0);
-  for (const l of layers) if (l >= 0) counts[l]++;
-  let best = nLayers - 1;
-  for (let l = 0; l < nLayers; l++) if (counts[l] >= counts[best] && counts[l] > 0) best = l;
-  return best;
-}
 
 function byDomain<T extends { domain: string }>(items: readonly T[], perDomain?: number): Map<string, T[]> {
   const m = new Map<string, T[]>();
@@ -448,31 +434,15 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   let preventative: PreventativeTrial | null = null;
   if (opts.preventative) {
     const pv = opts.preventative;
-    // Default: the mean of the off-target traits' vectors (the bad persona the fine-tune would otherwise pull the
-    // Assistant toward), with its component along the fine-tune domain's own vector removed: steering along that
-    // one would make the narrow behaviour come for free during training, so it would not be learned. It is added
-    // where the persona the fine-tune shifts is represented: the layer most off-target traits are monitored at
-    // (validated on training-pool chats), not the steering layer, which can be one (layer 0, say) where the last
-    // token carries no persona yet.
-    const off = traits.filter((t) => t !== finetuneDomain);
-    const preventLayer = pv.trait
-      ? monitorVecs[traits.indexOf(pv.trait)].layer
-      : commonLayer(
-          off.map((t) => monitorVecs[traits.indexOf(t)].layer),
-          nLayers,
-        );
-    const mean = combineVectors(
-      off.map((t) => ({ vector: atLayer(t, preventLayer), weight: 1 / off.length })),
-      { name: 'mean off-target persona' },
-    );
-    const steerVec = pv.trait
-      ? atLayer(pv.trait, preventLayer)
-      : finetuneDomain && traits.includes(finetuneDomain)
-        ? orthogonalize(mean, atLayer(finetuneDomain, preventLayer))
-        : mean;
-    const evalItems = new Map(
-      [...battery].map(([d, its]) => [d, its.slice(0, Math.max(4, Math.round(N / 2)))]),
-    );
+    const { vector: steerVec, layer: preventLayer } = preventativeVector({
+      traits,
+      finetuneDomain,
+      monitorLayers: monitorVecs.map((v) => v.layer),
+      nLayers,
+      atLayer,
+      trait: pv.trait,
+    });
+    const evalItems = preventativeItems(world, N, seed);
     preventative = preventativeSteeringTrial(
       () => loadModelHandle(opts.postDir),
       pv.examples,
