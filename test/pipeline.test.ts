@@ -8,7 +8,7 @@ import { resolveConfig } from '../src/pipeline/config.ts';
 import { runExperiment } from '../src/pipeline/experiment.ts';
 import { evidenceWeights } from '../src/pipeline/measure.ts';
 import { inferenceProbes, loadDefaultWorld } from '../src/world/index.ts';
-import { silentProgress } from '../src/pipeline/progress.ts';
+import { silentProgress, type ProgressFactory } from '../src/pipeline/progress.ts';
 import type { RunResults } from '../src/pipeline/results.ts';
 
 const root = path.resolve(__dirname, '..');
@@ -172,6 +172,45 @@ describe('psm run --preset quick', () => {
     expect(fs.existsSync(path.join(dirB, 'results.json'))).toBe(false);
     const resumed = await runExperiment(config, { runDir: dirB, progress: silentProgress, log: () => {} });
     expect(stable(resumed)).toEqual(stable(results));
+  });
+
+  it('counts the training time before an interruption in the resumed pre-training stage', async () => {
+    const config = resolveConfig({
+      preset: 'quick',
+      overrides: {
+        corpus: { tokens: 120_000 },
+        pretrain: { checkpointEvery: 40 },
+        finetune: { arms: ['control'], steps: 2 },
+        postTrain: { steps: 2 },
+        interpret: { enabled: false },
+      },
+    });
+    const dir = tmp();
+    // Stop pre-training at step 50, after the checkpoint at 40, as a kill would.
+    const stopping: ProgressFactory = (label) => ({
+      update(done) {
+        if (label === 'pretrain' && done >= 50) throw new Error('stopped for the test');
+      },
+      stop() {},
+    });
+    await expect(runExperiment(config, { runDir: dir, progress: stopping, log: () => {} })).rejects.toThrow(
+      /stopped for the test/,
+    );
+    const elapsedFile = path.join(dir, 'standard-seed1', 'pretrain', 'checkpoints', 'elapsed.json');
+    const saved = JSON.parse(fs.readFileSync(elapsedFile, 'utf8')) as { step: number; seconds: number };
+    expect(saved.step).toBe(40);
+    const logs: string[] = [];
+    const t0 = Date.now();
+    const resumed = await runExperiment(config, {
+      runDir: dir,
+      progress: silentProgress,
+      log: (l) => logs.push(l),
+    });
+    expect(logs.some((l) => /pretrain: resuming at step 40 of/.test(l))).toBe(true);
+    // The stage's seconds = the saved seconds up to step 40 + this session's, which is less than the whole call.
+    const secs = resumed.seeds[0].pretrain.seconds;
+    expect(secs).toBeGreaterThan(saved.seconds);
+    expect(secs - saved.seconds).toBeLessThanOrEqual((Date.now() - t0) / 1000);
   });
 
   it('runs any valid world file end to end (a 3-trait world with its own domains and fine-tune domain)', async () => {

@@ -252,6 +252,13 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
       });
       const from = trainer.resume();
       if (resuming && from > 0) ctx.opts.log(`pretrain: resuming at step ${from} of ${steps}`);
+      // Training time survives a resume: the seconds spent up to each checkpoint are saved beside it.
+      const elapsedFile = path.join(stageDir, 'checkpoints', 'elapsed.json');
+      let before = 0;
+      if (from > 0 && fs.existsSync(elapsedFile)) {
+        const saved = JSON.parse(fs.readFileSync(elapsedFile, 'utf8')) as { step: number; seconds: number };
+        if (saved.step === from) before = saved.seconds;
+      }
       const probesFile = path.join(stageDir, 'probes.jsonl');
       const probes: PretrainProbe[] = fs.existsSync(probesFile)
         ? fs
@@ -281,6 +288,8 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
           persona_r: probes.length ? probes[probes.length - 1].correlation : NaN,
         });
         if (info.step % c.pretrain.probeEvery === 0 || info.step === steps) probe(info.step, info.loss);
+        if (info.step % c.pretrain.checkpointEvery === 0)
+          atomicWriteJsonSync(elapsedFile, { step: info.step, seconds: before + (Date.now() - t0) / 1000 });
       });
       bar.stop();
       // Losses on fixed batches, so a resumed run reports the same numbers as an uninterrupted one; the windows
@@ -304,7 +313,7 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
         finalLoss,
         valLoss,
         probes,
-        seconds: (Date.now() - t0) / 1000,
+        seconds: before + (Date.now() - t0) / 1000,
       };
     },
     { force: ctx.opts.force, log: ctx.opts.log },
