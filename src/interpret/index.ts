@@ -26,7 +26,7 @@ import {
   type ShiftPoint,
   type ShiftPrediction,
 } from './shift.ts';
-import { commonLayer, preventativeItems, preventativeVector } from './prevent.ts';
+import { checkPreventativeTrait, commonLayer, preventativeItems, preventativeVector } from './prevent.ts';
 import {
   assistantDrift,
   axisThreshold,
@@ -200,11 +200,7 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   const log = opts.log ?? (() => {});
   const finetuneDomain = opts.finetuneDomain ?? world.datasets.narrow?.domain ?? '';
   const traits = world.domains.map((d) => d.name);
-  const preventTrait = opts.preventative?.trait;
-  if (preventTrait && !traits.includes(preventTrait))
-    throw new Error(
-      `preventative steering: unknown trait "${preventTrait}"; the world's traits: ${traits.join(', ')}`,
-    );
+  checkPreventativeTrait(traits, opts.preventative?.trait); // before the long work, not after it
   const phases = [
     'vectors',
     'monitor',

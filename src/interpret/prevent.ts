@@ -26,6 +26,14 @@ export function commonLayer(layers: readonly number[], nLayers: number): number 
   return best;
 }
 
+/** Throws a clear error for a preventative-steering trait the world does not have. */
+export function checkPreventativeTrait(traits: readonly string[], trait: string | undefined): void {
+  if (trait && !traits.includes(trait))
+    throw new Error(
+      `preventative steering: unknown trait "${trait}"; the world's traits: ${traits.join(', ')}`,
+    );
+}
+
 /**
  * The vector preventative steering adds, and its layer. Default: the mean of the off-target traits' vectors (the bad
  * persona the fine-tune would otherwise pull the Assistant toward), with its component along the fine-tune domain's own
@@ -47,10 +55,7 @@ export function preventativeVector(opts: {
   layer?: number;
 }): { vector: PersonaVector; layer: number } {
   const { traits, finetuneDomain, monitorLayers, nLayers, atLayer, trait } = opts;
-  if (trait && !traits.includes(trait))
-    throw new Error(
-      `preventative steering: unknown trait "${trait}"; the world's traits: ${traits.join(', ')}`,
-    );
+  checkPreventativeTrait(traits, trait);
   if (opts.layer !== undefined && (!Number.isInteger(opts.layer) || opts.layer < 0 || opts.layer >= nLayers))
     throw new Error(
       `preventative steering: unknown layer ${opts.layer} (the model has layers 0-${nLayers - 1})`,
