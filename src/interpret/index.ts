@@ -37,6 +37,7 @@ import {
 } from './space.ts';
 import {
   ablationEffect,
+  byDomain,
   cappingHooks,
   DEFAULT_ALPHAS,
   doseResponse,
@@ -171,16 +172,6 @@ export interface InterpretSummary {
 }
 
 const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
-
-function byDomain<T extends { domain: string }>(items: readonly T[], perDomain?: number): Map<string, T[]> {
-  const m = new Map<string, T[]>();
-  for (const it of items) {
-    const list = m.get(it.domain) ?? [];
-    if (perDomain === undefined || list.length < perDomain) list.push(it);
-    m.set(it.domain, list);
-  }
-  return m;
-}
 
 /**
  * Everything issue 5 measures, for one seed of a run: persona vectors (post-trained model, layer chosen by

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { batteryItems, type ChatExample, type World } from '../world/index.ts';
 import { loadModelHandle } from './activations.ts';
 import { preventativeSteeringTrial, type FineTuneOptions, type PreventativeTrial } from './shift.ts';
-import type { ScoredItem } from './steer.ts';
+import { byDomain, type ScoredItem } from './steer.ts';
 import {
   bundleVector,
   combineVectors,
@@ -87,17 +87,10 @@ export function preventativeItems(
   itemsPerDomain: number,
   itemSeed = 1,
 ): Map<string, ScoredItem[]> {
-  const m = new Map<string, ScoredItem[]>();
-  for (const it of batteryItems(world, {
-    seed: 100 + itemSeed,
-    batteryPerDomain: itemsPerDomain,
-    batteryFormats: ['chat'],
-  })) {
-    const list = m.get(it.domain) ?? [];
-    m.set(it.domain, list);
-    if (list.length < Math.max(4, Math.round(itemsPerDomain / 2))) list.push(it);
-  }
-  return m;
+  return byDomain(
+    batteryItems(world, { seed: 100 + itemSeed, batteryPerDomain: itemsPerDomain, batteryFormats: ['chat'] }),
+    Math.max(4, Math.round(itemsPerDomain / 2)),
+  );
 }
 
 export interface PreventativeStudy {

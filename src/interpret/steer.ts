@@ -40,6 +40,20 @@ export interface ScoredItem {
   bad: readonly string[];
 }
 
+/** Items grouped by domain, in order; with perDomain, only the first that many of each. */
+export function byDomain<T extends { domain: string }>(
+  items: readonly T[],
+  perDomain?: number,
+): Map<string, T[]> {
+  const m = new Map<string, T[]>();
+  for (const it of items) {
+    const list = m.get(it.domain) ?? [];
+    if (perDomain === undefined || list.length < perDomain) list.push(it);
+    m.set(it.domain, list);
+  }
+  return m;
+}
+
 export interface VectorCheckOptions {
   /** Apply a vector extracted from another model (e.g. the post-trained model's vector on a fine-tune). */
   allowOtherModel?: boolean;

@@ -86,6 +86,25 @@ function bayesMean(b: BatteryResult, domains: readonly string[]): number {
   return mean(b.domains.filter((d) => domains.includes(d.domain)).map((d) => d.bayes ?? NaN));
 }
 
+/**
+ * Per trait, the estimate over seeds of a per-seed r (NaN-free), and the estimate of each seed's mean over traits.
+ * Traits are those of the first seed.
+ */
+function perTraitEstimates(perSeed: readonly Record<string, number>[]): {
+  byTrait: { trait: string; r: Estimate }[];
+  traitMean: Estimate;
+} {
+  return {
+    byTrait: Object.keys(perSeed[0] ?? {}).map((trait) => ({
+      trait,
+      r: estimate(perSeed.map((p) => p[trait]).filter(Number.isFinite)),
+    })),
+    traitMean: estimate(
+      perSeed.map((p) => mean(Object.values(p).filter(Number.isFinite))).filter(Number.isFinite),
+    ),
+  };
+}
+
 export function summarize(results: RunResults, variant = 'standard'): Summary {
   const seeds = results.seeds.filter((s) => s.variant === variant);
   const w = results.world;
@@ -152,6 +171,7 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
   const fit = xs.length > 2 ? linearFit(xs, ys) : { r2: NaN, slope: NaN, intercept: NaN };
   const withInterp = seeds.filter((sd) => sd.interpret);
   const num = (x: number | null | undefined) => (typeof x === 'number' && Number.isFinite(x) ? x : NaN);
+  const armsShift = perTraitEstimates(withInterp.map((sd) => sd.interpret!.shift.perTrait ?? {}));
   const interpret: InterpretAggregate | null = withInterp.length
     ? {
         seeds: withInterp.length,
@@ -187,39 +207,10 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
           };
         }),
         shiftR: estimate(withInterp.map((sd) => num(sd.interpret!.shift.r)).filter(Number.isFinite)),
-        shiftRByTrait: Object.keys(withInterp[0].interpret!.shift.perTrait ?? {}).map((trait) => ({
-          trait,
-          r: estimate(
-            withInterp.map((sd) => num(sd.interpret!.shift.perTrait?.[trait])).filter(Number.isFinite),
-          ),
-        })),
-        shiftRTraitMean: estimate(
-          withInterp
-            .map((sd) => mean(Object.values(sd.interpret!.shift.perTrait ?? {}).filter(Number.isFinite)))
-            .filter(Number.isFinite),
-        ),
+        shiftRByTrait: armsShift.byTrait,
+        shiftRTraitMean: armsShift.traitMean,
         shiftWithTraitFinetunes: withInterp.every((sd) => sd.interpret!.shift.withTraitFinetunes)
-          ? {
-              byTrait: Object.keys(withInterp[0].interpret!.shift.withTraitFinetunes!.perTrait).map(
-                (trait) => ({
-                  trait,
-                  r: estimate(
-                    withInterp
-                      .map((sd) => num(sd.interpret!.shift.withTraitFinetunes!.perTrait[trait]))
-                      .filter(Number.isFinite),
-                  ),
-                }),
-              ),
-              traitMean: estimate(
-                withInterp
-                  .map((sd) =>
-                    mean(
-                      Object.values(sd.interpret!.shift.withTraitFinetunes!.perTrait).filter(Number.isFinite),
-                    ),
-                  )
-                  .filter(Number.isFinite),
-              ),
-            }
+          ? perTraitEstimates(withInterp.map((sd) => sd.interpret!.shift.withTraitFinetunes!.perTrait))
           : null,
         preventativeReduction: withInterp.some((sd) => sd.interpret!.preventative)
           ? estimate(
