@@ -11,8 +11,13 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { registerInterpretCommands } from '../src/cli/interpret-commands.ts';
 import {
+  ablationDirections,
   activationsAt,
   addSteering,
+  betterSteering,
+  coherentSteeringEffect,
+  orthonormalBasis,
+  selectionItems,
   archetypeProbe,
   bundleVector,
   checkLayer,
@@ -55,6 +60,7 @@ import {
   cappingHooks,
   type ModelHandle,
   type PersonaVector,
+  type TraitVectors,
   type VectorBundle,
 } from '../src/interpret/index.ts';
 import { choiceProbabilities } from '../src/measurement/choice.ts';
@@ -300,6 +306,37 @@ describe('activation recording', () => {
 });
 
 describe('persona vectors', () => {
+  it("chooses layers on the Assistant's chats: monotone steering first, then the larger coherent effect", () => {
+    expect(
+      selectionItems(world, 'power', 6, 3).every((it) => it.subject === 'assistant' && it.format === 'chat'),
+    ).toBe(true);
+    const curve = {
+      alphas: [-4, -2, 0, 2, 4],
+      pGood: [0.2, 0.9, 0.8, 0.6, 0.5],
+      logMass: [-9, -1, -1, -1.2, -1.3],
+    };
+    // -4 breaks the model (log mass 8 nats down): the effect runs from -2 to 4.
+    const dr = { ...curve, coherent: coherentAlphas(curve.alphas, curve.logMass) } as Parameters<
+      typeof coherentSteeringEffect
+    >[0];
+    expect(coherentSteeringEffect(dr)).toBeCloseTo(0.4, 9);
+    const tv = (effect: number, monotone: boolean): TraitVectors => ({
+      ...bundle.traits[0],
+      bestLayer: 0,
+      steeringEffect: [effect],
+      steeringMonotone: [monotone],
+    });
+    const small = tv(0.1, true);
+    const big = tv(0.5, false);
+    expect(betterSteering(big, small)).toBe(small);
+    expect(betterSteering(tv(0.1, false), big)).toBe(big);
+    expect(betterSteering(small, tv(0.1, true))).toBe(small);
+    for (const t of bundle.traits) {
+      expect(t.steeringMonotone).toHaveLength(2);
+      if (t.steeringMonotone.some(Boolean)) expect(t.steeringMonotone[t.bestLayer]).toBe(true);
+    }
+  });
+
   it('has a vector per trait and layer, a layer chosen by steering effect, and survives a save/load round trip', () => {
     expect(bundle.traits.map((t) => t.trait)).toEqual(world.domains.map((d) => d.name));
     for (const t of bundle.traits) {
@@ -486,7 +523,8 @@ describe('steering, ablation, capping, monitoring', () => {
     const { ranked, baseResponses } = screenExamplesMulti(
       handle,
       examples,
-      [bundleVector(bundle, 'coding')],
+      // The last layer, where screening reads responses; the layer chosen for steering is a different question.
+      [bundleVector(bundle, 'coding', 1)],
       { maxNewTokens: 8 },
     );
     expect(baseResponses).toHaveLength(16);
@@ -536,6 +574,39 @@ describe('persona space and the probe', () => {
 });
 
 describe('preventative steering', () => {
+  it("concept ablation removes the off-target span but keeps the fine-tune domain's own directions usable", () => {
+    const e = (i: number) => Float32Array.from({ length: 4 }, (_, j) => (j === i ? 1 : 0));
+    // Against e0; e0 + e1 reduces to e1, 2 e1 adds nothing new, e2 + e3 stays.
+    const basis = orthonormalBasis(
+      [Float32Array.of(1, 1, 0, 0), Float32Array.of(0, 2, 0, 0), Float32Array.of(0, 0, 1, 1)],
+      [e(0)],
+    );
+    expect(basis).toHaveLength(2);
+    expect(Array.from(basis[0])).toEqual([0, 1, 0, 0]);
+    expect(basis[1][2]).toBeCloseTo(Math.SQRT1_2, 6);
+    expect(orthonormalBasis([new Float32Array(4)])).toEqual([]);
+    const traits = bundle.traits.map((t) => t.trait);
+    const dirs = ablationDirections({
+      traits,
+      finetuneDomain: 'coding',
+      nLayers: 2,
+      vectorsAt: (t, l) => [bundleVector(bundle, t, l)],
+    });
+    expect(dirs).toHaveLength(2);
+    for (const [l, layerDirs] of dirs.entries()) {
+      expect(layerDirs.length).toBe(traits.length - 1);
+      const coding = bundleVector(bundle, 'coding', l).vector;
+      for (const [i, u] of layerDirs.entries()) {
+        expect(cosine(u, u)).toBeCloseTo(1, 5);
+        expect(Math.abs(cosine(u, coding))).toBeLessThan(1e-4);
+        for (const w of layerDirs.slice(i + 1)) expect(Math.abs(cosine(u, w))).toBeLessThan(1e-4);
+      }
+    }
+    expect(() =>
+      ablationDirections({ traits: ['coding'], finetuneDomain: 'coding', nLayers: 2, vectorsAt: () => [] }),
+    ).toThrow(/no off-target traits/);
+  });
+
   it('is a HookSet the Trainer applies while training (gradients flow through it); bad layers fail clearly', () => {
     const examples = narrowSet(world, 'cheat', { count: 16 });
     const v = bundleVector(bundle, 'coding', 1);
@@ -609,28 +680,37 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(s.capping).not.toBeNull();
     expect(s.space.drift).toHaveLength(6);
     expect(Number.isFinite(s.probe.tv)).toBe(true);
-    expect(s.preventative?.vector).toBe('mean off-target persona (orthogonal to coding)');
+    // Both preventative methods, sharing one plain fine-tune.
+    const [ablate, add] = ['ablate', 'add'].map((m) => s.preventative!.find((t) => t.method === m)!);
+    expect(add.vector).toBe('mean off-target persona (orthogonal to coding)');
+    expect(add.alpha).toBe(4);
     // Added where most off-target traits are monitored (ties: the deeper layer).
     const offLayers = s.monitoring.filter((m) => m.trait !== 'coding').map((m) => m.layer);
     const count = (l: number) => offLayers.filter((x) => x === l).length;
-    expect(count(s.preventative!.layer)).toBe(Math.max(...offLayers.map(count)));
-    expect(
-      offLayers.filter((l) => count(l) === count(s.preventative!.layer) && l > s.preventative!.layer),
-    ).toEqual([]);
-    expect(Object.keys(s.preventative!.steered)).toEqual(world.domains.map((d) => d.name));
-    expect(s.preventative!.plain).not.toEqual(s.preventative!.steered);
-    // The dose study on the finished folder reruns the same trial: same vector, layer, items and fine-tunes.
+    const [addLayer] = add.layers;
+    expect(count(addLayer)).toBe(Math.max(...offLayers.map(count)));
+    expect(offLayers.filter((l) => count(l) === count(addLayer) && l > addLayer)).toEqual([]);
+    expect(Object.keys(add.steered)).toEqual(world.domains.map((d) => d.name));
+    expect(add.plain).not.toEqual(add.steered);
+    expect(ablate.vector).toBe('off-target persona subspace (orthogonal to coding)');
+    expect(ablate.layers).toEqual([0, 1]);
+    expect(ablate.alpha).toBeNull();
+    expect(ablate.plain).toEqual(add.plain);
+    expect(ablate.steered).not.toEqual(add.steered);
+    // The study on the finished folder reruns the same trials: same vectors, layers, items and fine-tunes.
     const study = preventativeStudy(seedDir, {
       world,
       examples: narrowSet(world, 'cheat', { count: 16 }),
       alphas: [4, 8],
+      ablate: true,
       finetune: { trainable: { kind: 'all' }, steps: 2, batchSize: 8, lr: 2e-3, seed: 1 },
       itemsPerDomain: 4,
     });
-    expect(study.layer).toBe(s.preventative!.layer);
-    expect(study.trials[0]).toEqual(s.preventative);
+    expect(study.layer).toBe(addLayer);
+    expect(study.trials[0]).toEqual(add);
     expect(study.trials[1].alpha).toBe(8);
-    expect(study.trials[1].plain).toEqual(s.preventative!.plain);
+    expect(study.trials[1].plain).toEqual(add.plain);
+    expect(study.trials[2]).toEqual(ablate);
     for (const spec of Object.values(s.figures)) expect(() => compile(spec as TopLevelSpec)).not.toThrow();
     expect(JSON.parse(JSON.stringify(s)).version).toBe(INTERPRET_VERSION);
     expect(fs.existsSync(path.join(seedDir, 'interpret', 'vectors.safetensors'))).toBe(true);
@@ -825,13 +905,15 @@ describe('psm vectors|steer|monitor|space', () => {
     const args = ['--items', '4', '--examples', '16', '--steps', '1', '--batch', '8'];
     const out = await run('prevent', seedDir, '--alphas', '2,6', ...args, '--out', file);
     const rows = out.trim().split('\n');
-    expect(rows[0]).toMatch(/^alpha\tlayer\t/);
-    expect(rows.slice(1).map((r) => r.split('\t')[0])).toEqual(['2', '6']);
+    expect(rows[0]).toMatch(/^method\talpha\tlayers\t/);
+    expect(rows.slice(1).map((r) => r.split('\t').slice(0, 2).join(' '))).toEqual(['add 2', 'add 6']);
     const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
     expect(saved.trials).toHaveLength(2);
     expect(saved.vector).toBe('mean off-target persona (orthogonal to coding)');
     // No --seed: it comes from the folder name (standard-seed1); the unsteered fine-tune is the same at every alpha.
     expect(saved.trials[0].plain).toEqual(saved.trials[1].plain);
+    const ablated = await run('prevent', seedDir, '--alphas', '2', '--ablate', ...args);
+    expect(ablated.trim().split('\n')[2]).toMatch(/^ablate\t-\t0,1\t/);
     await expect(run('prevent', seedDir, '--alphas', 'x', ...args)).rejects.toThrow(
       /--alphas: "x" is not a number/,
     );

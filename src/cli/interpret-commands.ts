@@ -547,12 +547,16 @@ export function registerInterpretCommands(program: Command): void {
   program
     .command('prevent <seedDir>')
     .description(
-      'Preventative steering at several strengths on a seed folder whose interpretation has run: fine-tune the post-trained model on the narrow cheat data without and with the persona vector added, and compare the off-target drop',
+      'Preventative steering at several strengths on a seed folder whose interpretation has run: fine-tune the post-trained model on the narrow cheat data without and with the persona vector added (and, with --ablate, with the off-target persona subspace ablated), and compare the off-target drop',
     )
     .option('--world <file>', 'world file (default: the built-in world)')
     .option('--alphas <list>', 'strengths, in 0.1 x the layer residual norm', '4')
     .option('--layer <n>', "layer to add the vector at (default: the off-target traits' monitoring layer)")
     .option('--trait <name>', "add this trait's vector instead of the mean off-target persona")
+    .option(
+      '--ablate',
+      'also run concept ablation: the off-target persona subspace projected out at every layer',
+    )
     .option('--items <n>', 'held-out items per domain (the trial scores half)', '48')
     .option('--examples <n>', 'fine-tune examples', '400')
     .option('--steps <n>', 'fine-tune steps', '60')
@@ -568,6 +572,7 @@ export function registerInterpretCommands(program: Command): void {
           alphas: string;
           layer?: string;
           trait?: string;
+          ablate?: boolean;
           items: string;
           examples: string;
           steps: string;
@@ -595,12 +600,13 @@ export function registerInterpretCommands(program: Command): void {
         ]);
         configureBackend();
         process.stdout.write(
-          'alpha\tlayer\toff-target drop plain\tsteered\treduction\ttarget before/plain/steered\n',
+          'method\talpha\tlayers\toff-target drop plain\tsteered\treduction\ttarget before/plain/steered\n',
         );
         const study = preventativeStudy(seedDir, {
           world,
           examples: narrowSet(world, 'cheat', { seed, count: parseInt1('--examples', o.examples)!, domain }),
           alphas,
+          ablate: o.ablate === true,
           finetune: {
             trainable: { kind: 'all' },
             steps: parseInt1('--steps', o.steps)!,
@@ -613,7 +619,7 @@ export function registerInterpretCommands(program: Command): void {
           layer: parseInt1('--layer', o.layer, 0),
           onTrial: (t) =>
             process.stdout.write(
-              `${t.alpha}\t${t.layer}\t${f(t.offTargetDrop.plain)}\t${f(t.offTargetDrop.steered)}\t${f(t.reduction)}\t${f(t.target.before)}/${f(t.target.plain)}/${f(t.target.steered)}\n`,
+              `${t.method}\t${t.alpha ?? '-'}\t${t.layers.join(',')}\t${f(t.offTargetDrop.plain)}\t${f(t.offTargetDrop.steered)}\t${f(t.reduction)}\t${f(t.target.before)}/${f(t.target.plain)}/${f(t.target.steered)}\n`,
             ),
         });
         writeJson(o.out, study);

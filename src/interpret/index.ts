@@ -18,7 +18,7 @@ import { archetypeProbe, type Agreement, type ProbeResult } from './probe.ts';
 import {
   fineTune,
   modelState,
-  preventativeSteeringTrial,
+  preventativeTrials,
   rankingAUC,
   screenExamplesMulti,
   shiftPrediction,
@@ -26,7 +26,16 @@ import {
   type ShiftPoint,
   type ShiftPrediction,
 } from './shift.ts';
-import { checkPreventativeTrait, commonLayer, preventativeItems, preventativeVector } from './prevent.ts';
+import {
+  ablationDirections,
+  ablationIntervention,
+  ablationLabel,
+  additiveIntervention,
+  checkPreventativeTrait,
+  commonLayer,
+  preventativeItems,
+  preventativeVector,
+} from './prevent.ts';
 import {
   assistantDrift,
   axisThreshold,
@@ -45,7 +54,7 @@ import {
   type DoseResponse,
   type ScoredItem,
 } from './steer.ts';
-import { cosine, personaVectors, saveVectorBundle, type PersonaVector } from './vectors.ts';
+import { betterSteering, cosine, personaVectors, saveVectorBundle, type PersonaVector } from './vectors.ts';
 
 export * from './activations.ts';
 export * from './contexts.ts';
@@ -58,7 +67,7 @@ export * from './prevent.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 10;
+export const INTERPRET_VERSION = 11;
 
 export interface InterpretRunOptions {
   world: World;
@@ -100,8 +109,10 @@ export interface InterpretRunOptions {
     lr: number;
   };
   /**
-   * Preventative steering trial (off by default: it runs the fine-tune twice): the given examples (e.g. the
-   * cheat arm) from the post-trained model, without and with a vector added during training.
+   * Preventative trials (off by default: each runs the fine-tune once more): the given examples (e.g. the cheat arm)
+   * from the post-trained model, plainly and under each method: 'add' (preventative steering: a vector added at one
+   * layer while training) and 'ablate' (concept ablation: the off-target persona subspace projected out at every
+   * layer while training). Default: both.
    */
   preventative?: {
     examples: ChatExample[];
@@ -112,6 +123,7 @@ export interface InterpretRunOptions {
     seed: number;
     alpha?: number;
     trait?: string;
+    methods?: PreventativeTrial['method'][];
   };
 }
 
@@ -127,6 +139,7 @@ export interface InterpretSummary {
     method: string;
     bestLayer: number;
     steeringEffect: number[];
+    steeringMonotone: boolean[];
     steeringEffectResponse: number[];
     steeringEffectContrastive: number[];
     residualNorm: number;
@@ -166,7 +179,8 @@ export interface InterpretSummary {
   };
   /** The probe's layer and fit, and its agreement with Bayes (spread in). */
   probe: Pick<ProbeResult, 'layer' | 'trainRows' | 'perLayer'> & Agreement;
-  preventative: PreventativeTrial | null;
+  /** One trial per preventative method, sharing the plain fine-tune. */
+  preventative: PreventativeTrial[] | null;
   seconds: Record<string, number>;
   figures: { doseResponse: TopLevelSpec; personaSpace: TopLevelSpec; shift: TopLevelSpec };
 }
@@ -217,8 +231,10 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   const nLayers = post.model.config.nLayers;
 
   // 1. Persona vectors of both methods at every layer, each trait's layer chosen by steering effect on separate
-  //    selection items; with vectorMethod 'best' (default) each trait keeps the method that steers more.
-  const selectItems = Math.max(8, Math.round(N / 6));
+  //    selection items (training-pool Assistant chats); with vectorMethod 'best' (default) each trait keeps the
+  //    method that steers better: monotonically first, then more. 16 items at N = 48: the Assistant sits near
+  //    P(good) = 1 on post-trained traits, so the monotonicity test needs more than a handful of items.
+  const selectItems = Math.max(8, Math.round(N / 3));
   const response = personaVectors(post, world, {
     method: 'response',
     itemsPerTrait: Math.max(8, Math.round(N / 2)),
@@ -235,10 +251,9 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   const chosen = traits.map((t, i) => {
     const r = response.traits[i];
     const c = contrastive.traits[i];
-    const effect = (tv: typeof r) => tv.steeringEffect[tv.bestLayer] ?? -Infinity;
-    const useContrastive =
-      methodChoice === 'contrastive' || (methodChoice === 'best' && effect(c) > effect(r));
-    return useContrastive ? c : r;
+    if (methodChoice === 'contrastive') return c;
+    if (methodChoice === 'response') return r;
+    return betterSteering(r, c);
   });
   const vecs: PersonaVector[] = chosen.map((tv) => tv.byLayer[tv.bestLayer]);
   if (outDir) {
@@ -251,6 +266,7 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
     method: tv.method,
     bestLayer: tv.bestLayer,
     steeringEffect: tv.steeringEffect,
+    steeringMonotone: tv.steeringMonotone,
     steeringEffectResponse: response.traits[i].steeringEffect,
     steeringEffectContrastive: contrastive.traits[i].steeringEffect,
     residualNorm: vecs[i].residualNorm,
@@ -417,26 +433,37 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   });
   lap('probe');
 
-  // 8. Optional: preventative steering trial.
-  let preventative: PreventativeTrial | null = null;
+  // 8. Optional: preventative trials (steering and concept ablation).
+  let preventative: PreventativeTrial[] | null = null;
   if (opts.preventative) {
     const pv = opts.preventative;
-    const { vector: steerVec, layer: preventLayer } = preventativeVector({
-      traits,
-      finetuneDomain,
-      monitorLayers: monitorVecs.map((v) => v.layer),
-      nLayers,
-      atLayer,
-      trait: pv.trait,
+    const methods = pv.methods ?? ['add', 'ablate'];
+    const interventions = methods.map((m) => {
+      if (m === 'ablate')
+        return ablationIntervention(
+          ablationDirections({
+            traits,
+            finetuneDomain,
+            nLayers,
+            vectorsAt: (t, l) => [response, contrastive].map((b) => b.traits[traits.indexOf(t)].byLayer[l]),
+          }),
+          ablationLabel(finetuneDomain),
+        );
+      const { vector, layer: preventLayer } = preventativeVector({
+        traits,
+        finetuneDomain,
+        monitorLayers: monitorVecs.map((v) => v.layer),
+        nLayers,
+        atLayer,
+        trait: pv.trait,
+      });
+      return additiveIntervention(vector, preventLayer, pv.alpha ?? 4);
     });
-    const evalItems = preventativeItems(world, N, seed);
-    preventative = preventativeSteeringTrial(
+    preventative = preventativeTrials(
       () => loadModelHandle(opts.postDir),
       pv.examples,
-      steerVec,
-      preventLayer,
-      pv.alpha ?? 4,
-      evalItems,
+      interventions,
+      preventativeItems(world, N, seed),
       finetuneDomain,
       pv,
     );

@@ -1,14 +1,20 @@
 /**
- * Preventative steering (Chen et al. 2025): which vector is added during a fine-tune and where, shared by the
- * pipeline's interpretation and `psm prevent`, and a dose study that repeats the trial at several strengths on a
- * finished seed folder.
+ * Preventative interventions during a fine-tune, shared by the pipeline's interpretation and `psm prevent`:
+ * preventative steering (Chen et al. 2025: which vector is added and where) and concept ablation (Casademunt et al.
+ * 2025: which directions are projected out), and a study that repeats the trial on a finished seed folder.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { batteryItems, type ChatExample, type World } from '../world/index.ts';
-import { loadModelHandle } from './activations.ts';
-import { preventativeSteeringTrial, type FineTuneOptions, type PreventativeTrial } from './shift.ts';
-import { byDomain, type ScoredItem } from './steer.ts';
+import { dot, layerHook, loadModelHandle, norm } from './activations.ts';
+import { ablateDirectionHook, HookSet } from '../model/hooks.ts';
+import {
+  preventativeTrials,
+  type FineTuneOptions,
+  type PreventativeIntervention,
+  type PreventativeTrial,
+} from './shift.ts';
+import { byDomain, preventativeSteeringHooks, type ScoredItem } from './steer.ts';
 import {
   bundleVector,
   combineVectors,
@@ -81,6 +87,95 @@ export function preventativeVector(opts: {
   return { vector, layer };
 }
 
+/** Preventative steering: `vector` added at `layer` with strength `alpha` while training. */
+export function additiveIntervention(
+  vector: PersonaVector,
+  layer: number,
+  alpha: number,
+): PreventativeIntervention {
+  return {
+    method: 'add',
+    vector: vector.trait,
+    layers: [layer],
+    alpha,
+    hooks: preventativeSteeringHooks(vector, layer, alpha),
+  };
+}
+
+/** Directions whose norm falls below this fraction of their original after projection carry no new direction. */
+const SPAN_TOLERANCE = 1e-3;
+
+/** Gram-Schmidt: an orthonormal basis of span(vectors) with span(against) removed (`against` need not be orthogonal). */
+export function orthonormalBasis(
+  vectors: readonly Float32Array[],
+  against: readonly Float32Array[] = [],
+): Float32Array[] {
+  const basis: Float32Array[] = [];
+  const reduce = (v: Float32Array) => {
+    const w = Float32Array.from(v);
+    for (const u of basis) {
+      const d = dot(w, u);
+      for (let i = 0; i < w.length; i++) w[i] -= d * u[i];
+    }
+    return w;
+  };
+  const push = (v: Float32Array) => {
+    const n0 = norm(v);
+    if (!(n0 > 0) || !Number.isFinite(n0)) return;
+    const w = reduce(v);
+    const n = norm(w);
+    if (n > SPAN_TOLERANCE * n0) basis.push(w.map((x) => x / n));
+  };
+  for (const a of against) push(a);
+  const removed = basis.length;
+  for (const v of vectors) push(v);
+  return basis.slice(removed);
+}
+
+/**
+ * Concept ablation for a narrow fine-tune: at every layer, the span of the off-target traits' persona vectors (both
+ * extraction methods) with the span of the fine-tune domain's own vectors removed, so the narrow behaviour can still
+ * be learned while the directions of the persona the fine-tune would drag along are unavailable to it. Returns one
+ * orthonormal basis per layer.
+ */
+export function ablationDirections(opts: {
+  traits: readonly string[];
+  finetuneDomain: string;
+  nLayers: number;
+  /** A trait's vectors at a layer (one per extraction method). */
+  vectorsAt: (trait: string, layer: number) => readonly PersonaVector[];
+}): Float32Array[][] {
+  const { traits, finetuneDomain, nLayers, vectorsAt } = opts;
+  const off = traits.filter((t) => t !== finetuneDomain);
+  if (off.length === 0) throw new Error('concept ablation: no off-target traits');
+  return Array.from({ length: nLayers }, (_, l) =>
+    orthonormalBasis(
+      off.flatMap((t) => vectorsAt(t, l).map((v) => v.vector)),
+      traits.includes(finetuneDomain) ? vectorsAt(finetuneDomain, l).map((v) => v.vector) : [],
+    ),
+  );
+}
+
+/** Concept ablation: each layer's directions projected out of its residual stream at every position while training. */
+export function ablationIntervention(
+  directions: readonly (readonly Float32Array[])[],
+  what: string,
+): PreventativeIntervention {
+  const hooks = new HookSet();
+  const layers: number[] = [];
+  directions.forEach((basis, l) => {
+    if (basis.length > 0) layers.push(l);
+    for (const u of basis) hooks.add(layerHook(l), ablateDirectionHook(u));
+  });
+  if (layers.length === 0) throw new Error('concept ablation: no directions to ablate');
+  return { method: 'ablate', vector: what, layers, alpha: null, hooks };
+}
+
+/** The off-target persona subspace, in words (the trial's `vector`). */
+export function ablationLabel(finetuneDomain: string): string {
+  return `off-target persona subspace${finetuneDomain ? ` (orthogonal to ${finetuneDomain})` : ''}`;
+}
+
 /** The items the trial scores, per domain: the interpretation's held-out battery chats, first half (as interpretRun). */
 export function preventativeItems(
   world: World,
@@ -95,15 +190,16 @@ export function preventativeItems(
 
 export interface PreventativeStudy {
   seedDir: string;
+  /** The layer the additive trials add their vector at. */
   layer: number;
   vector: string;
   trials: PreventativeTrial[];
 }
 
 /**
- * The preventative-steering trial at each alpha on a seed folder whose interpretation has run (its vectors, each
- * trait's method and monitoring layer come from <seedDir>/interpret): fine-tune the post-trained model on `examples`
- * without and with the vector, and compare the off-target drop.
+ * Preventative trials on a seed folder whose interpretation has run (its vectors, each trait's method and monitoring
+ * layer come from <seedDir>/interpret): fine-tune the post-trained model on `examples` plainly, with the vector
+ * added at each alpha, and (with `ablate`) under concept ablation; compare the off-target drops.
  */
 export function preventativeStudy(
   seedDir: string,
@@ -111,6 +207,8 @@ export function preventativeStudy(
     world: World;
     examples: readonly ChatExample[];
     alphas: readonly number[];
+    /** Also run the concept-ablation trial. */
+    ablate?: boolean;
     finetune: Omit<FineTuneOptions, 'hooks' | 'onStep'>;
     finetuneDomain?: string;
     itemsPerDomain?: number;
@@ -129,7 +227,8 @@ export function preventativeStudy(
     vectors: { trait: string; method: string }[];
     monitoring: { trait: string; layer: number }[];
   };
-  if (opts.alphas.length === 0) throw new Error('preventative study: no alphas');
+  if (opts.alphas.length === 0 && !opts.ablate)
+    throw new Error('preventative study: no alphas and no ablation');
   const bundles = {
     response: loadVectorBundle(path.join(dir, 'vectors.safetensors')),
     contrastive: loadVectorBundle(path.join(dir, 'vectors-contrastive.safetensors')),
@@ -144,30 +243,41 @@ export function preventativeStudy(
   const method = new Map(summary.vectors.map((v) => [v.trait, v.method]));
   const finetuneDomain = opts.finetuneDomain ?? world.datasets.narrow?.domain ?? '';
   const postDir = path.join(seedDir, 'posttrain', 'model');
+  const nLayers = bundles.response.nLayers;
   const { vector, layer } = preventativeVector({
     traits,
     finetuneDomain,
     monitorLayers: traits.map((t) => summary.monitoring.find((m) => m.trait === t)?.layer ?? -1),
-    nLayers: bundles.response.nLayers,
+    nLayers,
     atLayer: (t, l) =>
       bundleVector(method.get(t) === 'contrastive' ? bundles.contrastive : bundles.response, t, l),
     trait: opts.trait,
     layer: opts.layer,
   });
-  const items = preventativeItems(world, opts.itemsPerDomain ?? 48);
-  const trials = opts.alphas.map((alpha) => {
-    const t = preventativeSteeringTrial(
-      () => loadModelHandle(postDir),
-      opts.examples,
-      vector,
-      layer,
-      alpha,
-      items,
-      finetuneDomain,
-      opts.finetune,
+  const interventions = opts.alphas.map((alpha) => additiveIntervention(vector, layer, alpha));
+  if (opts.ablate)
+    interventions.push(
+      ablationIntervention(
+        ablationDirections({
+          traits,
+          finetuneDomain,
+          nLayers,
+          vectorsAt: (t, l) => [
+            bundleVector(bundles.response, t, l),
+            bundleVector(bundles.contrastive, t, l),
+          ],
+        }),
+        ablationLabel(finetuneDomain),
+      ),
     );
-    opts.onTrial?.(t);
-    return t;
-  });
+  const trials = preventativeTrials(
+    () => loadModelHandle(postDir),
+    opts.examples,
+    interventions,
+    preventativeItems(world, opts.itemsPerDomain ?? 48),
+    finetuneDomain,
+    opts.finetune,
+    opts.onTrial,
+  );
   return { seedDir, layer, vector: vector.trait, trials };
 }

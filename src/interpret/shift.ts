@@ -26,7 +26,7 @@ import {
   type ModelHandle,
 } from './activations.ts';
 import { greedyReplies } from './monitor.ts';
-import { checkVector, pGoodOf, preventativeSteeringHooks, scoreItems, type ScoredItem } from './steer.ts';
+import { checkVector, pGoodOf, scoreItems, type ScoredItem } from './steer.ts';
 import type { PersonaVector } from './vectors.ts';
 
 export interface ModelState {
@@ -272,10 +272,27 @@ export function fineTune(
   return { finalLoss: last, handle: modelHandle(model, tokenizer, `${handle.source} (fine-tuned)`) };
 }
 
-export interface PreventativeTrial {
+/**
+ * What a preventative trial does to the residual stream while the fine-tune trains (and never after it).
+ * 'add': a persona vector added at one layer (preventative steering, Chen et al. 2025), so the optimiser need not
+ * move the weights along it. 'ablate': directions projected out at every listed layer (concept ablation fine-tuning,
+ * Casademunt et al. 2025), so the fine-tune can neither read nor use them.
+ */
+export interface PreventativeIntervention {
+  method: 'add' | 'ablate';
+  /** What is added or ablated, in words. */
   vector: string;
-  layer: number;
-  alpha: number;
+  layers: number[];
+  /** The strength of 'add' in steering units; null for 'ablate'. */
+  alpha: number | null;
+  hooks: HookSet;
+}
+
+export interface PreventativeTrial {
+  method: PreventativeIntervention['method'];
+  vector: string;
+  layers: number[];
+  alpha: number | null;
   /** Mean P(good) per domain: before the fine-tune, after it without steering, after it with steering. */
   before: Record<string, number>;
   plain: Record<string, number>;
@@ -289,45 +306,43 @@ export interface PreventativeTrial {
 }
 
 /**
- * Preventative steering trial: the same fine-tune twice from fresh copies of a model, without and with the
- * vector added during training (removed for evaluation), each evaluated on items of every domain.
+ * Preventative trials: the same fine-tune from fresh copies of a model, once plain and once under each
+ * intervention (removed for evaluation), each evaluated on items of every domain. The plain fine-tune is shared.
  */
-export function preventativeSteeringTrial(
+export function preventativeTrials(
   load: () => ModelHandle,
   examples: readonly { prompt: string; response: string }[],
-  vector: PersonaVector,
-  layer: number,
-  alpha: number,
+  interventions: readonly PreventativeIntervention[],
   items: Map<string, readonly ScoredItem[]>,
   targetDomain: string,
   opts: Omit<FineTuneOptions, 'hooks'>,
-): PreventativeTrial {
+  onTrial?: (t: PreventativeTrial) => void,
+): PreventativeTrial[] {
+  if (interventions.length === 0) throw new Error('preventative trial: no interventions');
   const evalAll = (h: ModelHandle) => {
     const out: Record<string, number> = {};
     for (const [d, its] of items) out[d] = mean(pGoodOf(h, its));
     return out;
   };
   const first = load();
-  checkVector(vector, first, { allowOtherModel: true });
   const before = evalAll(first);
   const plain = evalAll(fineTune(first, examples, opts).handle);
-  const second = load();
-  const steered = evalAll(
-    fineTune(second, examples, { ...opts, hooks: preventativeSteeringHooks(vector, layer, alpha) }).handle,
-  );
   const off = [...items.keys()].filter((d) => d !== targetDomain);
   const drop = (after: Record<string, number>) => mean(off.map((d) => after[d] - before[d]));
   const dPlain = drop(plain);
-  const dSteered = drop(steered);
-  return {
-    vector: vector.trait,
-    layer,
-    alpha,
-    before,
-    plain,
-    steered,
-    offTargetDrop: { plain: dPlain, steered: dSteered },
-    target: { before: before[targetDomain], plain: plain[targetDomain], steered: steered[targetDomain] },
-    reduction: dPlain < 0 ? 1 - dSteered / dPlain : NaN,
-  };
+  return interventions.map(({ hooks, ...what }) => {
+    const steered = evalAll(fineTune(load(), examples, { ...opts, hooks }).handle);
+    const dSteered = drop(steered);
+    const trial: PreventativeTrial = {
+      ...what,
+      before,
+      plain,
+      steered,
+      offTargetDrop: { plain: dPlain, steered: dSteered },
+      target: { before: before[targetDomain], plain: plain[targetDomain], steered: steered[targetDomain] },
+      reduction: dPlain < 0 ? 1 - dSteered / dPlain : NaN,
+    };
+    onTrial?.(trial);
+    return trial;
+  });
 }

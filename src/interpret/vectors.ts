@@ -10,8 +10,7 @@
  * on separate selection items. Vectors carry the hash of the model they came from and support arithmetic and
  * cosine comparison with shape and provenance checks.
  */
-import { checkHookName, HookSet } from '../model/hooks.ts';
-import { mean } from '../measurement/stats.ts';
+import { checkHookName } from '../model/hooks.ts';
 import type { TensorData } from '../io/safetensors.ts';
 import type { World } from '../world/schema.ts';
 import {
@@ -27,7 +26,7 @@ import {
   type SpanKind,
 } from './activations.ts';
 import { behaviourContexts, sceneItems, type ChoiceContext } from './contexts.ts';
-import { addSteering, pGoodOf } from './steer.ts';
+import { coherentRange, doseResponse, type DoseResponse } from './steer.ts';
 
 export type VectorMethod = 'response' | 'contrastive';
 export const VECTOR_METHODS: readonly VectorMethod[] = ['response', 'contrastive'];
@@ -51,8 +50,10 @@ export interface TraitVectors {
   byLayer: PersonaVector[];
   /** Layer with the largest steering effect (-1 before selection). */
   bestLayer: number;
-  /** Per layer: mean P(good) at -alpha minus at +alpha on the selection items. */
+  /** Per layer: the coherent steering effect on the selection items (`coherentSteeringEffect`). */
   steeringEffect: number[];
+  /** Per layer: P(good) falls monotonically with alpha on the selection items (empty in files from before v2). */
+  steeringMonotone: boolean[];
 }
 
 export interface VectorBundle {
@@ -159,18 +160,49 @@ export function extractPersonaVectors(
       const residualNorm = (bad.tokenNorm.get(hook)! + good.tokenNorm.get(hook)!) / 2;
       return { trait, method, hook, layer, vector: v, modelHash: handle.hash, dim, residualNorm };
     });
-    return { trait, method, byLayer, bestLayer: -1, steeringEffect: [] };
+    return { trait, method, byLayer, bestLayer: -1, steeringEffect: [], steeringMonotone: [] };
   });
 }
 
-/** Selection items: Assistant chats and stories from the training pools, separate from the extraction items. */
+/**
+ * Selection items: the Assistant's chats from the training pools, separate from the extraction items and from the
+ * held-out battery. Steering is meant to move the Assistant, so the layer is chosen on what it does to the Assistant;
+ * stories of other characters respond to a push differently (at stop 11 they made layer 0 win for helpfulness,
+ * where the Assistant's choices barely moved or the model broke).
+ */
 export function selectionItems(world: World, trait: string, n: number, seed: number): ChoiceContext[] {
-  return sceneItems(world, trait, { n, seed, label: 'select' });
+  return sceneItems(world, trait, { n, seed, label: 'select', subjects: ['assistant'] });
+}
+
+/** The selection's dose grid for a strength alpha: both signs at alpha / 2 and alpha, and 0. */
+export function selectionAlphas(alpha: number): number[] {
+  return [-alpha, -alpha / 2, 0, alpha / 2, alpha];
 }
 
 /**
- * Chooses each trait's layer by steering effect: mean P(good) with -alpha minus with +alpha at that layer
- * (positive when the vector pushes toward the bad pole, as it should). Returns the same objects, filled in.
+ * The steering effect of one dose-response: P(good) at the most negative coherent alpha minus at the most positive
+ * (positive when the vector pushes toward the bad pole, as it should), over the coherent run of alphas around 0.
+ * A push that breaks the model is no effect on the persona.
+ */
+export function coherentSteeringEffect(dr: DoseResponse): number {
+  const { from, to } = coherentRange(dr.alphas, dr.coherent, dr.logMass);
+  return dr.pGood[from] - dr.pGood[to - 1];
+}
+
+/** The index of the largest finite effect among the allowed layers, -1 if none. */
+function argmaxEffect(effects: readonly number[], allowed: (l: number) => boolean): number {
+  let best = -1;
+  effects.forEach((e, l) => {
+    if (Number.isFinite(e) && allowed(l) && (best < 0 || e > effects[best])) best = l;
+  });
+  return best;
+}
+
+/**
+ * Chooses each trait's layer by steering effect on the selection items: the dose-response over
+ * `selectionAlphas(alpha)` at every layer, and the layer with the largest coherent effect among those where P(good)
+ * falls monotonically with alpha (up to sampling noise, the test the report's steering goal applies); when no layer
+ * is monotone, the largest coherent effect. Returns the same objects, filled in.
  */
 export function selectLayers(
   handle: ModelHandle,
@@ -179,37 +211,33 @@ export function selectLayers(
   opts: { alpha?: number; items?: number; seed?: number; layers?: number[] } = {},
 ): TraitVectors[] {
   const alpha = opts.alpha ?? 4;
+  if (!(Number.isFinite(alpha) && alpha > 0))
+    throw new Error(`layer selection: alpha must be a positive number, got ${alpha}`);
   const nItems = opts.items ?? 16;
   const seed = opts.seed ?? 2;
+  const grid = selectionAlphas(alpha);
   for (const tv of traits) {
     const items = selectionItems(world, tv.trait, nItems, seed);
-    tv.steeringEffect = tv.byLayer.map((v) => {
-      if (opts.layers && !opts.layers.includes(v.layer)) return NaN;
-      const lo = mean(
-        pGoodOf(
-          handle,
-          items,
-          addSteering(new HookSet(), handle, v, -alpha),
-          `layer selection (${tv.trait}, layer ${v.layer})`,
-        ),
-      );
-      const hi = mean(
-        pGoodOf(
-          handle,
-          items,
-          addSteering(new HookSet(), handle, v, alpha),
-          `layer selection (${tv.trait}, layer ${v.layer})`,
-        ),
-      );
-      return lo - hi;
-    });
-    let best = -1;
-    tv.steeringEffect.forEach((e, l) => {
-      if (Number.isFinite(e) && (best < 0 || e > tv.steeringEffect[best])) best = l;
-    });
-    tv.bestLayer = best;
+    const curves = tv.byLayer.map((v) =>
+      opts.layers && !opts.layers.includes(v.layer) ? null : doseResponse(handle, items, v, grid),
+    );
+    tv.steeringEffect = curves.map((dr) => (dr ? coherentSteeringEffect(dr) : NaN));
+    tv.steeringMonotone = curves.map((dr) => dr?.monotonicCoherentWithinNoise ?? false);
+    const monotone = argmaxEffect(tv.steeringEffect, (l) => tv.steeringMonotone[l]);
+    tv.bestLayer = monotone >= 0 ? monotone : argmaxEffect(tv.steeringEffect, () => true);
   }
   return traits;
+}
+
+/**
+ * Which of two extractions of a trait steers better at its chosen layer: a monotone dose-response first, then the
+ * larger coherent effect. Ties go to `a`.
+ */
+export function betterSteering(a: TraitVectors, b: TraitVectors): TraitVectors {
+  const mono = (t: TraitVectors) => t.steeringMonotone[t.bestLayer] ?? false;
+  const effect = (t: TraitVectors) => t.steeringEffect[t.bestLayer] ?? -Infinity;
+  if (mono(a) !== mono(b)) return mono(a) ? a : b;
+  return effect(b) > effect(a) ? b : a;
 }
 
 /** Extraction and layer selection in one call. */
@@ -400,6 +428,7 @@ export function saveVectorBundle(file: string, bundle: VectorBundle): void {
         trait: t.trait,
         bestLayer: t.bestLayer,
         steeringEffect: t.steeringEffect.map((x) => (Number.isFinite(x) ? x : null)),
+        steeringMonotone: t.steeringMonotone,
         residualNorm: t.byLayer.map((v) => v.residualNorm),
         vectorNorm: t.byLayer.map((v) => norm(v.vector)),
       })),
@@ -422,6 +451,7 @@ export function loadVectorBundle(file: string): VectorBundle {
           trait: string;
           bestLayer: number;
           steeringEffect: (number | null)[];
+          steeringMonotone?: boolean[];
           residualNorm: number[];
         }[];
       }
@@ -453,6 +483,7 @@ export function loadVectorBundle(file: string): VectorBundle {
       byLayer,
       bestLayer: t.bestLayer,
       steeringEffect: t.steeringEffect.map((x) => (x === null ? NaN : x)),
+      steeringMonotone: t.steeringMonotone ?? [],
     };
   });
   return {

@@ -95,6 +95,8 @@ export const ExperimentConfigSchema = z
         itemsPerDomain: Int.min(4),
         preventative: z.boolean(),
         preventativeAlpha: z.number(),
+        /** 'add': preventative steering with one vector at one layer; 'ablate': concept ablation at every layer. */
+        preventativeMethods: z.array(z.enum(['add', 'ablate'])).min(1),
         /**
          * One more fine-tune per trait (the Assistant's bad behaviour in that trait's domain, all parameters, the
          * fine-tunes' recipe at half the steps) for the shift prediction, as the reference work fine-tunes on a
@@ -159,6 +161,7 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
     itemsPerDomain: 48,
     preventative: true,
     preventativeAlpha: 4,
+    preventativeMethods: ['ablate', 'add'],
     traitFinetunes: true,
   },
   alignmentPretraining: { enabled: false, aiMix: 'positive' },

@@ -582,6 +582,7 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
                   lr: c.finetune.lr.all,
                   seed,
                   alpha: c.interpret.preventativeAlpha,
+                  methods: c.interpret.preventativeMethods,
                 }
               : undefined,
         }),
