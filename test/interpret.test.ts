@@ -18,6 +18,7 @@ import {
   coherentSteeringEffect,
   orthonormalBasis,
   selectionItems,
+  unsteeredDose,
   archetypeProbe,
   bundleVector,
   checkLayer,
@@ -415,6 +416,13 @@ describe('steering, ablation, capping, monitoring', () => {
     const items = sceneItems(world, best.trait, { n: 6, seed: 6 });
     const dr = doseResponse(handle, items, v, [-20, 0, 20]);
     expect(dr.alphas).toEqual([-20, 0, 20]);
+    // A scan scores alpha 0 once and hands it in: the same numbers.
+    expect(doseResponse(handle, items, v, [-20, 0, 20], { unsteered: unsteeredDose(handle, items) })).toEqual(
+      dr,
+    );
+    expect(() =>
+      doseResponse(handle, items, v, [0], { unsteered: unsteeredDose(handle, items.slice(1)) }),
+    ).toThrow(/unsteered scores are for 5 items, not 6/);
     const plain = pGoodOf(handle, items).reduce((a, b) => a + b, 0) / items.length;
     expect(dr.pGood[1]).toBeCloseTo(plain, 6);
     expect(Math.abs(dr.pGood[0] - dr.pGood[2])).toBeGreaterThan(1e-4);

@@ -283,18 +283,39 @@ export function monotonicWhereCoherent(
   return to - from >= MIN_COHERENT_DOSES && isMonotonicDecreasing(pGood.slice(from, to));
 }
 
-/** The trait battery re-run under steering at each alpha. */
+/** One dose of a dose-response: P(good) per item, their mean, and the option sets' mean log mass. */
+export interface DoseScore {
+  perItem: number[];
+  pGood: number;
+  logMass: number;
+}
+
+/** The items scored without steering: what alpha 0 gives (adding a zero vector changes no activation). */
+export function unsteeredDose(handle: ModelHandle, items: readonly ScoredItem[]): DoseScore {
+  const r = scoreItems(handle, items, { what: 'unsteered scoring' });
+  return { perItem: r.pGood, pGood: mean(r.pGood), logMass: mean(r.logMass) };
+}
+
+/**
+ * The trait battery re-run under steering at each alpha. `unsteered` (from `unsteeredDose` on the same items) stands
+ * in for alpha 0, so a caller scanning layers or vectors scores it once.
+ */
 export function doseResponse(
   handle: ModelHandle,
   items: readonly ScoredItem[],
   v: PersonaVector,
   alphas: readonly number[] = DEFAULT_ALPHAS,
-  opts: SteerOptions = {},
+  opts: SteerOptions & { unsteered?: DoseScore } = {},
 ): DoseResponse {
   if (items.length === 0) throw new Error(`dose-response for "${v.trait}": no items`);
   checkVector(v, handle, opts);
+  if (opts.unsteered && opts.unsteered.perItem.length !== items.length)
+    throw new Error(
+      `dose-response for "${v.trait}": the unsteered scores are for ${opts.unsteered.perItem.length} items, not ${items.length}`,
+    );
   const sorted = [...alphas].sort((a, b) => a - b);
-  const scored = sorted.map((alpha) => {
+  const scored = sorted.map((alpha): DoseScore => {
+    if (alpha === 0 && opts.unsteered) return opts.unsteered;
     const hooks = addSteering(new HookSet(), handle, v, alpha, opts);
     const r = scoreItems(handle, items, { hooks, what: `steering "${v.trait}" with alpha ${alpha}` });
     return { perItem: r.pGood, pGood: mean(r.pGood), logMass: mean(r.logMass) };

@@ -26,7 +26,7 @@ import {
   type SpanKind,
 } from './activations.ts';
 import { behaviourContexts, sceneItems, type ChoiceContext } from './contexts.ts';
-import { coherentRange, doseResponse, type DoseResponse } from './steer.ts';
+import { coherentRange, doseResponse, unsteeredDose, type DoseResponse } from './steer.ts';
 
 export type VectorMethod = 'response' | 'contrastive';
 export const VECTOR_METHODS: readonly VectorMethod[] = ['response', 'contrastive'];
@@ -218,8 +218,11 @@ export function selectLayers(
   const grid = selectionAlphas(alpha);
   for (const tv of traits) {
     const items = selectionItems(world, tv.trait, nItems, seed);
+    const unsteered = unsteeredDose(handle, items);
     const curves = tv.byLayer.map((v) =>
-      opts.layers && !opts.layers.includes(v.layer) ? null : doseResponse(handle, items, v, grid),
+      opts.layers && !opts.layers.includes(v.layer)
+        ? null
+        : doseResponse(handle, items, v, grid, { unsteered }),
     );
     tv.steeringEffect = curves.map((dr) => (dr ? coherentSteeringEffect(dr) : NaN));
     tv.steeringMonotone = curves.map((dr) => dr?.monotonicCoherentWithinNoise ?? false);
