@@ -491,6 +491,11 @@ describe('steering, ablation, capping, monitoring', () => {
       expect(Number.isFinite(r.r)).toBe(true);
       for (const p of r.points) expect(p.pBad).toBeGreaterThanOrEqual(0);
     }
+    // Candidates for a layer choice share one scoring pass per trait; each reads as if scored alone.
+    const candidates = [0, 1].map((l) => bundleVector(bundle, 'honesty', l));
+    expect(monitorTraits(handle, items, candidates)).toEqual(
+      candidates.flatMap((v) => monitorTraits(handle, items, [v])),
+    );
     const convs = [
       conversation(world, ['kindness', 'coding', 'power'], 1),
       conversation(world, ['honesty', 'caution'], 2),
@@ -662,6 +667,7 @@ describe('interpretRun (the pipeline entry point)', () => {
       );
     }
     expect(s.monitoring).toHaveLength(6);
+    expect(s.monitoring.every((m) => ['response', 'contrastive'].includes(m.method))).toBe(true);
     // NaN where P(bad) is constant over a trait's items (a saturated tiny model).
     expect(s.monitoring.every((m) => Number.isNaN(m.rRandom) || (m.rRandom >= 0 && m.rRandom <= 1))).toBe(
       true,

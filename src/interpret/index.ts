@@ -67,7 +67,7 @@ export * from './prevent.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 11;
+export const INTERPRET_VERSION = 12;
 
 export interface InterpretRunOptions {
   world: World;
@@ -81,7 +81,7 @@ export interface InterpretRunOptions {
   baseDir: string;
   /** Held-out items per domain for monitoring and steering (default 48; the shift uses half per model). */
   itemsPerDomain?: number;
-  /** Steering strengths in units of 0.1 x the layer's residual norm (default [-8, -4, 0, 4, 8]). */
+  /** Steering strengths in units of 0.1 x the layer's residual norm (default DEFAULT_ALPHAS: [-4, -2, -1, 0, 1, 2, 4]). */
   alphas?: number[];
   /** Where vectors.safetensors and interpret.json go (default <seedDir>/interpret; null: write nothing). */
   outDir?: string | null;
@@ -147,7 +147,15 @@ export interface InterpretSummary {
   }[];
   traitCosines: { traits: string[]; matrix: number[][] };
   /** Projection vs P(bad) on Assistant chats after good / bad / mixed earlier turns. */
-  monitoring: { trait: string; layer: number; r: number; rRandom: number; n: number; pBadSd: number }[];
+  monitoring: {
+    trait: string;
+    method: string;
+    layer: number;
+    r: number;
+    rRandom: number;
+    n: number;
+    pBadSd: number;
+  }[];
   /** The same on the world's in-context persona probes (characters in stories and chats). */
   monitoringProbes: { trait: string; layer: number; r: number; rRandom: number; n: number; pBadSd: number }[];
   steering: (DoseResponse & { ablation: { base: number; ablated: number } })[];
@@ -232,9 +240,8 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
 
   // 1. Persona vectors of both methods at every layer, each trait's layer chosen by steering effect on separate
   //    selection items (training-pool Assistant chats); with vectorMethod 'best' (default) each trait keeps the
-  //    method that steers better: monotonically first, then more. 16 items at N = 48: the Assistant sits near
-  //    P(good) = 1 on post-trained traits, so the monotonicity test needs more than a handful of items.
-  const selectItems = Math.max(8, Math.round(N / 3));
+  //    method that steers better: monotonically first, then more. 12 items at N = 48, over the battery's alpha grid.
+  const selectItems = Math.max(8, Math.round(N / 4));
   const response = personaVectors(post, world, {
     method: 'response',
     itemsPerTrait: Math.max(8, Math.round(N / 2)),
@@ -293,20 +300,22 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
     n,
     pBadSd: Math.sqrt(variance(points.map((p) => p.pBad))),
   });
-  // Each trait is read at the layer where its projection tracks P(bad) best on training-pool chats, a validation set
+  // Each trait is read with the vector (method and layer) whose projection tracks P(bad) best on training-pool chats, a validation set
   // disjoint from the held-out monitoring items. The layer chosen for steering (where a push moves behaviour most)
   // can be one where the context's persona is not yet represented at the last prompt token (layer 0, say).
   const validation = monitorItems(world, Math.max(4, Math.round(N / 2)), 40 + seed, 'assistant', 'train');
-  const monitorVecs = traits.map((t) => {
-    const perLayer = Array.from({ length: nLayers }, (_, l) => atLayer(t, l));
-    const rs = monitorTraits(post, new Map([[t, validation.get(t)!]]), perLayer, { randomDirections: 0 }).map(
-      (m) => m.r,
-    );
-    const best = rs.reduce((bi, r, i) => (r > rs[bi] || Number.isNaN(rs[bi]) ? i : bi), 0);
-    return perLayer[best];
+  // Both extraction methods compete here too: the vector that steers best need not be the one that reads best
+  // (in one seed the response vector won the steering choice for power at layer 0 and monitored at r 0.63).
+  const monitorVecs = traits.map((t, i) => {
+    const candidates = [response, contrastive].flatMap((b) => b.traits[i].byLayer);
+    const rs = monitorTraits(post, new Map([[t, validation.get(t)!]]), candidates, {
+      randomDirections: 0,
+    }).map((m) => m.r);
+    const best = rs.reduce((bi, r, j) => (r > rs[bi] || Number.isNaN(rs[bi]) ? j : bi), 0);
+    return candidates[best];
   });
   const monitoring = monitorTraits(post, monitorItems(world, N, 20 + seed, 'assistant'), monitorVecs).map(
-    brief,
+    (m, i) => ({ ...brief(m), method: monitorVecs[i].method }),
   );
   const monitoringProbes = monitorTraits(
     post,

@@ -105,11 +105,18 @@ export function monitorTraits(
   vectors: readonly PersonaVector[],
   opts: VectorCheckOptions & { randomDirections?: number } = {},
 ): TraitMonitor[] {
+  // One scoring pass per trait records every hook its vectors need (candidates for a layer choice share the items).
+  const scored = new Map<string, ReturnType<typeof scoreItems>>();
+  for (const v of vectors) checkVector(v, handle, opts);
+  for (const trait of new Set(vectors.map((v) => v.trait))) {
+    const its = items.get(trait);
+    if (!its || its.length === 0) throw new Error(`monitoring: no items for trait "${trait}"`);
+    const hooks = [...new Set(vectors.filter((v) => v.trait === trait).map((v) => v.hook))];
+    scored.set(trait, scoreItems(handle, its, { record: hooks }));
+  }
   return vectors.map((v) => {
-    const its = items.get(v.trait);
-    if (!its || its.length === 0) throw new Error(`monitoring: no items for trait "${v.trait}"`);
-    checkVector(v, handle, opts);
-    const { pGood, lastToken } = scoreItems(handle, its, { record: [v.hook] });
+    const its = items.get(v.trait)!;
+    const { pGood, lastToken } = scored.get(v.trait)!;
     const proj = projectRows(
       lastToken.get(v.hook)!,
       handle.model.config.dim,

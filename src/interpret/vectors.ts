@@ -174,9 +174,12 @@ export function selectionItems(world: World, trait: string, n: number, seed: num
   return sceneItems(world, trait, { n, seed, label: 'select', subjects: ['assistant'] });
 }
 
-/** The selection's dose grid for a strength alpha: both signs at alpha / 2 and alpha, and 0. */
+/**
+ * The selection's dose grid for a strength alpha: both signs at alpha / 4, alpha / 2 and alpha, and 0 (for alpha 4,
+ * the battery's DEFAULT_ALPHAS): a layer that breaks the model at +-2 can still steer coherently at +-1.
+ */
 export function selectionAlphas(alpha: number): number[] {
-  return [-alpha, -alpha / 2, 0, alpha / 2, alpha];
+  return [-alpha, -alpha / 2, -alpha / 4, 0, alpha / 4, alpha / 2, alpha];
 }
 
 /**
