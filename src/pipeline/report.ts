@@ -16,6 +16,11 @@ import type { BatteryResult, EvidenceWeights, RunResults } from './results.ts';
 export interface PreventativeAggregate {
   method: PreventativeTrial['method'];
   reduction: Estimate;
+  /**
+   * 1 - (sum of steered drops) / (sum of plain drops) over seeds: each seed weighted by how far the fine-tune dragged
+   * the persona. A seed whose plain drop is near zero makes its own ratio arbitrary; here it just adds little.
+   */
+  pooled: number;
   /** The fine-tune domain's P(good) fell by more than 0.2 under the intervention in every seed. */
   targetLearned: boolean;
   /** Per seed: the reduction and the layers the intervention acted at. */
@@ -33,6 +38,34 @@ const PREVENTATIVE_NAMES: Record<PreventativeTrial['method'], string> = {
 };
 
 export const PREVENTATIVE_GOAL_METHOD: PreventativeTrial['method'] = 'ablate';
+
+/** Each preventative method that ran in every seed, over the seeds (concept ablation first). */
+export function aggregatePreventative(
+  seeds: readonly { seed: number; trials: readonly PreventativeTrial[] | null }[],
+): PreventativeAggregate[] {
+  return (['ablate', 'add'] as const).flatMap((method): PreventativeAggregate[] => {
+    const trials = seeds.map(({ seed, trials: ts }) => ({
+      seed,
+      trial: (ts ?? []).find((t) => t.method === method),
+    }));
+    if (trials.length === 0 || trials.some((t) => !t.trial)) return [];
+    const sum = (f: (t: PreventativeTrial) => number) => trials.reduce((a, { trial }) => a + f(trial!), 0);
+    const bySeed = trials.map(({ seed, trial }) => ({
+      seed,
+      layers: trial!.layers,
+      reduction: trial!.reduction,
+    }));
+    return [
+      {
+        method,
+        reduction: estimate(bySeed.map((b) => b.reduction)),
+        pooled: 1 - sum((t) => t.offTargetDrop.steered) / sum((t) => t.offTargetDrop.plain),
+        targetLearned: trials.every(({ trial }) => trial!.target.steered < trial!.target.before - 0.2),
+        bySeed,
+      },
+    ];
+  });
+}
 
 /** Issue 5's measurements pooled over seeds. */
 export interface InterpretAggregate {
@@ -232,26 +265,9 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
         shiftWithTraitFinetunes: withInterp.every((sd) => sd.interpret!.shift.withTraitFinetunes)
           ? perTraitEstimates(withInterp.map((sd) => sd.interpret!.shift.withTraitFinetunes!.perTrait))
           : null,
-        preventative: (['ablate', 'add'] as const).flatMap((method): PreventativeAggregate[] => {
-          const trials = withInterp.map((sd) => ({
-            seed: sd.seed,
-            trial: (sd.interpret!.preventative ?? []).find((t) => t.method === method),
-          }));
-          if (trials.length === 0 || trials.some((t) => !t.trial)) return [];
-          const bySeed = trials.map(({ seed, trial }) => ({
-            seed,
-            layers: trial!.layers,
-            reduction: trial!.reduction,
-          }));
-          return [
-            {
-              method,
-              reduction: estimate(bySeed.map((b) => b.reduction)),
-              targetLearned: trials.every(({ trial }) => trial!.target.steered < trial!.target.before - 0.2),
-              bySeed,
-            },
-          ];
-        }),
+        preventative: aggregatePreventative(
+          withInterp.map((sd) => ({ seed: sd.seed, trials: sd.interpret!.preventative })),
+        ),
         axisCosPC1: estimate(withInterp.map((sd) => num(sd.interpret!.space.axisCosPC1))),
         componentsFor70: estimate(withInterp.map((sd) => sd.interpret!.space.componentsFor70)),
         probeTV: estimate(withInterp.map((sd) => num(sd.interpret!.probe.tv))),
@@ -367,7 +383,7 @@ function goals(s: Summary): Summary['goals'] {
       const where = (p: PreventativeAggregate, layers: number[]) =>
         p.method === 'add' ? `at layer ${layers.join('+')}` : `at layers ${layers.join(',')}`;
       const describe = (p: PreventativeAggregate) =>
-        `${PREVENTATIVE_NAMES[p.method]}: reduction ${fmtE(p.reduction)} (per seed: ${p.bySeed.map((b) => `${fmt(b.reduction)} ${where(p, b.layers)}`).join(', ')}); narrow behaviour learned in every seed: ${p.targetLearned ? 'yes' : 'no'}`;
+        `${PREVENTATIVE_NAMES[p.method]}: reduction ${fmtE(p.reduction)} (per seed: ${p.bySeed.map((b) => `${fmt(b.reduction)} ${where(p, b.layers)}`).join(', ')}; of the drops summed over seeds: ${fmt(p.pooled)}); narrow behaviour learned in every seed: ${p.targetLearned ? 'yes' : 'no'}`;
       out.push({
         id: 'I4',
         text: `preventative steering cuts the cheat arm's off-target drop at least in half, narrow behaviour still learned (read on ${PREVENTATIVE_NAMES[goal.method]})`,

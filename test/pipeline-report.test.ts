@@ -1,0 +1,56 @@
+/**
+ * The report's pooling of preventative trials over seeds (issue 5, I4): per-seed reductions, the reduction of the
+ * summed drops, and which methods count (only those that ran in every seed).
+ */
+import { describe, expect, it } from 'vitest';
+import type { PreventativeTrial } from '../src/interpret/index.ts';
+import { aggregatePreventative } from '../src/pipeline/report.ts';
+
+function trial(
+  method: PreventativeTrial['method'],
+  plain: number,
+  steered: number,
+  target: number,
+): PreventativeTrial {
+  return {
+    method,
+    vector: 'v',
+    layers: method === 'add' ? [2] : [0, 1, 2, 3],
+    alpha: method === 'add' ? 4 : null,
+    before: {},
+    plain: {},
+    steered: {},
+    offTargetDrop: { plain, steered },
+    target: { before: 0.7, plain: 0.01, steered: target },
+    reduction: 1 - steered / plain,
+  };
+}
+
+describe('aggregatePreventative', () => {
+  it('pools the reductions over seeds, per method, and weights seeds by their drop in the pooled ratio', () => {
+    const [ablate, add] = aggregatePreventative([
+      { seed: 1, trials: [trial('ablate', -0.3, -0.1, 0.01), trial('add', -0.3, -0.2, 0.01)] },
+      // A seed the fine-tune barely moved: its own ratio is arbitrary, the pooled one hardly notices it.
+      { seed: 2, trials: [trial('add', -0.05, -0.05, 0.02), trial('ablate', -0.05, -0.07, 0.02)] },
+    ]);
+    expect(ablate.method).toBe('ablate');
+    expect(ablate.bySeed.map((b) => b.reduction)).toEqual([1 - 0.1 / 0.3, 1 - 0.07 / 0.05]);
+    expect(ablate.reduction.mean).toBeCloseTo((2 / 3 - 0.4) / 2, 9);
+    expect(ablate.pooled).toBeCloseTo(1 - 0.17 / 0.35, 9);
+    expect(ablate.bySeed[0].layers).toEqual([0, 1, 2, 3]);
+    expect(ablate.targetLearned).toBe(true);
+    expect(add.method).toBe('add');
+    expect(add.pooled).toBeCloseTo(1 - 0.25 / 0.35, 9);
+  });
+
+  it('leaves out a method some seed did not run, and says when the narrow behaviour was not learned', () => {
+    const out = aggregatePreventative([
+      { seed: 1, trials: [trial('ablate', -0.3, -0.1, 0.6), trial('add', -0.3, -0.2, 0.01)] },
+      { seed: 2, trials: [trial('ablate', -0.2, -0.1, 0.01)] },
+      { seed: 3, trials: null },
+    ]);
+    expect(out).toEqual([]);
+    const [only] = aggregatePreventative([{ seed: 1, trials: [trial('ablate', -0.3, -0.1, 0.6)] }]);
+    expect(only.targetLearned).toBe(false);
+  });
+});
