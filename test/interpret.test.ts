@@ -18,7 +18,7 @@ import {
   coherentSteeringEffect,
   orthonormalBasis,
   selectionItems,
-  unsteeredDose,
+  traceItems,
   archetypeProbe,
   bundleVector,
   checkLayer,
@@ -416,13 +416,23 @@ describe('steering, ablation, capping, monitoring', () => {
     const items = sceneItems(world, best.trait, { n: 6, seed: 6 });
     const dr = doseResponse(handle, items, v, [-20, 0, 20]);
     expect(dr.alphas).toEqual([-20, 0, 20]);
-    // A scan scores alpha 0 once and hands it in: the same numbers.
-    expect(doseResponse(handle, items, v, [-20, 0, 20], { unsteered: unsteeredDose(handle, items) })).toEqual(
-      dr,
+    // Traced once, alpha 0 is the trace and each push runs only the blocks after its layer: the same numbers, bit
+    // for bit, at every layer (the resumed pass skips blocks 0..layer).
+    const trace = traceItems(handle, items);
+    expect(doseResponse(handle, items, v, [-20, 0, 20], { trace })).toEqual(dr);
+    for (const layer of [0, 1]) {
+      const at = bundleVector(bundle, best.trait, layer);
+      expect(doseResponse(handle, items, at, [-6, 0, 3], { trace })).toEqual(
+        doseResponse(handle, items, at, [-6, 0, 3]),
+      );
+    }
+    // Steering at two layers, or at another hook, falls back to full passes (still the same numbers).
+    expect(doseResponse(handle, items, v, [2], { trace, layers: [0, 1] })).toEqual(
+      doseResponse(handle, items, v, [2], { layers: [0, 1] }),
     );
-    expect(() =>
-      doseResponse(handle, items, v, [0], { unsteered: unsteeredDose(handle, items.slice(1)) }),
-    ).toThrow(/unsteered scores are for 5 items, not 6/);
+    expect(() => doseResponse(handle, items, v, [0], { trace: traceItems(handle, items.slice(1)) })).toThrow(
+      /the trace is of other items/,
+    );
     const plain = pGoodOf(handle, items).reduce((a, b) => a + b, 0) / items.length;
     expect(dr.pGood[1]).toBeCloseTo(plain, 6);
     expect(Math.abs(dr.pGood[0] - dr.pGood[2])).toBeGreaterThan(1e-4);

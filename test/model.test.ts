@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { noGrad } from '../src/autograd/tensor.ts';
+import { noGrad, type Tensor } from '../src/autograd/tensor.ts';
 import { parseLlamaConfig, fromHfConfig, toHfConfig } from '../src/model/config.ts';
 import { generate } from '../src/model/generate.ts';
 import {
@@ -174,6 +174,33 @@ describe('hooks', () => {
     const steered = noGrad(() => model.forward(ids, 1, { hooks }).data);
     expect(maxAbsDiff(base.subarray(0, 3 * 50), steered.subarray(0, 3 * 50))).toBe(0);
     expect(maxAbsDiff(base.subarray(3 * 50), steered.subarray(3 * 50))).toBeGreaterThan(1e-3);
+  });
+
+  it('a pass resumed after a block, from its recorded stream, equals the full pass; early hooks are refused', () => {
+    const model = tinyModel({ nLayers: 3 });
+    const ids = Int32Array.from([1, 2, 3, 4, 5]);
+    const vec = new Float32Array(16).map((_, i) => (i % 3) - 1);
+    const recorded: Tensor[] = [];
+    const rec = new HookSet();
+    for (let l = 0; l < 3; l++) rec.add(`blocks.${l}.hook_resid_post`, (x) => void (recorded[l] = x));
+    noGrad(() => model.forward(ids, 1, { hooks: rec }));
+    for (const layer of [0, 1, 2]) {
+      const hooks = new HookSet().add(`blocks.${layer}.hook_resid_post`, addVectorHook(vec, 3));
+      const full = noGrad(() => model.forward(ids, 1, { hooks }).data);
+      const resumed = noGrad(
+        () => model.forward(ids, 1, { hooks, resume: { afterLayer: layer, hidden: recorded[layer] } }).data,
+      );
+      expect(Array.from(resumed)).toEqual(Array.from(full));
+    }
+    const resume = { afterLayer: 1, hidden: recorded[1] };
+    const early = new HookSet().add('blocks.1.hook_resid_mid', () => undefined);
+    expect(() => model.forward(ids, 1, { hooks: early, resume })).toThrow(
+      /acts before the point the pass resumes/,
+    );
+    expect(() => model.forward(ids, 1, { resume: { afterLayer: 3, hidden: recorded[1] } })).toThrow(
+      /cannot resume after block 3/,
+    );
+    expect(() => model.forward(ids.subarray(1), 1, { resume })).toThrow(/expected \[1,4,16\]/);
   });
 
   it('ablation removes the direction from the recorded stream; capping bounds it', () => {

@@ -51,6 +51,7 @@ import {
   DEFAULT_ALPHAS,
   doseResponse,
   pGoodOf,
+  traceItems,
   type DoseResponse,
   type ScoredItem,
 } from './steer.ts';
@@ -330,7 +331,7 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   );
   const steering = vecs.map((v) => {
     const items = battery.get(v.trait)!;
-    const dr = doseResponse(post, items, v, alphas);
+    const dr = doseResponse(post, items, v, alphas, { trace: traceItems(post, items) });
     const zero = dr.alphas.indexOf(0);
     const ab = ablationEffect(post, items, v, zero >= 0 ? { base: dr.pGood[zero] } : {});
     return { ...dr, ablation: { base: ab.base, ablated: ab.ablated } };

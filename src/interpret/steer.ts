@@ -20,7 +20,13 @@ import {
 } from '../model/hooks.ts';
 import { END_OF_TEXT } from '../world/index.ts';
 import { checkLayer, layerHook, unitVector, type ModelHandle, type ResidKind } from './activations.ts';
-import { scoreChoicesShared } from './scoring.ts';
+import {
+  scoreChoicesShared,
+  scoreFromTrace,
+  traceChoices,
+  type ChoiceTrace,
+  type SharedChoiceItem,
+} from './scoring.ts';
 import type { PersonaVector } from './vectors.ts';
 
 /** alpha = 1 pushes by this fraction of the layer's mean residual norm. */
@@ -171,19 +177,26 @@ export function scoreItems(
     pGood: p,
     logMass,
     lastToken,
-  } = scoreChoicesShared(
-    handle.model,
-    handle.tokenizer,
-    items.map((it) => ({ prompt: END_OF_TEXT + it.prompt, good: it.good, bad: it.bad })),
-    { hooks: opts.hooks, record: opts.record },
-  );
-  p.forEach((v, i) => {
+  } = scoreChoicesShared(handle.model, handle.tokenizer, items.map(sharedItem), {
+    hooks: opts.hooks,
+    record: opts.record,
+  });
+  checkFinitePGood(p, items, what);
+  return { pGood: p, logMass, lastToken };
+}
+
+/** An item as the shared-prompt scorer takes it: the document separator in front of the prompt. */
+function sharedItem(it: ScoredItem): SharedChoiceItem {
+  return { prompt: END_OF_TEXT + it.prompt, good: it.good, bad: it.bad };
+}
+
+function checkFinitePGood(pGood: readonly number[], items: readonly ScoredItem[], what: string): void {
+  pGood.forEach((v, i) => {
     if (!Number.isFinite(v))
       throw new Error(
         `${what}: P(good) of item ${items[i].id ?? i} is ${v} (the intervention broke the model; use a smaller alpha)`,
       );
   });
-  return { pGood: p, logMass, lastToken };
 }
 
 export interface DoseResponse {
@@ -290,34 +303,55 @@ export interface DoseScore {
   logMass: number;
 }
 
-/** The items scored without steering: what alpha 0 gives (adding a zero vector changes no activation). */
-export function unsteeredDose(handle: ModelHandle, items: readonly ScoredItem[]): DoseScore {
-  const r = scoreItems(handle, items, { what: 'unsteered scoring' });
-  return { perItem: r.pGood, pGood: mean(r.pGood), logMass: mean(r.logMass) };
+/** Items scored once without steering, with what a later pass needs to resume after any block (scoring.ts). */
+export interface TracedItems {
+  items: readonly ScoredItem[];
+  trace: ChoiceTrace;
+}
+
+/** Traces items for repeated steering at single layers (`doseResponse`'s `trace`): memory ~ items x layers. */
+export function traceItems(handle: ModelHandle, items: readonly ScoredItem[]): TracedItems {
+  const trace = traceChoices(handle.model, handle.tokenizer, items.map(sharedItem));
+  checkFinitePGood(trace.base.pGood, items, 'unsteered scoring');
+  return { items, trace };
 }
 
 /**
- * The trait battery re-run under steering at each alpha. `unsteered` (from `unsteeredDose` on the same items) stands
- * in for alpha 0, so a caller scanning layers or vectors scores it once.
+ * The trait battery re-run under steering at each alpha. With `trace` (from `traceItems` on the same items), alpha 0
+ * is the traced scores and a push at one layer's hook_resid_post runs only the blocks after it: the same numbers, at
+ * a fraction of the cost when a caller scans layers, alphas or vectors over the same items.
  */
 export function doseResponse(
   handle: ModelHandle,
   items: readonly ScoredItem[],
   v: PersonaVector,
   alphas: readonly number[] = DEFAULT_ALPHAS,
-  opts: SteerOptions & { unsteered?: DoseScore } = {},
+  opts: SteerOptions & { trace?: TracedItems } = {},
 ): DoseResponse {
   if (items.length === 0) throw new Error(`dose-response for "${v.trait}": no items`);
   checkVector(v, handle, opts);
-  if (opts.unsteered && opts.unsteered.perItem.length !== items.length)
-    throw new Error(
-      `dose-response for "${v.trait}": the unsteered scores are for ${opts.unsteered.perItem.length} items, not ${items.length}`,
-    );
+  const traced = opts.trace;
+  if (
+    traced &&
+    (traced.items.length !== items.length || traced.items.some((it, i) => it.prompt !== items[i].prompt))
+  )
+    throw new Error(`dose-response for "${v.trait}": the trace is of other items`);
+  const layers = opts.layers ?? [v.layer];
+  const scoreDose = (alpha: number): { pGood: number[]; logMass: number[] } => {
+    const hooks = addSteering(new HookSet(), handle, v, alpha, opts);
+    const what = `steering "${v.trait}" with alpha ${alpha}`;
+    if (traced && hooks.names().length === 0) return traced.trace.base;
+    const resumeAt = layers.length === 1 ? layerHook(layers[0], 'hook_resid_post') : null;
+    if (traced && hooks.names().every((n) => n === resumeAt)) {
+      const r = scoreFromTrace(handle.model, traced.trace, layers[0], hooks);
+      checkFinitePGood(r.pGood, items, what);
+      return r;
+    }
+    return scoreItems(handle, items, { hooks, what });
+  };
   const sorted = [...alphas].sort((a, b) => a - b);
   const scored = sorted.map((alpha): DoseScore => {
-    if (alpha === 0 && opts.unsteered) return opts.unsteered;
-    const hooks = addSteering(new HookSet(), handle, v, alpha, opts);
-    const r = scoreItems(handle, items, { hooks, what: `steering "${v.trait}" with alpha ${alpha}` });
+    const r = scoreDose(alpha);
     return { perItem: r.pGood, pGood: mean(r.pGood), logMass: mean(r.logMass) };
   });
   const pGood = scored.map((x) => x.pGood);

@@ -26,7 +26,7 @@ import {
   type SpanKind,
 } from './activations.ts';
 import { behaviourContexts, sceneItems, type ChoiceContext } from './contexts.ts';
-import { coherentRange, doseResponse, unsteeredDose, type DoseResponse } from './steer.ts';
+import { coherentRange, doseResponse, traceItems, type DoseResponse } from './steer.ts';
 
 export type VectorMethod = 'response' | 'contrastive';
 export const VECTOR_METHODS: readonly VectorMethod[] = ['response', 'contrastive'];
@@ -221,11 +221,9 @@ export function selectLayers(
   const grid = selectionAlphas(alpha);
   for (const tv of traits) {
     const items = selectionItems(world, tv.trait, nItems, seed);
-    const unsteered = unsteeredDose(handle, items);
+    const trace = traceItems(handle, items); // alpha 0 once; each push runs only the blocks after its layer
     const curves = tv.byLayer.map((v) =>
-      opts.layers && !opts.layers.includes(v.layer)
-        ? null
-        : doseResponse(handle, items, v, grid, { unsteered }),
+      opts.layers && !opts.layers.includes(v.layer) ? null : doseResponse(handle, items, v, grid, { trace }),
     );
     tv.steeringEffect = curves.map((dr) => (dr ? coherentSteeringEffect(dr) : NaN));
     tv.steeringMonotone = curves.map((dr) => dr?.monotonicCoherentWithinNoise ?? false);

@@ -81,6 +81,27 @@ export class KvCache {
 export interface ForwardOptions {
   hooks?: HookSet;
   cache?: KvCache;
+  /**
+   * Start from the residual stream after block `afterLayer` ([batch, seqLen, dim], its value before that block's
+   * hook_resid_post hooks) instead of from the tokens: the embedding and blocks 0..afterLayer are skipped, and a
+   * cache keeps whatever those layers hold. An intervention at or after that point then costs only the blocks after
+   * it, with the same numbers as a full pass; hooks may only sit there (blocks.{afterLayer}.hook_resid_post, later
+   * blocks, final_norm).
+   */
+  resume?: { afterLayer: number; hidden: Tensor };
+}
+
+/** Throws unless every hook acts at or after the residual stream following block `afterLayer`. */
+function checkResumeHooks(hooks: HookSet | undefined, afterLayer: number): void {
+  for (const name of hooks?.names() ?? []) {
+    if (name === 'final_norm') continue;
+    const m = /^blocks\.(\d+)\.(\w+)$/.exec(name);
+    const layer = m ? Number(m[1]) : -1;
+    if (layer > afterLayer || (layer === afterLayer && m![2] === 'hook_resid_post')) continue;
+    throw new Error(
+      `forward: hook "${name}" acts before the point the pass resumes from (after block ${afterLayer})`,
+    );
+  }
 }
 
 export const LORA_TARGETS = [
@@ -238,8 +259,23 @@ export class LlamaModel {
     const hook = (name: string, x: Tensor): Tensor => (hooks ? hooks.apply(name, x, ctx) : x);
     const hd = headDim(c);
 
-    let x = hook('embed', embedding(this.param('model.embed_tokens.weight'), ids, [batch, seqLen]));
-    for (let i = 0; i < c.nLayers; i++) {
+    const resume = opts.resume;
+    let x: Tensor;
+    let first = 0;
+    if (resume) {
+      const a = resume.afterLayer;
+      if (!Number.isInteger(a) || a < 0 || a >= c.nLayers)
+        throw new Error(`forward: cannot resume after block ${a} (the model has blocks 0..${c.nLayers - 1})`);
+      const want = [batch, seqLen, c.dim];
+      if (resume.hidden.shape.join(',') !== want.join(','))
+        throw new Error(`forward: resume hidden has shape [${resume.hidden.shape}], expected [${want}]`);
+      checkResumeHooks(hooks, a);
+      x = hook(`blocks.${a}.hook_resid_post`, resume.hidden);
+      first = a + 1;
+    } else {
+      x = hook('embed', embedding(this.param('model.embed_tokens.weight'), ids, [batch, seqLen]));
+    }
+    for (let i = first; i < c.nLayers; i++) {
       const p = `model.layers.${i}`;
       x = hook(`blocks.${i}.hook_resid_pre`, x);
       const h = rmsNorm(x, this.param(`${p}.input_layernorm.weight`), c.normEps);

@@ -683,7 +683,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
     );
     lines.push(
       '',
-      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventative.map((p) => ` ${PREVENTATIVE_NAMES[p.method]} during the cheat fine-tune removed ${fmtE(p.reduction)} of its off-target drop.`).join('')}`,
+      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventative.map((p) => ` During the cheat fine-tune, ${PREVENTATIVE_NAMES[p.method]} removed ${fmtE(p.reduction)} of its off-target drop per seed (${fmt(p.pooled)} of the drops summed over seeds).`).join('')}`,
       '',
     );
   }
