@@ -27,12 +27,10 @@ import {
   type ShiftPrediction,
 } from './shift.ts';
 import {
-  ablationDirections,
-  ablationIntervention,
-  ablationLabel,
   additiveIntervention,
   checkPreventativeTrait,
   commonLayer,
+  offTargetAblation,
   preventativeItems,
   preventativeVector,
 } from './prevent.ts';
@@ -301,9 +299,9 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
     n,
     pBadSd: Math.sqrt(variance(points.map((p) => p.pBad))),
   });
-  // Each trait is read with the vector (method and layer) whose projection tracks P(bad) best on training-pool chats, a validation set
-  // disjoint from the held-out monitoring items. The layer chosen for steering (where a push moves behaviour most)
-  // can be one where the context's persona is not yet represented at the last prompt token (layer 0, say).
+  // Each trait is read with the vector (method and layer) whose projection tracks P(bad) best on training-pool chats,
+  // a validation set disjoint from the held-out monitoring items. The layer chosen for steering (where a push moves
+  // behaviour most) can be one where the context's persona is not yet represented at the last prompt token.
   const validation = monitorItems(world, Math.max(4, Math.round(N / 2)), 40 + seed, 'assistant', 'train');
   // Both extraction methods compete here too: the vector that steers best need not be the one that reads best
   // (in one seed the response vector won the steering choice for power at layer 0 and monitored at r 0.63).
@@ -450,15 +448,12 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
     const methods = pv.methods ?? ['add', 'ablate'];
     const interventions = methods.map((m) => {
       if (m === 'ablate')
-        return ablationIntervention(
-          ablationDirections({
-            traits,
-            finetuneDomain,
-            nLayers,
-            vectorsAt: (t, l) => [response, contrastive].map((b) => b.traits[traits.indexOf(t)].byLayer[l]),
-          }),
-          ablationLabel(finetuneDomain),
-        );
+        return offTargetAblation({
+          traits,
+          finetuneDomain,
+          nLayers,
+          vectorsAt: (t, l) => [response, contrastive].map((b) => b.traits[traits.indexOf(t)].byLayer[l]),
+        });
       const { vector, layer: preventLayer } = preventativeVector({
         traits,
         finetuneDomain,

@@ -171,9 +171,13 @@ export function ablationIntervention(
   return { method: 'ablate', vector: what, layers, alpha: null, hooks };
 }
 
-/** The off-target persona subspace, in words (the trial's `vector`). */
-export function ablationLabel(finetuneDomain: string): string {
-  return `off-target persona subspace${finetuneDomain ? ` (orthogonal to ${finetuneDomain})` : ''}`;
+/** The pipeline's concept ablation for a fine-tune in `finetuneDomain`: the off-target persona subspace, every layer. */
+export function offTargetAblation(opts: Parameters<typeof ablationDirections>[0]): PreventativeIntervention {
+  const fd = opts.finetuneDomain;
+  return ablationIntervention(
+    ablationDirections(opts),
+    `off-target persona subspace${fd ? ` (orthogonal to ${fd})` : ''}`,
+  );
 }
 
 /** The items the trial scores, per domain: the interpretation's held-out battery chats, first half (as interpretRun). */
@@ -257,18 +261,12 @@ export function preventativeStudy(
   const interventions = opts.alphas.map((alpha) => additiveIntervention(vector, layer, alpha));
   if (opts.ablate)
     interventions.push(
-      ablationIntervention(
-        ablationDirections({
-          traits,
-          finetuneDomain,
-          nLayers,
-          vectorsAt: (t, l) => [
-            bundleVector(bundles.response, t, l),
-            bundleVector(bundles.contrastive, t, l),
-          ],
-        }),
-        ablationLabel(finetuneDomain),
-      ),
+      offTargetAblation({
+        traits,
+        finetuneDomain,
+        nLayers,
+        vectorsAt: (t, l) => [bundleVector(bundles.response, t, l), bundleVector(bundles.contrastive, t, l)],
+      }),
     );
   const trials = preventativeTrials(
     () => loadModelHandle(postDir),
