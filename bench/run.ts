@@ -11,6 +11,7 @@
  * and numpy), --no-interop (skip the GGUF-generation and serve benchmarks), --shape experiment (train the default
  * experiment's model and batch instead of the reference configuration: how fast `psm run` pre-trains; no peer, as
  * the peer script fixes the SwiGLU width at 4 x dim), --batch N and --context N (override the shape's batch and context).
+ * Also times a steering scan on the experiment's model: full passes against passes resumed after the steered block.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -20,6 +21,8 @@ import { noGrad } from '../src/autograd/tensor.ts';
 import { parseLlamaConfig } from '../src/model/config.ts';
 import { DEFAULT_CONFIG } from '../src/pipeline/config.ts';
 import { LlamaModel } from '../src/model/llama.ts';
+import { addVectorHook, HookSet } from '../src/model/hooks.ts';
+import { scoreChoicesShared, scoreFromTrace, traceChoices } from '../src/interpret/scoring.ts';
 import { configureBackend, defaultThreads } from '../src/tensor/backend.ts';
 import { matmul } from '../src/tensor/matmul.ts';
 import { TokenWindowSource } from '../src/training/data.ts';
@@ -135,6 +138,57 @@ const inferTokS = noGrad(() => {
   return (STEPS * BATCH * CTX) / ((performance.now() - t0) / 1000);
 });
 console.log(`inference: forward to logits, no grad, ${BATCH}x${CTX} tokens: ${inferTokS.toFixed(0)} tok/s`);
+
+// ---- steering scan: full passes against passes resumed after the steered block ----
+// The interpretation's layer selection and dose-response score the same items under a push at one block, for every
+// block and alpha; a traced scan runs only the blocks after the push (src/interpret/scoring.ts). The default
+// experiment's model (random weights: the cost does not depend on them), 12 items of ~150-token prompts with three
+// 3-token wordings a side, 4 layers x 6 alphas.
+{
+  const xm = new LlamaModel(
+    parseLlamaConfig({
+      vocabSize: et.vocabSize,
+      dim: em.dim,
+      nLayers: em.nLayers,
+      nHeads: em.nHeads,
+      nKvHeads: em.nKvHeads,
+      hiddenDim: em.hiddenDim,
+      maxSeqLen: em.contextLength,
+    }),
+  ).initialize(2);
+  const encoder = { encode: (t: string) => Array.from(t, (ch) => ch.charCodeAt(0) % et.vocabSize) };
+  const word = (i: number, j: number) =>
+    String.fromCharCode(65 + ((i * 7 + j * 3) % 26), 97 + j, 48 + (i % 10));
+  const items = Array.from({ length: 12 }, (_, i) => ({
+    prompt: Array.from({ length: 150 }, (_, k) => String.fromCharCode(97 + ((i * 31 + k * 17) % 26))).join(
+      '',
+    ),
+    good: [0, 1, 2].map((j) => word(i, j)),
+    bad: [3, 4, 5].map((j) => word(i, j)),
+  }));
+  const direction = new Float32Array(em.dim).map((_, i) => Math.sin(i));
+  const alphas = [-4, -2, -1, 1, 2, 4];
+  const hooksAt = (layer: number, alpha: number) =>
+    new HookSet().add(`blocks.${layer}.hook_resid_post`, addVectorHook(direction, alpha));
+  const t0 = performance.now();
+  const full: number[] = [];
+  for (let layer = 0; layer < em.nLayers; layer++)
+    for (const a of alphas)
+      full.push(...scoreChoicesShared(xm, encoder, items, { hooks: hooksAt(layer, a) }).pGood);
+  const fullSeconds = (performance.now() - t0) / 1000;
+  const t1 = performance.now();
+  const trace = traceChoices(xm, encoder, items);
+  const resumed: number[] = [];
+  for (let layer = 0; layer < em.nLayers; layer++)
+    for (const a of alphas) resumed.push(...scoreFromTrace(xm, trace, layer, hooksAt(layer, a)).pGood);
+  const tracedSeconds = (performance.now() - t1) / 1000;
+  const same = full.every((p, i) => p === resumed[i]);
+  console.log(
+    `steering scan (${items.length} items x ${em.nLayers} layers x ${alphas.length} alphas, experiment model): ` +
+      `full passes ${fullSeconds.toFixed(2)} s, traced and resumed ${tracedSeconds.toFixed(2)} s ` +
+      `(x${(fullSeconds / tracedSeconds).toFixed(2)}, trace included; same P(good): ${same ? 'yes' : 'NO'})`,
+  );
+}
 
 // ---- matmul GFLOPS ----
 const SIZES = [128, 256, 512, 1024];
