@@ -284,6 +284,8 @@ export function registerInterpretCommands(program: Command): void {
             const dr = s.doseResponse(handle, its, vec, alphas, {
               layers,
               allowOtherModel: o.allowOtherModel,
+              // One layer: each alpha's pass resumes after it (same numbers, fewer blocks run).
+              trace: (layers ?? [vec.layer]).length === 1 ? s.traceItems(handle, its) : undefined,
             });
             results.push(dr);
             process.stdout.write(
