@@ -22,7 +22,11 @@ import { batteryItems, defaultWorldPath, loadWorld } from '../src/world/index.ts
 const program = new Command()
   .argument('<runDir>', 'a run folder whose seeds have been interpreted')
   .option('--items <list>', 'selection chats per trait to compare', '12,24')
+  .option('--item-seed <n>', "the interpretation's item seed (interpretRun's seed; the pipeline uses 1)", '1')
   .parse();
+const itemSeed = Number(program.opts().itemSeed);
+if (!Number.isInteger(itemSeed))
+  throw new Error(`--item-seed: "${program.opts().itemSeed}" is not an integer`);
 const runDir = program.args[0];
 const sizes = String(program.opts().items)
   .split(',')
@@ -44,12 +48,11 @@ const world = loadWorld(defaultWorldPath());
 const traits = world.domains.map((d) => d.name);
 const fails = new Map<number, string[]>(sizes.map((n) => [n, []]));
 for (const dir of seedDirs) {
-  const seed = Number(/seed(\d+)$/.exec(dir)![1]);
   const seedDir = path.join(runDir, dir);
   const post = loadModelHandle(path.join(seedDir, 'posttrain', 'model'));
-  // The interpretation's held-out battery and selection seeds for this seed (interpretRun: 100 + seed, seed + 1).
+  // The interpretation's held-out battery and selection items (interpretRun: seeds 100 + itemSeed and itemSeed + 1).
   const battery = byDomain(
-    batteryItems(world, { seed: 100 + seed, batteryPerDomain: 48, batteryFormats: ['chat'] }),
+    batteryItems(world, { seed: 100 + itemSeed, batteryPerDomain: 48, batteryFormats: ['chat'] }),
   );
   const traces = new Map(traits.map((t) => [t, traceItems(post, battery.get(t)!)]));
   for (const n of sizes) {
@@ -57,7 +60,7 @@ for (const dir of seedDirs) {
       loadVectorBundle(path.join(seedDir, 'interpret', f)),
     );
     for (const b of [response, contrastive])
-      selectLayers(post, world, b.traits, { items: n, seed: seed + 1 });
+      selectLayers(post, world, b.traits, { items: n, seed: itemSeed + 1 });
     const row = traits.map((t, i) => {
       const tv = betterSteering(response.traits[i], contrastive.traits[i]);
       const dr = doseResponse(post, battery.get(t)!, tv.byLayer[tv.bestLayer], DEFAULT_ALPHAS, {

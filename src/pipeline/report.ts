@@ -29,8 +29,8 @@ export interface PreventativeAggregate {
 
 /**
  * The method issue 5's preventative goal is read on: concept ablation when it ran. It was chosen on the stop-10
- * models (a development set), where adding one vector at one layer cut the drop by 0.25 on average and ablating the
- * off-target persona subspace by 0.53 (docs/interpret.md).
+ * models (a development set), where adding one vector at one layer cut the drop by 0.29 on average and ablating the
+ * off-target persona subspace by 0.52 (docs/interpret.md).
  */
 const PREVENTATIVE_NAMES: Record<PreventativeTrial['method'], string> = {
   ablate: 'concept ablation of the off-target persona subspace',
