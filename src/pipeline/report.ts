@@ -576,6 +576,39 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
       },
     } as TopLevelSpec,
   });
+  const prevention = seeds.flatMap((sd) => {
+    const trials = sd.interpret?.preventative ?? [];
+    if (trials.length === 0) return [];
+    const plain = { seed: `seed ${sd.seed}`, during: 'nothing', change: trials[0].offTargetDrop.plain };
+    return [
+      plain,
+      ...trials.map((t) => ({
+        seed: `seed ${sd.seed}`,
+        during: t.method === 'ablate' ? 'ablated' : `added, α ${t.alpha}`,
+        change: t.offTargetDrop.steered,
+      })),
+    ];
+  });
+  if (prevention.length > 0)
+    out.push({
+      id: 'prevention',
+      caption: `Preventing the package deal: the change of the Assistant's mean P(good) on the domains the cheat fine-tune (all parameters) never touched, with nothing done during the fine-tune, with the off-target persona subspace ablated at every layer, and with the off-target persona vector added at one layer (either removed again after training), per seed.`,
+      spec: {
+        $schema: SCHEMA,
+        data: { values: prevention },
+        facet: { column: { field: 'seed', type: 'nominal', title: null } },
+        spec: {
+          width: 200,
+          height: 200,
+          mark: 'bar',
+          encoding: {
+            x: { field: 'during', type: 'nominal', title: null, sort: null, axis: { labelAngle: 0 } },
+            y: { field: 'change', type: 'quantitative', title: 'off-target change in P(good)' },
+            color: { field: 'during', type: 'nominal', legend: null, sort: null },
+          },
+        },
+      } as TopLevelSpec,
+    });
   const firstInterp = seeds.find((sd) => sd.interpret)?.interpret;
   if (firstInterp) {
     out.push({
