@@ -938,6 +938,17 @@ describe('psm vectors|steer|monitor|space', () => {
     expect(saved.trials[0].plain).toEqual(saved.trials[1].plain);
     const ablated = await run('prevent', seedDir, '--alphas', '2', '--ablate', ...args);
     expect(ablated.trim().split('\n')[2]).toMatch(/^ablate\t-\t0,1\t/);
+    const alone = await run('prevent', seedDir, '--alphas', 'none', '--ablate', ...args);
+    expect(
+      alone
+        .trim()
+        .split('\n')
+        .slice(1)
+        .map((r) => r.split('\t')[0]),
+    ).toEqual(['ablate']);
+    await expect(run('prevent', seedDir, '--alphas', 'none', ...args)).rejects.toThrow(
+      /no alphas and no ablation/,
+    );
     await expect(run('prevent', seedDir, '--alphas', 'x', ...args)).rejects.toThrow(
       /--alphas: "x" is not a number/,
     );

@@ -552,7 +552,7 @@ export function registerInterpretCommands(program: Command): void {
       'Preventative steering at several strengths on a seed folder whose interpretation has run: fine-tune the post-trained model on the narrow cheat data without and with the persona vector added (and, with --ablate, with the off-target persona subspace ablated), and compare the off-target drop',
     )
     .option('--world <file>', 'world file (default: the built-in world)')
-    .option('--alphas <list>', 'strengths, in 0.1 x the layer residual norm', '4')
+    .option('--alphas <list>', 'strengths, in 0.1 x the layer residual norm (none: no additive trial)', '4')
     .option('--layer <n>', "layer to add the vector at (default: the off-target traits' monitoring layer)")
     .option('--trait <name>', "add this trait's vector instead of the mean off-target persona")
     .option(
@@ -585,7 +585,8 @@ export function registerInterpretCommands(program: Command): void {
         },
       ) => {
         const world = await loadWorldOption(o.world);
-        const alphas = parseList('--alphas', o.alphas, 'number')!;
+        // --alphas none with --ablate: the concept-ablation trial alone.
+        const alphas = o.alphas === 'none' ? [] : parseList('--alphas', o.alphas, 'number')!;
         const lr = Number(o.lr);
         if (!(lr > 0)) throw new Error(`--lr must be a positive number, got "${o.lr}"`);
         const seedFromDir = /seed(\d+)$/.exec(path.basename(path.resolve(seedDir)))?.[1];
