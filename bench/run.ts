@@ -51,16 +51,18 @@ const EXPERIMENT = SHAPE === 'experiment';
 const PEER = !process.argv.includes('--no-peer') && !EXPERIMENT;
 
 const { model: em, pretrain: ep, tokenizer: et } = DEFAULT_CONFIG;
+/** The default experiment's model shape. */
+const EXPERIMENT_MODEL = {
+  vocabSize: et.vocabSize,
+  dim: em.dim,
+  nLayers: em.nLayers,
+  nHeads: em.nHeads,
+  nKvHeads: em.nKvHeads,
+  hiddenDim: em.hiddenDim,
+  maxSeqLen: em.contextLength,
+};
 const REF = EXPERIMENT
-  ? {
-      vocabSize: et.vocabSize,
-      dim: em.dim,
-      nLayers: em.nLayers,
-      nHeads: em.nHeads,
-      nKvHeads: em.nKvHeads,
-      hiddenDim: em.hiddenDim,
-      maxSeqLen: Math.max(em.contextLength, argNumber('context', 0)),
-    }
+  ? { ...EXPERIMENT_MODEL, maxSeqLen: Math.max(em.contextLength, argNumber('context', 0)) }
   : {
       vocabSize: 2048,
       dim: 128,
@@ -145,17 +147,7 @@ console.log(`inference: forward to logits, no grad, ${BATCH}x${CTX} tokens: ${in
 // experiment's model (random weights: the cost does not depend on them), 12 items of ~150-token prompts with three
 // 3-token wordings a side, 4 layers x 6 alphas.
 {
-  const xm = new LlamaModel(
-    parseLlamaConfig({
-      vocabSize: et.vocabSize,
-      dim: em.dim,
-      nLayers: em.nLayers,
-      nHeads: em.nHeads,
-      nKvHeads: em.nKvHeads,
-      hiddenDim: em.hiddenDim,
-      maxSeqLen: em.contextLength,
-    }),
-  ).initialize(2);
+  const xm = new LlamaModel(parseLlamaConfig(EXPERIMENT_MODEL)).initialize(2);
   const encoder = { encode: (t: string) => Array.from(t, (ch) => ch.charCodeAt(0) % et.vocabSize) };
   const word = (i: number, j: number) =>
     String.fromCharCode(65 + ((i * 7 + j * 3) % 26), 97 + j, 48 + (i % 10));

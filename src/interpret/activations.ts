@@ -21,7 +21,7 @@ import {
   writeSafetensorsSync,
   type TensorData,
 } from '../io/safetensors.ts';
-import type { Encoder } from '../measurement/choice.ts';
+import { memoEncode, type Encoder } from '../measurement/choice.ts';
 import { checkHookName, HookSet, type HookFn } from '../model/hooks.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { loadModelFolder, MODEL_FILE, modelTensors } from '../model/weights.ts';
@@ -111,12 +111,7 @@ export function tokenizeContexts(
   contexts: readonly TextContext[],
   prefix = END_OF_TEXT,
 ): TokenContext[] {
-  const cache = new Map<string, number[]>();
-  const enc = (t: string) => {
-    let ids = cache.get(t);
-    if (!ids) cache.set(t, (ids = tokenizer.encode(t)));
-    return ids;
-  };
+  const enc = memoEncode(tokenizer);
   return contexts.map((c, i) => {
     const prompt = enc(prefix + c.prompt);
     if (prompt.length === 0) throw new Error(`context ${i}: empty prompt`);

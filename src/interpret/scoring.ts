@@ -9,7 +9,7 @@ import { logSumExp } from '../measurement/stats.ts';
 import { checkHookName, HookSet } from '../model/hooks.ts';
 import { KvCache, type LlamaModel } from '../model/llama.ts';
 import { logSoftmaxRow } from '../tensor/kernels.ts';
-import type { Encoder } from '../measurement/choice.ts';
+import { memoEncode, type Encoder } from '../measurement/choice.ts';
 
 export interface SharedChoiceItem {
   /** Prompt text, separator included when wanted. */
@@ -51,12 +51,7 @@ function prepareItems(
   items: readonly SharedChoiceItem[],
 ): PreparedItem[] {
   const c = model.config;
-  const enc = new Map<string, number[]>();
-  const encode = (t: string) => {
-    let ids = enc.get(t);
-    if (!ids) enc.set(t, (ids = tokenizer.encode(t)));
-    return ids;
-  };
+  const encode = memoEncode(tokenizer);
   return items.map((item, idx) => {
     if (item.good.length === 0 || item.bad.length === 0)
       throw new Error(`choice item ${idx} needs at least one good and one bad wording`);
@@ -73,34 +68,6 @@ function prepareItems(
       );
     return { prompt, conts, nGood: item.good.length, maxC, capacity: prompt.length + maxC };
   });
-}
-
-/** A copy of a one-sequence cache, or that sequence repeated `batch` times, over its first `length` positions. */
-function copyCache(
-  model: LlamaModel,
-  src: KvCache,
-  batch: number,
-  length: number,
-  capacity: number,
-): KvCache {
-  const c = model.config;
-  const cache = new KvCache(c, batch, capacity);
-  const hkv = c.nKvHeads;
-  const hd = c.dim / c.nHeads;
-  for (let l = 0; l < c.nLayers; l++) {
-    for (let h = 0; h < hkv; h++) {
-      const from = h * src.capacity * hd;
-      const kSrc = src.keys[l].subarray(from, from + length * hd);
-      const vSrc = src.values[l].subarray(from, from + length * hd);
-      for (let b = 0; b < batch; b++) {
-        const dst = (b * hkv + h) * capacity * hd;
-        cache.keys[l].set(kSrc, dst);
-        cache.values[l].set(vSrc, dst);
-      }
-    }
-  }
-  cache.length = length;
-  return cache;
 }
 
 /** Where one item's passes start: from the tokens, or from the recorded stream after a block. */
@@ -130,7 +97,7 @@ function scoreItem(
   const T0 = p.prompt.length;
   // Resuming, the cache starts as the recorded pass's: the skipped layers keep their keys and values, and the pass
   // overwrites the later ones.
-  const cache1 = start ? copyCache(model, start.cache, 1, T0, p.capacity) : new KvCache(c, 1, p.capacity);
+  const cache1 = start ? start.cache.expand([1]) : new KvCache(c, 1, p.capacity);
   cache1.length = 0;
   const hp = model.forwardHidden(Int32Array.from(p.prompt), 1, {
     cache: cache1,
@@ -145,7 +112,7 @@ function scoreItem(
   if (p.maxC > 1) {
     const B = p.conts.length;
     const T = p.maxC - 1;
-    const cache = copyCache(model, cache1, B, T0, p.capacity);
+    const cache = cache1.expand([B]);
     const ids = new Int32Array(B * T);
     p.conts.forEach((ct, b) => ids.set(ct.slice(0, -1).slice(0, T), b * T));
     const hc = model.forwardHidden(ids, B, {

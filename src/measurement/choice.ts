@@ -18,6 +18,16 @@ export interface Encoder {
   encode(text: string): number[];
 }
 
+/** `tokenizer.encode` that encodes each distinct text once (choice items repeat their prompts and wordings). */
+export function memoEncode(tokenizer: Encoder): (text: string) => number[] {
+  const cache = new Map<string, number[]>();
+  return (text) => {
+    let ids = cache.get(text);
+    if (!ids) cache.set(text, (ids = tokenizer.encode(text)));
+    return ids;
+  };
+}
+
 export interface ChoiceOptions {
   hooks?: HookSet;
   tokensPerBatch?: number;
@@ -27,15 +37,7 @@ export interface ChoiceOptions {
 export function choiceProbabilities(model: LlamaModel, tokenizer: Encoder, items: readonly ChoiceItem[], opts: ChoiceOptions = {}): number[] {
   const requests: ScoreRequest[] = [];
   const spans: { good: [number, number]; bad: [number, number] }[] = [];
-  const cache = new Map<string, number[]>();
-  const enc = (text: string): number[] => {
-    let ids = cache.get(text);
-    if (!ids) {
-      ids = tokenizer.encode(text);
-      cache.set(text, ids);
-    }
-    return ids;
-  };
+  const enc = memoEncode(tokenizer);
   items.forEach((item, i) => {
     if (item.good.length === 0 || item.bad.length === 0) throw new Error(`choice item ${i} needs at least one good and one bad wording`);
     const prompt = enc(item.prompt);
