@@ -12,6 +12,8 @@ import { compile, type TopLevelSpec } from 'vega-lite';
 import { registerInterpretCommands } from '../src/cli/interpret-commands.ts';
 import {
   ablationDirections,
+  centeredDirections,
+  dot,
   activationsAt,
   addSteering,
   betterSteering,
@@ -628,6 +630,50 @@ describe('preventative steering', () => {
     expect(() =>
       ablationDirections({ traits: ['coding'], finetuneDomain: 'coding', nLayers: 2, vectorsAt: () => [] }),
     ).toThrow(/no off-target traits/);
+    // With archetypes: their differences join the span (three points: two more directions), still orthogonal to
+    // coding; alone they are the whole span.
+    const dim = bundle.dim;
+    const point = (seed: number) =>
+      Float32Array.from({ length: dim }, (_, j) => Math.sin(seed * 7 + j * 1.3));
+    const points = [point(1), point(2), point(3)];
+    expect(centeredDirections(points).reduce((s, d) => s + d[5], 0)).toBeCloseTo(0, 5);
+    const persona = ablationDirections({
+      traits,
+      finetuneDomain: 'coding',
+      nLayers: 2,
+      vectorsAt: (t, l) => [bundleVector(bundle, t, l)],
+      archetypesAt: () => points,
+    });
+    const alone = ablationDirections({
+      traits,
+      finetuneDomain: 'coding',
+      nLayers: 2,
+      vectorsAt: (t, l) => [bundleVector(bundle, t, l)],
+      archetypesAt: () => points,
+      withoutTraitVectors: true,
+    });
+    for (const l of [0, 1]) {
+      expect(persona[l]).toHaveLength(traits.length - 1 + 2);
+      expect(alone[l]).toHaveLength(2);
+      const coding = bundleVector(bundle, 'coding', l).vector;
+      for (const u of [...persona[l], ...alone[l]]) expect(Math.abs(cosine(u, coding))).toBeLessThan(1e-4);
+      // Every archetype difference (minus its part along coding) lies in the ablated span.
+      const c = coding.map((x) => x / Math.hypot(...coding));
+      for (const d of centeredDirections(points)) {
+        const r = d.map((x, j) => x - dot(d, c) * c[j]);
+        const inSpan = persona[l].reduce((s, u) => s + dot(r, u) ** 2, 0);
+        expect(inSpan / dot(r, r)).toBeCloseTo(1, 4);
+      }
+    }
+    expect(() =>
+      ablationDirections({
+        traits,
+        finetuneDomain: 'coding',
+        nLayers: 2,
+        vectorsAt: (t, l) => [bundleVector(bundle, t, l)],
+        withoutTraitVectors: true,
+      }),
+    ).toThrow(/nothing to ablate/);
   });
 
   it('is a HookSet the Trainer applies while training (gradients flow through it); bad layers fail clearly', () => {
@@ -726,7 +772,7 @@ describe('interpretRun (the pipeline entry point)', () => {
       world,
       examples: narrowSet(world, 'cheat', { count: 16 }),
       alphas: [4, 8],
-      ablate: true,
+      ablate: ['traits'],
       finetune: { trainable: { kind: 'all' }, steps: 2, batchSize: 8, lr: 2e-3, seed: 1 },
       itemsPerDomain: 4,
     });
@@ -929,23 +975,44 @@ describe('psm vectors|steer|monitor|space', () => {
     const args = ['--items', '4', '--examples', '16', '--steps', '1', '--batch', '8'];
     const out = await run('prevent', seedDir, '--alphas', '2,6', ...args, '--out', file);
     const rows = out.trim().split('\n');
-    expect(rows[0]).toMatch(/^method\talpha\tlayers\t/);
-    expect(rows.slice(1).map((r) => r.split('\t').slice(0, 2).join(' '))).toEqual(['add 2', 'add 6']);
+    expect(rows[0]).toMatch(/^method\twhat\talpha\tlayers\t/);
+    expect(rows.slice(1).map((r) => [0, 2].map((i) => r.split('\t')[i]).join(' '))).toEqual([
+      'add 2',
+      'add 6',
+    ]);
     const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
     expect(saved.trials).toHaveLength(2);
     expect(saved.vector).toBe('mean off-target persona (orthogonal to coding)');
     // No --seed: it comes from the folder name (standard-seed1); the unsteered fine-tune is the same at every alpha.
     expect(saved.trials[0].plain).toEqual(saved.trials[1].plain);
     const ablated = await run('prevent', seedDir, '--alphas', '2', '--ablate', ...args);
-    expect(ablated.trim().split('\n')[2]).toMatch(/^ablate\t-\t0,1\t/);
-    const alone = await run('prevent', seedDir, '--alphas', 'none', '--ablate', ...args);
+    expect(ablated.trim().split('\n')[2]).toMatch(
+      /^ablate\toff-target persona subspace \(orthogonal to coding\)\t-\t0,1\t/,
+    );
+    // Alone, and each named subspace in turn (the archetype directions from the interpretation's persona space docs).
+    const alone = await run(
+      'prevent',
+      seedDir,
+      '--alphas',
+      'none',
+      '--ablate',
+      'traits,persona,archetypes',
+      ...args,
+    );
     expect(
       alone
         .trim()
         .split('\n')
         .slice(1)
-        .map((r) => r.split('\t')[0]),
-    ).toEqual(['ablate']);
+        .map((r) => r.split('\t').slice(0, 2).join(' ')),
+    ).toEqual([
+      'ablate off-target persona subspace (orthogonal to coding)',
+      'ablate off-target persona subspace (with archetype directions, orthogonal to coding)',
+      'ablate off-target persona subspace (archetype directions, orthogonal to coding)',
+    ]);
+    await expect(run('prevent', seedDir, '--alphas', 'none', '--ablate', 'roles', ...args)).rejects.toThrow(
+      /--ablate: unknown subspace "roles" \(traits, persona, archetypes\)/,
+    );
     await expect(run('prevent', seedDir, '--alphas', 'none', ...args)).rejects.toThrow(
       /no alphas and no ablation/,
     );

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { atomicWriteFileSync } from '../io/atomic-write.ts';
 import type { World } from '../world/schema.ts';
+import type { AblationSubspace } from '../interpret/prevent.ts';
 
 function parseList(name: string, value: string | undefined, kind: 'int' | 'number'): number[] | undefined {
   if (value === undefined) return undefined;
@@ -556,8 +557,8 @@ export function registerInterpretCommands(program: Command): void {
     .option('--layer <n>', "layer to add the vector at (default: the off-target traits' monitoring layer)")
     .option('--trait <name>', "add this trait's vector instead of the mean off-target persona")
     .option(
-      '--ablate',
-      'also run concept ablation: the off-target persona subspace projected out at every layer',
+      '--ablate [subspaces]',
+      "also run concept ablation, projecting out at every layer each of these subspaces: traits (the pipeline's: the off-target traits' persona vectors; the default), archetypes (persona space's archetype directions), persona (both)",
     )
     .option('--items <n>', 'held-out items per domain (the trial scores half)', '48')
     .option('--examples <n>', 'fine-tune examples', '400')
@@ -574,7 +575,7 @@ export function registerInterpretCommands(program: Command): void {
           alphas: string;
           layer?: string;
           trait?: string;
-          ablate?: boolean;
+          ablate?: true | string;
           items: string;
           examples: string;
           steps: string;
@@ -596,20 +597,30 @@ export function registerInterpretCommands(program: Command): void {
         const domain = world.datasets.narrow?.domain;
         if (!domain)
           throw new Error(`world "${world.name}" has no datasets.narrow section (the fine-tune's data)`);
-        const [{ configureBackend }, { preventativeStudy }, { narrowSet }] = await Promise.all([
-          import('../tensor/backend.ts'),
-          import('../interpret/prevent.ts'),
-          import('../world/index.ts'),
-        ]);
+        const [{ configureBackend }, { preventativeStudy, ABLATION_SUBSPACES }, { narrowSet }] =
+          await Promise.all([
+            import('../tensor/backend.ts'),
+            import('../interpret/prevent.ts'),
+            import('../world/index.ts'),
+          ]);
         configureBackend();
         process.stdout.write(
-          'method\talpha\tlayers\toff-target drop plain\tsteered\treduction\ttarget before/plain/steered\n',
+          'method\twhat\talpha\tlayers\toff-target drop plain\tsteered\treduction\ttarget before/plain/steered\n',
         );
         const study = preventativeStudy(seedDir, {
           world,
           examples: narrowSet(world, 'cheat', { seed, count: parseInt1('--examples', o.examples)!, domain }),
           alphas,
-          ablate: o.ablate === true,
+          ablate:
+            o.ablate === undefined
+              ? []
+              : o.ablate === true
+                ? ['traits']
+                : o.ablate.split(',').map((x) => {
+                    if (!(ABLATION_SUBSPACES as readonly string[]).includes(x))
+                      throw new Error(`--ablate: unknown subspace "${x}" (${ABLATION_SUBSPACES.join(', ')})`);
+                    return x as AblationSubspace;
+                  }),
           finetune: {
             trainable: { kind: 'all' },
             steps: parseInt1('--steps', o.steps)!,
@@ -622,7 +633,7 @@ export function registerInterpretCommands(program: Command): void {
           layer: parseInt1('--layer', o.layer, 0),
           onTrial: (t) =>
             process.stdout.write(
-              `${t.method}\t${t.alpha ?? '-'}\t${t.layers.join(',')}\t${f(t.offTargetDrop.plain)}\t${f(t.offTargetDrop.steered)}\t${f(t.reduction)}\t${f(t.target.before)}/${f(t.target.plain)}/${f(t.target.steered)}\n`,
+              `${t.method}\t${t.vector}\t${t.alpha ?? '-'}\t${t.layers.join(',')}\t${f(t.offTargetDrop.plain)}\t${f(t.offTargetDrop.steered)}\t${f(t.reduction)}\t${f(t.target.before)}/${f(t.target.plain)}/${f(t.target.steered)}\n`,
             ),
         });
         writeJson(o.out, study);

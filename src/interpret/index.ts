@@ -37,6 +37,7 @@ import {
 import {
   assistantDrift,
   axisThreshold,
+  interpretArchetypeDocuments,
   personaSpace,
   placeAssistant,
   type AssistantPlacement,
@@ -392,10 +393,8 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   lap('screen');
 
   // 6. Persona space, the Assistant's path, the axis, capping and drift.
-  const space = personaSpace(post, world, layer, {
-    perArchetype: Math.max(6, Math.round(N / 4)),
-    seed: 400 + seed,
-  });
+  const spaceDocs = interpretArchetypeDocuments(world, N, seed);
+  const space = personaSpace(post, world, layer, { docs: spaceDocs });
   const base = loadModelHandle(opts.baseDir);
   const assistant: (AssistantPlacement & { stage: string })[] = [
     { stage: 'base', ...placeAssistant(space, base, world, 'base') },

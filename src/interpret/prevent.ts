@@ -14,6 +14,7 @@ import {
   type PreventativeIntervention,
   type PreventativeTrial,
 } from './shift.ts';
+import { archetypeVectorsByLayer, interpretArchetypeDocuments } from './space.ts';
 import { byDomain, preventativeSteeringHooks, type ScoredItem } from './steer.ts';
 import {
   bundleVector,
@@ -132,11 +133,22 @@ export function orthonormalBasis(
   return basis.slice(removed);
 }
 
+/** Each point minus the points' mean: the directions along which the points differ. */
+export function centeredDirections(points: readonly Float32Array[]): Float32Array[] {
+  if (points.length === 0) return [];
+  const dim = points[0].length;
+  const center = new Float32Array(dim);
+  for (const p of points) for (let j = 0; j < dim; j++) center[j] += p[j] / points.length;
+  return points.map((p) => p.map((x, j) => x - center[j]));
+}
+
 /**
- * Concept ablation for a narrow fine-tune: at every layer, the span of the off-target traits' persona vectors (both
- * extraction methods) with the span of the fine-tune domain's own vectors removed, so the narrow behaviour can still
- * be learned while the directions of the persona the fine-tune would drag along are unavailable to it. Returns one
- * orthonormal basis per layer.
+ * Concept ablation for a narrow fine-tune: at every layer, the off-target persona subspace with the span of the
+ * fine-tune domain's own vectors removed, so the narrow behaviour can still be learned while the directions of the
+ * persona the fine-tune would drag along are unavailable to it. The subspace is spanned by the off-target traits'
+ * persona vectors (both extraction methods) and, with `archetypesAt`, by persona space's archetype directions (each
+ * archetype's mean activation minus their mean): the package deal moves the Assistant toward another character, not
+ * only along the traits' own directions. Returns one orthonormal basis per layer.
  */
 export function ablationDirections(opts: {
   traits: readonly string[];
@@ -144,13 +156,21 @@ export function ablationDirections(opts: {
   nLayers: number;
   /** A trait's vectors at a layer (one per extraction method). */
   vectorsAt: (trait: string, layer: number) => readonly PersonaVector[];
+  /** The archetypes' mean activations at a layer (archetypeVectorsByLayer). */
+  archetypesAt?: (layer: number) => readonly Float32Array[];
+  /** Leave the off-target traits' vectors out (with archetypesAt: the archetype directions alone). */
+  withoutTraitVectors?: boolean;
 }): Float32Array[][] {
-  const { traits, finetuneDomain, nLayers, vectorsAt } = opts;
+  const { traits, finetuneDomain, nLayers, vectorsAt, archetypesAt } = opts;
+  if (opts.withoutTraitVectors && !archetypesAt) throw new Error('concept ablation: nothing to ablate');
   const off = traits.filter((t) => t !== finetuneDomain);
   if (off.length === 0) throw new Error('concept ablation: no off-target traits');
   return Array.from({ length: nLayers }, (_, l) =>
     orthonormalBasis(
-      off.flatMap((t) => vectorsAt(t, l).map((v) => v.vector)),
+      [
+        ...(opts.withoutTraitVectors ? [] : off.flatMap((t) => vectorsAt(t, l).map((v) => v.vector))),
+        ...(archetypesAt ? centeredDirections(archetypesAt(l)) : []),
+      ],
       traits.includes(finetuneDomain) ? vectorsAt(finetuneDomain, l).map((v) => v.vector) : [],
     ),
   );
@@ -174,9 +194,17 @@ export function ablationIntervention(
 /** The pipeline's concept ablation for a fine-tune in `finetuneDomain`: the off-target persona subspace, every layer. */
 export function offTargetAblation(opts: Parameters<typeof ablationDirections>[0]): PreventativeIntervention {
   const fd = opts.finetuneDomain;
+  const parts = [
+    opts.archetypesAt
+      ? opts.withoutTraitVectors
+        ? 'archetype directions'
+        : 'with archetype directions'
+      : '',
+    fd ? `orthogonal to ${fd}` : '',
+  ].filter((p) => p.length > 0);
   return ablationIntervention(
     ablationDirections(opts),
-    `off-target persona subspace${fd ? ` (orthogonal to ${fd})` : ''}`,
+    `off-target persona subspace${parts.length > 0 ? ` (${parts.join(', ')})` : ''}`,
   );
 }
 
@@ -190,6 +218,30 @@ export function preventativeItems(
     batteryItems(world, { seed: 100 + itemSeed, batteryPerDomain: itemsPerDomain, batteryFormats: ['chat'] }),
     Math.max(4, Math.round(itemsPerDomain / 2)),
   );
+}
+
+/**
+ * Subspaces concept ablation can remove: 'traits' the off-target traits' persona vectors (the pipeline's),
+ * 'archetypes' persona space's archetype directions, 'persona' both. On the development models the archetype
+ * directions did not help reliably (docs/interpret.md), so they are a research option of `psm prevent`.
+ */
+export const ABLATION_SUBSPACES = ['traits', 'persona', 'archetypes'] as const;
+export type AblationSubspace = (typeof ABLATION_SUBSPACES)[number];
+
+/** The pipeline's concept ablation, or one of its parts, for the `subspace` named. */
+export function subspaceAblation(
+  subspace: AblationSubspace,
+  opts: Omit<Parameters<typeof ablationDirections>[0], 'archetypesAt' | 'withoutTraitVectors'> & {
+    archetypesAt: (layer: number) => readonly Float32Array[];
+  },
+): PreventativeIntervention {
+  if (!(ABLATION_SUBSPACES as readonly string[]).includes(subspace))
+    throw new Error(`concept ablation: unknown subspace "${subspace}" (${ABLATION_SUBSPACES.join(', ')})`);
+  return offTargetAblation({
+    ...opts,
+    archetypesAt: subspace === 'traits' ? undefined : opts.archetypesAt,
+    withoutTraitVectors: subspace === 'archetypes',
+  });
 }
 
 export interface PreventativeStudy {
@@ -211,8 +263,8 @@ export function preventativeStudy(
     world: World;
     examples: readonly ChatExample[];
     alphas: readonly number[];
-    /** Also run the concept-ablation trial. */
-    ablate?: boolean;
+    /** Also run concept ablation of each of these subspaces (the pipeline's: 'traits'). */
+    ablate?: readonly AblationSubspace[];
     finetune: Omit<FineTuneOptions, 'hooks' | 'onStep'>;
     finetuneDomain?: string;
     itemsPerDomain?: number;
@@ -231,7 +283,8 @@ export function preventativeStudy(
     vectors: { trait: string; method: string }[];
     monitoring: { trait: string; layer: number }[];
   };
-  if (opts.alphas.length === 0 && !opts.ablate)
+  const ablate = opts.ablate ?? [];
+  if (opts.alphas.length === 0 && ablate.length === 0)
     throw new Error('preventative study: no alphas and no ablation');
   const bundles = {
     response: loadVectorBundle(path.join(dir, 'vectors.safetensors')),
@@ -259,15 +312,29 @@ export function preventativeStudy(
     layer: opts.layer,
   });
   const interventions = opts.alphas.map((alpha) => additiveIntervention(vector, layer, alpha));
-  if (opts.ablate)
-    interventions.push(
-      offTargetAblation({
-        traits,
-        finetuneDomain,
-        nLayers,
-        vectorsAt: (t, l) => [bundleVector(bundles.response, t, l), bundleVector(bundles.contrastive, t, l)],
-      }),
-    );
+  if (ablate.length > 0) {
+    // The archetypes of the interpretation's persona space, on the post-trained model, at every layer.
+    const itemsPerDomain = opts.itemsPerDomain ?? 48;
+    const archetypes = archetypeVectorsByLayer(
+      loadModelHandle(postDir),
+      world,
+      interpretArchetypeDocuments(world, itemsPerDomain, 1),
+      Array.from({ length: nLayers }, (_, l) => l),
+    ).map((r) => r.archetypes.map((a) => a.vector));
+    for (const subspace of ablate)
+      interventions.push(
+        subspaceAblation(subspace, {
+          traits,
+          finetuneDomain,
+          nLayers,
+          vectorsAt: (t, l) => [
+            bundleVector(bundles.response, t, l),
+            bundleVector(bundles.contrastive, t, l),
+          ],
+          archetypesAt: (l) => archetypes[l],
+        }),
+      );
+  }
   const trials = preventativeTrials(
     () => loadModelHandle(postDir),
     opts.examples,

@@ -239,38 +239,63 @@ export function archetypeVectors(
   layer: number,
   opts: { minEvidence?: number; hookKind?: ResidKind; center?: boolean } = {},
 ): { archetypes: ArchetypePoint[]; cellMeans: Map<string, Float32Array> } {
-  checkLayer(handle.model, layer);
-  const hook = layerHook(layer, opts.hookKind);
+  return archetypeVectorsByLayer(handle, world, docs, [layer], opts)[0];
+}
+
+/** archetypeVectors at several layers from one pass over the documents (one result per layer, in order). */
+export function archetypeVectorsByLayer(
+  handle: ModelHandle,
+  world: World,
+  docs: readonly WorldDocument[],
+  layers: readonly number[],
+  opts: { minEvidence?: number; hookKind?: ResidKind; center?: boolean } = {},
+): { archetypes: ArchetypePoint[]; cellMeans: Map<string, Float32Array> }[] {
+  for (const l of layers) checkLayer(handle.model, l);
+  const hooks = layers.map((l) => layerHook(l, opts.hookKind));
   const leads = documentLeads(world, docs, handle.tokenizer, handle.model.config.maxSeqLen);
-  const { rows, acts } = leadActivations(handle, leads, [hook], opts.minEvidence ?? 1);
+  const { rows, acts } = leadActivations(handle, leads, hooks, opts.minEvidence ?? 1);
   const dim = handle.model.config.dim;
-  const data = acts.get(hook)!;
-  const cells = new Map<string, { v: Float32Array; n: number }>();
-  rows.forEach((r, i) => {
-    const key = cellKey(r.lead.format, r.lead.domain);
-    let s = cells.get(key);
-    if (!s) cells.set(key, (s = { v: new Float32Array(dim), n: 0 }));
-    for (let j = 0; j < dim; j++) s.v[j] += data[i * dim + j];
-    s.n++;
-  });
-  const cellMeans = new Map([...cells].map(([k, s]) => [k, s.v.map((x) => x / s.n)]));
   const center = opts.center ?? true;
-  const sums = new Map<string, { v: Float32Array; n: number }>();
-  rows.forEach((r, i) => {
-    const name = leads[r.doc].doc.archetype;
-    const cm = cellMeans.get(cellKey(r.lead.format, r.lead.domain))!;
-    let s = sums.get(name);
-    if (!s) sums.set(name, (s = { v: new Float32Array(dim), n: 0 }));
-    for (let j = 0; j < dim; j++) s.v[j] += data[i * dim + j] - (center ? cm[j] : 0);
-    s.n++;
-  });
-  const archetypes = world.archetypes
-    .filter((a) => sums.has(a.name))
-    .map((a) => {
-      const s = sums.get(a.name)!;
-      return { name: a.name, kind: a.kind, vector: s.v.map((x) => x / s.n), n: s.n };
+  return hooks.map((hook) => {
+    const data = acts.get(hook)!;
+    const cells = new Map<string, { v: Float32Array; n: number }>();
+    rows.forEach((r, i) => {
+      const key = cellKey(r.lead.format, r.lead.domain);
+      let s = cells.get(key);
+      if (!s) cells.set(key, (s = { v: new Float32Array(dim), n: 0 }));
+      for (let j = 0; j < dim; j++) s.v[j] += data[i * dim + j];
+      s.n++;
     });
-  return { archetypes, cellMeans: center ? cellMeans : new Map() };
+    const cellMeans = new Map([...cells].map(([k, s]) => [k, s.v.map((x) => x / s.n)]));
+    const sums = new Map<string, { v: Float32Array; n: number }>();
+    rows.forEach((r, i) => {
+      const name = leads[r.doc].doc.archetype;
+      const cm = cellMeans.get(cellKey(r.lead.format, r.lead.domain))!;
+      let s = sums.get(name);
+      if (!s) sums.set(name, (s = { v: new Float32Array(dim), n: 0 }));
+      for (let j = 0; j < dim; j++) s.v[j] += data[i * dim + j] - (center ? cm[j] : 0);
+      s.n++;
+    });
+    const archetypes = world.archetypes
+      .filter((a) => sums.has(a.name))
+      .map((a) => {
+        const s = sums.get(a.name)!;
+        return { name: a.name, kind: a.kind, vector: s.v.map((x) => x / s.n), n: s.n };
+      });
+    return { archetypes, cellMeans: center ? cellMeans : new Map() };
+  });
+}
+
+/**
+ * The documents the interpretation's persona space averages (interpretRun: `itemsPerDomain` / 4 per archetype, at
+ * least 6, document seed 400 + the item seed); concept ablation's archetype directions come from the same ones.
+ */
+export function interpretArchetypeDocuments(
+  world: World,
+  itemsPerDomain: number,
+  itemSeed: number,
+): WorldDocument[] {
+  return archetypeDocuments(world, Math.max(6, Math.round(itemsPerDomain / 4)), 400 + itemSeed);
 }
 
 /**
