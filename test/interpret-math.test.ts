@@ -148,18 +148,38 @@ describe('small statistics of the interpret tools', () => {
   });
 
   it('shift prediction correlates projection shifts with expression shifts, with and without excluded traits', () => {
-    const before = { projection: { a: 0, b: 0, c: 0 }, pBad: { a: 0.1, b: 0.2, c: 0.3 } };
+    const logit = (p: number) => Math.log(p / (1 - p));
+    const state = (projection: Record<string, number>, pBad: Record<string, number>) => ({
+      projection,
+      pBad,
+      logOddsBad: Object.fromEntries(Object.entries(pBad).map(([t, p]) => [t, logit(p)])),
+    });
+    const before = state({ a: 0, b: 0, c: 0 }, { a: 0.1, b: 0.2, c: 0.3 });
     const afters = [1, 2, 3].map((k) => ({
       label: `arm${k}`,
-      state: {
-        projection: { a: k, b: 2 * k, c: -k },
-        pBad: { a: 0.1 + 0.05 * k, b: 0.2 + 0.1 * k, c: 0.3 - 0.05 * k },
-      },
+      state: state({ a: k, b: 2 * k, c: -k }, { a: 0.1 + 0.05 * k, b: 0.2 + 0.1 * k, c: 0.3 - 0.05 * k }),
     }));
     const s = shiftPrediction(before, afters, ['c']);
     expect(s.points).toHaveLength(9);
     expect(s.r).toBeCloseTo(1, 6);
     expect(s.rExcluding).toBeCloseTo(1, 6);
     expect(s.perTrait.a).toBeCloseTo(1, 6);
+    expect(s.points[0].logOddsShift).toBeCloseTo(logit(0.15) - logit(0.1), 9);
+    // A trait saturated near P(bad) = 0: the log-odds follow the projection linearly, the probability hardly moves
+    // and is swamped by item noise, so only the log-odds reading recovers the relation.
+    const sat = (k: number, noise: number) => 1 / (1 + Math.exp(-(-9 + k))) + noise;
+    const floor = shiftPrediction(
+      { projection: { t: 0 }, pBad: { t: sat(0, 0) }, logOddsBad: { t: -9 } },
+      [1, 2, 3, 4].map((k) => ({
+        label: `m${k}`,
+        state: {
+          projection: { t: k },
+          pBad: { t: sat(k, [0.01, -0.01, 0.01, -0.012][k - 1]) },
+          logOddsBad: { t: -9 + k },
+        },
+      })),
+    );
+    expect(floor.perTraitLogOdds.t).toBeCloseTo(1, 9);
+    expect(floor.perTrait.t).toBeLessThan(0.5);
   });
 });

@@ -740,6 +740,11 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(tf.points.filter((p) => p.model === 'trait-ft/kindness')).toHaveLength(6);
     expect(Object.keys(tf.perTrait)).toEqual(world.domains.map((d) => d.name));
     expect(tf.points.slice(0, 12)).toEqual(s.shift.points);
+    expect(Object.keys(tf.perTraitLogOdds)).toEqual(world.domains.map((d) => d.name));
+    expect(tf.points.every((p) => Number.isFinite(p.logOddsShift))).toBe(true);
+    // Log-odds and probability move the same way wherever the probability moves visibly.
+    for (const p of tf.points.filter((q) => Math.abs(q.expressionShift) > 0.01))
+      expect(Math.sign(p.logOddsShift)).toBe(Math.sign(p.expressionShift));
     expect(s.space.assistant.map((a) => a.stage)).toEqual([
       'base',
       'post-trained',

@@ -67,7 +67,7 @@ export * from './prevent.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 12;
+export const INTERPRET_VERSION = 13;
 
 export interface InterpretRunOptions {
   world: World;
@@ -171,6 +171,7 @@ export interface InterpretSummary {
     rExcluding: number | null;
     excluded: string[];
     perTrait: Record<string, number>;
+    perTraitLogOdds: Record<string, number>;
     points: ShiftPoint[];
     /** The same over the arms and the trait fine-tunes (models `trait-ft/<trait>`); null when not run. */
     withTraitFinetunes: Omit<ShiftPrediction, 'excluded' | 'rExcluding'> | null;
@@ -365,8 +366,8 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
       const { handle } = fineTune(loadModelHandle(opts.postDir), examples, { ...tf, seed: seed + i });
       return { label: `trait-ft/${t}`, state: modelState(handle, shiftItems, monitorVecs) };
     });
-    const { points, r, perTrait } = shiftPrediction(before, [...afters, ...traitModels]);
-    withTraitFinetunes = { points, r, perTrait };
+    const { points, r, perTrait, perTraitLogOdds } = shiftPrediction(before, [...afters, ...traitModels]);
+    withTraitFinetunes = { points, r, perTrait, perTraitLogOdds };
   }
   const shift = { ...armsShift, withTraitFinetunes };
   lap('shift');

@@ -34,6 +34,19 @@ export interface ModelState {
   projection: Record<string, number>;
   /** Mean P(bad) per trait. */
   pBad: Record<string, number>;
+  /**
+   * Mean log-odds of the bad option per trait (P clipped to [1e-6, 1 - 1e-6]). A projection acts on the option
+   * logits, so near P = 0 or 1 a shift shows in the log-odds long after the probability has stopped moving.
+   */
+  logOddsBad: Record<string, number>;
+}
+
+/** Probabilities are clipped this far from 0 and 1 before taking log-odds. */
+const LOG_ODDS_CLIP = 1e-6;
+
+function logOdds(p: number): number {
+  const q = Math.min(1 - LOG_ODDS_CLIP, Math.max(LOG_ODDS_CLIP, p));
+  return Math.log(q / (1 - q));
 }
 
 /** Projections and trait expression of one model on each trait's items (vectors may come from another model). */
@@ -44,6 +57,7 @@ export function modelState(
 ): ModelState {
   const projection: Record<string, number> = {};
   const pBad: Record<string, number> = {};
+  const logOddsBad: Record<string, number> = {};
   for (const v of vectors) {
     const its = items.get(v.trait);
     if (!its || its.length === 0) throw new Error(`shift: no items for trait "${v.trait}"`);
@@ -57,8 +71,9 @@ export function modelState(
       ),
     );
     pBad[v.trait] = mean(pGood.map((p) => 1 - p));
+    logOddsBad[v.trait] = mean(pGood.map((p) => logOdds(1 - p)));
   }
-  return { projection, pBad };
+  return { projection, pBad, logOddsBad };
 }
 
 export interface ShiftPoint {
@@ -68,6 +83,8 @@ export interface ShiftPoint {
   projectionShift: number;
   /** Change of mean P(bad) (after - before). */
   expressionShift: number;
+  /** Change of the mean log-odds of the bad option (after - before). */
+  logOddsShift: number;
 }
 
 export interface ShiftPrediction {
@@ -79,6 +96,8 @@ export interface ShiftPrediction {
   excluded: string[];
   /** Per trait, correlation across models (NaN with fewer than 3 models). */
   perTrait: Record<string, number>;
+  /** The same against the change in log-odds (a reading that does not saturate; not the goal's measure). */
+  perTraitLogOdds: Record<string, number>;
 }
 
 export function shiftPrediction(
@@ -94,6 +113,7 @@ export function shiftPrediction(
         trait,
         projectionShift: state.projection[trait] - before.projection[trait],
         expressionShift: state.pBad[trait] - before.pBad[trait],
+        logOddsShift: state.logOddsBad[trait] - before.logOddsBad[trait],
       });
     }
   }
@@ -110,17 +130,26 @@ export function shiftPrediction(
         )
       : null;
   const perTrait: Record<string, number> = {};
+  const perTraitLogOdds: Record<string, number> = {};
   for (const trait of Object.keys(before.projection)) {
     const ps = points.filter((p) => p.trait === trait);
+    const x = ps.map((p) => p.projectionShift);
     perTrait[trait] =
       ps.length >= 3
         ? pearson(
-            ps.map((p) => p.projectionShift),
+            x,
             ps.map((p) => p.expressionShift),
           )
         : NaN;
+    perTraitLogOdds[trait] =
+      ps.length >= 3
+        ? pearson(
+            x,
+            ps.map((p) => p.logOddsShift),
+          )
+        : NaN;
   }
-  return { points, r, rExcluding, excluded: [...exclude], perTrait };
+  return { points, r, rExcluding, excluded: [...exclude], perTrait, perTraitLogOdds };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

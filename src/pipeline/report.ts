@@ -89,6 +89,11 @@ export interface InterpretAggregate {
   shiftRTraitMean: Estimate;
   /** The same with a bad-behaviour fine-tune per trait added to the arms (null when no seed ran them). */
   shiftWithTraitFinetunes: { byTrait: { trait: string; r: Estimate }[]; traitMean: Estimate } | null;
+  /**
+   * Per trait over the arms against the change in log-odds of the bad option rather than in P(bad): a diagnostic of
+   * saturation, not the goal's measure (null when a seed's interpretation predates it).
+   */
+  shiftLogOdds: { byTrait: { trait: string; r: Estimate }[]; traitMean: Estimate } | null;
   /** Per preventative method that ran in every interpreted seed: the reduction of the off-target drop. */
   preventative: PreventativeAggregate[];
   axisCosPC1: Estimate;
@@ -262,6 +267,9 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
         shiftR: estimate(withInterp.map((sd) => num(sd.interpret!.shift.r)).filter(Number.isFinite)),
         shiftRByTrait: armsShift.byTrait,
         shiftRTraitMean: armsShift.traitMean,
+        shiftLogOdds: withInterp.every((sd) => sd.interpret!.shift.perTraitLogOdds)
+          ? perTraitEstimates(withInterp.map((sd) => sd.interpret!.shift.perTraitLogOdds))
+          : null,
         shiftWithTraitFinetunes: withInterp.every((sd) => sd.interpret!.shift.withTraitFinetunes)
           ? perTraitEstimates(withInterp.map((sd) => sd.interpret!.shift.withTraitFinetunes!.perTrait))
           : null,
@@ -376,6 +384,9 @@ function goals(s: Summary): Summary['goals'] {
         `pooled over traits r ${fmtE(it.shiftR)}` +
         (it.shiftWithTraitFinetunes
           ? `; with a bad-behaviour fine-tune per trait added (the reference work's design; not the goal's measure): per trait, mean over traits ${fmtE(it.shiftWithTraitFinetunes.traitMean)} (${it.shiftWithTraitFinetunes.byTrait.map((t) => `${t.trait} ${fmt(t.r.mean)}`).join(', ')})`
+          : '') +
+        (it.shiftLogOdds
+          ? `; over the arms against the change in log-odds of the bad option (does not saturate; not the goal's measure): per trait, mean over traits ${fmtE(it.shiftLogOdds.traitMean)} (${it.shiftLogOdds.byTrait.map((t) => `${t.trait} ${fmt(t.r.mean)}`).join(', ')})`
           : ''),
     });
     const goal = it.preventative.find((p) => p.method === PREVENTATIVE_GOAL_METHOD) ?? it.preventative.at(0);
