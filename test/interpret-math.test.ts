@@ -1,9 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { agreement, fitSoftmaxProbe, probePredict, type SoftmaxProbe } from '../src/interpret/probe.ts';
+import {
+  agreement,
+  archetypePosterior,
+  fitSoftmaxProbe,
+  personaChains,
+  probePredict,
+  type SoftmaxProbe,
+} from '../src/interpret/probe.ts';
 import { rankingAUC, shiftPrediction } from '../src/interpret/shift.ts';
 import { componentsFor, jacobiEigen, pca, pcaCoords } from '../src/interpret/space.ts';
 import { isMonotonicDecreasing, maxPairedRiseZ, quantile, RISE_Z } from '../src/interpret/steer.ts';
 import { Rng } from '../src/tensor/random.ts';
+import { loadDefaultWorld } from '../src/world/index.ts';
 
 describe('Jacobi eigendecomposition and PCA', () => {
   it('diagonalises a symmetric matrix (A v = lambda v), largest first', () => {
@@ -85,6 +93,153 @@ describe('softmax probe', () => {
     expect(a.tvPrior).toBeGreaterThan(0.2);
     expect(a.r).toBeGreaterThan(0.98);
     expect(a.top1).toBeGreaterThan(0.95);
+  });
+
+  it('a probe with the prior offset and zero weights returns the prior exactly, 0 for the other kind', () => {
+    const dim = 3;
+    const logPrior = [Math.log(0.75), Math.log(0.25), -Infinity, -Infinity];
+    const probe: SoftmaxProbe = {
+      layer: 0,
+      hook: 'x',
+      archetypes: ['a', 'b', 'c', 'd'],
+      dim,
+      mean: new Float32Array(dim),
+      std: new Float32Array(dim).fill(1),
+      weights: new Float32Array(4 * dim),
+      bias: new Float32Array(4),
+      priorOffset: true,
+    };
+    const rows = Float32Array.of(1, -2, 3, 0.5, 0.5, 0.5);
+    const pred = probePredict(probe, rows, Float32Array.from([...logPrior, ...logPrior]));
+    expect(Array.from(pred)).toEqual([0.75, 0.25, 0, 0, 0.75, 0.25, 0, 0]);
+    expect(() => probePredict(probe, rows)).toThrow(/needs 2 x 4 log priors/);
+    expect(() =>
+      fitSoftmaxProbe(rows, new Float32Array(8), 2, dim, 4, { offset: new Float32Array(4) }),
+    ).toThrow(/offset does not match/);
+  });
+
+  // posterior = prior(kind) x likelihood(evidence): two kinds with two archetypes each, evidence e in R^3 with
+  // log-likelihoods M e, features an ill-conditioned linear mix of e and noise (scales 1e-3 .. 1e2).
+  function kindWorld(n: number, seed: number) {
+    const rng = new Rng(seed);
+    const C = 4;
+    const dim = 8;
+    const M = [
+      [1.5, 0, -1],
+      [-1.5, 0.5, 1],
+      [0, 2, 0.5],
+      [0.5, -2, -0.5],
+    ];
+    const scales = [1e2, 1, 1e-3, 10, 1e-2, 1, 1e-1, 3];
+    const fixed = new Rng(20);
+    const mix = Array.from({ length: dim * dim }, () => fixed.gaussian());
+    const priors = [
+      [0.6, 0.4, 0, 0],
+      [0, 0, 0.7, 0.3],
+    ];
+    const X = new Float32Array(n * dim);
+    const Y = new Float32Array(n * C);
+    const offset = new Float32Array(n * C);
+    const prior: number[][] = [];
+    for (let i = 0; i < n; i++) {
+      const kind = i % 3 === 0 ? 1 : 0;
+      const e = [rng.gaussian(), rng.gaussian(), rng.gaussian()];
+      const latent = [...e, ...Array.from({ length: dim - 3 }, () => rng.gaussian())];
+      for (let j = 0; j < dim; j++) {
+        let v = 0;
+        for (let k = 0; k < dim; k++) v += mix[j * dim + k] * latent[k];
+        X[i * dim + j] = scales[j] * v;
+      }
+      const logits = M.map((m, c) => Math.log(priors[kind][c]) + m.reduce((s, w, k) => s + w * e[k], 0));
+      const mx = Math.max(...logits);
+      const p = logits.map((l) => Math.exp(l - mx));
+      const z = p.reduce((a, b) => a + b, 0);
+      p.forEach((v, c) => {
+        Y[i * C + c] = v / z;
+        offset[i * C + c] = Math.log(priors[kind][c]);
+      });
+      prior.push(priors[kind]);
+    }
+    return { X, Y, offset, prior, n, dim, C };
+  }
+
+  it('with the prior offset, fitted on ill-conditioned features, beats the prior and the mean target held out', () => {
+    const tr = kindWorld(600, 21);
+    const te = kindWorld(300, 22);
+    const fit = fitSoftmaxProbe(tr.X, tr.Y, tr.n, tr.dim, tr.C, { l2: 1e-4, offset: tr.offset });
+    const probe: SoftmaxProbe = {
+      layer: 0,
+      hook: 'x',
+      archetypes: ['a', 'b', 'c', 'd'],
+      dim: tr.dim,
+      ...fit,
+      priorOffset: true,
+    };
+    const pred = probePredict(probe, te.X, te.offset);
+    const bayes = Array.from({ length: te.n }, (_, i) => Array.from(te.Y.subarray(i * te.C, (i + 1) * te.C)));
+    const a = agreement(
+      pred,
+      bayes,
+      te.prior,
+      bayes.map(() => 1),
+    );
+    const meanTarget = Array.from({ length: tr.C }, (_, c) => {
+      let s = 0;
+      for (let i = 0; i < tr.n; i++) s += tr.Y[i * tr.C + c] / tr.n;
+      return s;
+    });
+    const base = agreement(
+      Float32Array.from(bayes.flatMap(() => meanTarget)),
+      bayes,
+      te.prior,
+      bayes.map(() => 1),
+    );
+    expect(a.tv).toBeLessThan(0.03);
+    expect(a.tvPrior).toBeGreaterThan(0.2);
+    expect(base.tv).toBeGreaterThan(0.4);
+    expect(a.rUpdate).toBeGreaterThan(0.99);
+    // The other kind's archetypes get exactly 0.
+    for (let i = 0; i < te.n; i++)
+      for (let c = 0; c < te.C; c++) if (te.prior[i][c] === 0) expect(pred[i * te.C + c]).toBe(0);
+  });
+
+  it('fitted on targets that say nothing beyond the kind, the offset probe returns the prior', () => {
+    const d = kindWorld(400, 23);
+    const Y = Float32Array.from(d.prior.flat());
+    const fit = fitSoftmaxProbe(d.X, Y, d.n, d.dim, d.C, { offset: d.offset });
+    const probe: SoftmaxProbe = { layer: 0, hook: 'x', archetypes: ['a', 'b', 'c', 'd'], dim: d.dim, ...fit };
+    const pred = probePredict({ ...probe, priorOffset: true }, d.X, d.offset);
+    for (let i = 0; i < d.n * d.C; i++) expect(Math.abs(pred[i] - Y[i])).toBeLessThan(1e-3);
+  });
+
+  it('persona chains: every lead follows its earlier scenes, in distinct domains, and the text ends with the lead', () => {
+    const world = loadDefaultWorld();
+    const chains = personaChains(world, 40, 5);
+    expect(personaChains(world, 40, 5)).toEqual(chains);
+    const domains = world.domains.map((d) => d.name);
+    const subjects = new Set(chains.map((c) => c.subject));
+    expect([...subjects].sort()).toEqual(['ai', 'assistant', 'human']);
+    for (const ch of chains) {
+      expect(ch.leads).toHaveLength(Math.min(domains.length, 6));
+      expect(ch.kind).toBe(ch.subject === 'human' ? 'human' : 'ai');
+      ch.leads.forEach((l, j) => {
+        expect(l.evidence).toHaveLength(j);
+        expect(new Set([...l.evidence.map((e) => e.domain), l.domain]).size).toBe(j + 1);
+        if (j > 0) expect(l.evidence.slice(0, j - 1)).toEqual(ch.leads[j - 1].evidence);
+        expect(ch.text.slice(0, l.end).split('\n').length).toBeGreaterThan(j + 1);
+      });
+      expect(ch.leads[ch.leads.length - 1].end).toBe(ch.text.length);
+      // Names from the held-out pool.
+      const intro = ch.text.split('\n')[0];
+      if (ch.subject !== 'assistant') expect(world.names.heldout.some((n) => intro.includes(n))).toBe(true);
+    }
+    // At k = 0 the target is the kind prior.
+    const k0 = chains[0].leads[0];
+    expect(archetypePosterior(world, k0.evidence, chains[0].kind).reduce((a, b) => a + b, 0)).toBeCloseTo(
+      1,
+      9,
+    );
+    expect(personaChains(world, 3, 5, 2).every((c) => c.leads.length === 3)).toBe(true);
   });
 
   it('agreement of a prediction with itself is perfect', () => {

@@ -22,6 +22,8 @@ import {
   selectionItems,
   traceItems,
   archetypeProbe,
+  DEFAULT_PROBE_L2,
+  probeItems,
   bundleVector,
   checkLayer,
   coherentAlphas,
@@ -80,6 +82,7 @@ import { Trainer } from '../src/training/trainer.ts';
 import {
   END_OF_TEXT,
   generateDocuments,
+  inferenceProbes,
   loadDefaultWorld,
   narrowSet,
   postTrainingSet,
@@ -587,14 +590,56 @@ describe('persona space and the probe', () => {
 
   it('fits a softmax probe of the archetype posterior and measures agreement with Bayes', () => {
     const h = loadModelHandle(path.join(seedDir, 'pretrain', 'model'));
-    const docs = archetypeProbe(h, world, { source: 'documents', size: 40, iterations: 40, evalPerCell: 1 });
+    const docs = archetypeProbe(h, world, {
+      source: 'documents',
+      size: 40,
+      iterations: 40,
+      evalPerCell: 1,
+      concat: false,
+    });
     expect(docs.perLayer).toHaveLength(2);
-    const pr = archetypeProbe(h, world, { size: 60, iterations: 40, evalPerCell: 1 });
-    expect(pr.trainRows).toBe(48);
-    expect(pr.agreement.n).toBe(36);
-    expect(pr.agreement.tv).toBeGreaterThanOrEqual(0);
-    expect(pr.agreement.tv).toBeLessThanOrEqual(1);
-    expect(pr.agreement.byK.map((b) => b.k)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(docs.perLayer.map((r) => r.layers)).toEqual([[0], [1]]);
+    // The earlier probe: one-target items, one layer, fixed-step Adam, no prior offset, no refit.
+    const old = archetypeProbe(h, world, {
+      source: 'items',
+      size: 60,
+      iterations: 40,
+      evalPerCell: 1,
+      concat: false,
+      solver: 'adam',
+      whiten: false,
+      l2: 0.03,
+      priorOffset: false,
+      refit: false,
+    });
+    expect(old.trainRows).toBe(48);
+    expect(old.grid).toHaveLength(2);
+    // The default: persona chains (six lead ends each), both layers concatenated, L2 from the grid, refitted.
+    const pr = archetypeProbe(h, world, { size: 30, evalPerCell: 1 });
+    expect(pr.trainRows).toBeGreaterThan(150);
+    expect(pr.trainRows).toBeLessThanOrEqual(180);
+    expect(pr.layers).toEqual([0, 1]);
+    expect(pr.probe.dim).toBe(2 * h.model.config.dim);
+    expect(pr.perLayer).toHaveLength(1);
+    expect(pr.grid.map((g) => g.l2)).toEqual([...DEFAULT_PROBE_L2].sort((a, b) => b - a));
+    expect(DEFAULT_PROBE_L2).toContain(pr.l2);
+    expect(pr.perLayer[0].valKL).toBe(Math.min(...pr.grid.map((g) => g.valKL)));
+    for (const a of [old.agreement, pr.agreement]) {
+      expect(a.n).toBe(36);
+      expect(a.tv).toBeGreaterThanOrEqual(0);
+      expect(a.tv).toBeLessThanOrEqual(1);
+      expect(a.byK.map((b) => b.k)).toEqual([0, 1, 2, 3, 4, 5]);
+    }
+    // The prior offset: the other kind's archetypes get exactly 0 on every evaluation probe.
+    const items = inferenceProbes(world, { seed: 61, ks: [0, 2], inferencePerCell: 1 });
+    const pred = probeItems(h, world, pr.probe, items);
+    const C = world.archetypes.length;
+    items.forEach((it, i) => {
+      const kind = it.subject === 'human' ? 'human' : 'ai';
+      world.archetypes.forEach((a, c) => {
+        if (a.kind !== kind) expect(pred[i * C + c]).toBe(0);
+      });
+    });
   });
 });
 

@@ -454,10 +454,10 @@ export function registerInterpretCommands(program: Command): void {
         if (o.probe) {
           const { archetypeProbe } = await import('../interpret/probe.ts');
           const pr = archetypeProbe(handle, world, {});
-          probe = { layer: pr.layer, perLayer: pr.perLayer, agreement: pr.agreement };
+          probe = { layers: pr.layers, l2: pr.l2, perLayer: pr.perLayer, agreement: pr.agreement };
           const a = pr.agreement;
           process.stdout.write(
-            `\narchetype probe (layer ${pr.layer}, ${pr.trainRows} training positions): on ${a.n} in-context probes, TV distance to Bayes ${f(a.tv)} (prior alone ${f(a.tvPrior)}), KL ${f(a.kl)}, r ${f(a.r)}, r of updates ${f(a.rUpdate)}, top-1 agreement ${f(a.top1)}\n`,
+            `\narchetype probe (${pr.layers.length > 1 ? `layers ${pr.layers.join(',')} concatenated` : `layer ${pr.layer}`}, L2 ${pr.l2}, ${pr.trainRows} training positions): on ${a.n} in-context probes, TV distance to Bayes ${f(a.tv)} (prior alone ${f(a.tvPrior)}), KL ${f(a.kl)}, r ${f(a.r)}, r of updates ${f(a.rUpdate)}, top-1 agreement ${f(a.top1)}\n`,
           );
         }
         if (o.out) {

@@ -187,7 +187,7 @@ export interface InterpretSummary {
     drift: DriftTrace[] | null;
   };
   /** The probe's layer and fit, and its agreement with Bayes (spread in). */
-  probe: Pick<ProbeResult, 'layer' | 'trainRows' | 'perLayer'> & Agreement;
+  probe: Pick<ProbeResult, 'layer' | 'layers' | 'l2' | 'trainRows' | 'perLayer'> & Agreement;
   /** One trial per preventative method, sharing the plain fine-tune. */
   preventative: PreventativeTrial[] | null;
   seconds: Record<string, number>;
@@ -435,7 +435,8 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
 
   // 7. The archetype-posterior probe (pre-trained model: in-context inference is a pre-training skill).
   const pr = archetypeProbe(base, world, {
-    size: Math.max(120, 12 * N),
+    // About the probe's default of 2000 persona chains at the default 48 items per domain (six rows each).
+    size: Math.max(120, 42 * N),
     seed: 800 + seed,
     evalPerCell: Math.max(2, Math.round(N / 12)),
   });
@@ -511,7 +512,14 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
       assistant,
       drift,
     },
-    probe: { layer: pr.layer, trainRows: pr.trainRows, ...pr.agreement, perLayer: pr.perLayer },
+    probe: {
+      layer: pr.layer,
+      layers: pr.layers,
+      l2: pr.l2,
+      trainRows: pr.trainRows,
+      ...pr.agreement,
+      perLayer: pr.perLayer,
+    },
     preventative,
     seconds,
     figures: {
