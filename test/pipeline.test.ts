@@ -116,6 +116,7 @@ describe('psm run --preset quick', () => {
       'metrics.jsonl',
       'figures/arms.svg',
       'figures/persona-inference.png',
+      'figures/persona-probe.svg',
     ]) {
       expect(fs.existsSync(path.join(dirA, f)), f).toBe(true);
     }

@@ -620,6 +620,36 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
         },
       } as TopLevelSpec,
     });
+  const probeRows = seeds.flatMap((sd) =>
+    (sd.interpret?.probe.byK ?? []).flatMap((b) => [
+      { seed: `seed ${sd.seed}`, k: b.k, tv: b.tv, what: 'linear probe' },
+      { seed: `seed ${sd.seed}`, k: b.k, tv: b.tvPrior, what: "the kind's prior (ignores the scenes)" },
+    ]),
+  );
+  if (probeRows.length > 0)
+    out.push({
+      id: 'persona-probe',
+      caption:
+        "Decoding the persona: the total-variation distance between the Bayesian posterior over archetypes and a linear probe of the pre-trained model's residual stream (every layer, at the last prompt token), by the number of earlier scenes of a new character, per seed; beside it, the same for the prior of the character's kind, which ignores the scenes (0 at k = 0, where the prior is the posterior).",
+      spec: {
+        $schema: SCHEMA,
+        width: 360,
+        height: 260,
+        data: { values: probeRows },
+        mark: { type: 'line', point: true },
+        encoding: {
+          x: { field: 'k', type: 'ordinal', title: 'earlier scenes (k)', axis: { labelAngle: 0 } },
+          y: { field: 'tv', type: 'quantitative', title: 'TV distance to the Bayesian posterior' },
+          color: {
+            field: 'what',
+            type: 'nominal',
+            title: null,
+            legend: { orient: 'bottom', labelLimit: 400 },
+          },
+          detail: { field: 'seed', type: 'nominal' },
+        },
+      } as TopLevelSpec,
+    });
   const firstInterp = seeds.find((sd) => sd.interpret)?.interpret;
   if (firstInterp) {
     out.push({
