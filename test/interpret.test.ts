@@ -20,6 +20,7 @@ import {
   coherentSteeringEffect,
   orthonormalBasis,
   selectionItems,
+  selectLayers,
   traceItems,
   archetypeProbe,
   DEFAULT_PROBE_L2,
@@ -341,6 +342,19 @@ describe('persona vectors', () => {
       expect(t.steeringMonotone).toHaveLength(2);
       if (t.steeringMonotone.some(Boolean)) expect(t.steeringMonotone[t.bestLayer]).toBe(true);
     }
+    // Shared selection traces (as the two extraction methods share them) choose exactly as fresh ones do.
+    const fresh = (b: typeof bundle) =>
+      b.traits.map((t) => ({ ...t, steeringEffect: [], steeringMonotone: [], bestLayer: -1 }));
+    const traces = new Map();
+    const shared = [1, 2].map(() =>
+      selectLayers(handle, world, fresh(bundle), { items: 4, seed: 2, traces, alpha: 4 }),
+    );
+    expect(traces.size).toBe(bundle.traits.length);
+    const plain = selectLayers(handle, world, fresh(bundle), { items: 4, seed: 2, alpha: 4 });
+    for (const s of shared)
+      expect(s.map((t) => [t.bestLayer, t.steeringEffect, t.steeringMonotone])).toEqual(
+        plain.map((t) => [t.bestLayer, t.steeringEffect, t.steeringMonotone]),
+      );
   });
 
   it('has a vector per trait and layer, a layer chosen by steering effect, and survives a save/load round trip', () => {

@@ -51,6 +51,7 @@ import {
   doseResponse,
   pGoodOf,
   traceItems,
+  type TracedItems,
   type DoseResponse,
   type ScoredItem,
 } from './steer.ts';
@@ -243,17 +244,20 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   //    selection items (training-pool Assistant chats); with vectorMethod 'best' (default) each trait keeps the
   //    method that steers better: monotonically first, then more. 12 items at N = 48, over the battery's alpha grid.
   const selectItems = Math.max(8, Math.round(N / 4));
+  const selectTraces = new Map<string, TracedItems>(); // both methods select on the same chats
   const response = personaVectors(post, world, {
     method: 'response',
     itemsPerTrait: Math.max(8, Math.round(N / 2)),
     selectItems,
     seed,
+    selectTraces,
   });
   const contrastive = personaVectors(post, world, {
     method: 'contrastive',
     itemsPerTrait: Math.max(8, Math.round(N / 3)),
     selectItems,
     seed,
+    selectTraces,
   });
   const methodChoice = opts.vectorMethod ?? 'best';
   const chosen = traits.map((t, i) => {

@@ -26,7 +26,7 @@ import {
   type SpanKind,
 } from './activations.ts';
 import { behaviourContexts, sceneItems, type ChoiceContext } from './contexts.ts';
-import { coherentRange, doseResponse, traceItems, type DoseResponse } from './steer.ts';
+import { coherentRange, doseResponse, traceItems, type DoseResponse, type TracedItems } from './steer.ts';
 
 export type VectorMethod = 'response' | 'contrastive';
 export const VECTOR_METHODS: readonly VectorMethod[] = ['response', 'contrastive'];
@@ -211,7 +211,17 @@ export function selectLayers(
   handle: ModelHandle,
   world: World,
   traits: TraitVectors[],
-  opts: { alpha?: number; items?: number; seed?: number; layers?: number[] } = {},
+  opts: {
+    alpha?: number;
+    items?: number;
+    seed?: number;
+    layers?: number[];
+    /**
+     * Traces of the selection items on `handle`, shared between calls (e.g. the two extraction methods), keyed by
+     * trait, item count and seed; filled in as traits are traced.
+     */
+    traces?: Map<string, TracedItems>;
+  } = {},
 ): TraitVectors[] {
   const alpha = opts.alpha ?? 4;
   if (!(Number.isFinite(alpha) && alpha > 0))
@@ -220,8 +230,14 @@ export function selectLayers(
   const seed = opts.seed ?? 2;
   const grid = selectionAlphas(alpha);
   for (const tv of traits) {
-    const items = selectionItems(world, tv.trait, nItems, seed);
-    const trace = traceItems(handle, items); // alpha 0 once; each push runs only the blocks after its layer
+    // Alpha 0 once per trait; each push runs only the blocks after its layer.
+    const key = `${tv.trait}/${nItems}/${seed}`;
+    let trace = opts.traces?.get(key);
+    if (!trace) {
+      trace = traceItems(handle, selectionItems(world, tv.trait, nItems, seed));
+      opts.traces?.set(key, trace);
+    }
+    const items = trace.items;
     const curves = tv.byLayer.map((v) =>
       opts.layers && !opts.layers.includes(v.layer) ? null : doseResponse(handle, items, v, grid, { trace }),
     );
@@ -254,6 +270,8 @@ export function personaVectors(
     select?: boolean;
     /** Layers the selection may choose from (default: all). */
     selectLayers?: number[];
+    /** Selection traces shared with other calls on the same model (selectLayers' `traces`). */
+    selectTraces?: Map<string, TracedItems>;
   } = {},
 ): VectorBundle {
   const traits = extractPersonaVectors(handle, world, opts);
@@ -264,6 +282,7 @@ export function personaVectors(
       items: opts.selectItems,
       layers: opts.selectLayers,
       seed: (opts.seed ?? 1) + 1,
+      traces: opts.selectTraces,
     });
   const method = opts.method ?? 'response';
   return {
