@@ -589,6 +589,18 @@ describe('persona space and the probe', () => {
     expect(space.pca.explained.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(1 + 1e-6);
     expect(space.axisCosPC1).toBeGreaterThanOrEqual(0);
     expect(space.axisCosPC1).toBeLessThanOrEqual(1 + 1e-6);
+    // The axis's cosines with the orthonormal components: PC1 first, squares summing to its share in their span,
+    // which the residual outside the span confirms.
+    expect(space.axisCosPCs).toHaveLength(space.pca.components.length);
+    expect(space.axisCosPCs[0]).toBe(space.axisCosPC1);
+    const inSpan = space.pca.components.reduce(
+      (acc, c) => acc.map((x, j) => x + dot(space.axis, c) * c[j]),
+      new Float32Array(space.axis.length),
+    );
+    const outside = space.axis.map((x, j) => x - inSpan[j]);
+    expect(space.axisInSpace).toBeCloseTo(1 - dot(outside, outside) / dot(space.axis, space.axis), 4);
+    expect(space.axisInSpace).toBeGreaterThan(0);
+    expect(space.axisInSpace).toBeLessThanOrEqual(1 + 1e-6);
     const self = placeAssistant(space, handle, world, 'post', { perDomain: 2 });
     expect(self.axisPosition).toBeCloseTo(1, 4);
     const other = placeAssistant(

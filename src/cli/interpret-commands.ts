@@ -426,7 +426,7 @@ export function registerInterpretCommands(program: Command): void {
         });
         process.stdout.write(`persona space of ${o.model} at layer ${layer}\n`);
         process.stdout.write(
-          `variance explained: ${space.pca.explained.map((x) => f(x, 3)).join(' ')}\ncomponents for 70%: ${space.componentsFor70}\ncos(assistant axis, PC1): ${f(space.axisCosPC1)}\n\narchetype\tkind\tn\tPC1\tPC2\n`,
+          `variance explained: ${space.pca.explained.map((x) => f(x, 3)).join(' ')}\ncomponents for 70%: ${space.componentsFor70}\ncos(assistant axis, PC1): ${f(space.axisCosPC1)}\ncos(assistant axis, PC1..): ${space.axisCosPCs.map((x) => f(x, 2)).join(' ')}\nshare of the axis inside the archetypes' span: ${f(space.axisInSpace)}\n\narchetype\tkind\tn\tPC1\tPC2\n`,
         );
         for (const a of space.archetypes) {
           const [x, y] = sp.pcaCoords(space.pca, a.vector, 2);
@@ -469,6 +469,8 @@ export function registerInterpretCommands(program: Command): void {
             varianceExplained: space.pca.explained,
             componentsFor70: space.componentsFor70,
             axisCosPC1: space.axisCosPC1,
+            axisCosPCs: space.axisCosPCs,
+            axisInSpace: space.axisInSpace,
             archetypes: space.archetypes.map((a) => ({ name: a.name, kind: a.kind, n: a.n })),
             assistant: placed,
             drift,

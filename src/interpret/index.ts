@@ -68,7 +68,7 @@ export * from './prevent.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 13;
+export const INTERPRET_VERSION = 14;
 
 export interface InterpretRunOptions {
   world: World;
@@ -183,6 +183,9 @@ export interface InterpretSummary {
     varianceExplained: number[];
     componentsFor70: number;
     axisCosPC1: number;
+    /** The axis's cosine with every component, and the share of it inside the archetypes' span. */
+    axisCosPCs: number[];
+    axisInSpace: number;
     archetypes: { name: string; kind: string; n: number; pc1: number; pc2: number }[];
     assistant: (AssistantPlacement & { stage: string })[];
     drift: DriftTrace[] | null;
@@ -507,6 +510,8 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
       varianceExplained: space.pca.explained,
       componentsFor70: space.componentsFor70,
       axisCosPC1: space.axisCosPC1,
+      axisCosPCs: space.axisCosPCs,
+      axisInSpace: space.axisInSpace,
       archetypes: space.archetypes.map((a) => {
         const c = space.pca.components;
         const v = a.vector.map((x, j) => x - space.center[j]);

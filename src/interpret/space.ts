@@ -364,6 +364,14 @@ export interface PersonaSpace {
   axis: Float32Array;
   /** Cosine of the axis with PC1 (PC1 oriented toward the Assistant, so >= 0). */
   axisCosPC1: number;
+  /** Cosine of the axis with every component (PC1 first); the axis need not be PC1 in every model. */
+  axisCosPCs: number[];
+  /**
+   * Share of the axis's squared length inside the span of the archetypes (the sum of its squared cosines with the
+   * components): 1 when the Assistant differs from the mean archetype only in ways the archetypes differ from each
+   * other, near 0 when it sits off the persona space.
+   */
+  axisInSpace: number;
   /** Components needed for 70% of the variance. */
   componentsFor70: number;
 }
@@ -385,7 +393,9 @@ export function personaSpace(
   // Orient PC1 toward the Assistant.
   if (p.components.length > 0 && dot(p.components[0], axis) < 0)
     p.components[0] = p.components[0].map((x) => -x);
-  const axisCosPC1 = p.components.length > 0 ? cosine(axis, p.components[0]) : NaN;
+  const axisCosPCs = p.components.map((c) => cosine(axis, c));
+  const axisCosPC1 = axisCosPCs.length > 0 ? axisCosPCs[0] : NaN;
+  const axisInSpace = axisCosPCs.reduce((sum, c) => sum + c * c, 0);
   return {
     layer,
     hook: layerHook(layer),
@@ -397,6 +407,8 @@ export function personaSpace(
     cellMeans,
     axis,
     axisCosPC1,
+    axisCosPCs,
+    axisInSpace,
     componentsFor70: componentsFor(p.explained, 0.7),
   };
 }

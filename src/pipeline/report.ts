@@ -97,6 +97,12 @@ export interface InterpretAggregate {
   /** Per preventative method that ran in every interpreted seed: the reduction of the off-target drop. */
   preventative: PreventativeAggregate[];
   axisCosPC1: Estimate;
+  /**
+   * Per seed, the component the axis is most aligned with (1-based) and that |cosine|; and the share of the axis
+   * inside the archetypes' span (null when a seed's interpretation predates them).
+   */
+  axisBestPC: { seed: number; pc: number; cos: number }[] | null;
+  axisInSpace: Estimate | null;
   componentsFor70: Estimate;
   probeTV: Estimate;
   probeTVPrior: Estimate;
@@ -277,6 +283,16 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
           withInterp.map((sd) => ({ seed: sd.seed, trials: sd.interpret!.preventative })),
         ),
         axisCosPC1: estimate(withInterp.map((sd) => num(sd.interpret!.space.axisCosPC1))),
+        axisBestPC: withInterp.every((sd) => sd.interpret!.space.axisCosPCs)
+          ? withInterp.map((sd) => {
+              const cs = sd.interpret!.space.axisCosPCs.map(Math.abs);
+              const i = cs.indexOf(Math.max(...cs));
+              return { seed: sd.seed, pc: i + 1, cos: cs[i] };
+            })
+          : null,
+        axisInSpace: withInterp.every((sd) => typeof sd.interpret!.space.axisInSpace === 'number')
+          ? estimate(withInterp.map((sd) => num(sd.interpret!.space.axisInSpace)))
+          : null,
         componentsFor70: estimate(withInterp.map((sd) => sd.interpret!.space.componentsFor70)),
         probeTV: estimate(withInterp.map((sd) => num(sd.interpret!.probe.tv))),
         probeTVPrior: estimate(withInterp.map((sd) => num(sd.interpret!.probe.tvPrior))),
@@ -757,7 +773,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
     );
     lines.push(
       '',
-      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventative.map((p) => ` During the cheat fine-tune, ${PREVENTATIVE_NAMES[p.method]} removed ${fmtE(p.reduction)} of its off-target drop per seed (${fmt(p.pooled)} of the drops summed over seeds).`).join('')}`,
+      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}${it.axisBestPC ? ` (the component it is most aligned with, per seed: ${it.axisBestPC.map((b) => `PC${b.pc} ${fmt(b.cos)}`).join(', ')})` : ''}${it.axisInSpace ? `; share of the axis inside the archetypes' span ${fmtE(it.axisInSpace)}` : ''}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventative.map((p) => ` During the cheat fine-tune, ${PREVENTATIVE_NAMES[p.method]} removed ${fmtE(p.reduction)} of its off-target drop per seed (${fmt(p.pooled)} of the drops summed over seeds).`).join('')}`,
       '',
     );
   }
