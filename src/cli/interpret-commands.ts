@@ -8,7 +8,6 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { atomicWriteFileSync } from '../io/atomic-write.ts';
 import type { World } from '../world/schema.ts';
-import type { AblationSubspace } from '../interpret/prevent.ts';
 
 function parseList(name: string, value: string | undefined, kind: 'int' | 'number'): number[] | undefined {
   if (value === undefined) return undefined;
@@ -599,7 +598,7 @@ export function registerInterpretCommands(program: Command): void {
         const domain = world.datasets.narrow?.domain;
         if (!domain)
           throw new Error(`world "${world.name}" has no datasets.narrow section (the fine-tune's data)`);
-        const [{ configureBackend }, { preventativeStudy, ABLATION_SUBSPACES }, { narrowSet }] =
+        const [{ configureBackend }, { preventativeStudy, checkAblationSubspace }, { narrowSet }] =
           await Promise.all([
             import('../tensor/backend.ts'),
             import('../interpret/prevent.ts'),
@@ -618,11 +617,7 @@ export function registerInterpretCommands(program: Command): void {
               ? []
               : o.ablate === true
                 ? ['traits']
-                : o.ablate.split(',').map((x) => {
-                    if (!(ABLATION_SUBSPACES as readonly string[]).includes(x))
-                      throw new Error(`--ablate: unknown subspace "${x}" (${ABLATION_SUBSPACES.join(', ')})`);
-                    return x as AblationSubspace;
-                  }),
+                : o.ablate.split(',').map((x) => checkAblationSubspace(x, '--ablate')),
           finetune: {
             trainable: { kind: 'all' },
             steps: parseInt1('--steps', o.steps)!,

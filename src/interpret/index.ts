@@ -401,8 +401,7 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   lap('screen');
 
   // 6. Persona space, the Assistant's path, the axis, capping and drift.
-  const spaceDocs = interpretArchetypeDocuments(world, N, seed);
-  const space = personaSpace(post, world, layer, { docs: spaceDocs });
+  const space = personaSpace(post, world, layer, { docs: interpretArchetypeDocuments(world, N, seed) });
   const base = loadModelHandle(opts.baseDir);
   const assistant: (AssistantPlacement & { stage: string })[] = [
     { stage: 'base', ...placeAssistant(space, base, world, 'base') },

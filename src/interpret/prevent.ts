@@ -228,6 +228,13 @@ export function preventativeItems(
 export const ABLATION_SUBSPACES = ['traits', 'persona', 'archetypes'] as const;
 export type AblationSubspace = (typeof ABLATION_SUBSPACES)[number];
 
+/** `name` as an ablation subspace, or a clear error that names `what` asked for it. */
+export function checkAblationSubspace(name: string, what = 'concept ablation'): AblationSubspace {
+  if (!(ABLATION_SUBSPACES as readonly string[]).includes(name))
+    throw new Error(`${what}: unknown subspace "${name}" (${ABLATION_SUBSPACES.join(', ')})`);
+  return name as AblationSubspace;
+}
+
 /** The pipeline's concept ablation, or one of its parts, for the `subspace` named. */
 export function subspaceAblation(
   subspace: AblationSubspace,
@@ -235,8 +242,7 @@ export function subspaceAblation(
     archetypesAt: (layer: number) => readonly Float32Array[];
   },
 ): PreventativeIntervention {
-  if (!(ABLATION_SUBSPACES as readonly string[]).includes(subspace))
-    throw new Error(`concept ablation: unknown subspace "${subspace}" (${ABLATION_SUBSPACES.join(', ')})`);
+  checkAblationSubspace(subspace);
   return offTargetAblation({
     ...opts,
     archetypesAt: subspace === 'traits' ? undefined : opts.archetypesAt,
@@ -312,34 +318,32 @@ export function preventativeStudy(
     layer: opts.layer,
   });
   const interventions = opts.alphas.map((alpha) => additiveIntervention(vector, layer, alpha));
-  if (ablate.length > 0) {
-    // The archetypes of the interpretation's persona space, on the post-trained model, at every layer.
-    const itemsPerDomain = opts.itemsPerDomain ?? 48;
-    const archetypes = archetypeVectorsByLayer(
-      loadModelHandle(postDir),
-      world,
-      interpretArchetypeDocuments(world, itemsPerDomain, 1),
-      Array.from({ length: nLayers }, (_, l) => l),
-    ).map((r) => r.archetypes.map((a) => a.vector));
-    for (const subspace of ablate)
-      interventions.push(
-        subspaceAblation(subspace, {
-          traits,
-          finetuneDomain,
-          nLayers,
-          vectorsAt: (t, l) => [
-            bundleVector(bundles.response, t, l),
-            bundleVector(bundles.contrastive, t, l),
-          ],
-          archetypesAt: (l) => archetypes[l],
-        }),
-      );
-  }
+  const itemsPerDomain = opts.itemsPerDomain ?? 48;
+  // The archetypes of the interpretation's persona space, on the post-trained model, at every layer: recorded only
+  // when a subspace asked for holds them (the pipeline's 'traits' does not).
+  const archetypes = ablate.some((s) => s !== 'traits')
+    ? archetypeVectorsByLayer(
+        loadModelHandle(postDir),
+        world,
+        interpretArchetypeDocuments(world, itemsPerDomain, 1),
+        Array.from({ length: nLayers }, (_, l) => l),
+      ).map((r) => r.archetypes.map((a) => a.vector))
+    : [];
+  for (const subspace of ablate)
+    interventions.push(
+      subspaceAblation(subspace, {
+        traits,
+        finetuneDomain,
+        nLayers,
+        vectorsAt: (t, l) => [bundleVector(bundles.response, t, l), bundleVector(bundles.contrastive, t, l)],
+        archetypesAt: (l) => archetypes[l],
+      }),
+    );
   const trials = preventativeTrials(
     () => loadModelHandle(postDir),
     opts.examples,
     interventions,
-    preventativeItems(world, opts.itemsPerDomain ?? 48),
+    preventativeItems(world, itemsPerDomain),
     finetuneDomain,
     opts.finetune,
     opts.onTrial,
