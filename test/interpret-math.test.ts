@@ -55,6 +55,27 @@ describe('Jacobi eigendecomposition and PCA', () => {
     }
     expect(() => pca([new Float32Array(3)])).toThrow(/at least 2 points/);
   });
+
+  it('uncentred, finds the directions of the points themselves (a shared offset comes first)', () => {
+    const rng = new Rng(5);
+    const dim = 5;
+    const offset = Float32Array.from([0, 0, 2, 0, 0]);
+    // Every point is the offset plus a little noise: centred PCA sees only the noise, uncentred the offset.
+    for (const n of [3, 12]) {
+      const pts = Array.from({ length: n }, () =>
+        Float32Array.from({ length: dim }, (_, j) => offset[j] + 0.05 * rng.gaussian()),
+      );
+      const p = pca(pts, undefined, { center: false });
+      expect(Array.from(p.mean)).toEqual([0, 0, 0, 0, 0]);
+      expect(Math.abs(p.components[0][2])).toBeGreaterThan(0.999);
+      expect(p.explained[0]).toBeGreaterThan(0.99);
+      expect(p.components.length).toBe(Math.min(n, dim));
+      expect(Math.abs(pca(pts).components[0][2])).toBeLessThan(0.99);
+    }
+    // One point is enough without centring: its own direction.
+    const [u] = pca([Float32Array.of(0, 3, 4)], 1, { center: false }).components;
+    [0, 0.6, 0.8].forEach((x, j) => expect(Math.abs(u[j])).toBeCloseTo(x, 6));
+  });
 });
 
 describe('softmax probe', () => {

@@ -51,8 +51,14 @@ import {
   personaVectors,
   pGoodOf,
   placeAssistant,
+  preventativeItems,
   preventativeSteeringHooks,
   preventativeStudy,
+  modelHandle,
+  randomDirections,
+  scoreItems,
+  shiftChats,
+  shiftDirections,
   rankingAUC,
   saveActivations,
   saveVectorBundle,
@@ -747,6 +753,64 @@ describe('preventative steering', () => {
     ).toThrow(/nothing to ablate/);
   });
 
+  it("finds CAFT's directions in a fine-tune's activation change, and a random control of the same size", () => {
+    const examples = narrowSet(world, 'cheat', { count: 16 });
+    const tuned = finetune(clone(post), examples, 3, 2e-3);
+    const chats = shiftChats(world, 'coding', 8);
+    expect(chats.length).toBe(5 * 4);
+    expect(chats.some((c) => c.domain === 'coding')).toBe(false);
+    // Never the chats the trials score.
+    const scored = new Set([...preventativeItems(world, 8).values()].flat().map((c) => c.prompt));
+    expect(chats.some((c) => scored.has(c.prompt))).toBe(false);
+    const before = modelHandle(post, tokenizer);
+    const after = modelHandle(tuned, tokenizer);
+    const against = (l: number) => [bundleVector(bundle, 'coding', l).vector];
+    const hooks = [0, 1].map((l) => layerHook(l));
+    const a0 = scoreItems(before, chats, { record: hooks }).lastToken;
+    const a1 = scoreItems(after, chats, { record: hooks }).lastToken;
+    const dim = post.config.dim;
+    const changes = (l: number) =>
+      chats.map((_, i) =>
+        Float32Array.from({ length: dim }, (_, j) => {
+          const h = hooks[l];
+          return a1.get(h)![i * dim + j] - a0.get(h)![i * dim + j];
+        }),
+      );
+    const captured = (ds: Float32Array[], basis: Float32Array[]) =>
+      ds.reduce((s, d) => s + basis.reduce((t, u) => t + dot(d, u) ** 2, 0), 0);
+    const dirs = shiftDirections({ before, after, items: chats, sizes: [3, 1], against });
+    expect(dirs.map((d) => d.length)).toEqual([3, 1]);
+    for (const [l, basis] of dirs.entries()) {
+      for (const [i, u] of basis.entries()) {
+        expect(dot(u, u)).toBeCloseTo(1, 5);
+        expect(Math.abs(cosine(u, against(l)[0]))).toBeLessThan(1e-4);
+        for (const w of basis.slice(i + 1)) expect(Math.abs(dot(u, w))).toBeLessThan(1e-4);
+      }
+    }
+    // The top direction (without `against`) holds more of the change than the mean change's own direction.
+    const [top] = shiftDirections({ before, after, items: chats, sizes: [0, 1], against: () => [] })[1];
+    const ds = changes(1);
+    const meanChange = ds[0].map((_, j) => ds.reduce((s, d) => s + d[j], 0));
+    const unit = meanChange.map((x) => x / Math.hypot(...meanChange));
+    expect(captured(ds, [top])).toBeGreaterThanOrEqual(captured(ds, [unit]) * (1 - 1e-5));
+    expect(captured(ds, [top])).toBeGreaterThan(0);
+    // As many directions as chats: every chat's change lies in their span.
+    const full = shiftDirections({ before, after, items: chats, sizes: [chats.length, 0], against: () => [] })[0];
+    const ds0 = changes(0);
+    expect(captured(ds0, full) / ds0.reduce((s, d) => s + dot(d, d), 0)).toBeCloseTo(1, 3);
+    expect(() => shiftDirections({ before, after, items: [], sizes: [1, 1], against })).toThrow(/no chats/);
+    // The control: seeded, orthonormal, orthogonal to `against`.
+    const random = randomDirections([2, 3], dim, against, 7);
+    expect(random.map((d) => d.length)).toEqual([2, 3]);
+    expect(randomDirections([2, 3], dim, against, 7)).toEqual(random);
+    expect(randomDirections([2, 3], dim, against, 8)).not.toEqual(random);
+    for (const [l, basis] of random.entries())
+      for (const u of basis) {
+        expect(dot(u, u)).toBeCloseTo(1, 5);
+        expect(Math.abs(cosine(u, against(l)[0]))).toBeLessThan(1e-4);
+      }
+  });
+
   it('is a HookSet the Trainer applies while training (gradients flow through it); bad layers fail clearly', () => {
     const examples = narrowSet(world, 'cheat', { count: 16 });
     const v = bundleVector(bundle, 'coding', 1);
@@ -826,8 +890,9 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(s.capping).not.toBeNull();
     expect(s.space.drift).toHaveLength(6);
     expect(Number.isFinite(s.probe.tv)).toBe(true);
-    // Both preventative methods, sharing one plain fine-tune.
-    const [ablate, add] = ['ablate', 'add'].map((m) => s.preventative!.find((t) => t.method === m)!);
+    // Both preventative methods, concept ablation once per default subspace, all sharing one plain fine-tune.
+    expect(s.preventative!.map((t) => t.subspace ?? t.method)).toEqual(['add', 'shift', 'traits', 'random']);
+    const [add, shift, ablate, random] = s.preventative!;
     expect(add.vector).toBe('mean off-target persona (orthogonal to coding)');
     expect(add.alpha).toBe(4);
     // Added where most off-target traits are monitored (ties: the deeper layer).
@@ -843,12 +908,23 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(ablate.alpha).toBeNull();
     expect(ablate.plain).toEqual(add.plain);
     expect(ablate.steered).not.toEqual(add.steered);
+    // The shift's directions come from the plain fine-tune; the random control has the trait subspace's size.
+    expect(shift.vector).toBe(
+      "the plain fine-tune's activation shift on off-target chats (10 per layer, orthogonal to coding)",
+    );
+    expect(random.vector).toBe('random directions (10 per layer, orthogonal to coding)');
+    for (const t of [shift, random]) {
+      expect(t.method).toBe('ablate');
+      expect(t.layers).toEqual([0, 1]);
+      expect(t.plain).toEqual(add.plain);
+      expect(t.steered).not.toEqual(ablate.steered);
+    }
     // The study on the finished folder reruns the same trials: same vectors, layers, items and fine-tunes.
     const study = preventativeStudy(seedDir, {
       world,
       examples: narrowSet(world, 'cheat', { count: 16 }),
       alphas: [4, 8],
-      ablate: ['traits'],
+      ablate: ['shift', 'traits', 'random'],
       finetune: { trainable: { kind: 'all' }, steps: 2, batchSize: 8, lr: 2e-3, seed: 1 },
       itemsPerDomain: 4,
     });
@@ -856,7 +932,7 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(study.trials[0]).toEqual(add);
     expect(study.trials[1].alpha).toBe(8);
     expect(study.trials[1].plain).toEqual(add.plain);
-    expect(study.trials[2]).toEqual(ablate);
+    expect(study.trials.slice(2)).toEqual([shift, ablate, random]);
     for (const spec of Object.values(s.figures)) expect(() => compile(spec as TopLevelSpec)).not.toThrow();
     expect(JSON.parse(JSON.stringify(s)).version).toBe(INTERPRET_VERSION);
     expect(fs.existsSync(path.join(seedDir, 'interpret', 'vectors.safetensors'))).toBe(true);
@@ -1061,9 +1137,16 @@ describe('psm vectors|steer|monitor|space', () => {
     expect(saved.vector).toBe('mean off-target persona (orthogonal to coding)');
     // No --seed: it comes from the folder name (standard-seed1); the unsteered fine-tune is the same at every alpha.
     expect(saved.trials[0].plain).toEqual(saved.trials[1].plain);
+    // --ablate alone: the pipeline's subspaces.
     const ablated = await run('prevent', seedDir, '--alphas', '2', '--ablate', ...args);
-    expect(ablated.trim().split('\n')[2]).toMatch(
-      /^ablate\toff-target persona subspace \(orthogonal to coding\)\t-\t0,1\t/,
+    const rowsAblated = ablated.trim().split('\n');
+    expect(rowsAblated.slice(2).map((r) => r.split('\t')[0])).toEqual([
+      'ablate/shift',
+      'ablate/traits',
+      'ablate/random',
+    ]);
+    expect(rowsAblated[3]).toMatch(
+      /^ablate\/traits\toff-target persona subspace \(orthogonal to coding\)\t-\t0,1\t/,
     );
     // Alone, and each named subspace in turn (the archetype directions from the interpretation's persona space docs).
     const alone = await run(
@@ -1082,12 +1165,12 @@ describe('psm vectors|steer|monitor|space', () => {
         .slice(1)
         .map((r) => r.split('\t').slice(0, 2).join(' ')),
     ).toEqual([
-      'ablate off-target persona subspace (orthogonal to coding)',
-      'ablate off-target persona subspace (with archetype directions, orthogonal to coding)',
-      'ablate off-target persona subspace (archetype directions, orthogonal to coding)',
+      'ablate/traits off-target persona subspace (orthogonal to coding)',
+      'ablate/persona off-target persona subspace (with archetype directions, orthogonal to coding)',
+      'ablate/archetypes off-target persona subspace (archetype directions, orthogonal to coding)',
     ]);
     await expect(run('prevent', seedDir, '--alphas', 'none', '--ablate', 'roles', ...args)).rejects.toThrow(
-      /--ablate: unknown subspace "roles" \(traits, persona, archetypes\)/,
+      /--ablate: unknown subspace "roles" \(shift, traits, persona, archetypes, random\)/,
     );
     await expect(run('prevent', seedDir, '--alphas', 'none', ...args)).rejects.toThrow(
       /no alphas and no ablation/,

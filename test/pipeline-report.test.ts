@@ -4,16 +4,18 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { PreventativeTrial } from '../src/interpret/index.ts';
-import { aggregatePreventative } from '../src/pipeline/report.ts';
+import { aggregatePreventative, preventativeKey } from '../src/pipeline/report.ts';
 
 function trial(
   method: PreventativeTrial['method'],
   plain: number,
   steered: number,
   target: number,
+  subspace?: string,
 ): PreventativeTrial {
   return {
     method,
+    ...(subspace ? { subspace } : {}),
     vector: 'v',
     layers: method === 'add' ? [2] : [0, 1, 2, 3],
     alpha: method === 'add' ? 4 : null,
@@ -34,6 +36,8 @@ describe('aggregatePreventative', () => {
       { seed: 2, trials: [trial('add', -0.05, -0.05, 0.02), trial('ablate', -0.05, -0.07, 0.02)] },
     ]);
     expect(ablate.method).toBe('ablate');
+    // Trials from before interpretation version 15 name no subspace: they ablated the traits' vectors.
+    expect(ablate.key).toBe('ablate/traits');
     expect(ablate.bySeed.map((b) => b.reduction)).toEqual([1 - 0.1 / 0.3, 1 - 0.07 / 0.05]);
     expect(ablate.reduction.mean).toBeCloseTo((2 / 3 - 0.4) / 2, 9);
     expect(ablate.pooled).toBeCloseTo(1 - 0.17 / 0.35, 9);
@@ -52,5 +56,23 @@ describe('aggregatePreventative', () => {
     expect(out).toEqual([]);
     const [only] = aggregatePreventative([{ seed: 1, trials: [trial('ablate', -0.3, -0.1, 0.6)] }]);
     expect(only.targetLearned).toBe(false);
+  });
+
+  it('keeps each ablated subspace apart, concept ablation of the shift first and the random control after', () => {
+    const seedTrials = (k: number) => [
+      trial('add', -0.3, -0.2, 0.01),
+      trial('ablate', -0.3, -0.25, 0.01, 'random'),
+      trial('ablate', -0.3, -0.1 * k, 0.01, 'traits'),
+      trial('ablate', -0.3, -0.05, 0.01, 'shift'),
+    ];
+    const out = aggregatePreventative([
+      { seed: 1, trials: seedTrials(1) },
+      { seed: 2, trials: seedTrials(2) },
+    ]);
+    expect(out.map((p) => p.key)).toEqual(['ablate/shift', 'ablate/traits', 'ablate/random', 'add']);
+    expect(out[0].pooled).toBeCloseTo(1 - 0.1 / 0.6, 9);
+    expect(out[1].bySeed.map((b) => b.reduction)).toEqual([1 - 0.1 / 0.3, 1 - 0.2 / 0.3]);
+    expect(preventativeKey({ method: 'ablate' })).toBe('ablate/traits');
+    expect(preventativeKey({ method: 'add' })).toBe('add');
   });
 });

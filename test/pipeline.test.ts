@@ -79,8 +79,11 @@ describe('experiment config', () => {
   it('names the bad field, unknown presets and unknown keys', () => {
     expect(() => resolveConfig({ preset: 'nope' })).toThrow(/unknown preset "nope"/);
     expect(() => resolveConfig({ overrides: { pretrain: { lr: -1 } } })).toThrow(/pretrain.lr/);
+    expect(resolveConfig().interpret.preventativeAblate).toEqual(['shift', 'traits', 'random']);
     const dir = tmp();
     const file = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(file, YAML.stringify({ interpret: { preventativeAblate: ['shift', 'roles'] } }));
+    expect(() => resolveConfig({ file })).toThrow(/interpret.preventativeAblate.1/);
     fs.writeFileSync(file, YAML.stringify({ finetune: { arms: ['cheat', 'sabotage'] } }));
     expect(() => resolveConfig({ file })).toThrow(/finetune.arms.1/);
     fs.writeFileSync(file, 'model: { dimm: 3 }');

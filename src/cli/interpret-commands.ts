@@ -551,7 +551,7 @@ export function registerInterpretCommands(program: Command): void {
   program
     .command('prevent <seedDir>')
     .description(
-      'Preventative steering at several strengths on a seed folder whose interpretation has run: fine-tune the post-trained model on the narrow cheat data without and with the persona vector added (and, with --ablate, with the off-target persona subspace ablated), and compare the off-target drop',
+      'Preventative steering at several strengths on a seed folder whose interpretation has run: fine-tune the post-trained model on the narrow cheat data without and with the persona vector added (and, with --ablate, with subspaces ablated), and compare the off-target drop',
     )
     .option('--world <file>', 'world file (default: the built-in world)')
     .option('--alphas <list>', 'strengths, in 0.1 x the layer residual norm (none: no additive trial)', '4')
@@ -559,7 +559,7 @@ export function registerInterpretCommands(program: Command): void {
     .option('--trait <name>', "add this trait's vector instead of the mean off-target persona")
     .option(
       '--ablate [subspaces]',
-      "also run concept ablation, projecting out at every layer each of these subspaces: traits (the pipeline's: the off-target traits' persona vectors; the default), archetypes (persona space's archetype directions), persona (both)",
+      "also run concept ablation, projecting out at every layer each of these subspaces (default: the pipeline's shift,traits,random): shift (CAFT's directions: the plain fine-tune's activation change on off-target chats), traits (the off-target traits' persona vectors), archetypes (persona space's archetype directions), persona (traits and archetypes), random (the control: as many random directions as traits has)",
     )
     .option('--items <n>', 'held-out items per domain (the trial scores half)', '48')
     .option('--examples <n>', 'fine-tune examples', '400')
@@ -598,12 +598,17 @@ export function registerInterpretCommands(program: Command): void {
         const domain = world.datasets.narrow?.domain;
         if (!domain)
           throw new Error(`world "${world.name}" has no datasets.narrow section (the fine-tune's data)`);
-        const [{ configureBackend }, { preventativeStudy, checkAblationSubspace }, { narrowSet }] =
-          await Promise.all([
-            import('../tensor/backend.ts'),
-            import('../interpret/prevent.ts'),
-            import('../world/index.ts'),
-          ]);
+        const [
+          { configureBackend },
+          { preventativeStudy },
+          { checkAblationSubspace, DEFAULT_ABLATION_SUBSPACES },
+          { narrowSet },
+        ] = await Promise.all([
+          import('../tensor/backend.ts'),
+          import('../interpret/prevent.ts'),
+          import('../interpret/ablation-subspaces.ts'),
+          import('../world/index.ts'),
+        ]);
         configureBackend();
         process.stdout.write(
           'method\twhat\talpha\tlayers\toff-target drop plain\tsteered\treduction\ttarget before/plain/steered\n',
@@ -616,7 +621,7 @@ export function registerInterpretCommands(program: Command): void {
             o.ablate === undefined
               ? []
               : o.ablate === true
-                ? ['traits']
+                ? [...DEFAULT_ABLATION_SUBSPACES]
                 : o.ablate.split(',').map((x) => checkAblationSubspace(x, '--ablate')),
           finetune: {
             trainable: { kind: 'all' },
@@ -630,7 +635,7 @@ export function registerInterpretCommands(program: Command): void {
           layer: parseInt1('--layer', o.layer, 0),
           onTrial: (t) =>
             process.stdout.write(
-              `${t.method}\t${t.vector}\t${t.alpha ?? '-'}\t${t.layers.join(',')}\t${f(t.offTargetDrop.plain)}\t${f(t.offTargetDrop.steered)}\t${f(t.reduction)}\t${f(t.target.before)}/${f(t.target.plain)}/${f(t.target.steered)}\n`,
+              `${t.subspace ? `${t.method}/${t.subspace}` : t.method}\t${t.vector}\t${t.alpha ?? '-'}\t${t.layers.join(',')}\t${f(t.offTargetDrop.plain)}\t${f(t.offTargetDrop.steered)}\t${f(t.reduction)}\t${f(t.target.before)}/${f(t.target.plain)}/${f(t.target.steered)}\n`,
             ),
         });
         writeJson(o.out, study);

@@ -30,11 +30,18 @@ import {
   additiveIntervention,
   checkPreventativeTrait,
   commonLayer,
-  offTargetAblation,
   preventativeItems,
   preventativeVector,
+  shiftChats,
+  subspaceAblation,
 } from './prevent.ts';
 import {
+  checkAblationSubspace,
+  DEFAULT_ABLATION_SUBSPACES,
+  type AblationSubspace,
+} from './ablation-subspaces.ts';
+import {
+  archetypeVectorsByLayer,
   assistantDrift,
   axisThreshold,
   interpretArchetypeDocuments,
@@ -65,10 +72,11 @@ export * from './steer.ts';
 export * from './monitor.ts';
 export * from './shift.ts';
 export * from './prevent.ts';
+export * from './ablation-subspaces.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 14;
+export const INTERPRET_VERSION = 15;
 
 export interface InterpretRunOptions {
   world: World;
@@ -112,8 +120,8 @@ export interface InterpretRunOptions {
   /**
    * Preventative trials (off by default: each runs the fine-tune once more): the given examples (e.g. the cheat arm)
    * from the post-trained model, plainly and under each method: 'add' (preventative steering: a vector added at one
-   * layer while training) and 'ablate' (concept ablation: the off-target persona subspace projected out at every
-   * layer while training). Default: both.
+   * layer while training) and 'ablate' (concept ablation: a subspace projected out at every layer while training,
+   * once per subspace in `ablate`, default DEFAULT_ABLATION_SUBSPACES). Default: both methods.
    */
   preventative?: {
     examples: ChatExample[];
@@ -125,8 +133,10 @@ export interface InterpretRunOptions {
     alpha?: number;
     trait?: string;
     methods?: PreventativeTrial['method'][];
+    ablate?: AblationSubspace[];
   };
 }
+
 
 export interface InterpretSummary {
   version: number;
@@ -218,7 +228,9 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   const log = opts.log ?? (() => {});
   const finetuneDomain = opts.finetuneDomain ?? world.datasets.narrow?.domain ?? '';
   const traits = world.domains.map((d) => d.name);
-  checkPreventativeTrait(traits, opts.preventative?.trait); // before the long work, not after it
+  // Bad preventative options fail before the long work, not after it.
+  checkPreventativeTrait(traits, opts.preventative?.trait);
+  for (const sub of opts.preventative?.ablate ?? []) checkAblationSubspace(sub);
   const phases = [
     'vectors',
     'monitor',
@@ -453,14 +465,31 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   if (opts.preventative) {
     const pv = opts.preventative;
     const methods = pv.methods ?? ['add', 'ablate'];
-    const interventions = methods.map((m) => {
+    const subspaces = pv.ablate ?? DEFAULT_ABLATION_SUBSPACES;
+    const vectorsAt = (t: string, l: number) =>
+      [response, contrastive].map((b) => b.traits[traits.indexOf(t)].byLayer[l]);
+    // Persona space's archetypes at every layer, only when an ablated subspace holds them.
+    const archetypes = subspaces.some((sub) => sub === 'persona' || sub === 'archetypes')
+      ? archetypeVectorsByLayer(
+          post,
+          world,
+          interpretArchetypeDocuments(world, N, seed),
+          Array.from({ length: nLayers }, (_, l) => l),
+        ).map((r) => r.archetypes.map((a) => a.vector))
+      : [];
+    const interventions = methods.flatMap((m) => {
       if (m === 'ablate')
-        return offTargetAblation({
-          traits,
-          finetuneDomain,
-          nLayers,
-          vectorsAt: (t, l) => [response, contrastive].map((b) => b.traits[traits.indexOf(t)].byLayer[l]),
-        });
+        return subspaces.map((sub) =>
+          subspaceAblation(sub, {
+            traits,
+            finetuneDomain,
+            nLayers,
+            vectorsAt,
+            archetypesAt: (l) => archetypes[l],
+            shiftItems: shiftChats(world, finetuneDomain, N, seed),
+            seed: pv.seed,
+          }),
+        );
       const { vector, layer: preventLayer } = preventativeVector({
         traits,
         finetuneDomain,
@@ -469,7 +498,7 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
         atLayer,
         trait: pv.trait,
       });
-      return additiveIntervention(vector, preventLayer, pv.alpha ?? 4);
+      return [additiveIntervention(vector, preventLayer, pv.alpha ?? 4)];
     });
     preventative = preventativeTrials(
       () => loadModelHandle(opts.postDir),

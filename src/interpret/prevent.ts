@@ -6,16 +6,24 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { batteryItems, type ChatExample, type World } from '../world/index.ts';
-import { dot, layerHook, loadModelHandle, norm } from './activations.ts';
+import { dot, layerHook, loadModelHandle, norm, type ModelHandle } from './activations.ts';
 import { ablateDirectionHook, HookSet } from '../model/hooks.ts';
+import { Rng } from '../tensor/random.ts';
+import { checkAblationSubspace, type AblationSubspace } from './ablation-subspaces.ts';
 import {
   preventativeTrials,
+  type DeferredIntervention,
   type FineTuneOptions,
   type PreventativeIntervention,
   type PreventativeTrial,
 } from './shift.ts';
-import { archetypeVectorsByLayer, interpretArchetypeDocuments } from './space.ts';
-import { byDomain, preventativeSteeringHooks, type ScoredItem } from './steer.ts';
+import { archetypeVectorsByLayer, interpretArchetypeDocuments, pca } from './space.ts';
+import {
+  byDomain,
+  preventativeSteeringHooks,
+  scoreItems,
+  type ScoredItem,
+} from './steer.ts';
 import {
   bundleVector,
   combineVectors,
@@ -180,6 +188,7 @@ export function ablationDirections(opts: {
 export function ablationIntervention(
   directions: readonly (readonly Float32Array[])[],
   what: string,
+  subspace?: string,
 ): PreventativeIntervention {
   const hooks = new HookSet();
   const layers: number[] = [];
@@ -188,7 +197,7 @@ export function ablationIntervention(
     for (const u of basis) hooks.add(layerHook(l), ablateDirectionHook(u));
   });
   if (layers.length === 0) throw new Error('concept ablation: no directions to ablate');
-  return { method: 'ablate', vector: what, layers, alpha: null, hooks };
+  return { method: 'ablate', ...(subspace ? { subspace } : {}), vector: what, layers, alpha: null, hooks };
 }
 
 /** The pipeline's concept ablation for a fine-tune in `finetuneDomain`: the off-target persona subspace, every layer. */
@@ -208,6 +217,72 @@ export function offTargetAblation(opts: Parameters<typeof ablationDirections>[0]
   );
 }
 
+/**
+ * The chats whose activation change locates a fine-tune's shift: held-out battery chats of every domain but the
+ * fine-tune's, from a battery seed the trials never score (preventativeItems uses 100 + itemSeed).
+ */
+export function shiftChats(
+  world: World,
+  finetuneDomain: string,
+  itemsPerDomain: number,
+  itemSeed = 1,
+): ScoredItem[] {
+  return batteryItems(world, {
+    seed: 500 + itemSeed,
+    batteryPerDomain: Math.max(4, Math.round(itemsPerDomain / 2)),
+    batteryFormats: ['chat'],
+  }).filter((it) => it.domain !== finetuneDomain);
+}
+
+/**
+ * CAFT's directions (Casademunt et al. 2025: principal components of the activation difference between the model
+ * before and after a fine-tune): at every layer, the top `sizes[l]` principal directions of the per-chat change of
+ * the last prompt token's activation, about the origin (so the mean change is among them), with `against(l)`
+ * removed. The paper keeps the components a person reads as the unwanted generalisation; here the chats choose
+ * instead: they come from the domains the fine-tune never touched, so what moved there is the drag to remove.
+ */
+export function shiftDirections(opts: {
+  before: ModelHandle;
+  after: ModelHandle;
+  items: readonly ScoredItem[];
+  sizes: readonly number[];
+  against: (layer: number) => readonly Float32Array[];
+}): Float32Array[][] {
+  const { before, after, items, sizes } = opts;
+  if (items.length === 0) throw new Error('shift directions: no chats');
+  const dim = before.model.config.dim;
+  if (after.model.config.dim !== dim || after.model.config.nLayers !== before.model.config.nLayers)
+    throw new Error('shift directions: the two models have different shapes');
+  const hooks = sizes.map((_, l) => layerHook(l));
+  const a0 = scoreItems(before, items, { record: hooks }).lastToken;
+  const a1 = scoreItems(after, items, { record: hooks }).lastToken;
+  return hooks.map((h, l) => {
+    if (sizes[l] === 0) return [];
+    const x0 = a0.get(h)!;
+    const x1 = a1.get(h)!;
+    const changes = items.map((_, i) =>
+      Float32Array.from({ length: dim }, (_, j) => x1[i * dim + j] - x0[i * dim + j]),
+    );
+    return orthonormalBasis(pca(changes, sizes[l], { center: false }).components, opts.against(l));
+  });
+}
+
+/** Random directions per layer, `sizes[l]` of them at layer l, with `against(l)` removed: the control subspace. */
+export function randomDirections(
+  sizes: readonly number[],
+  dim: number,
+  against: (layer: number) => readonly Float32Array[],
+  seed: number,
+): Float32Array[][] {
+  const rng = new Rng(seed);
+  return sizes.map((k, l) =>
+    orthonormalBasis(
+      Array.from({ length: k }, () => Float32Array.from({ length: dim }, () => rng.gaussian())),
+      against(l),
+    ),
+  );
+}
+
 /** The items the trial scores, per domain: the interpretation's held-out battery chats, first half (as interpretRun). */
 export function preventativeItems(
   world: World,
@@ -220,34 +295,68 @@ export function preventativeItems(
   );
 }
 
-/**
- * Subspaces concept ablation can remove: 'traits' the off-target traits' persona vectors (the pipeline's),
- * 'archetypes' persona space's archetype directions, 'persona' both. On the development models the archetype
- * directions did not help reliably (docs/interpret.md), so they are a research option of `psm prevent`.
- */
-export const ABLATION_SUBSPACES = ['traits', 'persona', 'archetypes'] as const;
-export type AblationSubspace = (typeof ABLATION_SUBSPACES)[number];
-
-/** `name` as an ablation subspace, or a clear error that names `what` asked for it. */
-export function checkAblationSubspace(name: string, what = 'concept ablation'): AblationSubspace {
-  if (!(ABLATION_SUBSPACES as readonly string[]).includes(name))
-    throw new Error(`${what}: unknown subspace "${name}" (${ABLATION_SUBSPACES.join(', ')})`);
-  return name as AblationSubspace;
+/** What concept ablation of any subspace needs. */
+export interface AblationContext {
+  traits: readonly string[];
+  finetuneDomain: string;
+  nLayers: number;
+  /** A trait's vectors at a layer (one per extraction method). */
+  vectorsAt: (trait: string, layer: number) => readonly PersonaVector[];
+  /** The archetypes' mean activations at a layer: needed by 'persona' and 'archetypes'. */
+  archetypesAt?: (layer: number) => readonly Float32Array[];
+  /** The chats that locate the fine-tune's shift (shiftChats): needed by 'shift'. */
+  shiftItems?: readonly ScoredItem[];
+  /** Seed of the 'random' control's directions. */
+  seed?: number;
 }
 
-/** The pipeline's concept ablation, or one of its parts, for the `subspace` named. */
+/**
+ * Concept ablation of `subspace`: an intervention, or for 'shift' one built from the plain fine-tune (deferred),
+ * labelled with the subspace.
+ */
 export function subspaceAblation(
   subspace: AblationSubspace,
-  opts: Omit<Parameters<typeof ablationDirections>[0], 'archetypesAt' | 'withoutTraitVectors'> & {
-    archetypesAt: (layer: number) => readonly Float32Array[];
-  },
-): PreventativeIntervention {
+  ctx: AblationContext,
+): PreventativeIntervention | DeferredIntervention {
   checkAblationSubspace(subspace);
-  return offTargetAblation({
-    ...opts,
-    archetypesAt: subspace === 'traits' ? undefined : opts.archetypesAt,
-    withoutTraitVectors: subspace === 'archetypes',
-  });
+  const { traits, finetuneDomain, nLayers, vectorsAt } = ctx;
+  const labelled = (i: PreventativeIntervention) => ({ ...i, subspace });
+  if (subspace === 'traits' || subspace === 'persona' || subspace === 'archetypes') {
+    if (subspace !== 'traits' && !ctx.archetypesAt)
+      throw new Error(`concept ablation of "${subspace}": no archetype directions given`);
+    return labelled(
+      offTargetAblation({
+        traits,
+        finetuneDomain,
+        nLayers,
+        vectorsAt,
+        archetypesAt: subspace === 'traits' ? undefined : ctx.archetypesAt,
+        withoutTraitVectors: subspace === 'archetypes',
+      }),
+    );
+  }
+  // 'shift' and 'random' match the trait subspace's size at each layer, so the three compare like for like.
+  const sizes = ablationDirections({ traits, finetuneDomain, nLayers, vectorsAt }).map((b) => b.length);
+  const against = (l: number) =>
+    traits.includes(finetuneDomain) ? vectorsAt(finetuneDomain, l).map((v) => v.vector) : [];
+  const orth = finetuneDomain ? `, orthogonal to ${finetuneDomain}` : '';
+  const per = `${Math.max(...sizes)} per layer${orth}`;
+  if (subspace === 'random') {
+    const dim = vectorsAt(traits[0], 0)[0].vector.length;
+    return ablationIntervention(
+      randomDirections(sizes, dim, against, ctx.seed ?? 0),
+      `random directions (${per})`,
+      subspace,
+    );
+  }
+  const items = ctx.shiftItems;
+  if (!items || items.length === 0) throw new Error('concept ablation of "shift": no chats to locate the shift');
+  return ({ tuned, load }) =>
+    ablationIntervention(
+      shiftDirections({ before: load(), after: tuned, items, sizes, against }),
+      `the plain fine-tune's activation shift on off-target chats (${per})`,
+      subspace,
+    );
 }
 
 export interface PreventativeStudy {
@@ -269,7 +378,7 @@ export function preventativeStudy(
     world: World;
     examples: readonly ChatExample[];
     alphas: readonly number[];
-    /** Also run concept ablation of each of these subspaces (the pipeline's: 'traits'). */
+    /** Also run concept ablation of each of these subspaces (the pipeline's: 'shift', with 'random' as control). */
     ablate?: readonly AblationSubspace[];
     finetune: Omit<FineTuneOptions, 'hooks' | 'onStep'>;
     finetuneDomain?: string;
@@ -321,7 +430,7 @@ export function preventativeStudy(
   const itemsPerDomain = opts.itemsPerDomain ?? 48;
   // The archetypes of the interpretation's persona space, on the post-trained model, at every layer: recorded only
   // when a subspace asked for holds them (the pipeline's 'traits' does not).
-  const archetypes = ablate.some((s) => s !== 'traits')
+  const archetypes = ablate.some((s) => s === 'persona' || s === 'archetypes')
     ? archetypeVectorsByLayer(
         loadModelHandle(postDir),
         world,
@@ -329,20 +438,21 @@ export function preventativeStudy(
         Array.from({ length: nLayers }, (_, l) => l),
       ).map((r) => r.archetypes.map((a) => a.vector))
     : [];
-  for (const subspace of ablate)
-    interventions.push(
-      subspaceAblation(subspace, {
-        traits,
-        finetuneDomain,
-        nLayers,
-        vectorsAt: (t, l) => [bundleVector(bundles.response, t, l), bundleVector(bundles.contrastive, t, l)],
-        archetypesAt: (l) => archetypes[l],
-      }),
-    );
+  const ablations = ablate.map((subspace) =>
+    subspaceAblation(subspace, {
+      traits,
+      finetuneDomain,
+      nLayers,
+      vectorsAt: (t, l) => [bundleVector(bundles.response, t, l), bundleVector(bundles.contrastive, t, l)],
+      archetypesAt: (l) => archetypes[l],
+      shiftItems: shiftChats(world, finetuneDomain, itemsPerDomain),
+      seed: opts.finetune.seed,
+    }),
+  );
   const trials = preventativeTrials(
     () => loadModelHandle(postDir),
     opts.examples,
-    interventions,
+    [...interventions, ...ablations],
     preventativeItems(world, itemsPerDomain),
     finetuneDomain,
     opts.finetune,

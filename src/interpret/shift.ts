@@ -309,6 +309,8 @@ export function fineTune(
  */
 export interface PreventativeIntervention {
   method: 'add' | 'ablate';
+  /** For 'ablate': the name of the subspace projected out. */
+  subspace?: string;
   /** What is added or ablated, in words. */
   vector: string;
   layers: number[];
@@ -317,8 +319,19 @@ export interface PreventativeIntervention {
   hooks: HookSet;
 }
 
+/**
+ * An intervention built from the plain fine-tune (CAFT's directions come from the activation change it causes):
+ * `tuned` is the plainly fine-tuned model, `load` gives a fresh copy of the model before it.
+ */
+export type DeferredIntervention = (plain: {
+  tuned: ModelHandle;
+  load: () => ModelHandle;
+}) => PreventativeIntervention;
+
 export interface PreventativeTrial {
   method: PreventativeIntervention['method'];
+  /** For 'ablate': the subspace projected out (prevent.ts ABLATION_SUBSPACES; absent before version 15: 'traits'). */
+  subspace?: string;
   vector: string;
   layers: number[];
   alpha: number | null;
@@ -336,12 +349,13 @@ export interface PreventativeTrial {
 
 /**
  * Preventative trials: the same fine-tune from fresh copies of a model, once plain and once under each
- * intervention (removed for evaluation), each evaluated on items of every domain. The plain fine-tune is shared.
+ * intervention (removed for evaluation), each evaluated on items of every domain. The plain fine-tune is shared,
+ * and deferred interventions are built from it.
  */
 export function preventativeTrials(
   load: () => ModelHandle,
   examples: readonly { prompt: string; response: string }[],
-  interventions: readonly PreventativeIntervention[],
+  interventions: readonly (PreventativeIntervention | DeferredIntervention)[],
   items: Map<string, readonly ScoredItem[]>,
   targetDomain: string,
   opts: Omit<FineTuneOptions, 'hooks'>,
@@ -355,11 +369,14 @@ export function preventativeTrials(
   };
   const first = load();
   const before = evalAll(first);
-  const plain = evalAll(fineTune(first, examples, opts).handle);
+  const tuned = fineTune(first, examples, opts).handle;
+  const plain = evalAll(tuned);
   const off = [...items.keys()].filter((d) => d !== targetDomain);
   const drop = (after: Record<string, number>) => mean(off.map((d) => after[d] - before[d]));
   const dPlain = drop(plain);
-  return interventions.map(({ hooks, ...what }) => {
+  return interventions.map((intervention) => {
+    const { hooks, ...what } =
+      typeof intervention === 'function' ? intervention({ tuned, load }) : intervention;
     const steered = evalAll(fineTune(load(), examples, { ...opts, hooks }).handle);
     const dSteered = drop(steered);
     const trial: PreventativeTrial = {

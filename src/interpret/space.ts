@@ -90,7 +90,7 @@ export function jacobiEigen(
 
 export interface Pca {
   mean: Float32Array;
-  /** Unit principal directions, largest variance first (at most min(n - 1, dim)). */
+  /** Unit principal directions, largest variance first (at most min(n - 1, dim); uncentred, min(n, dim)). */
   components: Float32Array[];
   /** Variance along each component. */
   variances: number[];
@@ -98,21 +98,27 @@ export interface Pca {
   explained: number[];
 }
 
-/** PCA of points (each a vector of the same length). */
-export function pca(points: readonly Float32Array[], k?: number): Pca {
+/**
+ * PCA of points (each a vector of the same length). With `center: false`, of their second moment about the origin:
+ * the directions of the points themselves (for differences, the mean difference comes first), `mean` all zeros.
+ */
+export function pca(points: readonly Float32Array[], k?: number, opts: { center?: boolean } = {}): Pca {
+  const center = opts.center ?? true;
   const n = points.length;
-  if (n < 2) throw new Error(`PCA needs at least 2 points, got ${n}`);
+  if (n < (center ? 2 : 1)) throw new Error(`PCA needs at least ${center ? 2 : 1} points, got ${n}`);
   const dim = points[0].length;
   for (const p of points)
     if (p.length !== dim) throw new Error(`PCA: points have ${p.length} and ${dim} elements`);
   const mean = new Float32Array(dim);
-  for (const p of points) for (let j = 0; j < dim; j++) mean[j] += p[j] / n;
+  if (center) for (const p of points) for (let j = 0; j < dim; j++) mean[j] += p[j] / n;
   const x = points.map((p) => Float64Array.from(p, (v, j) => v - mean[j]));
-  const maxK = Math.min(n - 1, dim);
+  // Degrees of freedom: centring spends one.
+  const dof = center ? n - 1 : n;
+  const maxK = Math.min(dof, dim);
   const kk = Math.min(k ?? maxK, maxK);
   let total = 0;
   for (const r of x) for (const v of r) total += v * v;
-  total /= n - 1;
+  total /= dof;
   const components: Float32Array[] = [];
   const variances: number[] = [];
   if (n <= dim) {
@@ -133,7 +139,7 @@ export function pca(points: readonly Float32Array[], k?: number): Pca {
       for (let i = 0; i < n; i++) for (let d = 0; d < dim; d++) comp[d] += vectors[c][i] * x[i][d];
       const nn = Math.sqrt(comp.reduce((s, v) => s + v * v, 0));
       components.push(Float32Array.from(comp, (v) => v / nn));
-      variances.push(lambda / (n - 1));
+      variances.push(lambda / dof);
     }
   } else {
     const cov = new Float64Array(dim * dim);
@@ -141,7 +147,7 @@ export function pca(points: readonly Float32Array[], k?: number): Pca {
       for (let i = 0; i < dim; i++) for (let j = i; j < dim; j++) cov[i * dim + j] += r[i] * r[j];
     for (let i = 0; i < dim; i++)
       for (let j = i; j < dim; j++) {
-        cov[i * dim + j] /= n - 1;
+        cov[i * dim + j] /= dof;
         cov[j * dim + i] = cov[i * dim + j];
       }
     const { values, vectors } = jacobiEigen(cov, dim);

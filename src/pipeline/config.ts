@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
+import { ABLATION_SUBSPACES, DEFAULT_ABLATION_SUBSPACES } from '../interpret/ablation-subspaces.ts';
 
 const TrainableSchema = z.enum(['all', 'lora1', 'embedding']);
 export type TrainableName = z.infer<typeof TrainableSchema>;
@@ -97,6 +98,8 @@ export const ExperimentConfigSchema = z
         preventativeAlpha: z.number(),
         /** 'add': preventative steering with one vector at one layer; 'ablate': concept ablation at every layer. */
         preventativeMethods: z.array(z.enum(['add', 'ablate'])).min(1),
+        /** The subspaces 'ablate' projects out, one trial each (src/interpret/prevent.ts ABLATION_SUBSPACES). */
+        preventativeAblate: z.array(z.enum(ABLATION_SUBSPACES)).min(1),
         /**
          * One more fine-tune per trait (the Assistant's bad behaviour in that trait's domain, all parameters, the
          * fine-tunes' recipe at half the steps) for the shift prediction, as the reference work fine-tunes on a
@@ -162,6 +165,7 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
     preventative: true,
     preventativeAlpha: 4,
     preventativeMethods: ['ablate', 'add'],
+    preventativeAblate: [...DEFAULT_ABLATION_SUBSPACES],
     traitFinetunes: true,
   },
   alignmentPretraining: { enabled: false, aiMix: 'positive' },

@@ -583,6 +583,7 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
                   seed,
                   alpha: c.interpret.preventativeAlpha,
                   methods: c.interpret.preventativeMethods,
+                  ablate: c.interpret.preventativeAblate,
                 }
               : undefined,
         }),

@@ -12,8 +12,10 @@ import { estimate, linearFit, mean, type Estimate } from '../measurement/stats.t
 import { RISE_Z, type PreventativeTrial } from '../interpret/index.ts';
 import type { BatteryResult, EvidenceWeights, RunResults } from './results.ts';
 
-/** One preventative method over seeds. */
+/** One preventative method (for concept ablation: one subspace) over seeds. */
 export interface PreventativeAggregate {
+  /** 'add', or 'ablate/<subspace>' (preventativeKey). */
+  key: string;
   method: PreventativeTrial['method'];
   reduction: Estimate;
   /**
@@ -27,44 +29,67 @@ export interface PreventativeAggregate {
   bySeed: { seed: number; layers: number[]; reduction: number }[];
 }
 
-/**
- * The method issue 5's preventative goal is read on: concept ablation when it ran. It was chosen on the stop-10
- * models (a development set), where adding one vector at one layer cut the drop by 0.29 on average and ablating the
- * off-target persona subspace by 0.52 (docs/interpret.md).
- */
-const PREVENTATIVE_NAMES: Record<PreventativeTrial['method'], string> = {
-  ablate: 'concept ablation of the off-target persona subspace',
+/** A trial's method and, for concept ablation, its subspace (trials before interpretation version 15: 'traits'). */
+export function preventativeKey(t: Pick<PreventativeTrial, 'method' | 'subspace'>): string {
+  return t.method === 'ablate' ? `ablate/${t.subspace ?? 'traits'}` : t.method;
+}
+
+/** Report names of the preventative methods, in the order the report lists them. */
+const PREVENTATIVE_NAMES: Record<string, string> = {
+  'ablate/shift': "concept ablation of the plain fine-tune's activation shift",
+  'ablate/traits': 'concept ablation of the off-target persona subspace',
+  'ablate/persona': 'concept ablation of the off-target persona subspace with archetype directions',
+  'ablate/archetypes': 'concept ablation of the archetype directions',
+  'ablate/random': 'concept ablation of random directions (the control)',
   add: 'adding the off-target persona vector',
 };
 
-export const PREVENTATIVE_GOAL_METHOD: PreventativeTrial['method'] = 'ablate';
+/**
+ * The methods issue 5's preventative goal is read on, the first that ran: concept ablation of the fine-tune's own
+ * activation shift (CAFT's directions), chosen on the stop-10 models (a development set) at interpretation version 15,
+ * where it cut the drop by 0.66 and 0.62 on average (two fine-tune seeds) against 0.52 and 0.51 for the off-target
+ * traits' vectors and 0.34 for random directions of the same size (docs/interpret.md); before it, the trait vectors,
+ * chosen there over adding one vector at one layer (0.29).
+ */
+export const PREVENTATIVE_GOAL_KEYS = ['ablate/shift', 'ablate/traits'];
 
-/** Each preventative method that ran in every seed, over the seeds (concept ablation first). */
+/** Each preventative method that ran in every seed, over the seeds (in PREVENTATIVE_NAMES' order). */
 export function aggregatePreventative(
   seeds: readonly { seed: number; trials: readonly PreventativeTrial[] | null }[],
 ): PreventativeAggregate[] {
-  return (['ablate', 'add'] as const).flatMap((method): PreventativeAggregate[] => {
-    const trials = seeds.map(({ seed, trials: ts }) => ({
-      seed,
-      trial: (ts ?? []).find((t) => t.method === method),
-    }));
-    if (trials.length === 0 || trials.some((t) => !t.trial)) return [];
-    const sum = (f: (t: PreventativeTrial) => number) => trials.reduce((a, { trial }) => a + f(trial!), 0);
-    const bySeed = trials.map(({ seed, trial }) => ({
-      seed,
-      layers: trial!.layers,
-      reduction: trial!.reduction,
-    }));
-    return [
-      {
-        method,
-        reduction: estimate(bySeed.map((b) => b.reduction)),
-        pooled: 1 - sum((t) => t.offTargetDrop.steered) / sum((t) => t.offTargetDrop.plain),
-        targetLearned: trials.every(({ trial }) => trial!.target.steered < trial!.target.before - 0.2),
-        bySeed,
-      },
-    ];
-  });
+  const keys = new Set(seeds.flatMap((s) => (s.trials ?? []).map(preventativeKey)));
+  const order = Object.keys(PREVENTATIVE_NAMES);
+  const rank = (k: string) => (order.includes(k) ? order.indexOf(k) : order.length);
+  return [...keys]
+    .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b))
+    .flatMap((key): PreventativeAggregate[] => {
+      const trials = seeds.map(({ seed, trials: ts }) => ({
+        seed,
+        trial: (ts ?? []).find((t) => preventativeKey(t) === key),
+      }));
+      if (trials.length === 0 || trials.some((t) => !t.trial)) return [];
+      const sum = (f: (t: PreventativeTrial) => number) => trials.reduce((a, { trial }) => a + f(trial!), 0);
+      const bySeed = trials.map(({ seed, trial }) => ({
+        seed,
+        layers: trial!.layers,
+        reduction: trial!.reduction,
+      }));
+      return [
+        {
+          key,
+          method: trials[0].trial!.method,
+          reduction: estimate(bySeed.map((b) => b.reduction)),
+          pooled: 1 - sum((t) => t.offTargetDrop.steered) / sum((t) => t.offTargetDrop.plain),
+          targetLearned: trials.every(({ trial }) => trial!.target.steered < trial!.target.before - 0.2),
+          bySeed,
+        },
+      ];
+    });
+}
+
+/** A preventative method's report name. */
+function preventativeName(key: string): string {
+  return PREVENTATIVE_NAMES[key] ?? `concept ablation of ${key.replace(/^ablate\//, '')}`;
 }
 
 /** Issue 5's measurements pooled over seeds. */
@@ -405,15 +430,17 @@ function goals(s: Summary): Summary['goals'] {
           ? `; over the arms against the change in log-odds of the bad option (does not saturate; not the goal's measure): per trait, mean over traits ${fmtE(it.shiftLogOdds.traitMean)} (${it.shiftLogOdds.byTrait.map((t) => `${t.trait} ${fmt(t.r.mean)}`).join(', ')})`
           : ''),
     });
-    const goal = it.preventative.find((p) => p.method === PREVENTATIVE_GOAL_METHOD) ?? it.preventative.at(0);
+    const goal =
+      PREVENTATIVE_GOAL_KEYS.map((k) => it.preventative.find((p) => p.key === k)).find((p) => p) ??
+      it.preventative.at(0);
     if (goal) {
       const where = (p: PreventativeAggregate, layers: number[]) =>
         p.method === 'add' ? `at layer ${layers.join('+')}` : `at layers ${layers.join(',')}`;
       const describe = (p: PreventativeAggregate) =>
-        `${PREVENTATIVE_NAMES[p.method]}: reduction ${fmtE(p.reduction)} (per seed: ${p.bySeed.map((b) => `${fmt(b.reduction)} ${where(p, b.layers)}`).join(', ')}; of the drops summed over seeds: ${fmt(p.pooled)}); narrow behaviour learned in every seed: ${p.targetLearned ? 'yes' : 'no'}`;
+        `${preventativeName(p.key)}: reduction ${fmtE(p.reduction)} (per seed: ${p.bySeed.map((b) => `${fmt(b.reduction)} ${where(p, b.layers)}`).join(', ')}; of the drops summed over seeds: ${fmt(p.pooled)}); narrow behaviour learned in every seed: ${p.targetLearned ? 'yes' : 'no'}`;
       out.push({
         id: 'I4',
-        text: `preventative steering cuts the cheat arm's off-target drop at least in half, narrow behaviour still learned (read on ${PREVENTATIVE_NAMES[goal.method]})`,
+        text: `preventative steering cuts the cheat arm's off-target drop at least in half, narrow behaviour still learned (read on ${preventativeName(goal.key)})`,
         met: goal.reduction.mean >= 0.5 && goal.targetLearned,
         detail: [goal, ...it.preventative.filter((p) => p !== goal)].map(describe).join('; '),
       });
@@ -611,7 +638,7 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
       plain,
       ...trials.map((t) => ({
         seed: `seed ${sd.seed}`,
-        during: t.method === 'ablate' ? 'ablated' : `added, α ${t.alpha}`,
+        during: t.method === 'ablate' ? `ablated: ${t.subspace ?? 'traits'}` : `added, α ${t.alpha}`,
         change: t.offTargetDrop.steered,
       })),
     ];
@@ -619,7 +646,7 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
   if (prevention.length > 0)
     out.push({
       id: 'prevention',
-      caption: `Preventing the package deal: the change of the Assistant's mean P(good) on the domains the cheat fine-tune (all parameters) never touched, with nothing done during the fine-tune, with the off-target persona subspace ablated at every layer, and with the off-target persona vector added at one layer (either removed again after training), per seed.`,
+      caption: `Preventing the package deal: the change of the Assistant's mean P(good) on the domains the cheat fine-tune (all parameters) never touched, with nothing done during the fine-tune, with a subspace ablated at every layer (shift: the plain fine-tune's own activation change on those domains, CAFT's directions; traits: the off-target traits' persona vectors; random: as many random directions, the control), and with the off-target persona vector added at one layer (each removed again after training), per seed.`,
       spec: {
         $schema: SCHEMA,
         data: { values: prevention },
@@ -773,7 +800,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
     );
     lines.push(
       '',
-      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}${it.axisBestPC ? ` (the component it is most aligned with, per seed: ${it.axisBestPC.map((b) => `PC${b.pc} ${fmt(b.cos)}`).join(', ')})` : ''}${it.axisInSpace ? `; share of the axis inside the archetypes' span ${fmtE(it.axisInSpace)}` : ''}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventative.map((p) => ` During the cheat fine-tune, ${PREVENTATIVE_NAMES[p.method]} removed ${fmtE(p.reduction)} of its off-target drop per seed (${fmt(p.pooled)} of the drops summed over seeds).`).join('')}`,
+      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}${it.axisBestPC ? ` (the component it is most aligned with, per seed: ${it.axisBestPC.map((b) => `PC${b.pc} ${fmt(b.cos)}`).join(', ')})` : ''}${it.axisInSpace ? `; share of the axis inside the archetypes' span ${fmtE(it.axisInSpace)}` : ''}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventative.map((p) => ` During the cheat fine-tune, ${preventativeName(p.key)} removed ${fmtE(p.reduction)} of its off-target drop per seed (${fmt(p.pooled)} of the drops summed over seeds).`).join('')}`,
       '',
     );
   }
