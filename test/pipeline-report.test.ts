@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { PreventativeTrial } from '../src/interpret/index.ts';
-import { aggregatePreventative, preventativeKey } from '../src/pipeline/report.ts';
+import { aggregatePreventative, preventativeGoal, preventativeKey } from '../src/pipeline/report.ts';
 
 function trial(
   method: PreventativeTrial['method'],
@@ -72,6 +72,11 @@ describe('aggregatePreventative', () => {
     expect(out.map((p) => p.key)).toEqual(['ablate/shift', 'ablate/traits', 'ablate/random', 'add']);
     expect(out[0].pooled).toBeCloseTo(1 - 0.1 / 0.6, 9);
     expect(out[1].bySeed.map((b) => b.reduction)).toEqual([1 - 0.1 / 0.3, 1 - 0.2 / 0.3]);
+    // The goal is read on the shift; on runs from before it, on the trait vectors; else on what ran.
+    expect(preventativeGoal(out)?.key).toBe('ablate/shift');
+    expect(preventativeGoal(out.slice(1))?.key).toBe('ablate/traits');
+    expect(preventativeGoal(out.slice(3))?.key).toBe('add');
+    expect(preventativeGoal([])).toBeUndefined();
     expect(preventativeKey({ method: 'ablate' })).toBe('ablate/traits');
     expect(preventativeKey({ method: 'add' })).toBe('add');
   });

@@ -47,9 +47,9 @@ const PREVENTATIVE_NAMES: Record<string, string> = {
 /**
  * The methods issue 5's preventative goal is read on, the first that ran: concept ablation of the fine-tune's own
  * activation shift (CAFT's directions), chosen on the stop-10 models (a development set) at interpretation version 15,
- * where it cut the drop by 0.66 and 0.62 on average (two fine-tune seeds) against 0.52 and 0.51 for the off-target
- * traits' vectors and 0.34 for random directions of the same size (docs/interpret.md); before it, the trait vectors,
- * chosen there over adding one vector at one layer (0.29).
+ * where it cut the drop by 0.63 and 0.62 on average (at two fine-tune seeds) against 0.52 and 0.51 for the
+ * off-target traits' vectors and 0.19 and 0.32 for random directions of the same size (docs/interpret.md); before it,
+ * the trait vectors, chosen there over adding one vector at one layer (0.29).
  */
 export const PREVENTATIVE_GOAL_KEYS = ['ablate/shift', 'ablate/traits'];
 
@@ -85,6 +85,15 @@ export function aggregatePreventative(
         },
       ];
     });
+}
+
+/** The aggregate issue 5's preventative goal is read on: the first of PREVENTATIVE_GOAL_KEYS that ran, else the first. */
+export function preventativeGoal(aggregates: readonly PreventativeAggregate[]): PreventativeAggregate | undefined {
+  for (const key of PREVENTATIVE_GOAL_KEYS) {
+    const found = aggregates.find((p) => p.key === key);
+    if (found) return found;
+  }
+  return aggregates.at(0);
 }
 
 /** A preventative method's report name. */
@@ -430,9 +439,7 @@ function goals(s: Summary): Summary['goals'] {
           ? `; over the arms against the change in log-odds of the bad option (does not saturate; not the goal's measure): per trait, mean over traits ${fmtE(it.shiftLogOdds.traitMean)} (${it.shiftLogOdds.byTrait.map((t) => `${t.trait} ${fmt(t.r.mean)}`).join(', ')})`
           : ''),
     });
-    const goal =
-      PREVENTATIVE_GOAL_KEYS.map((k) => it.preventative.find((p) => p.key === k)).find((p) => p) ??
-      it.preventative.at(0);
+    const goal = preventativeGoal(it.preventative);
     if (goal) {
       const where = (p: PreventativeAggregate, layers: number[]) =>
         p.method === 'add' ? `at layer ${layers.join('+')}` : `at layers ${layers.join(',')}`;
