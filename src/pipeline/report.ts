@@ -645,7 +645,7 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
       plain,
       ...trials.map((t) => ({
         seed: `seed ${sd.seed}`,
-        during: t.method === 'ablate' ? `ablated: ${t.subspace ?? 'traits'}` : `added, α ${t.alpha}`,
+        during: t.method === 'ablate' ? `ablate ${t.subspace ?? 'traits'}` : `add, α ${t.alpha}`,
         change: t.offTargetDrop.steered,
       })),
     ];
@@ -663,7 +663,7 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
           height: 200,
           mark: 'bar',
           encoding: {
-            x: { field: 'during', type: 'nominal', title: null, sort: null, axis: { labelAngle: 0 } },
+            x: { field: 'during', type: 'nominal', title: null, sort: null, axis: { labelAngle: -35 } },
             y: { field: 'change', type: 'quantitative', title: 'off-target change in P(good)' },
             color: { field: 'during', type: 'nominal', legend: null, sort: null },
           },
