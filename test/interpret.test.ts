@@ -795,7 +795,13 @@ describe('preventative steering', () => {
     expect(captured(ds, [top])).toBeGreaterThanOrEqual(captured(ds, [unit]) * (1 - 1e-5));
     expect(captured(ds, [top])).toBeGreaterThan(0);
     // As many directions as chats: every chat's change lies in their span.
-    const full = shiftDirections({ before, after, items: chats, sizes: [chats.length, 0], against: () => [] })[0];
+    const full = shiftDirections({
+      before,
+      after,
+      items: chats,
+      sizes: [chats.length, 0],
+      against: () => [],
+    })[0];
     const ds0 = changes(0);
     expect(captured(ds0, full) / ds0.reduce((s, d) => s + dot(d, d), 0)).toBeCloseTo(1, 3);
     expect(() => shiftDirections({ before, after, items: [], sizes: [1, 1], against })).toThrow(/no chats/);

@@ -137,7 +137,6 @@ export interface InterpretRunOptions {
   };
 }
 
-
 export interface InterpretSummary {
   version: number;
   seedDir: string;

@@ -18,12 +18,7 @@ import {
   type PreventativeTrial,
 } from './shift.ts';
 import { archetypeVectorsByLayer, interpretArchetypeDocuments, pca } from './space.ts';
-import {
-  byDomain,
-  preventativeSteeringHooks,
-  scoreItems,
-  type ScoredItem,
-} from './steer.ts';
+import { byDomain, preventativeSteeringHooks, scoreItems, type ScoredItem } from './steer.ts';
 import {
   bundleVector,
   combineVectors,
@@ -350,7 +345,8 @@ export function subspaceAblation(
     );
   }
   const items = ctx.shiftItems;
-  if (!items || items.length === 0) throw new Error('concept ablation of "shift": no chats to locate the shift');
+  if (!items || items.length === 0)
+    throw new Error('concept ablation of "shift": no chats to locate the shift');
   return ({ tuned, load }) =>
     ablationIntervention(
       shiftDirections({ before: load(), after: tuned, items, sizes, against }),
@@ -378,7 +374,7 @@ export function preventativeStudy(
     world: World;
     examples: readonly ChatExample[];
     alphas: readonly number[];
-    /** Also run concept ablation of each of these subspaces (the pipeline's: 'shift', with 'random' as control). */
+    /** Also run concept ablation of each of these subspaces (the pipeline's: DEFAULT_ABLATION_SUBSPACES). */
     ablate?: readonly AblationSubspace[];
     finetune: Omit<FineTuneOptions, 'hooks' | 'onStep'>;
     finetuneDomain?: string;

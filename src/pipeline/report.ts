@@ -88,7 +88,9 @@ export function aggregatePreventative(
 }
 
 /** The aggregate issue 5's preventative goal is read on: the first of PREVENTATIVE_GOAL_KEYS that ran, else the first. */
-export function preventativeGoal(aggregates: readonly PreventativeAggregate[]): PreventativeAggregate | undefined {
+export function preventativeGoal(
+  aggregates: readonly PreventativeAggregate[],
+): PreventativeAggregate | undefined {
   for (const key of PREVENTATIVE_GOAL_KEYS) {
     const found = aggregates.find((p) => p.key === key);
     if (found) return found;
