@@ -32,8 +32,7 @@ import {
   commonLayer,
   preventativeItems,
   preventativeVector,
-  shiftChats,
-  subspaceAblation,
+  ablationInterventions,
 } from './prevent.ts';
 import {
   checkAblationSubspace,
@@ -41,7 +40,6 @@ import {
   type AblationSubspace,
 } from './ablation-subspaces.ts';
 import {
-  archetypeVectorsByLayer,
   assistantDrift,
   axisThreshold,
   interpretArchetypeDocuments,
@@ -464,31 +462,19 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   if (opts.preventative) {
     const pv = opts.preventative;
     const methods = pv.methods ?? ['add', 'ablate'];
-    const subspaces = pv.ablate ?? DEFAULT_ABLATION_SUBSPACES;
-    const vectorsAt = (t: string, l: number) =>
-      [response, contrastive].map((b) => b.traits[traits.indexOf(t)].byLayer[l]);
-    // Persona space's archetypes at every layer, only when an ablated subspace holds them.
-    const archetypes = subspaces.some((sub) => sub === 'persona' || sub === 'archetypes')
-      ? archetypeVectorsByLayer(
-          post,
-          world,
-          interpretArchetypeDocuments(world, N, seed),
-          Array.from({ length: nLayers }, (_, l) => l),
-        ).map((r) => r.archetypes.map((a) => a.vector))
-      : [];
     const interventions = methods.flatMap((m) => {
       if (m === 'ablate')
-        return subspaces.map((sub) =>
-          subspaceAblation(sub, {
-            traits,
-            finetuneDomain,
-            nLayers,
-            vectorsAt,
-            archetypesAt: (l) => archetypes[l],
-            shiftItems: shiftChats(world, finetuneDomain, N, seed),
-            seed: pv.seed,
-          }),
-        );
+        return ablationInterventions(pv.ablate ?? DEFAULT_ABLATION_SUBSPACES, {
+          traits,
+          finetuneDomain,
+          nLayers,
+          vectorsAt: (t, l) => [response, contrastive].map((b) => b.traits[traits.indexOf(t)].byLayer[l]),
+          seed: pv.seed,
+          world,
+          post: () => post,
+          itemsPerDomain: N,
+          itemSeed: seed,
+        });
       const { vector, layer: preventLayer } = preventativeVector({
         traits,
         finetuneDomain,

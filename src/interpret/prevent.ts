@@ -145,6 +145,16 @@ export function centeredDirections(points: readonly Float32Array[]): Float32Arra
   return points.map((p) => p.map((x, j) => x - center[j]));
 }
 
+/** The fine-tune domain's own vectors at a layer (none if it is not a trait): what every ablated subspace avoids. */
+function finetuneDomainSpan(
+  opts: Pick<AblationContext, 'traits' | 'finetuneDomain' | 'vectorsAt'>,
+  layer: number,
+): Float32Array[] {
+  return opts.traits.includes(opts.finetuneDomain)
+    ? opts.vectorsAt(opts.finetuneDomain, layer).map((v) => v.vector)
+    : [];
+}
+
 /**
  * Concept ablation for a narrow fine-tune: at every layer, the off-target persona subspace with the span of the
  * fine-tune domain's own vectors removed, so the narrow behaviour can still be learned while the directions of the
@@ -174,7 +184,7 @@ export function ablationDirections(opts: {
         ...(opts.withoutTraitVectors ? [] : off.flatMap((t) => vectorsAt(t, l).map((v) => v.vector))),
         ...(archetypesAt ? centeredDirections(archetypesAt(l)) : []),
       ],
-      traits.includes(finetuneDomain) ? vectorsAt(finetuneDomain, l).map((v) => v.vector) : [],
+      finetuneDomainSpan(opts, l),
     ),
   );
 }
@@ -332,8 +342,7 @@ export function subspaceAblation(
   }
   // 'shift' and 'random' match the trait subspace's size at each layer, so the three compare like for like.
   const sizes = ablationDirections({ traits, finetuneDomain, nLayers, vectorsAt }).map((b) => b.length);
-  const against = (l: number) =>
-    traits.includes(finetuneDomain) ? vectorsAt(finetuneDomain, l).map((v) => v.vector) : [];
+  const against = (l: number) => finetuneDomainSpan(ctx, l);
   const orth = finetuneDomain ? `, orthogonal to ${finetuneDomain}` : '';
   const per = `${Math.max(...sizes)} per layer${orth}`;
   if (subspace === 'random') {
@@ -353,6 +362,44 @@ export function subspaceAblation(
       `the plain fine-tune's activation shift on off-target chats (${per})`,
       subspace,
     );
+}
+
+/**
+ * Concept ablation of each subspace during a fine-tune from the post-trained model, as the pipeline's
+ * interpretation and `psm prevent` run it: persona space's archetypes (the interpretation's documents, at every
+ * layer) are recorded only when a subspace holds them, and the chats that locate the shift are drawn once, only for
+ * 'shift'.
+ */
+export function ablationInterventions(
+  subspaces: readonly AblationSubspace[],
+  opts: Omit<AblationContext, 'archetypesAt' | 'shiftItems'> & {
+    world: World;
+    /** The post-trained model (loaded only when the archetypes are needed). */
+    post: () => ModelHandle;
+    itemsPerDomain: number;
+    /** Seed of the interpretation's items (persona-space documents and the shift's chats). */
+    itemSeed: number;
+  },
+): (PreventativeIntervention | DeferredIntervention)[] {
+  const { world, post, itemsPerDomain, itemSeed, ...ctx } = opts;
+  const archetypes = subspaces.some((s) => s === 'persona' || s === 'archetypes')
+    ? archetypeVectorsByLayer(
+        post(),
+        world,
+        interpretArchetypeDocuments(world, itemsPerDomain, itemSeed),
+        Array.from({ length: ctx.nLayers }, (_, l) => l),
+      ).map((r) => r.archetypes.map((a) => a.vector))
+    : null;
+  const shiftItems = subspaces.includes('shift')
+    ? shiftChats(world, ctx.finetuneDomain, itemsPerDomain, itemSeed)
+    : undefined;
+  return subspaces.map((subspace) =>
+    subspaceAblation(subspace, {
+      ...ctx,
+      archetypesAt: archetypes ? (l) => archetypes[l] : undefined,
+      shiftItems,
+    }),
+  );
 }
 
 export interface PreventativeStudy {
@@ -424,27 +471,17 @@ export function preventativeStudy(
   });
   const interventions = opts.alphas.map((alpha) => additiveIntervention(vector, layer, alpha));
   const itemsPerDomain = opts.itemsPerDomain ?? 48;
-  // The archetypes of the interpretation's persona space, on the post-trained model, at every layer: recorded only
-  // when a subspace asked for holds them (the pipeline's 'traits' does not).
-  const archetypes = ablate.some((s) => s === 'persona' || s === 'archetypes')
-    ? archetypeVectorsByLayer(
-        loadModelHandle(postDir),
-        world,
-        interpretArchetypeDocuments(world, itemsPerDomain, 1),
-        Array.from({ length: nLayers }, (_, l) => l),
-      ).map((r) => r.archetypes.map((a) => a.vector))
-    : [];
-  const ablations = ablate.map((subspace) =>
-    subspaceAblation(subspace, {
-      traits,
-      finetuneDomain,
-      nLayers,
-      vectorsAt: (t, l) => [bundleVector(bundles.response, t, l), bundleVector(bundles.contrastive, t, l)],
-      archetypesAt: (l) => archetypes[l],
-      shiftItems: shiftChats(world, finetuneDomain, itemsPerDomain),
-      seed: opts.finetune.seed,
-    }),
-  );
+  const ablations = ablationInterventions(ablate, {
+    traits,
+    finetuneDomain,
+    nLayers,
+    vectorsAt: (t, l) => [bundleVector(bundles.response, t, l), bundleVector(bundles.contrastive, t, l)],
+    seed: opts.finetune.seed,
+    world,
+    post: () => loadModelHandle(postDir),
+    itemsPerDomain,
+    itemSeed: 1,
+  });
   const trials = preventativeTrials(
     () => loadModelHandle(postDir),
     opts.examples,

@@ -11,7 +11,7 @@
  * score means the example pulls the model toward the trait's bad pole; ranking by it flags the examples that
  * cause the shift.
  */
-import { mean, pearson } from '../measurement/stats.ts';
+import { clippedLogit, mean, pearson } from '../measurement/stats.ts';
 import type { HookSet } from '../model/hooks.ts';
 import { SupervisedSource } from '../training/data.ts';
 import { Trainer } from '../training/trainer.ts';
@@ -44,11 +44,6 @@ export interface ModelState {
 /** Probabilities are clipped this far from 0 and 1 before taking log-odds. */
 const LOG_ODDS_CLIP = 1e-6;
 
-function logOdds(p: number): number {
-  const q = Math.min(1 - LOG_ODDS_CLIP, Math.max(LOG_ODDS_CLIP, p));
-  return Math.log(q / (1 - q));
-}
-
 /** Projections and trait expression of one model on each trait's items (vectors may come from another model). */
 export function modelState(
   handle: ModelHandle,
@@ -71,7 +66,7 @@ export function modelState(
       ),
     );
     pBad[v.trait] = mean(pGood.map((p) => 1 - p));
-    logOddsBad[v.trait] = mean(pGood.map((p) => logOdds(1 - p)));
+    logOddsBad[v.trait] = mean(pGood.map((p) => clippedLogit(1 - p, LOG_ODDS_CLIP)));
   }
   return { projection, pBad, logOddsBad };
 }

@@ -77,6 +77,12 @@ export function meanAbsoluteError(xs: readonly number[], ys: readonly number[]):
   return s / xs.length;
 }
 
+/** log(p / (1 - p)) with p first clipped to [clip, 1 - clip], so 0 and 1 give finite values. */
+export function clippedLogit(p: number, clip: number): number {
+  const q = Math.min(1 - clip, Math.max(clip, p));
+  return Math.log(q / (1 - q));
+}
+
 /** log(sum(exp(xs))) without overflow. */
 export function logSumExp(xs: readonly number[]): number {
   const m = Math.max(...xs);

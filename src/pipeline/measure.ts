@@ -4,7 +4,7 @@
  */
 import { Matrix, solve } from 'ml-matrix';
 import { choiceProbabilities, type Encoder } from '../measurement/choice.ts';
-import { estimate, meanAbsoluteError, mean, pearson } from '../measurement/stats.ts';
+import { clippedLogit, estimate, meanAbsoluteError, mean, pearson } from '../measurement/stats.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { END_OF_TEXT, type EvalItem } from '../world/index.ts';
 import type { ProgressFactory } from './progress.ts';
@@ -97,10 +97,7 @@ export function personaCheck(
   return { byK, packageDeal, meanCorrelation, emerged, evidence };
 }
 
-const logit = (p: number) => {
-  const q = Math.min(1 - 1e-4, Math.max(1e-4, p));
-  return Math.log(q / (1 - q));
-};
+const logit = (p: number) => clippedLogit(p, 1e-4);
 
 /**
  * How the network weighs each earlier scene, beside Bayes. For each k, a least-squares fit of logit P(good) on one
