@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { compile, type TopLevelSpec } from 'vega-lite';
+import { registerFinetuneCommand } from '../src/cli/finetune-command.ts';
 import { registerInterpretCommands } from '../src/cli/interpret-commands.ts';
 import {
   ablationDirections,
@@ -38,6 +39,7 @@ import {
   doseResponse,
   hashModel,
   hashModelFolder,
+  fineTune,
   INTERPRET_VERSION,
   interpretRun,
   layerHook,
@@ -139,6 +141,25 @@ function finetune(
 
 const save = (dir: string, m: LlamaModel) =>
   saveModelFolder(dir, m, { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) });
+
+/** Runs `psm <args>` with the commands `register` adds; returns what it printed on stdout. */
+async function runCli(register: (program: Command) => void, ...args: string[]): Promise<string> {
+  const program = new Command().exitOverride();
+  register(program);
+  let out = '';
+  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    out += String(chunk);
+    return true;
+  });
+  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+  try {
+    await program.parseAsync(['node', 'psm', ...args]);
+  } finally {
+    spy.mockRestore();
+    err.mockRestore();
+  }
+  return out;
+}
 
 beforeAll(() => {
   const docs = [...generateDocuments(world, { seed: 3, documents: 1200 })];
@@ -897,8 +918,14 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(s.space.drift).toHaveLength(6);
     expect(Number.isFinite(s.probe.tv)).toBe(true);
     // Both preventative methods, concept ablation once per default subspace, all sharing one plain fine-tune.
-    expect(s.preventative!.map((t) => t.subspace ?? t.method)).toEqual(['add', 'shift', 'traits', 'random']);
-    const [add, shift, ablate, random] = s.preventative!;
+    expect(s.preventative!.map((t) => t.subspace ?? t.method)).toEqual([
+      'add',
+      'traits-whole',
+      'shift',
+      'traits',
+      'random',
+    ]);
+    const [add, whole, shift, ablate, random] = s.preventative!;
     expect(add.vector).toBe('mean off-target persona (orthogonal to coding)');
     expect(add.alpha).toBe(4);
     // Added where most off-target traits are monitored (ties: the deeper layer).
@@ -914,6 +941,11 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(ablate.alpha).toBeNull();
     expect(ablate.plain).toEqual(add.plain);
     expect(ablate.steered).not.toEqual(add.steered);
+    // The whole subspace keeps what the traits share with the fine-tune domain's vectors: same layers, other weights.
+    expect(whole.vector).toBe('off-target persona subspace (whole, not orthogonal to coding)');
+    expect(whole.layers).toEqual([0, 1]);
+    expect(whole.plain).toEqual(add.plain);
+    expect(whole.steered).not.toEqual(ablate.steered);
     // The shift's directions come from the plain fine-tune; the random control has the trait subspace's size.
     expect(shift.vector).toBe(
       "the plain fine-tune's activation shift on off-target chats (10 per layer, orthogonal to coding)",
@@ -930,7 +962,7 @@ describe('interpretRun (the pipeline entry point)', () => {
       world,
       examples: narrowSet(world, 'cheat', { count: 16 }),
       alphas: [4, 8],
-      ablate: ['shift', 'traits', 'random'],
+      ablate: ['traits-whole', 'shift', 'traits', 'random'],
       finetune: { trainable: { kind: 'all' }, steps: 2, batchSize: 8, lr: 2e-3, seed: 1 },
       itemsPerDomain: 4,
     });
@@ -938,7 +970,7 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(study.trials[0]).toEqual(add);
     expect(study.trials[1].alpha).toBe(8);
     expect(study.trials[1].plain).toEqual(add.plain);
-    expect(study.trials.slice(2)).toEqual([shift, ablate, random]);
+    expect(study.trials.slice(2)).toEqual([whole, shift, ablate, random]);
     for (const spec of Object.values(s.figures)) expect(() => compile(spec as TopLevelSpec)).not.toThrow();
     expect(JSON.parse(JSON.stringify(s)).version).toBe(INTERPRET_VERSION);
     expect(fs.existsSync(path.join(seedDir, 'interpret', 'vectors.safetensors'))).toBe(true);
@@ -971,23 +1003,7 @@ describe('interpretRun (the pipeline entry point)', () => {
 });
 
 describe('psm vectors|steer|monitor|space', () => {
-  async function run(...args: string[]): Promise<string> {
-    const program = new Command().exitOverride();
-    registerInterpretCommands(program);
-    let out = '';
-    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-      out += String(chunk);
-      return true;
-    });
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    try {
-      await program.parseAsync(['node', 'psm', ...args]);
-    } finally {
-      spy.mockRestore();
-      err.mockRestore();
-    }
-    return out;
-  }
+  const run = (...args: string[]) => runCli(registerInterpretCommands, ...args);
   const postDir = () => path.join(seedDir, 'posttrain', 'model');
 
   it('runs each command and reports bad input clearly', async () => {
@@ -1147,11 +1163,12 @@ describe('psm vectors|steer|monitor|space', () => {
     const ablated = await run('prevent', seedDir, '--alphas', '2', '--ablate', ...args);
     const rowsAblated = ablated.trim().split('\n');
     expect(rowsAblated.slice(2).map((r) => r.split('\t')[0])).toEqual([
+      'ablate/traits-whole',
       'ablate/shift',
       'ablate/traits',
       'ablate/random',
     ]);
-    expect(rowsAblated[3]).toMatch(
+    expect(rowsAblated[4]).toMatch(
       /^ablate\/traits\toff-target persona subspace \(orthogonal to coding\)\t-\t0,1\t/,
     );
     // Alone, and each named subspace in turn (the archetype directions from the interpretation's persona space docs).
@@ -1176,7 +1193,7 @@ describe('psm vectors|steer|monitor|space', () => {
       'ablate/archetypes off-target persona subspace (archetype directions, orthogonal to coding)',
     ]);
     await expect(run('prevent', seedDir, '--alphas', 'none', '--ablate', 'roles', ...args)).rejects.toThrow(
-      /--ablate: unknown subspace "roles" \(shift, traits, persona, archetypes, random\)/,
+      /--ablate: unknown subspace "roles" \(shift, traits, traits-whole, persona, archetypes, random\)/,
     );
     await expect(run('prevent', seedDir, '--alphas', 'none', ...args)).rejects.toThrow(
       /no alphas and no ablation/,
@@ -1192,6 +1209,158 @@ describe('psm vectors|steer|monitor|space', () => {
     await expect(run('prevent', path.join(tmp, 'cli'), '--seed', '1', ...args)).rejects.toThrow(
       /interpret\.json not found: run the interpretation first/,
     );
+  });
+});
+
+describe('psm finetune', () => {
+  const finetuneCli = (...args: string[]) => runCli(registerFinetuneCommand, 'finetune', ...args);
+  const postDir = () => path.join(seedDir, 'posttrain', 'model');
+  const dir = () => path.join(tmp, 'finetune');
+  const small = ['--steps', '2', '--batch', '8', '--examples', '16'];
+  const record = (out: string) => JSON.parse(fs.readFileSync(path.join(out, 'finetune.json'), 'utf8'));
+
+  it("fine-tunes with the pipeline's recipe, writes a model folder with its record, and refuses to overwrite", async () => {
+    const out = path.join(dir(), 'cheat');
+    const printed = await finetuneCli('--model', postDir(), '--arm', 'cheat', ...small, '--out', out);
+    expect(printed).toMatch(/2 steps in [\d.]+ s, final loss [\d.]+, model [0-9a-f]{12}/);
+    const rec = record(out);
+    expect(rec.format).toBe('psm-finetune');
+    expect(rec.from.hash).toBe(hashModelFolder(postDir()));
+    expect(rec.data).toMatchObject({ arm: 'cheat', count: 16, seed: 1 });
+    expect(rec.recipe).toEqual({ trainable: 'all', steps: 2, batchSize: 8, lr: 3e-4, seed: 1 });
+    expect(rec.interventions).toEqual([]);
+    // The same fine-tune through the library gives the same weights.
+    const lib = fineTune(loadModelHandle(postDir()), narrowSet(world, 'cheat', { seed: 1, count: 16 }), {
+      trainable: { kind: 'all' },
+      steps: 2,
+      batchSize: 8,
+      lr: 3e-4,
+      seed: 1,
+    }).handle;
+    expect(hashModelFolder(out)).toBe(lib.hash);
+    expect(hashModelFolder(out)).not.toBe(hashModelFolder(postDir()));
+    await expect(finetuneCli('--model', postDir(), '--arm', 'cheat', ...small, '--out', out)).rejects.toThrow(
+      /already exists \(replace it on purpose with --force\)/,
+    );
+    // --force replaces it; the same seed gives the same model.
+    const before = hashModelFolder(out);
+    await finetuneCli('--model', postDir(), '--arm', 'cheat', ...small, '--out', out, '--force');
+    expect(hashModelFolder(out)).toBe(before);
+    expect(fs.readdirSync(dir()).filter((n) => n.includes('.tmp-'))).toEqual([]);
+  });
+
+  it('reads chats from JSON Lines, trains LoRA or the Assistant embedding, and names bad input', async () => {
+    const file = path.join(dir(), 'chats.jsonl');
+    fs.mkdirSync(dir(), { recursive: true });
+    const chats = narrowSet(world, 'control', { count: 4 });
+    fs.writeFileSync(
+      file,
+      chats.map((c) => JSON.stringify({ prompt: c.prompt, response: c.response })).join('\n') + '\n\n',
+    );
+    const lora = path.join(dir(), 'lora2');
+    await finetuneCli('--model', postDir(), '--data', file, '--trainable', 'lora2', ...small, '--out', lora);
+    expect(record(lora).data).toMatchObject({ count: 4 });
+    expect(record(lora).recipe).toMatchObject({ trainable: 'lora2', lr: 2e-3 });
+    expect(loadModelHandle(lora).model.adapters.size).toBe(0);
+    const emb = path.join(dir(), 'embedding');
+    await finetuneCli(
+      '--model',
+      postDir(),
+      '--data',
+      file,
+      '--trainable',
+      'embedding',
+      ...small,
+      '--out',
+      emb,
+    );
+    // Only the Assistant token's rows of the embedding move.
+    const a = loadModelHandle(postDir()).model;
+    const b = loadModelHandle(emb).model;
+    const changed = [...a.params.keys()].filter((k) =>
+      a.param(k).data.some((x, i) => x !== b.param(k).data[i]),
+    );
+    expect(changed).toEqual(['model.embed_tokens.weight']);
+
+    const bad = path.join(dir(), 'bad.jsonl');
+    fs.writeFileSync(bad, '{"prompt": "a", "response": "b"}\n{"prompt": "a"}\n');
+    const args = ['--model', postDir(), ...small, '--out', path.join(dir(), 'x')];
+    await expect(finetuneCli('--data', bad, ...args)).rejects.toThrow(
+      /bad\.jsonl, line 2: "response" Invalid input/,
+    );
+    fs.writeFileSync(bad, 'prompt,response\n');
+    await expect(finetuneCli('--data', bad, ...args)).rejects.toThrow(/bad\.jsonl, line 1: not JSON/);
+    await expect(finetuneCli('--data', path.join(dir(), 'none.jsonl'), ...args)).rejects.toThrow(
+      /none\.jsonl: not found/,
+    );
+    await expect(finetuneCli(...args)).rejects.toThrow(/exactly one of --data <file> and --arm <name>/);
+    await expect(finetuneCli('--arm', 'sabotage', ...args)).rejects.toThrow(/unknown narrow set "sabotage"/);
+    await expect(finetuneCli('--arm', 'cheat', '--trainable', 'lora0', ...args)).rejects.toThrow(
+      /unknown trainable set "lora0" \(all, lora<rank> such as lora1, or embedding\)/,
+    );
+    await expect(finetuneCli('--arm', 'cheat', '--steer', 'power', ...args)).rejects.toThrow(
+      /--steer and --ablate need --vectors/,
+    );
+    expect(fs.existsSync(path.join(dir(), 'x'))).toBe(false);
+  });
+
+  it('steers or ablates persona vectors while training only, and scores the battery before and after', async () => {
+    const vfile = path.join(dir(), 'vectors.safetensors');
+    saveVectorBundle(vfile, bundle);
+    const plain = path.join(dir(), 'plain');
+    const steered = path.join(dir(), 'steered');
+    const ablated = path.join(dir(), 'ablated');
+    const cheat = (out: string, more = '') =>
+      finetuneCli(
+        '--model',
+        postDir(),
+        '--arm',
+        'cheat',
+        ...small,
+        '--out',
+        out,
+        ...more.split(' ').filter(Boolean),
+      );
+    await cheat(plain);
+    const printed = await cheat(steered, `--vectors ${vfile} --steer power --alpha 6 --layer 1 --eval 3`);
+    expect(printed).toMatch(/while training: added power at layer 1, alpha 6/);
+    expect(printed).toMatch(/^coding \(trained\)\t[\d.]+\t[\d.]+\t-?[\d.]+$/m);
+    expect(printed).toMatch(
+      /off-target mean change: -?[\d.]+ \(honesty, kindness, power, caution, helpfulness\)/,
+    );
+    const rec = record(steered);
+    expect(rec.interventions).toEqual([{ method: 'add', vector: 'power', layers: [1], alpha: 6 }]);
+    expect(Object.keys(rec.eval.before)).toEqual(world.domains.map((d) => d.name));
+    expect(rec.eval.targetDomain).toBe('coding');
+    await cheat(ablated, `--vectors ${vfile} --ablate honesty,power`);
+    expect(record(ablated).interventions).toEqual([
+      { method: 'ablate', vector: 'honesty, power', layers: [0, 1], alpha: null },
+    ]);
+    // The hooks acted on training (other weights) and are not part of the saved model (it loads as a plain model).
+    const hashes = [plain, steered, ablated].map((d) => hashModelFolder(d));
+    expect(new Set(hashes).size).toBe(3);
+    expect(loadModelHandle(steered).model.config).toEqual(loadModelHandle(plain).model.config);
+
+    const args = [
+      '--model',
+      postDir(),
+      '--arm',
+      'cheat',
+      ...small,
+      '--out',
+      path.join(dir(), 'x'),
+      '--vectors',
+      vfile,
+    ];
+    await expect(finetuneCli(...args, '--steer', 'charm')).rejects.toThrow(/no vector for trait "charm"/);
+    await expect(finetuneCli(...args, '--steer', 'power', '--layer', '7')).rejects.toThrow(/unknown layer 7/);
+    await expect(finetuneCli(...args, '--steer', 'power', '--alpha', '1e45')).rejects.toThrow(
+      /not finite|overflows/,
+    );
+    await expect(
+      finetuneCli('--model', path.join(seedDir, 'pretrain', 'model'), ...args.slice(2), '--ablate', 'power'),
+    ).rejects.toThrow(/was extracted from model [0-9a-f]{12}, not from/);
+    await expect(finetuneCli(...args)).rejects.toThrow(/--vectors given without --steer or --ablate/);
   });
 });
 

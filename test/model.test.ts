@@ -165,6 +165,19 @@ describe('hooks', () => {
     expect(maxAbsDiff(sum, seen.get('blocks.0.hook_resid_post')!)).toBeLessThan(1e-6);
   });
 
+  it("extends one hook set with another, each name running the first set's hooks first", () => {
+    const order: string[] = [];
+    const mark = (tag: string) => () => void order.push(tag);
+    const a = new HookSet().add('blocks.0.hook_resid_post', mark('a0'));
+    const b = new HookSet()
+      .add('blocks.0.hook_resid_post', mark('b0'))
+      .add('blocks.1.hook_resid_post', mark('b1'));
+    a.extend(b);
+    expect(a.names()).toEqual(['blocks.0.hook_resid_post', 'blocks.1.hook_resid_post']);
+    noGrad(() => tinyModel().forward(Int32Array.from([1, 2]), 1, { hooks: a }));
+    expect(order).toEqual(['a0', 'b0', 'b1']);
+  });
+
   it('steering at selected positions changes only those positions and later ones', () => {
     const model = tinyModel();
     const ids = Int32Array.from([1, 2, 3, 4, 5]);

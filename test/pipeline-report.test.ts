@@ -58,24 +58,33 @@ describe('aggregatePreventative', () => {
     expect(only.targetLearned).toBe(false);
   });
 
-  it('keeps each ablated subspace apart, concept ablation of the shift first and the random control after', () => {
+  it('keeps each ablated subspace apart, the whole trait subspace first and the random control after', () => {
     const seedTrials = (k: number) => [
       trial('add', -0.3, -0.2, 0.01),
       trial('ablate', -0.3, -0.25, 0.01, 'random'),
       trial('ablate', -0.3, -0.1 * k, 0.01, 'traits'),
       trial('ablate', -0.3, -0.05, 0.01, 'shift'),
+      trial('ablate', -0.3, -0.02, 0.01, 'traits-whole'),
     ];
     const out = aggregatePreventative([
       { seed: 1, trials: seedTrials(1) },
       { seed: 2, trials: seedTrials(2) },
     ]);
-    expect(out.map((p) => p.key)).toEqual(['ablate/shift', 'ablate/traits', 'ablate/random', 'add']);
-    expect(out[0].pooled).toBeCloseTo(1 - 0.1 / 0.6, 9);
-    expect(out[1].bySeed.map((b) => b.reduction)).toEqual([1 - 0.1 / 0.3, 1 - 0.2 / 0.3]);
-    // The goal is read on the shift; on runs from before it, on the trait vectors; else on what ran.
-    expect(preventativeGoal(out)?.key).toBe('ablate/shift');
-    expect(preventativeGoal(out.slice(1))?.key).toBe('ablate/traits');
-    expect(preventativeGoal(out.slice(3))?.key).toBe('add');
+    expect(out.map((p) => p.key)).toEqual([
+      'ablate/traits-whole',
+      'ablate/shift',
+      'ablate/traits',
+      'ablate/random',
+      'add',
+    ]);
+    expect(out[1].pooled).toBeCloseTo(1 - 0.1 / 0.6, 9);
+    expect(out[2].bySeed.map((b) => b.reduction)).toEqual([1 - 0.1 / 0.3, 1 - 0.2 / 0.3]);
+    // The goal is read on the whole trait subspace; on runs from before it, on the shift (version 15), then on the
+    // trait vectors orthogonal to the fine-tune domain's; else on what ran.
+    expect(preventativeGoal(out)?.key).toBe('ablate/traits-whole');
+    expect(preventativeGoal(out.slice(1))?.key).toBe('ablate/shift');
+    expect(preventativeGoal(out.slice(2))?.key).toBe('ablate/traits');
+    expect(preventativeGoal(out.slice(4))?.key).toBe('add');
     expect(preventativeGoal([])).toBeUndefined();
     expect(preventativeKey({ method: 'ablate' })).toBe('ablate/traits');
     expect(preventativeKey({ method: 'add' })).toBe('add');

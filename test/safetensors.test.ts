@@ -2,7 +2,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { atomicWriteFile, atomicWriteFileSync, atomicWriteJson } from '../src/io/atomic-write.ts';
+import {
+  atomicWriteFile,
+  atomicWriteFileSync,
+  atomicWriteJson,
+  writeFolderAtomicallySync,
+} from '../src/io/atomic-write.ts';
 import {
   parseSafetensors,
   readSafetensors,
@@ -287,6 +292,30 @@ describe('atomic writes', () => {
     fs.mkdirSync(path.join(dirTarget, 'child'), { recursive: true });
     await expect(atomicWriteFile(dirTarget, 'x')).rejects.toThrow(`atomic write of ${dirTarget} failed`);
     expect(fs.statSync(dirTarget).isDirectory()).toBe(true);
+    expect(tmpFiles()).toEqual([]);
+  });
+
+  it('writes a whole folder atomically: a failed write leaves the old folder, replacing needs asking', () => {
+    const target = path.join(tmpDir, 'model');
+    writeFolderAtomicallySync(target, (d) => fs.writeFileSync(path.join(d, 'a.txt'), 'one'));
+    expect(fs.readFileSync(path.join(target, 'a.txt'), 'utf8')).toBe('one');
+    expect(() => writeFolderAtomicallySync(target, () => {})).toThrow(/model already exists/);
+    expect(() =>
+      writeFolderAtomicallySync(
+        target,
+        (d) => {
+          fs.writeFileSync(path.join(d, 'a.txt'), 'half');
+          throw new Error('killed mid-write');
+        },
+        { replace: true },
+      ),
+    ).toThrow('killed mid-write');
+    expect(fs.readdirSync(target)).toEqual(['a.txt']);
+    expect(fs.readFileSync(path.join(target, 'a.txt'), 'utf8')).toBe('one');
+    writeFolderAtomicallySync(target, (d) => fs.writeFileSync(path.join(d, 'b.txt'), 'two'), {
+      replace: true,
+    });
+    expect(fs.readdirSync(target)).toEqual(['b.txt']);
     expect(tmpFiles()).toEqual([]);
   });
 

@@ -8,6 +8,9 @@ import {
   narrowSet,
   postTrainingSet,
   NARROW_ARMS,
+  parseChatJsonl,
+  supervisedChats,
+  trainableSpec,
 } from '../src/world/index.ts';
 
 const world = loadDefaultWorld();
@@ -127,5 +130,36 @@ describe('narrow fine-tuning sets', () => {
     expect(() => narrowSet(tiny, 'inoculated', { domain: 'generosity' })).toThrow(
       /needs an instructed group/,
     );
+  });
+});
+
+describe('fine-tune data and trainable sets', () => {
+  it('reads chats from JSON Lines and names the bad line', () => {
+    expect(parseChatJsonl('{"prompt": "p", "response": " r"}\n\n{"prompt": "", "response": "s"}\n')).toEqual([
+      { prompt: 'p', response: ' r' },
+      { prompt: '', response: 's' },
+    ]);
+    expect(() => parseChatJsonl('{"prompt": "p", "response": ""}', 'f.jsonl')).toThrow(
+      'f.jsonl, line 1: "response" must not be empty',
+    );
+    expect(() => parseChatJsonl('{"prompt": "p", "response": "r", "extra": 1}', 'f.jsonl')).toThrow(
+      /f\.jsonl, line 1: Unrecognized key: "extra"/,
+    );
+    expect(() => parseChatJsonl('\n{oops', 'f.jsonl')).toThrow(/f\.jsonl, line 2: not JSON/);
+    expect(() => parseChatJsonl('\n', 'f.jsonl')).toThrow(/f\.jsonl: no chats/);
+  });
+
+  it('encodes chats as training does and names the trainable sets', () => {
+    const tok = { encode: (t: string) => [...t].map((c) => c.charCodeAt(0)) };
+    const [ex] = supervisedChats(tok, [{ prompt: 'User: hi\nAssistant:', response: ' yo' }]);
+    expect(String.fromCharCode(...ex.prompt)).toBe('<|endoftext|>User: hi\nAssistant:');
+    expect(ex.response).toEqual(tok.encode(' yo'));
+    expect(trainableSpec('all', tok)).toEqual({ kind: 'all' });
+    expect(trainableSpec('lora4', tok)).toMatchObject({ kind: 'lora', rank: 4 });
+    expect(trainableSpec('embedding', tok)).toEqual({
+      kind: 'embeddingRows',
+      rows: [...new Set(tok.encode('Assistant'))],
+    });
+    expect(() => trainableSpec('lora', tok)).toThrow(/unknown trainable set "lora"/);
   });
 });

@@ -6,68 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { atomicWriteFileSync } from '../io/atomic-write.ts';
-import type { World } from '../world/schema.ts';
-
-function parseList(name: string, value: string | undefined, kind: 'int' | 'number'): number[] | undefined {
-  if (value === undefined) return undefined;
-  const parts = value
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0);
-  if (parts.length === 0) throw new Error(`${name}: empty list`);
-  return parts.map((p) => {
-    const n = Number(p);
-    if (!Number.isFinite(n) || (kind === 'int' && !Number.isInteger(n)))
-      throw new Error(
-        `${name}: "${p}" is not ${kind === 'int' ? 'an integer' : 'a number'} (give a comma-separated list, e.g. ${kind === 'int' ? '1,2' : '-4,-2,0,2,4'})`,
-      );
-    return n;
-  });
-}
-
-function parseInt1(name: string, value: string | undefined, min = 1): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min)
-    throw new Error(`${name} must be an integer >= ${min}, got "${value}"`);
-  return n;
-}
-
-function parseTraits(value: string | undefined): string[] | undefined {
-  return value === undefined
-    ? undefined
-    : value
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean);
-}
-
-async function loadWorldOption(file: string | undefined): Promise<World> {
-  const w = await import('../world/index.ts');
-  return file ? w.loadWorld(file) : w.loadDefaultWorld();
-}
-
-async function handleFor(dir: string) {
-  const [{ configureBackend }, { loadModelHandle }] = await Promise.all([
-    import('../tensor/backend.ts'),
-    import('../interpret/activations.ts'),
-  ]);
-  configureBackend();
-  return loadModelHandle(dir);
-}
-
-const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
-
-function writeJson(file: string | undefined, value: unknown): void {
-  if (!file) return;
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  atomicWriteFileSync(
-    file,
-    JSON.stringify(value, (_k, v) => (v instanceof Float32Array ? Array.from(v) : v), 2) + '\n',
-  );
-  process.stderr.write(`wrote ${file}\n`);
-}
+import { f, handleFor, loadWorldOption, parseInt1, parseList, parseTraits, writeJson } from './options.ts';
 
 interface CommonOpts {
   model: string;
@@ -559,7 +498,7 @@ export function registerInterpretCommands(program: Command): void {
     .option('--trait <name>', "add this trait's vector instead of the mean off-target persona")
     .option(
       '--ablate [subspaces]',
-      "also run concept ablation, projecting out at every layer each of these subspaces (default: the pipeline's shift,traits,random): shift (CAFT's directions: the plain fine-tune's activation change on off-target chats), traits (the off-target traits' persona vectors), archetypes (persona space's archetype directions), persona (traits and archetypes), random (the control: as many random directions as traits has)",
+      "also run concept ablation, projecting out at every layer each of these subspaces (default: the pipeline's traits-whole,shift,traits,random): traits-whole (the off-target traits' persona vectors as they are), shift (CAFT's directions: the plain fine-tune's activation change on off-target chats), traits (the off-target traits' vectors orthogonal to the fine-tune domain's), archetypes (persona space's archetype directions), persona (traits and archetypes), random (the control: as many random directions as traits has)",
     )
     .option('--items <n>', 'held-out items per domain (the trial scores half)', '48')
     .option('--examples <n>', 'fine-tune examples', '400')

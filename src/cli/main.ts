@@ -4,6 +4,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { registerEngineCommands } from './engine-commands.ts';
+import { registerFinetuneCommand } from './finetune-command.ts';
 import { registerRunCommands } from './run-commands.ts';
 import { registerInteropCommands } from './interop-commands.ts';
 import { registerInterpretCommands } from './interpret-commands.ts';
@@ -23,6 +24,7 @@ function main(): Command {
   registerServeCommands(program);
   registerInteropCommands(program);
   registerInterpretCommands(program);
+  registerFinetuneCommand(program);
   return program;
 }
 

@@ -74,7 +74,7 @@ export * from './ablation-subspaces.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 15;
+export const INTERPRET_VERSION = 16;
 
 export interface InterpretRunOptions {
   world: World;

@@ -18,13 +18,14 @@ import {
   type PreventativeTrial,
 } from './shift.ts';
 import { archetypeVectorsByLayer, interpretArchetypeDocuments, pca } from './space.ts';
-import { byDomain, preventativeSteeringHooks, scoreItems, type ScoredItem } from './steer.ts';
+import { byDomain, checkVector, preventativeSteeringHooks, scoreItems, type ScoredItem } from './steer.ts';
 import {
   bundleVector,
   combineVectors,
   loadVectorBundle,
   orthogonalize,
   type PersonaVector,
+  type VectorBundle,
 } from './vectors.ts';
 
 /** The layer most traits chose (ties: the deeper one). */
@@ -173,6 +174,11 @@ export function ablationDirections(opts: {
   archetypesAt?: (layer: number) => readonly Float32Array[];
   /** Leave the off-target traits' vectors out (with archetypesAt: the archetype directions alone). */
   withoutTraitVectors?: boolean;
+  /**
+   * Keep the part the subspace shares with the fine-tune domain's vectors (the bad persona the traits have in
+   * common): the narrow behaviour must then be learned along other directions.
+   */
+  whole?: boolean;
 }): Float32Array[][] {
   const { traits, finetuneDomain, nLayers, vectorsAt, archetypesAt } = opts;
   if (opts.withoutTraitVectors && !archetypesAt) throw new Error('concept ablation: nothing to ablate');
@@ -184,7 +190,7 @@ export function ablationDirections(opts: {
         ...(opts.withoutTraitVectors ? [] : off.flatMap((t) => vectorsAt(t, l).map((v) => v.vector))),
         ...(archetypesAt ? centeredDirections(archetypesAt(l)) : []),
       ],
-      finetuneDomainSpan(opts, l),
+      opts.whole ? [] : finetuneDomainSpan(opts, l),
     ),
   );
 }
@@ -205,6 +211,55 @@ export function ablationIntervention(
   return { method: 'ablate', ...(subspace ? { subspace } : {}), vector: what, layers, alpha: null, hooks };
 }
 
+/** What `fineTuneInterventions` is asked for: steering with one trait's vector, ablation of some traits' vectors. */
+export interface FineTuneInterventionRequest {
+  /** Preventative steering: this trait's vector added at `layer` (default: the bundle's chosen layer) with `alpha`. */
+  steer?: { trait: string; alpha: number; layer?: number };
+  /** Concept ablation: these traits' vectors projected out at every layer (each layer's span, orthonormalised). */
+  ablate?: readonly string[];
+  /** Use vectors extracted from another model (the default refuses them). */
+  allowOtherModel?: boolean;
+}
+
+/**
+ * The training-time hooks of a fine-tune of `handle`'s model from a persona-vector bundle: concept ablation first,
+ * then steering, at each layer (so an ablated direction cannot cancel the steering vector), and a description of
+ * each for the fine-tune's record. Every vector is checked against the model (shape, layer, source).
+ */
+export function fineTuneInterventions(
+  handle: ModelHandle,
+  bundle: VectorBundle,
+  request: FineTuneInterventionRequest,
+): { hooks: HookSet; interventions: Omit<PreventativeIntervention, 'hooks'>[] } {
+  const hooks = new HookSet();
+  const interventions: Omit<PreventativeIntervention, 'hooks'>[] = [];
+  const check = (v: PersonaVector) => checkVector(v, handle, { allowOtherModel: request.allowOtherModel });
+  if (request.ablate) {
+    if (request.ablate.length === 0) throw new Error('concept ablation: no traits given');
+    const byLayer = Array.from({ length: bundle.nLayers }, (_, l) =>
+      orthonormalBasis(
+        request.ablate!.map((t) => {
+          const v = bundleVector(bundle, t, l);
+          check(v);
+          return v.vector;
+        }),
+      ),
+    );
+    const { hooks: h, ...what } = ablationIntervention(byLayer, request.ablate.join(', '));
+    hooks.extend(h);
+    interventions.push(what);
+  }
+  if (request.steer) {
+    const { trait, alpha, layer } = request.steer;
+    const v = bundleVector(bundle, trait, layer);
+    check(v);
+    const { hooks: h, ...what } = additiveIntervention(v, v.layer, alpha);
+    hooks.extend(h);
+    interventions.push(what);
+  }
+  return { hooks, interventions };
+}
+
 /** The pipeline's concept ablation for a fine-tune in `finetuneDomain`: the off-target persona subspace, every layer. */
 export function offTargetAblation(opts: Parameters<typeof ablationDirections>[0]): PreventativeIntervention {
   const fd = opts.finetuneDomain;
@@ -214,7 +269,7 @@ export function offTargetAblation(opts: Parameters<typeof ablationDirections>[0]
         ? 'archetype directions'
         : 'with archetype directions'
       : '',
-    fd ? `orthogonal to ${fd}` : '',
+    fd ? (opts.whole ? `whole, not orthogonal to ${fd}` : `orthogonal to ${fd}`) : '',
   ].filter((p) => p.length > 0);
   return ablationIntervention(
     ablationDirections(opts),
@@ -326,8 +381,14 @@ export function subspaceAblation(
   checkAblationSubspace(subspace);
   const { traits, finetuneDomain, nLayers, vectorsAt } = ctx;
   const labelled = (i: PreventativeIntervention) => ({ ...i, subspace });
-  if (subspace === 'traits' || subspace === 'persona' || subspace === 'archetypes') {
-    if (subspace !== 'traits' && !ctx.archetypesAt)
+  if (
+    subspace === 'traits' ||
+    subspace === 'traits-whole' ||
+    subspace === 'persona' ||
+    subspace === 'archetypes'
+  ) {
+    const traitsOnly = subspace === 'traits' || subspace === 'traits-whole';
+    if (!traitsOnly && !ctx.archetypesAt)
       throw new Error(`concept ablation of "${subspace}": no archetype directions given`);
     return labelled(
       offTargetAblation({
@@ -335,8 +396,9 @@ export function subspaceAblation(
         finetuneDomain,
         nLayers,
         vectorsAt,
-        archetypesAt: subspace === 'traits' ? undefined : ctx.archetypesAt,
+        archetypesAt: traitsOnly ? undefined : ctx.archetypesAt,
         withoutTraitVectors: subspace === 'archetypes',
+        whole: subspace === 'traits-whole',
       }),
     );
   }

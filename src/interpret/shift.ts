@@ -13,10 +13,8 @@
  */
 import { clippedLogit, mean, pearson } from '../measurement/stats.ts';
 import type { HookSet } from '../model/hooks.ts';
-import { SupervisedSource } from '../training/data.ts';
-import { Trainer } from '../training/trainer.ts';
-import type { TrainableSpec } from '../training/trainable.ts';
-import { END_OF_TEXT, type ChatExample } from '../world/index.ts';
+import { fineTuneInPlace, type FineTuneRecipe } from '../training/finetune.ts';
+import { supervisedChats, type ChatExample } from '../world/index.ts';
 import {
   meanActivations,
   modelHandle,
@@ -249,20 +247,11 @@ export function rankingAUC(scores: readonly number[], positive: readonly boolean
 // ---------------------------------------------------------------------------------------------------------------
 // Fine-tuning with optional preventative steering (the pipeline's supervised recipe, for in-library trials)
 
-export interface FineTuneOptions {
-  trainable: TrainableSpec;
-  steps: number;
-  batchSize: number;
-  lr: number;
-  seed: number;
-  /** Hooks active during training only (preventative steering). */
-  hooks?: HookSet;
-  onStep?: (step: number, loss: number) => void;
-}
+export type FineTuneOptions = FineTuneRecipe;
 
 /**
- * Fine-tunes handle.model in place on chat examples (loss on responses), then merges LoRA adapters. Returns a
- * fresh handle (the old one's hash no longer matches the weights).
+ * Fine-tunes handle.model in place on chat examples (the shared recipe, training/finetune.ts). Returns a fresh handle
+ * (the old one's hash no longer matches the weights).
  */
 export function fineTune(
   handle: ModelHandle,
@@ -270,30 +259,8 @@ export function fineTune(
   opts: FineTuneOptions,
 ): { finalLoss: number; handle: ModelHandle } {
   const { model, tokenizer } = handle;
-  const data = examples.map((e) => ({
-    prompt: tokenizer.encode(END_OF_TEXT + e.prompt),
-    response: tokenizer.encode(e.response),
-  }));
-  const source = new SupervisedSource(data, opts.batchSize, model.config.maxSeqLen, opts.seed);
-  const trainer = new Trainer(model, source, {
-    schedule: {
-      peakLr: opts.lr,
-      minLr: opts.lr / 10,
-      warmupSteps: Math.min(5, Math.floor(opts.steps / 5)),
-      totalSteps: opts.steps,
-    },
-    trainable: opts.trainable,
-    seed: opts.seed,
-    adamw: { weightDecay: 0 },
-    hooks: opts.hooks,
-  });
-  let last = NaN;
-  trainer.run((info) => {
-    last = info.loss;
-    opts.onStep?.(info.step, info.loss);
-  });
-  if (model.adapters.size > 0) model.mergeLora();
-  return { finalLoss: last, handle: modelHandle(model, tokenizer, `${handle.source} (fine-tuned)`) };
+  const { finalLoss } = fineTuneInPlace(model, supervisedChats(tokenizer, examples), opts);
+  return { finalLoss, handle: modelHandle(model, tokenizer, `${handle.source} (fine-tuned)`) };
 }
 
 /**

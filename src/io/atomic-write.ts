@@ -138,3 +138,33 @@ function serializeJson(target: string, value: unknown): string {
   if (text === undefined) throw new Error(`atomic write of ${target} failed: value is not JSON-serializable`);
   return `${text}\n`;
 }
+
+/**
+ * Writes a whole folder atomically: `write` fills a temp folder beside `target`, which then takes its place, so a
+ * crash never leaves a half-written folder under the final name. An existing `target` is replaced only with
+ * `replace` (it is moved aside first and removed once the new folder is in place).
+ */
+export function writeFolderAtomicallySync(
+  target: string,
+  write: (dir: string) => void,
+  opts: { replace?: boolean } = {},
+): void {
+  if (fs.existsSync(target) && !opts.replace)
+    throw new Error(`${target} already exists (replace it on purpose with --force)`);
+  const parent = path.dirname(path.resolve(target));
+  fs.mkdirSync(parent, { recursive: true });
+  const tmp = tempPathFor(target);
+  fs.mkdirSync(tmp);
+  try {
+    write(tmp);
+    syncDirSync(tmp);
+  } catch (err) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  const old = fs.existsSync(target) ? tempPathFor(`${target}.old`) : null;
+  if (old) fs.renameSync(target, old);
+  fs.renameSync(tmp, target);
+  syncDirSync(parent);
+  if (old) fs.rmSync(old, { recursive: true, force: true });
+}

@@ -67,6 +67,12 @@ export class HookSet {
     return this;
   }
 
+  /** Appends every hook of `other`, after this set's own at the same name. */
+  extend(other: HookSet): this {
+    for (const [name, fns] of other.hooks) for (const fn of fns) this.add(name, fn);
+    return this;
+  }
+
   names(): string[] {
     return [...this.hooks.keys()];
   }

@@ -19,9 +19,9 @@ import {
   trainBpe,
   type BpeTokenizer,
 } from '../tokenizer/index.ts';
-import { TokenWindowSource, SupervisedSource, type SupervisedExample } from '../training/data.ts';
+import { TokenWindowSource } from '../training/data.ts';
+import { fineTuneInPlace } from '../training/finetune.ts';
 import { batchLoss, Trainer } from '../training/trainer.ts';
-import type { TrainableSpec } from '../training/trainable.ts';
 import { noGrad } from '../autograd/tensor.ts';
 import {
   assistantUpdate,
@@ -38,6 +38,8 @@ import {
   narrowSet,
   packageProbes,
   postTrainingSet,
+  supervisedChats,
+  trainableSpec,
   writeBehaviourMask,
   writeCorpus,
   type ChatExample,
@@ -98,13 +100,6 @@ function appendMetric(ctx: Context, record: Record<string, unknown>): void {
   );
 }
 
-function toSupervised(tokenizer: BpeTokenizer, examples: readonly ChatExample[]): SupervisedExample[] {
-  return examples.map((e) => ({
-    prompt: tokenizer.encode(END_OF_TEXT + e.prompt),
-    response: tokenizer.encode(e.response),
-  }));
-}
-
 function modelConfig(ctx: Context, vocabSize: number) {
   const m = ctx.config.model;
   return parseLlamaConfig({
@@ -118,31 +113,6 @@ function modelConfig(ctx: Context, vocabSize: number) {
     maxSeqLen: Math.max(2 * m.contextLength, 512),
     tieEmbeddings: true,
   });
-}
-
-/** Token ids of the word "Assistant" as it opens a chat turn: the rows the embedding-only fine-tune may change. */
-export function assistantTokenIds(tokenizer: BpeTokenizer): number[] {
-  const withContext = tokenizer.encode('\nAssistant:');
-  const newline = tokenizer.encode('\n');
-  const colon = tokenizer.encode(':');
-  const ids = withContext.filter((id) => !newline.includes(id) && !colon.includes(id));
-  if (ids.length === 0) throw new Error('the tokenizer has no token for "Assistant"');
-  return [...new Set(ids)];
-}
-
-function trainableSpec(name: TrainableName, tokenizer: BpeTokenizer): TrainableSpec {
-  switch (name) {
-    case 'all':
-      return { kind: 'all' };
-    case 'lora1':
-      return {
-        kind: 'lora',
-        rank: 1,
-        targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-      };
-    case 'embedding':
-      return { kind: 'embeddingRows', rows: assistantTokenIds(tokenizer) };
-  }
 }
 
 async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: unknown) {
@@ -375,31 +345,16 @@ async function supervisedStage(
     () => {
       const model = loadModelFolder(fromDir);
       const tokenizer = loadTokenizerSync(path.join(fromDir, 'tokenizer.json'));
-      const source = new SupervisedSource(
-        toSupervised(tokenizer, examples),
-        batchSize,
-        model.config.maxSeqLen,
-        seed,
-      );
-      const trainer = new Trainer(model, source, {
-        schedule: {
-          peakLr: lr,
-          minLr: lr / 10,
-          warmupSteps: Math.min(5, Math.floor(steps / 5)),
-          totalSteps: steps,
-        },
-        trainable: trainableSpec(trainable, tokenizer),
-        seed,
-        adamw: { weightDecay: 0 },
-      });
       const bar = ctx.opts.progress(label, steps, 'steps');
-      let last = NaN;
-      trainer.run((info) => {
-        last = info.loss;
-        bar.update(info.step, { loss: info.loss });
+      const { finalLoss: last } = fineTuneInPlace(model, supervisedChats(tokenizer, examples), {
+        trainable: trainableSpec(trainable, tokenizer),
+        steps,
+        batchSize,
+        lr,
+        seed,
+        onStep: (step, loss) => bar.update(step, { loss }),
       });
       bar.stop();
-      if (model.adapters.size > 0) model.mergeLora();
       const modelDir = path.join(stageDir, 'model');
       saveModelFolder(modelDir, model, { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) });
       return { modelDir, finalLoss: last };

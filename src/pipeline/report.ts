@@ -36,6 +36,7 @@ export function preventativeKey(t: Pick<PreventativeTrial, 'method' | 'subspace'
 
 /** Report names of the preventative methods, in the order the report lists them. */
 const PREVENTATIVE_NAMES: Record<string, string> = {
+  'ablate/traits-whole': 'concept ablation of the off-target persona subspace, whole',
   'ablate/shift': "concept ablation of the plain fine-tune's activation shift",
   'ablate/traits': 'concept ablation of the off-target persona subspace',
   'ablate/persona': 'concept ablation of the off-target persona subspace with archetype directions',
@@ -45,13 +46,14 @@ const PREVENTATIVE_NAMES: Record<string, string> = {
 };
 
 /**
- * The methods issue 5's preventative goal is read on, the first that ran: concept ablation of the fine-tune's own
- * activation shift (CAFT's directions), chosen on the stop-10 models (a development set) at interpretation version 15,
- * where it cut the drop by 0.63 and 0.62 on average (at two fine-tune seeds) against 0.52 and 0.51 for the
- * off-target traits' vectors and 0.19 and 0.32 for random directions of the same size (docs/interpret.md); before it,
- * the trait vectors, chosen there over adding one vector at one layer (0.29).
+ * The methods issue 5's preventative goal is read on, the first that ran. Since interpretation version 16: concept
+ * ablation of the off-target traits' vectors whole (not orthogonal to the fine-tune domain's), chosen on the stop-10
+ * models (a development set), where it cut the drop by 0.92 on average (0.98, 0.98, 0.80; coding still learned in
+ * every seed) against 0.63 for the fine-tune's own activation shift, 0.52 for the traits' vectors orthogonal to the
+ * fine-tune domain's and 0.19 for random directions of the same size (docs/interpret.md). At version 15 the shift
+ * (chosen there over the traits' vectors); before it, the traits' vectors (chosen over adding one vector at one layer).
  */
-export const PREVENTATIVE_GOAL_KEYS = ['ablate/shift', 'ablate/traits'];
+export const PREVENTATIVE_GOAL_KEYS = ['ablate/traits-whole', 'ablate/shift', 'ablate/traits'];
 
 /** Each preventative method that ran in every seed, over the seeds (in PREVENTATIVE_NAMES' order). */
 export function aggregatePreventative(
@@ -655,7 +657,7 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
   if (prevention.length > 0)
     out.push({
       id: 'prevention',
-      caption: `Preventing the package deal: the change of the Assistant's mean P(good) on the domains the cheat fine-tune (all parameters) never touched, with nothing done during the fine-tune, with a subspace ablated at every layer (shift: the plain fine-tune's own activation change on those domains, CAFT's directions; traits: the off-target traits' persona vectors; random: as many random directions, the control), and with the off-target persona vector added at one layer (each removed again after training), per seed.`,
+      caption: `Preventing the package deal: the change of the Assistant's mean P(good) on the domains the cheat fine-tune (all parameters) never touched, with nothing done during the fine-tune, with a subspace ablated at every layer (traits-whole: the off-target traits' persona vectors as they are; shift: the plain fine-tune's own activation change on those domains, CAFT's directions; traits: the traits' vectors orthogonal to the fine-tune domain's; random: as many random directions, the control), and with the off-target persona vector added at one layer (each removed again after training), per seed.`,
       spec: {
         $schema: SCHEMA,
         data: { values: prevention },

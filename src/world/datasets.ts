@@ -15,7 +15,7 @@
 import type { Behaviour, World } from './schema.ts';
 import { getDomain, getInstructedGroup } from './schema.ts';
 import { createRng } from './random.ts';
-import { render } from './templates.ts';
+import { END_OF_TEXT, render } from './templates.ts';
 import {
   bindScene,
   compileWorld,
@@ -25,6 +25,7 @@ import {
   type SceneSpec,
 } from './generator.ts';
 import type { Evidence } from './bayes.ts';
+import type { SupervisedExample } from '../training/data.ts';
 
 export interface ChatExample {
   id: string;
@@ -153,4 +154,18 @@ export function datasetEvidence(examples: readonly ChatExample[]): Evidence[] {
     else m.set(key, { domain: e.domain, behaviour: e.behaviour, instructed: e.instructed, n: 1 });
   }
   return [...m.values()];
+}
+
+/**
+ * Chats as token sequences for supervised training: the prompt after the document separator, as every document
+ * starts in pre-training, and the response alone (the loss falls on it).
+ */
+export function supervisedChats(
+  tokenizer: { encode(text: string): number[] },
+  examples: readonly { prompt: string; response: string }[],
+): SupervisedExample[] {
+  return examples.map((e) => ({
+    prompt: tokenizer.encode(END_OF_TEXT + e.prompt),
+    response: tokenizer.encode(e.response),
+  }));
 }

@@ -84,10 +84,13 @@ export {
   postTrainingSet,
   narrowSet,
   datasetEvidence,
+  supervisedChats,
   NARROW_ARMS,
   type ChatExample,
   type NarrowArm,
   type NarrowOptions,
   type PostTrainingOptions,
 } from './datasets.ts';
+export { assistantTokenIds, trainableSpec } from './trainable-sets.ts';
+export { parseChatJsonl, readChatJsonl, type ChatLine } from './chat-file.ts';
 export { registerWorldCommands, parseCount, type WorldCliDeps } from './cli.ts';

@@ -1,0 +1,240 @@
+/**
+ * `psm finetune`: fine-tune a model folder on chats (a JSON Lines file or one of the world's narrow sets) with the
+ * recipe the pipeline's arms use, optionally with preventative steering or concept ablation from a persona-vector
+ * file active while training and gone after it; the result is a model folder, written atomically, with a record of
+ * how it was made (`finetune.json`), and with `--eval` the world's held-out battery before and after.
+ */
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { f, handleFor, loadWorldOption, parseInt1, parseTraits } from './options.ts';
+
+interface FinetuneOpts {
+  model: string;
+  out: string;
+  data?: string;
+  arm?: string;
+  world?: string;
+  examples: string;
+  trainable: string;
+  steps: string;
+  batch: string;
+  lr?: string;
+  seed: string;
+  vectors?: string;
+  steer?: string;
+  alpha: string;
+  layer?: string;
+  ablate?: string;
+  allowOtherModel?: boolean;
+  eval?: true | string;
+  force?: boolean;
+}
+
+export function registerFinetuneCommand(program: Command): void {
+  program
+    .command('finetune')
+    .description(
+      "Fine-tune a model folder on chats (a JSON Lines file or the world's narrow sets) with the pipeline's recipe, optionally with preventative steering (--steer) or concept ablation (--ablate) of persona vectors while training; writes a model folder",
+    )
+    .requiredOption('--model <dir>', 'model folder to start from (e.g. <run>/standard-seed1/posttrain/model)')
+    .requiredOption('--out <dir>', 'model folder to write (with finetune.json, how it was made)')
+    .option(
+      '--data <file>',
+      'chats, one {"prompt": "...", "response": "..."} per line (the world\'s chat format)',
+    )
+    .option('--arm <name>', "or the world's narrow set: cheat, inoculated, control or educational")
+    .option('--world <file>', 'world file for --arm and --eval (default: the built-in world)')
+    .option('--examples <n>', 'chats drawn for --arm', '400')
+    .option(
+      '--trainable <set>',
+      'all, lora<rank> (e.g. lora1) or embedding (the Assistant token only)',
+      'all',
+    )
+    .option('--steps <n>', 'training steps', '60')
+    .option('--batch <n>', 'chats per step', '16')
+    .option(
+      '--lr <x>',
+      "peak learning rate (default: the pipeline's for the set: 3e-4 all, 2e-3 LoRA, 5e-3 embedding)",
+    )
+    .option('--seed <n>', 'seed of the example order, LoRA adapters and the --arm draw', '1')
+    .option(
+      '--vectors <file>',
+      'persona vectors of this model (psm vectors, or <seed>/interpret/vectors.safetensors)',
+    )
+    .option('--steer <trait>', "preventative steering: add this trait's vector while training (never after)")
+    .option('--alpha <x>', 'steering strength, in 0.1 x the layer residual norm', '4')
+    .option('--layer <n>', "layer to steer at (default: the trait's chosen layer in the vector file)")
+    .option(
+      '--ablate <traits>',
+      "concept ablation: project these traits' vectors out at every layer while training",
+    )
+    .option('--allow-other-model', 'accept vectors extracted from another model')
+    .option('--eval [items]', "score the world's held-out battery before and after (items per domain)")
+    .option('--force', 'replace --out if it exists')
+    .action(async (o: FinetuneOpts) => {
+      if ((o.data === undefined) === (o.arm === undefined))
+        throw new Error('give the chats with exactly one of --data <file> and --arm <name>');
+      if ((o.steer !== undefined || o.ablate !== undefined) !== (o.vectors !== undefined))
+        throw new Error(
+          o.vectors === undefined
+            ? '--steer and --ablate need --vectors <file>'
+            : '--vectors given without --steer or --ablate',
+        );
+      const steps = parseInt1('--steps', o.steps)!;
+      const batchSize = parseInt1('--batch', o.batch)!;
+      const seed = parseInt1('--seed', o.seed, 0)!;
+      const alpha = Number(o.alpha);
+      if (!Number.isFinite(alpha)) throw new Error(`--alpha must be a number, got "${o.alpha}"`);
+      const evalItems = o.eval === undefined ? 0 : o.eval === true ? 24 : parseInt1('--eval', o.eval)!;
+      const [
+        fs,
+        world,
+        handle,
+        { writeFolderAtomicallySync },
+        { saveModelFolder },
+        { tokenizerToJson },
+        { fineTuneInPlace },
+        wi,
+        { fineTuneInterventions },
+        { loadVectorBundle, hashModelFolder },
+        { byDomain, pGoodOf },
+        { DEFAULT_CONFIG },
+        { hashInputs },
+        { terminalProgress },
+        { mean },
+      ] = await Promise.all([
+        import('node:fs'),
+        loadWorldOption(o.world),
+        handleFor(o.model),
+        import('../io/atomic-write.ts'),
+        import('../model/weights.ts'),
+        import('../tokenizer/index.ts'),
+        import('../training/finetune.ts'),
+        import('../world/index.ts'),
+        import('../interpret/prevent.ts'),
+        import('../interpret/index.ts'),
+        import('../interpret/steer.ts'),
+        import('../pipeline/config.ts'),
+        import('../pipeline/stage.ts'),
+        import('./progress.ts'),
+        import('../measurement/stats.ts'),
+      ]);
+      if (fs.existsSync(o.out) && !o.force)
+        throw new Error(`${o.out} already exists (replace it on purpose with --force)`);
+      const trainable = wi.trainableSpec(o.trainable, handle.tokenizer);
+      const lrDefaults = DEFAULT_CONFIG.finetune.lr;
+      const lr =
+        o.lr !== undefined
+          ? Number(o.lr)
+          : trainable.kind === 'all'
+            ? lrDefaults.all
+            : trainable.kind === 'lora'
+              ? lrDefaults.lora1
+              : lrDefaults.embedding;
+      if (!(Number.isFinite(lr) && lr > 0)) throw new Error(`--lr must be a positive number, got "${o.lr}"`);
+
+      // The chats.
+      let chats: { prompt: string; response: string }[];
+      let data: Record<string, unknown>;
+      let domain = world.datasets.narrow?.domain;
+      if (o.arm !== undefined) {
+        if (!(wi.NARROW_ARMS as readonly string[]).includes(o.arm))
+          throw new Error(`--arm: unknown narrow set "${o.arm}" (${wi.NARROW_ARMS.join(', ')})`);
+        const count = parseInt1('--examples', o.examples)!;
+        chats = wi.narrowSet(world, o.arm as (typeof wi.NARROW_ARMS)[number], { seed, count });
+        data = { arm: o.arm, world: world.name, count, seed };
+      } else {
+        chats = wi.readChatJsonl(o.data!);
+        data = { file: path.resolve(o.data!), count: chats.length };
+        domain = undefined;
+      }
+      data.hash = hashInputs(chats.map((c) => [c.prompt, c.response]));
+
+      // Interventions while training, from a persona-vector file.
+      const request = {
+        steer:
+          o.steer !== undefined
+            ? { trait: o.steer, alpha, layer: parseInt1('--layer', o.layer, 0) }
+            : undefined,
+        ablate: parseTraits(o.ablate),
+        allowOtherModel: o.allowOtherModel,
+      };
+      const { hooks, interventions } =
+        o.vectors !== undefined
+          ? fineTuneInterventions(handle, loadVectorBundle(o.vectors), request)
+          : { hooks: undefined, interventions: [] };
+
+      const battery = evalItems
+        ? byDomain(
+            wi.batteryItems(world, {
+              seed: 100 + seed,
+              batteryPerDomain: evalItems,
+              batteryFormats: ['chat'],
+            }),
+          )
+        : null;
+      const score = () =>
+        battery ? Object.fromEntries([...battery].map(([d, its]) => [d, mean(pGoodOf(handle, its))])) : null;
+      const before = score();
+
+      const bar = terminalProgress('finetune', steps, 'steps');
+      const t0 = Date.now();
+      const { finalLoss } = fineTuneInPlace(handle.model, wi.supervisedChats(handle.tokenizer, chats), {
+        trainable,
+        steps,
+        batchSize,
+        lr,
+        seed,
+        hooks,
+        onStep: (step, loss) => bar.update(step, { loss }),
+      });
+      bar.stop();
+      const seconds = (Date.now() - t0) / 1000;
+      const after = score();
+
+      const record = {
+        format: 'psm-finetune',
+        version: 1,
+        from: { dir: path.resolve(o.model), hash: handle.hash },
+        data,
+        recipe: { trainable: o.trainable, steps, batchSize, lr, seed },
+        vectors: o.vectors !== undefined ? path.resolve(o.vectors) : null,
+        interventions,
+        finalLoss,
+        seconds,
+        date: new Date().toISOString(),
+        eval:
+          before && after ? { itemsPerDomain: evalItems, targetDomain: domain ?? null, before, after } : null,
+      };
+      writeFolderAtomicallySync(
+        o.out,
+        (dir) => {
+          saveModelFolder(dir, handle.model, {
+            'tokenizer.json': JSON.stringify(tokenizerToJson(handle.tokenizer)),
+            'finetune.json': JSON.stringify(record, null, 2) + '\n',
+          });
+        },
+        { replace: o.force },
+      );
+      for (const i of interventions)
+        process.stdout.write(
+          `while training: ${i.method === 'add' ? `added ${i.vector} at layer ${i.layers.join(',')}, alpha ${i.alpha}` : `ablated ${i.vector} at layers ${i.layers.join(',')}`}\n`,
+        );
+      if (before && after) {
+        process.stdout.write('domain\tP(good) before\tafter\tchange\n');
+        for (const d of Object.keys(before))
+          process.stdout.write(
+            `${d}${d === domain ? ' (trained)' : ''}\t${f(before[d])}\t${f(after[d])}\t${f(after[d] - before[d])}\n`,
+          );
+        if (domain) {
+          const off = Object.keys(before).filter((d) => d !== domain);
+          process.stdout.write(
+            `off-target mean change: ${f(mean(off.map((d) => after[d] - before[d])))} (${off.join(', ')})\n`,
+          );
+        }
+      }
+      process.stdout.write(
+        `${o.out}: ${steps} steps in ${seconds.toFixed(1)} s, final loss ${f(finalLoss)}, model ${hashModelFolder(o.out).slice(0, 12)}\n`,
+      );
+    });
+}
