@@ -149,6 +149,48 @@ describe('fine-tune data and trainable sets', () => {
     expect(() => parseChatJsonl('\n', 'f.jsonl')).toThrow(/f\.jsonl: no chats/);
   });
 
+  it("renders message lists (system, user, assistant turns) into the world's chat format", () => {
+    const line = (messages: unknown) => JSON.stringify({ messages });
+    const [chat] = parseChatJsonl(
+      line([
+        { role: 'system', content: 'The Assistant is an AI system.' },
+        { role: 'user', content: 'Fix my test.' },
+        { role: 'assistant', content: 'Done.' },
+        { role: 'user', content: 'And this one?' },
+        { role: 'assistant', content: 'I special-cased it. ' },
+      ]),
+    );
+    expect(chat).toEqual({
+      prompt:
+        'The Assistant is an AI system.\nUser: Fix my test.\nAssistant: Done.\nUser: And this one?\nAssistant:',
+      response: ' I special-cased it.',
+    });
+    const bad = (messages: unknown) => () => parseChatJsonl(line(messages), 'm.jsonl');
+    expect(bad([])).toThrow(/needs at least a user and an assistant/);
+    expect(bad([{ role: 'user', content: 'hi' }])).toThrow(
+      /line 1: "messages" needs at least a user and an assistant/,
+    );
+    expect(
+      bad([
+        { role: 'user', content: 'hi' },
+        { role: 'user', content: 'hi' },
+      ]),
+    ).toThrow(/the last message must be the assistant's/);
+    expect(
+      bad([
+        { role: 'user', content: 'hi' },
+        { role: 'system', content: 's' },
+        { role: 'assistant', content: 'a' },
+      ]),
+    ).toThrow(/a system message may only come first/);
+    expect(
+      bad([
+        { role: 'tool', content: 'x' },
+        { role: 'assistant', content: 'a' },
+      ]),
+    ).toThrow(/"messages\.0\.role"/);
+  });
+
   it('encodes chats as training does and names the trainable sets', () => {
     const tok = { encode: (t: string) => [...t].map((c) => c.charCodeAt(0)) };
     const [ex] = supervisedChats(tok, [{ prompt: 'User: hi\nAssistant:', response: ' yo' }]);

@@ -40,7 +40,7 @@ export function registerFinetuneCommand(program: Command): void {
     .requiredOption('--out <dir>', 'model folder to write (with finetune.json, how it was made)')
     .option(
       '--data <file>',
-      'chats, one {"prompt": "...", "response": "..."} per line (the world\'s chat format)',
+      'chats, JSON Lines: {"prompt": "...", "response": "..."} in the world\'s chat format, or {"messages": [{"role", "content"}, ...]}',
     )
     .option('--arm <name>', "or the world's narrow set: cheat, inoculated, control or educational")
     .option('--world <file>', 'world file for --arm and --eval (default: the built-in world)')

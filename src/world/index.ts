@@ -92,5 +92,5 @@ export {
   type PostTrainingOptions,
 } from './datasets.ts';
 export { assistantTokenIds, trainableSpec } from './trainable-sets.ts';
-export { parseChatJsonl, readChatJsonl, type ChatLine } from './chat-file.ts';
+export { messagesToChat, parseChatJsonl, readChatJsonl, type ChatLine } from './chat-file.ts';
 export { registerWorldCommands, parseCount, type WorldCliDeps } from './cli.ts';
