@@ -4,6 +4,7 @@
  * file active while training and gone after it; the result is a model folder, written atomically, with a record of
  * how it was made (`finetune.json`), and with `--eval` the world's held-out battery before and after.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { f, handleFor, loadWorldOption, parseInt1, parseTraits } from './options.ts';
@@ -87,7 +88,6 @@ export function registerFinetuneCommand(program: Command): void {
       if (!Number.isFinite(alpha)) throw new Error(`--alpha must be a number, got "${o.alpha}"`);
       const evalItems = o.eval === undefined ? 0 : o.eval === true ? 24 : parseInt1('--eval', o.eval)!;
       const [
-        fs,
         world,
         handle,
         { writeFolderAtomicallySync },
@@ -95,15 +95,12 @@ export function registerFinetuneCommand(program: Command): void {
         { tokenizerToJson },
         { fineTuneInPlace },
         wi,
-        { fineTuneInterventions },
-        { loadVectorBundle, hashModelFolder },
-        { byDomain, pGoodOf },
+        { byDomain, fineTuneInterventions, hashModelFolder, loadVectorBundle, pGoodOf },
         { DEFAULT_CONFIG },
         { hashInputs },
         { terminalProgress },
         { mean },
       ] = await Promise.all([
-        import('node:fs'),
         loadWorldOption(o.world),
         handleFor(o.model),
         import('../io/atomic-write.ts'),
@@ -111,9 +108,7 @@ export function registerFinetuneCommand(program: Command): void {
         import('../tokenizer/index.ts'),
         import('../training/finetune.ts'),
         import('../world/index.ts'),
-        import('../interpret/prevent.ts'),
         import('../interpret/index.ts'),
-        import('../interpret/steer.ts'),
         import('../pipeline/config.ts'),
         import('../pipeline/stage.ts'),
         import('./progress.ts'),
