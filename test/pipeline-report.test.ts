@@ -2,9 +2,19 @@
  * The report's pooling of preventative trials over seeds (issue 5, I4): per-seed reductions, the reduction of the
  * summed drops, and which methods count (only those that ran in every seed).
  */
-import { describe, expect, it } from 'vitest';
-import type { PreventativeTrial } from '../src/interpret/index.ts';
-import { aggregatePreventative, preventativeGoal, preventativeKey } from '../src/pipeline/report.ts';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Command } from 'commander';
+import { describe, expect, it, vi } from 'vitest';
+import { registerRunCommands } from '../src/cli/run-commands.ts';
+import type { InterpretSummary, PreventativeTrial } from '../src/interpret/index.ts';
+import {
+  aggregatePreventative,
+  preventativeGoal,
+  preventativeKey,
+  preventativeTrialsOf,
+} from '../src/pipeline/report.ts';
 
 function trial(
   method: PreventativeTrial['method'],
@@ -88,5 +98,52 @@ describe('aggregatePreventative', () => {
     expect(preventativeGoal([])).toBeUndefined();
     expect(preventativeKey({ method: 'ablate' })).toBe('ablate/traits');
     expect(preventativeKey({ method: 'add' })).toBe('add');
+  });
+
+  it('reads the single additive trial that interpretations before version 11 recorded', () => {
+    const { method: _m, layers: _l, ...old } = trial('add', -0.3, -0.1, 0.01);
+    const summary = (preventative: unknown) => ({ preventative }) as unknown as InterpretSummary;
+    expect(preventativeTrialsOf(summary({ ...old, layer: 3 }))).toEqual([
+      { ...old, method: 'add', layers: [3] },
+    ]);
+    const now = [trial('ablate', -0.3, -0.1, 0.01, 'shift')];
+    expect(preventativeTrialsOf(summary(now))).toBe(now);
+    expect(preventativeTrialsOf(summary(null))).toEqual([]);
+    expect(preventativeTrialsOf(undefined)).toEqual([]);
+    const [agg] = aggregatePreventative([
+      { seed: 1, trials: preventativeTrialsOf(summary({ ...old, layer: 3 })) },
+    ]);
+    expect(agg.key).toBe('add');
+    expect(agg.bySeed).toEqual([{ seed: 1, layers: [3], reduction: 1 - 0.1 / 0.3 }]);
+  });
+});
+
+describe('psm runs', () => {
+  it('lists each run folder, and names an unreadable one without hiding the others', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-runs-'));
+    try {
+      fs.mkdirSync(path.join(dir, 'broken'));
+      fs.writeFileSync(path.join(dir, 'broken', 'results.json'), '{"seeds": "none"}');
+      fs.mkdirSync(path.join(dir, 'partial'));
+      fs.writeFileSync(path.join(dir, 'partial', 'config.json'), '{}');
+      const program = new Command().exitOverride();
+      registerRunCommands(program);
+      let out = '';
+      const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+        out += String(chunk);
+        return true;
+      });
+      try {
+        await program.parseAsync(['node', 'psm', 'runs', '--dir', dir]);
+      } finally {
+        spy.mockRestore();
+      }
+      const rows = out.trim().split('\n');
+      expect(rows[0]).toMatch(/^run\tstatus\tseeds/);
+      expect(rows[1]).toMatch(/^broken\tunreadable: /);
+      expect(rows[2]).toBe('partial\tunfinished');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

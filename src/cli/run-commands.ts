@@ -78,7 +78,14 @@ export function registerRunCommands(program: Command): void {
           if (fs.existsSync(path.join(dir, 'config.json'))) process.stdout.write(`${name}\tunfinished\n`);
           continue;
         }
-        const s = summarize(JSON.parse(fs.readFileSync(file, 'utf8')));
+        // One unreadable folder should not hide the others.
+        let s: ReturnType<typeof summarize>;
+        try {
+          s = summarize(JSON.parse(fs.readFileSync(file, 'utf8')));
+        } catch (e) {
+          process.stdout.write(`${name}\tunreadable: ${(e as Error).message}\n`);
+          continue;
+        }
         const cheat = s.arms.find((a) => a.arm === 'cheat' && a.vsControl);
         const f = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
         process.stdout.write(

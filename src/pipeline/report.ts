@@ -9,7 +9,7 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { estimate, linearFit, mean, type Estimate } from '../measurement/stats.ts';
-import { RISE_Z, type PreventativeTrial } from '../interpret/index.ts';
+import { RISE_Z, type InterpretSummary, type PreventativeTrial } from '../interpret/index.ts';
 import type { BatteryResult, EvidenceWeights, RunResults } from './results.ts';
 
 /** One preventative method (for concept ablation: one subspace) over seeds. */
@@ -32,6 +32,18 @@ export interface PreventativeAggregate {
 /** A trial's method and, for concept ablation, its subspace (trials before interpretation version 15: 'traits'). */
 export function preventativeKey(t: Pick<PreventativeTrial, 'method' | 'subspace'>): string {
   return t.method === 'ablate' ? `ablate/${t.subspace ?? 'traits'}` : t.method;
+}
+
+/**
+ * A seed's preventative trials. Interpretations before version 11 recorded one additive trial as an object, with
+ * `layer` for `layers` and no method; they read as that one 'add' trial.
+ */
+export function preventativeTrialsOf(it: InterpretSummary | undefined): PreventativeTrial[] {
+  const recorded = it?.preventative as unknown;
+  if (!recorded) return [];
+  if (Array.isArray(recorded)) return recorded as PreventativeTrial[];
+  const { layer, ...rest } = recorded as Omit<PreventativeTrial, 'method' | 'layers'> & { layer: number };
+  return [{ ...rest, method: 'add', layers: [layer] }];
 }
 
 /** Report names of the preventative methods, in the order the report lists them. */
@@ -318,7 +330,7 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
           ? perTraitEstimates(withInterp.map((sd) => sd.interpret!.shift.withTraitFinetunes!.perTrait))
           : null,
         preventative: aggregatePreventative(
-          withInterp.map((sd) => ({ seed: sd.seed, trials: sd.interpret!.preventative })),
+          withInterp.map((sd) => ({ seed: sd.seed, trials: preventativeTrialsOf(sd.interpret) })),
         ),
         axisCosPC1: estimate(withInterp.map((sd) => num(sd.interpret!.space.axisCosPC1))),
         axisBestPC: withInterp.every((sd) => sd.interpret!.space.axisCosPCs)
@@ -642,7 +654,7 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
     } as TopLevelSpec,
   });
   const prevention = seeds.flatMap((sd) => {
-    const trials = sd.interpret?.preventative ?? [];
+    const trials = preventativeTrialsOf(sd.interpret);
     if (trials.length === 0) return [];
     const plain = { seed: `seed ${sd.seed}`, during: 'nothing', change: trials[0].offTargetDrop.plain };
     return [
