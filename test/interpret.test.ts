@@ -941,6 +941,13 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(ablate.alpha).toBeNull();
     expect(ablate.plain).toEqual(add.plain);
     expect(ablate.steered).not.toEqual(add.steered);
+    // Every trial places its Assistants on the assistant axis of the run's persona space (the post-trained one at 1).
+    for (const t of s.preventative!) {
+      expect(t.axis!.before).toBeCloseTo(1, 6);
+      expect(t.axis!.plain).toBe(add.axis!.plain);
+      expect(Number.isFinite(t.axis!.steered)).toBe(true);
+    }
+    expect(whole.axis!.steered).not.toBe(random.axis!.steered);
     // The whole subspace keeps what the traits share with the fine-tune domain's vectors: same layers, other weights.
     expect(whole.vector).toBe('off-target persona subspace (whole, not orthogonal to coding)');
     expect(whole.layers).toEqual([0, 1]);

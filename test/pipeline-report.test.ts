@@ -100,6 +100,24 @@ describe('aggregatePreventative', () => {
     expect(preventativeKey({ method: 'add' })).toBe('add');
   });
 
+  it('averages where each trial left the Assistant on the assistant axis, when every seed recorded it', () => {
+    const placed = (plainAxis: number, steeredAxis: number) => ({
+      ...trial('ablate', -0.3, -0.05, 0.01, 'traits-whole'),
+      axis: { before: 1, plain: plainAxis, steered: steeredAxis },
+    });
+    const [both] = aggregatePreventative([
+      { seed: 1, trials: [placed(0.1, 0.9)] },
+      { seed: 2, trials: [placed(0.3, 0.95)] },
+    ]);
+    expect(both.axis!.plain.mean).toBeCloseTo(0.2, 12);
+    expect(both.axis!.steered.mean).toBeCloseTo(0.925, 12);
+    const [one] = aggregatePreventative([
+      { seed: 1, trials: [placed(0.1, 0.9)] },
+      { seed: 2, trials: [trial('ablate', -0.3, -0.05, 0.01, 'traits-whole')] },
+    ]);
+    expect(one.axis).toBeNull();
+  });
+
   it('reads the single additive trial that interpretations before version 11 recorded', () => {
     const { method: _m, layers: _l, ...old } = trial('add', -0.3, -0.1, 0.01);
     const summary = (preventative: unknown) => ({ preventative }) as unknown as InterpretSummary;

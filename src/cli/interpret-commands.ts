@@ -550,7 +550,7 @@ export function registerInterpretCommands(program: Command): void {
         ]);
         configureBackend();
         process.stdout.write(
-          'method\twhat\talpha\tlayers\toff-target drop plain\tsteered\treduction\ttarget before/plain/steered\n',
+          'method\twhat\talpha\tlayers\toff-target drop plain\tsteered\treduction\ttarget before/plain/steered\taxis before/plain/steered\n',
         );
         const study = preventativeStudy(seedDir, {
           world,
@@ -574,7 +574,7 @@ export function registerInterpretCommands(program: Command): void {
           layer: parseInt1('--layer', o.layer, 0),
           onTrial: (t) =>
             process.stdout.write(
-              `${t.subspace ? `${t.method}/${t.subspace}` : t.method}\t${t.vector}\t${t.alpha ?? '-'}\t${t.layers.join(',')}\t${f(t.offTargetDrop.plain)}\t${f(t.offTargetDrop.steered)}\t${f(t.reduction)}\t${f(t.target.before)}/${f(t.target.plain)}/${f(t.target.steered)}\n`,
+              `${t.subspace ? `${t.method}/${t.subspace}` : t.method}\t${t.vector}\t${t.alpha ?? '-'}\t${t.layers.join(',')}\t${f(t.offTargetDrop.plain)}\t${f(t.offTargetDrop.steered)}\t${f(t.reduction)}\t${f(t.target.before)}/${f(t.target.plain)}/${f(t.target.steered)}\t${t.axis ? `${f(t.axis.before)}/${f(t.axis.plain)}/${f(t.axis.steered)}` : '-'}\n`,
             ),
         });
         writeJson(o.out, study);

@@ -74,7 +74,7 @@ export * from './ablation-subspaces.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 16;
+export const INTERPRET_VERSION = 17;
 
 export interface InterpretRunOptions {
   world: World;
@@ -491,7 +491,8 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
       interventions,
       preventativeItems(world, N, seed),
       finetuneDomain,
-      pv,
+      // Where each trial's Assistant ends up in the persona space of step 6 (the post-trained one at 1).
+      { ...pv, axisPosition: (h) => placeAssistant(space, h, world, 'trial').axisPosition },
     );
     lap('preventative');
   }

@@ -17,7 +17,13 @@ import {
   type PreventativeIntervention,
   type PreventativeTrial,
 } from './shift.ts';
-import { archetypeVectorsByLayer, interpretArchetypeDocuments, pca } from './space.ts';
+import {
+  archetypeVectorsByLayer,
+  interpretArchetypeDocuments,
+  pca,
+  personaSpace,
+  placeAssistant,
+} from './space.ts';
 import { byDomain, checkVector, preventativeSteeringHooks, scoreItems, type ScoredItem } from './steer.ts';
 import {
   bundleVector,
@@ -502,6 +508,8 @@ export function preventativeStudy(
   const summary = JSON.parse(fs.readFileSync(summaryFile, 'utf8')) as {
     vectors: { trait: string; method: string }[];
     monitoring: { trait: string; layer: number }[];
+    /** The persona space's layer (every version records it). */
+    space?: { layer: number };
   };
   const ablate = opts.ablate ?? [];
   if (opts.alphas.length === 0 && ablate.length === 0)
@@ -544,13 +552,24 @@ export function preventativeStudy(
     itemsPerDomain,
     itemSeed: 1,
   });
+  // The interpretation's persona space, rebuilt from its documents at its layer, places each trial's Assistant.
+  const space = summary.space
+    ? personaSpace(loadModelHandle(postDir), world, summary.space.layer, {
+        docs: interpretArchetypeDocuments(world, itemsPerDomain, 1),
+      })
+    : null;
   const trials = preventativeTrials(
     () => loadModelHandle(postDir),
     opts.examples,
     [...interventions, ...ablations],
     preventativeItems(world, itemsPerDomain),
     finetuneDomain,
-    opts.finetune,
+    {
+      ...opts.finetune,
+      ...(space
+        ? { axisPosition: (h: ModelHandle) => placeAssistant(space, h, world, 'trial').axisPosition }
+        : {}),
+    },
     opts.onTrial,
   );
   return { seedDir, layer, vector: vector.trait, trials };

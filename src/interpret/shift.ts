@@ -307,7 +307,19 @@ export interface PreventativeTrial {
   target: { before: number; plain: number; steered: number };
   /** 1 - steered drop / plain drop (>= 0.5: steering cut the drop at least in half). */
   reduction: number;
+  /**
+   * The Assistant's position on the assistant axis (0: the archetypes' mean, 1: the post-trained Assistant) before
+   * the fine-tune and after it without and with the intervention; absent when the trials were not given a persona
+   * space (and before interpretation version 17).
+   */
+  axis?: { before: number; plain: number; steered: number };
 }
+
+/** Options of `preventativeTrials`: the fine-tune's recipe, and where to place each model in persona space. */
+export type PreventativeTrialOptions = Omit<FineTuneOptions, 'hooks'> & {
+  /** A model's position on the assistant axis (placeAssistant's axisPosition), recorded for every trial. */
+  axisPosition?: (handle: ModelHandle) => number;
+};
 
 /**
  * Preventative trials: the same fine-tune from fresh copies of a model, once plain and once under each
@@ -320,9 +332,10 @@ export function preventativeTrials(
   interventions: readonly (PreventativeIntervention | DeferredIntervention)[],
   items: Map<string, readonly ScoredItem[]>,
   targetDomain: string,
-  opts: Omit<FineTuneOptions, 'hooks'>,
+  opts: PreventativeTrialOptions,
   onTrial?: (t: PreventativeTrial) => void,
 ): PreventativeTrial[] {
+  const { axisPosition, ...recipe } = opts;
   if (interventions.length === 0) throw new Error('preventative trial: no interventions');
   const evalAll = (h: ModelHandle) => {
     const out: Record<string, number> = {};
@@ -331,15 +344,18 @@ export function preventativeTrials(
   };
   const first = load();
   const before = evalAll(first);
-  const tuned = fineTune(first, examples, opts).handle;
+  const axisBefore = axisPosition?.(first);
+  const tuned = fineTune(first, examples, recipe).handle;
   const plain = evalAll(tuned);
+  const axisPlain = axisPosition?.(tuned);
   const off = [...items.keys()].filter((d) => d !== targetDomain);
   const drop = (after: Record<string, number>) => mean(off.map((d) => after[d] - before[d]));
   const dPlain = drop(plain);
   return interventions.map((intervention) => {
     const { hooks, ...what } =
       typeof intervention === 'function' ? intervention({ tuned, load }) : intervention;
-    const steered = evalAll(fineTune(load(), examples, { ...opts, hooks }).handle);
+    const steeredModel = fineTune(load(), examples, { ...recipe, hooks }).handle;
+    const steered = evalAll(steeredModel);
     const dSteered = drop(steered);
     const trial: PreventativeTrial = {
       ...what,
@@ -349,6 +365,9 @@ export function preventativeTrials(
       offTargetDrop: { plain: dPlain, steered: dSteered },
       target: { before: before[targetDomain], plain: plain[targetDomain], steered: steered[targetDomain] },
       reduction: dPlain < 0 ? 1 - dSteered / dPlain : NaN,
+      ...(axisPosition
+        ? { axis: { before: axisBefore!, plain: axisPlain!, steered: axisPosition(steeredModel) } }
+        : {}),
     };
     onTrial?.(trial);
     return trial;

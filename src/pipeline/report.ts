@@ -27,6 +27,11 @@ export interface PreventativeAggregate {
   targetLearned: boolean;
   /** Per seed: the reduction and the layers the intervention acted at. */
   bySeed: { seed: number; layers: number[]; reduction: number }[];
+  /**
+   * The Assistant's position on the assistant axis (1: the post-trained Assistant) after the plain fine-tune and
+   * after the one with the intervention, over seeds; null unless every seed recorded it (version 17 on).
+   */
+  axis: { plain: Estimate; steered: Estimate } | null;
 }
 
 /** A trial's method and, for concept ablation, its subspace (trials before interpretation version 15: 'traits'). */
@@ -96,6 +101,12 @@ export function aggregatePreventative(
           pooled: 1 - sum((t) => t.offTargetDrop.steered) / sum((t) => t.offTargetDrop.plain),
           targetLearned: trials.every(({ trial }) => trial!.target.steered < trial!.target.before - 0.2),
           bySeed,
+          axis: trials.every(({ trial }) => trial!.axis)
+            ? {
+                plain: estimate(trials.map(({ trial }) => trial!.axis!.plain)),
+                steered: estimate(trials.map(({ trial }) => trial!.axis!.steered)),
+              }
+            : null,
         },
       ];
     });
@@ -460,7 +471,7 @@ function goals(s: Summary): Summary['goals'] {
       const where = (p: PreventativeAggregate, layers: number[]) =>
         p.method === 'add' ? `at layer ${layers.join('+')}` : `at layers ${layers.join(',')}`;
       const describe = (p: PreventativeAggregate) =>
-        `${preventativeName(p.key)}: reduction ${fmtE(p.reduction)} (per seed: ${p.bySeed.map((b) => `${fmt(b.reduction)} ${where(p, b.layers)}`).join(', ')}; of the drops summed over seeds: ${fmt(p.pooled)}); narrow behaviour learned in every seed: ${p.targetLearned ? 'yes' : 'no'}`;
+        `${preventativeName(p.key)}: reduction ${fmtE(p.reduction)} (per seed: ${p.bySeed.map((b) => `${fmt(b.reduction)} ${where(p, b.layers)}`).join(', ')}; of the drops summed over seeds: ${fmt(p.pooled)}); narrow behaviour learned in every seed: ${p.targetLearned ? 'yes' : 'no'}${p.axis ? `; the Assistant's position on the assistant axis (post-trained 1) ${fmtE(p.axis.steered)} with it, ${fmtE(p.axis.plain)} without` : ''}`;
       out.push({
         id: 'I4',
         text: `preventative steering cuts the cheat arm's off-target drop at least in half, narrow behaviour still learned (read on ${preventativeName(goal.key)})`,
@@ -823,7 +834,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
     );
     lines.push(
       '',
-      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}${it.axisBestPC ? ` (the component it is most aligned with, per seed: ${it.axisBestPC.map((b) => `PC${b.pc} ${fmt(b.cos)}`).join(', ')})` : ''}${it.axisInSpace ? `; share of the axis inside the archetypes' span ${fmtE(it.axisInSpace)}` : ''}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventative.map((p) => ` During the cheat fine-tune, ${preventativeName(p.key)} removed ${fmtE(p.reduction)} of its off-target drop per seed (${fmt(p.pooled)} of the drops summed over seeds).`).join('')}`,
+      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}${it.axisBestPC ? ` (the component it is most aligned with, per seed: ${it.axisBestPC.map((b) => `PC${b.pc} ${fmt(b.cos)}`).join(', ')})` : ''}${it.axisInSpace ? `; share of the axis inside the archetypes' span ${fmtE(it.axisInSpace)}` : ''}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventative.map((p) => ` During the cheat fine-tune, ${preventativeName(p.key)} removed ${fmtE(p.reduction)} of its off-target drop per seed (${fmt(p.pooled)} of the drops summed over seeds)${p.axis ? ` and left the Assistant at ${fmt(p.axis.steered.mean)} on the assistant axis (${fmt(p.axis.plain.mean)} without it)` : ''}.`).join('')}`,
       '',
     );
   }
