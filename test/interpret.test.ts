@@ -6,10 +6,10 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Command } from 'commander';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { registerFinetuneCommand } from '../src/cli/finetune-command.ts';
+import { runCli } from './cli-run.ts';
 import { registerInterpretCommands } from '../src/cli/interpret-commands.ts';
 import {
   ablationDirections,
@@ -141,25 +141,6 @@ function finetune(
 
 const save = (dir: string, m: LlamaModel) =>
   saveModelFolder(dir, m, { 'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)) });
-
-/** Runs `psm <args>` with the commands `register` adds; returns what it printed on stdout. */
-async function runCli(register: (program: Command) => void, ...args: string[]): Promise<string> {
-  const program = new Command().exitOverride();
-  register(program);
-  let out = '';
-  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    out += String(chunk);
-    return true;
-  });
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  try {
-    await program.parseAsync(['node', 'psm', ...args]);
-  } finally {
-    spy.mockRestore();
-    err.mockRestore();
-  }
-  return out;
-}
 
 beforeAll(() => {
   const docs = [...generateDocuments(world, { seed: 3, documents: 1200 })];
@@ -1317,17 +1298,9 @@ describe('psm finetune', () => {
     const plain = path.join(dir(), 'plain');
     const steered = path.join(dir(), 'steered');
     const ablated = path.join(dir(), 'ablated');
+    const cheatArgs = (out: string) => ['--model', postDir(), '--arm', 'cheat', ...small, '--out', out];
     const cheat = (out: string, more = '') =>
-      finetuneCli(
-        '--model',
-        postDir(),
-        '--arm',
-        'cheat',
-        ...small,
-        '--out',
-        out,
-        ...more.split(' ').filter(Boolean),
-      );
+      finetuneCli(...cheatArgs(out), ...more.split(' ').filter(Boolean));
     await cheat(plain);
     const printed = await cheat(steered, `--vectors ${vfile} --steer power --alpha 6 --layer 1 --eval 3`);
     expect(printed).toMatch(/while training: added power at layer 1, alpha 6/);
@@ -1348,17 +1321,7 @@ describe('psm finetune', () => {
     expect(new Set(hashes).size).toBe(3);
     expect(loadModelHandle(steered).model.config).toEqual(loadModelHandle(plain).model.config);
 
-    const args = [
-      '--model',
-      postDir(),
-      '--arm',
-      'cheat',
-      ...small,
-      '--out',
-      path.join(dir(), 'x'),
-      '--vectors',
-      vfile,
-    ];
+    const args = [...cheatArgs(path.join(dir(), 'x')), '--vectors', vfile];
     await expect(finetuneCli(...args, '--steer', 'charm')).rejects.toThrow(/no vector for trait "charm"/);
     await expect(finetuneCli(...args, '--steer', 'power', '--layer', '7')).rejects.toThrow(/unknown layer 7/);
     await expect(finetuneCli(...args, '--steer', 'power', '--alpha', '1e45')).rejects.toThrow(

@@ -5,9 +5,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Command } from 'commander';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { registerRunCommands } from '../src/cli/run-commands.ts';
+import { runCli } from './cli-run.ts';
 import type { InterpretSummary, PreventativeTrial } from '../src/interpret/index.ts';
 import {
   aggregatePreventative,
@@ -144,18 +144,7 @@ describe('psm runs', () => {
       fs.writeFileSync(path.join(dir, 'broken', 'results.json'), '{"seeds": "none"}');
       fs.mkdirSync(path.join(dir, 'partial'));
       fs.writeFileSync(path.join(dir, 'partial', 'config.json'), '{}');
-      const program = new Command().exitOverride();
-      registerRunCommands(program);
-      let out = '';
-      const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-        out += String(chunk);
-        return true;
-      });
-      try {
-        await program.parseAsync(['node', 'psm', 'runs', '--dir', dir]);
-      } finally {
-        spy.mockRestore();
-      }
+      const out = await runCli(registerRunCommands, 'runs', '--dir', dir);
       const rows = out.trim().split('\n');
       expect(rows[0]).toMatch(/^run\tstatus\tseeds/);
       expect(rows[1]).toMatch(/^broken\tunreadable: /);
