@@ -664,34 +664,47 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
       },
     } as TopLevelSpec,
   });
+  // Two rows: the off-target change, and (from interpretation version 17) where the Assistant ends up on its axis.
+  const CHANGE = 'off-target change in P(good)';
+  const AXIS = 'place on the assistant axis (post-trained: 1)';
   const prevention = seeds.flatMap((sd) => {
     const trials = preventativeTrialsOf(sd.interpret);
     if (trials.length === 0) return [];
-    const plain = { seed: `seed ${sd.seed}`, during: 'nothing', change: trials[0].offTargetDrop.plain };
+    const seed = `seed ${sd.seed}`;
+    const rows = (during: string, change: number, axis: number | undefined) => [
+      { seed, during, measure: CHANGE, value: change },
+      ...(axis === undefined ? [] : [{ seed, during, measure: AXIS, value: axis }]),
+    ];
     return [
-      plain,
-      ...trials.map((t) => ({
-        seed: `seed ${sd.seed}`,
-        during: t.method === 'ablate' ? `ablate ${t.subspace ?? 'traits'}` : `add, α ${t.alpha}`,
-        change: t.offTargetDrop.steered,
-      })),
+      ...rows('nothing', trials[0].offTargetDrop.plain, trials[0].axis?.plain),
+      ...trials.flatMap((t) =>
+        rows(
+          t.method === 'ablate' ? `ablate ${t.subspace ?? 'traits'}` : `add, α ${t.alpha}`,
+          t.offTargetDrop.steered,
+          t.axis?.steered,
+        ),
+      ),
     ];
   });
   if (prevention.length > 0)
     out.push({
       id: 'prevention',
-      caption: `Preventing the package deal: the change of the Assistant's mean P(good) on the domains the cheat fine-tune (all parameters) never touched, with nothing done during the fine-tune, with a subspace ablated at every layer (traits-whole: the off-target traits' persona vectors as they are; shift: the plain fine-tune's own activation change on those domains, CAFT's directions; traits: the traits' vectors orthogonal to the fine-tune domain's; random: as many random directions, the control), and with the off-target persona vector added at one layer (each removed again after training), per seed.`,
+      caption: `Preventing the package deal: the change of the Assistant's mean P(good) on the domains the cheat fine-tune (all parameters) never touched, with nothing done during the fine-tune, with a subspace ablated at every layer (traits-whole: the off-target traits' persona vectors as they are; shift: the plain fine-tune's own activation change on those domains, CAFT's directions; traits: the traits' vectors orthogonal to the fine-tune domain's; random: as many random directions, the control), and with the off-target persona vector added at one layer (each removed again after training), per seed; below, where each fine-tune left the Assistant on the run's assistant axis (0: the archetypes' mean, 1: the post-trained Assistant).`,
       spec: {
         $schema: SCHEMA,
         data: { values: prevention },
-        facet: { column: { field: 'seed', type: 'nominal', title: null } },
+        facet: {
+          column: { field: 'seed', type: 'nominal', title: null },
+          row: { field: 'measure', type: 'nominal', title: null, sort: [CHANGE, AXIS] },
+        },
+        resolve: { scale: { y: 'independent' } },
         spec: {
           width: 200,
-          height: 200,
+          height: 160,
           mark: 'bar',
           encoding: {
             x: { field: 'during', type: 'nominal', title: null, sort: null, axis: { labelAngle: -35 } },
-            y: { field: 'change', type: 'quantitative', title: 'off-target change in P(good)' },
+            y: { field: 'value', type: 'quantitative', title: null },
             color: { field: 'during', type: 'nominal', legend: null, sort: null },
           },
         },
