@@ -79,7 +79,12 @@ describe('experiment config', () => {
   it('names the bad field, unknown presets and unknown keys', () => {
     expect(() => resolveConfig({ preset: 'nope' })).toThrow(/unknown preset "nope"/);
     expect(() => resolveConfig({ overrides: { pretrain: { lr: -1 } } })).toThrow(/pretrain.lr/);
-    expect(resolveConfig().interpret.preventativeAblate).toEqual(['traits-whole', 'shift', 'traits', 'random']);
+    expect(resolveConfig().interpret.preventativeAblate).toEqual([
+      'traits-whole',
+      'shift',
+      'traits',
+      'random',
+    ]);
     const dir = tmp();
     const file = path.join(dir, 'bad.yaml');
     fs.writeFileSync(file, YAML.stringify({ interpret: { preventativeAblate: ['shift', 'roles'] } }));
