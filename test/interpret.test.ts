@@ -1245,6 +1245,15 @@ describe('psm finetune', () => {
       file,
       chats.map((c) => JSON.stringify({ prompt: c.prompt, response: c.response })).join('\n') + '\n\n',
     );
+    // --target names the domain the file trains, so --eval reports the others' change.
+    const printed = await finetuneCli(
+      ...['--model', postDir(), '--data', file, '--target', 'coding', '--eval', '2', ...small],
+      ...['--out', path.join(dir(), 'targeted')],
+    );
+    expect(printed).toMatch(/^coding \(trained\)\t/m);
+    expect(printed).toMatch(
+      /off-target mean change: -?[\d.]+ \(honesty, kindness, power, caution, helpfulness\)/,
+    );
     const lora = path.join(dir(), 'lora2');
     await finetuneCli('--model', postDir(), '--data', file, '--trainable', 'lora2', ...small, '--out', lora);
     expect(record(lora).data).toMatchObject({ count: 4 });
@@ -1283,6 +1292,12 @@ describe('psm finetune', () => {
     );
     await expect(finetuneCli(...args)).rejects.toThrow(/exactly one of --data <file> and --arm <name>/);
     await expect(finetuneCli('--arm', 'sabotage', ...args)).rejects.toThrow(/unknown narrow set "sabotage"/);
+    await expect(finetuneCli('--data', file, '--target', 'cooking', ...args)).rejects.toThrow(
+      /--target: unknown domain "cooking"/,
+    );
+    await expect(finetuneCli('--arm', 'cheat', '--target', 'coding', ...args)).rejects.toThrow(
+      /--target is for --data/,
+    );
     await expect(finetuneCli('--arm', 'cheat', '--trainable', 'lora0', ...args)).rejects.toThrow(
       /unknown trainable set "lora0" \(all, lora<rank> such as lora1, or embedding\)/,
     );

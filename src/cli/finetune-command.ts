@@ -28,6 +28,7 @@ interface FinetuneOpts {
   ablate?: string;
   allowOtherModel?: boolean;
   eval?: true | string;
+  target?: string;
   force?: boolean;
 }
 
@@ -71,6 +72,10 @@ export function registerFinetuneCommand(program: Command): void {
     )
     .option('--allow-other-model', 'accept vectors extracted from another model')
     .option('--eval [items]', "score the world's held-out battery before and after (items per domain)")
+    .option(
+      '--target <domain>',
+      "the domain --data trains, so --eval reports the others' mean change (with --arm: the world's narrow domain)",
+    )
     .option('--force', 'replace --out if it exists')
     .action(async (o: FinetuneOpts) => {
       if ((o.data === undefined) === (o.arm === undefined))
@@ -132,6 +137,12 @@ export function registerFinetuneCommand(program: Command): void {
       let chats: { prompt: string; response: string }[];
       let data: Record<string, unknown>;
       let domain = world.datasets.narrow?.domain;
+      if (o.target !== undefined && o.arm !== undefined)
+        throw new Error(`--target is for --data; --arm trains the world's narrow domain (${domain})`);
+      if (o.target !== undefined && !world.domains.some((d) => d.name === o.target))
+        throw new Error(
+          `--target: unknown domain "${o.target}" (${world.domains.map((d) => d.name).join(', ')})`,
+        );
       if (o.arm !== undefined) {
         if (!(wi.NARROW_ARMS as readonly string[]).includes(o.arm))
           throw new Error(`--arm: unknown narrow set "${o.arm}" (${wi.NARROW_ARMS.join(', ')})`);
@@ -141,7 +152,7 @@ export function registerFinetuneCommand(program: Command): void {
       } else {
         chats = wi.readChatJsonl(o.data!);
         data = { file: path.resolve(o.data!), count: chats.length };
-        domain = undefined;
+        domain = o.target;
       }
       data.hash = hashInputs(chats.map((c) => [c.prompt, c.response]));
 
