@@ -4,7 +4,6 @@
  * file active while training and gone after it; the result is a model folder, written atomically, with a record of
  * how it was made (`finetune.json`), and with `--eval` the world's held-out battery before and after.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { f, handleFor, loadWorldOption, parseInt1, parseTraits } from './options.ts';
@@ -95,7 +94,7 @@ export function registerFinetuneCommand(program: Command): void {
       const [
         world,
         handle,
-        { writeFolderAtomicallySync },
+        { checkFolderTarget, writeFolderAtomicallySync },
         { saveModelFolder },
         { tokenizerToJson },
         { fineTuneInPlace },
@@ -119,8 +118,7 @@ export function registerFinetuneCommand(program: Command): void {
         import('./progress.ts'),
         import('../measurement/stats.ts'),
       ]);
-      if (fs.existsSync(o.out) && !o.force)
-        throw new Error(`${o.out} already exists (replace it on purpose with --force)`);
+      checkFolderTarget(o.out, { replace: o.force }); // before the training, not after it
       const trainable = wi.trainableSpec(o.trainable, handle.tokenizer);
       const lrDefaults = DEFAULT_CONFIG.finetune.lr;
       const lr =

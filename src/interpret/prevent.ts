@@ -541,6 +541,10 @@ export function preventativeStudy(
   });
   const interventions = opts.alphas.map((alpha) => additiveIntervention(vector, layer, alpha));
   const itemsPerDomain = opts.itemsPerDomain ?? 48;
+  // One read-only copy of the post-trained model for the archetypes and the persona space; the trials load fresh
+  // copies, since each fine-tune changes its own.
+  let postHandle: ModelHandle | undefined;
+  const post = () => (postHandle ??= loadModelHandle(postDir));
   const ablations = ablationInterventions(ablate, {
     traits,
     finetuneDomain,
@@ -548,13 +552,13 @@ export function preventativeStudy(
     vectorsAt: (t, l) => [bundleVector(bundles.response, t, l), bundleVector(bundles.contrastive, t, l)],
     seed: opts.finetune.seed,
     world,
-    post: () => loadModelHandle(postDir),
+    post,
     itemsPerDomain,
     itemSeed: 1,
   });
   // The interpretation's persona space, rebuilt from its documents at its layer, places each trial's Assistant.
   const space = summary.space
-    ? personaSpace(loadModelHandle(postDir), world, summary.space.layer, {
+    ? personaSpace(post(), world, summary.space.layer, {
         docs: interpretArchetypeDocuments(world, itemsPerDomain, 1),
       })
     : null;

@@ -139,6 +139,12 @@ function serializeJson(target: string, value: unknown): string {
   return `${text}\n`;
 }
 
+/** Refuses an existing `target` unless `replace`: callers with long work before the write check first. */
+export function checkFolderTarget(target: string, opts: { replace?: boolean } = {}): void {
+  if (fs.existsSync(target) && !opts.replace)
+    throw new Error(`${target} already exists (replace it on purpose with --force)`);
+}
+
 /**
  * Writes a whole folder atomically: `write` fills a temp folder beside `target`, which then takes its place, so a
  * crash never leaves a half-written folder under the final name. An existing `target` is replaced only with
@@ -149,8 +155,7 @@ export function writeFolderAtomicallySync(
   write: (dir: string) => void,
   opts: { replace?: boolean } = {},
 ): void {
-  if (fs.existsSync(target) && !opts.replace)
-    throw new Error(`${target} already exists (replace it on purpose with --force)`);
+  checkFolderTarget(target, opts);
   const parent = path.dirname(path.resolve(target));
   fs.mkdirSync(parent, { recursive: true });
   const tmp = tempPathFor(target);

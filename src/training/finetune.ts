@@ -29,7 +29,6 @@ export function fineTuneInPlace(
   examples: readonly SupervisedExample[],
   recipe: FineTuneRecipe,
 ): { finalLoss: number } {
-  if (examples.length === 0) throw new Error('fine-tune: no examples');
   for (const [name, v] of [
     ['steps', recipe.steps],
     ['batch size', recipe.batchSize],
