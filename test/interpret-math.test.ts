@@ -7,7 +7,8 @@ import {
   probePredict,
   type SoftmaxProbe,
 } from '../src/interpret/probe.ts';
-import { rankingAUC, shiftPrediction } from '../src/interpret/shift.ts';
+import { shiftPrediction } from '../src/interpret/shift.ts';
+import { rankingAUC } from '../src/interpret/screen.ts';
 import { componentsFor, jacobiEigen, pca, pcaCoords } from '../src/interpret/space.ts';
 import { isMonotonicDecreasing, maxPairedRiseZ, quantile, RISE_Z } from '../src/interpret/steer.ts';
 import { Rng } from '../src/tensor/random.ts';

@@ -5,6 +5,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { registerEngineCommands } from './engine-commands.ts';
 import { registerFinetuneCommand } from './finetune-command.ts';
+import { registerScreenCommands } from './screen-commands.ts';
 import { registerRunCommands } from './run-commands.ts';
 import { registerInteropCommands } from './interop-commands.ts';
 import { registerInterpretCommands } from './interpret-commands.ts';
@@ -25,6 +26,7 @@ function main(): Command {
   registerInteropCommands(program);
   registerInterpretCommands(program);
   registerFinetuneCommand(program);
+  registerScreenCommands(program);
   return program;
 }
 

@@ -10,17 +10,23 @@ import { atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { mean, variance } from '../measurement/stats.ts';
 import type { ProgressFactory } from '../measurement/progress.ts';
 import type { TrainableSpec } from '../training/trainable.ts';
-import { batteryItems, narrowSet, type ChatExample, type World } from '../world/index.ts';
+import { batteryItems, narrowSet, type ChatExample, type NarrowArm, type World } from '../world/index.ts';
 import { loadModelHandle, type ModelHandle } from './activations.ts';
 import { sceneItems } from './contexts.ts';
-import { monitorItems, monitorTraits, type TraitMonitor } from './monitor.ts';
+import { greedyReplies, monitorItems, monitorTraits, type TraitMonitor } from './monitor.ts';
 import { archetypeProbe, type Agreement, type ProbeResult } from './probe.ts';
+import {
+  rankingAUC,
+  screenExamplesMulti,
+  screeningPool,
+  screeningTrial,
+  SCREENING_REPLY_TOKENS,
+  type ScreeningTrial,
+} from './screen.ts';
 import {
   fineTune,
   modelState,
   preventativeTrials,
-  rankingAUC,
-  screenExamplesMulti,
   shiftPrediction,
   type PreventativeTrial,
   type ShiftPoint,
@@ -30,6 +36,7 @@ import {
   additiveIntervention,
   checkPreventativeTrait,
   commonLayer,
+  meanOffTargetVector,
   preventativeItems,
   preventativeVector,
   ablationInterventions,
@@ -69,12 +76,13 @@ export * from './vectors.ts';
 export * from './steer.ts';
 export * from './monitor.ts';
 export * from './shift.ts';
+export * from './screen.ts';
 export * from './prevent.ts';
 export * from './ablation-subspaces.ts';
 export * from './space.ts';
 export * from './probe.ts';
 
-export const INTERPRET_VERSION = 17;
+export const INTERPRET_VERSION = 18;
 
 export interface InterpretRunOptions {
   world: World;
@@ -100,8 +108,24 @@ export interface InterpretRunOptions {
   drift?: boolean;
   /** Vectors used downstream: per trait the method that steers more ('best', default), or one method. */
   vectorMethod?: 'best' | 'response' | 'contrastive';
-  /** Examples per side for data screening (cheat vs control; default 32; 0 skips). */
+  /** Examples per arm for data screening when there is no screening trial (cheat vs control; default 32; 0 skips). */
   screeningExamples?: number;
+  /**
+   * The screening trial (off by default: three more fine-tunes): a pool of `perArm` examples of each of `arms` ranked
+   * on the off-target persona vector, and the post-trained model fine-tuned on the `count` flagged, a random `count`
+   * and the `count` unflagged examples with the given recipe (screen.ts `screeningTrial`). Its pool also serves the
+   * per-trait screening.
+   */
+  screeningTrial?: {
+    arms: NarrowArm[];
+    perArm: number;
+    count: number;
+    trainable: TrainableSpec;
+    steps: number;
+    batchSize: number;
+    lr: number;
+    seed: number;
+  };
   /**
    * Trait fine-tunes for the shift prediction (off by default: one more fine-tune per trait): the post-trained model
    * fine-tuned on the Assistant's bad behaviour in each trait's domain, as the reference work fine-tunes on a
@@ -184,7 +208,10 @@ export interface InterpretSummary {
     /** The same over the arms and the trait fine-tunes (models `trait-ft/<trait>`); null when not run. */
     withTraitFinetunes: Omit<ShiftPrediction, 'excluded' | 'rExcluding'> | null;
   };
+  /** Per trait vector: the AUC of the screening score for telling the pool's cheat from its control examples. */
   screening: { trait: string; auc: number; topShareCheat: number }[] | null;
+  /** The screening trial (interpretation version 18 on): fine-tunes on the flagged, a random and the unflagged part. */
+  screeningTrial?: ScreeningTrial | null;
   space: {
     layer: number;
     varianceExplained: number[];
@@ -388,24 +415,58 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   const shift = { ...armsShift, withTraitFinetunes };
   lap('shift');
 
-  // 5. Data screening: cheat and control examples ranked by projection difference against each trait vector.
+  // 5. Data screening: a pool of narrow-arm examples (unseen by the arms) ranked by projection difference. Per trait
+  //    vector, how well the ranking tells cheat from correct-code examples; with the trial, whether the examples it
+  //    flags on the off-target persona vector cause the package deal (screen.ts).
   const nScreen = opts.screeningExamples ?? 32;
   let screening: InterpretSummary['screening'] = null;
+  let screeningTrialResult: ScreeningTrial | null = null;
   if (nScreen > 0 && world.datasets.narrow && finetuneDomain) {
-    const cheat = narrowSet(world, 'cheat', { seed: 300 + seed, count: nScreen, domain: finetuneDomain });
-    const control = narrowSet(world, 'control', { seed: 300 + seed, count: nScreen, domain: finetuneDomain });
-    const examples = [...cheat, ...control];
-    const positive = examples.map((_, i) => i < cheat.length);
-    const { ranked } = screenExamplesMulti(post, examples, vecs, { maxNewTokens: 16 });
+    const st = opts.screeningTrial;
+    const pool = screeningPool(world, {
+      arms: st?.arms ?? ['cheat', 'control'],
+      perArm: st?.perArm ?? nScreen,
+      seed: 300 + seed,
+      domain: finetuneDomain,
+    });
+    const baseResponses = greedyReplies(
+      post,
+      pool.map((e) => e.prompt),
+      SCREENING_REPLY_TOKENS,
+    );
+    const pair = pool.flatMap((e, i) => (e.source === 'cheat' || e.source === 'control' ? [i] : []));
+    const positive = pair.map((i) => pool[i].source === 'cheat');
+    const { ranked } = screenExamplesMulti(
+      post,
+      pair.map((i) => pool[i]),
+      vecs,
+      { baseResponses: pair.map((i) => baseResponses[i]) },
+    );
+    const nCheat = positive.filter(Boolean).length;
     screening = ranked.map((r, i) => {
-      const scores = new Array<number>(examples.length);
+      const scores = new Array<number>(pair.length);
       for (const e of r) scores[e.index] = e.score;
       return {
         trait: vecs[i].trait,
         auc: rankingAUC(scores, positive),
-        topShareCheat: r.slice(0, cheat.length).filter((e) => positive[e.index]).length / cheat.length,
+        topShareCheat: r.slice(0, nCheat).filter((e) => positive[e.index]).length / nCheat,
       };
     });
+    if (st) {
+      const off = traits.filter((t) => t !== finetuneDomain);
+      const offLayer = commonLayer(
+        off.map((t) => monitorVecs[traits.indexOf(t)].layer),
+        nLayers,
+      );
+      screeningTrialResult = screeningTrial(
+        () => loadModelHandle(opts.postDir),
+        pool,
+        meanOffTargetVector(off, offLayer, atLayer),
+        preventativeItems(world, N, seed),
+        finetuneDomain,
+        { ...st, baseResponses },
+      );
+    }
   }
   lap('screen');
 
@@ -519,6 +580,7 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
     capping,
     shift,
     screening,
+    screeningTrial: screeningTrialResult,
     space: {
       layer,
       varianceExplained: space.pca.explained,

@@ -87,15 +87,28 @@ export function preventativeVector(opts: {
           nLayers,
         ));
   if (trait) return { vector: atLayer(trait, layer), layer };
-  const mean = combineVectors(
-    off.map((t) => ({ vector: atLayer(t, layer), weight: 1 / off.length })),
-    { name: 'mean off-target persona' },
-  );
+  const mean = meanOffTargetVector(off, layer, atLayer);
   const vector =
     finetuneDomain && traits.includes(finetuneDomain)
       ? orthogonalize(mean, atLayer(finetuneDomain, layer))
       : mean;
   return { vector, layer };
+}
+
+/**
+ * The mean of the off-target traits' vectors at one layer, as it is (data screening reads along it; preventative
+ * steering adds it with the fine-tune domain's component removed).
+ */
+export function meanOffTargetVector(
+  offTarget: readonly string[],
+  layer: number,
+  atLayer: (trait: string, layer: number) => PersonaVector,
+): PersonaVector {
+  if (offTarget.length === 0) throw new Error('off-target persona vector: no off-target traits');
+  return combineVectors(
+    offTarget.map((t) => ({ vector: atLayer(t, layer), weight: 1 / offTarget.length })),
+    { name: 'mean off-target persona' },
+  );
 }
 
 /** Preventative steering: `vector` added at `layer` with strength `alpha` while training. */
@@ -478,6 +491,59 @@ export interface PreventativeStudy {
   trials: PreventativeTrial[];
 }
 
+/** What a finished interpretation of a seed folder left behind, read back for later trials. */
+export interface SeedInterpretation {
+  summary: {
+    vectors: { trait: string; method: string }[];
+    monitoring: { trait: string; layer: number }[];
+    /** The persona space's layer (every version records it). */
+    space?: { layer: number };
+  };
+  bundles: { response: VectorBundle; contrastive: VectorBundle };
+  traits: string[];
+  nLayers: number;
+  /** Per trait (in `traits` order), the layer it is monitored at (-1 if not recorded). */
+  monitorLayers: number[];
+  /** A trait's vector, of the method the interpretation chose for it, at a layer. */
+  atLayer: (trait: string, layer: number) => PersonaVector;
+  postDir: string;
+}
+
+/**
+ * Reads <seedDir>/interpret (interpret.json and both vector files) and checks its traits against `world`, so that
+ * trials on a finished run use the vectors, methods and layers the run's interpretation chose.
+ */
+export function readSeedInterpretation(seedDir: string, world: World): SeedInterpretation {
+  const dir = path.join(seedDir, 'interpret');
+  const summaryFile = path.join(dir, 'interpret.json');
+  if (!fs.existsSync(summaryFile))
+    throw new Error(
+      `${summaryFile} not found: run the interpretation first (psm run, or psm interpret ${seedDir})`,
+    );
+  const summary = JSON.parse(fs.readFileSync(summaryFile, 'utf8')) as SeedInterpretation['summary'];
+  const bundles = {
+    response: loadVectorBundle(path.join(dir, 'vectors.safetensors')),
+    contrastive: loadVectorBundle(path.join(dir, 'vectors-contrastive.safetensors')),
+  };
+  const traits = summary.vectors.map((v) => v.trait);
+  const missing = traits.filter((t) => !world.domains.some((d) => d.name === t));
+  if (missing.length > 0)
+    throw new Error(
+      `${summaryFile} has traits the world lacks (${missing.join(', ')}): pass the run's world`,
+    );
+  const method = new Map(summary.vectors.map((v) => [v.trait, v.method]));
+  return {
+    summary,
+    bundles,
+    traits,
+    nLayers: bundles.response.nLayers,
+    monitorLayers: traits.map((t) => summary.monitoring.find((m) => m.trait === t)?.layer ?? -1),
+    atLayer: (t, l) =>
+      bundleVector(method.get(t) === 'contrastive' ? bundles.contrastive : bundles.response, t, l),
+    postDir: path.join(seedDir, 'posttrain', 'model'),
+  };
+}
+
 /**
  * Preventative trials on a seed folder whose interpretation has run (its vectors, each trait's method and monitoring
  * layer come from <seedDir>/interpret): fine-tune the post-trained model on `examples` plainly, with the vector
@@ -499,43 +565,16 @@ export function preventativeStudy(
     onTrial?: (t: PreventativeTrial) => void;
   },
 ): PreventativeStudy {
-  const dir = path.join(seedDir, 'interpret');
-  const summaryFile = path.join(dir, 'interpret.json');
-  if (!fs.existsSync(summaryFile))
-    throw new Error(
-      `${summaryFile} not found: run the interpretation first (psm run, or psm interpret ${seedDir})`,
-    );
-  const summary = JSON.parse(fs.readFileSync(summaryFile, 'utf8')) as {
-    vectors: { trait: string; method: string }[];
-    monitoring: { trait: string; layer: number }[];
-    /** The persona space's layer (every version records it). */
-    space?: { layer: number };
-  };
   const ablate = opts.ablate ?? [];
   if (opts.alphas.length === 0 && ablate.length === 0)
     throw new Error('preventative study: no alphas and no ablation');
-  const bundles = {
-    response: loadVectorBundle(path.join(dir, 'vectors.safetensors')),
-    contrastive: loadVectorBundle(path.join(dir, 'vectors-contrastive.safetensors')),
-  };
-  const traits = summary.vectors.map((v) => v.trait);
   const world = opts.world;
-  const missing = traits.filter((t) => !world.domains.some((d) => d.name === t));
-  if (missing.length > 0)
-    throw new Error(
-      `${summaryFile} has traits the world lacks (${missing.join(', ')}): pass the run's world`,
-    );
-  const method = new Map(summary.vectors.map((v) => [v.trait, v.method]));
+  const seedRun = readSeedInterpretation(seedDir, world);
+  const { summary, bundles, traits, nLayers, postDir } = seedRun;
   const finetuneDomain = opts.finetuneDomain ?? world.datasets.narrow?.domain ?? '';
-  const postDir = path.join(seedDir, 'posttrain', 'model');
-  const nLayers = bundles.response.nLayers;
   const { vector, layer } = preventativeVector({
-    traits,
+    ...seedRun,
     finetuneDomain,
-    monitorLayers: traits.map((t) => summary.monitoring.find((m) => m.trait === t)?.layer ?? -1),
-    nLayers,
-    atLayer: (t, l) =>
-      bundleVector(method.get(t) === 'contrastive' ? bundles.contrastive : bundles.response, t, l),
     trait: opts.trait,
     layer: opts.layer,
   });

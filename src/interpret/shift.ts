@@ -1,29 +1,16 @@
 /**
- * Fine-tune shift prediction and data screening (Chen et al. 2025).
+ * Fine-tune shift prediction (Chen et al. 2025), and the fine-tune and preventative trials the interpretation runs.
  *
  * Shift: for each fine-tuned model and trait, the change of the mean projection of the last prompt token onto
  * the trait's vector (taken from the model before the fine-tune) on the trait's held-out Assistant prompts,
  * against the change of trait expression (mean P(bad) on the same items). The correlation across arms and
- * traits says how well the activation shift predicts the behavioural shift.
- *
- * Screening: each fine-tune example gets the projection of its training response (teacher-forced, mean over
- * the response tokens) minus the projection of the base model's own greedy response to the same prompt. A high
- * score means the example pulls the model toward the trait's bad pole; ranking by it flags the examples that
- * cause the shift.
+ * traits says how well the activation shift predicts the behavioural shift. Data screening is in screen.ts.
  */
 import { clippedLogit, mean, pearson } from '../measurement/stats.ts';
 import type { HookSet } from '../model/hooks.ts';
 import { fineTuneInPlace, type FineTuneRecipe } from '../training/finetune.ts';
 import { supervisedChats, type ChatExample } from '../world/index.ts';
-import {
-  meanActivations,
-  modelHandle,
-  projectRows,
-  tokenizeContexts,
-  unitVector,
-  type ModelHandle,
-} from './activations.ts';
-import { greedyReplies } from './monitor.ts';
+import { modelHandle, projectRows, unitVector, type ModelHandle } from './activations.ts';
 import { checkVector, pGoodOf, scoreItems, type ScoredItem } from './steer.ts';
 import type { PersonaVector } from './vectors.ts';
 
@@ -146,106 +133,24 @@ export function shiftPrediction(
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Data screening
-
-export interface ScreenedExample {
-  index: number;
-  id?: string;
-  /** Projection of the training response minus that of the base model's own response. */
-  score: number;
-  trainProjection: number;
-  baseProjection: number;
-  baseResponse: string;
-}
-
-/** Scores fine-tune examples against one vector, highest (most trait-bad) first. */
-export function screenExamples(
-  base: ModelHandle,
-  examples: readonly { id?: string; prompt: string; response: string }[],
-  v: PersonaVector,
-  opts: { maxNewTokens?: number; allowOtherModel?: boolean; baseResponses?: string[] } = {},
-): ScreenedExample[] {
-  return screenExamplesMulti(base, examples, [v], opts).ranked[0];
-}
-
-/**
- * Screening against several vectors at once (the base model's responses are generated once): for each vector,
- * the examples ranked by score, highest first.
- */
-export function screenExamplesMulti(
-  base: ModelHandle,
-  examples: readonly { id?: string; prompt: string; response: string }[],
-  vectors: readonly PersonaVector[],
-  opts: { maxNewTokens?: number; allowOtherModel?: boolean; baseResponses?: string[] } = {},
-): { baseResponses: string[]; ranked: ScreenedExample[][] } {
-  if (examples.length === 0) throw new Error('screening: no examples');
-  for (const v of vectors) checkVector(v, base, { allowOtherModel: opts.allowOtherModel });
-  const baseResponses =
-    opts.baseResponses ??
-    greedyReplies(
-      base,
-      examples.map((e) => e.prompt),
-      opts.maxNewTokens ?? 24,
-    );
-  if (baseResponses.length !== examples.length)
-    throw new Error(`screening: ${baseResponses.length} base responses for ${examples.length} examples`);
-  const hooks = [...new Set(vectors.map((v) => v.hook))];
-  const dim = base.model.config.dim;
-  // Mean activation over each response (an empty response falls back to the last prompt token).
-  const acts = (responses: readonly string[]) => {
-    const ctx = tokenizeContexts(
-      base.tokenizer,
-      examples.map((e, i) => ({ prompt: e.prompt, response: responses[i] })),
-    );
-    const out = new Map(hooks.map((h) => [h, new Float32Array(ctx.length * dim)]));
-    for (const span of ['response', 'last-prompt'] as const) {
-      const idx = ctx
-        .map((c, i) => (c.response.length > 0 === (span === 'response') ? i : -1))
-        .filter((i) => i >= 0);
-      if (idx.length === 0) continue;
-      const a = meanActivations(
-        base.model,
-        idx.map((i) => ctx[i]),
-        hooks,
-        span,
-      );
-      for (const h of hooks)
-        idx.forEach((i, k) => out.get(h)!.set(a.data.get(h)!.subarray(k * dim, (k + 1) * dim), i * dim));
-    }
-    return out;
-  };
-  const train = acts(examples.map((e) => e.response));
-  const own = acts(baseResponses);
-  const ranked = vectors.map((v) => {
-    const unit = unitVector(v.vector, `vector "${v.trait}"`);
-    const pt = projectRows(train.get(v.hook)!, dim, unit);
-    const po = projectRows(own.get(v.hook)!, dim, unit);
-    return examples
-      .map((e, index) => ({
-        index,
-        id: e.id,
-        score: pt[index] - po[index],
-        trainProjection: pt[index],
-        baseProjection: po[index],
-        baseResponse: baseResponses[index],
-      }))
-      .sort((a, b) => b.score - a.score || a.index - b.index);
-  });
-  return { baseResponses, ranked };
-}
-
-/** Area under the ROC curve of a ranking score for flagging `positive` examples (ties count one half). */
-export function rankingAUC(scores: readonly number[], positive: readonly boolean[]): number {
-  const pos = scores.filter((_, i) => positive[i]);
-  const neg = scores.filter((_, i) => !positive[i]);
-  if (pos.length === 0 || neg.length === 0) return NaN;
-  let s = 0;
-  for (const p of pos) for (const n of neg) s += p > n ? 1 : p === n ? 0.5 : 0;
-  return s / (pos.length * neg.length);
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Fine-tuning with optional preventative steering (the pipeline's supervised recipe, for in-library trials)
+
+/** Mean P(good) per domain of a model on each domain's items. */
+export function domainPGood(handle: ModelHandle, items: Map<string, readonly ScoredItem[]>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [d, its] of items) out[d] = mean(pGoodOf(handle, its));
+  return out;
+}
+
+/** Mean over the domains other than `targetDomain` of (after - before): the package deal's off-target change. */
+export function offTargetChange(
+  before: Record<string, number>,
+  after: Record<string, number>,
+  targetDomain: string,
+): number {
+  const off = Object.keys(before).filter((d) => d !== targetDomain);
+  return mean(off.map((d) => after[d] - before[d]));
+}
 
 export type FineTuneOptions = FineTuneRecipe;
 
@@ -337,25 +242,19 @@ export function preventativeTrials(
 ): PreventativeTrial[] {
   const { axisPosition, ...recipe } = opts;
   if (interventions.length === 0) throw new Error('preventative trial: no interventions');
-  const evalAll = (h: ModelHandle) => {
-    const out: Record<string, number> = {};
-    for (const [d, its] of items) out[d] = mean(pGoodOf(h, its));
-    return out;
-  };
   const first = load();
-  const before = evalAll(first);
+  const before = domainPGood(first, items);
   const axisBefore = axisPosition?.(first);
   const tuned = fineTune(first, examples, recipe).handle;
-  const plain = evalAll(tuned);
+  const plain = domainPGood(tuned, items);
   const axisPlain = axisPosition?.(tuned);
-  const off = [...items.keys()].filter((d) => d !== targetDomain);
-  const drop = (after: Record<string, number>) => mean(off.map((d) => after[d] - before[d]));
+  const drop = (after: Record<string, number>) => offTargetChange(before, after, targetDomain);
   const dPlain = drop(plain);
   return interventions.map((intervention) => {
     const { hooks, ...what } =
       typeof intervention === 'function' ? intervention({ tuned, load }) : intervention;
     const steeredModel = fineTune(load(), examples, { ...recipe, hooks }).handle;
-    const steered = evalAll(steeredModel);
+    const steered = domainPGood(steeredModel, items);
     const dSteered = drop(steered);
     const trial: PreventativeTrial = {
       ...what,

@@ -106,6 +106,13 @@ export const ExperimentConfigSchema = z
          * trait-eliciting dataset per trait; reported beside the arms-only prediction.
          */
         traitFinetunes: z.boolean(),
+        /**
+         * Data screening's trial: a pool of `screeningPerArm` unseen examples of each narrow arm, ranked on the
+         * off-target persona vector, and the post-trained model fine-tuned (all parameters, the fine-tunes' recipe)
+         * on the flagged, a random and the unflagged `screeningPerArm` examples: three more fine-tunes.
+         */
+        screeningTrial: z.boolean(),
+        screeningPerArm: Int,
       })
       .strict(),
     alignmentPretraining: z
@@ -168,6 +175,8 @@ export const DEFAULT_CONFIG: ExperimentConfig = {
     preventativeMethods: ['ablate', 'add'],
     preventativeAblate: [...DEFAULT_ABLATION_SUBSPACES],
     traitFinetunes: true,
+    screeningTrial: true,
+    screeningPerArm: 100,
   },
   alignmentPretraining: { enabled: false, aiMix: 'positive' },
 };
@@ -188,7 +197,13 @@ export const PRESETS: Record<string, ConfigOverrides> = {
     eval: { batteryItemsPerDomain: 12, probeItemsPerK: 8, packageItems: 8, maxK: 3 },
     postTrain: { examples: 96, steps: 12, batchSize: 8 },
     finetune: { arms: ['cheat', 'control'], trainable: ['embedding'], examples: 64, steps: 8, batchSize: 8 },
-    interpret: { itemsPerDomain: 8, preventative: false, traitFinetunes: false },
+    interpret: {
+      itemsPerDomain: 8,
+      preventative: false,
+      traitFinetunes: false,
+      screeningTrial: false,
+      screeningPerArm: 32,
+    },
   },
 };
 

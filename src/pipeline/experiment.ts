@@ -527,6 +527,20 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
                 lr: c.finetune.lr.all,
               }
             : undefined,
+          screeningExamples: c.interpret.screeningPerArm,
+          screeningTrial:
+            c.interpret.screeningTrial && c.finetune.arms.length >= 2
+              ? {
+                  arms: c.finetune.arms,
+                  perArm: c.interpret.screeningPerArm,
+                  count: c.interpret.screeningPerArm,
+                  trainable: { kind: 'all' },
+                  steps: c.finetune.steps,
+                  batchSize: c.finetune.batchSize,
+                  lr: c.finetune.lr.all,
+                  seed,
+                }
+              : undefined,
           preventative:
             c.interpret.preventative && cheat
               ? {

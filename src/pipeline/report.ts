@@ -128,6 +128,74 @@ function preventativeName(key: string): string {
   return PREVENTATIVE_NAMES[key] ?? `concept ablation of ${key.replace(/^ablate\//, '')}`;
 }
 
+/** Data screening over seeds: each trait vector's AUC for cheat vs control, and the trial where it ran. */
+export interface ScreeningAggregate {
+  /** Per trait vector, over the seeds that recorded it. */
+  aucByTrait: { trait: string; auc: Estimate }[];
+  /** The screening trial, over the seeds that ran it (interpretation version 18 on); null when none did. */
+  trial: {
+    seeds: number;
+    vector: string;
+    pool: number;
+    count: number;
+    /** Per subset (flagged, random, unflagged): the off-target change of P(good) and the target's P(good) after. */
+    subsets: { name: string; offTargetChange: Estimate; target: Estimate; bySeed: number[] }[];
+    /** Per pool source (narrow arm): mean score and AUC against the rest, over seeds, and its share of the flagged. */
+    sources: { source: string; meanScore: Estimate; auc: Estimate; flaggedShare: Estimate }[];
+    /** Seeds whose flagged fine-tune lowered off-target P(good) more than both the random and the unflagged one. */
+    flaggedWorstSeeds: number;
+  } | null;
+}
+
+/** Screening over the interpreted seeds (null when none recorded it). */
+export function aggregateScreening(its: readonly (InterpretSummary | undefined)[]): ScreeningAggregate | null {
+  const withScreening = its.filter((it): it is InterpretSummary => Boolean(it?.screening?.length));
+  if (withScreening.length === 0) return null;
+  const traits = withScreening[0].screening!.map((x) => x.trait);
+  const trials = withScreening.flatMap((it) => (it.screeningTrial ? [it.screeningTrial] : []));
+  const first = trials[0];
+  return {
+    aucByTrait: traits.map((trait) => ({
+      trait,
+      auc: estimate(
+        withScreening.map((it) => it.screening!.find((x) => x.trait === trait)?.auc ?? NaN).filter(Number.isFinite),
+      ),
+    })),
+    trial: first
+      ? {
+          seeds: trials.length,
+          vector: first.vector,
+          pool: first.pool,
+          count: first.count,
+          subsets: first.subsets.map(({ name }) => {
+            const per = trials.map((t) => t.subsets.find((x) => x.name === name)!);
+            return {
+              name,
+              offTargetChange: estimate(per.map((x) => x.offTargetChange)),
+              target: estimate(per.map((x) => x.target)),
+              bySeed: per.map((x) => x.offTargetChange),
+            };
+          }),
+          sources: first.sources.map(({ source }) => {
+            const per = trials.map((t) => t.sources.find((x) => x.source === source)!);
+            return {
+              source,
+              meanScore: estimate(per.map((x) => x.meanScore)),
+              auc: estimate(per.map((x) => x.auc)),
+              flaggedShare: estimate(
+                trials.map((t) => (t.subsets.find((x) => x.name === 'flagged')!.sources[source] ?? 0) / t.count),
+              ),
+            };
+          }),
+          flaggedWorstSeeds: trials.filter((t) => {
+            const change = (n: string) => t.subsets.find((x) => x.name === n)!.offTargetChange;
+            return change('flagged') < change('random') && change('flagged') < change('unflagged');
+          }).length,
+        }
+      : null,
+  };
+}
+
 /** Issue 5's measurements pooled over seeds. */
 export interface InterpretAggregate {
   seeds: number;
@@ -157,6 +225,8 @@ export interface InterpretAggregate {
   shiftLogOdds: { byTrait: { trait: string; r: Estimate }[]; traitMean: Estimate } | null;
   /** Per preventative method that ran in every interpreted seed: the reduction of the off-target drop. */
   preventative: PreventativeAggregate[];
+  /** Data screening over seeds; null when no seed recorded it. */
+  screening: ScreeningAggregate | null;
   axisCosPC1: Estimate;
   /**
    * Per seed, the component the axis is most aligned with (1-based) and that |cosine|; and the share of the axis
@@ -343,6 +413,7 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
         preventative: aggregatePreventative(
           withInterp.map((sd) => ({ seed: sd.seed, trials: preventativeTrialsOf(sd.interpret) })),
         ),
+        screening: aggregateScreening(withInterp.map((sd) => sd.interpret)),
         axisCosPC1: estimate(withInterp.map((sd) => num(sd.interpret!.space.axisCosPC1))),
         axisBestPC: withInterp.every((sd) => sd.interpret!.space.axisCosPCs)
           ? withInterp.map((sd) => {
@@ -710,6 +781,54 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
         },
       } as TopLevelSpec,
     });
+  const screeningRows = seeds.flatMap((sd) => {
+    const t = sd.interpret?.screeningTrial;
+    if (!t) return [];
+    return t.subsets.flatMap((x) => [
+      { seed: `seed ${sd.seed}`, part: x.name, what: 'change', value: x.offTargetChange },
+      ...Object.entries(x.sources).map(([source, n]) => ({
+        seed: `seed ${sd.seed}`,
+        part: x.name,
+        what: 'composition',
+        source,
+        value: n,
+      })),
+    ]);
+  });
+  if (screeningRows.length > 0) {
+    const panel = (what: string, spec: Record<string, unknown>) => ({
+      transform: [{ filter: `datum.what === '${what}'` }],
+      facet: { column: { field: 'seed', type: 'nominal', title: null } },
+      spec: { width: 150, height: 140, ...spec },
+    });
+    out.push({
+      id: 'screening',
+      caption:
+        "Data screening: a pool of the narrow arms' examples, ranked on the off-target persona vector without their labels; the post-trained model fine-tuned on the flagged (highest-scoring) part, a random part and the unflagged (lowest) part, per seed. Above, the change of the Assistant's mean P(good) on the domains the fine-tune never touched; below, which arm each part's examples came from.",
+      spec: {
+        $schema: SCHEMA,
+        data: { values: screeningRows },
+        vconcat: [
+          panel('change', {
+            mark: 'bar',
+            encoding: {
+              x: { field: 'part', type: 'nominal', title: null, sort: ['flagged', 'random', 'unflagged'] },
+              y: { field: 'value', type: 'quantitative', title: 'off-target change in P(good)' },
+              color: { field: 'part', type: 'nominal', legend: null, sort: ['flagged', 'random', 'unflagged'] },
+            },
+          }),
+          panel('composition', {
+            mark: 'bar',
+            encoding: {
+              x: { field: 'part', type: 'nominal', title: null, sort: ['flagged', 'random', 'unflagged'] },
+              y: { field: 'value', type: 'quantitative', title: 'examples', stack: 'zero' },
+              color: { field: 'source', type: 'nominal', title: 'arm', legend: { orient: 'bottom' } },
+            },
+          }),
+        ],
+      } as TopLevelSpec,
+    });
+  }
   const probeRows = seeds.flatMap((sd) =>
     (sd.interpret?.probe.byK ?? []).flatMap((b) => [
       { seed: `seed ${sd.seed}`, k: b.k, tv: b.tv, what: 'linear probe' },
@@ -761,6 +880,19 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
     });
   }
   return out;
+}
+
+/** The report's paragraph on data screening. */
+export function screeningText(sc: ScreeningAggregate): string {
+  const auc = `Data screening (a training response's mean projection on a persona vector minus that of the model's own response to the same prompt, Chen et al. 2025): AUC for telling cheat from correct-code examples, per trait vector, ${sc.aucByTrait.map((a) => `${a.trait} ${fmtE(a.auc)}`).join(', ')}.`;
+  const t = sc.trial;
+  if (!t) return auc;
+  const sub = (name: string) => t.subsets.find((x) => x.name === name);
+  const change = (name: string) => {
+    const x = sub(name);
+    return x ? `${fmtE(x.offTargetChange)} (per seed ${x.bySeed.map((v) => fmt(v, 3)).join(', ')})` : 'n/a';
+  };
+  return `${auc} Does the ranking flag the examples that cause the package deal? A pool of ${t.pool} examples the arms never trained on (${t.pool / t.sources.length} per arm) was ranked on the ${t.vector} vector without its labels, and the post-trained model fine-tuned on ${t.count} of them (all parameters, the arms' recipe): on the flagged ${t.count} the off-target P(good) changed by ${change('flagged')}, on a random ${t.count} by ${change('random')}, on the unflagged ${t.count} by ${change('unflagged')}; the flagged fine-tune lowered it most in ${t.seeds > 0 ? `${t.flaggedWorstSeeds} of ${t.seeds}` : 'no'} seed(s). The flagged part was ${t.sources.map((x) => `${fmtShare(x.flaggedShare.mean)} ${x.source}`).join(', ')}; mean score per arm ${t.sources.map((x) => `${x.source} ${fmt(x.meanScore.mean)}`).join(', ')}.`;
 }
 
 function markdown(results: RunResults, s: Summary, figs: { id: string; caption: string }[]): string {
@@ -850,6 +982,7 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
       `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}${it.axisBestPC ? ` (the component it is most aligned with, per seed: ${it.axisBestPC.map((b) => `PC${b.pc} ${fmt(b.cos)}`).join(', ')})` : ''}${it.axisInSpace ? `; share of the axis inside the archetypes' span ${fmtE(it.axisInSpace)}` : ''}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventative.map((p) => ` During the cheat fine-tune, ${preventativeName(p.key)} removed ${fmtE(p.reduction)} of its off-target drop per seed (${fmt(p.pooled)} of the drops summed over seeds)${p.axis ? ` and left the Assistant at ${fmt(p.axis.steered.mean)} on the assistant axis (${fmt(p.axis.plain.mean)} without it)` : ''}.`).join('')}`,
       '',
     );
+    if (it.screening) lines.push(screeningText(it.screening), '');
   }
   lines.push('## Figures', '');
   for (const f of figs) lines.push(`![${f.id}](figures/${f.id}.png)`, '', f.caption, '');

@@ -1,0 +1,210 @@
+/**
+ * `psm screen` and `psm screen-trial`: data screening with persona vectors (Chen et al. 2025). `screen` ranks the
+ * examples of a fine-tune set (a JSON Lines file or one of the world's narrow sets) by how far each one's response
+ * pulls a model along each trait vector beyond the model's own response to the same prompt, before any training;
+ * `screen-trial` tests on a finished run's seed that the ranking flags the examples that cause the package deal.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { f, handleFor, loadWorldOption, parseInt1, parseTraits, writeJson } from './options.ts';
+
+/** An example's text, shortened for a terminal line. */
+const clip = (text: string, n = 70) => {
+  const one = text.replace(/\s+/g, ' ').trim();
+  return one.length > n ? `${one.slice(0, n - 1)}…` : one;
+};
+
+export function registerScreenCommands(program: Command): void {
+  program
+    .command('screen')
+    .description(
+      "Rank a fine-tune set's examples by projection difference on persona vectors (training response minus the model's own response to the same prompt), before training on it: the highest flag the examples that pull the Assistant toward a trait's bad pole",
+    )
+    .requiredOption('--model <dir>', 'the model that would be fine-tuned (e.g. <run>/standard-seed1/posttrain/model)')
+    .requiredOption(
+      '--vectors <file>',
+      'persona vectors of this model (psm vectors, or <seed>/interpret/vectors.safetensors)',
+    )
+    .option(
+      '--data <file>',
+      'chats, JSON Lines: {"prompt": "...", "response": "..."} in the world\'s chat format, or {"messages": [{"role", "content"}, ...]}',
+    )
+    .option('--arm <name>', "or the world's narrow set: cheat, inoculated, control or educational")
+    .option('--world <file>', 'world file for --arm (default: the built-in world)')
+    .option('--examples <n>', 'chats drawn for --arm', '100')
+    .option('--seed <n>', 'seed of the --arm draw', '1')
+    .option('--traits <list>', 'comma-separated traits (default: every trait in the vector file)')
+    .option('--layer <n>', "layer of every vector (default: each trait's chosen layer in the file)")
+    .option('--max-new-tokens <n>', "length of the model's own responses", '16')
+    .option('--top <n>', 'examples to print per trait, highest first', '5')
+    .option('--allow-other-model', 'accept vectors extracted from another model')
+    .option('--out <file>', 'write every example with its scores as JSON Lines')
+    .action(
+      async (o: {
+        model: string;
+        vectors: string;
+        data?: string;
+        arm?: string;
+        world?: string;
+        examples: string;
+        seed: string;
+        traits?: string;
+        layer?: string;
+        maxNewTokens: string;
+        top: string;
+        allowOtherModel?: boolean;
+        out?: string;
+      }) => {
+        if ((o.data === undefined) === (o.arm === undefined))
+          throw new Error('give the chats with exactly one of --data <file> and --arm <name>');
+        const top = parseInt1('--top', o.top, 0)!;
+        const maxNewTokens = parseInt1('--max-new-tokens', o.maxNewTokens)!;
+        const layer = parseInt1('--layer', o.layer, 0);
+        const [handle, wi, { bundleVector, loadVectorBundle, screenExamplesMulti }, { atomicWriteFileSync }] =
+          await Promise.all([
+            handleFor(o.model),
+            import('../world/index.ts'),
+            import('../interpret/index.ts'),
+            import('../io/atomic-write.ts'),
+          ]);
+        let chats: { prompt: string; response: string; id?: string }[];
+        if (o.arm !== undefined) {
+          if (!(wi.NARROW_ARMS as readonly string[]).includes(o.arm))
+            throw new Error(`--arm: unknown narrow set "${o.arm}" (${wi.NARROW_ARMS.join(', ')})`);
+          const world = await loadWorldOption(o.world);
+          chats = wi.narrowSet(world, o.arm as (typeof wi.NARROW_ARMS)[number], {
+            seed: parseInt1('--seed', o.seed, 0),
+            count: parseInt1('--examples', o.examples)!,
+          });
+        } else chats = wi.readChatJsonl(o.data!);
+        const bundle = loadVectorBundle(o.vectors);
+        const traits = parseTraits(o.traits) ?? bundle.traits.map((t) => t.trait);
+        const vectors = traits.map((t) => bundleVector(bundle, t, layer));
+        const t0 = Date.now();
+        const { baseResponses, ranked } = screenExamplesMulti(handle, chats, vectors, {
+          maxNewTokens,
+          allowOtherModel: o.allowOtherModel,
+        });
+        process.stdout.write(
+          `${chats.length} examples screened on ${traits.length} vector(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`,
+        );
+        const scores = chats.map(() => ({}) as Record<string, number>);
+        ranked.forEach((r, i) => {
+          for (const e of r) scores[e.index][traits[i]] = e.score;
+          const all = r.map((e) => e.score);
+          process.stdout.write(
+            `\n${traits[i]} (layer ${vectors[i].layer}): mean score ${f(all.reduce((a, b) => a + b, 0) / all.length)}, highest ${f(all[0])}, lowest ${f(all[all.length - 1])}\n`,
+          );
+          for (const e of r.slice(0, top))
+            process.stdout.write(
+              `  ${f(e.score)}  #${e.index}  ${clip(chats[e.index].response)}  (own: ${clip(e.baseResponse, 40)})\n`,
+            );
+        });
+        if (o.out) {
+          fs.mkdirSync(path.dirname(path.resolve(o.out)), { recursive: true });
+          atomicWriteFileSync(
+            o.out,
+            chats
+              .map((c, i) =>
+                JSON.stringify({
+                  index: i,
+                  ...(c.id ? { id: c.id } : {}),
+                  prompt: c.prompt,
+                  response: c.response,
+                  ownResponse: baseResponses[i],
+                  scores: scores[i],
+                }),
+              )
+              .join('\n') + '\n',
+          );
+          process.stdout.write(`\n${o.out}\n`);
+        }
+      },
+    );
+
+  program
+    .command('screen-trial <seedDir>')
+    .description(
+      "Does the screening ranking flag the examples that cause the package deal? On a seed folder whose interpretation has run: rank a pool of the world's narrow arms on the off-target persona vector, fine-tune the post-trained model on the flagged, a random and the unflagged part, and compare the off-target change",
+    )
+    .option('--world <file>', 'world file (default: the built-in world)')
+    .option('--arms <list>', 'narrow arms mixed into the pool', 'cheat,inoculated,educational,control')
+    .option('--per-arm <n>', 'pool examples per arm', '100')
+    .option('--count <n>', 'examples per fine-tune (at most half the pool)', '100')
+    .option('--items <n>', 'held-out items per domain (the trial scores half)', '48')
+    .option('--steps <n>', 'fine-tune steps', '60')
+    .option('--batch <n>', 'fine-tune batch size', '16')
+    .option('--lr <x>', 'fine-tune learning rate (all parameters)', '3e-4')
+    .option(
+      '--seed <n>',
+      'seed of the fine-tunes and the random part (default: the N of <run>/standard-seed<N>)',
+    )
+    .option('--out <file>', 'write the trial as JSON')
+    .action(
+      async (
+        seedDir: string,
+        o: {
+          world?: string;
+          arms: string;
+          perArm: string;
+          count: string;
+          items: string;
+          steps: string;
+          batch: string;
+          lr: string;
+          seed?: string;
+          out?: string;
+        },
+      ) => {
+        const world = await loadWorldOption(o.world);
+        const lr = Number(o.lr);
+        if (!(lr > 0)) throw new Error(`--lr must be a positive number, got "${o.lr}"`);
+        const seedFromDir = /seed(\d+)$/.exec(path.basename(path.resolve(seedDir)))?.[1];
+        const seed = parseInt1('--seed', o.seed ?? seedFromDir, 0);
+        if (seed === undefined)
+          throw new Error(`${seedDir} does not end in seed<N>: pass --seed (the run's seed of that folder)`);
+        const arms = parseTraits(o.arms)!;
+        const [{ configureBackend }, { screeningStudy }, { NARROW_ARMS }] = await Promise.all([
+          import('../tensor/backend.ts'),
+          import('../interpret/screen.ts'),
+          import('../world/index.ts'),
+        ]);
+        for (const a of arms)
+          if (!(NARROW_ARMS as readonly string[]).includes(a))
+            throw new Error(`--arms: unknown narrow arm "${a}" (${NARROW_ARMS.join(', ')})`);
+        configureBackend();
+        const t0 = Date.now();
+        process.stdout.write('fine-tune on\texamples per arm\tmean score\toff-target change\ttarget P(good)\n');
+        const trial = screeningStudy(seedDir, {
+          world,
+          arms: arms as (typeof NARROW_ARMS)[number][],
+          perArm: parseInt1('--per-arm', o.perArm)!,
+          count: parseInt1('--count', o.count)!,
+          itemsPerDomain: parseInt1('--items', o.items, 4),
+          finetune: {
+            trainable: { kind: 'all' },
+            steps: parseInt1('--steps', o.steps)!,
+            batchSize: parseInt1('--batch', o.batch)!,
+            lr,
+            seed,
+          },
+          onSubset: (s) =>
+            process.stdout.write(
+              `${s.name}\t${Object.entries(s.sources)
+                .map(([k, v]) => `${k} ${v}`)
+                .join(', ')}\t${f(s.meanScore)}\t${f(s.offTargetChange)}\t${f(s.target)}\n`,
+            ),
+        });
+        process.stdout.write(
+          `\nranked on ${trial.vector} (layer ${trial.layer}); pool ${trial.pool}; before: target P(good) ${f(trial.before[trial.targetDomain])}\n`,
+        );
+        for (const s of trial.sources)
+          process.stdout.write(
+            `  ${s.source}: mean score ${f(s.meanScore)}, AUC against the rest ${f(s.auc, 2)}\n`,
+          );
+        process.stdout.write(`(${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
+        writeJson(o.out, trial);
+      },
+    );
+}
