@@ -11,6 +11,7 @@ import { compile, type TopLevelSpec } from 'vega-lite';
 import { registerFinetuneCommand } from '../src/cli/finetune-command.ts';
 import { runCli } from './cli-run.ts';
 import { registerInterpretCommands } from '../src/cli/interpret-commands.ts';
+import { registerScreenCommands } from '../src/cli/screen-commands.ts';
 import {
   ablationDirections,
   centeredDirections,
@@ -68,6 +69,9 @@ import {
   sceneItems,
   scoreChoicesShared,
   screenExamplesMulti,
+  screeningPool,
+  screeningStudy,
+  screeningTrial,
   tokenizeContexts,
   turnTraces,
   ablationEffect,
@@ -590,6 +594,32 @@ describe('steering, ablation, capping, monitoring', () => {
   });
 });
 
+describe('the screening trial', () => {
+  it('mixes the arms into one pool and refuses a bad pool or count', () => {
+    const pool = screeningPool(world, { arms: ['cheat', 'control'], perArm: 3, seed: 5 });
+    expect(pool.map((e) => e.source)).toEqual(['cheat', 'control', 'cheat', 'control', 'cheat', 'control']);
+    expect(pool.filter((e) => e.source === 'cheat').map((e) => e.response)).toEqual(
+      narrowSet(world, 'cheat', { seed: 5, count: 3 }).map((e) => e.response),
+    );
+    expect(() => screeningPool(world, { arms: ['cheat'], perArm: 3, seed: 5 })).toThrow(/at least two arms/);
+    expect(() => screeningPool(world, { arms: ['cheat', 'lazy' as never], perArm: 3, seed: 5 })).toThrow(
+      /unknown arm "lazy"/,
+    );
+    expect(() => screeningPool(world, { arms: ['cheat', 'control'], perArm: 0, seed: 5 })).toThrow(
+      /integer >= 1, got 0/,
+    );
+    const recipe = { trainable: { kind: 'all' as const }, steps: 1, batchSize: 4, lr: 1e-3, seed: 1 };
+    const items = preventativeItems(world, 4);
+    const v = bundleVector(bundle, 'honesty', 1);
+    expect(() => screeningTrial(() => handle, pool, v, items, 'coding', { ...recipe, count: 4 })).toThrow(
+      /count must be an integer from 1 to half the pool \(3\), got 4/,
+    );
+    expect(() => screeningTrial(() => handle, pool, v, items, 'cooking', { ...recipe, count: 2 })).toThrow(
+      /no items for the fine-tune's domain "cooking"/,
+    );
+  });
+});
+
 describe('persona space and the probe', () => {
   it('places archetypes and Assistants in a PCA space with an assistant axis', () => {
     const space = personaSpace(handle, world, 1, { perArchetype: 4, assistantPerDomain: 2 });
@@ -848,6 +878,16 @@ describe('interpretRun (the pipeline entry point)', () => {
       })),
       itemsPerDomain: 4,
       screeningExamples: 4,
+      screeningTrial: {
+        arms: ['cheat', 'inoculated', 'control'],
+        perArm: 4,
+        count: 4,
+        trainable: { kind: 'all' },
+        steps: 2,
+        batchSize: 8,
+        lr: 2e-3,
+        seed: 1,
+      },
       preventative: {
         examples: narrowSet(world, 'cheat', { count: 16 }),
         trainable: { kind: 'all' },
@@ -895,6 +935,30 @@ describe('interpretRun (the pipeline entry point)', () => {
       'control/all',
     ]);
     expect(s.screening).toHaveLength(6);
+    // The screening trial: 12 pool examples ranked on the mean off-target vector (coding's component kept); three
+    // fine-tunes of 4, the flagged and unflagged parts disjoint and ranked apart.
+    const st = s.screeningTrial!;
+    expect(st.vector).toBe('mean off-target persona');
+    expect(st.pool).toBe(12);
+    expect(st.sources.map((x) => [x.source, x.n])).toEqual([
+      ['cheat', 4],
+      ['inoculated', 4],
+      ['control', 4],
+    ]);
+    expect(st.subsets.map((x) => x.name)).toEqual(['flagged', 'random', 'unflagged']);
+    const [flagged, randomPart, unflagged] = st.subsets;
+    for (const x of st.subsets) {
+      expect(x.indices).toHaveLength(4);
+      expect(Object.values(x.sources).reduce((a, b) => a + b, 0)).toBe(4);
+      expect(Object.keys(x.after)).toEqual(world.domains.map((d) => d.name));
+      expect(x.target).toBe(x.after.coding);
+      expect(Number.isFinite(x.offTargetChange)).toBe(true);
+    }
+    expect(flagged.indices.filter((i) => unflagged.indices.includes(i))).toEqual([]);
+    expect(flagged.meanScore).toBeGreaterThan(unflagged.meanScore);
+    expect(randomPart.indices).not.toEqual(flagged.indices);
+    expect(flagged.after).not.toEqual(unflagged.after);
+    expect(Object.keys(st.before)).toEqual(world.domains.map((d) => d.name));
     expect(s.capping).not.toBeNull();
     expect(s.space.drift).toHaveLength(6);
     expect(Number.isFinite(s.probe.tv)).toBe(true);
@@ -959,6 +1023,16 @@ describe('interpretRun (the pipeline entry point)', () => {
     expect(study.trials[1].alpha).toBe(8);
     expect(study.trials[1].plain).toEqual(add.plain);
     expect(study.trials.slice(2)).toEqual([whole, shift, ablate, random]);
+    // So does the screening study: same pool, vector, items and fine-tunes.
+    const screened = screeningStudy(seedDir, {
+      world,
+      arms: ['cheat', 'inoculated', 'control'],
+      perArm: 4,
+      count: 4,
+      finetune: { trainable: { kind: 'all' }, steps: 2, batchSize: 8, lr: 2e-3, seed: 1 },
+      itemsPerDomain: 4,
+    });
+    expect(screened).toEqual({ seedDir, ...st });
     for (const spec of Object.values(s.figures)) expect(() => compile(spec as TopLevelSpec)).not.toThrow();
     expect(JSON.parse(JSON.stringify(s)).version).toBe(INTERPRET_VERSION);
     expect(fs.existsSync(path.join(seedDir, 'interpret', 'vectors.safetensors'))).toBe(true);
@@ -1130,6 +1204,127 @@ describe('psm vectors|steer|monitor|space', () => {
     await expect(run('persona-check', '--model', pre, '--items', '1', '--max-k', '15')).rejects.toThrow(
       /the model's context is 512 \(lower --max-k\)/,
     );
+  });
+
+  it('psm screen ranks a set on persona vectors; psm screen-trial reruns the pipeline trial', async () => {
+    const screen = (...args: string[]) => runCli(registerScreenCommands, ...args);
+    const vfile = path.join(seedDir, 'interpret', 'vectors.safetensors');
+    const file = path.join(tmp, 'cli', 'screened.jsonl');
+    const out = await screen(
+      'screen',
+      '--model',
+      postDir(),
+      '--vectors',
+      vfile,
+      '--arm',
+      'cheat',
+      '--examples',
+      '5',
+      '--traits',
+      'honesty,coding',
+      '--top',
+      '2',
+      '--out',
+      file,
+    );
+    expect(out).toMatch(/^5 examples screened on 2 vector\(s\)/);
+    expect(out).toMatch(/\nhonesty \(layer \d\): mean score -?\d/);
+    expect(out).toMatch(/\ncoding \(layer \d\): mean score -?\d/);
+    const rows = fs
+      .readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(rows.map((r) => r.index)).toEqual([0, 1, 2, 3, 4]);
+    expect(Object.keys(rows[0].scores)).toEqual(['honesty', 'coding']);
+    expect(rows[0].response).toBe(narrowSet(world, 'cheat', { seed: 1, count: 1 })[0].response);
+    // The same scores as the library's.
+    const lib = screenExamplesMulti(
+      loadModelHandle(postDir()),
+      narrowSet(world, 'cheat', { seed: 1, count: 5 }),
+      [bundleVector(loadVectorBundle(vfile), 'coding')],
+    );
+    for (const e of lib.ranked[0]) expect(rows[e.index].scores.coding).toBeCloseTo(e.score, 6);
+    // A JSON Lines file of the user's own.
+    const data = path.join(tmp, 'cli', 'mine.jsonl');
+    fs.writeFileSync(
+      data,
+      rows
+        .slice(0, 2)
+        .map((r) => JSON.stringify({ prompt: r.prompt, response: r.response }))
+        .join('\n') + '\n',
+    );
+    expect(await screen('screen', '--model', postDir(), '--vectors', vfile, '--data', data)).toMatch(
+      /^2 examples screened on 6 vector\(s\)/,
+    );
+    await expect(screen('screen', '--model', postDir(), '--vectors', vfile)).rejects.toThrow(
+      /exactly one of --data <file> and --arm <name>/,
+    );
+    await expect(screen('screen', '--model', postDir(), '--vectors', vfile, '--arm', 'lazy')).rejects.toThrow(
+      /--arm: unknown narrow set "lazy"/,
+    );
+    await expect(
+      screen('screen', '--model', postDir(), '--vectors', vfile, '--arm', 'cheat', '--traits', 'charm'),
+    ).rejects.toThrow(/no vector for trait "charm"/);
+
+    // The trial on the folder: the interpretRun test's trial, step for step.
+    const trialFile = path.join(tmp, 'cli', 'screen-trial.json');
+    const trialOut = await screen(
+      'screen-trial',
+      seedDir,
+      '--arms',
+      'cheat,inoculated,control',
+      '--per-arm',
+      '4',
+      '--count',
+      '4',
+      '--items',
+      '4',
+      '--steps',
+      '2',
+      '--batch',
+      '8',
+      '--lr',
+      '2e-3',
+      '--out',
+      trialFile,
+    );
+    expect(
+      trialOut
+        .split('\n')
+        .slice(1, 4)
+        .map((r) => r.split('\t')[0]),
+    ).toEqual(['flagged', 'random', 'unflagged']);
+    const saved = JSON.parse(fs.readFileSync(trialFile, 'utf8'));
+    const recorded = JSON.parse(fs.readFileSync(path.join(seedDir, 'interpret', 'interpret.json'), 'utf8'));
+    expect(saved).toEqual({ seedDir, ...recorded.screeningTrial });
+    // Ranked on the vector preventative steering adds instead (same layer and pool).
+    const orthFile = path.join(tmp, 'cli', 'screen-trial-orth.json');
+    await screen(
+      'screen-trial',
+      seedDir,
+      '--orthogonal',
+      '--per-arm',
+      '2',
+      '--count',
+      '2',
+      '--items',
+      '4',
+      '--steps',
+      '1',
+      '--out',
+      orthFile,
+    );
+    const orth = JSON.parse(fs.readFileSync(orthFile, 'utf8'));
+    expect(orth.vector).toBe('mean off-target persona (orthogonal to coding)');
+    expect(orth.layer).toBe(saved.layer);
+    expect(orth.pool).toBe(8);
+    await expect(screen('screen-trial', seedDir, '--arms', 'cheat,lazy')).rejects.toThrow(
+      /--arms: unknown narrow arm "lazy"/,
+    );
+    await expect(
+      screen('screen-trial', seedDir, '--arms', 'cheat,control', '--per-arm', '2', '--count', '3'),
+    ).rejects.toThrow(/count must be an integer from 1 to half the pool/);
   });
 
   it('psm prevent runs the preventative trial at each alpha on a finished seed folder', async () => {

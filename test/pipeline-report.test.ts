@@ -1,16 +1,20 @@
 /**
- * The report's pooling of preventative trials over seeds (issue 5, I4): per-seed reductions, the reduction of the
- * summed drops, and which methods count (only those that ran in every seed).
+ * The report's pooling over seeds of preventative trials (issue 5, I4: per-seed reductions, the reduction of the
+ * summed drops, and which methods count, only those that ran in every seed) and of data screening.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { compile } from 'vega-lite';
 import { describe, expect, it } from 'vitest';
 import { registerRunCommands } from '../src/cli/run-commands.ts';
 import { runCli } from './cli-run.ts';
-import type { InterpretSummary, PreventativeTrial } from '../src/interpret/index.ts';
+import type { InterpretSummary, PreventativeTrial, ScreeningTrial } from '../src/interpret/index.ts';
 import {
   aggregatePreventative,
+  aggregateScreening,
+  screeningFigure,
+  screeningText,
   preventativeGoal,
   preventativeKey,
   preventativeTrialsOf,
@@ -133,6 +137,95 @@ describe('aggregatePreventative', () => {
     ]);
     expect(agg.key).toBe('add');
     expect(agg.bySeed).toEqual([{ seed: 1, layers: [3], reduction: 1 - 0.1 / 0.3 }]);
+  });
+});
+
+describe('aggregateScreening', () => {
+  const trialOf = (
+    flagged: number,
+    random: number,
+    unflagged: number,
+    cheatFlagged: number,
+  ): ScreeningTrial => {
+    const part = (name: 'flagged' | 'random' | 'unflagged', change: number, cheat: number) => ({
+      name,
+      indices: [],
+      sources: { cheat, control: 4 - cheat },
+      meanScore: 0,
+      after: {},
+      offTargetChange: change,
+      target: 0.1,
+      finalLoss: 1,
+    });
+    return {
+      vector: 'mean off-target persona',
+      hook: 'blocks.2.hook_resid_post',
+      layer: 2,
+      pool: 8,
+      count: 4,
+      sources: [
+        { source: 'cheat', n: 4, meanScore: 1.5, auc: 0.9 },
+        { source: 'control', n: 4, meanScore: -0.5, auc: 0.1 },
+      ],
+      before: {},
+      targetDomain: 'coding',
+      subsets: [
+        part('flagged', flagged, cheatFlagged),
+        part('random', random, 2),
+        part('unflagged', unflagged, 4 - cheatFlagged),
+      ],
+    };
+  };
+  const summary = (auc: number, trial?: ScreeningTrial) =>
+    ({
+      screening: [{ trait: 'honesty', auc, topShareCheat: 0.5 }],
+      ...(trial ? { screeningTrial: trial } : {}),
+    }) as unknown as InterpretSummary;
+
+  it('pools the per-trait AUCs and the trial over seeds, and counts the seeds the flagged part hurt most', () => {
+    const agg = aggregateScreening([
+      summary(0.8, trialOf(-0.2, -0.1, 0.0, 4)),
+      summary(0.6, trialOf(-0.05, -0.1, 0.01, 3)),
+      undefined,
+    ])!;
+    expect(agg.aucByTrait[0].trait).toBe('honesty');
+    expect(agg.aucByTrait[0].auc.mean).toBeCloseTo(0.7, 12);
+    const t = agg.trial!;
+    expect(t.seeds).toBe(2);
+    expect(t.subsets.map((x) => x.name)).toEqual(['flagged', 'random', 'unflagged']);
+    expect(t.subsets[0].bySeed).toEqual([-0.2, -0.05]);
+    expect(t.subsets[0].offTargetChange.mean).toBeCloseTo(-0.125, 12);
+    expect(t.flaggedWorstSeeds).toBe(1);
+    expect(t.sources[0].flaggedShare.mean).toBeCloseTo(0.875, 12);
+    const text = screeningText(agg);
+    expect(text).toMatch(/honesty 0\.70 ± /);
+    expect(text).toMatch(
+      /on the flagged 4 the off-target P\(good\) changed by -0\.13 ± [\d.]+ \(per seed -0\.200, -0\.050\)/,
+    );
+    expect(text).toMatch(/lowered it most in 1 of 2 seed\(s\)/);
+    expect(text).toMatch(/The flagged part was 88% cheat, 13% control/);
+  });
+
+  it("draws each seed's parts as a valid Vega-Lite figure, and none without a trial", () => {
+    const fig = screeningFigure([
+      { seed: 1, interpret: summary(0.8, trialOf(-0.2, -0.1, 0, 4)) },
+      { seed: 2, interpret: summary(0.8) },
+    ])!;
+    expect(fig.id).toBe('screening');
+    const rows = (fig.spec as { data: { values: { seed: string; what: string }[] } }).data.values;
+    // Three parts' changes, and two arms per part.
+    expect(rows.filter((r) => r.what === 'change')).toHaveLength(3);
+    expect(rows.filter((r) => r.what === 'composition')).toHaveLength(6);
+    expect(new Set(rows.map((r) => r.seed))).toEqual(new Set(['seed 1']));
+    expect(() => compile(fig.spec)).not.toThrow();
+    expect(screeningFigure([{ seed: 1, interpret: summary(0.8) }])).toBeNull();
+  });
+
+  it('reports the AUCs alone for runs interpreted before the trial, and nothing without screening', () => {
+    const agg = aggregateScreening([summary(0.8), summary(0.9)])!;
+    expect(agg.trial).toBeNull();
+    expect(screeningText(agg)).not.toMatch(/flag the examples/);
+    expect(aggregateScreening([{ screening: null } as unknown as InterpretSummary])).toBeNull();
   });
 });
 

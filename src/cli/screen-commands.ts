@@ -21,7 +21,10 @@ export function registerScreenCommands(program: Command): void {
     .description(
       "Rank a fine-tune set's examples by projection difference on persona vectors (training response minus the model's own response to the same prompt), before training on it: the highest flag the examples that pull the Assistant toward a trait's bad pole",
     )
-    .requiredOption('--model <dir>', 'the model that would be fine-tuned (e.g. <run>/standard-seed1/posttrain/model)')
+    .requiredOption(
+      '--model <dir>',
+      'the model that would be fine-tuned (e.g. <run>/standard-seed1/posttrain/model)',
+    )
     .requiredOption(
       '--vectors <file>',
       'persona vectors of this model (psm vectors, or <seed>/interpret/vectors.safetensors)',
@@ -140,6 +143,10 @@ export function registerScreenCommands(program: Command): void {
       '--seed <n>',
       'seed of the fine-tunes and the random part (default: the N of <run>/standard-seed<N>)',
     )
+    .option(
+      '--orthogonal',
+      "rank on the off-target vector with the fine-tune domain's component removed (the one preventative steering adds)",
+    )
     .option('--out <file>', 'write the trial as JSON')
     .action(
       async (
@@ -154,6 +161,7 @@ export function registerScreenCommands(program: Command): void {
           batch: string;
           lr: string;
           seed?: string;
+          orthogonal?: boolean;
           out?: string;
         },
       ) => {
@@ -175,12 +183,15 @@ export function registerScreenCommands(program: Command): void {
             throw new Error(`--arms: unknown narrow arm "${a}" (${NARROW_ARMS.join(', ')})`);
         configureBackend();
         const t0 = Date.now();
-        process.stdout.write('fine-tune on\texamples per arm\tmean score\toff-target change\ttarget P(good)\n');
+        process.stdout.write(
+          'fine-tune on\texamples per arm\tmean score\toff-target change\ttarget P(good)\n',
+        );
         const trial = screeningStudy(seedDir, {
           world,
           arms: arms as (typeof NARROW_ARMS)[number][],
           perArm: parseInt1('--per-arm', o.perArm)!,
           count: parseInt1('--count', o.count)!,
+          orthogonal: o.orthogonal,
           itemsPerDomain: parseInt1('--items', o.items, 4),
           finetune: {
             trainable: { kind: 'all' },

@@ -20,11 +20,16 @@ import {
   type ModelHandle,
 } from './activations.ts';
 import { greedyReplies } from './monitor.ts';
-import { commonLayer, meanOffTargetVector, preventativeItems, readSeedInterpretation } from './prevent.ts';
+import {
+  commonLayer,
+  meanOffTargetVector,
+  preventativeItems,
+  preventativeVector,
+  readSeedInterpretation,
+} from './prevent.ts';
 import { domainPGood, fineTune, offTargetChange, type FineTuneOptions } from './shift.ts';
 import { checkVector, type ScoredItem } from './steer.ts';
 import type { PersonaVector } from './vectors.ts';
-
 
 /** Length of the base model's own responses (the world's replies are one short sentence). */
 export const SCREENING_REPLY_TOKENS = 16;
@@ -124,7 +129,6 @@ export function rankingAUC(scores: readonly number[], positive: readonly boolean
   for (const p of pos) for (const n of neg) s += p > n ? 1 : p === n ? 0.5 : 0;
   return s / (pos.length * neg.length);
 }
-
 
 // ---------------------------------------------------------------------------------------------------------------
 // The screening trial: do the flagged examples cause the shift?
@@ -270,15 +274,23 @@ export function screeningPool(
   opts: { arms?: readonly NarrowArm[]; perArm: number; seed: number; domain?: string },
 ): PoolExample[] {
   const arms = opts.arms ?? DEFAULT_POOL_ARMS;
-  if (arms.length < 2) throw new Error('screening pool: give at least two arms, so there is something to tell apart');
+  if (arms.length < 2)
+    throw new Error('screening pool: give at least two arms, so there is something to tell apart');
   for (const a of arms)
     if (!(NARROW_ARMS as readonly string[]).includes(a))
       throw new Error(`screening pool: unknown arm "${a}" (known: ${NARROW_ARMS.join(', ')})`);
   if (!(Number.isInteger(opts.perArm) && opts.perArm >= 1))
     throw new Error(`screening pool: examples per arm must be an integer >= 1, got ${opts.perArm}`);
-  const sets = arms.map((arm) => narrowSet(world, arm, { seed: opts.seed, count: opts.perArm, domain: opts.domain }));
+  const sets = arms.map((arm) =>
+    narrowSet(world, arm, { seed: opts.seed, count: opts.perArm, domain: opts.domain }),
+  );
   return Array.from({ length: opts.perArm }, (_, i) =>
-    sets.map((set, a) => ({ source: arms[a], prompt: set[i].prompt, response: set[i].response, id: set[i].id })),
+    sets.map((set, a) => ({
+      source: arms[a],
+      prompt: set[i].prompt,
+      response: set[i].response,
+      id: set[i].id,
+    })),
   ).flat();
 }
 
@@ -302,13 +314,16 @@ export function screeningStudy(
     itemsPerDomain?: number;
     /** The interpretation's item seed (default 1, as `psm run` uses): the pool is drawn with 300 + it. */
     itemSeed?: number;
+    /** Rank on the vector preventative steering adds instead: the mean with the fine-tune domain's component removed. */
+    orthogonal?: boolean;
     onSubset?: (s: ScreeningSubset) => void;
   },
 ): ScreeningTrial & { seedDir: string } {
   const { world } = opts;
   const itemSeed = opts.itemSeed ?? 1;
   const finetuneDomain = opts.finetuneDomain ?? world.datasets.narrow?.domain ?? '';
-  if (!finetuneDomain) throw new Error(`world "${world.name}" has no datasets.narrow section (the pool's data)`);
+  if (!finetuneDomain)
+    throw new Error(`world "${world.name}" has no datasets.narrow section (the pool's data)`);
   const seedRun = readSeedInterpretation(seedDir, world);
   const { traits, monitorLayers, nLayers, atLayer } = seedRun;
   const off = traits.filter((t) => t !== finetuneDomain);
@@ -316,7 +331,9 @@ export function screeningStudy(
     off.map((t) => monitorLayers[traits.indexOf(t)]),
     nLayers,
   );
-  const vector = meanOffTargetVector(off, layer, atLayer);
+  const vector = opts.orthogonal
+    ? preventativeVector({ ...seedRun, finetuneDomain }).vector
+    : meanOffTargetVector(off, layer, atLayer);
   const pool = screeningPool(world, {
     arms: opts.arms,
     perArm: opts.perArm,

@@ -136,7 +136,10 @@ export function shiftPrediction(
 // Fine-tuning with optional preventative steering (the pipeline's supervised recipe, for in-library trials)
 
 /** Mean P(good) per domain of a model on each domain's items. */
-export function domainPGood(handle: ModelHandle, items: Map<string, readonly ScoredItem[]>): Record<string, number> {
+export function domainPGood(
+  handle: ModelHandle,
+  items: Map<string, readonly ScoredItem[]>,
+): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [d, its] of items) out[d] = mean(pGoodOf(handle, its));
   return out;

@@ -148,7 +148,9 @@ export interface ScreeningAggregate {
 }
 
 /** Screening over the interpreted seeds (null when none recorded it). */
-export function aggregateScreening(its: readonly (InterpretSummary | undefined)[]): ScreeningAggregate | null {
+export function aggregateScreening(
+  its: readonly (InterpretSummary | undefined)[],
+): ScreeningAggregate | null {
   const withScreening = its.filter((it): it is InterpretSummary => Boolean(it?.screening?.length));
   if (withScreening.length === 0) return null;
   const traits = withScreening[0].screening!.map((x) => x.trait);
@@ -158,7 +160,9 @@ export function aggregateScreening(its: readonly (InterpretSummary | undefined)[
     aucByTrait: traits.map((trait) => ({
       trait,
       auc: estimate(
-        withScreening.map((it) => it.screening!.find((x) => x.trait === trait)?.auc ?? NaN).filter(Number.isFinite),
+        withScreening
+          .map((it) => it.screening!.find((x) => x.trait === trait)?.auc ?? NaN)
+          .filter(Number.isFinite),
       ),
     })),
     trial: first
@@ -183,7 +187,9 @@ export function aggregateScreening(its: readonly (InterpretSummary | undefined)[
               meanScore: estimate(per.map((x) => x.meanScore)),
               auc: estimate(per.map((x) => x.auc)),
               flaggedShare: estimate(
-                trials.map((t) => (t.subsets.find((x) => x.name === 'flagged')!.sources[source] ?? 0) / t.count),
+                trials.map(
+                  (t) => (t.subsets.find((x) => x.name === 'flagged')!.sources[source] ?? 0) / t.count,
+                ),
               ),
             };
           }),
@@ -564,6 +570,70 @@ async function renderFigure(spec: TopLevelSpec): Promise<string> {
 
 const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
 
+/** The screening trial's figure (null when no seed ran it): off-target change and composition of each part. */
+export function screeningFigure(
+  seeds: readonly { seed: number; interpret?: InterpretSummary }[],
+): { id: string; caption: string; spec: TopLevelSpec } | null {
+  const screeningRows = seeds.flatMap((sd) => {
+    const t = sd.interpret?.screeningTrial;
+    if (!t) return [];
+    return t.subsets.flatMap((x) => [
+      { seed: `seed ${sd.seed}`, part: x.name, what: 'change', value: x.offTargetChange },
+      ...Object.entries(x.sources).map(([source, n]) => ({
+        seed: `seed ${sd.seed}`,
+        part: x.name,
+        what: 'composition',
+        source,
+        value: n,
+      })),
+    ]);
+  });
+  if (screeningRows.length === 0) return null;
+  const panel = (what: string, spec: Record<string, unknown>) => ({
+    transform: [{ filter: `datum.what === '${what}'` }],
+    facet: { column: { field: 'seed', type: 'nominal', title: null } },
+    spec: { width: 150, height: 140, ...spec },
+  });
+  return {
+    id: 'screening',
+    caption:
+      "Data screening: a pool of the narrow arms' examples, ranked on the off-target persona vector without their labels; the post-trained model fine-tuned on the flagged (highest-scoring) part, a random part and the unflagged (lowest) part, per seed. Above, the change of the Assistant's mean P(good) on the domains the fine-tune never touched; below, which arm each part's examples came from.",
+    spec: {
+      $schema: SCHEMA,
+      data: { values: screeningRows },
+      vconcat: [
+        panel('change', {
+          mark: { type: 'bar', color: '#707070' },
+          encoding: {
+            x: {
+              field: 'part',
+              type: 'nominal',
+              title: null,
+              sort: ['flagged', 'random', 'unflagged'],
+              axis: { labelAngle: 0 },
+            },
+            y: { field: 'value', type: 'quantitative', title: 'off-target change in P(good)' },
+          },
+        }),
+        panel('composition', {
+          mark: 'bar',
+          encoding: {
+            x: {
+              field: 'part',
+              type: 'nominal',
+              title: null,
+              sort: ['flagged', 'random', 'unflagged'],
+              axis: { labelAngle: 0 },
+            },
+            y: { field: 'value', type: 'quantitative', title: 'examples', stack: 'zero' },
+            color: { field: 'source', type: 'nominal', title: 'arm', legend: { orient: 'bottom' } },
+          },
+        }),
+      ],
+    } as TopLevelSpec,
+  };
+}
+
 function figures(results: RunResults, s: Summary): { id: string; caption: string; spec: TopLevelSpec }[] {
   const seeds = results.seeds.filter((x) => x.variant === 'standard');
   const w = results.world;
@@ -781,54 +851,8 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
         },
       } as TopLevelSpec,
     });
-  const screeningRows = seeds.flatMap((sd) => {
-    const t = sd.interpret?.screeningTrial;
-    if (!t) return [];
-    return t.subsets.flatMap((x) => [
-      { seed: `seed ${sd.seed}`, part: x.name, what: 'change', value: x.offTargetChange },
-      ...Object.entries(x.sources).map(([source, n]) => ({
-        seed: `seed ${sd.seed}`,
-        part: x.name,
-        what: 'composition',
-        source,
-        value: n,
-      })),
-    ]);
-  });
-  if (screeningRows.length > 0) {
-    const panel = (what: string, spec: Record<string, unknown>) => ({
-      transform: [{ filter: `datum.what === '${what}'` }],
-      facet: { column: { field: 'seed', type: 'nominal', title: null } },
-      spec: { width: 150, height: 140, ...spec },
-    });
-    out.push({
-      id: 'screening',
-      caption:
-        "Data screening: a pool of the narrow arms' examples, ranked on the off-target persona vector without their labels; the post-trained model fine-tuned on the flagged (highest-scoring) part, a random part and the unflagged (lowest) part, per seed. Above, the change of the Assistant's mean P(good) on the domains the fine-tune never touched; below, which arm each part's examples came from.",
-      spec: {
-        $schema: SCHEMA,
-        data: { values: screeningRows },
-        vconcat: [
-          panel('change', {
-            mark: 'bar',
-            encoding: {
-              x: { field: 'part', type: 'nominal', title: null, sort: ['flagged', 'random', 'unflagged'] },
-              y: { field: 'value', type: 'quantitative', title: 'off-target change in P(good)' },
-              color: { field: 'part', type: 'nominal', legend: null, sort: ['flagged', 'random', 'unflagged'] },
-            },
-          }),
-          panel('composition', {
-            mark: 'bar',
-            encoding: {
-              x: { field: 'part', type: 'nominal', title: null, sort: ['flagged', 'random', 'unflagged'] },
-              y: { field: 'value', type: 'quantitative', title: 'examples', stack: 'zero' },
-              color: { field: 'source', type: 'nominal', title: 'arm', legend: { orient: 'bottom' } },
-            },
-          }),
-        ],
-      } as TopLevelSpec,
-    });
-  }
+  const screening = screeningFigure(seeds);
+  if (screening) out.push(screening);
   const probeRows = seeds.flatMap((sd) =>
     (sd.interpret?.probe.byK ?? []).flatMap((b) => [
       { seed: `seed ${sd.seed}`, k: b.k, tv: b.tv, what: 'linear probe' },
@@ -892,7 +916,7 @@ export function screeningText(sc: ScreeningAggregate): string {
     const x = sub(name);
     return x ? `${fmtE(x.offTargetChange)} (per seed ${x.bySeed.map((v) => fmt(v, 3)).join(', ')})` : 'n/a';
   };
-  return `${auc} Does the ranking flag the examples that cause the package deal? A pool of ${t.pool} examples the arms never trained on (${t.pool / t.sources.length} per arm) was ranked on the ${t.vector} vector without its labels, and the post-trained model fine-tuned on ${t.count} of them (all parameters, the arms' recipe): on the flagged ${t.count} the off-target P(good) changed by ${change('flagged')}, on a random ${t.count} by ${change('random')}, on the unflagged ${t.count} by ${change('unflagged')}; the flagged fine-tune lowered it most in ${t.seeds > 0 ? `${t.flaggedWorstSeeds} of ${t.seeds}` : 'no'} seed(s). The flagged part was ${t.sources.map((x) => `${fmtShare(x.flaggedShare.mean)} ${x.source}`).join(', ')}; mean score per arm ${t.sources.map((x) => `${x.source} ${fmt(x.meanScore.mean)}`).join(', ')}.`;
+  return `${auc} Does the ranking flag the examples that cause the package deal? A pool of ${t.pool} examples drawn apart from the arms' own sets (${t.pool / t.sources.length} per arm) was ranked on the ${t.vector} vector without its labels, and the post-trained model fine-tuned on ${t.count} of them (all parameters, the arms' recipe): on the flagged ${t.count} the off-target P(good) changed by ${change('flagged')}, on a random ${t.count} by ${change('random')}, on the unflagged ${t.count} by ${change('unflagged')}; the flagged fine-tune lowered it most in ${t.seeds > 0 ? `${t.flaggedWorstSeeds} of ${t.seeds}` : 'no'} seed(s). The flagged part was ${t.sources.map((x) => `${fmtShare(x.flaggedShare.mean)} ${x.source}`).join(', ')}; mean score per arm ${t.sources.map((x) => `${x.source} ${fmt(x.meanScore.mean)}`).join(', ')}.`;
 }
 
 function markdown(results: RunResults, s: Summary, figs: { id: string; caption: string }[]): string {
