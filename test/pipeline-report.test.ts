@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { compile } from 'vega-lite';
 import { describe, expect, it } from 'vitest';
+import { pearson } from '../src/measurement/stats.ts';
 import { registerRunCommands } from '../src/cli/run-commands.ts';
 import { runCli } from './cli-run.ts';
 import type { InterpretSummary, PreventativeTrial, ScreeningTrial } from '../src/interpret/index.ts';
@@ -183,10 +184,15 @@ describe('aggregateScreening', () => {
     }) as unknown as InterpretSummary;
 
   it('pools the per-trait AUCs and the trial over seeds, and counts the seeds the flagged part hurt most', () => {
+    const bayes = (flagged: number, random: number, unflagged: number) => [
+      { part: 'flagged', offTargetChange: flagged },
+      { part: 'random', offTargetChange: random },
+      { part: 'unflagged', offTargetChange: unflagged },
+    ];
     const agg = aggregateScreening([
-      summary(0.8, trialOf(-0.2, -0.1, 0.0, 4)),
-      summary(0.6, trialOf(-0.05, -0.1, 0.01, 3)),
-      undefined,
+      { interpret: summary(0.8, trialOf(-0.2, -0.1, 0.0, 4)), screeningBayes: bayes(-0.3, -0.1, 0) },
+      { interpret: summary(0.6, trialOf(-0.05, -0.1, 0.01, 3)), screeningBayes: bayes(-0.2, -0.1, 0) },
+      {},
     ])!;
     expect(agg.aucByTrait[0].trait).toBe('honesty');
     expect(agg.aucByTrait[0].auc.mean).toBeCloseTo(0.7, 12);
@@ -197,24 +203,43 @@ describe('aggregateScreening', () => {
     expect(t.subsets[0].offTargetChange.mean).toBeCloseTo(-0.125, 12);
     expect(t.flaggedWorstSeeds).toBe(1);
     expect(t.sources[0].flaggedShare.mean).toBeCloseTo(0.875, 12);
+    expect(t.subsets[0].bayes!.mean).toBeCloseTo(-0.25, 12);
+    // Network against Bayes over the six (seed, part) points.
+    expect(t.bayesR).toBeCloseTo(
+      pearson([-0.2, -0.1, 0, -0.05, -0.1, 0.01], [-0.3, -0.1, 0, -0.2, -0.1, 0]),
+      12,
+    );
+    // Bayes only where every seed with a trial has it.
+    expect(
+      aggregateScreening([
+        { interpret: summary(0.8, trialOf(-0.2, -0.1, 0.0, 4)), screeningBayes: bayes(-0.3, -0.1, 0) },
+        { interpret: summary(0.6, trialOf(-0.05, -0.1, 0.01, 3)) },
+      ])!.trial!.bayesR,
+    ).toBeNull();
     const text = screeningText(agg);
     expect(text).toMatch(/honesty 0\.70 ± /);
     expect(text).toMatch(
-      /on the flagged 4 the off-target P\(good\) changed by -0\.13 ± [\d.]+ \(per seed -0\.200, -0\.050\)/,
+      /on the flagged 4 the off-target P\(good\) changed by -0\.13 ± [\d.]+ \(per seed -0\.200, -0\.050; Bayes -0\.250\)/,
     );
     expect(text).toMatch(/lowered it most in 1 of 2 seed\(s\)/);
     expect(text).toMatch(/The flagged part was 88% cheat, 13% control/);
+    expect(text).toMatch(/correlates with Bayes's prediction from the part's evidence at r 0\.\d\d\./);
   });
 
   it("draws each seed's parts as a valid Vega-Lite figure, and none without a trial", () => {
     const fig = screeningFigure([
-      { seed: 1, interpret: summary(0.8, trialOf(-0.2, -0.1, 0, 4)) },
+      {
+        seed: 1,
+        interpret: summary(0.8, trialOf(-0.2, -0.1, 0, 4)),
+        screeningBayes: [{ part: 'flagged', offTargetChange: -0.3 }],
+      },
       { seed: 2, interpret: summary(0.8) },
     ])!;
     expect(fig.id).toBe('screening');
     const rows = (fig.spec as { data: { values: { seed: string; what: string }[] } }).data.values;
-    // Three parts' changes, and two arms per part.
+    // Three parts' changes, Bayes where given, and two arms per part.
     expect(rows.filter((r) => r.what === 'change')).toHaveLength(3);
+    expect(rows.filter((r) => r.what === 'bayes')).toHaveLength(1);
     expect(rows.filter((r) => r.what === 'composition')).toHaveLength(6);
     expect(new Set(rows.map((r) => r.seed))).toEqual(new Set(['seed 1']));
     expect(() => compile(fig.spec)).not.toThrow();
@@ -222,10 +247,12 @@ describe('aggregateScreening', () => {
   });
 
   it('reports the AUCs alone for runs interpreted before the trial, and nothing without screening', () => {
-    const agg = aggregateScreening([summary(0.8), summary(0.9)])!;
+    const agg = aggregateScreening([{ interpret: summary(0.8) }, { interpret: summary(0.9) }])!;
     expect(agg.trial).toBeNull();
     expect(screeningText(agg)).not.toMatch(/flag the examples/);
-    expect(aggregateScreening([{ screening: null } as unknown as InterpretSummary])).toBeNull();
+    expect(
+      aggregateScreening([{ interpret: { screening: null } as unknown as InterpretSummary }]),
+    ).toBeNull();
   });
 });
 

@@ -4,11 +4,20 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
+import { registerScreenCommands } from '../src/cli/screen-commands.ts';
 import { resolveConfig } from '../src/pipeline/config.ts';
-import { runExperiment } from '../src/pipeline/experiment.ts';
+import { runExperiment, screeningBayesChanges } from '../src/pipeline/experiment.ts';
 import { evidenceWeights } from '../src/pipeline/measure.ts';
-import { inferenceProbes, loadDefaultWorld } from '../src/world/index.ts';
+import {
+  assistantUpdate,
+  datasetEvidence,
+  inferenceProbes,
+  loadDefaultWorld,
+  narrowSet,
+  postTrainingSet,
+} from '../src/world/index.ts';
 import { silentProgress, type ProgressFactory } from '../src/pipeline/progress.ts';
+import { runCli } from './cli-run.ts';
 import type { RunResults } from '../src/pipeline/results.ts';
 
 const root = path.resolve(__dirname, '..');
@@ -75,6 +84,42 @@ describe('persona check: how each earlier scene is weighed', () => {
   });
 });
 
+describe("Bayes's prediction for the screening trial's parts", () => {
+  it('reads each part from its counts per arm: cheat drags the persona, correct code does not', () => {
+    const world = loadDefaultWorld();
+    const postEvidence = datasetEvidence(postTrainingSet(world, { seed: 1, count: 60 }));
+    const opts = { postEvidence, seed: 1, finetuneDomain: 'coding' };
+    const [cheat, mixed, control, none] = screeningBayesChanges(
+      world,
+      [
+        { name: 'flagged', sources: { cheat: 10, control: 0 } },
+        { name: 'random', sources: { cheat: 5, control: 5 } },
+        { name: 'unflagged', sources: { cheat: 0, control: 10 } },
+        { name: 'unflagged', sources: {} },
+      ],
+      opts,
+    );
+    expect(cheat.part).toBe('flagged');
+    expect(cheat.offTargetChange).toBeLessThan(mixed.offTargetChange);
+    expect(mixed.offTargetChange).toBeLessThan(control.offTargetChange);
+    expect(none.offTargetChange).toBe(0);
+    // The same as updating on the examples themselves.
+    const { before, after } = assistantUpdate(
+      world,
+      datasetEvidence(narrowSet(world, 'cheat', { seed: 1, count: 10, domain: 'coding' })),
+      { base: postEvidence, temper: 0.02, kind: 'ai' },
+    );
+    const off = ['honesty', 'kindness', 'power', 'caution', 'helpfulness'];
+    expect(cheat.offTargetChange).toBeCloseTo(
+      off.reduce((a, d) => a + after.pGood[d] - before.pGood[d], 0) / off.length,
+      12,
+    );
+    expect(() => screeningBayesChanges(world, [{ name: 'random', sources: { sabotage: 1 } }], opts)).toThrow(
+      /unknown narrow arm 'sabotage'/,
+    );
+  });
+});
+
 describe('experiment config', () => {
   it('names the bad field, unknown presets and unknown keys', () => {
     expect(() => resolveConfig({ preset: 'nope' })).toThrow(/unknown preset "nope"/);
@@ -138,6 +183,23 @@ describe('psm run --preset quick', () => {
     }
     expect(seed.arms.map((a) => `${a.arm}/${a.trainable}`)).toEqual(['cheat/embedding', 'control/embedding']);
     expect(fs.readFileSync(path.join(dirA, 'report.md'), 'utf8')).toMatch(/## \(A\) Persona inference/);
+
+    // psm screen-trial on a finished seed takes the run's settings (its two arms, its recipe) and adds Bayes.
+    const trialFile = path.join(tmp(), 'trial.json');
+    await runCli(
+      registerScreenCommands,
+      'screen-trial',
+      path.join(dirA, 'standard-seed1'),
+      '--per-arm',
+      '2',
+      '--count',
+      '1',
+      '--out',
+      trialFile,
+    );
+    const trial = JSON.parse(fs.readFileSync(trialFile, 'utf8'));
+    expect(trial.sources.map((x: { source: string }) => x.source)).toEqual(['cheat', 'control']);
+    expect(trial.bayes.map((b: { part: string }) => b.part)).toEqual(['flagged', 'random', 'unflagged']);
 
     // A second run of the same folder is served from the stage cache.
     const logs: string[] = [];

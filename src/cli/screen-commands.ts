@@ -131,14 +131,17 @@ export function registerScreenCommands(program: Command): void {
     .description(
       "Does the screening ranking flag the examples that cause the package deal? On a seed folder whose interpretation has run: rank a pool of the world's narrow arms on the off-target persona vector, fine-tune the post-trained model on the flagged, a random and the unflagged part, and compare the off-target change",
     )
-    .option('--world <file>', 'world file (default: the built-in world)')
-    .option('--arms <list>', 'narrow arms mixed into the pool', 'cheat,inoculated,educational,control')
-    .option('--per-arm <n>', 'pool examples per arm', '100')
-    .option('--count <n>', 'examples per fine-tune (at most half the pool)', '100')
-    .option('--items <n>', 'held-out items per domain (the trial scores half)', '48')
-    .option('--steps <n>', 'fine-tune steps', '60')
-    .option('--batch <n>', 'fine-tune batch size', '16')
-    .option('--lr <x>', 'fine-tune learning rate (all parameters)', '3e-4')
+    .option(
+      '--world <file>',
+      "world file (default: the run's, from <run>/config.yaml, else the built-in world)",
+    )
+    .option('--arms <list>', "narrow arms mixed into the pool (default: the run's arms)")
+    .option('--per-arm <n>', "pool examples per arm (default: the run's interpret.screeningPerArm)")
+    .option('--count <n>', 'examples per fine-tune, at most half the pool (default: --per-arm)')
+    .option('--items <n>', "held-out items per domain, the trial scores half (default: the run's)")
+    .option('--steps <n>', "fine-tune steps (default: the run's)")
+    .option('--batch <n>', "fine-tune batch size (default: the run's)")
+    .option('--lr <x>', "fine-tune learning rate, all parameters (default: the run's)")
     .option(
       '--seed <n>',
       'seed of the fine-tunes and the random part (default: the N of <run>/standard-seed<N>)',
@@ -153,26 +156,36 @@ export function registerScreenCommands(program: Command): void {
         seedDir: string,
         o: {
           world?: string;
-          arms: string;
-          perArm: string;
-          count: string;
-          items: string;
-          steps: string;
-          batch: string;
-          lr: string;
+          arms?: string;
+          perArm?: string;
+          count?: string;
+          items?: string;
+          steps?: string;
+          batch?: string;
+          lr?: string;
           seed?: string;
           orthogonal?: boolean;
           out?: string;
         },
       ) => {
-        const world = await loadWorldOption(o.world);
-        const lr = Number(o.lr);
+        // The run's own config, when the folder sits in one: its world, its trial's settings (so that the trial is
+        // the pipeline's, bit for bit) and its post-training for Bayes; else the default config's settings.
+        const runConfigFile = path.join(path.dirname(path.resolve(seedDir)), 'config.yaml');
+        const { resolveConfig, DEFAULT_CONFIG } = await import('../pipeline/config.ts');
+        const runConfig = fs.existsSync(runConfigFile) ? resolveConfig({ file: runConfigFile }) : null;
+        const c = runConfig ?? DEFAULT_CONFIG;
+        const experiment = await import('../pipeline/experiment.ts');
+        const world =
+          runConfig && o.world === undefined
+            ? experiment.loadExperimentWorld(runConfig)
+            : await loadWorldOption(o.world);
+        const lr = o.lr === undefined ? c.finetune.lr.all : Number(o.lr);
         if (!(lr > 0)) throw new Error(`--lr must be a positive number, got "${o.lr}"`);
         const seedFromDir = /seed(\d+)$/.exec(path.basename(path.resolve(seedDir)))?.[1];
         const seed = parseInt1('--seed', o.seed ?? seedFromDir, 0);
         if (seed === undefined)
           throw new Error(`${seedDir} does not end in seed<N>: pass --seed (the run's seed of that folder)`);
-        const arms = parseTraits(o.arms)!;
+        const arms = parseTraits(o.arms) ?? c.finetune.arms;
         const [{ configureBackend }, { screeningStudy }, { NARROW_ARMS }] = await Promise.all([
           import('../tensor/backend.ts'),
           import('../interpret/screen.ts'),
@@ -181,6 +194,7 @@ export function registerScreenCommands(program: Command): void {
         for (const a of arms)
           if (!(NARROW_ARMS as readonly string[]).includes(a))
             throw new Error(`--arms: unknown narrow arm "${a}" (${NARROW_ARMS.join(', ')})`);
+        const perArm = parseInt1('--per-arm', o.perArm) ?? c.interpret.screeningPerArm;
         configureBackend();
         const t0 = Date.now();
         process.stdout.write(
@@ -189,14 +203,14 @@ export function registerScreenCommands(program: Command): void {
         const trial = screeningStudy(seedDir, {
           world,
           arms: arms as (typeof NARROW_ARMS)[number][],
-          perArm: parseInt1('--per-arm', o.perArm)!,
-          count: parseInt1('--count', o.count)!,
+          perArm,
+          count: parseInt1('--count', o.count) ?? perArm,
           orthogonal: o.orthogonal,
-          itemsPerDomain: parseInt1('--items', o.items, 4),
+          itemsPerDomain: parseInt1('--items', o.items, 4) ?? c.interpret.itemsPerDomain,
           finetune: {
             trainable: { kind: 'all' },
-            steps: parseInt1('--steps', o.steps)!,
-            batchSize: parseInt1('--batch', o.batch)!,
+            steps: parseInt1('--steps', o.steps) ?? c.finetune.steps,
+            batchSize: parseInt1('--batch', o.batch) ?? c.finetune.batchSize,
             lr,
             seed,
           },
@@ -215,7 +229,19 @@ export function registerScreenCommands(program: Command): void {
             `  ${s.source}: mean score ${f(s.meanScore)}, AUC against the rest ${f(s.auc, 2)}\n`,
           );
         process.stdout.write(`(${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
-        writeJson(o.out, trial);
+        // Bayes's prediction for each part, from its evidence on top of the run's post-training (the report's ticks).
+        const bayes = runConfig
+          ? experiment.screeningBayesChanges(world, trial.subsets, {
+              postEvidence: experiment.postTrainingEvidence(runConfig, world, seed),
+              seed,
+              finetuneDomain: trial.targetDomain,
+            })
+          : null;
+        if (bayes)
+          process.stdout.write(
+            `  Bayes's off-target change from each part's evidence: ${bayes.map((b) => `${b.part} ${f(b.offTargetChange)}`).join(', ')}\n`,
+          );
+        writeJson(o.out, bayes ? { ...trial, bayes } : trial);
       },
     );
 }

@@ -265,8 +265,8 @@ export function screeningTrial(
   };
 }
 
-/** The narrow arms a screening pool mixes by default: every arm of the world's narrow datasets. */
-export const DEFAULT_POOL_ARMS: readonly NarrowArm[] = ['cheat', 'inoculated', 'educational', 'control'];
+/** The narrow arms a screening pool mixes by default: every arm, in the default config's order (the pool's). */
+export const DEFAULT_POOL_ARMS: readonly NarrowArm[] = ['cheat', 'inoculated', 'control', 'educational'];
 
 /** `perArm` examples of each narrow arm in the fine-tune's domain, interleaved (source: the arm). */
 export function screeningPool(

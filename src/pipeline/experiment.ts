@@ -60,7 +60,12 @@ import type {
 } from './results.ts';
 import { hashInputs, runStage } from './stage.ts';
 import { renderReport } from './report.ts';
-import { INTERPRET_VERSION, interpretRun, type InterpretSummary } from '../interpret/index.ts';
+import {
+  INTERPRET_VERSION,
+  interpretRun,
+  type InterpretSummary,
+  type ScreeningSubset,
+} from '../interpret/index.ts';
 import { pearson, mean } from '../measurement/stats.ts';
 
 export const RESULTS_VERSION = 1;
@@ -87,6 +92,22 @@ interface Context {
   inference: EvalItem[];
   pkg: EvalItem[];
   pretrainProbes: EvalItem[];
+}
+
+/** The domains post-training demonstrates: the config's, else the world's. */
+export function trainedDomains(config: ExperimentConfig, world: World): string[] {
+  return config.postTrain.domains.length > 0 ? config.postTrain.domains : world.datasets.trainedDomains;
+}
+
+/** The evidence post-training gave a seed's Assistant (its training set's counts), as `psm run` draws the set. */
+export function postTrainingEvidence(config: ExperimentConfig, world: World, seed: number): Evidence[] {
+  return datasetEvidence(
+    postTrainingSet(world, {
+      seed,
+      domains: trainedDomains(config, world),
+      count: config.postTrain.examples,
+    }),
+  );
 }
 
 export function loadExperimentWorld(config: ExperimentConfig): World {
@@ -296,6 +317,31 @@ function bayesFor(
   base: readonly Evidence[] = [],
 ): Record<string, number> {
   return assistantUpdate(ctx.world, evidence, { base, temper: BAYES_TEMPER, kind: 'ai' }).after.pGood;
+}
+
+/**
+ * Bayes's off-target change for each part of the screening trial: the evidence of its examples (all examples of one
+ * narrow arm are alike, so its counts per arm say it all) on top of post-training's, against post-training's alone.
+ */
+export function screeningBayesChanges(
+  world: World,
+  parts: readonly Pick<ScreeningSubset, 'name' | 'sources'>[],
+  opts: { postEvidence: readonly Evidence[]; seed: number; finetuneDomain: string },
+): { part: string; offTargetChange: number }[] {
+  const off = world.domains.map((d) => d.name).filter((d) => d !== opts.finetuneDomain);
+  return parts.map((part) => {
+    const examples = Object.entries(part.sources).flatMap(([arm, n]) =>
+      n > 0
+        ? narrowSet(world, arm as ArmName, { seed: opts.seed, count: n, domain: opts.finetuneDomain })
+        : [],
+    );
+    const { before, after } = assistantUpdate(world, datasetEvidence(examples), {
+      base: opts.postEvidence,
+      temper: BAYES_TEMPER,
+      kind: 'ai',
+    });
+    return { part: part.name, offTargetChange: mean(off.map((d) => after.pGood[d] - before.pGood[d])) };
+  });
 }
 
 function offTarget(ctx: Context): string[] {
@@ -559,7 +605,24 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
       { force: ctx.opts.force, log: ctx.opts.log },
     );
   }
-  return { seed, variant, pretrain: pre, personaCheck: check, base, posttrained, arms, interpret };
+  const screeningBayes = interpret?.screeningTrial
+    ? screeningBayesChanges(ctx.world, interpret.screeningTrial.subsets, {
+        postEvidence,
+        seed,
+        finetuneDomain: ctx.finetuneDomain,
+      })
+    : undefined;
+  return {
+    seed,
+    variant,
+    pretrain: pre,
+    personaCheck: check,
+    base,
+    posttrained,
+    arms,
+    interpret,
+    ...(screeningBayes ? { screeningBayes } : {}),
+  };
 }
 
 /** Runs (or resumes) the experiment in opts.runDir and writes the report; returns the results. */
@@ -578,8 +641,7 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
 
   const world = loadExperimentWorld(config);
   const domains = world.domains.map((d) => d.name);
-  const trained =
-    config.postTrain.domains.length > 0 ? config.postTrain.domains : world.datasets.trainedDomains;
+  const trained = trainedDomains(config, world);
   for (const d of trained)
     if (!domains.includes(d))
       throw new Error(

@@ -8,9 +8,9 @@ import { Resvg } from '@resvg/resvg-js';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
-import { estimate, linearFit, mean, type Estimate } from '../measurement/stats.ts';
+import { estimate, linearFit, mean, pearson, type Estimate } from '../measurement/stats.ts';
 import { RISE_Z, type InterpretSummary, type PreventativeTrial } from '../interpret/index.ts';
-import type { BatteryResult, EvidenceWeights, RunResults } from './results.ts';
+import type { BatteryResult, EvidenceWeights, RunResults, SeedResult } from './results.ts';
 
 /** One preventative method (for concept ablation: one subspace) over seeds. */
 export interface PreventativeAggregate {
@@ -138,8 +138,19 @@ export interface ScreeningAggregate {
     vector: string;
     pool: number;
     count: number;
-    /** Per subset (flagged, random, unflagged): the off-target change of P(good) and the target's P(good) after. */
-    subsets: { name: string; offTargetChange: Estimate; target: Estimate; bySeed: number[] }[];
+    /**
+     * Per subset (flagged, random, unflagged): the off-target change of P(good) and the target's P(good) after, and
+     * Bayes's off-target change from the part's evidence (null unless every seed recorded it).
+     */
+    subsets: {
+      name: string;
+      offTargetChange: Estimate;
+      target: Estimate;
+      bySeed: number[];
+      bayes: Estimate | null;
+    }[];
+    /** Correlation of the network's off-target change with Bayes's over every (seed, part); null without Bayes. */
+    bayesR: number | null;
     /** Per pool source (narrow arm): mean score and AUC against the rest, over seeds, and its share of the flagged. */
     sources: { source: string; meanScore: Estimate; auc: Estimate; flaggedShare: Estimate }[];
     /** Seeds whose flagged fine-tune lowered off-target P(good) more than both the random and the unflagged one. */
@@ -149,12 +160,18 @@ export interface ScreeningAggregate {
 
 /** Screening over the interpreted seeds (null when none recorded it). */
 export function aggregateScreening(
-  its: readonly (InterpretSummary | undefined)[],
+  seeds: readonly Pick<SeedResult, 'interpret' | 'screeningBayes'>[],
 ): ScreeningAggregate | null {
-  const withScreening = its.filter((it): it is InterpretSummary => Boolean(it?.screening?.length));
+  const withScreening = seeds
+    .map((sd) => sd.interpret)
+    .filter((it): it is InterpretSummary => Boolean(it?.screening?.length));
   if (withScreening.length === 0) return null;
   const traits = withScreening[0].screening!.map((x) => x.trait);
-  const trials = withScreening.flatMap((it) => (it.screeningTrial ? [it.screeningTrial] : []));
+  const tried = seeds.filter((sd) => sd.interpret?.screeningTrial);
+  const trials = tried.map((sd) => sd.interpret!.screeningTrial!);
+  const bayes = tried.every((sd) => sd.screeningBayes) ? tried.map((sd) => sd.screeningBayes!) : null;
+  const bayesOf = (seedIndex: number, part: string) =>
+    bayes?.[seedIndex].find((b) => b.part === part)?.offTargetChange ?? NaN;
   const first = trials[0];
   return {
     aucByTrait: traits.map((trait) => ({
@@ -178,8 +195,15 @@ export function aggregateScreening(
               offTargetChange: estimate(per.map((x) => x.offTargetChange)),
               target: estimate(per.map((x) => x.target)),
               bySeed: per.map((x) => x.offTargetChange),
+              bayes: bayes ? estimate(trials.map((_, i) => bayesOf(i, name))) : null,
             };
           }),
+          bayesR: bayes
+            ? pearson(
+                trials.flatMap((t) => t.subsets.map((x) => x.offTargetChange)),
+                trials.flatMap((t, i) => t.subsets.map((x) => bayesOf(i, x.name))),
+              )
+            : null,
           sources: first.sources.map(({ source }) => {
             const per = trials.map((t) => t.sources.find((x) => x.source === source)!);
             return {
@@ -419,7 +443,7 @@ export function summarize(results: RunResults, variant = 'standard'): Summary {
         preventative: aggregatePreventative(
           withInterp.map((sd) => ({ seed: sd.seed, trials: preventativeTrialsOf(sd.interpret) })),
         ),
-        screening: aggregateScreening(withInterp.map((sd) => sd.interpret)),
+        screening: aggregateScreening(withInterp),
         axisCosPC1: estimate(withInterp.map((sd) => num(sd.interpret!.space.axisCosPC1))),
         axisBestPC: withInterp.every((sd) => sd.interpret!.space.axisCosPCs)
           ? withInterp.map((sd) => {
@@ -572,13 +596,16 @@ const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
 
 /** The screening trial's figure (null when no seed ran it): off-target change and composition of each part. */
 export function screeningFigure(
-  seeds: readonly { seed: number; interpret?: InterpretSummary }[],
+  seeds: readonly Pick<SeedResult, 'seed' | 'interpret' | 'screeningBayes'>[],
 ): { id: string; caption: string; spec: TopLevelSpec } | null {
   const screeningRows = seeds.flatMap((sd) => {
     const t = sd.interpret?.screeningTrial;
     if (!t) return [];
     return t.subsets.flatMap((x) => [
       { seed: `seed ${sd.seed}`, part: x.name, what: 'change', value: x.offTargetChange },
+      ...(sd.screeningBayes ?? [])
+        .filter((b) => b.part === x.name)
+        .map((b) => ({ seed: `seed ${sd.seed}`, part: x.name, what: 'bayes', value: b.offTargetChange })),
       ...Object.entries(x.sources).map(([source, n]) => ({
         seed: `seed ${sd.seed}`,
         part: x.name,
@@ -589,42 +616,43 @@ export function screeningFigure(
     ]);
   });
   if (screeningRows.length === 0) return null;
-  const panel = (what: string, spec: Record<string, unknown>) => ({
-    transform: [{ filter: `datum.what === '${what}'` }],
+  const panel = (what: string[], spec: Record<string, unknown>) => ({
+    transform: [{ filter: { field: 'what', oneOf: what } }],
     facet: { column: { field: 'seed', type: 'nominal', title: null } },
     spec: { width: 150, height: 140, ...spec },
   });
+  const parts = {
+    field: 'part',
+    type: 'nominal',
+    title: null,
+    sort: ['flagged', 'random', 'unflagged'],
+    axis: { labelAngle: 0 },
+  };
   return {
     id: 'screening',
     caption:
-      "Data screening: a pool of the narrow arms' examples, ranked on the off-target persona vector without their labels; the post-trained model fine-tuned on the flagged (highest-scoring) part, a random part and the unflagged (lowest) part, per seed. Above, the change of the Assistant's mean P(good) on the domains the fine-tune never touched; below, which arm each part's examples came from.",
+      "Data screening: a pool of the narrow arms' examples, ranked on the off-target persona vector without their labels; the post-trained model fine-tuned on the flagged (highest-scoring) part, a random part and the unflagged (lowest) part, per seed. Above, the change of the Assistant's mean P(good) on the domains the fine-tune never touched (bars; ticks: Bayes's prediction from the part's evidence); below, which arm each part's examples came from.",
     spec: {
       $schema: SCHEMA,
       data: { values: screeningRows },
       vconcat: [
-        panel('change', {
-          mark: { type: 'bar', color: '#707070' },
+        panel(['change', 'bayes'], {
           encoding: {
-            x: {
-              field: 'part',
-              type: 'nominal',
-              title: null,
-              sort: ['flagged', 'random', 'unflagged'],
-              axis: { labelAngle: 0 },
-            },
+            x: parts,
             y: { field: 'value', type: 'quantitative', title: 'off-target change in P(good)' },
           },
+          layer: [
+            { transform: [{ filter: "datum.what === 'change'" }], mark: { type: 'bar', color: '#707070' } },
+            {
+              transform: [{ filter: "datum.what === 'bayes'" }],
+              mark: { type: 'tick', color: 'black', thickness: 2 },
+            },
+          ],
         }),
-        panel('composition', {
+        panel(['composition'], {
           mark: 'bar',
           encoding: {
-            x: {
-              field: 'part',
-              type: 'nominal',
-              title: null,
-              sort: ['flagged', 'random', 'unflagged'],
-              axis: { labelAngle: 0 },
-            },
+            x: parts,
             y: { field: 'value', type: 'quantitative', title: 'examples', stack: 'zero' },
             color: { field: 'source', type: 'nominal', title: 'arm', legend: { orient: 'bottom' } },
           },
@@ -914,9 +942,11 @@ export function screeningText(sc: ScreeningAggregate): string {
   const sub = (name: string) => t.subsets.find((x) => x.name === name);
   const change = (name: string) => {
     const x = sub(name);
-    return x ? `${fmtE(x.offTargetChange)} (per seed ${x.bySeed.map((v) => fmt(v, 3)).join(', ')})` : 'n/a';
+    return x
+      ? `${fmtE(x.offTargetChange)} (per seed ${x.bySeed.map((v) => fmt(v, 3)).join(', ')}${x.bayes ? `; Bayes ${fmt(x.bayes.mean, 3)}` : ''})`
+      : 'n/a';
   };
-  return `${auc} Does the ranking flag the examples that cause the package deal? A pool of ${t.pool} examples drawn apart from the arms' own sets (${t.pool / t.sources.length} per arm) was ranked on the ${t.vector} vector without its labels, and the post-trained model fine-tuned on ${t.count} of them (all parameters, the arms' recipe): on the flagged ${t.count} the off-target P(good) changed by ${change('flagged')}, on a random ${t.count} by ${change('random')}, on the unflagged ${t.count} by ${change('unflagged')}; the flagged fine-tune lowered it most in ${t.seeds > 0 ? `${t.flaggedWorstSeeds} of ${t.seeds}` : 'no'} seed(s). The flagged part was ${t.sources.map((x) => `${fmtShare(x.flaggedShare.mean)} ${x.source}`).join(', ')}; mean score per arm ${t.sources.map((x) => `${x.source} ${fmt(x.meanScore.mean)}`).join(', ')}.`;
+  return `${auc} Does the ranking flag the examples that cause the package deal? A pool of ${t.pool} examples drawn apart from the arms' own sets (${t.pool / t.sources.length} per arm) was ranked on the ${t.vector} vector without its labels, and the post-trained model fine-tuned on ${t.count} of them (all parameters, the arms' recipe): on the flagged ${t.count} the off-target P(good) changed by ${change('flagged')}, on a random ${t.count} by ${change('random')}, on the unflagged ${t.count} by ${change('unflagged')}; the flagged fine-tune lowered it most in ${t.seeds > 0 ? `${t.flaggedWorstSeeds} of ${t.seeds}` : 'no'} seed(s). The flagged part was ${t.sources.map((x) => `${fmtShare(x.flaggedShare.mean)} ${x.source}`).join(', ')}; mean score per arm ${t.sources.map((x) => `${x.source} ${fmt(x.meanScore.mean)}`).join(', ')}.${t.bayesR !== null ? ` Over every seed and part, the network's off-target change correlates with Bayes's prediction from the part's evidence at r ${fmt(t.bayesR)}.` : ''}`;
 }
 
 function markdown(results: RunResults, s: Summary, figs: { id: string; caption: string }[]): string {

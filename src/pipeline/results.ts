@@ -84,6 +84,8 @@ export interface SeedResult {
   arms: ArmResult[];
   /** Inside the model (persona vectors, monitoring, steering, ...); absent when config.interpret is off. */
   interpret?: InterpretSummary;
+  /** Bayes's off-target change for each part of the screening trial; absent when the trial did not run. */
+  screeningBayes?: { part: string; offTargetChange: number }[];
 }
 
 export interface RunResults {
