@@ -11,7 +11,8 @@
  * and numpy), --no-interop (skip the GGUF-generation and serve benchmarks), --shape experiment (train the default
  * experiment's model and batch instead of the reference configuration: how fast `psm run` pre-trains; no peer, as
  * the peer script fixes the SwiGLU width at 4 x dim), --batch N and --context N (override the shape's batch and context).
- * Also times a steering scan on the experiment's model: full passes against passes resumed after the steered block.
+ * Also times a steering scan on the experiment's model (full passes against passes resumed after the steered block)
+ * and activation recording (1,000 contexts of 128 tokens at every layer: issue 5's goal is under 30 s).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -22,6 +23,7 @@ import { parseLlamaConfig } from '../src/model/config.ts';
 import { DEFAULT_CONFIG } from '../src/pipeline/config.ts';
 import { LlamaModel } from '../src/model/llama.ts';
 import { addVectorHook, HookSet } from '../src/model/hooks.ts';
+import { layerHook, meanActivations } from '../src/interpret/activations.ts';
 import { scoreChoicesShared, scoreFromTrace, traceChoices } from '../src/interpret/scoring.ts';
 import { configureBackend, defaultThreads } from '../src/tensor/backend.ts';
 import { matmul } from '../src/tensor/matmul.ts';
@@ -179,6 +181,25 @@ console.log(`inference: forward to logits, no grad, ${BATCH}x${CTX} tokens: ${in
     `steering scan (${items.length} items x ${em.nLayers} layers x ${alphas.length} alphas, experiment model): ` +
       `full passes ${fullSeconds.toFixed(2)} s, traced and resumed ${tracedSeconds.toFixed(2)} s ` +
       `(x${(fullSeconds / tracedSeconds).toFixed(2)}, trace included; same P(good): ${same ? 'yes' : 'NO'})`,
+  );
+}
+
+// ---- activation recording: issue 5's goal is 1,000 contexts of 128 tokens in under 30 s on 2 cores ----
+// The mean residual stream over each whole context at every layer of the default experiment's model (random weights:
+// the cost does not depend on them), as `meanActivations` records it for persona vectors and persona space.
+{
+  const xm = new LlamaModel(parseLlamaConfig(EXPERIMENT_MODEL)).initialize(3);
+  const contexts = Array.from({ length: 1000 }, (_, i) => ({
+    prompt: Array.from({ length: 100 }, (_, j) => (i * 7 + j * 13) % et.vocabSize),
+    response: Array.from({ length: 28 }, (_, j) => (i + 3 * j) % et.vocabSize),
+  }));
+  const hooks = Array.from({ length: em.nLayers }, (_, l) => layerHook(l));
+  const t0 = performance.now();
+  const recorded = meanActivations(xm, contexts, hooks, 'all');
+  const seconds = (performance.now() - t0) / 1000;
+  console.log(
+    `activation recording (${recorded.n} contexts x 128 tokens, ${hooks.length} layers, experiment model): ` +
+      `${seconds.toFixed(1)} s, ${((recorded.n * 128) / seconds).toFixed(0)} tok/s (issue 5's goal: under 30 s)`,
   );
 }
 

@@ -127,7 +127,7 @@ export const ExperimentConfigSchema = z
 export type ExperimentConfig = z.infer<typeof ExperimentConfigSchema>;
 
 /**
- * The default experiment: one seed in about 20 minutes on a 2-core CPU (20.1 for `npm start` on a fresh clone, install
+ * The default experiment: one seed in about 21 minutes on a 2-core CPU (21.4 for `npm start` on a fresh clone, install
  * included).
  * Pre-training length is what in-context persona inference needs (it did not form at 5M tokens, formed in most seeds
  * at 8M, and still rose at 9.5M and 12M: docs/results.md), so the default spends the 20-minute budget on 10.5M
