@@ -69,6 +69,7 @@ import {
   sceneItems,
   scoreChoicesShared,
   screenExamplesMulti,
+  cheatControlAUC,
   screeningPool,
   screeningStudy,
   screeningTrial,
@@ -617,6 +618,21 @@ describe('the screening trial', () => {
     expect(() => screeningTrial(() => handle, pool, v, items, 'cooking', { ...recipe, count: 2 })).toThrow(
       /no items for the fine-tune's domain "cooking"/,
     );
+    // Telling cheat from control needs both in the pool; the other arms are left out of it.
+    const mixed = screeningPool(world, { arms: ['cheat', 'inoculated', 'control'], perArm: 3, seed: 5 });
+    const own = mixed.map((e) => `${e.response} (own)`);
+    const aucs = cheatControlAUC(handle, mixed, [v, bundleVector(bundle, 'coding', 1)], own)!;
+    expect(aucs.map((a) => a.trait)).toEqual(['honesty', 'coding']);
+    const pairOnly = mixed.filter((e) => e.source !== 'inoculated');
+    const direct = cheatControlAUC(
+      handle,
+      pairOnly,
+      [v, bundleVector(bundle, 'coding', 1)],
+      own.filter((_, i) => mixed[i].source !== 'inoculated'),
+    )!;
+    expect(aucs).toEqual(direct);
+    const noControl = screeningPool(world, { arms: ['cheat', 'inoculated'], perArm: 3, seed: 5 });
+    expect(cheatControlAUC(handle, noControl, [v], own.slice(0, 6))).toBeNull();
   });
 });
 

@@ -246,6 +246,20 @@ describe('aggregateScreening', () => {
     expect(screeningFigure([{ seed: 1, interpret: summary(0.8) }])).toBeNull();
   });
 
+  it('reports the trial without AUCs when the pool had no cheat-control pair', () => {
+    const agg = aggregateScreening([
+      {
+        interpret: {
+          screening: null,
+          screeningTrial: trialOf(-0.2, -0.1, 0, 4),
+        } as unknown as InterpretSummary,
+      },
+    ])!;
+    expect(agg.aucByTrait).toEqual([]);
+    expect(agg.trial!.seeds).toBe(1);
+    expect(screeningText(agg)).toMatch(/Chen et al\. 2025\)\. Does the ranking flag/);
+  });
+
   it('reports the AUCs alone for runs interpreted before the trial, and nothing without screening', () => {
     const agg = aggregateScreening([{ interpret: summary(0.8) }, { interpret: summary(0.9) }])!;
     expect(agg.trial).toBeNull();

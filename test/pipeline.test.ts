@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
+import { registerInterpretCommands } from '../src/cli/interpret-commands.ts';
 import { registerScreenCommands } from '../src/cli/screen-commands.ts';
 import { resolveConfig } from '../src/pipeline/config.ts';
 import { runExperiment, screeningBayesChanges } from '../src/pipeline/experiment.ts';
@@ -18,13 +19,12 @@ import {
 } from '../src/world/index.ts';
 import { silentProgress, type ProgressFactory } from '../src/pipeline/progress.ts';
 import { runCli } from './cli-run.ts';
-import type { RunResults } from '../src/pipeline/results.ts';
 
 const root = path.resolve(__dirname, '..');
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'psm-run-'));
 
 /** Results without wall-clock fields and run-folder paths, for equality across runs. */
-function stable(r: RunResults): unknown {
+function stable(r: unknown): unknown {
   return JSON.parse(
     JSON.stringify(r, (k, v) => (k === 'createdAt' || k === 'seconds' || k === 'seedDir' ? undefined : v)),
   );
@@ -200,6 +200,18 @@ describe('psm run --preset quick', () => {
     const trial = JSON.parse(fs.readFileSync(trialFile, 'utf8'));
     expect(trial.sources.map((x: { source: string }) => x.source)).toEqual(['cheat', 'control']);
     expect(trial.bayes.map((b: { part: string }) => b.part)).toEqual(['flagged', 'random', 'unflagged']);
+
+    // psm interpret on a seed folder of the run redoes the run's interpretation from its config (items, trials).
+    const redoneDir = path.join(tmp(), 'interpret');
+    await runCli(
+      registerInterpretCommands,
+      'interpret',
+      path.join(dirA, 'standard-seed1'),
+      '--out',
+      redoneDir,
+    );
+    const redone = JSON.parse(fs.readFileSync(path.join(redoneDir, 'interpret.json'), 'utf8'));
+    expect(stable(redone)).toEqual(stable(seed.interpret));
 
     // A second run of the same folder is served from the stage cache.
     const logs: string[] = [];

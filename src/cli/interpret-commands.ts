@@ -423,69 +423,125 @@ export function registerInterpretCommands(program: Command): void {
     .description(
       'The whole analysis of issue 5 for one seed folder of a run (<run>/standard-seed<N>): vectors, monitoring, steering, shift, screening, persona space, probe',
     )
-    .option('--world <file>', 'world file (default: the built-in world)')
-    .option('--items <n>', 'held-out items per domain', '48')
+    .option(
+      '--world <file>',
+      "world file (default: the run's, from <run>/config.yaml, else the built-in world)",
+    )
+    .option('--items <n>', "held-out items per domain (default: the run's, else 48)")
     .option('--out <dir>', 'output folder (default <seedDir>/interpret)')
     .option('--no-drift', 'skip multi-turn drift traces')
-    .action(async (seedDir: string, o: { world?: string; items: string; out?: string; drift: boolean }) => {
-      const world = await loadWorldOption(o.world);
-      const [{ configureBackend }, { interpretRun }, { terminalProgress }] = await Promise.all([
-        import('../tensor/backend.ts'),
-        import('../interpret/index.ts'),
-        import('./progress.ts'),
-      ]);
-      configureBackend();
-      const post = path.join(seedDir, 'posttrain', 'model');
-      const base = path.join(seedDir, 'pretrain', 'model');
-      for (const d of [post, base])
-        if (!fs.existsSync(d))
+    .option(
+      '--no-trials',
+      'skip what fine-tunes again (the trait fine-tunes, the screening and the preventative trials)',
+    )
+    .action(
+      async (
+        seedDir: string,
+        o: { world?: string; items?: string; out?: string; drift: boolean; trials: boolean },
+      ) => {
+        // In a run folder, the run's config gives the world and the trials, as `psm run` ran them.
+        const runConfigFile = path.join(path.dirname(path.resolve(seedDir)), 'config.yaml');
+        const [{ resolveConfig }, experiment] = await Promise.all([
+          import('../pipeline/config.ts'),
+          import('../pipeline/experiment.ts'),
+        ]);
+        const runConfig = fs.existsSync(runConfigFile) ? resolveConfig({ file: runConfigFile }) : null;
+        const world =
+          runConfig && o.world === undefined
+            ? experiment.loadExperimentWorld(runConfig)
+            : await loadWorldOption(o.world);
+        const seed = Number(/seed(\d+)$/.exec(path.basename(path.resolve(seedDir)))?.[1] ?? NaN);
+        if (runConfig && o.trials && !Number.isInteger(seed))
           throw new Error(
-            `${d} not found: is ${seedDir} a seed folder of a finished run (<run>/standard-seed<N>)?`,
+            `${seedDir} does not end in seed<N>: the run's trials need the seed (or pass --no-trials)`,
           );
-      const armDirs = fs
-        .readdirSync(seedDir)
-        .filter(
-          (d) => d.startsWith('ft-') && fs.existsSync(path.join(seedDir, d, 'model', 'model.safetensors')),
-        )
-        .map((d) => {
-          const m = /^ft-(.+)-([^-]+)$/.exec(d)!;
-          return { arm: m[1], trainable: m[2], dir: path.join(seedDir, d, 'model') };
+        const studies =
+          runConfig && o.trials
+            ? experiment.interpretStudies(
+                runConfig,
+                world,
+                seed,
+                runConfig.finetune.domain || world.datasets.narrow?.domain || '',
+              )
+            : { itemsPerDomain: runConfig?.interpret.itemsPerDomain };
+        const [{ configureBackend }, { interpretRun }, { terminalProgress }] = await Promise.all([
+          import('../tensor/backend.ts'),
+          import('../interpret/index.ts'),
+          import('./progress.ts'),
+        ]);
+        configureBackend();
+        const post = path.join(seedDir, 'posttrain', 'model');
+        const base = path.join(seedDir, 'pretrain', 'model');
+        for (const d of [post, base])
+          if (!fs.existsSync(d))
+            throw new Error(
+              `${d} not found: is ${seedDir} a seed folder of a finished run (<run>/standard-seed<N>)?`,
+            );
+        const armDirs = fs
+          .readdirSync(seedDir)
+          .filter(
+            (d) => d.startsWith('ft-') && fs.existsSync(path.join(seedDir, d, 'model', 'model.safetensors')),
+          )
+          .map((d) => {
+            const m = /^ft-(.+)-([^-]+)$/.exec(d)!;
+            return { arm: m[1], trainable: m[2], dir: path.join(seedDir, d, 'model') };
+          });
+        // The run's order of arms and trainable sets (the pipeline's), else the folders' order.
+        if (runConfig) {
+          const rank = (list: readonly string[], x: string) =>
+            list.includes(x) ? list.indexOf(x) : list.length;
+          const { arms, trainable } = runConfig.finetune;
+          armDirs.sort(
+            (a, b) =>
+              rank(arms, a.arm) - rank(arms, b.arm) ||
+              rank(trainable, a.trainable) - rank(trainable, b.trainable),
+          );
+        }
+        const t0 = Date.now();
+        const s = await interpretRun(seedDir, {
+          world,
+          armDirs,
+          postDir: post,
+          baseDir: base,
+          ...studies,
+          itemsPerDomain: parseInt1('--items', o.items, 4) ?? studies.itemsPerDomain,
+          outDir: o.out,
+          drift: o.drift,
+          progress: terminalProgress,
+          log: (l) => process.stderr.write(`${l}\n`),
         });
-      const t0 = Date.now();
-      const s = await interpretRun(seedDir, {
-        world,
-        armDirs,
-        postDir: post,
-        baseDir: base,
-        itemsPerDomain: parseInt1('--items', o.items, 4),
-        outDir: o.out,
-        drift: o.drift,
-        progress: terminalProgress,
-        log: (l) => process.stderr.write(`${l}\n`),
-      });
-      process.stdout.write(
-        `trait\tmethod\tlayer\tmonitor_r\trandom_|r|\tP(good) at alphas ${s.settings.alphas.join(',')}\tmonotonic\tmonotonic_coherent\n`,
-      );
-      for (const v of s.vectors) {
-        const mo = s.monitoring.find((x) => x.trait === v.trait)!;
-        const st = s.steering.find((x) => x.trait === v.trait)!;
         process.stdout.write(
-          `${v.trait}\t${v.method}\t${v.bestLayer}\t${f(mo.r)}\t${f(mo.rRandom)}\t${st.pGood.map((p) => f(p)).join(' ')}\t${st.monotonic}\t${st.monotonicCoherent}\n`,
+          `trait\tmethod\tlayer\tmonitor_r\trandom_|r|\tP(good) at alphas ${s.settings.alphas.join(',')}\tmonotonic\tmonotonic_coherent\n`,
         );
-      }
-      process.stdout.write(
-        `shift prediction r = ${f(s.shift.r)}${s.shift.rExcluding !== null ? ` (without ${s.shift.excluded.join(', ')}: ${f(s.shift.rExcluding)})` : ''} over ${s.shift.points.length} points\n`,
-      );
-      process.stdout.write(
-        `persona space: layer ${s.space.layer}, ${s.space.componentsFor70} components for 70%, cos(axis, PC1) = ${f(s.space.axisCosPC1)}\n`,
-      );
-      process.stdout.write(
-        `probe: TV to Bayes ${f(s.probe.tv)} (prior ${f(s.probe.tvPrior)}), r ${f(s.probe.r)}\n`,
-      );
-      process.stdout.write(
-        `${path.join(o.out ?? path.join(seedDir, 'interpret'), 'interpret.json')} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`,
-      );
-    });
+        for (const v of s.vectors) {
+          const mo = s.monitoring.find((x) => x.trait === v.trait)!;
+          const st = s.steering.find((x) => x.trait === v.trait)!;
+          process.stdout.write(
+            `${v.trait}\t${v.method}\t${v.bestLayer}\t${f(mo.r)}\t${f(mo.rRandom)}\t${st.pGood.map((p) => f(p)).join(' ')}\t${st.monotonic}\t${st.monotonicCoherent}\n`,
+          );
+        }
+        process.stdout.write(
+          `shift prediction r = ${f(s.shift.r)}${s.shift.rExcluding !== null ? ` (without ${s.shift.excluded.join(', ')}: ${f(s.shift.rExcluding)})` : ''} over ${s.shift.points.length} points\n`,
+        );
+        process.stdout.write(
+          `persona space: layer ${s.space.layer}, ${s.space.componentsFor70} components for 70%, cos(axis, PC1) = ${f(s.space.axisCosPC1)}\n`,
+        );
+        process.stdout.write(
+          `probe: TV to Bayes ${f(s.probe.tv)} (prior ${f(s.probe.tvPrior)}), r ${f(s.probe.r)}\n`,
+        );
+        for (const t of s.preventative ?? [])
+          process.stdout.write(
+            `preventative ${t.subspace ? `${t.method}/${t.subspace}` : t.method}: off-target drop ${f(t.offTargetDrop.plain)} plain, ${f(t.offTargetDrop.steered)} with it (reduction ${f(t.reduction)})\n`,
+          );
+        if (s.screeningTrial)
+          process.stdout.write(
+            `screening trial: off-target change ${s.screeningTrial.subsets.map((x) => `${x.name} ${f(x.offTargetChange)}`).join(', ')}\n`,
+          );
+        process.stdout.write(
+          `${path.join(o.out ?? path.join(seedDir, 'interpret'), 'interpret.json')} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`,
+        );
+      },
+    );
 
   program
     .command('prevent <seedDir>')

@@ -16,8 +16,7 @@ import { sceneItems } from './contexts.ts';
 import { greedyReplies, monitorItems, monitorTraits, type TraitMonitor } from './monitor.ts';
 import { archetypeProbe, type Agreement, type ProbeResult } from './probe.ts';
 import {
-  rankingAUC,
-  screenExamplesMulti,
+  cheatControlAUC,
   screeningPool,
   screeningTrial,
   SCREENING_REPLY_TOKENS,
@@ -415,9 +414,9 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
   const shift = { ...armsShift, withTraitFinetunes };
   lap('shift');
 
-  // 5. Data screening: a pool of narrow-arm examples (unseen by the arms) ranked by projection difference. Per trait
-  //    vector, how well the ranking tells cheat from correct-code examples; with the trial, whether the examples it
-  //    flags on the off-target persona vector cause the package deal (screen.ts).
+  // 5. Data screening: a pool of narrow-arm examples (drawn apart from the arms' sets) ranked by projection difference.
+  //    Per trait vector, how well the ranking tells cheat from correct-code examples (when the pool has both); with
+  //    the trial, whether the examples it flags on the off-target persona vector cause the package deal (screen.ts).
   const nScreen = opts.screeningExamples ?? 32;
   let screening: InterpretSummary['screening'] = null;
   let screeningTrialResult: ScreeningTrial | null = null;
@@ -434,24 +433,7 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
       pool.map((e) => e.prompt),
       SCREENING_REPLY_TOKENS,
     );
-    const pair = pool.flatMap((e, i) => (e.source === 'cheat' || e.source === 'control' ? [i] : []));
-    const positive = pair.map((i) => pool[i].source === 'cheat');
-    const { ranked } = screenExamplesMulti(
-      post,
-      pair.map((i) => pool[i]),
-      vecs,
-      { baseResponses: pair.map((i) => baseResponses[i]) },
-    );
-    const nCheat = positive.filter(Boolean).length;
-    screening = ranked.map((r, i) => {
-      const scores = new Array<number>(pair.length);
-      for (const e of r) scores[e.index] = e.score;
-      return {
-        trait: vecs[i].trait,
-        auc: rankingAUC(scores, positive),
-        topShareCheat: r.slice(0, nCheat).filter((e) => positive[e.index]).length / nCheat,
-      };
-    });
+    screening = cheatControlAUC(post, pool, vecs, baseResponses);
     if (st) {
       const off = traits.filter((t) => t !== finetuneDomain);
       const offLayer = commonLayer(

@@ -130,6 +130,41 @@ export function rankingAUC(scores: readonly number[], positive: readonly boolean
   return s / (pos.length * neg.length);
 }
 
+/**
+ * Per vector, how well the screening score tells a pool's `positive` source (default cheat) from its `negative` one
+ * (default control): the AUC, and the share of positives among as many top-ranked examples as there are positives.
+ * Null when the pool lacks either source.
+ */
+export function cheatControlAUC(
+  base: ModelHandle,
+  pool: readonly PoolExample[],
+  vectors: readonly PersonaVector[],
+  baseResponses: readonly string[],
+  sources: { positive: string; negative: string } = { positive: 'cheat', negative: 'control' },
+): { trait: string; auc: number; topShareCheat: number }[] | null {
+  const pair = pool.flatMap((e, i) =>
+    e.source === sources.positive || e.source === sources.negative ? [i] : [],
+  );
+  const positive = pair.map((i) => pool[i].source === sources.positive);
+  const nPositive = positive.filter(Boolean).length;
+  if (nPositive === 0 || nPositive === pair.length) return null;
+  const { ranked } = screenExamplesMulti(
+    base,
+    pair.map((i) => pool[i]),
+    vectors,
+    { baseResponses: pair.map((i) => baseResponses[i]) },
+  );
+  return ranked.map((r, v) => {
+    const scores = new Array<number>(pair.length);
+    for (const e of r) scores[e.index] = e.score;
+    return {
+      trait: vectors[v].trait,
+      auc: rankingAUC(scores, positive),
+      topShareCheat: r.slice(0, nPositive).filter((e) => positive[e.index]).length / nPositive,
+    };
+  });
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The screening trial: do the flagged examples cause the shift?
 

@@ -63,6 +63,7 @@ import { renderReport } from './report.ts';
 import {
   INTERPRET_VERSION,
   interpretRun,
+  type InterpretRunOptions,
   type InterpretSummary,
   type ScreeningSubset,
 } from '../interpret/index.ts';
@@ -92,6 +93,62 @@ interface Context {
   inference: EvalItem[];
   pkg: EvalItem[];
   pretrainProbes: EvalItem[];
+}
+
+/**
+ * The interpretation's options that depend on the run's config (item count, the fine-tune domain, and the trials that
+ * fine-tune again: trait fine-tunes, screening, preventative), as `psm run` passes them to `interpretRun` for a seed;
+ * `psm interpret` passes the same for a seed folder of a run, so that it redoes the pipeline's interpretation.
+ */
+export function interpretStudies(
+  c: ExperimentConfig,
+  world: World,
+  seed: number,
+  finetuneDomain: string,
+): Pick<
+  InterpretRunOptions,
+  | 'itemsPerDomain'
+  | 'finetuneDomain'
+  | 'traitFinetunes'
+  | 'screeningExamples'
+  | 'screeningTrial'
+  | 'preventative'
+> {
+  const recipe = {
+    trainable: { kind: 'all' } as const,
+    steps: c.finetune.steps,
+    batchSize: c.finetune.batchSize,
+    lr: c.finetune.lr.all,
+  };
+  return {
+    itemsPerDomain: c.interpret.itemsPerDomain,
+    finetuneDomain,
+    traitFinetunes: c.interpret.traitFinetunes
+      ? { ...recipe, examples: c.finetune.examples, steps: Math.max(1, Math.round(c.finetune.steps / 2)) }
+      : undefined,
+    screeningExamples: c.interpret.screeningPerArm,
+    screeningTrial:
+      c.interpret.screeningTrial && c.finetune.arms.length >= 2
+        ? {
+            ...recipe,
+            arms: c.finetune.arms,
+            perArm: c.interpret.screeningPerArm,
+            count: c.interpret.screeningPerArm,
+            seed,
+          }
+        : undefined,
+    preventative:
+      c.interpret.preventative && c.finetune.arms.includes('cheat')
+        ? {
+            ...recipe,
+            examples: narrowSet(world, 'cheat', { seed, count: c.finetune.examples, domain: finetuneDomain }),
+            seed,
+            alpha: c.interpret.preventativeAlpha,
+            methods: c.interpret.preventativeMethods,
+            ablate: c.interpret.preventativeAblate,
+          }
+        : undefined,
+  };
 }
 
 /** The domains post-training demonstrates: the config's, else the world's. */
@@ -540,9 +597,6 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
       trainable: a.trainable,
       dir: path.join(dir, `ft-${a.arm}-${a.trainable}`, 'model'),
     }));
-    const cheat = c.finetune.arms.includes('cheat')
-      ? narrowSet(ctx.world, 'cheat', { seed, count: c.finetune.examples, domain: ctx.finetuneDomain })
-      : null;
     interpret = await runStage(
       path.join(dir, 'interpret'),
       'interpret',
@@ -561,46 +615,8 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
           armDirs,
           postDir: post.modelDir,
           baseDir: preDir,
-          itemsPerDomain: c.interpret.itemsPerDomain,
           outDir: stageDir,
-          finetuneDomain: ctx.finetuneDomain,
-          traitFinetunes: c.interpret.traitFinetunes
-            ? {
-                examples: c.finetune.examples,
-                trainable: { kind: 'all' },
-                steps: Math.max(1, Math.round(c.finetune.steps / 2)),
-                batchSize: c.finetune.batchSize,
-                lr: c.finetune.lr.all,
-              }
-            : undefined,
-          screeningExamples: c.interpret.screeningPerArm,
-          screeningTrial:
-            c.interpret.screeningTrial && c.finetune.arms.length >= 2
-              ? {
-                  arms: c.finetune.arms,
-                  perArm: c.interpret.screeningPerArm,
-                  count: c.interpret.screeningPerArm,
-                  trainable: { kind: 'all' },
-                  steps: c.finetune.steps,
-                  batchSize: c.finetune.batchSize,
-                  lr: c.finetune.lr.all,
-                  seed,
-                }
-              : undefined,
-          preventative:
-            c.interpret.preventative && cheat
-              ? {
-                  examples: cheat,
-                  trainable: { kind: 'all' },
-                  steps: c.finetune.steps,
-                  batchSize: c.finetune.batchSize,
-                  lr: c.finetune.lr.all,
-                  seed,
-                  alpha: c.interpret.preventativeAlpha,
-                  methods: c.interpret.preventativeMethods,
-                  ablate: c.interpret.preventativeAblate,
-                }
-              : undefined,
+          ...interpretStudies(c, ctx.world, seed, ctx.finetuneDomain),
         }),
       { force: ctx.opts.force, log: ctx.opts.log },
     );

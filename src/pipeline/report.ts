@@ -130,7 +130,7 @@ function preventativeName(key: string): string {
 
 /** Data screening over seeds: each trait vector's AUC for cheat vs control, and the trial where it ran. */
 export interface ScreeningAggregate {
-  /** Per trait vector, over the seeds that recorded it. */
+  /** Per trait vector, over the seeds that recorded it (empty when none did). */
   aucByTrait: { trait: string; auc: Estimate }[];
   /** The screening trial, over the seeds that ran it (interpretation version 18 on); null when none did. */
   trial: {
@@ -165,9 +165,10 @@ export function aggregateScreening(
   const withScreening = seeds
     .map((sd) => sd.interpret)
     .filter((it): it is InterpretSummary => Boolean(it?.screening?.length));
-  if (withScreening.length === 0) return null;
-  const traits = withScreening[0].screening!.map((x) => x.trait);
   const tried = seeds.filter((sd) => sd.interpret?.screeningTrial);
+  if (withScreening.length === 0 && tried.length === 0) return null;
+  // A pool without both cheat and control examples gives no per-trait AUC (an empty list).
+  const traits = withScreening[0]?.screening!.map((x) => x.trait) ?? [];
   const trials = tried.map((sd) => sd.interpret!.screeningTrial!);
   const bayes = tried.every((sd) => sd.screeningBayes) ? tried.map((sd) => sd.screeningBayes!) : null;
   const bayesOf = (seedIndex: number, part: string) =>
@@ -936,7 +937,7 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
 
 /** The report's paragraph on data screening. */
 export function screeningText(sc: ScreeningAggregate): string {
-  const auc = `Data screening (a training response's mean projection on a persona vector minus that of the model's own response to the same prompt, Chen et al. 2025): AUC for telling cheat from correct-code examples, per trait vector, ${sc.aucByTrait.map((a) => `${a.trait} ${fmtE(a.auc)}`).join(', ')}.`;
+  const auc = `Data screening (a training response's mean projection on a persona vector minus that of the model's own response to the same prompt, Chen et al. 2025)${sc.aucByTrait.length ? `: AUC for telling cheat from correct-code examples, per trait vector, ${sc.aucByTrait.map((a) => `${a.trait} ${fmtE(a.auc)}`).join(', ')}` : ''}.`;
   const t = sc.trial;
   if (!t) return auc;
   const sub = (name: string) => t.subsets.find((x) => x.name === name);
