@@ -15,7 +15,8 @@ import {
   aggregatePreventative,
   aggregateScreening,
   screeningFigure,
-  screeningText,
+  preventativeTable,
+  screeningLines,
   preventativeGoal,
   preventativeKey,
   preventativeTrialsOf,
@@ -123,6 +124,36 @@ describe('aggregatePreventative', () => {
     expect(one.axis).toBeNull();
   });
 
+  it('tabulates each intervention over seeds, with the axis column only when some seed recorded it', () => {
+    const placed = {
+      ...trial('ablate', -0.3, -0.05, 0.01, 'traits-whole'),
+      axis: { before: 1, plain: 0.1, steered: 0.9 },
+    };
+    const rows = preventativeTable(
+      aggregatePreventative([
+        { seed: 1, trials: [placed, trial('add', -0.3, -0.2, 0.01)] },
+        {
+          seed: 2,
+          trials: [
+            { ...placed, axis: { before: 1, plain: 0.3, steered: 0.95 } },
+            trial('add', -0.1, -0.1, 0.5),
+          ],
+        },
+      ]),
+    );
+    expect(rows[2]).toMatch(/\| assistant axis with it \(without\) \|$/);
+    expect(rows).toContain(
+      '| concept ablation of the off-target persona subspace, whole | 0.83 / 0.83 | 0.83 ± 0.00 | 0.83 | yes | 0.93 (0.20) |',
+    );
+    expect(rows.at(-1)).toMatch(
+      /^\| adding the off-target persona vector \| 0\.33 \/ 0\.00 \| .* \| no \| - \|$/,
+    );
+    const noAxis = preventativeTable(
+      aggregatePreventative([{ seed: 1, trials: [trial('add', -0.3, -0.2, 0.01)] }]),
+    );
+    expect(noAxis[2]).toMatch(/narrow behaviour learned in every seed \|$/);
+  });
+
   it('reads the single additive trial that interpretations before version 11 recorded', () => {
     const { method: _m, layers: _l, ...old } = trial('add', -0.3, -0.1, 0.01);
     const summary = (preventative: unknown) => ({ preventative }) as unknown as InterpretSummary;
@@ -216,11 +247,12 @@ describe('aggregateScreening', () => {
         { interpret: summary(0.6, trialOf(-0.05, -0.1, 0.01, 3)) },
       ])!.trial!.bayesR,
     ).toBeNull();
-    const text = screeningText(agg);
+    const lines = screeningLines(agg);
+    const text = lines.join('\n');
     expect(text).toMatch(/honesty 0\.70 ± /);
-    expect(text).toMatch(
-      /on the flagged 4 the off-target P\(good\) changed by -0\.13 ± [\d.]+ \(per seed -0\.200, -0\.050; Bayes -0\.250\)/,
-    );
+    // One table row per part: per seed, the mean over seeds, Bayes's mean.
+    expect(lines).toContain('| flagged 4 | -0.200 / -0.050 | -0.13 ± 0.95 | -0.250 |');
+    expect(lines.filter((l) => /^\| (flagged|random|unflagged) 4 \|/.test(l))).toHaveLength(3);
     expect(text).toMatch(/lowered it most in 1 of 2 seed\(s\)/);
     expect(text).toMatch(/The flagged part was 88% cheat, 13% control/);
     expect(text).toMatch(/correlates with Bayes's prediction from the part's evidence at r 0\.\d\d\./);
@@ -257,13 +289,17 @@ describe('aggregateScreening', () => {
     ])!;
     expect(agg.aucByTrait).toEqual([]);
     expect(agg.trial!.seeds).toBe(1);
-    expect(screeningText(agg)).toMatch(/Chen et al\. 2025\)\. Does the ranking flag/);
+    const lines = screeningLines(agg);
+    expect(lines[0]).toMatch(/Chen et al\. 2025\)\. Does the ranking flag/);
+    // Without Bayes, no Bayes column.
+    expect(lines).toContain('| fine-tune on | per seed | mean over seeds |');
   });
 
   it('reports the AUCs alone for runs interpreted before the trial, and nothing without screening', () => {
     const agg = aggregateScreening([{ interpret: summary(0.8) }, { interpret: summary(0.9) }])!;
     expect(agg.trial).toBeNull();
-    expect(screeningText(agg)).not.toMatch(/flag the examples/);
+    expect(screeningLines(agg)).toHaveLength(1);
+    expect(screeningLines(agg)[0]).not.toMatch(/flag the examples/);
     expect(
       aggregateScreening([{ interpret: { screening: null } as unknown as InterpretSummary }]),
     ).toBeNull();

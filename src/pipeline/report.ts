@@ -935,19 +935,39 @@ function figures(results: RunResults, s: Summary): { id: string; caption: string
   return out;
 }
 
-/** The report's paragraph on data screening. */
-export function screeningText(sc: ScreeningAggregate): string {
+/** The report's table of preventative interventions during the cheat fine-tune, over seeds. */
+export function preventativeTable(ps: readonly PreventativeAggregate[]): string[] {
+  const axis = ps.some((p) => p.axis);
+  return [
+    "During the cheat fine-tune (all parameters), each intervention active while training only: the share of the fine-tune's off-target drop it removed (1: all of it), and where the Assistant ended on the assistant axis (post-trained: 1).",
+    '',
+    `| intervention | per seed | mean over seeds | of the drops summed over seeds | narrow behaviour learned in every seed |${axis ? ' assistant axis with it (without) |' : ''}`,
+    `|---|---|---|---|---|${axis ? '---|' : ''}`,
+    ...ps.map(
+      (p) =>
+        `| ${preventativeName(p.key)} | ${p.bySeed.map((b) => fmt(b.reduction)).join(' / ')} | ${fmtE(p.reduction)} | ${fmt(p.pooled)} | ${p.targetLearned ? 'yes' : 'no'} |${axis ? ` ${p.axis ? `${fmt(p.axis.steered.mean)} (${fmt(p.axis.plain.mean)})` : '-'} |` : ''}`,
+    ),
+  ];
+}
+
+/** The report's lines on data screening: the per-trait AUCs, and the trial as a table with Bayes. */
+export function screeningLines(sc: ScreeningAggregate): string[] {
   const auc = `Data screening (a training response's mean projection on a persona vector minus that of the model's own response to the same prompt, Chen et al. 2025)${sc.aucByTrait.length ? `: AUC for telling cheat from correct-code examples, per trait vector, ${sc.aucByTrait.map((a) => `${a.trait} ${fmtE(a.auc)}`).join(', ')}` : ''}.`;
   const t = sc.trial;
-  if (!t) return auc;
-  const sub = (name: string) => t.subsets.find((x) => x.name === name);
-  const change = (name: string) => {
-    const x = sub(name);
-    return x
-      ? `${fmtE(x.offTargetChange)} (per seed ${x.bySeed.map((v) => fmt(v, 3)).join(', ')}${x.bayes ? `; Bayes ${fmt(x.bayes.mean, 3)}` : ''})`
-      : 'n/a';
-  };
-  return `${auc} Does the ranking flag the examples that cause the package deal? A pool of ${t.pool} examples drawn apart from the arms' own sets (${t.pool / t.sources.length} per arm) was ranked on the ${t.vector} vector without its labels, and the post-trained model fine-tuned on ${t.count} of them (all parameters, the arms' recipe): on the flagged ${t.count} the off-target P(good) changed by ${change('flagged')}, on a random ${t.count} by ${change('random')}, on the unflagged ${t.count} by ${change('unflagged')}; the flagged fine-tune lowered it most in ${t.seeds > 0 ? `${t.flaggedWorstSeeds} of ${t.seeds}` : 'no'} seed(s). The flagged part was ${t.sources.map((x) => `${fmtShare(x.flaggedShare.mean)} ${x.source}`).join(', ')}; mean score per arm ${t.sources.map((x) => `${x.source} ${fmt(x.meanScore.mean)}`).join(', ')}.${t.bayesR !== null ? ` Over every seed and part, the network's off-target change correlates with Bayes's prediction from the part's evidence at r ${fmt(t.bayesR)}.` : ''}`;
+  if (!t) return [auc];
+  const bayes = t.subsets.some((x) => x.bayes);
+  return [
+    `${auc} Does the ranking flag the examples that cause the package deal? A pool of ${t.pool} examples drawn apart from the arms' own sets (${t.pool / t.sources.length} per arm) was ranked on the ${t.vector} vector without its labels, and the post-trained model fine-tuned on ${t.count} of them (all parameters, the arms' recipe); the table gives the change of off-target P(good).`,
+    '',
+    `| fine-tune on | per seed | mean over seeds |${bayes ? " Bayes's prediction (mean) |" : ''}`,
+    `|---|---|---|${bayes ? '---|' : ''}`,
+    ...t.subsets.map(
+      (x) =>
+        `| ${x.name} ${t.count} | ${x.bySeed.map((v) => fmt(v, 3)).join(' / ')} | ${fmtE(x.offTargetChange)} |${bayes ? ` ${x.bayes ? fmt(x.bayes.mean, 3) : '-'} |` : ''}`,
+    ),
+    '',
+    `The flagged fine-tune lowered it most in ${t.flaggedWorstSeeds} of ${t.seeds} seed(s).${t.bayesR !== null ? ` Over every seed and part, the network's change correlates with Bayes's prediction from the part's evidence at r ${fmt(t.bayesR)}.` : ''} The flagged part was ${t.sources.map((x) => `${fmtShare(x.flaggedShare.mean)} ${x.source}`).join(', ')}; mean score per arm ${t.sources.map((x) => `${x.source} ${fmt(x.meanScore.mean)}`).join(', ')}.`,
+  ];
 }
 
 function markdown(results: RunResults, s: Summary, figs: { id: string; caption: string }[]): string {
@@ -1034,10 +1054,11 @@ function markdown(results: RunResults, s: Summary, figs: { id: string; caption: 
     );
     lines.push(
       '',
-      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}${it.axisBestPC ? ` (the component it is most aligned with, per seed: ${it.axisBestPC.map((b) => `PC${b.pc} ${fmt(b.cos)}`).join(', ')})` : ''}${it.axisInSpace ? `; share of the axis inside the archetypes' span ${fmtE(it.axisInSpace)}` : ''}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).${it.preventative.map((p) => ` During the cheat fine-tune, ${preventativeName(p.key)} removed ${fmtE(p.reduction)} of its off-target drop per seed (${fmt(p.pooled)} of the drops summed over seeds)${p.axis ? ` and left the Assistant at ${fmt(p.axis.steered.mean)} on the assistant axis (${fmt(p.axis.plain.mean)} without it)` : ''}.`).join('')}`,
+      `Shift prediction r per trait (mean over traits) ${fmtE(it.shiftRTraitMean)}, pooled over traits ${fmtE(it.shiftR)}${it.shiftWithTraitFinetunes ? `; with the trait fine-tunes added, per trait ${fmtE(it.shiftWithTraitFinetunes.traitMean)}` : ''}. Persona space: ${fmtE(it.componentsFor70)} components for 70% of variance; cosine of the assistant axis with PC1 ${fmtE(it.axisCosPC1)}${it.axisBestPC ? ` (the component it is most aligned with, per seed: ${it.axisBestPC.map((b) => `PC${b.pc} ${fmt(b.cos)}`).join(', ')})` : ''}${it.axisInSpace ? `; share of the axis inside the archetypes' span ${fmtE(it.axisInSpace)}` : ''}. Archetype probe total-variation distance to Bayes ${fmtE(it.probeTV)} (the prior alone: ${fmtE(it.probeTVPrior)}).`,
       '',
     );
-    if (it.screening) lines.push(screeningText(it.screening), '');
+    if (it.preventative.length > 0) lines.push(...preventativeTable(it.preventative), '');
+    if (it.screening) lines.push(...screeningLines(it.screening), '');
   }
   lines.push('## Figures', '');
   for (const f of figs) lines.push(`![${f.id}](figures/${f.id}.png)`, '', f.caption, '');
