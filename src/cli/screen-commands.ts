@@ -85,10 +85,14 @@ export function registerScreenCommands(program: Command): void {
         const traits = parseTraits(o.traits) ?? bundle.traits.map((t) => t.trait);
         const vectors = traits.map((t) => bundleVector(bundle, t, layer));
         const t0 = Date.now();
+        const { terminalProgress } = await import('./progress.ts');
+        const bar = terminalProgress('own replies', chats.length, 'replies');
         const { baseResponses, ranked } = screenExamplesMulti(handle, chats, vectors, {
           maxNewTokens,
           allowOtherModel: o.allowOtherModel,
+          onReply: (done) => bar.update(done),
         });
+        bar.stop();
         process.stdout.write(
           `${chats.length} examples screened on ${traits.length} vector(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`,
         );
@@ -200,6 +204,11 @@ export function registerScreenCommands(program: Command): void {
         process.stdout.write(
           'fine-tune on\texamples per arm\tmean score\toff-target change\ttarget P(good)\n',
         );
+        const { terminalProgress } = await import('./progress.ts');
+        // The model's own replies to the pool first, then the three fine-tunes.
+        const poolSize = perArm * arms.length;
+        const replies = terminalProgress('own replies', poolSize, 'replies');
+        let parts: ReturnType<typeof terminalProgress> | null = null;
         const trial = screeningStudy(seedDir, {
           world,
           arms: arms as (typeof NARROW_ARMS)[number][],
@@ -214,13 +223,23 @@ export function registerScreenCommands(program: Command): void {
             lr,
             seed,
           },
-          onSubset: (s) =>
+          onReply: (done) => {
+            replies.update(done);
+            if (done === poolSize) {
+              replies.stop();
+              parts = terminalProgress('screen-trial fine-tunes', 3, 'fine-tunes');
+            }
+          },
+          onSubset: (s) => {
+            parts?.update(['flagged', 'random', 'unflagged'].indexOf(s.name) + 1);
             process.stdout.write(
               `${s.name}\t${Object.entries(s.sources)
                 .map(([k, v]) => `${k} ${v}`)
                 .join(', ')}\t${f(s.meanScore)}\t${f(s.offTargetChange)}\t${f(s.target)}\n`,
-            ),
+            );
+          },
         });
+        (parts as ReturnType<typeof terminalProgress> | null)?.stop();
         process.stdout.write(
           `\nranked on ${trial.vector} (layer ${trial.layer}); pool ${trial.pool}; before: target P(good) ${f(trial.before[trial.targetDomain])}\n`,
         );

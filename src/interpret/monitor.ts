@@ -172,13 +172,20 @@ export function replyStopIds(tokenizer: BpeTokenizer, vocabSize: number): number
 }
 
 /** The model's greedy reply to each prompt, up to the end of the line (leading space kept, newline dropped). */
-export function greedyReplies(handle: ModelHandle, prompts: readonly string[], maxNewTokens = 24): string[] {
+export function greedyReplies(
+  handle: ModelHandle,
+  prompts: readonly string[],
+  maxNewTokens = 24,
+  /** Called after each reply with the number done (a progress bar: replies are generated one at a time). */
+  onReply?: (done: number) => void,
+): string[] {
   const stops = replyStopIds(handle.tokenizer, handle.model.config.vocabSize);
-  return prompts.map((p) => {
+  return prompts.map((p, i) => {
     const ids = handle.tokenizer.encode(END_OF_TEXT + p);
     const out = generate(handle.model, ids, { maxNewTokens, temperature: 0, stopIds: stops });
     const text = handle.tokenizer.decode(out.filter((id) => !handle.tokenizer.isSpecialId(id)));
     const cut = text.indexOf('\n');
+    onReply?.(i + 1);
     return cut >= 0 ? text.slice(0, cut) : text;
   });
 }

@@ -34,6 +34,17 @@ import type { PersonaVector } from './vectors.ts';
 /** Length of the base model's own responses (the world's replies are one short sentence). */
 export const SCREENING_REPLY_TOKENS = 16;
 
+/** How screening gets the model's own responses. */
+export interface ScreenOptions {
+  /** Length of the model's own responses (default SCREENING_REPLY_TOKENS). */
+  maxNewTokens?: number;
+  allowOtherModel?: boolean;
+  /** The model's own responses, when already generated (one per example). */
+  baseResponses?: readonly string[];
+  /** Called after each of the model's own responses with the number done (for a progress bar). */
+  onReply?: (done: number) => void;
+}
+
 export interface ScreenedExample {
   index: number;
   id?: string;
@@ -49,7 +60,7 @@ export function screenExamples(
   base: ModelHandle,
   examples: readonly { id?: string; prompt: string; response: string }[],
   v: PersonaVector,
-  opts: { maxNewTokens?: number; allowOtherModel?: boolean; baseResponses?: string[] } = {},
+  opts: ScreenOptions = {},
 ): ScreenedExample[] {
   return screenExamplesMulti(base, examples, [v], opts).ranked[0];
 }
@@ -62,8 +73,8 @@ export function screenExamplesMulti(
   base: ModelHandle,
   examples: readonly { id?: string; prompt: string; response: string }[],
   vectors: readonly PersonaVector[],
-  opts: { maxNewTokens?: number; allowOtherModel?: boolean; baseResponses?: string[] } = {},
-): { baseResponses: string[]; ranked: ScreenedExample[][] } {
+  opts: ScreenOptions = {},
+): { baseResponses: readonly string[]; ranked: ScreenedExample[][] } {
   if (examples.length === 0) throw new Error('screening: no examples');
   for (const v of vectors) checkVector(v, base, { allowOtherModel: opts.allowOtherModel });
   const baseResponses =
@@ -72,6 +83,7 @@ export function screenExamplesMulti(
       base,
       examples.map((e) => e.prompt),
       opts.maxNewTokens ?? SCREENING_REPLY_TOKENS,
+      opts.onReply,
     );
   if (baseResponses.length !== examples.length)
     throw new Error(`screening: ${baseResponses.length} base responses for ${examples.length} examples`);
@@ -224,16 +236,13 @@ export function screeningTrial(
   vector: PersonaVector,
   items: Map<string, readonly ScoredItem[]>,
   targetDomain: string,
-  opts: Omit<FineTuneOptions, 'hooks'> & {
-    count: number;
-    maxNewTokens?: number;
-    allowOtherModel?: boolean;
-    /** The base model's own responses to the pool's prompts, when already generated. */
-    baseResponses?: string[];
-    onSubset?: (s: ScreeningSubset) => void;
-  },
+  opts: Omit<FineTuneOptions, 'hooks'> &
+    ScreenOptions & {
+      count: number;
+      onSubset?: (s: ScreeningSubset) => void;
+    },
 ): ScreeningTrial {
-  const { count, maxNewTokens, allowOtherModel, baseResponses, onSubset, ...recipe } = opts;
+  const { count, maxNewTokens, allowOtherModel, baseResponses, onReply, onSubset, ...recipe } = opts;
   if (!(Number.isInteger(count) && count >= 1 && 2 * count <= pool.length))
     throw new Error(
       `screening trial: count must be an integer from 1 to half the pool (${Math.floor(pool.length / 2)}), got ${count}`,
@@ -241,7 +250,12 @@ export function screeningTrial(
   if (!items.has(targetDomain))
     throw new Error(`screening trial: no items for the fine-tune's domain "${targetDomain}"`);
   const base = load();
-  const ranked = screenExamples(base, pool, vector, { maxNewTokens, allowOtherModel, baseResponses });
+  const ranked = screenExamples(base, pool, vector, {
+    maxNewTokens,
+    allowOtherModel,
+    baseResponses,
+    onReply,
+  });
   const score = new Array<number>(pool.length);
   for (const e of ranked) score[e.index] = e.score;
   const before = domainPGood(base, items);
@@ -351,6 +365,7 @@ export function screeningStudy(
     itemSeed?: number;
     /** Rank on the vector preventative steering adds instead: the mean with the fine-tune domain's component removed. */
     orthogonal?: boolean;
+    onReply?: (done: number) => void;
     onSubset?: (s: ScreeningSubset) => void;
   },
 ): ScreeningTrial & { seedDir: string } {
@@ -381,7 +396,7 @@ export function screeningStudy(
     vector,
     preventativeItems(world, opts.itemsPerDomain ?? 48, itemSeed),
     finetuneDomain,
-    { ...opts.finetune, count: opts.count, onSubset: opts.onSubset },
+    { ...opts.finetune, count: opts.count, onReply: opts.onReply, onSubset: opts.onSubset },
   );
   return { seedDir, ...trial };
 }
