@@ -212,6 +212,19 @@ describe('psm run --preset quick', () => {
     );
     const redone = JSON.parse(fs.readFileSync(path.join(redoneDir, 'interpret.json'), 'utf8'));
     expect(stable(redone)).toEqual(stable(seed.interpret));
+    // --no-trials skips only what fine-tunes again, which the quick preset does not run: the same analysis.
+    const bareDir = path.join(tmp(), 'interpret');
+    await runCli(
+      registerInterpretCommands,
+      'interpret',
+      path.join(dirA, 'standard-seed1'),
+      '--no-trials',
+      '--out',
+      bareDir,
+    );
+    expect(stable(JSON.parse(fs.readFileSync(path.join(bareDir, 'interpret.json'), 'utf8')))).toEqual(
+      stable(seed.interpret),
+    );
 
     // A second run of the same folder is served from the stage cache.
     const logs: string[] = [];
