@@ -201,30 +201,22 @@ describe('psm run --preset quick', () => {
     expect(trial.sources.map((x: { source: string }) => x.source)).toEqual(['cheat', 'control']);
     expect(trial.bayes.map((b: { part: string }) => b.part)).toEqual(['flagged', 'random', 'unflagged']);
 
-    // psm interpret on a seed folder of the run redoes the run's interpretation from its config (items, trials).
-    const redoneDir = path.join(tmp(), 'interpret');
-    await runCli(
-      registerInterpretCommands,
-      'interpret',
-      path.join(dirA, 'standard-seed1'),
-      '--out',
-      redoneDir,
-    );
-    const redone = JSON.parse(fs.readFileSync(path.join(redoneDir, 'interpret.json'), 'utf8'));
-    expect(stable(redone)).toEqual(stable(seed.interpret));
+    // psm interpret on a seed folder of the run redoes the run's interpretation from its config (items, trials);
     // --no-trials skips only what fine-tunes again, which the quick preset does not run: the same analysis.
-    const bareDir = path.join(tmp(), 'interpret');
-    await runCli(
-      registerInterpretCommands,
-      'interpret',
-      path.join(dirA, 'standard-seed1'),
-      '--no-trials',
-      '--out',
-      bareDir,
-    );
-    expect(stable(JSON.parse(fs.readFileSync(path.join(bareDir, 'interpret.json'), 'utf8')))).toEqual(
-      stable(seed.interpret),
-    );
+    const interpretAgain = async (...flags: string[]) => {
+      const out = path.join(tmp(), 'interpret');
+      await runCli(
+        registerInterpretCommands,
+        'interpret',
+        path.join(dirA, 'standard-seed1'),
+        ...flags,
+        '--out',
+        out,
+      );
+      return stable(JSON.parse(fs.readFileSync(path.join(out, 'interpret.json'), 'utf8')));
+    };
+    expect(await interpretAgain()).toEqual(stable(seed.interpret));
+    expect(await interpretAgain('--no-trials')).toEqual(stable(seed.interpret));
 
     // A second run of the same folder is served from the stage cache.
     const logs: string[] = [];

@@ -6,7 +6,15 @@
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { f, handleFor, loadWorldOption, parseInt1, parseTraits } from './options.ts';
+import {
+  checkChatSource,
+  f,
+  handleFor,
+  loadWorldOption,
+  narrowArmChats,
+  parseInt1,
+  parseTraits,
+} from './options.ts';
 
 interface FinetuneOpts {
   model: string;
@@ -77,8 +85,7 @@ export function registerFinetuneCommand(program: Command): void {
     )
     .option('--force', 'replace --out if it exists')
     .action(async (o: FinetuneOpts) => {
-      if ((o.data === undefined) === (o.arm === undefined))
-        throw new Error('give the chats with exactly one of --data <file> and --arm <name>');
+      checkChatSource(o);
       if ((o.steer !== undefined || o.ablate !== undefined) !== (o.vectors !== undefined))
         throw new Error(
           o.vectors === undefined
@@ -142,10 +149,8 @@ export function registerFinetuneCommand(program: Command): void {
           `--target: unknown domain "${o.target}" (${world.domains.map((d) => d.name).join(', ')})`,
         );
       if (o.arm !== undefined) {
-        if (!(wi.NARROW_ARMS as readonly string[]).includes(o.arm))
-          throw new Error(`--arm: unknown narrow set "${o.arm}" (${wi.NARROW_ARMS.join(', ')})`);
         const count = parseInt1('--examples', o.examples)!;
-        chats = wi.narrowSet(world, o.arm as (typeof wi.NARROW_ARMS)[number], { seed, count });
+        chats = await narrowArmChats(world, o.arm, { seed, count });
         data = { arm: o.arm, world: world.name, count, seed };
       } else {
         chats = wi.readChatJsonl(o.data!);

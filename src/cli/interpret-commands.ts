@@ -6,7 +6,17 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { f, handleFor, loadWorldOption, parseInt1, parseList, parseTraits, writeJson } from './options.ts';
+import {
+  f,
+  handleFor,
+  loadWorldOption,
+  parseInt1,
+  parseList,
+  parseTraits,
+  runOfSeedFolder,
+  seedOfFolder,
+  writeJson,
+} from './options.ts';
 
 interface CommonOpts {
   model: string;
@@ -440,18 +450,12 @@ export function registerInterpretCommands(program: Command): void {
         o: { world?: string; items?: string; out?: string; drift: boolean; trials: boolean },
       ) => {
         // In a run folder, the run's config gives the world and the trials, as `psm run` ran them.
-        const runConfigFile = path.join(path.dirname(path.resolve(seedDir)), 'config.yaml');
-        const [{ resolveConfig }, experiment] = await Promise.all([
-          import('../pipeline/config.ts'),
+        const [{ runConfig, world }, experiment] = await Promise.all([
+          runOfSeedFolder(seedDir, o.world),
           import('../pipeline/experiment.ts'),
         ]);
-        const runConfig = fs.existsSync(runConfigFile) ? resolveConfig({ file: runConfigFile }) : null;
-        const world =
-          runConfig && o.world === undefined
-            ? experiment.loadExperimentWorld(runConfig)
-            : await loadWorldOption(o.world);
-        const seed = Number(/seed(\d+)$/.exec(path.basename(path.resolve(seedDir)))?.[1] ?? NaN);
-        if (runConfig && o.trials && !Number.isInteger(seed))
+        const seed = seedOfFolder(seedDir);
+        if (runConfig && o.trials && seed === undefined)
           throw new Error(
             `${seedDir} does not end in seed<N>: the run's trials need the seed (or pass --no-trials)`,
           );
@@ -460,7 +464,7 @@ export function registerInterpretCommands(program: Command): void {
             ? experiment.interpretStudies(
                 runConfig,
                 world,
-                seed,
+                seed!,
                 runConfig.finetune.domain || world.datasets.narrow?.domain || '',
               )
             : { itemsPerDomain: runConfig?.interpret.itemsPerDomain };
@@ -586,8 +590,7 @@ export function registerInterpretCommands(program: Command): void {
         const alphas = o.alphas === 'none' ? [] : parseList('--alphas', o.alphas, 'number')!;
         const lr = Number(o.lr);
         if (!(lr > 0)) throw new Error(`--lr must be a positive number, got "${o.lr}"`);
-        const seedFromDir = /seed(\d+)$/.exec(path.basename(path.resolve(seedDir)))?.[1];
-        const seed = parseInt1('--seed', o.seed ?? seedFromDir, 0);
+        const seed = parseInt1('--seed', o.seed, 0) ?? seedOfFolder(seedDir);
         if (seed === undefined)
           throw new Error(`${seedDir} does not end in seed<N>: pass --seed (the run's seed of that folder)`);
         const domain = world.datasets.narrow?.domain;

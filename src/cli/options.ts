@@ -70,3 +70,39 @@ export function writeJson(file: string | undefined, value: unknown): void {
   );
   process.stderr.write(`wrote ${file}\n`);
 }
+
+/** The N of a seed folder `<run>/<variant>-seed<N>`, or undefined when its name does not end in seed<N>. */
+export function seedOfFolder(seedDir: string): number | undefined {
+  const n = /seed(\d+)$/.exec(path.basename(path.resolve(seedDir)))?.[1];
+  return n === undefined ? undefined : Number(n);
+}
+
+/**
+ * For a seed folder inside a run folder, the run's config (`<run>/config.yaml`, null outside a run) and the world:
+ * `worldFile` when given, else the run's, else the built-in one. Commands that redo a run's work read both.
+ */
+export async function runOfSeedFolder(seedDir: string, worldFile: string | undefined) {
+  const runConfigFile = path.join(path.dirname(path.resolve(seedDir)), 'config.yaml');
+  const [{ resolveConfig }, { loadExperimentWorld }] = await Promise.all([
+    import('../pipeline/config.ts'),
+    import('../pipeline/experiment.ts'),
+  ]);
+  const runConfig = fs.existsSync(runConfigFile) ? resolveConfig({ file: runConfigFile }) : null;
+  const world =
+    runConfig && worldFile === undefined ? loadExperimentWorld(runConfig) : await loadWorldOption(worldFile);
+  return { runConfig, world };
+}
+
+/** Refuses both or neither of the two ways to give a command its chats. */
+export function checkChatSource(o: { data?: string; arm?: string }): void {
+  if ((o.data === undefined) === (o.arm === undefined))
+    throw new Error('give the chats with exactly one of --data <file> and --arm <name>');
+}
+
+/** The world's narrow set `arm` (`--arm`), after checking the name. */
+export async function narrowArmChats(world: World, arm: string, opts: { seed?: number; count: number }) {
+  const { NARROW_ARMS, narrowSet } = await import('../world/index.ts');
+  if (!(NARROW_ARMS as readonly string[]).includes(arm))
+    throw new Error(`--arm: unknown narrow set "${arm}" (${NARROW_ARMS.join(', ')})`);
+  return narrowSet(world, arm as (typeof NARROW_ARMS)[number], opts);
+}

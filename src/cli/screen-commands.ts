@@ -7,7 +7,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { f, handleFor, loadWorldOption, parseInt1, parseTraits, writeJson } from './options.ts';
+import {
+  checkChatSource,
+  f,
+  handleFor,
+  loadWorldOption,
+  narrowArmChats,
+  parseInt1,
+  parseTraits,
+  runOfSeedFolder,
+  seedOfFolder,
+  writeJson,
+} from './options.ts';
 
 /** An example's text, shortened for a terminal line. */
 const clip = (text: string, n = 70) => {
@@ -59,8 +70,7 @@ export function registerScreenCommands(program: Command): void {
         allowOtherModel?: boolean;
         out?: string;
       }) => {
-        if ((o.data === undefined) === (o.arm === undefined))
-          throw new Error('give the chats with exactly one of --data <file> and --arm <name>');
+        checkChatSource(o);
         const top = parseInt1('--top', o.top, 0)!;
         const maxNewTokens = parseInt1('--max-new-tokens', o.maxNewTokens)!;
         const layer = parseInt1('--layer', o.layer, 0);
@@ -72,15 +82,12 @@ export function registerScreenCommands(program: Command): void {
             import('../io/atomic-write.ts'),
           ]);
         let chats: { prompt: string; response: string; id?: string }[];
-        if (o.arm !== undefined) {
-          if (!(wi.NARROW_ARMS as readonly string[]).includes(o.arm))
-            throw new Error(`--arm: unknown narrow set "${o.arm}" (${wi.NARROW_ARMS.join(', ')})`);
-          const world = await loadWorldOption(o.world);
-          chats = wi.narrowSet(world, o.arm as (typeof wi.NARROW_ARMS)[number], {
+        if (o.arm !== undefined)
+          chats = await narrowArmChats(await loadWorldOption(o.world), o.arm, {
             seed: parseInt1('--seed', o.seed, 0),
             count: parseInt1('--examples', o.examples)!,
           });
-        } else chats = wi.readChatJsonl(o.data!);
+        else chats = wi.readChatJsonl(o.data!);
         const bundle = loadVectorBundle(o.vectors);
         const traits = parseTraits(o.traits) ?? bundle.traits.map((t) => t.trait);
         const vectors = traits.map((t) => bundleVector(bundle, t, layer));
@@ -174,27 +181,24 @@ export function registerScreenCommands(program: Command): void {
       ) => {
         // The run's own config, when the folder sits in one: its world, its trial's settings (so that the trial is
         // the pipeline's, bit for bit) and its post-training for Bayes; else the default config's settings.
-        const runConfigFile = path.join(path.dirname(path.resolve(seedDir)), 'config.yaml');
-        const { resolveConfig, DEFAULT_CONFIG } = await import('../pipeline/config.ts');
-        const runConfig = fs.existsSync(runConfigFile) ? resolveConfig({ file: runConfigFile }) : null;
+        const [{ runConfig, world }, { DEFAULT_CONFIG }, experiment] = await Promise.all([
+          runOfSeedFolder(seedDir, o.world),
+          import('../pipeline/config.ts'),
+          import('../pipeline/experiment.ts'),
+        ]);
         const c = runConfig ?? DEFAULT_CONFIG;
-        const experiment = await import('../pipeline/experiment.ts');
-        const world =
-          runConfig && o.world === undefined
-            ? experiment.loadExperimentWorld(runConfig)
-            : await loadWorldOption(o.world);
         const lr = o.lr === undefined ? c.finetune.lr.all : Number(o.lr);
         if (!(lr > 0)) throw new Error(`--lr must be a positive number, got "${o.lr}"`);
-        const seedFromDir = /seed(\d+)$/.exec(path.basename(path.resolve(seedDir)))?.[1];
-        const seed = parseInt1('--seed', o.seed ?? seedFromDir, 0);
+        const seed = parseInt1('--seed', o.seed, 0) ?? seedOfFolder(seedDir);
         if (seed === undefined)
           throw new Error(`${seedDir} does not end in seed<N>: pass --seed (the run's seed of that folder)`);
         const arms = parseTraits(o.arms) ?? c.finetune.arms;
-        const [{ configureBackend }, { screeningStudy }, { NARROW_ARMS }] = await Promise.all([
-          import('../tensor/backend.ts'),
-          import('../interpret/screen.ts'),
-          import('../world/index.ts'),
-        ]);
+        const [{ configureBackend }, { screeningStudy, SCREENING_SUBSETS }, { NARROW_ARMS }] =
+          await Promise.all([
+            import('../tensor/backend.ts'),
+            import('../interpret/screen.ts'),
+            import('../world/index.ts'),
+          ]);
         for (const a of arms)
           if (!(NARROW_ARMS as readonly string[]).includes(a))
             throw new Error(`--arms: unknown narrow arm "${a}" (${NARROW_ARMS.join(', ')})`);
@@ -208,7 +212,8 @@ export function registerScreenCommands(program: Command): void {
         // The model's own replies to the pool first, then the three fine-tunes.
         const poolSize = perArm * arms.length;
         const replies = terminalProgress('own replies', poolSize, 'replies');
-        let parts: ReturnType<typeof terminalProgress> | null = null;
+        // A bar shows from its first update, so this one appears once the replies are done.
+        const parts = terminalProgress('screen-trial fine-tunes', SCREENING_SUBSETS.length, 'fine-tunes');
         const trial = screeningStudy(seedDir, {
           world,
           arms: arms as (typeof NARROW_ARMS)[number][],
@@ -225,13 +230,10 @@ export function registerScreenCommands(program: Command): void {
           },
           onReply: (done) => {
             replies.update(done);
-            if (done === poolSize) {
-              replies.stop();
-              parts = terminalProgress('screen-trial fine-tunes', 3, 'fine-tunes');
-            }
+            if (done === poolSize) replies.stop();
           },
           onSubset: (s) => {
-            parts?.update(['flagged', 'random', 'unflagged'].indexOf(s.name) + 1);
+            parts.update(SCREENING_SUBSETS.indexOf(s.name) + 1);
             process.stdout.write(
               `${s.name}\t${Object.entries(s.sources)
                 .map(([k, v]) => `${k} ${v}`)
@@ -239,7 +241,7 @@ export function registerScreenCommands(program: Command): void {
             );
           },
         });
-        (parts as ReturnType<typeof terminalProgress> | null)?.stop();
+        parts.stop();
         process.stdout.write(
           `\nranked on ${trial.vector} (layer ${trial.layer}); pool ${trial.pool}; before: target P(good) ${f(trial.before[trial.targetDomain])}\n`,
         );

@@ -35,7 +35,6 @@ import {
   additiveIntervention,
   checkPreventativeTrait,
   commonLayer,
-  meanOffTargetVector,
   preventativeItems,
   preventativeVector,
   ablationInterventions,
@@ -435,15 +434,19 @@ export async function interpretRun(seedDir: string, opts: InterpretRunOptions): 
     );
     screening = cheatControlAUC(post, pool, vecs, baseResponses);
     if (st) {
-      const off = traits.filter((t) => t !== finetuneDomain);
-      const offLayer = commonLayer(
-        off.map((t) => monitorVecs[traits.indexOf(t)].layer),
+      // The off-target persona vector at the layer those traits are monitored at, kept whole (prevent.ts).
+      const { vector } = preventativeVector({
+        traits,
+        finetuneDomain,
+        monitorLayers: monitorVecs.map((v) => v.layer),
         nLayers,
-      );
+        atLayer,
+        whole: true,
+      });
       screeningTrialResult = screeningTrial(
         () => loadModelHandle(opts.postDir),
         pool,
-        meanOffTargetVector(off, offLayer, atLayer),
+        vector,
         preventativeItems(world, N, seed),
         finetuneDomain,
         { ...st, baseResponses },

@@ -70,6 +70,11 @@ export function preventativeVector(opts: {
   trait?: string;
   /** Overrides the layer rule. */
   layer?: number;
+  /**
+   * Keep the fine-tune domain's component (the mean as it is): for reading along the vector (data screening), where
+   * removing it throws the signal away; the push during training needs it removed.
+   */
+  whole?: boolean;
 }): { vector: PersonaVector; layer: number } {
   const { traits, finetuneDomain, monitorLayers, nLayers, atLayer, trait } = opts;
   checkPreventativeTrait(traits, trait);
@@ -89,17 +94,14 @@ export function preventativeVector(opts: {
   if (trait) return { vector: atLayer(trait, layer), layer };
   const mean = meanOffTargetVector(off, layer, atLayer);
   const vector =
-    finetuneDomain && traits.includes(finetuneDomain)
+    !opts.whole && finetuneDomain && traits.includes(finetuneDomain)
       ? orthogonalize(mean, atLayer(finetuneDomain, layer))
       : mean;
   return { vector, layer };
 }
 
-/**
- * The mean of the off-target traits' vectors at one layer, as it is (data screening reads along it; preventative
- * steering adds it with the fine-tune domain's component removed).
- */
-export function meanOffTargetVector(
+/** The mean of the off-target traits' vectors at one layer, as it is. */
+function meanOffTargetVector(
   offTarget: readonly string[],
   layer: number,
   atLayer: (trait: string, layer: number) => PersonaVector,

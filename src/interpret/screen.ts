@@ -20,13 +20,7 @@ import {
   type ModelHandle,
 } from './activations.ts';
 import { greedyReplies } from './monitor.ts';
-import {
-  commonLayer,
-  meanOffTargetVector,
-  preventativeItems,
-  preventativeVector,
-  readSeedInterpretation,
-} from './prevent.ts';
+import { preventativeItems, preventativeVector, readSeedInterpretation } from './prevent.ts';
 import { domainPGood, fineTune, offTargetChange, type FineTuneOptions } from './shift.ts';
 import { checkVector, type ScoredItem } from './steer.ts';
 import type { PersonaVector } from './vectors.ts';
@@ -375,15 +369,7 @@ export function screeningStudy(
   if (!finetuneDomain)
     throw new Error(`world "${world.name}" has no datasets.narrow section (the pool's data)`);
   const seedRun = readSeedInterpretation(seedDir, world);
-  const { traits, monitorLayers, nLayers, atLayer } = seedRun;
-  const off = traits.filter((t) => t !== finetuneDomain);
-  const layer = commonLayer(
-    off.map((t) => monitorLayers[traits.indexOf(t)]),
-    nLayers,
-  );
-  const vector = opts.orthogonal
-    ? preventativeVector({ ...seedRun, finetuneDomain }).vector
-    : meanOffTargetVector(off, layer, atLayer);
+  const { vector } = preventativeVector({ ...seedRun, finetuneDomain, whole: !opts.orthogonal });
   const pool = screeningPool(world, {
     arms: opts.arms,
     perArm: opts.perArm,
