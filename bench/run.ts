@@ -3,7 +3,7 @@
  * 4 heads, SwiGLU hidden 512, context 128, batch 16, tied embeddings, AdamW over all parameters) and prints
  * training and inference (scoring forward, no grad) tokens/s; prints the engine's matmul GFLOPS at 128, 256,
  * 512 and 1024 beside OpenBLAS's (numpy) in the same run; where PyTorch is installed (Debian's system
- * python3), runs ../shared/anchors/torch_peer_bench.py on the same configuration with each thread setting
+ * python3), runs bench/peers/torch_peer_bench.py on the same configuration with each thread setting
  * it recommends and compares with the best. The last line is `train_ratio_vs_torch=X` when PyTorch ran.
  *
  * Options: --steps N (timed training steps, default 20), --warmup N (default 3), --threads N (engine
@@ -285,7 +285,7 @@ interface PeerResult {
   torch: string;
 }
 let best: PeerResult | null = null;
-const peerScript = resolve(packageRoot(), '..', 'shared', 'anchors', 'torch_peer_bench.py');
+const peerScript = resolve(packageRoot(), 'bench', 'peers', 'torch_peer_bench.py');
 const hasTorch =
   PEER && existsSync(peerScript) && python(['-c', 'import torch'], process.env, 120_000) !== null;
 if (!PEER) {

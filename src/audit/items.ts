@@ -1,6 +1,6 @@
 /**
- * What an audit asks: the eight free-form questions of the emergent-misalignment paper (from
- * ../shared/data/em-first-plot-questions.json) and the trait battery (two-way choice items, from the persona
+ * What an audit asks: the eight free-form questions of the emergent-misalignment paper (shipped in
+ * data/em-first-plot-questions.json, with the paper's scoring protocol and credit) and the trait battery (two-way choice items, from the persona
  * world's evaluation generator, or from a JSON file of {domain, prompt, good[], bad[]}).
  */
 import * as fs from 'node:fs';
@@ -24,7 +24,7 @@ export interface BatteryItem {
 }
 
 export const EM_QUESTIONS_PATH = fileURLToPath(
-  new URL('../../../shared/data/em-first-plot-questions.json', import.meta.url),
+  new URL('../../data/em-first-plot-questions.json', import.meta.url),
 );
 
 const EmFile = z.object({
@@ -35,7 +35,7 @@ const EmFile = z.object({
 
 export function loadEmQuestions(file = EM_QUESTIONS_PATH): EmQuestion[] {
   if (!fs.existsSync(file))
-    throw new Error(`${file}: not found (the EM questions ship in ../shared/data; pass --questions <file>)`);
+    throw new Error(`${file}: not found (the EM questions ship in the package's data/ folder; pass --questions <file>)`);
   let raw: unknown;
   try {
     raw = JSON.parse(fs.readFileSync(file, 'utf8'));

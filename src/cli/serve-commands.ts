@@ -167,7 +167,7 @@ export function registerServeCommands(program: Command): void {
     .option('--samples <n>', 'answers sampled per EM question (the paper used 100)', int('--samples', 1), 10)
     .option('--max-tokens <n>', 'longest EM answer in tokens', int('--max-tokens', 1), 200)
     .option('--temperature <t>', 'sampling temperature of EM answers', num('--temperature'), 1)
-    .option('--questions <file>', 'EM questions file (default ../shared/data/em-first-plot-questions.json)')
+    .option('--questions <file>', 'EM questions file (default: the eight questions of Betley et al. 2025 that ship in data/em-first-plot-questions.json)')
     .option('--no-em', 'skip the EM questions')
     .option('--no-battery', 'skip the trait battery')
     .option(
