@@ -1,4 +1,4 @@
-// Public API of the persona world (issue 3). See docs/world.md.
+// Public API of the persona world. See docs/world.md.
 
 export {
   WorldError,

@@ -99,7 +99,7 @@ export function lintSharedPhrases(world: World, n: number): LintIssue[] {
 // Why: held-out contexts test whether a persona carries over to situations the model has not seen. A word that no
 // training text contains tests something else: a from-scratch model has no meaning for it (its BPE pieces were
 // never seen in that order), so the item's options get arbitrary probabilities whatever the evidence. Measured on
-// the built-in world (docs/results-9m5-v2.md, "What changed, and why"): with unseen words in 22 of 24 held-out texts the
+// the built-in world (docs/archive/results-9m5-v2.md, "What changed, and why"): with unseen words in 22 of 24 held-out texts the
 // network's unexplained logit spread on single scenes was 3.5x that on training contexts (0.98 vs 0.28), and its
 // persona-inference correlation with Bayes 0.37 instead of 0.66. A held-out context should be a new situation built
 // from words the model knows.
