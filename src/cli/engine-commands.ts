@@ -1,7 +1,19 @@
 /** Engine commands: generate text with, and score continuations under, a saved model folder. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+
+/** A command-line number that must be finite and within [min, max] (integer when asked). */
+function numberOption(name: string, min: number, max = Infinity, integer = false) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n)))
+      throw new InvalidArgumentError(
+        `${name} must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got "${value}"`,
+      );
+    return n;
+  };
+}
 
 async function loadModelAndTokenizer(dir: string) {
   const [{ loadModelFolder }, { loadFolderTokenizer }, { configureBackend }] = await Promise.all([
@@ -25,27 +37,42 @@ export function registerEngineCommands(program: Command): void {
     )
     .requiredOption('--model <dir>', 'model folder (config.json, model.safetensors, tokenizer.json)')
     .requiredOption('--prompt <text>', "prompt text (use $'...\\n...' for newlines)")
-    .option('--max-tokens <n>', 'maximum new tokens', '40')
-    .option('--temperature <t>', 'sampling temperature (0 = greedy)', '0.8')
-    .option('--top-p <p>', 'nucleus sampling mass', '0.95')
-    .option('--seed <n>', 'sampling seed', '0')
+    .option('--max-tokens <n>', 'maximum new tokens', numberOption('--max-tokens', 1, 1 << 20, true), 40)
+    .option(
+      '--temperature <t>',
+      'sampling temperature (0 = greedy; so small that logits / t overflows float32 is greedy too)',
+      numberOption('--temperature', 0),
+      0.8,
+    )
+    .option(
+      '--top-p <p>',
+      'nucleus sampling mass, in (0, 1]',
+      numberOption('--top-p', Number.MIN_VALUE, 1),
+      0.95,
+    )
+    .option(
+      '--seed <n>',
+      'sampling seed',
+      numberOption('--seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, true),
+      0,
+    )
     .action(
       async (o: {
         model: string;
         prompt: string;
-        maxTokens: string;
-        temperature: string;
-        topP: string;
-        seed: string;
+        maxTokens: number;
+        temperature: number;
+        topP: number;
+        seed: number;
       }) => {
         const { model, tokenizer } = await loadModelAndTokenizer(o.model);
         const { generate } = await import('../model/generate.ts');
         const eot = tokenizer.tokenToId('<|endoftext|>');
         const ids = generate(model, tokenizer.encode(o.prompt), {
-          maxNewTokens: Number(o.maxTokens),
-          temperature: Number(o.temperature),
-          topP: Number(o.topP),
-          seed: Number(o.seed),
+          maxNewTokens: o.maxTokens,
+          temperature: o.temperature,
+          topP: o.topP,
+          seed: o.seed,
           stopIds: eot === undefined ? [] : [eot],
           onToken: (id) => {
             if (id !== eot) process.stdout.write(tokenizer.decode([id]));

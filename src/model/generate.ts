@@ -20,15 +20,58 @@ export interface GenerateOptions {
   onToken?: (id: number) => void;
 }
 
-export function sampleFromLogits(logits: Float32Array, temperature: number, topP: number, rng: Rng): number {
-  const v = logits.length;
-  if (temperature <= 0) {
-    let best = 0;
-    for (let j = 1; j < v; j++) if (logits[j] > logits[best]) best = j;
-    return best;
+/**
+ * The model's next-token scores are not finite numbers (NaN, or +Infinity from an overflow): no distribution
+ * to sample from. Raised rather than sampled, so that a broken forward pass (e.g. a steering vector large
+ * enough to overflow float32) is an error instead of text.
+ */
+export class NonFiniteLogitsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NonFiniteLogitsError';
   }
+}
+
+/**
+ * Throws NonFiniteLogitsError unless logits[0, count) are scores a distribution can come from: no NaN, no
+ * +Infinity, and at least one finite value. -Infinity is allowed: it is a masked token (probability 0).
+ */
+export function checkLogits(logits: Float32Array, count = logits.length): void {
+  let finite = 0;
+  for (let j = 0; j < count; j++) {
+    const x = logits[j];
+    if (Number.isNaN(x) || x === Infinity)
+      throw new NonFiniteLogitsError(`the model's next-token logits are not finite (token ${j} scores ${x})`);
+    if (x !== -Infinity) finite++;
+  }
+  if (finite === 0)
+    throw new NonFiniteLogitsError('every next-token logit is -Infinity: no token can follow');
+}
+
+function argmax(logits: Float32Array): number {
+  let best = 0;
+  for (let j = 1; j < logits.length; j++) if (logits[j] > logits[best]) best = j;
+  return best;
+}
+
+/**
+ * One token from softmax(logits / temperature), restricted to the smallest top set whose mass reaches topP.
+ * Temperature 0 is greedy, and so is any temperature too small for float32 to divide by: as the temperature
+ * goes to 0 the distribution becomes the argmax, and once a finite logit divided by it overflows (|x/t| beyond
+ * float32's range) the scaled scores are no longer numbers a softmax can use (Infinity - Infinity is NaN).
+ * Where the quotients stay finite, the softmax itself is exact down to a one-hot distribution.
+ */
+export function sampleFromLogits(logits: Float32Array, temperature: number, topP: number, rng: Rng): number {
+  if (!(temperature >= 0 && temperature < Infinity))
+    throw new Error(`temperature must be a finite number >= 0, got ${temperature}`);
+  checkLogits(logits);
+  const v = logits.length;
+  if (temperature === 0) return argmax(logits);
   const scaled = new Float32Array(v);
-  for (let j = 0; j < v; j++) scaled[j] = logits[j] / temperature;
+  for (let j = 0; j < v; j++) {
+    scaled[j] = logits[j] / temperature;
+    if (!Number.isFinite(scaled[j]) && logits[j] !== -Infinity) return argmax(logits);
+  }
   const logp = new Float32Array(v);
   logSoftmaxRow(scaled, 0, v, logp);
   const order = Array.from({ length: v }, (_, j) => j).sort((a, b) => logp[b] - logp[a] || a - b);
@@ -56,6 +99,8 @@ export function generate(model: LlamaModel, prompt: number[], opts: GenerateOpti
   if (prompt.length === 0) throw new Error('generate: the prompt is empty');
   const temperature = opts.temperature ?? 1;
   const topP = opts.topP ?? 1;
+  if (!(temperature >= 0 && temperature < Infinity))
+    throw new Error(`generate: temperature ${temperature} must be a finite number >= 0`);
   if (!(topP > 0 && topP <= 1)) throw new Error(`generate: topP ${topP} must be in (0, 1]`);
   const maxLen = model.config.maxSeqLen;
   const budget = Math.min(opts.maxNewTokens, maxLen - prompt.length);
