@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { ABLATION_SUBSPACES, DEFAULT_ABLATION_SUBSPACES } from '../interpret/ablation-subspaces.ts';
+import { WORLD_TRANSFORMS } from '../world/independent.ts';
 
 const TrainableSchema = z.enum(['all', 'lora1', 'embedding']);
 export type TrainableName = z.infer<typeof TrainableSchema>;
@@ -19,8 +20,15 @@ const Int = z.number().int().positive();
 
 export const ExperimentConfigSchema = z
   .object({
-    /** 'default' for the built-in world, or a path to a world YAML file. */
+    /** A built-in world's name ('default', ...) or a path to a world YAML file. */
     world: z.string().min(1),
+    /**
+     * An AI mix applied to the world before everything else: its corpus, evaluation items and Bayes (a preset such
+     * as 'villains' or 'positive', or multipliers per AI archetype). Absent = the world as its file says.
+     */
+    worldAiMix: z.union([z.string(), z.record(z.string(), z.number().nonnegative())]).optional(),
+    /** A transform of the (mixed) world: 'independent-traits' is the control world without package deals. */
+    worldTransform: z.enum(WORLD_TRANSFORMS).optional(),
     seeds: z.array(z.number().int().nonnegative()).min(1),
     corpus: z.object({ tokens: Int, valFraction: z.number().min(0).max(0.5) }).strict(),
     tokenizer: z.object({ vocabSize: Int.min(300), trainDocuments: Int }).strict(),
@@ -250,5 +258,9 @@ export function resolveConfig(
   if (c.model.dim % c.model.nHeads !== 0)
     throw new Error(`config model.dim ${c.model.dim} is not divisible by model.nHeads ${c.model.nHeads}`);
   if (c.pretrain.minLr > c.pretrain.lr) throw new Error('config pretrain.minLr is larger than pretrain.lr');
+  if (c.worldTransform && c.alignmentPretraining.enabled)
+    throw new Error(
+      `config worldTransform "${c.worldTransform}" merges the AI archetypes that alignmentPretraining.aiMix re-weights; give the mix as worldAiMix in a config of its own`,
+    );
   return c;
 }

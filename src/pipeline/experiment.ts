@@ -32,9 +32,8 @@ import {
   generateDocuments,
   inferenceProbes,
   loadBehaviourMask,
-  loadDefaultWorld,
   loadShardTokens,
-  loadWorld,
+  loadWorldVariant,
   narrowSet,
   packageProbes,
   postTrainingSet,
@@ -167,8 +166,13 @@ export function postTrainingEvidence(config: ExperimentConfig, world: World, see
   );
 }
 
+/** The config's world, AI mix and transform: the world every stage (corpus, items, Bayes) reads. */
 export function loadExperimentWorld(config: ExperimentConfig): World {
-  return config.world === 'default' ? loadDefaultWorld() : loadWorld(config.world);
+  return loadWorldVariant({
+    world: config.world,
+    aiMix: config.worldAiMix,
+    transform: config.worldTransform,
+  });
 }
 
 function appendMetric(ctx: Context, record: Record<string, unknown>): void {

@@ -8,10 +8,12 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
-import { WorldError, defaultWorldPath, loadWorld, worldVocabulary, type World } from './schema.ts';
+import { WorldError, loadWorld, worldVocabulary, type World } from './schema.ts';
 import { parseAiMix, applyAiMix, type AiMix } from './mix.ts';
 import { generateDocuments } from './generator.ts';
-import { StatsBuilder, formatStats } from './stats.ts';
+import { StatsBuilder, expectedWorldStats, formatStats, largestCorrelation } from './stats.ts';
+import { INDEPENDENT_TRAITS, applyWorldTransform } from './independent.ts';
+import { resolveWorldFile } from './variant.ts';
 import { writeCorpus } from './corpus.ts';
 import { byteTokenizer, type TextTokenizer } from './shards.ts';
 import { buildEvalSet } from './eval.ts';
@@ -74,7 +76,14 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
       }
     };
 
-  const resolveFile = (file: string | undefined) => file ?? defaultWorldPath();
+  const resolveFile = (file: string | undefined) => resolveWorldFile(file ?? 'default');
+  // The mix first, then the transform: the control world keeps the marginals of the mixed world.
+  const worldUsed = (w: World, o: { aiMix?: AiMix; independentTraits?: boolean }) =>
+    applyWorldTransform(applyAiMix(w, o.aiMix), o.independentTraits ? INDEPENDENT_TRAITS : undefined);
+  const independentOption = [
+    '--independent-traits',
+    "the control world: every trait drawn on its own with the kind's P(good), no package deals",
+  ] as const;
 
   const world = program
     .command('world')
@@ -83,10 +92,10 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
   world
     .command('validate')
     .description('check a world file and report every problem with its path and line')
-    .argument('<file>', 'world YAML file')
+    .argument('<file>', 'world YAML file or built-in world name')
     .action(
       run((file: string) => {
-        const w = loadWorld(file);
+        const w = loadWorld(resolveFile(file));
         const ai = w.archetypes.filter((a) => a.kind === 'ai').length;
         out(
           `ok: world '${w.name}' (${file}): ${w.domains.length} traits, ${w.archetypes.length} archetypes (${ai} AI), ` +
@@ -99,7 +108,7 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
   world
     .command('stats')
     .description('generate a corpus in memory and print what is in it (nothing is written)')
-    .argument('[file]', 'world YAML file (default: the built-in world)')
+    .argument('[file]', 'world YAML file or built-in world name (default: the built-in world)')
     .option('--seed <n>', 'corpus seed', parseSeed, 0)
     .option(
       '--tokens <n>',
@@ -113,25 +122,42 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
       "re-weight AI archetypes: a preset ('positive', 'villains', ...) or name=mult,...",
       parseMixOption,
     )
+    .option(...independentOption)
     .option('--json', 'print the statistics as JSON')
     .action(
       run(
         (
           file: string | undefined,
-          o: { seed: number; tokens: number; documents?: number; aiMix?: AiMix; json?: boolean },
+          o: {
+            seed: number;
+            tokens: number;
+            documents?: number;
+            aiMix?: AiMix;
+            independentTraits?: boolean;
+            json?: boolean;
+          },
         ) => {
           const w = loadWorld(resolveFile(file));
-          const mixed = applyAiMix(w, o.aiMix);
-          const sb = new StatsBuilder(mixed);
+          const used = worldUsed(w, o);
+          const sb = new StatsBuilder(used);
           const t0 = performance.now();
           const budget = o.documents !== undefined ? { documents: o.documents } : { tokens: o.tokens };
-          for (const doc of generateDocuments(w, { seed: o.seed, aiMix: o.aiMix, ...budget })) sb.add(doc);
+          for (const doc of generateDocuments(used, { seed: o.seed, ...budget })) sb.add(doc);
           const s = sb.finish();
-          if (o.json) out(JSON.stringify(s, null, 2));
+          // Beside a transformed world's correlations, the package deals it removed.
+          const before = o.independentTraits
+            ? expectedWorldStats(applyAiMix(w, o.aiMix)).correlations
+            : undefined;
+          if (o.json) out(JSON.stringify(before ? { ...s, untransformedCorrelations: before } : s, null, 2));
           else {
             out(formatStats(s));
+            if (before)
+              out(
+                `\nlargest |correlation| of two traits: ${largestCorrelation(s.correlations.observed).toFixed(3)} observed, ` +
+                  `${largestCorrelation(s.correlations.expected).toFixed(3)} expected; ${largestCorrelation(before).toFixed(3)} expected without --independent-traits`,
+              );
             out(
-              `\n(generated in ${((performance.now() - t0) / 1000).toFixed(2)} s, seed ${o.seed}${o.aiMix ? `, AI mix ${JSON.stringify(o.aiMix)}` : ''})`,
+              `\n(generated in ${((performance.now() - t0) / 1000).toFixed(2)} s, seed ${o.seed}${o.aiMix ? `, AI mix ${JSON.stringify(o.aiMix)}` : ''}${o.independentTraits ? ', independent traits' : ''})`,
             );
           }
         },
@@ -143,7 +169,7 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
     .description(
       'write a corpus: JSONL with hidden characters, token shards (with --tokenizer), stats and manifest',
     )
-    .argument('[file]', 'world YAML file (default: the built-in world)')
+    .argument('[file]', 'world YAML file or built-in world name (default: the built-in world)')
     .requiredOption('--out <dir>', 'output directory')
     .option('--seed <n>', 'corpus seed', parseSeed, 0)
     .option(
@@ -158,6 +184,7 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
       "re-weight AI archetypes: a preset ('positive', 'villains', ...) or name=mult,...",
       parseMixOption,
     )
+    .option(...independentOption)
     .option('--val-fraction <f>', 'share of documents in the validation split', parseFraction, 0.02)
     .option('--tokenizer <spec>', "tokenizer for the shards ('bytes' for a byte-level one)")
     .option('--no-jsonl', 'do not write the JSONL files')
@@ -174,6 +201,7 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
             tokens: number;
             documents?: number;
             aiMix?: AiMix;
+            independentTraits?: boolean;
             valFraction: number;
             tokenizer?: string;
             jsonl: boolean;
@@ -207,10 +235,11 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
           bar?.start(budget.tokens ?? 0, 0, { docs: 0 });
           let result;
           try {
-            result = await writeCorpus(w, {
+            // A transformed world is mixed before the transform, so it is written as the world used (world.json).
+            result = await writeCorpus(o.independentTraits ? worldUsed(w, o) : w, {
               out: o.out,
               seed: o.seed,
-              aiMix: o.aiMix,
+              aiMix: o.independentTraits ? undefined : o.aiMix,
               valFraction: o.valFraction,
               tokenizer,
               jsonl: o.jsonl,
@@ -222,9 +251,9 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
           } finally {
             bar?.stop();
           }
-          const mixed = applyAiMix(w, o.aiMix);
-          if (o.eval) writeEval(mixed, o.out, o.seed);
-          if (o.datasets) writeDatasets(mixed, o.out, o.seed);
+          const used = worldUsed(w, o);
+          if (o.eval) writeEval(used, o.out, o.seed);
+          if (o.datasets) writeDatasets(used, o.out, o.seed);
           const s = result.stats;
           out(
             `wrote ${o.out}: ${s.documents} documents, ${s.tokens} ${s.tokensExact ? '' : 'approximate '}tokens ` +

@@ -26,6 +26,15 @@ export { END_OF_TEXT, approxTokenCount, wordsOf } from './templates.ts';
 export { lintSharedPhrases, type LintIssue } from './lint.ts';
 export { applyAiMix, resolveAiMix, parseAiMix, builtinAiMixPresets, type AiMix } from './mix.ts';
 export {
+  WORLD_TRANSFORMS,
+  applyWorldTransform,
+  independentTraits,
+  kindMarginals,
+  parseWorldTransform,
+  type WorldTransform,
+} from './independent.ts';
+export { builtinWorldNames, loadWorldVariant, resolveWorldFile, type WorldVariant } from './variant.ts';
+export {
   compileWorld,
   generateDocument,
   generateDocuments,
@@ -38,7 +47,13 @@ export {
   type GenerateOptions,
   type Split,
 } from './generator.ts';
-export { StatsBuilder, expectedWorldStats, formatStats, type CorpusStats } from './stats.ts';
+export {
+  StatsBuilder,
+  expectedWorldStats,
+  formatStats,
+  largestCorrelation,
+  type CorpusStats,
+} from './stats.ts';
 export {
   ShardWriter,
   byteTokenizer,

@@ -25,6 +25,12 @@ export function builtinAiMixPresets(world: World): Record<string, Record<string,
 
 /** The multipliers a mix stands for, validated against the world. */
 export function resolveAiMix(world: World, mix: AiMix): Record<string, number> {
+  // A transform may merge the AI archetypes a mix names (its presets would then silently select nothing).
+  const noMix = mix === 'none' || (typeof mix === 'object' && Object.keys(mix).length === 0);
+  if (world.transforms?.length && !noMix)
+    throw new Error(
+      `AI mix: world '${world.name}' is transformed (${world.transforms.join(', ')}); apply the AI mix before the transform`,
+    );
   let multipliers: Record<string, number>;
   if (typeof mix === 'string') {
     const presets = { ...builtinAiMixPresets(world), ...world.aiMixPresets };

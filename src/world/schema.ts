@@ -271,6 +271,8 @@ export interface World {
   lint: { sharedPhrases: LintLevel; heldoutWords: LintLevel; ngram: number };
   /** Problems that did not stop loading (a lint in 'warn' mode). */
   warnings: WorldIssue[];
+  /** Transforms applied after loading, in order (independent.ts); absent for a world as its file defines it. */
+  transforms?: string[];
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -66,6 +66,13 @@ export function expectedWorldStats(world: World): {
   };
 }
 
+/** The largest |correlation| between two different traits of a correlation matrix (0 with fewer than two). */
+export function largestCorrelation(m: readonly (readonly number[])[]): number {
+  let max = 0;
+  m.forEach((row, i) => row.forEach((r, j) => i !== j && (max = Math.max(max, Math.abs(r)))));
+  return max;
+}
+
 function phi(eij: number, pi: number, pj: number): number {
   const v = pi * (1 - pi) * pj * (1 - pj);
   return v > 0 ? (eij - pi * pj) / Math.sqrt(v) : 0;
