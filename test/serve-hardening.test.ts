@@ -45,3 +45,95 @@ describe('tiny temperatures', () => {
     expect((await completion(1e-40)).choices[0].text).toBe((await completion(0)).choices[0].text);
   });
 });
+
+interface ErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+/** POSTs a JSON body; returns the status and the parsed answer (an SSE stream's text when streaming). */
+async function post(p: string, body: unknown, headers: Record<string, string> = {}) {
+  const r = await fetch(`${srv.url}${p}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let json: unknown = text;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // a stream or an empty body
+  }
+  return { status: r.status, json: json as ErrorBody & Record<string, unknown>, text };
+}
+
+const ones = (x: number) => Array(32).fill(x) as number[];
+const steer = (vector: number[] | string, alpha: number, hook = 'final_norm') => ({
+  psm: { steer: [{ hook, vector, alpha }] },
+});
+const chatBody = (extra: Record<string, unknown> = {}) => ({
+  model: 'tiny',
+  messages: [{ role: 'user', content: 'hi' }],
+  max_tokens: 4,
+  temperature: 0,
+  ...extra,
+});
+
+describe('non-finite results and overflowing vectors', () => {
+  it('a steer that overflows inside the model is a 422 naming psm, never NaN in a 200', async () => {
+    const echo = await post('/v1/completions', {
+      model: 'tiny',
+      prompt: 'Mara lived in a small town',
+      max_tokens: 0,
+      echo: true,
+      logprobs: 0,
+      ...steer(ones(1), 1e38),
+    });
+    expect(echo.status).toBe(422);
+    expect(echo.json.error).toMatchObject({ param: 'psm', code: 'non_finite_result' });
+    expect(echo.json.error.message).toMatch(/not finite/);
+    for (const stream of [false, true]) {
+      const chat = await post('/v1/chat/completions', chatBody({ stream, ...steer(ones(1), 1e38) }));
+      expect(chat.status, `stream ${stream}`).toBe(422);
+      expect(chat.json.error.code).toBe('non_finite_result');
+      const completion = await post('/v1/completions', {
+        model: 'tiny',
+        prompt: 'Mara',
+        max_tokens: 3,
+        stream,
+        ...steer(ones(1), 1e38),
+      });
+      expect(completion.status, `stream ${stream}`).toBe(422);
+    }
+  });
+
+  it('vectors, alphas and cap bounds beyond float32 are 400s naming the field', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [steer(ones(1e308), 1), 'psm.steer[0].vector'],
+      [steer([...ones(0).slice(1), -1e39], 1), 'psm.steer[0].vector'],
+      [steer(ones(10), 1e38), 'psm.steer[0].alpha'],
+      [
+        { psm: { cap: [{ hook: 'blocks.0.hook_resid_post', vector: ones(1), min: 1e39 }] } },
+        'psm.cap[0].min',
+      ],
+      [
+        { psm: { ablate: [{ hook: 'blocks.0.hook_resid_post', vector: ones(4e38) }] } },
+        'psm.ablate[0].vector',
+      ],
+    ];
+    for (const [extra, param] of cases) {
+      for (const p of ['/v1/chat/completions', '/v1/completions']) {
+        const body = p.endsWith('chat/completions')
+          ? chatBody(extra)
+          : { model: 'tiny', prompt: 'Mara', max_tokens: 2, ...extra };
+        const r = await post(p, body);
+        expect(r.status, `${p} ${param}`).toBe(400);
+        expect(r.json.error, `${p} ${param}`).toMatchObject({ param, code: 'invalid_psm_extras' });
+        expect(r.json.error.message).toContain(param);
+      }
+    }
+    // Still serving, and a sane steer still works.
+    const ok = await post('/v1/chat/completions', chatBody(steer(ones(0.5), 2, 'blocks.1.hook_resid_post')));
+    expect(ok.status).toBe(200);
+  });
+});

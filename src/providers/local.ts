@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MODEL_FILE } from '../model/weights.ts';
 import { LocalEngine, type EngineOptions } from '../serve/engine.ts';
-import { buildInterventionHooks } from '../serve/interventions.ts';
+import { NonFiniteLogitsError } from '../model/generate.ts';
+import { buildInterventionHooks, InterventionError } from '../serve/interventions.ts';
 import type {
   CallOptions,
   GenerateRequest,
@@ -15,7 +16,7 @@ import type {
   ProviderCapabilities,
   ProviderIdentity,
 } from './types.ts';
-import { checkGenerateRequest } from './types.ts';
+import { checkGenerateRequest, ProviderError } from './types.ts';
 
 export class LocalProvider implements Provider {
   readonly id: string;
@@ -68,6 +69,17 @@ export class LocalProvider implements Provider {
   }
 
   async generate(req: GenerateRequest, opts: CallOptions = {}): Promise<GenerateResponse> {
+    try {
+      return await this.generateLocally(req, opts);
+    } catch (e) {
+      // Bad interventions and non-finite outputs are the request's doing: asking again gives the same answer.
+      if (e instanceof InterventionError || e instanceof NonFiniteLogitsError)
+        throw new ProviderError(`${this.id}: ${e.message}`, { retryable: false, cause: e });
+      throw e;
+    }
+  }
+
+  private async generateLocally(req: GenerateRequest, opts: CallOptions): Promise<GenerateResponse> {
     checkGenerateRequest(req, this.id);
     const engine = this.engine;
     const chat = req.messages !== undefined;

@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { noGrad, Tensor } from '../autograd/tensor.ts';
 import { formatChat } from '../interop/chat-template.ts';
-import { sampleFromLogits } from '../model/generate.ts';
+import { checkLogits, NonFiniteLogitsError, sampleFromLogits } from '../model/generate.ts';
 import type { HookSet } from '../model/hooks.ts';
 import { KvCache, type LlamaModel } from '../model/llama.ts';
 import { scoreContinuations, type ScoreRequest } from '../model/score.ts';
@@ -332,6 +332,7 @@ export class LocalEngine {
         let info: TokenInfo;
         if (i === 0) info = { ...this.tokenInfo(id, NaN, offset, null, 0), logprob: NaN };
         else {
+          checkLogits(logits.subarray((i - 1) * vocab, i * vocab));
           logSoftmaxRow(logits, (i - 1) * vocab, vocab, logp);
           info = this.tokenInfo(id, logp[id], offset, logp, topLogprobs);
         }
@@ -365,8 +366,13 @@ export class LocalEngine {
     for (let i = 0; i < requests.length; i += chunk) {
       const release = await this.slots.acquire(signal);
       try {
-        for (const r of scoreContinuations(this.model, requests.slice(i, i + chunk), { hooks }))
+        for (const r of scoreContinuations(this.model, requests.slice(i, i + chunk), { hooks })) {
+          if (!Number.isFinite(r.logprob))
+            throw new NonFiniteLogitsError(
+              `the log-probability of continuation ${out.length} is ${r.logprob}: the model's output is not finite`,
+            );
           out.push(r.logprob);
+        }
       } finally {
         release();
       }

@@ -142,13 +142,22 @@ export function buildInterventionHooks(
       if (kind === 'steer') {
         if (typeof iv.alpha !== 'number' || !Number.isFinite(iv.alpha))
           throw new InterventionError(`${at}.alpha must be a finite number`, `${at}.alpha`);
-        hooks.add(hook, addVectorHook(vector, iv.alpha, where));
+        checkSteerFits(vector, iv.alpha, at);
+        const alpha = iv.alpha;
+        hooks.add(
+          hook,
+          wrap(() => addVectorHook(vector, alpha, where), `${at}.vector`),
+        );
       } else if (kind === 'cap') {
         if (iv.min === undefined && iv.max === undefined)
           throw new InterventionError(`${at} needs min and/or max`, at);
         for (const b of ['min', 'max'] as const) {
-          if (iv[b] !== undefined && !Number.isFinite(iv[b]))
-            throw new InterventionError(`${at}.${b} must be a finite number`, `${at}.${b}`);
+          const x = iv[b];
+          if (x !== undefined && !isFloat32(x))
+            throw new InterventionError(
+              `${at}.${b} is ${x}; it must be a finite number within float32's range (about ±3.4e38)`,
+              `${at}.${b}`,
+            );
         }
         if (iv.min !== undefined && iv.max !== undefined && iv.min > iv.max)
           throw new InterventionError(`${at}: min ${iv.min} is above max ${iv.max}`, at);
@@ -165,6 +174,25 @@ export function buildInterventionHooks(
     });
   }
   return hooks;
+}
+
+/** True when x is a finite number that stays finite as a float32 (|x| up to about 3.4e38). */
+function isFloat32(x: number): boolean {
+  return Number.isFinite(Math.fround(x));
+}
+
+/**
+ * The added vector alpha * v is computed in float32: refuse an alpha that overflows it, naming alpha (an
+ * activation of Infinity would make every later number NaN).
+ */
+function checkSteerFits(vector: Float32Array, alpha: number, at: string): void {
+  let largest = 0;
+  for (const x of vector) largest = Math.max(largest, Math.abs(x));
+  if (!isFloat32(alpha * largest))
+    throw new InterventionError(
+      `${at}.alpha ${alpha} times the vector's largest entry ${largest} is ${alpha * largest}, beyond float32's range (about ±3.4e38)`,
+      `${at}.alpha`,
+    );
 }
 
 function wrap<T>(fn: () => T, param: string): T {
@@ -203,8 +231,11 @@ function resolveVector(
     vector = new Float32Array(shape.dim);
     for (let j = 0; j < shape.dim; j++) {
       const x = iv.vector[j];
-      if (typeof x !== 'number' || !Number.isFinite(x))
-        throw new InterventionError(`${at}.vector[${j}] is not a finite number`, `${at}.vector`);
+      if (typeof x !== 'number' || !isFloat32(x))
+        throw new InterventionError(
+          `${at}.vector[${j}] is ${String(x)}; each entry must be a finite number within float32's range (about ±3.4e38)`,
+          `${at}.vector`,
+        );
       vector[j] = x;
     }
   } else throw new InterventionError(`${at}.vector must be a number array or a vector name`, `${at}.vector`);

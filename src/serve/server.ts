@@ -15,7 +15,8 @@ import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AbortError, QueueFullError } from '../providers/limit.ts';
-import type { ChatMessage } from '../providers/types.ts';
+import type { ChatMessage, PsmExtras } from '../providers/types.ts';
+import { NonFiniteLogitsError } from '../model/generate.ts';
 import {
   ContextLengthError,
   type GenerateOutput,
@@ -184,22 +185,67 @@ function mergeLogprobs(a: CompletionLogprobs, b: CompletionLogprobs): Completion
   };
 }
 
+/**
+ * A server-sent event stream. The 200 status is committed with the first event the engine produced: events
+ * sent before it (the role chunk, an echoed prompt) are held, so that a failure before the first token (queue
+ * full, a non-finite output) is still answered with its own status instead of an error inside a 200 stream.
+ */
 class Sse {
+  private held: string[] | null = [];
   constructor(private readonly res: http.ServerResponse) {}
-  start(): void {
+  private commit(): void {
+    if (this.held === null) return;
     this.res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
       connection: 'keep-alive',
       'x-accel-buffering': 'no',
     });
-    this.res.flushHeaders();
+    for (const event of this.held) this.res.write(event);
+    this.held = null;
   }
-  send(data: unknown): void {
-    if (!this.res.writableEnded) this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+  /** Sends an event; `hold` keeps it (and the status) back until the next event that is not held. */
+  send(data: unknown, hold = false): void {
+    const event = `data: ${JSON.stringify(data)}\n\n`;
+    if (hold && this.held !== null) this.held.push(event);
+    else if (!this.res.writableEnded) {
+      this.commit();
+      this.res.write(event);
+    }
   }
   done(): void {
-    if (!this.res.writableEnded) this.res.end('data: [DONE]\n\n');
+    if (this.res.writableEnded) return;
+    this.commit();
+    this.res.end('data: [DONE]\n\n');
+  }
+}
+
+/**
+ * A model output that is not finite (NaN, overflow) is never answered as text or as null log-probabilities.
+ * With interventions in the request it is the request's doing (422 naming `psm`: e.g. a steering alpha large
+ * enough to overflow float32 inside the model); without them the model itself is broken (500).
+ */
+async function explainNonFinite(run: () => Promise<void>, psm: PsmExtras | undefined): Promise<void> {
+  try {
+    await run();
+  } catch (e) {
+    if (!(e instanceof NonFiniteLogitsError)) throw e;
+    const intervened = (psm?.steer?.length ?? 0) + (psm?.cap?.length ?? 0) + (psm?.ablate?.length ?? 0) > 0;
+    if (intervened)
+      throw new ApiError(
+        422,
+        `the model's output is not finite under this request's psm interventions (${e.message}); use a smaller alpha or vector`,
+        'invalid_request_error',
+        'psm',
+        'non_finite_result',
+      );
+    throw new ApiError(
+      500,
+      `the model's output is not finite (${e.message}); its weights may be broken`,
+      'server_error',
+      null,
+      'non_finite_result',
+    );
   }
 }
 
@@ -345,8 +391,13 @@ export class PsmServer {
         'invalid_json',
       );
     }
-    if (p === '/v1/chat/completions') await this.chat(parseBody(ChatRequestSchema, body), res, signal);
-    else await this.completions(parseBody(CompletionRequestSchema, body), res, signal);
+    if (p === '/v1/chat/completions') {
+      const r = parseBody(ChatRequestSchema, body);
+      await explainNonFinite(() => this.chat(r, res, signal), r.psm);
+    } else {
+      const r = parseBody(CompletionRequestSchema, body);
+      await explainNonFinite(() => this.completions(r, res, signal), r.psm);
+    }
   }
 
   private authorize(req: http.IncomingMessage): void {
@@ -438,15 +489,17 @@ export class PsmServer {
       let completionTokens = 0;
       // Refuse before committing to a 200 stream, so an overloaded server still answers 429.
       if (this.engine.slots.isFull()) throw new QueueFullError(this.engine.slots.maxQueue);
-      sse.start();
       for (let i = 0; i < n; i++) {
-        sse.send({
-          ...base,
-          object: 'chat.completion.chunk',
-          choices: [
-            { index: i, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null },
-          ],
-        });
+        sse.send(
+          {
+            ...base,
+            object: 'chat.completion.chunk',
+            choices: [
+              { index: i, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null },
+            ],
+          },
+          true,
+        );
         const out = await this.engine.generate({
           ...params(i),
           onDelta: (text, tokens) =>
@@ -600,14 +653,16 @@ export class PsmServer {
         if (sse) {
           if (!started) {
             if (this.engine.slots.isFull()) throw new QueueFullError(this.engine.slots.maxQueue);
-            sse.start();
             started = true;
           }
           if (echo)
-            sse.send({
-              ...base,
-              choices: [{ index, text: promptText, logprobs: echoed, finish_reason: null }],
-            });
+            sse.send(
+              {
+                ...base,
+                choices: [{ index, text: promptText, logprobs: echoed, finish_reason: null }],
+              },
+              true,
+            );
           const out = await this.generateOrNothing({
             ...params,
             onDelta: (text, tokens) =>
