@@ -12,7 +12,7 @@
  * experiment's model and batch instead of the reference configuration: how fast `psm run` pre-trains; no peer, as
  * the peer script fixes the SwiGLU width at 4 x dim), --batch N and --context N (override the shape's batch and context).
  * Also times a steering scan on the experiment's model (full passes against passes resumed after the steered block)
- * and activation recording (1,000 contexts of 128 tokens at every layer: issue 5's goal is under 30 s).
+ * and activation recording (1,000 contexts of 128 tokens at every layer: the goal is under 30 s).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -184,7 +184,7 @@ console.log(`inference: forward to logits, no grad, ${BATCH}x${CTX} tokens: ${in
   );
 }
 
-// ---- activation recording: issue 5's goal is 1,000 contexts of 128 tokens in under 30 s on 2 cores ----
+// ---- activation recording: the goal is 1,000 contexts of 128 tokens in under 30 s on 2 cores ----
 // The mean residual stream over each whole context at every layer of the default experiment's model (random weights:
 // the cost does not depend on them), as `meanActivations` records it for persona vectors and persona space.
 {
@@ -199,7 +199,7 @@ console.log(`inference: forward to logits, no grad, ${BATCH}x${CTX} tokens: ${in
   const seconds = (performance.now() - t0) / 1000;
   console.log(
     `activation recording (${recorded.n} contexts x 128 tokens, ${hooks.length} layers, experiment model): ` +
-      `${seconds.toFixed(1)} s, ${((recorded.n * 128) / seconds).toFixed(0)} tok/s (issue 5's goal: under 30 s)`,
+      `${seconds.toFixed(1)} s, ${((recorded.n * 128) / seconds).toFixed(0)} tok/s (goal: under 30 s)`,
   );
 }
 
@@ -327,7 +327,7 @@ if (!PEER) {
   }
 }
 
-// Issue 6's figures: generation vs llama.cpp on the same GGUF, and the server under 16 concurrent clients.
+// Interop figures: generation vs llama.cpp on the same GGUF, and the server under 16 concurrent clients.
 // Child processes, so each measures on its own; --no-interop skips them.
 if (!process.argv.includes('--no-interop')) {
   const here = dirname(fileURLToPath(import.meta.url));

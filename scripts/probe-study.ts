@@ -1,5 +1,5 @@
 /**
- * The archetype-posterior probe (interpretation part 7) under several settings, on the pre-trained model of every
+ * The archetype-posterior probe of the interpretation under several settings, on the pre-trained model of every
  * seed folder of a run: how close each setting's probe comes to the exact Bayesian posterior over archetypes, next
  * to the evidence-free prior of the subject's kind.
  *

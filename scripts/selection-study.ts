@@ -3,12 +3,12 @@
  * trait's layer and method from the saved persona vectors with n training-pool Assistant chats per trait (the
  * interpretation's rule: `selectLayers`, then `betterSteering`), and checks the chosen vector's dose-response on the
  * held-out battery (48 chats, the interpretation's items) for monotonicity within the coherent alphas up to sampling
- * noise, the test of issue 5's steering goal.
+ * noise, the test of the steering goal.
  *
  *   npx tsx scripts/selection-study.ts <runDir> [--items 12,24]
  *
- * Prints the choice per seed and trait and, per n, the trait-seeds that fail. Run it on a development set (stop 10's
- * models: runs/default-docwindows-s3) rather than on the seeds a result is reported for.
+ * Prints the choice per seed and trait and, per n, the trait-seeds that fail. Run it on a development set (the
+ * earlier default experiment's models: runs/default-docwindows-s3) rather than on the seeds a result is reported for.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

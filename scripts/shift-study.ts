@@ -1,6 +1,6 @@
 /**
- * Fine-tune shift prediction (interpretation part 5) read on different item sets, on every seed folder of a run
- * whose interpretation has run: how well the change of the last prompt token's projection on each trait vector
+ * Fine-tune shift prediction (the interpretation's shift stage) read on different item sets, on every seed folder
+ * of a run whose interpretation has run: how well the change of the last prompt token's projection on each trait vector
  * predicts the change of trait expression across the narrow fine-tune arms, per trait.
  *
  *   npx tsx scripts/shift-study.ts <runDir> [--items-per-domain 48] [--json <file>]
