@@ -663,7 +663,9 @@ export function screeningFigure(
   };
 }
 
-function figures(results: RunResults, s: Summary): { id: string; caption: string; spec: TopLevelSpec }[] {
+/** The report's figures as Vega-Lite specs, from a run's results and their summary (report.json holds both); psm lab
+ * draws the same specs interactively. */
+export function figures(results: RunResults, s: Summary): { id: string; caption: string; spec: TopLevelSpec }[] {
   const seeds = results.seeds.filter((x) => x.variant === 'standard');
   const w = results.world;
   const out: { id: string; caption: string; spec: TopLevelSpec }[] = [];
