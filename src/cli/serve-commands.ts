@@ -52,6 +52,39 @@ function slug(s: string): string {
   );
 }
 
+/**
+ * Checks the GGUF files among provider specs with PSM Lab's own reader before an audit starts (a progress bar
+ * for large files): a corrupt file fails the command at once with its name and the problem, instead of every
+ * unit failing in llama.cpp and the audit asking for a re-run that cannot help.
+ */
+async function checkGgufSpecs(specs: string[]): Promise<void> {
+  const [{ parseProviderSpec }, { checkGgufModel }, { terminalProgress }] = await Promise.all([
+    import('../providers/spec.ts'),
+    import('../providers/gguf.ts'),
+    import('./progress.ts'),
+  ]);
+  for (const spec of specs) {
+    const s = parseProviderSpec(spec);
+    if (s.kind !== 'gguf') continue;
+    let bar: ReturnType<typeof terminalProgress> | undefined;
+    try {
+      checkGgufModel(s.file, (done, total) => {
+        if (total < 64 << 20) return; // a small file is checked in a moment
+        bar ??= terminalProgress(
+          `check ${path.basename(s.file)}`.slice(0, 22),
+          Math.ceil(total / 2 ** 20),
+          'MB',
+        );
+        bar.update(Math.floor(done / 2 ** 20));
+      });
+    } catch (e) {
+      throw new Error(`${spec}: not a usable GGUF model: ${(e as Error).message}`);
+    } finally {
+      bar?.stop();
+    }
+  }
+}
+
 export function registerServeCommands(program: Command): void {
   program
     .command('serve')
@@ -167,7 +200,10 @@ export function registerServeCommands(program: Command): void {
     .option('--samples <n>', 'answers sampled per EM question (the paper used 100)', int('--samples', 1), 10)
     .option('--max-tokens <n>', 'longest EM answer in tokens', int('--max-tokens', 1), 200)
     .option('--temperature <t>', 'sampling temperature of EM answers', num('--temperature'), 1)
-    .option('--questions <file>', 'EM questions file (default: the eight questions of Betley et al. 2025 that ship in data/em-first-plot-questions.json)')
+    .option(
+      '--questions <file>',
+      'EM questions file (default: the eight questions of Betley et al. 2025 that ship in data/em-first-plot-questions.json)',
+    )
     .option('--no-em', 'skip the EM questions')
     .option('--no-battery', 'skip the trait battery')
     .option(
@@ -228,6 +264,7 @@ export function registerServeCommands(program: Command): void {
         if (!['auto', 'logprob', 'judge'].includes(o.batteryMode))
           throw new Error(`--battery-mode must be auto, logprob or judge, got "${o.batteryMode}"`);
         if (!o.em && !o.battery) throw new Error('nothing to do: both --no-em and --no-battery');
+        await checkGgufSpecs([...o.provider, ...(o.judge ? [o.judge] : [])]);
         const [{ createProvider }, audit, { terminalProgress }, { atomicWriteFile, atomicWriteJson }] =
           await Promise.all([
             import('../providers/spec.ts'),

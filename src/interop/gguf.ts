@@ -130,7 +130,8 @@ export interface GgufTensorInfo {
   byteSize: number;
 }
 
-export interface GgufFile {
+/** What a GGUF file says about itself: metadata and tensor infos, checked against the file's size. */
+export interface GgufHeader {
   source: string;
   version: number;
   alignment: number;
@@ -138,6 +139,11 @@ export interface GgufFile {
   tensors: GgufTensorInfo[];
   /** Absolute offset of the data section. */
   dataOffset: number;
+  fileSize: number;
+}
+
+/** A GGUF file held in memory: its header and all its bytes. */
+export interface GgufFile extends GgufHeader {
   bytes: Uint8Array;
 }
 
@@ -570,7 +576,14 @@ export function writeGgufFile(
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-/** Bounds-checked little-endian reader; every failure names the file, the offset and what was being read. */
+/** The bytes read so far end before the header does: {@link readGgufHeader} reads more and starts again. */
+class NeedMoreBytes extends Error {}
+
+/**
+ * Bounds-checked little-endian reader over the first bytes of a file of `fileSize` bytes; every failure names
+ * the file, the offset and what was being read. Lengths are checked against the whole file, so a lying one
+ * fails before anything is allocated for it.
+ */
 class ByteReader {
   pos = 0;
   private readonly view: DataView;
@@ -579,18 +592,21 @@ class ByteReader {
   constructor(
     readonly bytes: Uint8Array,
     readonly source: string,
+    readonly fileSize = bytes.byteLength,
   ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
+  /** Bytes of the file after the current position. */
   get remaining(): number {
-    return this.bytes.byteLength - this.pos;
+    return this.fileSize - this.pos;
   }
   need(n: number, what: string): void {
     if (n > this.remaining) {
       throw new Error(
-        `${this.source}: truncated GGUF file: ${what} needs ${n} bytes at offset ${this.pos}, but the file has ${this.bytes.byteLength} bytes`,
+        `${this.source}: truncated GGUF file: ${what} needs ${n} bytes at offset ${this.pos}, but the file has ${this.fileSize} bytes`,
       );
     }
+    if (this.pos + n > this.bytes.byteLength) throw new NeedMoreBytes();
   }
   u8(what: string): number {
     this.need(1, what);
@@ -663,6 +679,7 @@ class ByteReader {
   string(what: string): string {
     const n = this.length(`${what} length`, 1);
     const at = this.pos;
+    this.need(n, what);
     const b = this.bytes.subarray(this.pos, this.pos + n);
     this.pos += n;
     try {
@@ -771,12 +788,15 @@ function readValue(r: ByteReader, what: string, depth = 0): GgufValue {
  * {@link ggufTensorData}.
  */
 export function parseGguf(bytes: Uint8Array, source = '<memory>'): GgufFile {
+  return { ...parseGgufHeader(bytes, source, bytes.byteLength), bytes };
+}
+
+/** Parses the header from the first bytes of a file of `fileSize` bytes; NeedMoreBytes when they end too soon. */
+function parseGgufHeader(bytes: Uint8Array, source: string, fileSize: number): GgufHeader {
   if (endianness() !== 'LE') throw new Error('gguf: reading requires a little-endian host');
-  const r = new ByteReader(bytes, source);
-  if (bytes.byteLength < 4)
-    throw new Error(
-      `${source}: truncated GGUF file: ${bytes.byteLength} bytes, the header needs at least 24`,
-    );
+  const r = new ByteReader(bytes, source, fileSize);
+  if (fileSize < 4)
+    throw new Error(`${source}: truncated GGUF file: ${fileSize} bytes, the header needs at least 24`);
   const magic = r.u32('magic');
   if (magic !== GGUF_MAGIC) {
     const shown = Buffer.from(bytes.subarray(0, 4)).toString('latin1');
@@ -827,9 +847,9 @@ export function parseGguf(bytes: Uint8Array, source = '<memory>'): GgufFile {
       const n = r.u64(`tensor "${name}" dimension ${d}`);
       if (n === 0n) throw new Error(`${source}: tensor "${name}" has a zero dimension`);
       count *= n;
-      if (count > BigInt(bytes.byteLength) * 8n)
+      if (count > BigInt(fileSize) * 8n)
         throw new Error(
-          `${source}: tensor "${name}" claims ${count}+ elements, more than the ${bytes.byteLength}-byte file can hold`,
+          `${source}: tensor "${name}" claims ${count}+ elements, more than the ${fileSize}-byte file can hold`,
         );
       dims.push(Number(n));
     }
@@ -846,15 +866,15 @@ export function parseGguf(bytes: Uint8Array, source = '<memory>'): GgufFile {
         `${source}: tensor "${name}" offset ${offset} is not a multiple of the alignment ${alignment}`,
       );
     const byteSize = (count / BigInt(info.block)) * BigInt(info.bytes);
-    if (offset + byteSize > BigInt(bytes.byteLength)) {
+    if (offset + byteSize > BigInt(fileSize)) {
       throw new Error(
-        `${source}: tensor "${name}" [${dims}] at data offset ${offset} (${byteSize} bytes) lies beyond the ${bytes.byteLength}-byte file (truncated file or lying header)`,
+        `${source}: tensor "${name}" [${dims}] at data offset ${offset} (${byteSize} bytes) lies beyond the ${fileSize}-byte file (truncated file or lying header)`,
       );
     }
     tensors.push({ name, dims, type, offset: Number(offset), byteSize: Number(byteSize) });
   }
   const dataOffset = Math.ceil(r.pos / alignment) * alignment;
-  const dataLength = bytes.byteLength - dataOffset;
+  const dataLength = fileSize - dataOffset;
   const sorted = [...tensors].sort((a, b) => a.offset - b.offset);
   let end = 0;
   let prev: GgufTensorInfo | undefined;
@@ -871,7 +891,7 @@ export function parseGguf(bytes: Uint8Array, source = '<memory>'): GgufFile {
     end = t.offset + t.byteSize;
     prev = t;
   }
-  return { source, version, alignment, metadata, tensors, dataOffset, bytes };
+  return { source, version, alignment, metadata, tensors, dataOffset, fileSize };
 }
 
 export function readGgufFile(file: string): GgufFile {
@@ -882,6 +902,157 @@ export function readGgufFile(file: string): GgufFile {
     throw new Error(`${file}: cannot read GGUF file: ${(e as Error).message}`);
   }
   return parseGguf(bytes, file);
+}
+
+/** The largest header (metadata and tensor infos) read from a file; real ones, tokenizer included, are tens of MB. */
+export const MAX_GGUF_HEADER_BYTES = 256 << 20;
+
+/**
+ * Reads and checks a GGUF file's header without reading its tensor data (a model file may be many GB): the
+ * first MiB, then four times more until the header ends, every length checked against the file's size first.
+ */
+export function readGgufHeader(file: string): GgufHeader {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    throw new Error(`${file}: cannot read GGUF file: ${(e as Error).message}`);
+  }
+  try {
+    const fileSize = fs.fstatSync(fd).size;
+    for (let want = 1 << 20; ; want *= 4) {
+      const buf = Buffer.alloc(Math.min(want, fileSize, MAX_GGUF_HEADER_BYTES));
+      readFully(fd, buf, buf.byteLength, 0, file);
+      try {
+        return parseGgufHeader(buf, file, fileSize);
+      } catch (e) {
+        if (!(e instanceof NeedMoreBytes)) throw e;
+        if (buf.byteLength >= MAX_GGUF_HEADER_BYTES)
+          throw new Error(
+            `${file}: the GGUF header (metadata and tensor infos) runs past ${MAX_GGUF_HEADER_BYTES} bytes; not a model file this reader accepts`,
+          );
+      }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Where a ggml type keeps its floating-point numbers: every element (float types), or the scales at fixed
+ * byte offsets of each block (quantized types; the quantized integers themselves cannot be non-finite).
+ * Types not listed (integer types, the IQ1/IQ2/IQ3/TQ families) are not scanned.
+ */
+const FLOATS_OF_TYPE: Record<string, { kind: 'f16' | 'bf16' | 'f32' | 'f64'; at: number[] }> = {
+  F32: { kind: 'f32', at: [0] },
+  F16: { kind: 'f16', at: [0] },
+  BF16: { kind: 'bf16', at: [0] },
+  F64: { kind: 'f64', at: [0] },
+  Q4_0: { kind: 'f16', at: [0] },
+  Q4_1: { kind: 'f16', at: [0, 2] },
+  Q5_0: { kind: 'f16', at: [0] },
+  Q5_1: { kind: 'f16', at: [0, 2] },
+  Q8_0: { kind: 'f16', at: [0] },
+  Q8_1: { kind: 'f16', at: [0, 2] },
+  Q2_K: { kind: 'f16', at: [80, 82] },
+  Q3_K: { kind: 'f16', at: [108] },
+  Q4_K: { kind: 'f16', at: [0, 2] },
+  Q5_K: { kind: 'f16', at: [0, 2] },
+  Q6_K: { kind: 'f16', at: [208] },
+  Q8_K: { kind: 'f32', at: [0] },
+  IQ4_NL: { kind: 'f16', at: [0] },
+  IQ4_XS: { kind: 'f16', at: [0] },
+};
+
+/** The value of a non-finite float at byte `at` of `view`, or null when it is finite. */
+function nonFinite(view: DataView, at: number, kind: 'f16' | 'bf16' | 'f32' | 'f64'): number | null {
+  if (kind === 'f32' || kind === 'f64') {
+    const x = kind === 'f32' ? view.getFloat32(at, true) : view.getFloat64(at, true);
+    return Number.isFinite(x) ? null : x;
+  }
+  const b = view.getUint16(at, true);
+  const [exponent, mantissa] = kind === 'f16' ? [0x7c00, 0x3ff] : [0x7f80, 0x7f];
+  if ((b & exponent) !== exponent) return null;
+  if (b & mantissa) return NaN;
+  return b & 0x8000 ? -Infinity : Infinity;
+}
+
+/** Fills buf[0, length) from the file at `position` (readSync may return less than asked). */
+function readFully(fd: number, buf: Buffer, length: number, position: number, what: string): void {
+  for (let got = 0; got < length;) {
+    const n = fs.readSync(fd, buf, got, length - got, position + got);
+    if (n <= 0) throw new Error(`${what}: the file ends early (truncated while being read?)`);
+    got += n;
+  }
+}
+
+/**
+ * Reads every tensor's data in chunks (bounded memory) and throws, naming the file and the tensor, at the first
+ * NaN or infinite weight or block scale: llama.cpp would run such a file and answer NaN probabilities.
+ * `onProgress` is told the bytes scanned so far.
+ */
+export function checkGgufTensorValues(
+  header: GgufHeader,
+  onProgress?: (scannedBytes: number, totalBytes: number) => void,
+): void {
+  const total = header.tensors.reduce((sum, t) => sum + t.byteSize, 0);
+  let scanned = 0;
+  const fd = fs.openSync(header.source, 'r');
+  try {
+    for (const t of header.tensors) {
+      const type = GGML_TYPE_BY_ID.get(t.type)!;
+      const floats = FLOATS_OF_TYPE[type.name];
+      if (!floats) {
+        scanned += t.byteSize;
+        continue;
+      }
+      const width = floats.kind === 'f64' ? 8 : floats.kind === 'f32' ? 4 : 2;
+      const step = type.block === 1 ? width : type.bytes;
+      const chunk = Buffer.alloc(Math.min(t.byteSize, Math.max(step, Math.floor((4 << 20) / step) * step)));
+      const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      for (let done = 0; done < t.byteSize;) {
+        const n = Math.min(chunk.byteLength, t.byteSize - done);
+        readFully(fd, chunk, n, header.dataOffset + t.offset + done, `${header.source}: tensor "${t.name}"`);
+        for (let at = 0; at + step <= n; at += step) {
+          for (const off of floats.at) {
+            const bad = nonFinite(view, at + off, floats.kind);
+            if (bad !== null) {
+              const index = (done + at) / step;
+              throw new Error(
+                type.block === 1
+                  ? `${header.source}: tensor "${t.name}" holds ${bad} at element ${index}: the weights are corrupt`
+                  : `${header.source}: tensor "${t.name}" (${type.name}) has a scale of ${bad} in block ${index}: the weights are corrupt`,
+              );
+            }
+          }
+        }
+        done += n;
+        scanned += n;
+        onProgress?.(scanned, total);
+      }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * The checks a GGUF model file passes before llama.cpp is given it: a sound header ({@link readGgufHeader}), an
+ * architecture, at least one tensor, and finite weights ({@link checkGgufTensorValues}). Any architecture is
+ * accepted here (llama.cpp knows many); {@link ggufConfig} is stricter.
+ */
+export function checkGgufModelFile(
+  file: string,
+  onProgress?: (scannedBytes: number, totalBytes: number) => void,
+): GgufHeader {
+  const header = readGgufHeader(file);
+  const arch = header.metadata.get('general.architecture');
+  if (arch === undefined) throw new Error(`${file}: metadata "general.architecture" is missing`);
+  if (arch.type !== GgufValueType.STRING || arch.value === '')
+    throw new Error(`${file}: metadata "general.architecture" must be a non-empty string`);
+  if (header.tensors.length === 0) throw new Error(`${file}: the GGUF file holds no tensors`);
+  checkGgufTensorValues(header, onProgress);
+  return header;
 }
 
 /** Decodes one tensor (F32, F16 or BF16) to a fresh Float32Array in ggml order (= row-major of the reversed dims). */

@@ -34,6 +34,9 @@ export { loadFolderTokenizer, HfTokenizerAdapter, type FolderTokenizer } from '.
 export {
   writeGgufFile,
   readGgufFile,
+  readGgufHeader,
+  checkGgufModelFile,
+  checkGgufTensorValues,
   parseGguf,
   serializeGguf,
   ggufContents,
@@ -44,6 +47,7 @@ export {
   permuteForGguf,
   unpermuteFromGguf,
   type GgufFile,
+  type GgufHeader,
   type GgufValue,
   type GgufExportOptions,
 } from './gguf.ts';

@@ -20,6 +20,7 @@ import type {
   Token,
 } from 'node-llama-cpp';
 import { formatChat } from '../interop/chat-template.ts';
+import { checkGgufModelFile } from '../interop/gguf.ts';
 import { sampleFromLogits } from '../model/generate.ts';
 import { Rng } from '../tensor/random.ts';
 import { AbortError, Semaphore, yieldToEventLoop } from './limit.ts';
@@ -64,6 +65,31 @@ export async function nodeLlamaCppAvailable(): Promise<boolean> {
   }
 }
 
+/** Files (by path, size and time) that passed checkGgufModel in this process: a multi-GB scan is done once. */
+const checkedFiles = new Set<string>();
+
+/**
+ * Checks a GGUF model file with PSM Lab's own reader before llama.cpp sees it (header, lengths and offsets
+ * against the file size, finite weights), so a corrupt file gets an error naming the file and the problem
+ * rather than llama.cpp's. Throws a plain Error: a corrupt file is not worth retrying.
+ */
+export function checkGgufModel(
+  file: string,
+  onProgress?: (scannedBytes: number, totalBytes: number) => void,
+): void {
+  const abs = path.resolve(file);
+  let stamp: string;
+  try {
+    const st = fs.statSync(abs);
+    stamp = `${abs}:${st.size}:${st.mtimeMs}`;
+  } catch (e) {
+    throw new Error(`${abs}: cannot read GGUF file: ${(e as Error).message}`);
+  }
+  if (checkedFiles.has(stamp)) return;
+  checkGgufModelFile(abs, onProgress);
+  checkedFiles.add(stamp);
+}
+
 export class GgufProvider implements Provider {
   readonly id: string;
   readonly capabilities: ProviderCapabilities = { chat: true, completion: true, logprobs: true, score: true };
@@ -99,6 +125,7 @@ export class GgufProvider implements Provider {
     this.loading ??= (async () => {
       const file = path.resolve(this.opts.modelPath);
       if (!fs.existsSync(file)) throw new ProviderError(`${this.id}: ${file} not found`);
+      checkGgufModel(file);
       let mod: typeof import('node-llama-cpp');
       try {
         mod = await import('node-llama-cpp');
@@ -108,7 +135,9 @@ export class GgufProvider implements Provider {
         );
       }
       const llama = await mod.getLlama({ gpu: false, build: 'never', logLevel: mod.LlamaLogLevel.error });
-      const model = await llama.loadModel({ modelPath: file });
+      const model = await llama.loadModel({ modelPath: file }).catch((e: unknown) => {
+        throw new Error(`${this.id}: llama.cpp cannot load ${file}: ${(e as Error).message}`, { cause: e });
+      });
       const contextSize = this.opts.contextSize ?? Math.min(model.trainContextSize, 4096);
       const context = await model.createContext({
         contextSize,
@@ -145,6 +174,7 @@ export class GgufProvider implements Provider {
     const out = await seq.controlledEvaluate(items);
     const probs = out[input.length - 1]?.next.probabilities;
     if (!probs) throw new ProviderError(`${this.id}: llama.cpp returned no probabilities`);
+    for (const p of probs.values()) if (!Number.isFinite(p)) throw this.nonFinite(p);
     return probs;
   }
 
@@ -226,6 +256,13 @@ export class GgufProvider implements Provider {
     }, opts.signal);
   }
 
+  /** llama.cpp computed NaN: the weights are broken in a way the file checks could not see (e.g. quantized values). */
+  private nonFinite(value: number): Error {
+    return new Error(
+      `${this.id}: llama.cpp returned a probability of ${value} for ${this.opts.modelPath}; the model's weights are likely corrupt`,
+    );
+  }
+
   /** PSM Lab's sampler over llama.cpp's probabilities (log-probabilities rebuilt as logits). */
   private sample(probs: Map<Token, number>, temperature: number, topP: number, rng: Rng): Token {
     if (temperature <= 0) return probs.keys().next().value as Token;
@@ -265,6 +302,7 @@ export class GgufProvider implements Provider {
           if (!probs) throw new ProviderError(`${this.id}: llama.cpp returned no probabilities`);
           sum += Math.log(probs.get(cont[j]) ?? 0);
         }
+        if (Number.isNaN(sum)) throw this.nonFinite(sum);
         out.push(sum);
         await yieldToEventLoop();
       }
