@@ -13,6 +13,36 @@ export function tempPathFor(target: string): string {
   return `${target}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
 }
 
+/** The names tempPathFor makes (and older checkpoint folders' `.tmp-<pid>-<ms>`); nothing else matches. */
+const TEMP_NAME = /\.tmp-\d+-(?:[0-9a-f]{12}|\d{13})$/;
+
+export function isTempName(name: string): boolean {
+  return TEMP_NAME.test(name);
+}
+
+/**
+ * Removes the temp files and folders a killed writer left in `dir` (and, with `recursive`, in its sub-folders);
+ * returns their paths. Only names made by tempPathFor are touched. Call it only on a folder no live process is
+ * writing: one whose writer is being resumed under the run lock.
+ */
+export function removeOrphanTemps(dir: string, opts: { recursive?: boolean } = {}): string[] {
+  const removed: string[] = [];
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return removed; // no folder, nothing left behind
+  }
+  for (const e of entries) {
+    const full = path.join(dir, e.name);
+    if (isTempName(e.name)) {
+      fs.rmSync(full, { recursive: true, force: true });
+      removed.push(full);
+    } else if (opts.recursive && e.isDirectory()) removed.push(...removeOrphanTemps(full, opts));
+  }
+  return removed;
+}
+
 function toChunks(data: Uint8Array | string | readonly Uint8Array[]): readonly Uint8Array[] {
   if (typeof data === 'string') return [Buffer.from(data, 'utf8')];
   if (data instanceof Uint8Array) return [data];
@@ -27,6 +57,17 @@ function checkChunk(chunk: unknown): void {
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** Every failed write names its destination: "ENOSPC: no space left on device, write" alone names nothing. */
+function writeError(target: string, err: unknown): Error {
+  return new Error(`atomic write of ${target} failed: ${describe(err)}`, { cause: err });
+}
+
+/** Writes all of `bytes`: writeSync may write fewer bytes than asked (a nearly full disk) without failing. */
+function writeAllSync(fd: number, bytes: Uint8Array): void {
+  let written = 0;
+  while (written < bytes.byteLength) written += fs.writeSync(fd, bytes, written, bytes.byteLength - written);
 }
 
 /** Best-effort fsync of the folder so the rename itself survives a power cut; not all platforms allow it. */
@@ -87,7 +128,7 @@ export async function atomicWriteFile(
   } catch (err) {
     await handle?.close().catch(() => undefined);
     await fsp.rm(tmp, { force: true }).catch(() => undefined);
-    throw new Error(`atomic write of ${target} failed: ${describe(err)}`, { cause: err });
+    throw writeError(target, err);
   }
   await syncDir(path.dirname(path.resolve(target)));
 }
@@ -100,10 +141,7 @@ export function atomicWriteFileSync(target: string, data: Uint8Array | string | 
     fd = fs.openSync(tmp, 'wx');
     for (const chunk of toChunks(data)) {
       checkChunk(chunk);
-      let written = 0;
-      while (written < chunk.byteLength) {
-        written += fs.writeSync(fd, chunk, written, chunk.byteLength - written);
-      }
+      writeAllSync(fd, chunk);
     }
     fs.fsyncSync(fd);
     fs.closeSync(fd);
@@ -118,9 +156,75 @@ export function atomicWriteFileSync(target: string, data: Uint8Array | string | 
       }
     }
     fs.rmSync(tmp, { force: true });
-    throw new Error(`atomic write of ${target} failed: ${describe(err)}`, { cause: err });
+    throw writeError(target, err);
   }
   syncDirSync(path.dirname(path.resolve(target)));
+}
+
+/**
+ * A file written piece by piece (a corpus, a token shard) under a temp name: commit() makes it appear whole under
+ * its final name, abort() leaves nothing. Every failure names the final file.
+ */
+export class AtomicFileStream {
+  readonly tmp: string;
+  private fd: number | null;
+  private committed = false;
+
+  constructor(readonly target: string) {
+    this.tmp = tempPathFor(target);
+    try {
+      this.fd = fs.openSync(this.tmp, 'wx');
+    } catch (err) {
+      throw writeError(target, err);
+    }
+  }
+
+  write(data: Uint8Array | string): void {
+    if (this.fd === null) throw new Error(`atomic write of ${this.target}: the file is already closed`);
+    try {
+      writeAllSync(this.fd, typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+    } catch (err) {
+      throw writeError(this.target, err);
+    }
+  }
+
+  /** Flushes the data to disk and closes the file, still under its temp name. */
+  close(): void {
+    if (this.fd === null) return;
+    const fd = this.fd;
+    this.fd = null;
+    try {
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+    } catch (err) {
+      throw writeError(this.target, err);
+    }
+  }
+
+  /** Closes the file and renames it into place. */
+  commit(): void {
+    this.close();
+    try {
+      fs.renameSync(this.tmp, this.target);
+    } catch (err) {
+      throw writeError(this.target, err);
+    }
+    this.committed = true;
+    syncDirSync(path.dirname(path.resolve(this.target)));
+  }
+
+  /** Gives up: closes and deletes the temp file. Safe after an error and after commit() (then it does nothing). */
+  abort(): void {
+    if (this.fd !== null) {
+      try {
+        fs.closeSync(this.fd);
+      } catch {
+        // Already failing; the original error is the one worth reporting.
+      }
+      this.fd = null;
+    }
+    if (!this.committed) fs.rmSync(this.tmp, { force: true });
+  }
 }
 
 /** Atomically writes `value` as pretty-printed JSON with a trailing newline. */

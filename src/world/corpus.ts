@@ -7,23 +7,16 @@
 //                              token shards (only when a tokenizer is given; see shards.ts)
 //   stats.json                 CorpusStats (see stats.ts)
 //   world.json                 the normalised world actually used (after the AI mix)
+//   eval-*.jsonl, datasets/   what the caller adds (extraFiles), e.g. `psm world generate --eval --datasets`
 //   corpus.json                manifest written last: seed, budgets, AI mix, files. Its presence marks a complete
 //                              corpus.
 // Every file is written to a temporary name and renamed into place; options and the tokenizer are checked before
-// anything touches the disk, so bad input writes nothing.
+// anything touches the disk, so bad input writes nothing. A rewrite removes the old manifest before the first file
+// changes, and a failed write (a full disk) removes what it wrote: a folder never holds a manifest over files it
+// does not describe.
 
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  renameSync,
-  rmSync,
-  rmdirSync,
-  writeSync,
-} from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { worldHash, type World } from './schema.ts';
 import {
   documentTokenCount,
@@ -32,7 +25,7 @@ import {
   type WorldDocument,
 } from './generator.ts';
 import { applyAiMix, resolveAiMix } from './mix.ts';
-import { atomicWriteJsonSync, tempPathFor } from '../io/atomic-write.ts';
+import { AtomicFileStream, atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { ShardWriter, eotIdOf, type ShardIndex } from './shards.ts';
 import { StatsBuilder, type CorpusStats } from './stats.ts';
 
@@ -46,6 +39,8 @@ export interface WriteCorpusOptions extends GenerateOptions {
   /** Called every `progressEvery` documents and at the end. */
   onProgress?: (p: { documents: number; tokens: number }) => void;
   progressEvery?: number;
+  /** More files of the corpus (path relative to `out` -> contents), written before the manifest and listed in it. */
+  extraFiles?: Record<string, string>;
 }
 
 export interface WriteCorpusResult {
@@ -55,6 +50,8 @@ export interface WriteCorpusResult {
   shards: { train: ShardIndex; val: ShardIndex } | null;
   seconds: number;
 }
+
+export const MANIFEST_FILE = 'corpus.json';
 
 export const CORPUS_FILES = [
   'corpus.json',
@@ -68,13 +65,11 @@ export const CORPUS_FILES = [
 
 /** Buffered line writer to a temporary file, renamed into place by commit(). */
 class LineFile {
-  private readonly fd: number;
+  private readonly file: AtomicFileStream;
   private buf: string[] = [];
   private size = 0;
-  readonly tmp: string;
-  constructor(readonly path: string) {
-    this.tmp = tempPathFor(path);
-    this.fd = openSync(this.tmp, 'w');
+  constructor(path: string) {
+    this.file = new AtomicFileStream(path);
   }
   write(line: string): void {
     this.buf.push(line);
@@ -83,22 +78,16 @@ class LineFile {
   }
   private flush(): void {
     if (this.buf.length === 0) return;
-    writeSync(this.fd, this.buf.join(''));
+    this.file.write(this.buf.join(''));
     this.buf = [];
     this.size = 0;
   }
   commit(): void {
     this.flush();
-    closeSync(this.fd);
-    renameSync(this.tmp, this.path);
+    this.file.commit();
   }
   abort(): void {
-    try {
-      closeSync(this.fd);
-    } catch {
-      /* already closed */
-    }
-    rmSync(this.tmp, { force: true });
+    this.file.abort();
   }
 }
 
@@ -107,58 +96,107 @@ function documentJson(doc: WorldDocument): string {
   return JSON.stringify({ ...meta, text }) + '\n';
 }
 
-export async function writeCorpus(world: World, opts: WriteCorpusOptions): Promise<WriteCorpusResult> {
-  const t0 = performance.now();
-  // Check everything that can be checked before touching the disk.
+/** Checks what can be checked before touching the disk; returns the tokenizer's separator id (-1 without one). */
+function checkCorpusOptions(world: World, opts: WriteCorpusOptions): number {
   if (opts.documents === undefined && opts.tokens === undefined)
     throw new Error('writeCorpus: give documents or tokens');
   if (opts.aiMix !== undefined) resolveAiMix(world, opts.aiMix);
-  const eotId = opts.tokenizer ? eotIdOf(opts.tokenizer) : -1;
+  for (const rel of Object.keys(opts.extraFiles ?? {}))
+    if (rel === '' || rel.startsWith('/') || rel.split(/[\\/]/).includes('..') || rel === MANIFEST_FILE)
+      throw new Error(`writeCorpus: extra file '${rel}' must be a relative path inside the output folder`);
   if (opts.tokenizer && opts.tokenizer.vocabSize > 65536) {
     throw new Error(
       `vocabulary of ${opts.tokenizer.vocabSize} tokens does not fit the uint16 shard format (at most 65536)`,
     );
   }
-  const out = opts.out;
-  const existed = existsSync(out);
-  if (existed && !opts.force) {
-    const clash = readdirSync(out).filter(
-      (f) => CORPUS_FILES.includes(f) || /^(train|val)-\d+\.bin$/.test(f),
+  return opts.tokenizer ? eotIdOf(opts.tokenizer) : -1;
+}
+
+/** Refuses a folder that holds a corpus (complete, or left incomplete by a failed write) unless `force`. */
+function checkCorpusTarget(out: string, force: boolean | undefined): void {
+  if (!existsSync(out) || force) return;
+  const clash = readdirSync(out).filter((f) => CORPUS_FILES.includes(f) || /^(train|val)-\d+\.bin$/.test(f));
+  if (clash.length === 0) return;
+  const list = `${clash.slice(0, 3).join(', ')}${clash.length > 3 ? ', ...' : ''}`;
+  if (!clash.includes(MANIFEST_FILE))
+    throw new Error(
+      `${out} holds an incomplete corpus (${list}, but no ${MANIFEST_FILE}: an earlier write did not finish); use --force to overwrite`,
     );
-    if (clash.length > 0)
-      throw new Error(
-        `${out} already holds a corpus (${clash.slice(0, 3).join(', ')}${clash.length > 3 ? ', ...' : ''}); use --force to overwrite`,
-      );
+  throw new Error(`${out} already holds a corpus (${list}); use --force to overwrite`);
+}
+
+function openShardWriters(
+  out: string,
+  opts: WriteCorpusOptions,
+  eotId: number,
+  meta: Record<string, unknown>,
+) {
+  if (!opts.tokenizer) return null;
+  const shard = (split: 'train' | 'val') =>
+    new ShardWriter(out, split, {
+      vocabSize: opts.tokenizer!.vocabSize,
+      eotId,
+      maxTokensPerShard: opts.maxTokensPerShard,
+      meta: { ...meta, split },
+    });
+  return { train: shard('train'), val: shard('val') };
+}
+
+/** The files the caller adds, each atomically, each listed in `files` once it is in place. */
+function writeExtraFiles(out: string, extra: Record<string, string>, files: string[]): void {
+  for (const [rel, contents] of Object.entries(extra)) {
+    mkdirSync(dirname(join(out, rel)), { recursive: true });
+    atomicWriteFileSync(join(out, rel), contents);
+    files.push(rel);
   }
+}
+
+/**
+ * Removes what a failed write left: the files it listed, the folders of `files` and `extra` that are now empty, and
+ * `out` itself when this write made it.
+ */
+function removeWritten(out: string, files: string[], extra: string[], existed: boolean): void {
+  for (const f of files) rmSync(join(out, f), { force: true });
+  const folders = new Set<string>();
+  for (const f of [...files, ...extra]) for (let d = dirname(f); d !== '.'; d = dirname(d)) folders.add(d);
+  // Deepest first, so a parent is empty by the time it is tried.
+  for (const d of [...[...folders].sort().reverse(), ...(existed ? [] : ['.'])]) {
+    try {
+      rmdirSync(join(out, d)); // only succeeds if empty: never removes anything we did not create
+    } catch {
+      /* not empty or already gone */
+    }
+  }
+}
+
+export async function writeCorpus(world: World, opts: WriteCorpusOptions): Promise<WriteCorpusResult> {
+  const t0 = performance.now();
+  const eotId = checkCorpusOptions(world, opts);
+  const out = opts.out;
+  checkCorpusTarget(out, opts.force);
+  const existed = existsSync(out);
   mkdirSync(out, { recursive: true });
+  // From here on the folder does not hold a complete corpus until the new manifest is in place.
+  rmSync(join(out, MANIFEST_FILE), { force: true });
 
   const mixed = applyAiMix(world, opts.aiMix);
-  const writeJsonl = opts.jsonl ?? true;
-  const jsonl = writeJsonl
-    ? { train: new LineFile(join(out, 'train.jsonl')), val: new LineFile(join(out, 'val.jsonl')) }
-    : null;
-  const meta = { world: world.name, seed: opts.seed ?? 0, aiMix: opts.aiMix ?? null };
-  const shards = opts.tokenizer
-    ? {
-        train: new ShardWriter(out, 'train', {
-          vocabSize: opts.tokenizer.vocabSize,
-          eotId,
-          maxTokensPerShard: opts.maxTokensPerShard,
-          meta: { ...meta, split: 'train' },
-        }),
-        val: new ShardWriter(out, 'val', {
-          vocabSize: opts.tokenizer.vocabSize,
-          eotId,
-          maxTokensPerShard: opts.maxTokensPerShard,
-          meta: { ...meta, split: 'val' },
-        }),
-      }
-    : null;
-  const stats = new StatsBuilder(mixed);
-  const every = opts.progressEvery ?? 5000;
-  let documents = 0;
-  let tokens = 0;
+  const files: string[] = [];
+  let jsonl: { train: LineFile; val: LineFile } | null = null;
+  let shards: ReturnType<typeof openShardWriters> = null;
   try {
+    jsonl =
+      (opts.jsonl ?? true)
+        ? { train: new LineFile(join(out, 'train.jsonl')), val: new LineFile(join(out, 'val.jsonl')) }
+        : null;
+    shards = openShardWriters(out, opts, eotId, {
+      world: world.name,
+      seed: opts.seed ?? 0,
+      aiMix: opts.aiMix ?? null,
+    });
+    const stats = new StatsBuilder(mixed);
+    const every = opts.progressEvery ?? 5000;
+    let documents = 0;
+    let tokens = 0;
     for (const doc of generateDocuments(world, opts)) {
       stats.add(doc);
       jsonl?.[doc.split].write(documentJson(doc));
@@ -171,12 +209,12 @@ export async function writeCorpus(world: World, opts: WriteCorpusOptions): Promi
         await new Promise((r) => setImmediate(r));
       }
     }
-    const files: string[] = [];
     let shardIndex: WriteCorpusResult['shards'] = null;
     if (jsonl) {
-      jsonl.train.commit();
-      jsonl.val.commit();
-      files.push('train.jsonl', 'val.jsonl');
+      for (const split of ['train', 'val'] as const) {
+        jsonl[split].commit();
+        files.push(`${split}.jsonl`);
+      }
     }
     if (shards) {
       shardIndex = { train: shards.train.close(), val: shards.val.close() };
@@ -185,9 +223,12 @@ export async function writeCorpus(world: World, opts: WriteCorpusOptions): Promi
     }
     const finalStats = stats.finish();
     atomicWriteJsonSync(join(out, 'stats.json'), finalStats);
+    files.push('stats.json');
     atomicWriteJsonSync(join(out, 'world.json'), mixed);
-    files.push('stats.json', 'world.json', 'corpus.json');
-    atomicWriteJsonSync(join(out, 'corpus.json'), {
+    files.push('world.json');
+    writeExtraFiles(out, opts.extraFiles ?? {}, files);
+    files.push(MANIFEST_FILE);
+    atomicWriteJsonSync(join(out, MANIFEST_FILE), {
       format: 'psm-world-corpus',
       version: 1,
       world: world.name,
@@ -210,13 +251,7 @@ export async function writeCorpus(world: World, opts: WriteCorpusOptions): Promi
     jsonl?.val.abort();
     shards?.train.abort();
     shards?.val.abort();
-    if (!existed) {
-      try {
-        rmdirSync(out); // only succeeds if empty: never removes anything we did not create
-      } catch {
-        /* not empty or already gone */
-      }
-    }
+    removeWritten(out, files, Object.keys(opts.extraFiles ?? {}), existed);
     throw err;
   }
 }

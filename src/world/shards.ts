@@ -12,17 +12,8 @@
 // Writes are atomic: data goes to temporary files that are renamed into place when the writer is closed, and the
 // index is written last, so a reader never sees a half-written split and a killed run leaves only temp files.
 
-import { atomicWriteJsonSync, tempPathFor } from '../io/atomic-write.ts';
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
+import { AtomicFileStream, atomicWriteJsonSync } from '../io/atomic-write.ts';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
 import { END_OF_TEXT } from './templates.ts';
 
@@ -75,10 +66,10 @@ export class ShardWriter {
   private readonly opts: Required<Omit<ShardWriterOptions, 'meta'>> & { meta?: Record<string, unknown> };
   private buf: Uint16Array;
   private bufLen = 0;
-  private fd: number | null = null;
+  private file: AtomicFileStream | null = null;
   private current = { tokens: 0, documents: 0 };
   private readonly done: ShardIndex['shards'] = [];
-  private readonly temps: Array<{ tmp: string; final: string }> = [];
+  private readonly files: AtomicFileStream[] = [];
   private closed = false;
 
   constructor(dir: string, name: string, opts: ShardWriterOptions) {
@@ -103,9 +94,13 @@ export class ShardWriter {
   addDocument(tokens: ArrayLike<number>): void {
     if (this.closed) throw new Error('ShardWriter: already closed');
     const n = tokens.length + 1;
-    if (this.fd !== null && this.current.tokens > 0 && this.current.tokens + n > this.opts.maxTokensPerShard)
+    if (
+      this.file !== null &&
+      this.current.tokens > 0 &&
+      this.current.tokens + n > this.opts.maxTokensPerShard
+    )
       this.finishShard();
-    if (this.fd === null) this.openShard();
+    if (this.file === null) this.openShard();
     this.push(this.opts.eotId);
     const V = this.opts.vocabSize;
     for (let i = 0; i < tokens.length; i++) {
@@ -124,30 +119,26 @@ export class ShardWriter {
   }
 
   private flush(): void {
-    if (this.bufLen === 0 || this.fd === null) return;
+    if (this.bufLen === 0 || this.file === null) return;
     // Uint16Array uses the platform's byte order; this module refuses to load on a big-endian platform (below),
     // so the bytes written are little-endian.
-    writeSync(this.fd, new Uint8Array(this.buf.buffer, 0, this.bufLen * 2));
+    this.file.write(new Uint8Array(this.buf.buffer, 0, this.bufLen * 2));
     this.bufLen = 0;
   }
 
   private openShard(): void {
     const file = `${this.name}-${String(this.done.length).padStart(5, '0')}.bin`;
-    const final = join(this.dir, file);
-    const tmp = tempPathFor(final);
-    this.fd = openSync(tmp, 'w');
-    this.temps.push({ tmp, final });
+    this.file = new AtomicFileStream(join(this.dir, file));
+    this.files.push(this.file);
     this.current = { tokens: 0, documents: 0 };
   }
 
   private finishShard(): void {
-    if (this.fd === null) return;
+    if (this.file === null) return;
     this.flush();
-    fsyncSync(this.fd);
-    closeSync(this.fd);
-    this.fd = null;
-    const file = basename(this.temps[this.temps.length - 1].final);
-    this.done.push({ file, ...this.current });
+    this.file.close();
+    this.done.push({ file: basename(this.file.target), ...this.current });
+    this.file = null;
   }
 
   /** Finish: rename the shards into place and write the index last. Returns the index. */
@@ -155,7 +146,6 @@ export class ShardWriter {
     if (this.closed) throw new Error('ShardWriter: already closed');
     this.finishShard();
     this.closed = true;
-    for (const t of this.temps) renameSync(t.tmp, t.final);
     const index: ShardIndex = {
       format: SHARD_FORMAT,
       version: SHARD_VERSION,
@@ -168,21 +158,24 @@ export class ShardWriter {
       shards: this.done,
       ...(this.opts.meta ? { meta: this.opts.meta } : {}),
     };
-    atomicWriteJsonSync(join(this.dir, `${this.name}.json`), index);
+    try {
+      for (const f of this.files) f.commit();
+      atomicWriteJsonSync(join(this.dir, `${this.name}.json`), index);
+    } catch (err) {
+      // Shards without their index are not a split: take back the ones already renamed.
+      for (const f of this.files) {
+        f.abort();
+        rmSync(f.target, { force: true });
+      }
+      throw err;
+    }
     return index;
   }
 
   /** Give up: close and delete the temporary files. Safe to call after an error. */
   abort(): void {
-    if (this.fd !== null) {
-      try {
-        closeSync(this.fd);
-      } catch {
-        /* already closed */
-      }
-      this.fd = null;
-    }
-    if (!this.closed) for (const t of this.temps) rmSync(t.tmp, { force: true });
+    if (!this.closed) for (const f of this.files) f.abort();
+    this.file = null;
     this.closed = true;
   }
 }
