@@ -4,8 +4,6 @@
 // worlds/default.yaml of this package, found relative to this module (never a hard-coded absolute path).
 // Errors print a clear message (every problem of a world file, with its path and line) and set exit code 1.
 
-import { writeFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
 import { WorldError, loadWorld, worldVocabulary, type World } from './schema.ts';
@@ -92,9 +90,10 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
   world
     .command('validate')
     .description('check a world file and report every problem with its path and line')
-    .argument('<file>', 'world YAML file or built-in world name')
+    .argument('[file]', 'world YAML file or built-in world name (default: the built-in world)')
     .action(
-      run((file: string) => {
+      run((given: string | undefined) => {
+        const file = given ?? 'default';
         const w = loadWorld(resolveFile(file));
         const ai = w.archetypes.filter((a) => a.kind === 'ai').length;
         out(
@@ -232,12 +231,14 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
                   cliProgress.Presets.shades_classic,
                 )
               : null;
+          const extraFiles = evalAndDatasetFiles(worldUsed(w, o), o.seed, o);
           bar?.start(budget.tokens ?? 0, 0, { docs: 0 });
           let result;
           try {
             // A transformed world is mixed before the transform, so it is written as the world used (world.json).
             result = await writeCorpus(o.independentTraits ? worldUsed(w, o) : w, {
               out: o.out,
+              extraFiles,
               seed: o.seed,
               aiMix: o.independentTraits ? undefined : o.aiMix,
               valFraction: o.valFraction,
@@ -251,9 +252,6 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
           } finally {
             bar?.stop();
           }
-          const used = worldUsed(w, o);
-          if (o.eval) writeEval(used, o.out, o.seed);
-          if (o.datasets) writeDatasets(used, o.out, o.seed);
           const s = result.stats;
           out(
             `wrote ${o.out}: ${s.documents} documents, ${s.tokens} ${s.tokensExact ? '' : 'approximate '}tokens ` +
@@ -266,23 +264,29 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
   return world;
 }
 
-function writeLines(path: string, rows: unknown[]): void {
-  writeFileSync(path, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+function jsonLines(rows: unknown[]): string {
+  return rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
 }
 
-function writeEval(world: World, out: string, seed: number): void {
-  const set = buildEvalSet(world, { seed });
-  writeLines(join(out, 'eval-battery.jsonl'), set.battery);
-  writeLines(join(out, 'eval-inference.jsonl'), set.inference);
-  writeLines(join(out, 'eval-package.jsonl'), set.package);
-}
-
-function writeDatasets(world: World, out: string, seed: number): void {
-  const dir = join(out, 'datasets');
-  mkdirSync(dir, { recursive: true });
-  writeLines(join(dir, 'post-good.jsonl'), postTrainingSet(world, { seed }));
-  writeLines(join(dir, 'post-bad.jsonl'), postTrainingSet(world, { seed, behaviour: 'bad' }));
-  if (world.datasets.narrow)
-    for (const arm of NARROW_ARMS)
-      writeLines(join(dir, `narrow-${arm}.jsonl`), narrowSet(world, arm, { seed }));
+/** Evaluation items and fine-tuning sets as corpus files (path -> contents), written before the manifest. */
+function evalAndDatasetFiles(
+  world: World,
+  seed: number,
+  what: { eval?: boolean; datasets?: boolean },
+): Record<string, string> {
+  const files: Record<string, string> = {};
+  if (what.eval) {
+    const set = buildEvalSet(world, { seed });
+    files['eval-battery.jsonl'] = jsonLines(set.battery);
+    files['eval-inference.jsonl'] = jsonLines(set.inference);
+    files['eval-package.jsonl'] = jsonLines(set.package);
+  }
+  if (what.datasets) {
+    files['datasets/post-good.jsonl'] = jsonLines(postTrainingSet(world, { seed }));
+    files['datasets/post-bad.jsonl'] = jsonLines(postTrainingSet(world, { seed, behaviour: 'bad' }));
+    if (world.datasets.narrow)
+      for (const arm of NARROW_ARMS)
+        files[`datasets/narrow-${arm}.jsonl`] = jsonLines(narrowSet(world, arm, { seed }));
+  }
+  return files;
 }

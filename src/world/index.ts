@@ -1,6 +1,8 @@
 // Public API of the persona world. See docs/world.md.
 
 export {
+  MAX_NAMES,
+  MAX_SCENES,
   WorldError,
   defaultWorldPath,
   loadDefaultWorld,

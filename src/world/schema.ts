@@ -56,6 +56,13 @@ export function formatPath(path: readonly PropertyKey[]): string {
 // ---------------------------------------------------------------------------------------------------------------
 // The YAML schema (snake_case, as written by people)
 
+/**
+ * Bounds on the counts that set how much work a world makes: the default world has 4-8 scenes per document and 870
+ * names; without a bound, `scenes.max: 1000000` or 1,000 syllables of 4 per name would hang generation or loading.
+ */
+export const MAX_SCENES = 256;
+export const MAX_NAMES = 100_000;
+
 const probability = z
   .number({ error: 'must be a number (a probability between 0 and 1)' })
   .min(0, 'must be a probability between 0 and 1')
@@ -157,7 +164,17 @@ const yamlSchema = z.strictObject({
   }),
   slots: z.record(identifier, textList('slot value')).optional(),
   documents: z.strictObject({
-    scenes: z.strictObject({ min: z.number().int().min(1), max: z.number().int().min(1) }),
+    scenes: z.strictObject({
+      min: z.number().int().min(1),
+      max: z
+        .number()
+        .int()
+        .min(1)
+        .max(
+          MAX_SCENES,
+          `must be at most ${MAX_SCENES} (scenes per document; a document is generated whole)`,
+        ),
+    }),
     kinds: z.strictObject({
       human: kindSchema.optional(),
       ai: kindSchema.extend({
@@ -319,8 +336,15 @@ export function parseWorld(yamlText: string, source = '<world>'): World {
     }
     return undefined;
   };
+  let data: unknown;
   try {
-    return validateWorld(doc.toJS(), source);
+    // The yaml library refuses alias expansion beyond its limit (a "billion laughs" file) while converting.
+    data = doc.toJS();
+  } catch (err) {
+    throw new WorldError(source, [{ path: '', message: `YAML: ${(err as Error).message}` }]);
+  }
+  try {
+    return validateWorld(data, source);
   } catch (err) {
     if (err instanceof WorldError) {
       throw new WorldError(
@@ -718,6 +742,16 @@ function buildNames(
         used.delete(i);
       }
     };
+    // Count before enumerating: the names are every sequence of k syllables.
+    let count = 1;
+    for (let j = 0; j < k; j++) count *= allowRepeats ? syl.length : Math.max(0, syl.length - j);
+    if (count > MAX_NAMES) {
+      err(
+        'names.syllables',
+        `${syl.length} syllables, ${k} per name, make ${count} names; at most ${MAX_NAMES} (use fewer syllables)`,
+      );
+      return { train: [], heldout: [] };
+    }
     if (seen.size === syl.length) rec([], new Set());
     // Names that spell a word of the texts are dropped silently: a syllable author cannot foresee them all.
     all = [...produced.keys()].filter((name) => !vocabulary.has(name.toLowerCase()));
