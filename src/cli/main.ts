@@ -3,6 +3,7 @@
  * command pays only for what it uses.
  */
 import { Command, InvalidArgumentError } from 'commander';
+import { registerCompareCommand } from './compare-command.ts';
 import { registerEngineCommands } from './engine-commands.ts';
 import { registerFinetuneCommand } from './finetune-command.ts';
 import { registerScreenCommands } from './screen-commands.ts';
@@ -21,6 +22,7 @@ function main(): Command {
     .version('0.1.0')
     .showHelpAfterError();
   registerRunCommands(program);
+  registerCompareCommand(program);
   registerEngineCommands(program);
   registerServeCommands(program);
   registerInteropCommands(program);

@@ -1,0 +1,55 @@
+/** `psm compare RUN_A RUN_B [...]`: any metric of the report across runs, per seed, with intervals and differences. */
+import type { Command } from 'commander';
+
+export function registerCompareCommand(program: Command): void {
+  program
+    .command('compare')
+    .description(
+      "Compare runs on any metric of the report: per-seed values, 95% t-intervals over seeds, Bayes's value, and each run's difference from the first (paired where the seeds match, Welch's two-sample interval always)",
+    )
+    .argument('<runs...>', 'run folders; DIR:alignment for the alignment-pre-training variant of a run')
+    .option(
+      '--metric <names>',
+      'comma-separated metric names (default: the headline metrics; --list shows all)',
+    )
+    .option('--labels <names>', 'comma-separated labels for the runs (default: the folder names)')
+    .option('--list', 'list the metrics every given run has, and stop')
+    .option(
+      '--out <dir>',
+      'also write compare.md, compare.json and the figure (compare.svg/.png/.vl.json) there',
+    )
+    .option('--json', 'print the comparison as JSON instead of a table')
+    .action(
+      async (
+        runs: string[],
+        o: { metric?: string; labels?: string; list?: boolean; out?: string; json?: boolean },
+      ) => {
+        const { availableMetrics, compareRuns, formatComparison, loadComparedRun, writeComparison } =
+          await import('../pipeline/compare.ts');
+        const split = (s: string | undefined) =>
+          s
+            ?.split(',')
+            .map((x) => x.trim())
+            .filter(Boolean);
+        const labels = split(o.labels);
+        if (labels && labels.length !== runs.length)
+          throw new Error(`--labels: ${labels.length} label(s) for ${runs.length} run(s)`);
+        const loaded = runs.map((r, i) => loadComparedRun(r, labels?.[i]));
+        if (new Set(loaded.map((r) => r.label)).size !== loaded.length)
+          throw new Error(
+            `two runs have the same label (${loaded.map((r) => r.label).join(', ')}); give --labels`,
+          );
+        if (o.list) {
+          for (const d of availableMetrics(loaded).shared)
+            process.stdout.write(`${d.name.padEnd(32)} ${d.description}\n`);
+          return;
+        }
+        const c = compareRuns(loaded, split(o.metric));
+        process.stdout.write(`${o.json ? JSON.stringify(c, null, 2) : formatComparison(c)}\n`);
+        if (o.out) {
+          const files = await writeComparison(o.out, c);
+          process.stderr.write(`wrote ${files.join(', ')}\n`);
+        }
+      },
+    );
+}
