@@ -1,13 +1,16 @@
 /**
  * psm serve at the edges of its input: temperatures too small for float32 (greedy), interventions whose numbers
  * overflow (a 4xx naming the field, never NaN in a 200 or a 500), /v1/completions errors that name `prompt`,
- * and an empty API key.
+ * an empty API key, and clients that hang up.
  */
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalEngine } from '../src/serve/engine.ts';
-import { startServer, type RunningServer } from '../src/serve/server.ts';
+import { registerServeCommands } from '../src/cli/serve-commands.ts';
+import { PsmServer, startServer, type RunningServer } from '../src/serve/server.ts';
+import { runCli } from './cli-run.ts';
 import { makeTinyModelFolder } from './serve-fixture.ts';
 
 let dir: string;
@@ -135,5 +138,76 @@ describe('non-finite results and overflowing vectors', () => {
     // Still serving, and a sane steer still works.
     const ok = await post('/v1/chat/completions', chatBody(steer(ones(0.5), 2, 'blocks.1.hook_resid_post')));
     expect(ok.status).toBe(200);
+  });
+});
+
+describe('smaller edges', () => {
+  it("a prompt too long for the context names the endpoint's prompt field", async () => {
+    const long = 'word '.repeat(400);
+    const c = await post('/v1/completions', { model: 'tiny', prompt: long, max_tokens: 4 });
+    expect(c.status).toBe(400);
+    expect(c.json.error).toMatchObject({ param: 'prompt', code: 'context_length_exceeded' });
+    const m = await post('/v1/chat/completions', chatBody({ messages: [{ role: 'user', content: long }] }));
+    expect(m.json.error).toMatchObject({ param: 'messages', code: 'context_length_exceeded' });
+  });
+
+  it('an API key no client could send is refused at start, by the server and by psm serve', async () => {
+    await expect(startServer(engine, { port: 0, apiKey: '' })).rejects.toThrow(/the API key is empty/);
+    expect(() => new PsmServer(engine, { apiKey: 'key\n' })).toThrow(/whitespace/);
+    await expect(
+      runCli(registerServeCommands, 'serve', '--model', dir, '--port', '0', '--api-key', ''),
+    ).rejects.toThrow(/--api-key is empty: give a key, or leave it out to serve without one/);
+    process.env.PSM_TEST_EMPTY_KEY = '';
+    await expect(
+      runCli(
+        registerServeCommands,
+        'serve',
+        '--model',
+        dir,
+        '--port',
+        '0',
+        '--api-key-env',
+        'PSM_TEST_EMPTY_KEY',
+      ),
+    ).rejects.toThrow(/--api-key-env PSM_TEST_EMPTY_KEY \(the variable's value\) is empty/);
+    delete process.env.PSM_TEST_EMPTY_KEY;
+  });
+
+  it('logs a client that goes away as aborted, without a 500 or a stack trace', async () => {
+    const lines: string[] = [];
+    const logged = await startServer(engine, { port: 0, log: (l) => lines.push(l) });
+    try {
+      // Mid-generation: read the first streamed chunk, then hang up.
+      const ac = new AbortController();
+      const r = await fetch(`${logged.url}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'tiny', prompt: 'Mara', max_tokens: 32, stream: true, stop: [] }),
+        signal: ac.signal,
+      });
+      const reader = r.body!.getReader();
+      await reader.read();
+      ac.abort();
+      // Mid-upload: a body shorter than its content-length, then the socket closes.
+      await new Promise<void>((resolve) => {
+        const s = net.connect(logged.port, '127.0.0.1', () => {
+          s.write(
+            'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model": "ti',
+          );
+          setTimeout(() => {
+            s.destroy();
+            resolve();
+          }, 50);
+        });
+      });
+      for (let i = 0; i < 200 && lines.length < 2; i++) await new Promise((d) => setTimeout(d, 10));
+      expect(lines).toHaveLength(2);
+      for (const line of lines) expect(line).toMatch(/^POST \/v1\/completions aborted by the client \d+ms$/);
+      // Still serving.
+      const ok = await fetch(`${logged.url}/health`);
+      expect(ok.status).toBe(200);
+    } finally {
+      await logged.close();
+    }
   });
 });

@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 
-function int(name: string, min = 0) {
+export function int(name: string, min = 0) {
   return (value: string): number => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < min)
@@ -22,7 +22,7 @@ function num(name: string) {
   };
 }
 
-function bytes(value: string): number {
+export function bytes(value: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g)?$/i.exec(value.trim());
   if (!m) throw new InvalidArgumentError(`a size like 1mb or 65536 is expected, got "${value}"`);
   const mult: Record<string, number> = {
@@ -37,11 +37,11 @@ function bytes(value: string): number {
   return Math.floor(Number(m[1]) * mult[(m[2] ?? 'b').toLowerCase()]);
 }
 
-function collect(value: string, prev: string[] = []): string[] {
+export function collect(value: string, prev: string[] = []): string[] {
   return [...prev, value];
 }
 
-const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+export const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
 function slug(s: string): string {
   return (
@@ -134,14 +134,16 @@ export function registerServeCommands(program: Command): void {
         chatStop?: string[];
         quiet?: boolean;
       }) => {
-        const [{ LocalEngine }, { startServer }] = await Promise.all([
+        const [{ LocalEngine }, { startServer, checkApiKey }] = await Promise.all([
           import('../serve/engine.ts'),
           import('../serve/server.ts'),
         ]);
         let apiKey = o.apiKey;
+        if (apiKey !== undefined) checkApiKey(apiKey, '--api-key');
         if (o.apiKeyEnv) {
           apiKey = process.env[o.apiKeyEnv];
-          if (!apiKey) throw new Error(`--api-key-env ${o.apiKeyEnv}: the variable is not set`);
+          if (apiKey === undefined) throw new Error(`--api-key-env ${o.apiKeyEnv}: the variable is not set`);
+          checkApiKey(apiKey, `--api-key-env ${o.apiKeyEnv} (the variable's value)`);
         }
         if (!LOOPBACK.has(o.host) && !apiKey)
           process.stderr.write(

@@ -176,29 +176,37 @@ export function importHfFolder(dir: string, opts: HfImportOptions = {}): HfImpor
   const dtypes = new Set<string>();
   for (const file of files) {
     const full = path.join(dir, file);
-    const met = streamSafetensors(full, (name, data, shape) => {
-      if (weightMap) {
-        const listed = weightMap.get(name);
-        if (listed === undefined)
-          throw new Error(`${full}: tensor "${name}" is not listed in model.safetensors.index.json`);
-        if (listed !== file)
+    const met = streamSafetensors(
+      full,
+      (name, data, shape) => {
+        if (weightMap) {
+          const listed = weightMap.get(name);
+          if (listed === undefined)
+            throw new Error(`${full}: tensor "${name}" is not listed in model.safetensors.index.json`);
+          if (listed !== file)
+            throw new Error(
+              `${full}: tensor "${name}" is listed in model.safetensors.index.json under shard ${listed}`,
+            );
+        }
+        if (name.endsWith('rotary_emb.inv_freq')) return;
+        if (name === 'lm_head.weight' && config.tieEmbeddings) {
+          warnings.push(`${full}: lm_head.weight ignored (config.json ties it to the embeddings)`);
+          return;
+        }
+        if (!model.params.has(name))
           throw new Error(
-            `${full}: tensor "${name}" is listed in model.safetensors.index.json under shard ${listed}`,
+            `${full}: unexpected tensor "${name}" (not part of a ${architecture} with this config)`,
           );
-      }
-      if (name.endsWith('rotary_emb.inv_freq')) return;
-      if (name === 'lm_head.weight' && config.tieEmbeddings) {
-        warnings.push(`${full}: lm_head.weight ignored (config.json ties it to the embeddings)`);
-        return;
-      }
-      if (!model.params.has(name))
-        throw new Error(
-          `${full}: unexpected tensor "${name}" (not part of a ${architecture} with this config)`,
-        );
-      if (assigned.has(name)) throw new Error(`${full}: tensor "${name}" appears in more than one shard`);
-      copyInto(model, name, data, shape, full);
-      assigned.add(name);
-    });
+        if (assigned.has(name)) throw new Error(`${full}: tensor "${name}" appears in more than one shard`);
+        copyInto(model, name, data, shape, full);
+        assigned.add(name);
+      },
+      {
+        expectedNames: weightMap
+          ? [...weightMap].filter(([, f]) => f === file).map(([n]) => n)
+          : model.params.keys(),
+      },
+    );
     for (const d of met) dtypes.add(d);
   }
   if (weightMap) {

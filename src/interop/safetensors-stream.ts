@@ -12,6 +12,7 @@ import {
   parseHeaderEntries,
   parseHeaderJson,
   type HeaderEntry,
+  type ReadSafetensorsOptions,
 } from '../io/safetensors.ts';
 
 /** Bytes per read call; fs.readSync takes at most 2 GiB at once. */
@@ -36,6 +37,7 @@ export function readSafetensorsHeader(
   fd: number,
   size: number,
   file: string,
+  opts: ReadSafetensorsOptions = {},
 ): { tensors: StreamedTensorInfo[]; dataStart: number } {
   assertLittleEndianHost();
   if (size < 8)
@@ -48,7 +50,7 @@ export function readSafetensorsHeader(
   const headerBuf = new Uint8Array(n);
   readExactly(fd, headerBuf, 8, file);
   const dataStart = 8 + n;
-  const tensors = parseHeaderEntries(file, parseHeaderJson(file, headerBuf), size - dataStart);
+  const tensors = parseHeaderEntries(file, parseHeaderJson(file, headerBuf), size - dataStart, opts);
   tensors.sort((a, b) => a.begin - b.begin);
   return { tensors, dataStart };
 }
@@ -60,6 +62,7 @@ export function readSafetensorsHeader(
 export function streamSafetensors(
   file: string,
   onTensor: (name: string, data: Float32Array, shape: number[]) => void,
+  opts: ReadSafetensorsOptions = {},
 ): Set<string> {
   let fd: number;
   try {
@@ -69,7 +72,7 @@ export function streamSafetensors(
   }
   try {
     const size = fs.fstatSync(fd).size;
-    const { tensors, dataStart } = readSafetensorsHeader(fd, size, file);
+    const { tensors, dataStart } = readSafetensorsHeader(fd, size, file, opts);
     const dtypes = new Set<string>();
     for (const t of tensors) {
       dtypes.add(t.dtype);

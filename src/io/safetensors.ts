@@ -275,6 +275,30 @@ export function parseHeaderJson(src: string, headerBytes: Uint8Array): Record<st
   return header;
 }
 
+export interface ReadSafetensorsOptions {
+  /**
+   * The tensor names the caller needs (e.g. a model's parameters). When data bytes belong to no tensor, the
+   * error names those of them the header lacks: a deleted header entry leaves exactly such a hole.
+   */
+  expectedNames?: Iterable<string>;
+}
+
+/** Why bytes [from, to) of the data section belong to no tensor, naming the expected tensors the header lacks. */
+function unclaimedBytes(
+  header: Record<string, unknown>,
+  from: number,
+  to: number,
+  opts: ReadSafetensorsOptions,
+): string {
+  const missing = [...(opts.expectedNames ?? [])].filter((n) => !Object.hasOwn(header, n));
+  const where = `bytes ${from}..${to} of the data section belong to no tensor`;
+  if (missing.length === 0)
+    return `${where}: a tensor's entry is missing from the header, or the offsets lie`;
+  const more =
+    missing.length > 1 ? ` (and ${missing.length - 1} more: ${missing.slice(1, 4).join(', ')})` : '';
+  return `tensor "${missing[0]}" is missing from the header${more}; ${where}`;
+}
+
 /**
  * Validates every tensor entry of a parsed header against a `dataLength`-byte data section and checks that the
  * tensors tile it exactly (a hole or overlap means the header lies about the data). Returns the entries in
@@ -284,6 +308,7 @@ export function parseHeaderEntries(
   src: string,
   header: Record<string, unknown>,
   dataLength: number,
+  opts: ReadSafetensorsOptions = {},
 ): HeaderEntry[] {
   const entries: HeaderEntry[] = [];
   for (const [name, raw] of Object.entries(header)) {
@@ -299,14 +324,16 @@ export function parseHeaderEntries(
       );
     }
     if (e.begin > cursor) {
-      throw new Error(`${src}: tensor '${e.name}' starts at ${e.begin}, leaving a gap after byte ${cursor}`);
+      throw new Error(
+        `${src}: tensor '${e.name}' starts at ${e.begin}, leaving a gap after byte ${cursor}: ${unclaimedBytes(header, cursor, e.begin, opts)}`,
+      );
     }
     cursor = e.end;
     previous = e;
   }
   if (cursor !== dataLength) {
     throw new Error(
-      `${src}: data section is ${dataLength} bytes but the tensors cover ${cursor} (trailing bytes or a lying header)`,
+      `${src}: data section is ${dataLength} bytes but the tensors cover ${cursor} (trailing bytes or a lying header): ${unclaimedBytes(header, cursor, dataLength, opts)}`,
     );
   }
   return entries;
@@ -316,7 +343,11 @@ export function parseHeaderEntries(
  * Parses a whole safetensors file held in memory. `sourceName` (usually the path) prefixes every error.
  * Returned arrays are fresh copies; they do not alias `bytes`.
  */
-export function parseSafetensors(bytes: Uint8Array, sourceName: string): SafetensorsFile {
+export function parseSafetensors(
+  bytes: Uint8Array,
+  sourceName: string,
+  opts: ReadSafetensorsOptions = {},
+): SafetensorsFile {
   assertLittleEndianHost();
   const src = sourceName;
   if (bytes.byteLength < 8) {
@@ -339,7 +370,7 @@ export function parseSafetensors(bytes: Uint8Array, sourceName: string): Safeten
   }
 
   const data = bytes.subarray(8 + hlen);
-  const entries = parseHeaderEntries(src, header, data.byteLength);
+  const entries = parseHeaderEntries(src, header, data.byteLength, opts);
   const tensors = new Map<string, TensorData>();
   for (const e of entries) {
     const count = elementCount(e.shape);
@@ -351,7 +382,10 @@ export function parseSafetensors(bytes: Uint8Array, sourceName: string): Safeten
   return { tensors, metadata };
 }
 
-export async function readSafetensors(path: string): Promise<SafetensorsFile> {
+export async function readSafetensors(
+  path: string,
+  opts: ReadSafetensorsOptions = {},
+): Promise<SafetensorsFile> {
   let bytes: Uint8Array;
   try {
     bytes = await fsp.readFile(path);
@@ -363,10 +397,10 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
       },
     );
   }
-  return parseSafetensors(bytes, path);
+  return parseSafetensors(bytes, path, opts);
 }
 
-export function readSafetensorsSync(path: string): SafetensorsFile {
+export function readSafetensorsSync(path: string, opts: ReadSafetensorsOptions = {}): SafetensorsFile {
   let bytes: Uint8Array;
   try {
     bytes = fs.readFileSync(path);
@@ -378,5 +412,5 @@ export function readSafetensorsSync(path: string): SafetensorsFile {
       },
     );
   }
-  return parseSafetensors(bytes, path);
+  return parseSafetensors(bytes, path, opts);
 }

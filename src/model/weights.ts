@@ -73,6 +73,10 @@ export function loadModelFolder(dir: string): LlamaModel {
   const model = new LlamaModel(config);
   const weightsPath = path.join(dir, MODEL_FILE);
   if (!fs.existsSync(weightsPath)) throw new Error(`${weightsPath}: not found`);
-  assignTensors(model, readSafetensorsSync(weightsPath).tensors, weightsPath);
+  assignTensors(
+    model,
+    readSafetensorsSync(weightsPath, { expectedNames: model.params.keys() }).tensors,
+    weightsPath,
+  );
   return model;
 }

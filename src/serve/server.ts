@@ -117,10 +117,25 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
     req.on('end', () => {
       if (!failed) resolve(Buffer.concat(chunks));
     });
+    // An error of the request stream is the client going away mid-upload: an abort, not a server error.
     req.on('error', (e) => {
-      if (!failed) reject(e);
+      if (!failed) reject(new AbortError(`the client went away while sending the body (${e.message})`));
     });
   });
+}
+
+/**
+ * A key no client could send is refused at start rather than refusing every request: an empty one (often an
+ * unset variable in `--api-key "$KEY"`) or one with whitespace around it (a bearer token is read trimmed).
+ * `what` names where the key came from.
+ */
+export function checkApiKey(key: string, what: string): void {
+  if (key.trim() === '')
+    throw new Error(`${what} is empty: give a key, or leave it out to serve without one`);
+  if (key !== key.trim())
+    throw new Error(
+      `${what} starts or ends with whitespace (a trailing newline?); clients' keys are read without it`,
+    );
 }
 
 function sameSecret(given: string, expected: string): boolean {
@@ -221,14 +236,22 @@ class Sse {
 }
 
 /**
- * A model output that is not finite (NaN, overflow) is never answered as text or as null log-probabilities.
- * With interventions in the request it is the request's doing (422 naming `psm`: e.g. a steering alpha large
- * enough to overflow float32 inside the model); without them the model itself is broken (500).
+ * Engine errors as answers naming the request's fields: a prompt too long for the context names the
+ * endpoint's prompt field (`messages` or `prompt`). A model output that is not finite (NaN, overflow) is never
+ * answered as text or as null log-probabilities: with interventions in the request it is the request's doing
+ * (422 naming `psm`, e.g. a steering alpha large enough to overflow float32 inside the model); without them
+ * the model itself is broken (500).
  */
-async function explainNonFinite(run: () => Promise<void>, psm: PsmExtras | undefined): Promise<void> {
+async function explainEngineErrors(
+  run: () => Promise<void>,
+  psm: PsmExtras | undefined,
+  promptField: 'messages' | 'prompt',
+): Promise<void> {
   try {
     await run();
   } catch (e) {
+    if (e instanceof ContextLengthError)
+      throw new ApiError(400, e.message, 'invalid_request_error', promptField, 'context_length_exceeded');
     if (!(e instanceof NonFiniteLogitsError)) throw e;
     const intervened = (psm?.steer?.length ?? 0) + (psm?.cap?.length ?? 0) + (psm?.ablate?.length ?? 0) > 0;
     if (intervened)
@@ -258,6 +281,7 @@ export class PsmServer {
     readonly engine: LocalEngine,
     opts: ServeOptions = {},
   ) {
+    if (opts.apiKey !== undefined) checkApiKey(opts.apiKey, 'the API key');
     this.apiKey = opts.apiKey;
     this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
     this.log = opts.log ?? (() => undefined);
@@ -272,7 +296,11 @@ export class PsmServer {
     });
     this.route(req, res, ac.signal)
       .catch((e: unknown) => this.fail(res, e))
-      .finally(() => this.log(`${req.method} ${req.url} ${res.statusCode} ${Date.now() - t0}ms`));
+      .finally(() => {
+        // A response never ended is one the client abandoned (the socket is destroyed): no status to report.
+        const outcome = res.writableEnded ? String(res.statusCode) : 'aborted by the client';
+        this.log(`${req.method} ${req.url} ${outcome} ${Date.now() - t0}ms`);
+      });
   };
 
   private fail(res: http.ServerResponse, e: unknown): void {
@@ -280,8 +308,6 @@ export class PsmServer {
     if (e instanceof ApiError) err = e;
     else if (e instanceof InterventionError)
       err = new ApiError(400, e.message, 'invalid_request_error', e.param, 'invalid_psm_extras');
-    else if (e instanceof ContextLengthError)
-      err = new ApiError(400, e.message, 'invalid_request_error', 'messages', 'context_length_exceeded');
     else if (e instanceof QueueFullError)
       err = new ApiError(
         429,
@@ -393,10 +419,10 @@ export class PsmServer {
     }
     if (p === '/v1/chat/completions') {
       const r = parseBody(ChatRequestSchema, body);
-      await explainNonFinite(() => this.chat(r, res, signal), r.psm);
+      await explainEngineErrors(() => this.chat(r, res, signal), r.psm, 'messages');
     } else {
       const r = parseBody(CompletionRequestSchema, body);
-      await explainNonFinite(() => this.completions(r, res, signal), r.psm);
+      await explainEngineErrors(() => this.completions(r, res, signal), r.psm, 'prompt');
     }
   }
 
@@ -712,7 +738,7 @@ export class PsmServer {
 }
 
 /** Starts a server for the engine; resolves once it listens. */
-export function startServer(engine: LocalEngine, opts: ServeOptions = {}): Promise<RunningServer> {
+export async function startServer(engine: LocalEngine, opts: ServeOptions = {}): Promise<RunningServer> {
   const app = new PsmServer(engine, opts);
   const server = http.createServer(app.handle);
   // Slow or stalled uploads cannot hold a connection forever.
