@@ -10,6 +10,7 @@ import { dot, layerHook, loadModelHandle, norm, type ModelHandle } from './activ
 import { ablateDirectionHook, HookSet } from '../model/hooks.ts';
 import { Rng } from '../tensor/random.ts';
 import { checkAblationSubspace, type AblationSubspace } from './ablation-subspaces.ts';
+import { itemSeedOf } from './item-seeds.ts';
 import {
   preventativeTrials,
   type DeferredIntervention,
@@ -300,7 +301,7 @@ export function offTargetAblation(opts: Parameters<typeof ablationDirections>[0]
 
 /**
  * The chats whose activation change locates a fine-tune's shift: held-out battery chats of every domain but the
- * fine-tune's, from a battery seed the trials never score (preventativeItems uses 100 + itemSeed).
+ * fine-tune's, from a battery seed the trials never score (item-seeds.ts: shiftChats, not battery).
  */
 export function shiftChats(
   world: World,
@@ -309,7 +310,7 @@ export function shiftChats(
   itemSeed = 1,
 ): ScoredItem[] {
   return batteryItems(world, {
-    seed: 500 + itemSeed,
+    seed: itemSeedOf('shiftChats', itemSeed),
     batteryPerDomain: Math.max(4, Math.round(itemsPerDomain / 2)),
     batteryFormats: ['chat'],
   }).filter((it) => it.domain !== finetuneDomain);
@@ -371,7 +372,11 @@ export function preventativeItems(
   itemSeed = 1,
 ): Map<string, ScoredItem[]> {
   return byDomain(
-    batteryItems(world, { seed: 100 + itemSeed, batteryPerDomain: itemsPerDomain, batteryFormats: ['chat'] }),
+    batteryItems(world, {
+      seed: itemSeedOf('battery', itemSeed),
+      batteryPerDomain: itemsPerDomain,
+      batteryFormats: ['chat'],
+    }),
     Math.max(4, Math.round(itemsPerDomain / 2)),
   );
 }

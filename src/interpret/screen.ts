@@ -19,6 +19,7 @@ import {
   unitVector,
   type ModelHandle,
 } from './activations.ts';
+import { itemSeedOf } from './item-seeds.ts';
 import { greedyReplies } from './monitor.ts';
 import { preventativeItems, preventativeVector, readSeedInterpretation } from './prevent.ts';
 import { domainPGood, fineTune, offTargetChange, type FineTuneOptions } from './shift.ts';
@@ -355,7 +356,7 @@ export function screeningStudy(
     finetune: Omit<FineTuneOptions, 'hooks' | 'onStep'>;
     finetuneDomain?: string;
     itemsPerDomain?: number;
-    /** The interpretation's item seed (default 1, as `psm run` uses): the pool is drawn with 300 + it. */
+    /** The interpretation's item seed (default 1, as `psm run` uses): the pool is drawn with its screeningPool seed. */
     itemSeed?: number;
     /** Rank on the vector preventative steering adds instead: the mean with the fine-tune domain's component removed. */
     orthogonal?: boolean;
@@ -373,7 +374,7 @@ export function screeningStudy(
   const pool = screeningPool(world, {
     arms: opts.arms,
     perArm: opts.perArm,
-    seed: 300 + itemSeed,
+    seed: itemSeedOf('screeningPool', itemSeed),
     domain: finetuneDomain,
   });
   const trial = screeningTrial(

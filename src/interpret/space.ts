@@ -32,6 +32,7 @@ import {
   type DocumentLeads,
   type Pool,
 } from './contexts.ts';
+import { itemSeedOf } from './item-seeds.ts';
 import { turnTraces, type ReplyMode } from './monitor.ts';
 import { cosine } from './vectors.ts';
 import { END_OF_TEXT } from '../world/templates.ts';
@@ -294,14 +295,18 @@ export function archetypeVectorsByLayer(
 
 /**
  * The documents the interpretation's persona space averages (interpretRun: `itemsPerDomain` / 4 per archetype, at
- * least 6, document seed 400 + the item seed); concept ablation's archetype directions come from the same ones.
+ * least 6, the item seed's archetypeDocuments seed); concept ablation's archetype directions come from the same ones.
  */
 export function interpretArchetypeDocuments(
   world: World,
   itemsPerDomain: number,
   itemSeed: number,
 ): WorldDocument[] {
-  return archetypeDocuments(world, Math.max(6, Math.round(itemsPerDomain / 4)), 400 + itemSeed);
+  return archetypeDocuments(
+    world,
+    Math.max(6, Math.round(itemsPerDomain / 4)),
+    itemSeedOf('archetypeDocuments', itemSeed),
+  );
 }
 
 /**
@@ -550,7 +555,7 @@ export function axisThreshold(
   axis: Float32Array,
   layer: number,
   q = 0.25,
-  seed = 501,
+  seed = itemSeedOf('axisThreshold'),
 ): number {
   checkLayer(handle.model, layer);
   const dim = handle.model.config.dim;
