@@ -26,13 +26,14 @@ import {
   type World,
 } from '../src/world/index.ts';
 import { resolveConfig } from '../src/pipeline/config.ts';
-import { loadExperimentWorld } from '../src/pipeline/experiment.ts';
+import { BAYES_TEMPER, loadExperimentWorld } from '../src/pipeline/experiment.ts';
 import { hashInputs } from '../src/pipeline/stage.ts';
+import { bayesPredictions, type BayesPrediction } from '../src/pipeline/predict.ts';
+import { registerBayesCommand } from '../src/cli/bayes-command.ts';
+import { runCli } from './cli-run.ts';
 
 const world = loadDefaultWorld();
 const control = independentTraits(world);
-// The experiment's evidence weight per example (experiment.ts BAYES_TEMPER) and its dataset sizes.
-const TEMPER = 0.02;
 
 const untrainedOf = (w: World) =>
   w.domains.map((d) => d.name).filter((d) => !w.datasets.trainedDomains.includes(d));
@@ -41,7 +42,7 @@ const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
 /** Untrained-domain rise after post-training, and per narrow arm the off-target change on top of it. */
 function bayesEffects(w: World) {
   const post = datasetEvidence(postTrainingSet(w, { seed: 1, count: 600 }));
-  const u = assistantUpdate(w, post, { temper: TEMPER });
+  const u = assistantUpdate(w, post, { temper: BAYES_TEMPER });
   const untrained = untrainedOf(w);
   const rise = mean(untrained.map((d) => u.after.pGood[d] - u.before.pGood[d]));
   const narrow = w.datasets.narrow!.domain;
@@ -50,7 +51,7 @@ function bayesEffects(w: World) {
     NARROW_ARMS.map((arm) => {
       const a = assistantUpdate(w, datasetEvidence(narrowSet(w, arm, { seed: 1, count: 400 })), {
         base: post,
-        temper: TEMPER,
+        temper: BAYES_TEMPER,
       });
       return [arm, { off: mean(off.map((d) => a.shift[d])), target: a.after.pGood[narrow] }];
     }),
@@ -252,3 +253,23 @@ function onlyKind(w: World, kind: 'human' | 'ai'): World['documents']['kinds'] {
     ai: { ...k.ai, share: kind === 'ai' ? 1 : 0 },
   };
 }
+
+describe('psm bayes: the predictions of a config before running it', () => {
+  it('equals the model at the pipeline weight; flat in the control world', async () => {
+    const standard = bayesPredictions(resolveConfig({ preset: 'default' }));
+    const effects = bayesEffects(world);
+    expect(standard.rise).toBeCloseTo(effects.rise, 12);
+    const arm = (p: BayesPrediction, name: string) => p.arms.find((a) => a.arm === name)!;
+    for (const name of NARROW_ARMS)
+      expect(arm(standard, name).offTargetChange).toBeCloseTo(effects.arms[name].off, 12);
+    const flat = bayesPredictions(resolveConfig({ file: 'configs/control-world.yaml' }));
+    expect(flat.world).toBe('default-independent');
+    expect(Math.abs(flat.rise)).toBeLessThan(1e-12);
+    for (const a of flat.arms) expect(Math.abs(a.offTargetChange)).toBeLessThan(1e-12);
+    const printed = await runCli(registerBayesCommand, 'bayes', '--config', 'configs/ai-mix-villains.yaml');
+    expect(printed).toMatch(/^Bayes for world 'default' with AI mix "villains"/);
+    expect(printed).toMatch(
+      /^cheat {8}off-target change -0\.0\d\d, minus control -0\.0\d\d, coding 0\.020$/m,
+    );
+  });
+});

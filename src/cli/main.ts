@@ -2,14 +2,21 @@
  * The `psm` command line. Each command imports its machinery lazily, so `psm --help` is instant and a
  * command pays only for what it uses.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { registerBayesCommand } from './bayes-command.ts';
 import { registerCompareCommand } from './compare-command.ts';
 import { registerEngineCommands } from './engine-commands.ts';
 import { registerFinetuneCommand } from './finetune-command.ts';
 import { registerScreenCommands } from './screen-commands.ts';
 import { registerRunCommands } from './run-commands.ts';
 import { registerInteropCommands } from './interop-commands.ts';
-import { registerInterpretCommands } from './interpret-commands.ts';
+import { registerInterpretCommand } from './interpret-command.ts';
+import { registerMonitorCommand } from './monitor-command.ts';
+import { registerPersonaCheckCommand } from './persona-check-command.ts';
+import { registerPreventCommand } from './prevent-command.ts';
+import { registerSpaceCommand } from './space-command.ts';
+import { registerSteerCommand } from './steer-command.ts';
+import { registerVectorsCommand } from './vectors-command.ts';
 import { registerServeCommands } from './serve-commands.ts';
 
 function main(): Command {
@@ -23,29 +30,20 @@ function main(): Command {
     .showHelpAfterError();
   registerRunCommands(program);
   registerCompareCommand(program);
+  registerBayesCommand(program);
   registerEngineCommands(program);
   registerServeCommands(program);
   registerInteropCommands(program);
-  registerInterpretCommands(program);
+  registerVectorsCommand(program);
+  registerSteerCommand(program);
+  registerMonitorCommand(program);
+  registerSpaceCommand(program);
+  registerInterpretCommand(program);
+  registerPreventCommand(program);
+  registerPersonaCheckCommand(program);
   registerFinetuneCommand(program);
   registerScreenCommands(program);
   return program;
-}
-
-export function intOption(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer, got "${value}"`);
-    return n;
-  };
-}
-
-export function numberOption(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number, got "${value}"`);
-    return n;
-  };
 }
 
 // `psm ... | head` closes stdout early: that is not an error.
