@@ -6,6 +6,11 @@ import { vi } from 'vitest';
 export async function runCli(register: (program: Command) => void, ...args: string[]): Promise<string> {
   const program = new Command().exitOverride();
   register(program);
+  return captureStdout(() => program.parseAsync(['node', 'psm', ...args]));
+}
+
+/** Runs `fn` (e.g. a command's runX) with stdout captured and stderr silenced; returns what it printed. */
+export async function captureStdout(fn: () => Promise<unknown>): Promise<string> {
   let out = '';
   const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
     out += String(chunk);
@@ -13,7 +18,7 @@ export async function runCli(register: (program: Command) => void, ...args: stri
   });
   const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
   try {
-    await program.parseAsync(['node', 'psm', ...args]);
+    await fn();
   } finally {
     spy.mockRestore();
     err.mockRestore();

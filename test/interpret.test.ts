@@ -9,8 +9,15 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { registerFinetuneCommand } from '../src/cli/finetune-command.ts';
-import { runCli } from './cli-run.ts';
-import { registerInterpretCommands } from '../src/cli/interpret-commands.ts';
+import type { Command } from 'commander';
+import { captureStdout, runCli } from './cli-run.ts';
+import { registerInterpretCommand } from '../src/cli/interpret-command.ts';
+import { registerMonitorCommand } from '../src/cli/monitor-command.ts';
+import { registerPersonaCheckCommand } from '../src/cli/persona-check-command.ts';
+import { registerPreventCommand } from '../src/cli/prevent-command.ts';
+import { registerSpaceCommand } from '../src/cli/space-command.ts';
+import { registerSteerCommand, runSteer } from '../src/cli/steer-command.ts';
+import { registerVectorsCommand } from '../src/cli/vectors-command.ts';
 import { registerScreenCommands } from '../src/cli/screen-commands.ts';
 import {
   ablationDirections,
@@ -1081,7 +1088,20 @@ describe('interpretRun (the pipeline entry point)', () => {
 });
 
 describe('psm vectors|steer|monitor|space', () => {
-  const run = (...args: string[]) => runCli(registerInterpretCommands, ...args);
+  /** The model-analysis commands, each from its own file, as `psm` registers them. */
+  const registerAnalysisCommands = (program: Command) => {
+    for (const register of [
+      registerVectorsCommand,
+      registerSteerCommand,
+      registerMonitorCommand,
+      registerSpaceCommand,
+      registerInterpretCommand,
+      registerPreventCommand,
+      registerPersonaCheckCommand,
+    ])
+      register(program);
+  };
+  const run = (...args: string[]) => runCli(registerAnalysisCommands, ...args);
   const postDir = () => path.join(seedDir, 'posttrain', 'model');
 
   it('runs each command and reports bad input clearly', async () => {
@@ -1115,6 +1135,20 @@ describe('psm vectors|steer|monitor|space', () => {
       'power',
     );
     expect(s).toMatch(/power\t\d\t[\d.]+\t[\d.]+\t[\d.]+\t(true|false)/);
+    // The command's runSteer, called with parsed options, prints the same table and returns the results.
+    let direct: Awaited<ReturnType<typeof runSteer>> | undefined;
+    const printed = await captureStdout(async () => {
+      direct = await runSteer({
+        model: postDir(),
+        vectors: vfile,
+        alpha: [-4, 0, 4],
+        items: 3,
+        traits: ['power'],
+        mode: 'add',
+      });
+    });
+    expect(printed).toBe(s);
+    expect((direct!.results as { trait: string; pGood: number[] }[]).map((r) => r.trait)).toEqual(['power']);
     const m = await run(
       'monitor',
       '--model',

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
-import { registerInterpretCommands } from '../src/cli/interpret-commands.ts';
+import { registerInterpretCommand } from '../src/cli/interpret-command.ts';
 import { registerScreenCommands } from '../src/cli/screen-commands.ts';
 import { resolveConfig } from '../src/pipeline/config.ts';
 import { runExperiment, screeningBayesChanges } from '../src/pipeline/experiment.ts';
@@ -206,7 +206,7 @@ describe('psm run --preset quick', () => {
     const interpretAgain = async (...flags: string[]) => {
       const out = path.join(tmp(), 'interpret');
       await runCli(
-        registerInterpretCommands,
+        registerInterpretCommand,
         'interpret',
         path.join(dirA, 'standard-seed1'),
         ...flags,

@@ -1,19 +1,8 @@
 /** Engine commands: generate text with, and score continuations under, a saved model folder. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
-
-/** A command-line number that must be finite and within [min, max] (integer when asked). */
-function numberOption(name: string, min: number, max = Infinity, integer = false) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n)))
-      throw new InvalidArgumentError(
-        `${name} must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got "${value}"`,
-      );
-    return n;
-  };
-}
+import type { Command } from 'commander';
+import { intOption, numberOption } from './options.ts';
 
 async function loadModelAndTokenizer(dir: string) {
   const [{ loadModelFolder }, { loadFolderTokenizer }, { configureBackend }] = await Promise.all([
@@ -37,23 +26,23 @@ export function registerEngineCommands(program: Command): void {
     )
     .requiredOption('--model <dir>', 'model folder (config.json, model.safetensors, tokenizer.json)')
     .requiredOption('--prompt <text>', "prompt text (use $'...\\n...' for newlines)")
-    .option('--max-tokens <n>', 'maximum new tokens', numberOption('--max-tokens', 1, 1 << 20, true), 40)
+    .option('--max-tokens <n>', 'maximum new tokens', intOption('--max-tokens', 1, 1 << 20), 40)
     .option(
       '--temperature <t>',
       'sampling temperature (0 = greedy; so small that logits / t overflows float32 is greedy too)',
-      numberOption('--temperature', 0),
+      numberOption('--temperature', { min: 0 }),
       0.8,
     )
     .option(
       '--top-p <p>',
       'nucleus sampling mass, in (0, 1]',
-      numberOption('--top-p', Number.MIN_VALUE, 1),
+      numberOption('--top-p', { above: 0, max: 1 }),
       0.95,
     )
     .option(
       '--seed <n>',
       'sampling seed',
-      numberOption('--seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, true),
+      intOption('--seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER),
       0,
     )
     .action(

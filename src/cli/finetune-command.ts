@@ -6,14 +6,16 @@
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import { itemSeedOf } from '../interpret/item-seeds.ts';
 import {
   checkChatSource,
   f,
   handleFor,
   loadWorldOption,
+  intOption,
+  namesOption,
   narrowArmChats,
-  parseInt1,
-  parseTraits,
+  numberOption,
 } from './options.ts';
 
 interface FinetuneOpts {
@@ -22,19 +24,19 @@ interface FinetuneOpts {
   data?: string;
   arm?: string;
   world?: string;
-  examples: string;
+  examples: number;
   trainable: string;
-  steps: string;
-  batch: string;
-  lr?: string;
-  seed: string;
+  steps: number;
+  batch: number;
+  lr?: number;
+  seed: number;
   vectors?: string;
   steer?: string;
-  alpha: string;
-  layer?: string;
-  ablate?: string;
+  alpha: number;
+  layer?: number;
+  ablate?: string[];
   allowOtherModel?: boolean;
-  eval?: true | string;
+  eval?: true | number;
   target?: string;
   force?: boolean;
 }
@@ -53,32 +55,47 @@ export function registerFinetuneCommand(program: Command): void {
     )
     .option('--arm <name>', "or the world's narrow set: cheat, inoculated, control or educational")
     .option('--world <file>', 'world file for --arm and --eval (default: the built-in world)')
-    .option('--examples <n>', 'chats drawn for --arm', '400')
+    .option('--examples <n>', 'chats drawn for --arm', intOption('--examples'), 400)
     .option(
       '--trainable <set>',
       'all, lora<rank> (e.g. lora1) or embedding (the Assistant token only)',
       'all',
     )
-    .option('--steps <n>', 'training steps', '60')
-    .option('--batch <n>', 'chats per step', '16')
+    .option('--steps <n>', 'training steps', intOption('--steps'), 60)
+    .option('--batch <n>', 'chats per step', intOption('--batch'), 16)
     .option(
       '--lr <x>',
       "peak learning rate (default: the pipeline's for the set: 3e-4 all, 2e-3 LoRA, 5e-3 embedding)",
+      numberOption('--lr', { above: 0 }),
     )
-    .option('--seed <n>', 'seed of the example order, LoRA adapters and the --arm draw', '1')
+    .option(
+      '--seed <n>',
+      'seed of the example order, LoRA adapters and the --arm draw',
+      intOption('--seed', 0),
+      1,
+    )
     .option(
       '--vectors <file>',
       'persona vectors of this model (psm vectors, or <seed>/interpret/vectors.safetensors)',
     )
     .option('--steer <trait>', "preventative steering: add this trait's vector while training (never after)")
-    .option('--alpha <x>', 'steering strength, in 0.1 x the layer residual norm', '4')
-    .option('--layer <n>', "layer to steer at (default: the trait's chosen layer in the vector file)")
+    .option('--alpha <x>', 'steering strength, in 0.1 x the layer residual norm', numberOption('--alpha'), 4)
+    .option(
+      '--layer <n>',
+      "layer to steer at (default: the trait's chosen layer in the vector file)",
+      intOption('--layer', 0),
+    )
     .option(
       '--ablate <traits>',
       "concept ablation: project these traits' vectors out at every layer while training",
+      namesOption,
     )
     .option('--allow-other-model', 'accept vectors extracted from another model')
-    .option('--eval [items]', "score the world's held-out battery before and after (items per domain)")
+    .option(
+      '--eval [items]',
+      "score the world's held-out battery before and after (items per domain)",
+      intOption('--eval'),
+    )
     .option(
       '--target <domain>',
       "the domain --data trains, so --eval reports the others' mean change (with --arm: the world's narrow domain)",
@@ -92,12 +109,8 @@ export function registerFinetuneCommand(program: Command): void {
             ? '--steer and --ablate need --vectors <file>'
             : '--vectors given without --steer or --ablate',
         );
-      const steps = parseInt1('--steps', o.steps)!;
-      const batchSize = parseInt1('--batch', o.batch)!;
-      const seed = parseInt1('--seed', o.seed, 0)!;
-      const alpha = Number(o.alpha);
-      if (!Number.isFinite(alpha)) throw new Error(`--alpha must be a number, got "${o.alpha}"`);
-      const evalItems = o.eval === undefined ? 0 : o.eval === true ? 24 : parseInt1('--eval', o.eval)!;
+      const { steps, batch: batchSize, seed, alpha } = o;
+      const evalItems = o.eval === undefined ? 0 : o.eval === true ? 24 : o.eval;
       const [
         world,
         handle,
@@ -129,14 +142,12 @@ export function registerFinetuneCommand(program: Command): void {
       const trainable = wi.trainableSpec(o.trainable, handle.tokenizer);
       const lrDefaults = DEFAULT_CONFIG.finetune.lr;
       const lr =
-        o.lr !== undefined
-          ? Number(o.lr)
-          : trainable.kind === 'all'
-            ? lrDefaults.all
-            : trainable.kind === 'lora'
-              ? lrDefaults.lora1
-              : lrDefaults.embedding;
-      if (!(Number.isFinite(lr) && lr > 0)) throw new Error(`--lr must be a positive number, got "${o.lr}"`);
+        o.lr ??
+        (trainable.kind === 'all'
+          ? lrDefaults.all
+          : trainable.kind === 'lora'
+            ? lrDefaults.lora1
+            : lrDefaults.embedding);
 
       // The chats.
       let chats: { prompt: string; response: string }[];
@@ -149,7 +160,7 @@ export function registerFinetuneCommand(program: Command): void {
           `--target: unknown domain "${o.target}" (${world.domains.map((d) => d.name).join(', ')})`,
         );
       if (o.arm !== undefined) {
-        const count = parseInt1('--examples', o.examples)!;
+        const count = o.examples;
         chats = await narrowArmChats(world, o.arm, { seed, count });
         data = { arm: o.arm, world: world.name, count, seed };
       } else {
@@ -161,11 +172,8 @@ export function registerFinetuneCommand(program: Command): void {
 
       // Interventions while training, from a persona-vector file.
       const request = {
-        steer:
-          o.steer !== undefined
-            ? { trait: o.steer, alpha, layer: parseInt1('--layer', o.layer, 0) }
-            : undefined,
-        ablate: parseTraits(o.ablate),
+        steer: o.steer !== undefined ? { trait: o.steer, alpha, layer: o.layer } : undefined,
+        ablate: o.ablate,
         allowOtherModel: o.allowOtherModel,
       };
       const { hooks, interventions } =
@@ -176,7 +184,7 @@ export function registerFinetuneCommand(program: Command): void {
       const battery = evalItems
         ? byDomain(
             wi.batteryItems(world, {
-              seed: 100 + seed,
+              seed: itemSeedOf('battery', seed),
               batteryPerDomain: evalItems,
               batteryFormats: ['chat'],
             }),

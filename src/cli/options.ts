@@ -1,48 +1,88 @@
 /**
- * Option parsing and small helpers the model-analysis commands share: lists, integers, trait names, the world file,
- * a model handle, and JSON output written atomically.
+ * Option parsing for every `psm` command, and the small helpers the model-analysis commands share (the world file, a
+ * model handle, a run's seed folder, JSON output written atomically).
+ *
+ * Options are parsed by commander argument parsers (`.option('--items <n>', '...', intOption('--items'), 48)`): a bad
+ * value is refused while the command line is read, with a message that names the option and what it takes, and the
+ * command's action (and its `runX(options)`, which tests call) receives numbers and lists, never strings to parse.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { InvalidArgumentError } from 'commander';
 import { atomicWriteFileSync } from '../io/atomic-write.ts';
 import type { World } from '../world/schema.ts';
 
-export function parseList(
-  name: string,
-  value: string | undefined,
-  kind: 'int' | 'number',
-): number[] | undefined {
-  if (value === undefined) return undefined;
-  const parts = value
+/** The values a number option accepts: [min, max], or (above, max] when the lower bound is excluded. */
+export interface NumberRange {
+  min?: number;
+  /** Exclusive lower bound (e.g. 0 for a learning rate). */
+  above?: number;
+  max?: number;
+  integer?: boolean;
+}
+
+/** "an integer >= 1", "a number in (0, 1]", "a number": what a range accepts, for error messages. */
+function describeRange({ min = -Infinity, above, max = Infinity, integer }: NumberRange): string {
+  const what = integer ? 'an integer' : 'a number';
+  const low = above !== undefined ? `(${above}` : Number.isFinite(min) ? `[${min}` : null;
+  if (low && Number.isFinite(max)) return `${what} in ${low}, ${max}]`;
+  if (above !== undefined) return `${what} > ${above}`;
+  if (Number.isFinite(min)) return `${what} >= ${min}`;
+  if (Number.isFinite(max)) return `${what} <= ${max}`;
+  return what;
+}
+
+/** Whether `n` lies in the range. */
+function inRange(n: number, { min = -Infinity, above, max = Infinity, integer }: NumberRange): boolean {
+  return (
+    Number.isFinite(n) &&
+    n >= min &&
+    (above === undefined || n > above) &&
+    n <= max &&
+    (!integer || Number.isInteger(n))
+  );
+}
+
+/** A number option: finite and within `range`. */
+export function numberOption(name: string, range: NumberRange = {}) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !inRange(n, range))
+      throw new InvalidArgumentError(`${name} must be ${describeRange(range)}, got "${value}"`);
+    return n;
+  };
+}
+
+/** An integer option, at least `min` (default 1: counts of items, steps, examples). */
+export function intOption(name: string, min = 1, max = Infinity) {
+  return numberOption(name, { min, max, integer: true });
+}
+
+/** A comma-separated list of numbers (integers with kind 'int'), e.g. --alpha=-4,-2,0,2,4. */
+export function listOption(name: string, kind: 'int' | 'number') {
+  return (value: string): number[] => {
+    const parts = value
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0);
+    if (parts.length === 0) throw new InvalidArgumentError(`${name}: empty list`);
+    return parts.map((p) => {
+      const n = Number(p);
+      if (!Number.isFinite(n) || (kind === 'int' && !Number.isInteger(n)))
+        throw new InvalidArgumentError(
+          `${name}: "${p}" is not ${kind === 'int' ? 'an integer' : 'a number'} (give a comma-separated list, e.g. ${kind === 'int' ? '1,2' : '-4,-2,0,2,4'})`,
+        );
+      return n;
+    });
+  };
+}
+
+/** A comma-separated list of names (traits, arms, subspaces), blanks dropped. */
+export function namesOption(value: string): string[] {
+  return value
     .split(',')
     .map((s) => s.trim())
-    .filter((s) => s.length > 0);
-  if (parts.length === 0) throw new Error(`${name}: empty list`);
-  return parts.map((p) => {
-    const n = Number(p);
-    if (!Number.isFinite(n) || (kind === 'int' && !Number.isInteger(n)))
-      throw new Error(
-        `${name}: "${p}" is not ${kind === 'int' ? 'an integer' : 'a number'} (give a comma-separated list, e.g. ${kind === 'int' ? '1,2' : '-4,-2,0,2,4'})`,
-      );
-    return n;
-  });
-}
-
-export function parseInt1(name: string, value: string | undefined, min = 1): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min)
-    throw new Error(`${name} must be an integer >= ${min}, got "${value}"`);
-  return n;
-}
-
-export function parseTraits(value: string | undefined): string[] | undefined {
-  return value === undefined
-    ? undefined
-    : value
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean);
+    .filter(Boolean);
 }
 
 export async function loadWorldOption(file: string | undefined): Promise<World> {

@@ -11,10 +11,11 @@ import {
   checkChatSource,
   f,
   handleFor,
+  intOption,
   loadWorldOption,
+  namesOption,
   narrowArmChats,
-  parseInt1,
-  parseTraits,
+  numberOption,
   runOfSeedFolder,
   seedOfFolder,
   writeJson,
@@ -46,12 +47,20 @@ export function registerScreenCommands(program: Command): void {
     )
     .option('--arm <name>', "or the world's narrow set: cheat, inoculated, control or educational")
     .option('--world <file>', 'world file for --arm (default: the built-in world)')
-    .option('--examples <n>', 'chats drawn for --arm', '100')
-    .option('--seed <n>', 'seed of the --arm draw', '1')
-    .option('--traits <list>', 'comma-separated traits (default: every trait in the vector file)')
-    .option('--layer <n>', "layer of every vector (default: each trait's chosen layer in the file)")
-    .option('--max-new-tokens <n>', "length of the model's own responses", '16')
-    .option('--top <n>', 'examples to print per trait, highest first', '5')
+    .option('--examples <n>', 'chats drawn for --arm', intOption('--examples'), 100)
+    .option('--seed <n>', 'seed of the --arm draw', intOption('--seed', 0), 1)
+    .option(
+      '--traits <list>',
+      'comma-separated traits (default: every trait in the vector file)',
+      namesOption,
+    )
+    .option(
+      '--layer <n>',
+      "layer of every vector (default: each trait's chosen layer in the file)",
+      intOption('--layer', 0),
+    )
+    .option('--max-new-tokens <n>', "length of the model's own responses", intOption('--max-new-tokens'), 16)
+    .option('--top <n>', 'examples to print per trait, highest first', intOption('--top', 0), 5)
     .option('--allow-other-model', 'accept vectors extracted from another model')
     .option('--out <file>', 'write every example with its scores as JSON Lines')
     .action(
@@ -61,19 +70,17 @@ export function registerScreenCommands(program: Command): void {
         data?: string;
         arm?: string;
         world?: string;
-        examples: string;
-        seed: string;
-        traits?: string;
-        layer?: string;
-        maxNewTokens: string;
-        top: string;
+        examples: number;
+        seed: number;
+        traits?: string[];
+        layer?: number;
+        maxNewTokens: number;
+        top: number;
         allowOtherModel?: boolean;
         out?: string;
       }) => {
         checkChatSource(o);
-        const top = parseInt1('--top', o.top, 0)!;
-        const maxNewTokens = parseInt1('--max-new-tokens', o.maxNewTokens)!;
-        const layer = parseInt1('--layer', o.layer, 0);
+        const { top, maxNewTokens, layer } = o;
         const [handle, wi, { bundleVector, loadVectorBundle, screenExamplesMulti }, { atomicWriteFileSync }] =
           await Promise.all([
             handleFor(o.model),
@@ -84,12 +91,12 @@ export function registerScreenCommands(program: Command): void {
         let chats: { prompt: string; response: string; id?: string }[];
         if (o.arm !== undefined)
           chats = await narrowArmChats(await loadWorldOption(o.world), o.arm, {
-            seed: parseInt1('--seed', o.seed, 0),
-            count: parseInt1('--examples', o.examples)!,
+            seed: o.seed,
+            count: o.examples,
           });
         else chats = wi.readChatJsonl(o.data!);
         const bundle = loadVectorBundle(o.vectors);
-        const traits = parseTraits(o.traits) ?? bundle.traits.map((t) => t.trait);
+        const traits = o.traits ?? bundle.traits.map((t) => t.trait);
         const vectors = traits.map((t) => bundleVector(bundle, t, layer));
         const t0 = Date.now();
         const { terminalProgress } = await import('./progress.ts');
@@ -146,16 +153,33 @@ export function registerScreenCommands(program: Command): void {
       '--world <file>',
       "world file (default: the run's, from <run>/config.yaml, else the built-in world)",
     )
-    .option('--arms <list>', "narrow arms mixed into the pool (default: the run's arms)")
-    .option('--per-arm <n>', "pool examples per arm (default: the run's interpret.screeningPerArm)")
-    .option('--count <n>', 'examples per fine-tune, at most half the pool (default: --per-arm)')
-    .option('--items <n>', "held-out items per domain, the trial scores half (default: the run's)")
-    .option('--steps <n>', "fine-tune steps (default: the run's)")
-    .option('--batch <n>', "fine-tune batch size (default: the run's)")
-    .option('--lr <x>', "fine-tune learning rate, all parameters (default: the run's)")
+    .option('--arms <list>', "narrow arms mixed into the pool (default: the run's arms)", namesOption)
+    .option(
+      '--per-arm <n>',
+      "pool examples per arm (default: the run's interpret.screeningPerArm)",
+      intOption('--per-arm'),
+    )
+    .option(
+      '--count <n>',
+      'examples per fine-tune, at most half the pool (default: --per-arm)',
+      intOption('--count'),
+    )
+    .option(
+      '--items <n>',
+      "held-out items per domain, the trial scores half (default: the run's)",
+      intOption('--items', 4),
+    )
+    .option('--steps <n>', "fine-tune steps (default: the run's)", intOption('--steps'))
+    .option('--batch <n>', "fine-tune batch size (default: the run's)", intOption('--batch'))
+    .option(
+      '--lr <x>',
+      "fine-tune learning rate, all parameters (default: the run's)",
+      numberOption('--lr', { above: 0 }),
+    )
     .option(
       '--seed <n>',
       'seed of the fine-tunes and the random part (default: the N of <run>/standard-seed<N>)',
+      intOption('--seed', 0),
     )
     .option(
       '--orthogonal',
@@ -167,14 +191,14 @@ export function registerScreenCommands(program: Command): void {
         seedDir: string,
         o: {
           world?: string;
-          arms?: string;
-          perArm?: string;
-          count?: string;
-          items?: string;
-          steps?: string;
-          batch?: string;
-          lr?: string;
-          seed?: string;
+          arms?: string[];
+          perArm?: number;
+          count?: number;
+          items?: number;
+          steps?: number;
+          batch?: number;
+          lr?: number;
+          seed?: number;
           orthogonal?: boolean;
           out?: string;
         },
@@ -187,12 +211,11 @@ export function registerScreenCommands(program: Command): void {
           import('../pipeline/experiment.ts'),
         ]);
         const c = runConfig ?? DEFAULT_CONFIG;
-        const lr = o.lr === undefined ? c.finetune.lr.all : Number(o.lr);
-        if (!(lr > 0)) throw new Error(`--lr must be a positive number, got "${o.lr}"`);
-        const seed = parseInt1('--seed', o.seed, 0) ?? seedOfFolder(seedDir);
+        const lr = o.lr ?? c.finetune.lr.all;
+        const seed = o.seed ?? seedOfFolder(seedDir);
         if (seed === undefined)
           throw new Error(`${seedDir} does not end in seed<N>: pass --seed (the run's seed of that folder)`);
-        const arms = parseTraits(o.arms) ?? c.finetune.arms;
+        const arms = o.arms ?? c.finetune.arms;
         const [{ configureBackend }, { screeningStudy, SCREENING_SUBSETS }, { NARROW_ARMS }] =
           await Promise.all([
             import('../tensor/backend.ts'),
@@ -202,7 +225,7 @@ export function registerScreenCommands(program: Command): void {
         for (const a of arms)
           if (!(NARROW_ARMS as readonly string[]).includes(a))
             throw new Error(`--arms: unknown narrow arm "${a}" (${NARROW_ARMS.join(', ')})`);
-        const perArm = parseInt1('--per-arm', o.perArm) ?? c.interpret.screeningPerArm;
+        const perArm = o.perArm ?? c.interpret.screeningPerArm;
         configureBackend();
         const t0 = Date.now();
         process.stdout.write(
@@ -218,13 +241,13 @@ export function registerScreenCommands(program: Command): void {
           world,
           arms: arms as (typeof NARROW_ARMS)[number][],
           perArm,
-          count: parseInt1('--count', o.count) ?? perArm,
+          count: o.count ?? perArm,
           orthogonal: o.orthogonal,
-          itemsPerDomain: parseInt1('--items', o.items, 4) ?? c.interpret.itemsPerDomain,
+          itemsPerDomain: o.items ?? c.interpret.itemsPerDomain,
           finetune: {
             trainable: { kind: 'all' },
-            steps: parseInt1('--steps', o.steps) ?? c.finetune.steps,
-            batchSize: parseInt1('--batch', o.batch) ?? c.finetune.batchSize,
+            steps: o.steps ?? c.finetune.steps,
+            batchSize: o.batch ?? c.finetune.batchSize,
             lr,
             seed,
           },
