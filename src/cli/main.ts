@@ -10,6 +10,7 @@ import { registerFinetuneCommand } from './finetune-command.ts';
 import { registerScreenCommands } from './screen-commands.ts';
 import { registerRunCommands } from './run-commands.ts';
 import { registerInteropCommands } from './interop-commands.ts';
+import { registerLabCommand } from './lab-command.ts';
 import { registerInterpretCommand } from './interpret-command.ts';
 import { registerMonitorCommand } from './monitor-command.ts';
 import { registerPersonaCheckCommand } from './persona-check-command.ts';
@@ -33,6 +34,7 @@ function main(): Command {
   registerBayesCommand(program);
   registerEngineCommands(program);
   registerServeCommands(program);
+  registerLabCommand(program);
   registerInteropCommands(program);
   registerVectorsCommand(program);
   registerSteerCommand(program);
