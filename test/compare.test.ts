@@ -149,6 +149,54 @@ describe('psm compare on two small runs (standard and control world)', () => {
     expect(d2.welch).toBeNull();
   });
 
+  it("reads each run's metrics with its own world (other domain names)", () => {
+    // The standard run as if its world named every domain differently: the same numbers must come out.
+    const renamed = path.join(root, 'renamed');
+    const rename = (d: string) => `x_${d}`;
+    const ra = readResults(standard);
+    const battery = (b: RunResults['seeds'][number]['base']) => ({
+      ...b,
+      domains: b.domains.map((d) => ({ ...d, domain: rename(d.domain) })),
+    });
+    const w = ra.world;
+    fs.mkdirSync(renamed);
+    fs.writeFileSync(
+      path.join(renamed, 'results.json'),
+      JSON.stringify({
+        ...ra,
+        world: {
+          ...w,
+          domains: w.domains.map(rename),
+          trainedDomains: w.trainedDomains.map(rename),
+          untrainedDomains: w.untrainedDomains.map(rename),
+          finetuneDomain: rename(w.finetuneDomain),
+        },
+        seeds: ra.seeds.map((s) => ({
+          ...s,
+          base: battery(s.base),
+          posttrained: battery(s.posttrained),
+          arms: s.arms.map((a) => ({ ...a, battery: battery(a.battery) })),
+        })),
+      }),
+    );
+    const names = ['base.untrained', 'cheat/embedding.vsControl', 'cheat/embedding.offTargetChange'];
+    const c = compareRuns(
+      [standard, renamed].map((d) => loadComparedRun(d)),
+      names,
+    );
+    for (const m of c.metrics) {
+      expect(m.runs[1].values).toEqual(m.runs[0].values);
+      expect(m.runs[1].bayes).not.toBeNull();
+      expect(m.runs[1].bayes).toBeCloseTo(m.runs[0].bayes!, 12);
+    }
+    expect(() =>
+      compareRuns(
+        [standard, renamed].map((d) => loadComparedRun(d)),
+        ['base.coding'],
+      ),
+    ).toThrow(/"base\.coding" exists in some of the runs only/);
+  });
+
   it('the CLI prints the table, writes MD, JSON and the figure, and names the valid metrics on a typo', async () => {
     const out = path.join(root, 'cmp');
     const table = await runCli(

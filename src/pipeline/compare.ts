@@ -250,7 +250,7 @@ export function metricDefs(results: RunResults, variant = 'standard'): MetricDef
     defs.push(
       {
         name: `${key}.offTarget`,
-        description: `${key}: mean P(good) over the domains other than ${w.finetuneDomain}`,
+        description: `${key}: mean P(good) over the domains other than the fine-tuned one`,
         read: (_s, m) => {
           const x = summaryArm(m);
           return x ? { value: x.offTarget.mean, bayes: x.bayesOffTarget } : null;
@@ -271,7 +271,7 @@ export function metricDefs(results: RunResults, variant = 'standard'): MetricDef
       },
       {
         name: `${key}.target`,
-        description: `${key}: P(good) in ${w.finetuneDomain} itself (is the narrow behaviour learned?)`,
+        description: `${key}: P(good) in the fine-tuned domain itself (is the narrow behaviour learned?)`,
         read: (s) => {
           const x = armOf(s);
           return x ? { value: x.targetDomainPGood, bayes: domainBayes(x.battery, w.finetuneDomain) } : null;
@@ -281,7 +281,7 @@ export function metricDefs(results: RunResults, variant = 'standard'): MetricDef
     if (a.arm !== 'control')
       defs.push({
         name: `${key}.vsControl`,
-        description: `${key}: off-target mean P(good) minus the correct-code control's (same trainable set)`,
+        description: `${key}: off-target mean P(good) minus the control arm's (good behaviour, same trainable set)`,
         read: (s) => {
           const x = armOf(s);
           const c = armOf(s, 'control');
@@ -378,21 +378,27 @@ function runMetric(run: ComparedRun, def: MetricDef): RunMetric {
   };
 }
 
-/** Every metric name each run has, and those all runs share (in the first run's order). */
-export function availableMetrics(runs: readonly ComparedRun[]): { shared: MetricDef[]; some: string[] } {
-  const perRun = runs.map((r) => metricDefs(r.results, r.variant));
-  const names = perRun.map((defs) => new Set(defs.map((d) => d.name)));
-  const shared = (perRun[0] ?? []).filter((d) => names.every((n) => n.has(d.name)));
-  const some = [...new Set(perRun.flat().map((d) => d.name))].filter(
+/**
+ * The metrics all runs share (in the first run's order), the names only some runs have, and every run's own
+ * definitions: each run reads a metric with its own, since the runs' worlds (domains, fine-tune domain) may differ.
+ */
+export function availableMetrics(runs: readonly ComparedRun[]): {
+  shared: MetricDef[];
+  some: string[];
+  perRun: Map<string, MetricDef>[];
+} {
+  const perRun = runs.map((r) => new Map(metricDefs(r.results, r.variant).map((d) => [d.name, d])));
+  const shared = [...(perRun[0]?.values() ?? [])].filter((d) => perRun.every((m) => m.has(d.name)));
+  const some = [...new Set(perRun.flatMap((m) => [...m.keys()]))].filter(
     (n) => !shared.some((d) => d.name === n),
   );
-  return { shared, some };
+  return { shared, some, perRun };
 }
 
 /** Compare runs on the named metrics (default: the headline ones); an unknown name lists the valid ones. */
 export function compareRuns(runs: readonly ComparedRun[], metricNames?: readonly string[]): Comparison {
   if (runs.length === 0) throw new Error('compare: give at least one run');
-  const { shared, some } = availableMetrics(runs);
+  const { shared, some, perRun } = availableMetrics(runs);
   const names =
     metricNames && metricNames.length > 0 ? metricNames : defaultMetricNames(shared.map((d) => d.name));
   const defs = names.map((name) => {
@@ -413,7 +419,7 @@ export function compareRuns(runs: readonly ComparedRun[], metricNames?: readonly
       seeds: seedsOf(r).map((s) => s.seed),
     })),
     metrics: defs.map((def) => {
-      const per = runs.map((r) => runMetric(r, def));
+      const per = runs.map((r, i) => runMetric(r, perRun[i].get(def.name)!));
       return {
         metric: def.name,
         description: def.description,
