@@ -2,7 +2,8 @@
 // budget (a short write, then ENOSPC, as Linux does) or writes only part of what it is asked (a short write alone).
 import * as realFs from 'node:fs';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn, spawnSync } from 'node:child_process';
+import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 
@@ -26,7 +27,9 @@ vi.mock('node:fs', async (importOriginal) => {
 });
 
 const { writeCorpus, byteTokenizer, loadDefaultWorld } = await import('../src/world/index.ts');
-const { AtomicFileStream, atomicWriteFileSync } = await import('../src/io/atomic-write.ts');
+const { AtomicFileStream, atomicWriteFileSync, removeOrphanTemps } =
+  await import('../src/io/atomic-write.ts');
+const { FolderLockedError, LOCK_FILE, lockFolder } = await import('../src/io/folder-lock.ts');
 
 const world = loadDefaultWorld();
 const dirs: string[] = [];
@@ -120,5 +123,102 @@ describe('writers on a disk that fills up (injected)', () => {
     stream.abort();
     expect(readFileSync(target, 'utf8')).toBe('old');
     expect(readdirSync(dir)).toEqual(['state.json']);
+  });
+});
+
+describe('run-folder lock', () => {
+  const deadPid = (): number => {
+    const child = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);
+    return Number(child.stdout.toString());
+  };
+  const writeLock = (dir: string, holder: Record<string, unknown>) => {
+    realFs.mkdirSync(dir, { recursive: true });
+    realFs.writeFileSync(join(dir, LOCK_FILE), JSON.stringify(holder));
+  };
+
+  it('refuses a second holder naming pid, host and since; releases; a folder it made and left empty goes', () => {
+    const dir = join(tmp(), 'run');
+    const release = lockFolder(dir);
+    const holder = JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8'));
+    expect(holder).toMatchObject({ pid: process.pid, host: hostname() });
+    let refused: Error | null = null;
+    try {
+      lockFolder(dir);
+    } catch (e) {
+      refused = e as Error;
+    }
+    expect(refused).toBeInstanceOf(FolderLockedError);
+    expect(refused!.message).toBe(
+      `${dir} is in use by another psm run: pid ${process.pid} on this host since ${holder.since}. ` +
+        'Wait for it to finish, or choose another folder.',
+    );
+    release();
+    expect(realFs.existsSync(dir)).toBe(false);
+    // A folder that existed, or that the holder wrote into, stays.
+    const kept = join(tmp(), 'kept');
+    const again = lockFolder(kept);
+    realFs.writeFileSync(join(kept, 'config.json'), '{}');
+    again();
+    expect(readdirSync(kept)).toEqual(['config.json']);
+  });
+
+  it('takes over a lock whose process is gone or whose pid now belongs to another process', () => {
+    const dir = tmp();
+    const since = '2020-01-01T00:00:00.000Z';
+    writeLock(dir, { pid: deadPid(), host: hostname(), since, started: null, token: 'dead' });
+    lockFolder(dir)();
+    // This pid, but a start time that is not this process's: the pid was reused after the holder died.
+    writeLock(dir, { pid: process.pid, host: hostname(), since, started: '1', token: 'reused' });
+    const release = lockFolder(dir);
+    expect(JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')).token).not.toBe('reused');
+    release();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it("cannot check another host's process: refuses, saying how to clear it", () => {
+    const dir = tmp();
+    writeLock(dir, {
+      pid: 4242,
+      host: 'elsewhere',
+      since: '2020-01-01T00:00:00.000Z',
+      started: null,
+      token: 'x',
+    });
+    expect(() => lockFolder(dir)).toThrow(
+      `${dir} is in use by another psm run: pid 4242 on host elsewhere since 2020-01-01T00:00:00.000Z. Wait for it ` +
+        `to finish, or choose another folder; if no such process runs on elsewhere, delete ${join(dir, LOCK_FILE)}.`,
+    );
+  });
+});
+
+describe('orphan temp files', () => {
+  it('removes temp names of writers that are gone, keeps live writers and other names', () => {
+    const dir = tmp();
+    const gone = spawnSync(process.execPath, [
+      '-e',
+      'process.stdout.write(String(process.pid))',
+    ]).stdout.toString();
+    const live = spawn('sleep', ['30']);
+    try {
+      const names = {
+        orphanFile: `latest.json.tmp-${gone}-0123456789ab`,
+        orphanFolder: `step-00000100.tmp-${gone}-0123456789ab`,
+        oldStyle: `step-00000200.tmp-${gone}-1700000000000`,
+        nested: `model/model.safetensors.tmp-${gone}-abcdef012345`,
+        live: `stage.json.tmp-${live.pid}-0123456789ab`,
+        other: 'notes.tmp-backup',
+      };
+      realFs.mkdirSync(join(dir, names.orphanFolder));
+      realFs.mkdirSync(join(dir, 'model'));
+      for (const [k, n] of Object.entries(names))
+        if (k !== 'orphanFolder') realFs.writeFileSync(join(dir, n), 'x');
+      expect(removeOrphanTemps(dir).sort()).toEqual(
+        [names.oldStyle, names.orphanFile, names.orphanFolder].map((n) => join(dir, n)).sort(),
+      );
+      expect(removeOrphanTemps(dir, { recursive: true })).toEqual([join(dir, names.nested)]);
+      expect(filesUnder(dir)).toEqual([names.live, names.other].sort());
+    } finally {
+      live.kill('SIGKILL');
+    }
   });
 });

@@ -18,12 +18,16 @@ export function registerRunCommands(program: Command): void {
     .option('--preset <name>', 'default | quick (a few minutes, effects not expected)')
     .option('--config <file>', 'experiment config (YAML), merged over the preset')
     .option('--seeds <n>', 'number of seeds (1..n), overriding the config')
-    .option('--out <dir>', 'run folder (default runs/<preset>-s<n>-<time>); an existing one resumes')
+    .option(
+      '--out <dir>',
+      'run folder (default runs/<preset>-s<n>-<time>); an existing one resumes, one psm run at a time',
+    )
     .option('--force', 'overwrite stages whose inputs changed')
     .action(
       async (o: { preset?: string; config?: string; seeds?: string; out?: string; force?: boolean }) => {
         const { resolveConfig } = await import('../pipeline/config.ts');
         const { runExperiment } = await import('../pipeline/experiment.ts');
+        const { lockFolder } = await import('../io/folder-lock.ts');
         const { terminalProgress } = await import('./progress.ts');
         let seeds: number[] | undefined;
         if (o.seeds !== undefined) {
@@ -34,16 +38,22 @@ export function registerRunCommands(program: Command): void {
         }
         const config = resolveConfig({ preset: o.preset, file: o.config, overrides: seeds ? { seeds } : {} });
         const runDir = o.out ?? defaultRunDir(o.preset, config.seeds.length);
+        // One writer per run folder: a second psm run on it is refused while this one runs (or until it is killed).
+        const release = lockFolder(runDir);
         const t0 = Date.now();
         process.stderr.write(
           `psm run: ${runDir} (world ${config.world}, ${config.seeds.length} seed(s), ${config.corpus.tokens} pre-training tokens)\n`,
         );
-        await runExperiment(config, {
-          runDir,
-          force: o.force,
-          progress: terminalProgress,
-          log: (l) => process.stderr.write(`${l}\n`),
-        });
+        try {
+          await runExperiment(config, {
+            runDir,
+            force: o.force,
+            progress: terminalProgress,
+            log: (l) => process.stderr.write(`${l}\n`),
+          });
+        } finally {
+          release();
+        }
         process.stderr.write(`done in ${((Date.now() - t0) / 60000).toFixed(1)} min\n`);
         process.stdout.write(`${path.join(runDir, 'report.html')}\n`);
       },

@@ -7,23 +7,27 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { isProcessRunning } from './process.ts';
 
 /** Temp name in the same folder as `target`, so the final rename never crosses file systems. */
 export function tempPathFor(target: string): string {
   return `${target}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
 }
 
-/** The names tempPathFor makes (and older checkpoint folders' `.tmp-<pid>-<ms>`); nothing else matches. */
-const TEMP_NAME = /\.tmp-\d+-(?:[0-9a-f]{12}|\d{13})$/;
+/** The names tempPathFor makes (and older checkpoint folders' `.tmp-<pid>-<ms>`), with the writer's pid. */
+const TEMP_NAME = /\.tmp-(\d+)-(?:[0-9a-f]{12}|\d{13})$/;
 
-export function isTempName(name: string): boolean {
-  return TEMP_NAME.test(name);
+/** The pid of the writer that made a temp name, or null for any other name. */
+export function tempNameWriter(name: string): number | null {
+  const m = TEMP_NAME.exec(name);
+  return m ? Number(m[1]) : null;
 }
 
 /**
- * Removes the temp files and folders a killed writer left in `dir` (and, with `recursive`, in its sub-folders);
- * returns their paths. Only names made by tempPathFor are touched. Call it only on a folder no live process is
- * writing: one whose writer is being resumed under the run lock.
+ * Removes the temp files and folders that killed writers left in `dir` (and, with `recursive`, in its sub-folders);
+ * returns their paths. Only names made by tempPathFor are touched, and only those of a writer that no longer runs
+ * (or of this process, which is not writing there: call it before resuming the folder's writer). With a reused pid
+ * a temp stays until a later resume: a leak of disk, never a removed file in use.
  */
 export function removeOrphanTemps(dir: string, opts: { recursive?: boolean } = {}): string[] {
   const removed: string[] = [];
@@ -35,7 +39,9 @@ export function removeOrphanTemps(dir: string, opts: { recursive?: boolean } = {
   }
   for (const e of entries) {
     const full = path.join(dir, e.name);
-    if (isTempName(e.name)) {
+    const writer = tempNameWriter(e.name);
+    if (writer !== null) {
+      if (writer !== process.pid && isProcessRunning(writer)) continue;
       fs.rmSync(full, { recursive: true, force: true });
       removed.push(full);
     } else if (opts.recursive && e.isDirectory()) removed.push(...removeOrphanTemps(full, opts));
