@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { ABLATION_SUBSPACES, DEFAULT_ABLATION_SUBSPACES } from '../interpret/ablation-subspaces.ts';
+import { LlamaConfigSchema } from '../model/config.ts';
 import { WORLD_TRANSFORMS } from '../world/independent.ts';
 
 const TrainableSchema = z.enum(['all', 'lora1', 'embedding']);
@@ -29,7 +30,15 @@ export const ExperimentConfigSchema = z
     worldAiMix: z.union([z.string(), z.record(z.string(), z.number().nonnegative())]).optional(),
     /** A transform of the (mixed) world: 'independent-traits' is the control world without package deals. */
     worldTransform: z.enum(WORLD_TRANSFORMS).optional(),
-    seeds: z.array(z.number().int().nonnegative()).min(1),
+    seeds: z
+      .array(z.number().int().nonnegative())
+      .min(1)
+      .superRefine((seeds, ctx) => {
+        // A repeated seed is the same run twice: it would count as two seeds and shrink every interval to nothing.
+        const twice = seeds.filter((s, i) => seeds.indexOf(s) !== i);
+        if (twice.length > 0)
+          ctx.addIssue({ code: 'custom', message: `lists seed ${twice[0]} twice (each seed is one run)` });
+      }),
     corpus: z.object({ tokens: Int, valFraction: z.number().min(0).max(0.5) }).strict(),
     tokenizer: z.object({ vocabSize: Int.min(300), trainDocuments: Int }).strict(),
     model: z
@@ -219,6 +228,29 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** Keys that would reach an object's prototype in a merge instead of a config field: refused, never skipped. */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+function checkKeys(value: unknown, source: string, at: string[] = []): void {
+  if (Array.isArray(value)) value.forEach((v, i) => checkKeys(v, source, [...at, String(i)]));
+  if (!isPlainObject(value)) return;
+  for (const k of Object.keys(value)) {
+    if (FORBIDDEN_KEYS.has(k))
+      throw new Error(`${source} is invalid:\n  ${[...at, k].join('.')}: "${k}" is not a config field`);
+    checkKeys(value[k], source, [...at, k]);
+  }
+}
+
+/** The model's shape as the engine will build it (head counts, head dimension), checked before any work. */
+function checkModelShape(c: ExperimentConfig, source: string): void {
+  const { contextLength: _contextLength, ...shape } = c.model;
+  const r = LlamaConfigSchema.safeParse({ vocabSize: c.tokenizer.vocabSize, ...shape });
+  if (!r.success)
+    throw new Error(
+      `${source} is invalid:\n${r.error.issues.map((i) => `  model.${i.path.join('.')}: ${i.message}`).join('\n')}`,
+    );
+}
+
 function deepMerge(base: unknown, over: unknown): unknown {
   if (!isPlainObject(base) || !isPlainObject(over)) return over === undefined ? base : over;
   const out: Record<string, unknown> = { ...base };
@@ -249,14 +281,15 @@ export function resolveConfig(
     }
     if (parsed !== null && !isPlainObject(parsed))
       throw new Error(`${opts.file}: expected a mapping of config sections at the top level`);
+    checkKeys(parsed, opts.file);
     merged = deepMerge(merged, parsed ?? {});
   }
+  checkKeys(opts.overrides, 'config overrides');
   merged = deepMerge(merged, opts.overrides ?? {});
   const r = ExperimentConfigSchema.safeParse(merged);
   if (!r.success) throw new Error(formatIssues(r.error, opts.file ?? `preset "${presetName}"`));
   const c = r.data;
-  if (c.model.dim % c.model.nHeads !== 0)
-    throw new Error(`config model.dim ${c.model.dim} is not divisible by model.nHeads ${c.model.nHeads}`);
+  checkModelShape(c, opts.file ?? `preset "${presetName}"`);
   if (c.pretrain.minLr > c.pretrain.lr) throw new Error('config pretrain.minLr is larger than pretrain.lr');
   if (c.worldTransform && c.alignmentPretraining.enabled)
     throw new Error(

@@ -219,6 +219,10 @@ async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: unkno
         { vocabSize: c.tokenizer.vocabSize, specialTokens: [END_OF_TEXT] },
       );
       saveTokenizerSync(tokenizer, path.join(stageDir, 'tokenizer.json'));
+      if (tokenizer.vocabSize < c.tokenizer.vocabSize)
+        ctx.opts.log(
+          `warning: tokenizer.vocabSize is ${c.tokenizer.vocabSize}, but ${c.tokenizer.trainDocuments} documents of this world give only ${tokenizer.vocabSize} tokens; the model's vocabulary is ${tokenizer.vocabSize}`,
+        );
       const bar = ctx.opts.progress('corpus', c.corpus.tokens, 'tokens');
       const result = await writeCorpus(ctx.world, {
         out: path.join(stageDir, 'data'),
@@ -648,17 +652,6 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
 /** Runs (or resumes) the experiment in opts.runDir and writes the report; returns the results. */
 export async function runExperiment(config: ExperimentConfig, opts: RunOptions): Promise<RunResults> {
   configureBackend();
-  fs.mkdirSync(opts.runDir, { recursive: true });
-  const configPath = path.join(opts.runDir, 'config.json');
-  if (fs.existsSync(configPath) && !opts.force) {
-    const previous = fs.readFileSync(configPath, 'utf8');
-    if (hashInputs(JSON.parse(previous)) !== hashInputs(config)) {
-      throw new Error(`${opts.runDir} holds a run with another config; choose another --out or use --force`);
-    }
-  }
-  atomicWriteJsonSync(configPath, config);
-  atomicWriteFileSync(path.join(opts.runDir, 'config.yaml'), YAML.stringify(config));
-
   const world = loadExperimentWorld(config);
   const domains = world.domains.map((d) => d.name);
   const trained = trainedDomains(config, world);
@@ -672,6 +665,17 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
     throw new Error(
       `config finetune.domain "${finetuneDomain}" is not a domain of the world (${domains.join(', ')})`,
     );
+  // The run folder is made once the config is known to fit the world: a refused config leaves nothing behind.
+  fs.mkdirSync(opts.runDir, { recursive: true });
+  const configPath = path.join(opts.runDir, 'config.json');
+  if (fs.existsSync(configPath) && !opts.force) {
+    const previous = fs.readFileSync(configPath, 'utf8');
+    if (hashInputs(JSON.parse(previous)) !== hashInputs(config)) {
+      throw new Error(`${opts.runDir} holds a run with another config; choose another --out or use --force`);
+    }
+  }
+  atomicWriteJsonSync(configPath, config);
+  atomicWriteFileSync(path.join(opts.runDir, 'config.yaml'), YAML.stringify(config));
   const nd = domains.length;
   const e = config.eval;
   const ks = Array.from({ length: e.maxK + 1 }, (_, k) => k);
