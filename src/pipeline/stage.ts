@@ -2,12 +2,12 @@
  * Stage caching. A stage's folder holds its outputs and `stage.json` = {version, inputsHash, status, result}.
  * A stage whose recorded hash matches its inputs is skipped and its result reused; a stage folder written
  * for other inputs is never overwritten unless `force` is set; an unfinished stage (killed mid-way) runs
- * again and may resume from its own checkpoints.
+ * again and may resume from its own checkpoints, once the temp files its killed writes left are removed.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { atomicWriteJsonSync } from '../io/atomic-write.ts';
+import { atomicWriteJsonSync, removeOrphanTemps } from '../io/atomic-write.ts';
 
 /** Bumped when stage outputs change meaning; a run folder from another version is refused. */
 export const PIPELINE_VERSION = 1;
@@ -87,6 +87,10 @@ export async function runStage<R>(
       return previous.result as R;
     } else {
       resuming = true;
+      // A kill mid-write leaves temp files (atomic-write names) anywhere in the stage's folder; nothing else writes
+      // there, and the rerun rewrites whatever they were meant to become.
+      for (const orphan of removeOrphanTemps(dir, { recursive: true }))
+        opts.log?.(`${stage}: removed ${orphan}, left by an interrupted write`);
     }
     if (!resuming) fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { atomicWriteJsonSync } from '../io/atomic-write.ts';
+import { atomicWriteJsonSync, removeOrphanTemps, tempPathFor } from '../io/atomic-write.ts';
 import { readSafetensorsSync, writeSafetensorsSync, type TensorData } from '../io/safetensors.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { assignTensors, saveModelFolder } from '../model/weights.ts';
@@ -39,7 +39,7 @@ export function saveCheckpoint(
 ): string {
   fs.mkdirSync(dir, { recursive: true });
   const final = path.join(dir, stepDirName(state.step));
-  const tmp = `${final}.tmp-${process.pid}-${Date.now()}`;
+  const tmp = tempPathFor(final);
   fs.mkdirSync(tmp, { recursive: true });
   // The model folder is saved without adapters; LoRA matrices go to their own file.
   const adapters = new Map(model.adapters);
@@ -76,9 +76,17 @@ function pruneCheckpoints(dir: string, keep: number): void {
     .sort();
   for (const old of entries.slice(0, Math.max(0, entries.length - keep)))
     fs.rmSync(path.join(dir, old), { recursive: true, force: true });
-  // Folders left by a save that was killed before its rename.
-  for (const n of fs.readdirSync(dir))
-    if (/^step-\d{8}\.tmp-/.test(n)) fs.rmSync(path.join(dir, n), { recursive: true, force: true });
+  // Folders and files left by a save that was killed before its rename.
+  removeOrphanTemps(dir);
+}
+
+/**
+ * Before a resume: removes what saves killed mid-way left in dir (step folders and files under temp names) and
+ * returns the latest complete checkpoint, or null when there is none.
+ */
+export function resumableCheckpoint(dir: string): string | null {
+  removeOrphanTemps(dir);
+  return latestCheckpoint(dir);
 }
 
 /** The folder of the latest complete checkpoint in dir, or null when there is none. */

@@ -7,7 +7,7 @@ import type { HookSet } from '../model/hooks.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import type { Batch, BatchSource } from './data.ts';
 import { DataParallelGroup } from './data-parallel.ts';
-import { latestCheckpoint, loadCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT } from './checkpoint.ts';
+import { resumableCheckpoint, loadCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT } from './checkpoint.ts';
 import { AdamW, DEFAULT_ADAMW, type AdamWOptions } from './optimizer.ts';
 import { learningRate, type LrSchedule } from './schedule.ts';
 import { selectTrainable, type TrainableSpec } from './trainable.ts';
@@ -86,7 +86,7 @@ export class Trainer {
   resume(): number {
     const dir = this.options.checkpointDir;
     if (!dir) return 0;
-    const folder = latestCheckpoint(dir);
+    const folder = resumableCheckpoint(dir);
     if (!folder) return 0;
     const state = loadCheckpoint(folder, this.model, this.optimizer, this.fingerprint);
     this.source.restore(state.data);
