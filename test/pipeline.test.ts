@@ -7,7 +7,7 @@ import YAML from 'yaml';
 import { registerInterpretCommand } from '../src/cli/interpret-command.ts';
 import { registerScreenCommands } from '../src/cli/screen-commands.ts';
 import { resolveConfig } from '../src/pipeline/config.ts';
-import { runExperiment, screeningBayesChanges } from '../src/pipeline/experiment.ts';
+import { loadExperimentWorld, runExperiment, screeningBayesChanges } from '../src/pipeline/experiment.ts';
 import { evidenceWeights } from '../src/pipeline/measure.ts';
 import {
   assistantUpdate,
@@ -146,7 +146,8 @@ describe('experiment config', () => {
     expect(files).toContain('pretrain-8m.yaml');
     for (const f of files) {
       const config = resolveConfig({ file: path.join(dir, f) });
-      expect(config.world).toBe('default');
+      // Each names a world that loads (a built-in one by name), with its mix and transform.
+      expect(loadExperimentWorld(config).domains.length).toBeGreaterThan(0);
     }
     expect(resolveConfig({ file: path.join(dir, 'pretrain-8m.yaml') }).corpus).toEqual({
       tokens: 8_000_000,
