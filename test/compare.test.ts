@@ -69,7 +69,7 @@ describe('the statistics', () => {
     expect(welchInterval([1, 1], [2, 2])).toEqual({ mean: -1, ci95: 0, df: 2 });
   });
 
-  it('the paired interval needs the same seeds in both runs', () => {
+  it('the paired interval pairs the seeds both runs have (at least two)', () => {
     const m = (seeds: number[], values: number[]) => ({
       run: 'x',
       seeds,
@@ -82,6 +82,10 @@ describe('the statistics', () => {
     const e = estimate([1, 2, 3]);
     expect(p).toEqual({ mean: e.mean, ci95: e.ci95, df: 2, seeds: [1, 2, 3] });
     expect(pairedInterval(m([1, 2], [1, 2]), m([2, 3], [1, 2]))).toBeNull();
+    // Five seeds against three: the three in common.
+    const common = pairedInterval(m([1, 2, 3, 4, 5], [5, 6, 7, 8, 9]), m([3, 2, 1], [1, 1, 2]))!;
+    expect(common.seeds).toEqual([1, 2, 3]);
+    expect(common.mean).toBeCloseTo(estimate([3, 5, 6]).mean, 12);
   });
 });
 

@@ -5,7 +5,7 @@ export function registerCompareCommand(program: Command): void {
   program
     .command('compare')
     .description(
-      "Compare runs on any metric of the report: per-seed values, 95% t-intervals over seeds, Bayes's value, and each run's difference from the first (paired where the seeds match, Welch's two-sample interval always)",
+      "Compare runs on any metric of the report: per-seed values, 95% t-intervals over seeds, Bayes's value, and each run's difference from the first (paired over the seeds both have, Welch's two-sample interval always)",
     )
     .argument('<runs...>', 'run folders; DIR:alignment for the alignment-pre-training variant of a run')
     .option(

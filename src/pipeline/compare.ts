@@ -1,7 +1,7 @@
 /**
  * Comparing runs: any metric of the report, read per seed from each run's results, with its t-interval over seeds
  * (as the report computes it), the Bayesian persona model's value for the same evidence, and each run's difference
- * from the first run: paired over seeds where the runs share every seed, and a two-sample (Welch) interval always.
+ * from the first run: paired over the seeds both runs have (at least two), and a two-sample (Welch) interval always.
  *
  * Metrics are read from a one-seed summary (report.ts `summarize` on that seed alone), so a metric here is the
  * report's metric for that seed; the per-domain and assistant-axis metrics are read from the seed's results.
@@ -56,7 +56,7 @@ export interface Interval {
 export interface RunDifference {
   run: string;
   reference: string;
-  /** Over the seeds both runs have, when they have the same seeds (at least two). */
+  /** Over the seeds both runs have (null with fewer than two in common). */
   paired: (Interval & { seeds: number[] }) | null;
   /** Welch's two-sample interval (each run needs at least two seeds). */
   welch: Interval | null;
@@ -345,13 +345,16 @@ export function welchInterval(a: readonly number[], b: readonly number[]): Inter
   return { mean: diff, ci95: tQuantile975(Math.max(1, Math.floor(df))) * se, df };
 }
 
-/** The paired 95% t-interval of per-seed differences (null unless both runs have the same, at least two, seeds). */
+/**
+ * The paired 95% t-interval of per-seed differences a - b over the seeds both runs have (null with fewer than two in
+ * common): a seed shares its model initialisation and data order between runs, so pairing removes that noise.
+ */
 export function pairedInterval(a: RunMetric, b: RunMetric): (Interval & { seeds: number[] }) | null {
-  const same = a.seeds.length === b.seeds.length && a.seeds.every((s) => b.seeds.includes(s));
-  if (!same || a.seeds.length < 2) return null;
-  const diffs = a.seeds.map((s, i) => a.values[i] - b.values[b.seeds.indexOf(s)]);
+  const seeds = a.seeds.filter((s) => b.seeds.includes(s));
+  if (seeds.length < 2) return null;
+  const diffs = seeds.map((s) => a.values[a.seeds.indexOf(s)] - b.values[b.seeds.indexOf(s)]);
   const e = estimate(diffs);
-  return { mean: e.mean, ci95: e.ci95, df: diffs.length - 1, seeds: [...a.seeds] };
+  return { mean: e.mean, ci95: e.ci95, df: diffs.length - 1, seeds };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -465,7 +468,11 @@ function rows(m: MetricComparison): Row[] {
       mean: withCi(r.estimate.mean, r.estimate.ci95),
       bayes: r.bayes === null ? '-' : f2(r.bayes),
       ratio: ratio(r),
-      paired: d?.paired ? withCi(d.paired.mean, d.paired.ci95) : i === 0 ? 'reference' : '-',
+      paired: d?.paired
+        ? `${withCi(d.paired.mean, d.paired.ci95)}${d.paired.seeds.length < r.seeds.length || d.paired.seeds.length < m.runs[0].seeds.length ? ` (seeds ${d.paired.seeds.join(',')})` : ''}`
+        : i === 0
+          ? 'reference'
+          : '-',
       welch: d?.welch
         ? `${withCi(d.welch.mean, d.welch.ci95)} (df ${d.welch.df.toFixed(1)})`
         : i === 0
@@ -500,7 +507,7 @@ export function formatComparison(c: Comparison): string {
     out.push('');
   }
   out.push(
-    `Δ: each run minus ${c.runs[0].label}; paired over seeds where both runs have the same seeds, Welch's two-sample interval always. Intervals are 95% t-intervals over seeds.`,
+    `Δ: each run minus ${c.runs[0].label}; paired over the seeds both runs have, Welch's two-sample interval over all seeds. Intervals are 95% t-intervals over seeds.`,
   );
   return out.join('\n');
 }
@@ -522,7 +529,7 @@ export function comparisonMarkdown(c: Comparison, figure?: string): string {
     out.push('');
   }
   out.push(
-    `Δ: each run minus ${c.runs[0].label}. Paired: the 95% t-interval of the per-seed differences, where both runs have the same seeds. Welch: the two-sample 95% interval (t at the Welch-Satterthwaite degrees of freedom, rounded down). net/Bayes: the network's mean over Bayes's value for the same evidence, where Bayes's is at least 0.005 in size.`,
+    `Δ: each run minus ${c.runs[0].label}. Paired: the 95% t-interval of the per-seed differences over the seeds both runs have (listed when not all). Welch: the two-sample 95% interval over all seeds (t at the Welch-Satterthwaite degrees of freedom, rounded down). net/Bayes: the network's mean over Bayes's value for the same evidence, where Bayes's is at least 0.005 in size.`,
     '',
   );
   return out.join('\n');
