@@ -20,6 +20,7 @@ import {
   preventativeGoal,
   preventativeKey,
   preventativeTrialsOf,
+  prose,
 } from '../src/pipeline/report.ts';
 
 function trial(
@@ -43,6 +44,19 @@ function trial(
     reduction: 1 - steered / plain,
   };
 }
+
+describe('report prose', () => {
+  it('fills each slot of a sentence in one pass, and names a slot it was not given', () => {
+    expect(prose('goalBDetail', { rise: '0.20 ± 0.05', seeds: 3, bayesRise: '0.30' })).toBe(
+      'rise 0.20 ± 0.05 over 3 seed(s) (Bayes 0.30)',
+    );
+    // A filled value is not read again for slots.
+    expect(prose('goalCInoculated', { inoculated: '{x}' })).toBe(', inoculated {x}');
+    expect(() => prose('goalBDetail', { rise: '0.20', seeds: 3 })).toThrow(
+      /report prose "goalBDetail": no value for \{bayesRise\}/,
+    );
+  });
+});
 
 describe('aggregatePreventative', () => {
   it('pools the reductions over seeds, per method, and weights seeds by their drop in the pooled ratio', () => {
