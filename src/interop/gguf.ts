@@ -26,7 +26,7 @@
 import * as fs from 'node:fs';
 import { endianness } from 'node:os';
 import { atomicWriteFileSync } from '../io/atomic-write.ts';
-import { headDim, parseLlamaConfig, type LlamaConfig } from '../model/config.ts';
+import { headDim, parseLlamaConfig, positionsFromFile, type LlamaConfig } from '../model/config.ts';
 import { LlamaModel } from '../model/llama.ts';
 import { BpeTokenizer, type AddedTokenSpec } from '../tokenizer/index.ts';
 import { PSM_CHAT_TEMPLATE } from './chat-template.ts';
@@ -1147,7 +1147,11 @@ export function ggufConfig(file: GgufFile): LlamaConfig {
       ropeTheta: metaNumber(file, `${arch}.rope.freq_base`, 10000),
       tieEmbeddings: !file.tensors.some((t) => t.name === 'output.weight'),
       qkvBias: arch === 'qwen2',
-      maxSeqLen: Math.min(metaNumber(file, `${arch}.context_length`, 2048), 32768),
+      maxSeqLen: positionsFromFile(
+        metaNumber(file, `${arch}.context_length`, 2048),
+        file.source,
+        `${arch}.context_length`,
+      ),
     },
     `${file.source} metadata`,
   );

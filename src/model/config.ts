@@ -96,6 +96,19 @@ const HfConfigSchema = z.object({
   attention_bias: z.boolean().optional(),
 });
 
+/** The most positions a model read from a file is given; more would only allow sequences nothing here can hold. */
+export const MAX_POSITIONS = 32768;
+
+/** A file's context length as the engine takes it: at most MAX_POSITIONS, with a warning when it is cut. */
+export function positionsFromFile(asked: number, source: string, field: string): number {
+  if (asked <= MAX_POSITIONS) return asked;
+  process.emitWarning(
+    `${source}: ${field} is ${asked}; the engine takes at most ${MAX_POSITIONS} positions, so longer sequences are refused`,
+    { code: 'PSM_POSITIONS_CLAMPED' },
+  );
+  return MAX_POSITIONS;
+}
+
 /** Reads a Hugging Face config.json object (Llama or Qwen2 family). */
 export function fromHfConfig(raw: unknown, source = 'config.json'): LlamaConfig {
   const r = HfConfigSchema.passthrough().safeParse(raw);
@@ -114,7 +127,7 @@ export function fromHfConfig(raw: unknown, source = 'config.json'): LlamaConfig 
       ropeTheta: h.rope_theta ?? 10000,
       tieEmbeddings: h.tie_word_embeddings ?? false,
       qkvBias: h.model_type === 'qwen2' ? true : (h.attention_bias ?? false),
-      maxSeqLen: Math.min(h.max_position_embeddings ?? 2048, 32768),
+      maxSeqLen: positionsFromFile(h.max_position_embeddings ?? 2048, source, 'max_position_embeddings'),
     },
     source,
   );
