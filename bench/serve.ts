@@ -14,7 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { generate } from '../src/model/generate.ts';
 import { parseLlamaConfig } from '../src/model/config.ts';
 import { LlamaModel } from '../src/model/llama.ts';
-import { LocalEngine } from '../src/serve/engine.ts';
+import { LocalEngine } from '../src/providers/local-engine.ts';
 import { startServer } from '../src/serve/server.ts';
 import { configureBackend } from '../src/tensor/backend.ts';
 import { trainBpe } from '../src/tokenizer/index.ts';

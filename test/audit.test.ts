@@ -36,7 +36,7 @@ import {
   type GenerateResponse,
   type Provider,
 } from '../src/providers/types.ts';
-import { LocalEngine } from '../src/serve/engine.ts';
+import { LocalEngine } from '../src/providers/local-engine.ts';
 import { pGoodFromLogProbs } from '../src/world/eval.ts';
 import { makeTinyModelFolder } from './serve-fixture.ts';
 

@@ -21,7 +21,7 @@ import { LocalProvider } from '../src/providers/local.ts';
 import { OpenAICompatProvider } from '../src/providers/openai-compat.ts';
 import { parseProviderSpec } from '../src/providers/spec.ts';
 import { ProviderError } from '../src/providers/types.ts';
-import { LocalEngine } from '../src/serve/engine.ts';
+import { LocalEngine } from '../src/providers/local-engine.ts';
 import { startServer, type RunningServer } from '../src/serve/server.ts';
 import { makeTinyModelFolder } from './serve-fixture.ts';
 

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LocalEngine } from '../src/serve/engine.ts';
+import { LocalEngine } from '../src/providers/local-engine.ts';
 import { registerServeCommands } from '../src/cli/serve-commands.ts';
 import { PsmServer, startServer, type RunningServer } from '../src/serve/server.ts';
 import { runCli } from './cli-run.ts';

@@ -8,9 +8,9 @@ import * as path from 'node:path';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generate } from '../src/model/generate.ts';
-import { LocalEngine } from '../src/serve/engine.ts';
+import { LocalEngine } from '../src/providers/local-engine.ts';
 import { startServer, type RunningServer } from '../src/serve/server.ts';
-import { holdBack, topK } from '../src/serve/engine.ts';
+import { holdBack, topK } from '../src/providers/local-engine.ts';
 import { makeTinyModelFolder } from './serve-fixture.ts';
 
 const KEY = 'sk-test-serve';

@@ -135,7 +135,7 @@ export function registerServeCommands(program: Command): void {
         quiet?: boolean;
       }) => {
         const [{ LocalEngine }, { startServer, checkApiKey }] = await Promise.all([
-          import('../serve/engine.ts'),
+          import('../providers/local-engine.ts'),
           import('../serve/server.ts'),
         ]);
         let apiKey = o.apiKey;

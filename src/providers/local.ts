@@ -5,9 +5,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MODEL_FILE } from '../model/weights.ts';
-import { LocalEngine, type EngineOptions } from '../serve/engine.ts';
+import { LocalEngine, type EngineOptions } from './local-engine.ts';
 import { NonFiniteLogitsError } from '../model/generate.ts';
-import { buildInterventionHooks, InterventionError } from '../serve/interventions.ts';
+import { buildInterventionHooks, InterventionError } from './interventions.ts';
 import type {
   CallOptions,
   GenerateRequest,

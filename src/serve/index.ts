@@ -8,7 +8,7 @@ export {
   type GenerateParams,
   type GenerateOutput,
   type TokenInfo,
-} from './engine.ts';
+} from '../providers/local-engine.ts';
 export { PsmServer, startServer, type ServeOptions, type RunningServer } from './server.ts';
 export { ApiError } from './errors.ts';
 export {
@@ -17,5 +17,5 @@ export {
   InterventionError,
   type NamedVector,
   type VectorLibrary,
-} from './interventions.ts';
+} from '../providers/interventions.ts';
 export { ChatRequestSchema, CompletionRequestSchema, PsmExtrasSchema } from './schema.ts';

@@ -6,7 +6,7 @@
  *   POST /v1/completions        raw prompt(s); stream, logprobs (top k), echo (prompt log-probabilities)
  *   GET  /health
  *
- * PSM extras ride in the request body as `psm: {steer, cap, ablate}` (see interventions.ts). Guard rails:
+ * PSM extras ride in the request body as `psm: {steer, cap, ablate}` (see providers/interventions.ts). Guard rails:
  * loopback by default, optional bearer API key (compared in constant time), a body-size limit, a bound on
  * max_tokens, a bounded generation queue (429 beyond it), and OpenAI-style error bodies for every failure.
  * A request never takes the server down: every handler's error becomes a response.
@@ -23,9 +23,9 @@ import {
   type GenerateParams,
   type LocalEngine,
   type TokenInfo,
-} from './engine.ts';
+} from '../providers/local-engine.ts';
 import { ApiError, notFound } from './errors.ts';
-import { buildInterventionHooks, InterventionError } from './interventions.ts';
+import { buildInterventionHooks, InterventionError } from '../providers/interventions.ts';
 import {
   ChatRequestSchema,
   CompletionRequestSchema,

@@ -13,7 +13,7 @@ import {
   HookSet,
   type PositionSelector,
 } from '../model/hooks.ts';
-import type { PsmExtras, PsmIntervention } from '../providers/types.ts';
+import type { PsmExtras, PsmIntervention } from './types.ts';
 
 export interface NamedVector {
   vector: Float32Array;
