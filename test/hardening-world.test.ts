@@ -13,9 +13,9 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { Command } from 'commander';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_NAMES, MAX_SCENES, parseWorld, registerWorldCommands } from '../src/world/index.ts';
+import { MAX_NAMES, MAX_SCENES, parseWorld } from '../src/world/index.ts';
+import { runWorldCli as cli } from './world-cli.ts';
 
 const dirs: string[] = [];
 const tmp = () => {
@@ -29,17 +29,6 @@ afterEach(() => {
 afterAll(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
-
-async function cli(args: string[]) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const program = new Command('psm').exitOverride().configureOutput({ writeErr: () => {} });
-  registerWorldCommands(program, { stdout: (s) => out.push(s), stderr: (s) => err.push(s) });
-  await program.parseAsync(['node', 'psm', ...args]);
-  const code = process.exitCode ?? 0;
-  process.exitCode = undefined;
-  return { out: out.join('\n'), err: err.join('\n'), code };
-}
 
 /** Every file under dir (relative paths, sorted). */
 function filesUnder(dir: string): string[] {

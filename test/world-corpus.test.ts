@@ -2,17 +2,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Command } from 'commander';
 import {
   ShardWriter,
   byteTokenizer,
   loadDefaultWorld,
   loadShardTokens,
   readShardIndex,
-  registerWorldCommands,
   writeCorpus,
   type TextTokenizer,
 } from '../src/world/index.ts';
+import { runWorldCli as cli } from './world-cli.ts';
 
 const world = loadDefaultWorld();
 const dirs: string[] = [];
@@ -182,17 +181,6 @@ describe('writeCorpus and token shards', () => {
 });
 
 describe('psm world CLI', () => {
-  async function cli(args: string[]) {
-    const out: string[] = [];
-    const err: string[] = [];
-    const program = new Command('psm').exitOverride().configureOutput({ writeErr: () => {} });
-    registerWorldCommands(program, { stdout: (s) => out.push(s), stderr: (s) => err.push(s) });
-    await program.parseAsync(['node', 'psm', ...args]);
-    const code = process.exitCode ?? 0;
-    process.exitCode = undefined;
-    return { out: out.join('\n'), err: err.join('\n'), code };
-  }
-
   it('validate: ok for the built-in world, every problem with its path for a bad one', async () => {
     const ok = await cli(['world', 'validate', 'worlds/default.yaml']);
     expect(ok.code).toBe(0);
