@@ -53,6 +53,7 @@ export class Analysis {
   private readonly jobs = new Map<string, JobState<unknown>>();
   private readonly waiting = new Map<number, { key: string; resolve: () => void }>();
   private chain: Promise<void> = Promise.resolve();
+  private closed = false;
 
   /** The seed's assistant axis (rebuilt on the post-trained model). */
   axis(runDir: string, seedDir: string): JobState<AxisResult> {
@@ -89,6 +90,7 @@ export class Analysis {
       const id = this.nextId++;
       this.waiting.set(id, { key, resolve });
       try {
+        if (this.closed) throw new Error('the lab is shutting down');
         this.start().postMessage({ id, ...task });
       } catch (e) {
         this.settle(id, { state: 'failed', message: (e as Error).message, at: Date.now() });
@@ -128,6 +130,7 @@ export class Analysis {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const w = this.worker;
     this.worker = null;
     if (w) await w.terminate();

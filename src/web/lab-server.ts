@@ -21,7 +21,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve } from '@hono/node-server';
+import { serve, type HttpBindings } from '@hono/node-server';
 import { serveStatic } from '@hono/node-server/serve-static';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -90,6 +90,14 @@ const CSP = {
   baseUri: ["'none'"],
   frameAncestors: ["'none'"],
   formAction: ["'self'"],
+};
+
+const RUN_FILE_CSP = {
+  sandbox: [],
+  defaultSrc: ["'none'"],
+  imgSrc: ["'self'", 'data:'],
+  styleSrc: ["'unsafe-inline'"],
+  frameAncestors: ["'none'"],
 };
 
 const CalculatorBody = z
@@ -195,13 +203,18 @@ export function createLabApp(opts: LabOptions, listening: () => { host: string; 
     await next();
     log(`${c.req.method} ${c.req.path} ${c.res.status} ${Date.now() - t0}ms`);
   });
-  app.use('*', secureHeaders({ contentSecurityPolicy: CSP, referrerPolicy: 'no-referrer' }));
+  const pageHeaders = secureHeaders({ contentSecurityPolicy: CSP, referrerPolicy: 'no-referrer' });
+  // A run's files are data: sandboxed, so no script in them runs with the lab's rights.
+  const fileHeaders = secureHeaders({ contentSecurityPolicy: RUN_FILE_CSP, referrerPolicy: 'no-referrer' });
+  app.use('*', (c, next) => (c.req.path.startsWith('/runs/') ? fileHeaders(c, next) : pageHeaders(c, next)));
   app.use('*', guard.requests);
   app.use(
     '/api/*',
     bodyLimit({
       maxSize: opts.maxBodyBytes ?? 1 << 20,
-      onError: () => {
+      onError: (c) => {
+        // The rest of the body goes unread, so the connection cannot carry another request: close it.
+        (c.env as HttpBindings | undefined)?.outgoing?.setHeader('connection', 'close');
         throw new LabError(
           413,
           'request_too_large',
