@@ -121,13 +121,15 @@ export function buildInputs(c: Case): Inputs {
   const rng = new Rng(c.seed + 2);
   const n = c.batch * c.seqLen;
   const v = c.config.vocabSize;
-  const ids = Array.from({ length: n }, () => rng.int(v));
-  const targets = Array.from({ length: n }, () => rng.int(v));
+  const ids = Array.from({ length: n }, () => rng.scaledInt(v));
+  const targets = Array.from({ length: n }, () => rng.scaledInt(v));
   let weights: number[] | null = null;
   if (c.weights === 'mixed') {
     // The first two positions of each row are masked (like a prompt); the rest weigh 0.5, 1 or 2.
     const choices = [0.5, 1, 2];
-    weights = Array.from({ length: n }, (_, i) => (i % c.seqLen < 2 ? 0 : choices[rng.int(choices.length)]));
+    weights = Array.from({ length: n }, (_, i) =>
+      i % c.seqLen < 2 ? 0 : choices[rng.scaledInt(choices.length)],
+    );
   }
   return { batch: c.batch, seq_len: c.seqLen, ids, targets, weights };
 }

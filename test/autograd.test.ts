@@ -43,7 +43,7 @@ function gradCheck(f: () => Tensor, inputs: Tensor[], samples = 12, eps = 1e-2, 
   for (const x of inputs) {
     const g = x.grad ?? new Float32Array(x.size);
     for (let s = 0; s < samples; s++) {
-      const i = rng.int(x.size);
+      const i = rng.scaledInt(x.size);
       const old = x.data[i];
       x.data[i] = old + eps;
       const up = objective(f());

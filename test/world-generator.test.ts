@@ -40,8 +40,8 @@ describe('seeded random numbers', () => {
     for (let i = 0; i < 60000; i++) counts[r.int(6)]++;
     for (const c of counts) expect(Math.abs(c - 10000)).toBeLessThan(400);
     // Derived streams differ by label.
-    expect(createRng(1, 'a').uint32()).not.toBe(createRng(1, 'b').uint32());
-    expect(createRng(1, 'a', 2).uint32()).not.toBe(createRng(1, 2, 'a').uint32());
+    expect(createRng(1, 'a').nextUint32()).not.toBe(createRng(1, 'b').nextUint32());
+    expect(createRng(1, 'a', 2).nextUint32()).not.toBe(createRng(1, 2, 'a').nextUint32());
     const w = createRng(3);
     const hits = [0, 0, 0];
     for (let i = 0; i < 30000; i++) hits[w.weighted([1, 0, 3])]++;

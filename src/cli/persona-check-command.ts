@@ -63,7 +63,7 @@ export async function runPersonaCheck(
   const world = await loadWorldOption(o.world);
   const [
     { END_OF_TEXT, inferenceProbes, packageProbes },
-    { scoreItems, personaCheck },
+    { pGoodWithProgress, personaCheck },
     { mean },
     { terminalProgress },
   ] = await Promise.all([
@@ -87,8 +87,8 @@ export async function runPersonaCheck(
     throw new Error(
       `probes with up to ${maxK} earlier scenes need ${longest - 1} positions; the model's context is ${h.model.config.maxSeqLen} (lower --max-k)`,
     );
-  const pInf = scoreItems(h.model, h.tokenizer, inference, terminalProgress, 'persona inference');
-  const pPkg = scoreItems(h.model, h.tokenizer, pkg, terminalProgress, 'package deal');
+  const pInf = pGoodWithProgress(h.model, h.tokenizer, inference, terminalProgress, 'persona inference');
+  const pPkg = pGoodWithProgress(h.model, h.tokenizer, pkg, terminalProgress, 'package deal');
   const check = personaCheck(inference, pInf, pkg, pPkg, maxK);
   process.stdout.write(
     `contexts ${pools.contexts}, names ${pools.names}; mean r over k >= 1: ${f(check.meanCorrelation)}${check.emerged ? '' : ' (not emerged)'}\n`,

@@ -26,6 +26,7 @@ export const PSM_CHAT_TEMPLATE = [
 /** Text that ends an assistant reply besides the end-of-text token. */
 export const PSM_CHAT_STOP = '\n';
 
+/** One turn of a chat: the one definition, shared by the providers, the engine and the server. */
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';
   content: string;

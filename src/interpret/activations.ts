@@ -135,7 +135,8 @@ function spanRange(ctx: TokenContext, span: SpanKind, i: number): [number, numbe
   }
 }
 
-export interface ForwardOptions {
+/** How activations are recorded in batches (not the model's own forward options, model/llama.ts ForwardOptions). */
+export interface ActivationBatchOptions {
   /** Maximum tokens (sequences x padded length) in one forward pass (default 4096). */
   tokensPerBatch?: number;
   /** Interventions applied before recording, at their hook points (e.g. steering while recording). */
@@ -151,7 +152,7 @@ export function forEachActivationBatch(
   seqs: readonly number[][],
   hooks: readonly string[],
   visit: (hook: string, data: Float32Array, members: readonly number[], len: number) => void,
-  opts: ForwardOptions = {},
+  opts: ActivationBatchOptions = {},
 ): void {
   for (const h of hooks) checkHookName(h, model.config.nLayers);
   for (const iv of opts.interventions ?? []) checkHookName(iv.name, model.config.nLayers);
@@ -202,7 +203,7 @@ export function meanActivations(
   contexts: readonly TokenContext[],
   hooks: readonly string[],
   span: SpanKind,
-  opts: ForwardOptions = {},
+  opts: ActivationBatchOptions = {},
 ): ActivationSet {
   if (!SPAN_KINDS.includes(span)) throw new Error(`unknown span "${span}" (known: ${SPAN_KINDS.join(', ')})`);
   const dim = model.config.dim;
@@ -256,7 +257,7 @@ export function activationsAt(
   seqs: readonly number[][],
   positions: readonly (readonly number[])[],
   hooks: readonly string[],
-  opts: ForwardOptions = {},
+  opts: ActivationBatchOptions = {},
 ): Map<string, Float32Array> {
   if (positions.length !== seqs.length)
     throw new Error(`activationsAt: ${seqs.length} sequences but ${positions.length} position lists`);

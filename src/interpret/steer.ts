@@ -27,7 +27,7 @@ import {
   type ChoiceTrace,
   type SharedChoiceItem,
 } from './scoring.ts';
-import type { PersonaVector } from './vectors.ts';
+import type { PersonaVector } from './persona-vector.ts';
 
 /** alpha = 1 pushes by this fraction of the layer's mean residual norm. */
 export const ALPHA_UNIT = 0.1;

@@ -27,22 +27,9 @@ import {
 } from './activations.ts';
 import { behaviourContexts, sceneItems, type ChoiceContext } from './contexts.ts';
 import { coherentRange, doseResponse, traceItems, type DoseResponse, type TracedItems } from './steer.ts';
+import { VECTOR_METHODS, type PersonaVector, type VectorMethod } from './persona-vector.ts';
 
-export type VectorMethod = 'response' | 'contrastive';
-export const VECTOR_METHODS: readonly VectorMethod[] = ['response', 'contrastive'];
-
-export interface PersonaVector {
-  trait: string;
-  method: VectorMethod | string;
-  hook: string;
-  layer: number;
-  vector: Float32Array;
-  /** sha256 of the model.safetensors it was extracted from. */
-  modelHash: string;
-  dim: number;
-  /** Mean per-token norm of the residual stream at this hook over the extraction contexts (the steering unit). */
-  residualNorm: number;
-}
+export { VECTOR_METHODS, type PersonaVector, type VectorMethod } from './persona-vector.ts';
 
 export interface TraitVectors {
   trait: string;

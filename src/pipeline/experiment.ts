@@ -47,7 +47,7 @@ import {
   type World,
 } from '../world/index.ts';
 import type { ArmName, ExperimentConfig, TrainableName } from './config.ts';
-import { batteryResult, personaCheck, scoreItems } from './measure.ts';
+import { batteryResult, personaCheck, pGoodWithProgress } from './measure.ts';
 import type { ProgressFactory } from './progress.ts';
 import type {
   ArmResult,
@@ -260,7 +260,13 @@ async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: unkno
 }
 
 function evalPretrainProbes(ctx: Context, model: LlamaModel, tokenizer: BpeTokenizer) {
-  const p = scoreItems(model, tokenizer, ctx.pretrainProbes, () => ({ update() {}, stop() {} }), 'probes');
+  const p = pGoodWithProgress(
+    model,
+    tokenizer,
+    ctx.pretrainProbes,
+    () => ({ update() {}, stop() {} }),
+    'probes',
+  );
   const good = ctx.pretrainProbes.map((it) => it.bayesPGood);
   const consistency = mean(ctx.pretrainProbes.map((it, i) => (it.consistent === 'good' ? p[i] : 1 - p[i])));
   return { correlation: pearson(p, good), mae: mean(p.map((v, i) => Math.abs(v - good[i]))), consistency };
@@ -428,7 +434,7 @@ async function batteryStage(
     () => {
       const model = loadModelFolder(modelDir);
       const tokenizer = loadTokenizerSync(path.join(modelDir, 'tokenizer.json'));
-      const p = scoreItems(model, tokenizer, ctx.battery, ctx.opts.progress, `battery ${label}`);
+      const p = pGoodWithProgress(model, tokenizer, ctx.battery, ctx.opts.progress, `battery ${label}`);
       return batteryResult(label, ctx.battery, p, ctx.domains, ctx.untrained, offTarget(ctx), bayes);
     },
     { force: ctx.opts.force, log: ctx.opts.log },
@@ -499,8 +505,8 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
     () => {
       const model = loadModelFolder(preDir);
       const tokenizer = loadTokenizerSync(path.join(preDir, 'tokenizer.json'));
-      const pInf = scoreItems(model, tokenizer, ctx.inference, ctx.opts.progress, 'persona inference');
-      const pPkg = scoreItems(model, tokenizer, ctx.pkg, ctx.opts.progress, 'package deal');
+      const pInf = pGoodWithProgress(model, tokenizer, ctx.inference, ctx.opts.progress, 'persona inference');
+      const pPkg = pGoodWithProgress(model, tokenizer, ctx.pkg, ctx.opts.progress, 'package deal');
       return personaCheck(ctx.inference, pInf, ctx.pkg, pPkg, c.eval.maxK);
     },
     { force: ctx.opts.force, log: ctx.opts.log },

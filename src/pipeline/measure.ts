@@ -10,8 +10,12 @@ import { END_OF_TEXT, type EvalItem } from '../world/index.ts';
 import type { ProgressFactory } from './progress.ts';
 import type { BatteryResult, EvidenceWeights, PersonaCheck } from './results.ts';
 
-/** Scores items in chunks so a progress bar can follow; prompts get the document separator in front, as in training. */
-export function scoreItems(
+/**
+ * P(good) of eval items, in chunks so a progress bar can follow; prompts get the document separator in front, as in
+ * training. Every option is scored as a full sequence (measurement/choice.ts), as every recorded run was measured;
+ * the interpretation's scoreItems (interpret/steer.ts) shares each prompt instead and agrees to float precision.
+ */
+export function pGoodWithProgress(
   model: LlamaModel,
   tokenizer: Encoder,
   items: readonly EvalItem[],

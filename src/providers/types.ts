@@ -4,12 +4,10 @@
  * endpoint) answers with the same normalised response, so measurement code never sees backend details.
  */
 
-export type Role = 'system' | 'user' | 'assistant';
+import type { ChatMessage } from '../interop/chat-template.ts';
 
-export interface ChatMessage {
-  role: Role;
-  content: string;
-}
+/** A chat turn, as the chat template (interop, the lowest layer that needs it) defines and formats it. */
+export type { ChatMessage };
 
 /** One steering, capping or ablation intervention (PSM extras; only PSM Lab backends apply them). */
 export interface PsmIntervention {

@@ -70,7 +70,9 @@ export class TokenWindowSource implements BatchSource {
     const e = this.emphasis;
     const weights = e ? new Float32Array(batch * seqLen) : null;
     for (let b = 0; b < batch; b++) {
-      const start = this.starts ? this.starts[this.rng.int(this.starts.length)] : this.rng.int(span + 1);
+      const start = this.starts
+        ? this.starts[this.rng.scaledInt(this.starts.length)]
+        : this.rng.scaledInt(span + 1);
       for (let t = 0; t < seqLen; t++) {
         inputs[b * seqLen + t] = this.tokens[start + t];
         targets[b * seqLen + t] = this.tokens[start + t + 1];
@@ -137,7 +139,7 @@ export class SupervisedSource implements BatchSource {
   }
 
   private reshuffle(): void {
-    this.order = this.rng.shuffle(this.examples.map((_, i) => i));
+    this.order = this.rng.scaledShuffle(this.examples.map((_, i) => i));
     this.cursor = 0;
   }
 

@@ -12,7 +12,7 @@
 // n-gram (default n = 3) of words and punctuation that does not span a placeholder.
 
 import { literalRuns } from './templates.ts';
-import type { World } from './schema.ts';
+import type { World } from './types.ts';
 
 export interface LintIssue {
   path: string;
