@@ -69,3 +69,23 @@ describe('a tensor missing from a safetensors header', () => {
     );
   });
 });
+
+describe('a config.json that lies about the model size', () => {
+  it('is refused before the model is allocated, for a model folder and for an HF import', () => {
+    const folder = makeTinyModelFolder();
+    folders.push(folder);
+    const configPath = path.join(folder, 'config.json');
+    const config = JSON.parse(fs.readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(configPath, JSON.stringify({ ...config, num_hidden_layers: 1_000_000 }));
+    for (const load of [
+      () => loadModelFolder(folder),
+      () => importHfFolder(folder, { skipTokenizer: true }),
+    ]) {
+      const t0 = performance.now();
+      expect(load).toThrow(
+        /config\.json: the config \(dim 32, 1000000 layers, .*\) needs more parameters than \d+ bytes of weights can hold/,
+      );
+      expect(performance.now() - t0).toBeLessThan(2000);
+    }
+  });
+});

@@ -27,7 +27,7 @@ import * as fs from 'node:fs';
 import { endianness } from 'node:os';
 import { atomicWriteFileSync } from '../io/atomic-write.ts';
 import { headDim, parseLlamaConfig, positionsFromFile, type LlamaConfig } from '../model/config.ts';
-import { LlamaModel } from '../model/llama.ts';
+import { LlamaModel, llamaParamShapes } from '../model/llama.ts';
 import { BpeTokenizer, type AddedTokenSpec } from '../tokenizer/index.ts';
 import { PSM_CHAT_TEMPLATE } from './chat-template.ts';
 import { halfToFloatTable } from '../io/safetensors.ts';
@@ -1163,27 +1163,45 @@ export function ggufConfig(file: GgufFile): LlamaConfig {
   return config;
 }
 
+/**
+ * Checks the file's tensors against the config before a model is allocated for it: every parameter present
+ * with its shape (the first one missing or misshapen is named), nothing else. Metadata that lies (a million
+ * blocks over a small file) fails at the first missing tensor instead of allocating for it.
+ */
+function checkGgufTensorsMatch(file: GgufFile, config: LlamaConfig): void {
+  const byName = new Map(file.tensors.map((t) => [t.name, t]));
+  const expected = new Set<string>();
+  for (const [hfName, shape] of llamaParamShapes(config)) {
+    const name = ggufTensorName(hfName);
+    const t = byName.get(name);
+    if (!t) throw new Error(`${file.source}: tensor "${name}" is missing`);
+    const dims = [...shape].reverse();
+    if (t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i]))
+      throw new Error(
+        `${file.source}: tensor "${name}" has ggml dims [${t.dims}], the metadata needs [${dims}]`,
+      );
+    expected.add(name);
+  }
+  for (const t of file.tensors) {
+    if (expected.has(t.name)) continue;
+    if (t.name === 'rope_freqs.weight')
+      throw new Error(`${file.source}: tensor rope_freqs.weight (scaled rope) is not supported`);
+    throw new Error(
+      `${file.source}: unexpected tensor "${t.name}" for a ${ggufArchitecture(config)} model with this metadata`,
+    );
+  }
+}
+
 /** Rebuilds an engine model from a GGUF file (q/k permuted back to the HF layout for the llama architecture). */
 export function ggufToModel(file: GgufFile): LlamaModel {
   const config = ggufConfig(file);
   const arch = ggufArchitecture(config);
+  checkGgufTensorsMatch(file, config);
   const model = new LlamaModel(config);
   const hd = headDim(config);
-  const seen = new Set<string>();
   for (const t of file.tensors) {
-    const hfName = hfTensorName(t.name);
-    if (hfName === undefined || !model.params.has(hfName)) {
-      if (t.name === 'rope_freqs.weight')
-        throw new Error(`${file.source}: tensor rope_freqs.weight (scaled rope) is not supported`);
-      throw new Error(`${file.source}: unexpected tensor "${t.name}" for a ${arch} model with this metadata`);
-    }
+    const hfName = hfTensorName(t.name)!;
     const p = model.param(hfName);
-    const expected = [...p.shape].reverse();
-    if (t.dims.length !== expected.length || t.dims.some((d, i) => d !== expected[i])) {
-      throw new Error(
-        `${file.source}: tensor "${t.name}" has ggml dims [${t.dims}], the metadata needs [${expected}]`,
-      );
-    }
     let data = ggufTensorData(file, t.name);
     for (let i = 0; i < data.length; i++)
       if (!Number.isFinite(data[i]))
@@ -1193,13 +1211,7 @@ export function ggufToModel(file: GgufFile): LlamaModel {
       data = unpermuteFromGguf(data, heads * hd, p.shape.length === 2 ? p.shape[1] : 1, heads);
     }
     p.data.set(data);
-    seen.add(hfName);
   }
-  const missing = [...model.params.keys()].filter((n) => !seen.has(n));
-  if (missing.length)
-    throw new Error(
-      `${file.source}: tensor "${ggufTensorName(missing[0])}" is missing (${missing.length} missing in all)`,
-    );
   return model;
 }
 

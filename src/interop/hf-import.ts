@@ -11,9 +11,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fromHfConfig, type LlamaConfig } from '../model/config.ts';
-import { LlamaModel } from '../model/llama.ts';
+import { checkConfigFitsWeights, LlamaModel, llamaParamShapes } from '../model/llama.ts';
 import { saveModelFolder } from '../model/weights.ts';
-import { streamSafetensors } from './safetensors-stream.ts';
+import { readSafetensorsFileHeader, streamSafetensors } from './safetensors-stream.ts';
 import { loadFolderTokenizer, readJsonObject, type FolderTokenizer } from './hf-tokenizer.ts';
 
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM'] as const;
@@ -170,43 +170,47 @@ export function importHfFolder(dir: string, opts: HfImportOptions = {}): HfImpor
   ) {
     config = { ...config, maxSeqLen: raw.sliding_window };
   }
-  const model = new LlamaModel(config);
   const { files, weightMap } = weightLayout(dir);
+  // Each shard's header first (dtypes, offsets, a deleted entry named), then the config against the weights'
+  // size, and only then the model's memory: a config that lies about its size allocates nothing.
+  const expectedIn = (file: string): Iterable<string> =>
+    weightMap
+      ? [...weightMap].filter(([, f]) => f === file).map(([n]) => n)
+      : (function* () {
+          for (const [name] of llamaParamShapes(config)) yield name;
+        })();
+  for (const file of files)
+    readSafetensorsFileHeader(path.join(dir, file), { expectedNames: expectedIn(file) });
+  const weightBytes = files.reduce((sum, f) => sum + fs.statSync(path.join(dir, f)).size, 0);
+  checkConfigFitsWeights(config, weightBytes, configPath);
+  const model = new LlamaModel(config);
   const assigned = new Set<string>();
   const dtypes = new Set<string>();
   for (const file of files) {
     const full = path.join(dir, file);
-    const met = streamSafetensors(
-      full,
-      (name, data, shape) => {
-        if (weightMap) {
-          const listed = weightMap.get(name);
-          if (listed === undefined)
-            throw new Error(`${full}: tensor "${name}" is not listed in model.safetensors.index.json`);
-          if (listed !== file)
-            throw new Error(
-              `${full}: tensor "${name}" is listed in model.safetensors.index.json under shard ${listed}`,
-            );
-        }
-        if (name.endsWith('rotary_emb.inv_freq')) return;
-        if (name === 'lm_head.weight' && config.tieEmbeddings) {
-          warnings.push(`${full}: lm_head.weight ignored (config.json ties it to the embeddings)`);
-          return;
-        }
-        if (!model.params.has(name))
+    const met = streamSafetensors(full, (name, data, shape) => {
+      if (weightMap) {
+        const listed = weightMap.get(name);
+        if (listed === undefined)
+          throw new Error(`${full}: tensor "${name}" is not listed in model.safetensors.index.json`);
+        if (listed !== file)
           throw new Error(
-            `${full}: unexpected tensor "${name}" (not part of a ${architecture} with this config)`,
+            `${full}: tensor "${name}" is listed in model.safetensors.index.json under shard ${listed}`,
           );
-        if (assigned.has(name)) throw new Error(`${full}: tensor "${name}" appears in more than one shard`);
-        copyInto(model, name, data, shape, full);
-        assigned.add(name);
-      },
-      {
-        expectedNames: weightMap
-          ? [...weightMap].filter(([, f]) => f === file).map(([n]) => n)
-          : model.params.keys(),
-      },
-    );
+      }
+      if (name.endsWith('rotary_emb.inv_freq')) return;
+      if (name === 'lm_head.weight' && config.tieEmbeddings) {
+        warnings.push(`${full}: lm_head.weight ignored (config.json ties it to the embeddings)`);
+        return;
+      }
+      if (!model.params.has(name))
+        throw new Error(
+          `${full}: unexpected tensor "${name}" (not part of a ${architecture} with this config)`,
+        );
+      if (assigned.has(name)) throw new Error(`${full}: tensor "${name}" appears in more than one shard`);
+      copyInto(model, name, data, shape, full);
+      assigned.add(name);
+    });
     for (const d of met) dtypes.add(d);
   }
   if (weightMap) {

@@ -55,6 +55,24 @@ export function readSafetensorsHeader(
   return { tensors, dataStart };
 }
 
+/** Opens a safetensors file and reads and validates its header only (see readSafetensorsHeader). */
+export function readSafetensorsFileHeader(
+  file: string,
+  opts: ReadSafetensorsOptions = {},
+): StreamedTensorInfo[] {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    throw new Error(`${file}: cannot read safetensors file: ${(e as Error).message}`);
+  }
+  try {
+    return readSafetensorsHeader(fd, fs.fstatSync(fd).size, file, opts).tensors;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /**
  * Calls `onTensor` for each tensor of a safetensors file in data order, decoding one at a time. Returns the
  * dtypes met. The header is fully validated before any tensor is delivered.

@@ -290,12 +290,17 @@ function unclaimedBytes(
   to: number,
   opts: ReadSafetensorsOptions,
 ): string {
-  const missing = [...(opts.expectedNames ?? [])].filter((n) => !Object.hasOwn(header, n));
+  // The first few only: the expected names may come lazily from a config that lies about its size.
+  const missing: string[] = [];
+  for (const n of opts.expectedNames ?? []) {
+    if (!Object.hasOwn(header, n)) missing.push(n);
+    if (missing.length === 4) break;
+  }
   const where = `bytes ${from}..${to} of the data section belong to no tensor`;
   if (missing.length === 0)
     return `${where}: a tensor's entry is missing from the header, or the offsets lie`;
   const more =
-    missing.length > 1 ? ` (and ${missing.length - 1} more: ${missing.slice(1, 4).join(', ')})` : '';
+    missing.length > 1 ? ` (also ${missing.slice(1).join(', ')}${missing.length === 4 ? ', ...' : ''})` : '';
   return `tensor "${missing[0]}" is missing from the header${more}; ${where}`;
 }
 

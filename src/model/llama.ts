@@ -115,38 +115,55 @@ export const LORA_TARGETS = [
 ] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
+/** The parameters a config needs, in the order the model holds them: [HF name, row-major shape]. */
+export function* llamaParamShapes(c: LlamaConfig): Generator<[string, number[]]> {
+  const hd = headDim(c);
+  yield ['model.embed_tokens.weight', [c.vocabSize, c.dim]];
+  for (let i = 0; i < c.nLayers; i++) {
+    const p = `model.layers.${i}`;
+    yield [`${p}.input_layernorm.weight`, [c.dim]];
+    yield [`${p}.self_attn.q_proj.weight`, [c.nHeads * hd, c.dim]];
+    yield [`${p}.self_attn.k_proj.weight`, [c.nKvHeads * hd, c.dim]];
+    yield [`${p}.self_attn.v_proj.weight`, [c.nKvHeads * hd, c.dim]];
+    yield [`${p}.self_attn.o_proj.weight`, [c.dim, c.nHeads * hd]];
+    yield [`${p}.post_attention_layernorm.weight`, [c.dim]];
+    yield [`${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]];
+    yield [`${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]];
+    yield [`${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]];
+    if (c.qkvBias) {
+      yield [`${p}.self_attn.q_proj.bias`, [c.nHeads * hd]];
+      yield [`${p}.self_attn.k_proj.bias`, [c.nKvHeads * hd]];
+      yield [`${p}.self_attn.v_proj.bias`, [c.nKvHeads * hd]];
+    }
+  }
+  yield ['model.norm.weight', [c.dim]];
+  if (!c.tieEmbeddings) yield ['lm_head.weight', [c.vocabSize, c.dim]];
+}
+
+/**
+ * Refuses, before anything is allocated, a config whose parameters could not fit in `weightBytes` bytes of
+ * weights (at least 2 bytes each, as F16/BF16): a config that lies (a million layers over a small file) would
+ * otherwise allocate gigabytes. Counting stops as soon as the bound is passed.
+ */
+export function checkConfigFitsWeights(config: LlamaConfig, weightBytes: number, source: string): void {
+  const limit = weightBytes / 2;
+  let count = 0;
+  for (const [, shape] of llamaParamShapes(config)) {
+    count += shape.reduce((a, b) => a * b, 1);
+    if (count > limit)
+      throw new Error(
+        `${source}: the config (dim ${config.dim}, ${config.nLayers} layers, hidden ${config.hiddenDim}, vocabulary ${config.vocabSize}) needs more parameters than ${weightBytes} bytes of weights can hold; it does not describe these weights`,
+      );
+  }
+}
+
 export class LlamaModel {
   readonly params = new Map<string, Tensor>();
   readonly adapters = new Map<string, LoraAdapter>();
 
   constructor(readonly config: LlamaConfig) {
-    const c = config;
-    const hd = headDim(c);
-    const shapes: [string, number[]][] = [['model.embed_tokens.weight', [c.vocabSize, c.dim]]];
-    for (let i = 0; i < c.nLayers; i++) {
-      const p = `model.layers.${i}`;
-      shapes.push(
-        [`${p}.input_layernorm.weight`, [c.dim]],
-        [`${p}.self_attn.q_proj.weight`, [c.nHeads * hd, c.dim]],
-        [`${p}.self_attn.k_proj.weight`, [c.nKvHeads * hd, c.dim]],
-        [`${p}.self_attn.v_proj.weight`, [c.nKvHeads * hd, c.dim]],
-        [`${p}.self_attn.o_proj.weight`, [c.dim, c.nHeads * hd]],
-        [`${p}.post_attention_layernorm.weight`, [c.dim]],
-        [`${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]],
-        [`${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]],
-        [`${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]],
-      );
-      if (c.qkvBias) {
-        shapes.push(
-          [`${p}.self_attn.q_proj.bias`, [c.nHeads * hd]],
-          [`${p}.self_attn.k_proj.bias`, [c.nKvHeads * hd]],
-          [`${p}.self_attn.v_proj.bias`, [c.nKvHeads * hd]],
-        );
-      }
-    }
-    shapes.push(['model.norm.weight', [c.dim]]);
-    if (!c.tieEmbeddings) shapes.push(['lm_head.weight', [c.vocabSize, c.dim]]);
-    for (const [name, shape] of shapes) this.params.set(name, Tensor.zeros(shape, true, name));
+    for (const [name, shape] of llamaParamShapes(config))
+      this.params.set(name, Tensor.zeros(shape, true, name));
   }
 
   /** GPT-2 style initialisation: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * layers), norms 1. */

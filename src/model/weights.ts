@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { readSafetensorsSync, writeSafetensorsSync, type TensorData } from '../io/safetensors.ts';
 import { fromHfConfig, toHfConfig } from './config.ts';
-import { LlamaModel } from './llama.ts';
+import { checkConfigFitsWeights, LlamaModel } from './llama.ts';
 
 export const MODEL_FILE = 'model.safetensors';
 export const CONFIG_FILE = 'config.json';
@@ -70,9 +70,10 @@ export function loadModelFolder(dir: string): LlamaModel {
     throw new Error(`${configPath}: not valid JSON (${(e as Error).message})`);
   }
   const config = fromHfConfig(raw, configPath);
-  const model = new LlamaModel(config);
   const weightsPath = path.join(dir, MODEL_FILE);
   if (!fs.existsSync(weightsPath)) throw new Error(`${weightsPath}: not found`);
+  checkConfigFitsWeights(config, fs.statSync(weightsPath).size, configPath);
+  const model = new LlamaModel(config);
   assignTensors(
     model,
     readSafetensorsSync(weightsPath, { expectedNames: model.params.keys() }).tensors,
