@@ -1,5 +1,6 @@
 /** `psm bayes`: what the exact Bayesian persona model predicts for an experiment's config, without running it. */
 import type { Command } from 'commander';
+import { intOption } from './options.ts';
 
 export function registerBayesCommand(program: Command): void {
   program
@@ -12,7 +13,7 @@ export function registerBayesCommand(program: Command): void {
     .option('--world <world>', "a built-in world's name or a world file, instead of the config's")
     .option('--ai-mix <mix>', "an AI mix instead of the config's ('villains', 'positive', name=mult,...)")
     .option('--independent-traits', 'the control world: every trait drawn on its own')
-    .option('--seed <n>', "whose datasets (default: the config's first seed)")
+    .option('--seed <n>', "whose datasets (default: the config's first seed)", intOption('--seed', 0))
     .option('--json', 'print the predictions as JSON')
     .action(
       async (o: {
@@ -21,7 +22,7 @@ export function registerBayesCommand(program: Command): void {
         world?: string;
         aiMix?: string;
         independentTraits?: boolean;
-        seed?: string;
+        seed?: number;
         json?: boolean;
       }) => {
         const [{ resolveConfig }, { bayesPredictions, formatPredictions }, { parseAiMix }] =
@@ -30,9 +31,7 @@ export function registerBayesCommand(program: Command): void {
             import('../pipeline/predict.ts'),
             import('../world/mix.ts'),
           ]);
-        const seed = o.seed === undefined ? undefined : Number(o.seed);
-        if (seed !== undefined && !(Number.isInteger(seed) && seed >= 0))
-          throw new Error(`--seed must be a non-negative integer, got "${o.seed}"`);
+        const seed = o.seed;
         const config = resolveConfig({
           preset: o.preset,
           file: o.config,

@@ -5,7 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { bytes, collect, int, LOOPBACK } from './serve-commands.ts';
+import { bytesOption, collectOption, intOption } from './options.ts';
+import { LOOPBACK } from './serve-commands.ts';
 
 interface LabCommandOptions {
   runs: string;
@@ -45,22 +46,27 @@ export function registerLabCommand(program: Command): void {
     )
     .option('--runs <dir>', 'folder holding run folders', 'runs')
     .option('--host <host>', 'interface to listen on', '127.0.0.1')
-    .option('--port <n>', 'port (0 picks a free one)', int('--port'), 8100)
+    .option('--port <n>', 'port (0 picks a free one)', intOption('--port', 0), 8100)
     .option('--api-key <key>', 'require this key (prefer --api-key-env: argv is visible to other users)')
     .option('--api-key-env <name>', 'read the required API key from this environment variable')
-    .option('--max-tokens <n>', 'largest reply a chat may ask for', int('--max-tokens', 1), 512)
-    .option('--max-concurrency <n>', 'generations in flight per model', int('--max-concurrency', 1), 2)
-    .option('--max-queue <n>', 'generations that may wait per model; more get 429', int('--max-queue', 0), 64)
-    .option('--max-body <size>', 'largest request body (e.g. 1mb)', bytes, 1 << 20)
+    .option('--max-tokens <n>', 'largest reply a chat may ask for', intOption('--max-tokens', 1), 512)
+    .option('--max-concurrency <n>', 'generations in flight per model', intOption('--max-concurrency', 1), 2)
+    .option(
+      '--max-queue <n>',
+      'generations that may wait per model; more get 429',
+      intOption('--max-queue', 0),
+      64,
+    )
+    .option('--max-body <size>', 'largest request body (e.g. 1mb)', bytesOption, 1 << 20)
     .option(
       '--model <dir>',
       'also offer this model folder in the chat (e.g. one psm import made); repeatable',
-      collect,
+      collectOption,
     )
     .option(
       '--provider <spec>',
       'also offer an endpoint in the chat: openai:<model>[@<base URL>] or gguf:<file>; repeatable',
-      collect,
+      collectOption,
     )
     .option(
       '--endpoint-key-env <name>',

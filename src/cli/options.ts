@@ -77,6 +77,27 @@ export function listOption(name: string, kind: 'int' | 'number') {
   };
 }
 
+/** A byte size: 65536, 64kb, 1mb, 1.5g (k, m, g are powers of 1024). */
+export function bytesOption(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g)?$/i.exec(value.trim());
+  if (!m) throw new InvalidArgumentError(`a size like 1mb or 65536 is expected, got "${value}"`);
+  const mult: Record<string, number> = {
+    b: 1,
+    k: 1024,
+    kb: 1024,
+    m: 1 << 20,
+    mb: 1 << 20,
+    g: 1 << 30,
+    gb: 1 << 30,
+  };
+  return Math.floor(Number(m[1]) * mult[(m[2] ?? 'b').toLowerCase()]);
+}
+
+/** A repeatable option: every occurrence is kept, in order. */
+export function collectOption(value: string, prev: string[] = []): string[] {
+  return [...prev, value];
+}
+
 /** A comma-separated list of names (traits, arms, subspaces), blanks dropped. */
 export function namesOption(value: string): string[] {
   return value

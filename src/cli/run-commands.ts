@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { registerWorldCommands } from '../world/cli.ts';
+import { intOption } from './options.ts';
 
 function defaultRunDir(preset: string | undefined, seeds: number): string {
   const stamp = new Date().toISOString().replace(/[:]/g, '').replace(/\..+/, '');
@@ -17,25 +18,20 @@ export function registerRunCommands(program: Command): void {
     )
     .option('--preset <name>', 'default | quick (a few minutes, effects not expected)')
     .option('--config <file>', 'experiment config (YAML), merged over the preset')
-    .option('--seeds <n>', 'number of seeds (1..n), overriding the config')
+    .option('--seeds <n>', 'number of seeds (1..n), overriding the config', intOption('--seeds', 1, 50))
     .option(
       '--out <dir>',
       'run folder (default runs/<preset>-s<n>-<time>); an existing one resumes, one psm run at a time',
     )
     .option('--force', 'overwrite stages whose inputs changed')
     .action(
-      async (o: { preset?: string; config?: string; seeds?: string; out?: string; force?: boolean }) => {
+      async (o: { preset?: string; config?: string; seeds?: number; out?: string; force?: boolean }) => {
         const { resolveConfig } = await import('../pipeline/config.ts');
         const { runExperiment } = await import('../pipeline/experiment.ts');
         const { lockFolder } = await import('../io/folder-lock.ts');
         const { terminalProgress } = await import('./progress.ts');
         let seeds: number[] | undefined;
-        if (o.seeds !== undefined) {
-          const n = Number(o.seeds);
-          if (!Number.isInteger(n) || n < 1 || n > 50)
-            throw new Error(`--seeds must be an integer from 1 to 50, got "${o.seeds}"`);
-          seeds = Array.from({ length: n }, (_, i) => i + 1);
-        }
+        if (o.seeds !== undefined) seeds = Array.from({ length: o.seeds }, (_, i) => i + 1);
         const config = resolveConfig({ preset: o.preset, file: o.config, overrides: seeds ? { seeds } : {} });
         const runDir = o.out ?? defaultRunDir(o.preset, config.seeds.length);
         // One writer per run folder: a second psm run on it is refused while this one runs (or until it is killed).

@@ -3,43 +3,8 @@
  * provider reaches) and `psm audit-compare` (side-by-side report of two audits). Machinery is imported lazily.
  */
 import * as path from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
-
-export function int(name: string, min = 0) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min)
-      throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got "${value}"`);
-    return n;
-  };
-}
-
-function num(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number, got "${value}"`);
-    return n;
-  };
-}
-
-export function bytes(value: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g)?$/i.exec(value.trim());
-  if (!m) throw new InvalidArgumentError(`a size like 1mb or 65536 is expected, got "${value}"`);
-  const mult: Record<string, number> = {
-    b: 1,
-    k: 1024,
-    kb: 1024,
-    m: 1 << 20,
-    mb: 1 << 20,
-    g: 1 << 30,
-    gb: 1 << 30,
-  };
-  return Math.floor(Number(m[1]) * mult[(m[2] ?? 'b').toLowerCase()]);
-}
-
-export function collect(value: string, prev: string[] = []): string[] {
-  return [...prev, value];
-}
+import type { Command } from 'commander';
+import { bytesOption, collectOption, intOption, numberOption } from './options.ts';
 
 export const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -93,22 +58,27 @@ export function registerServeCommands(program: Command): void {
     )
     .requiredOption('--model <dir>', 'model folder (config.json, model.safetensors, tokenizer.json)')
     .option('--host <host>', 'interface to listen on', '127.0.0.1')
-    .option('--port <n>', 'port (0 picks a free one)', int('--port'), 8000)
+    .option('--port <n>', 'port (0 picks a free one)', intOption('--port', 0), 8000)
     .option('--id <name>', 'model id clients use (default: the folder name)')
     .option(
       '--api-key <key>',
       'require "Authorization: Bearer <key>" (prefer --api-key-env: argv is visible to other users)',
     )
     .option('--api-key-env <name>', 'read the required API key from this environment variable')
-    .option('--max-tokens <n>', 'largest max_tokens a request may ask for', int('--max-tokens', 1), 512)
+    .option('--max-tokens <n>', 'largest max_tokens a request may ask for', intOption('--max-tokens', 1), 512)
     .option(
       '--max-concurrency <n>',
       'generations in flight at once (interleaved token by token)',
-      int('--max-concurrency', 1),
+      intOption('--max-concurrency', 1),
       1,
     )
-    .option('--max-queue <n>', 'requests that may wait for a slot; more get 429', int('--max-queue', 0), 64)
-    .option('--max-body <size>', 'largest request body (e.g. 1mb)', bytes, 1 << 20)
+    .option(
+      '--max-queue <n>',
+      'requests that may wait for a slot; more get 429',
+      intOption('--max-queue', 0),
+      64,
+    )
+    .option('--max-body <size>', 'largest request body (e.g. 1mb)', bytesOption, 1 << 20)
     .option(
       '--vectors <file>',
       'named steering vectors (JSON {name: [numbers] | {vector, hook}} or .safetensors)',
@@ -191,17 +161,22 @@ export function registerServeCommands(program: Command): void {
     .requiredOption(
       '--provider <spec>',
       'model to audit: local:<dir> | gguf:<file> | openai:<model>[@<base URL>] (give twice to compare two models)',
-      collect,
+      collectOption,
     )
-    .option('--label <name>', 'label of each provider in the reports (in --provider order)', collect)
+    .option('--label <name>', 'label of each provider in the reports (in --provider order)', collectOption)
     .option(
       '--judge <spec>',
       'judge model (same spec forms); needed for the EM questions and for providers without log-probabilities',
     )
     .requiredOption('--out <dir>', 'output folder (journal, report.json, report.md; resumable)')
-    .option('--samples <n>', 'answers sampled per EM question (the paper used 100)', int('--samples', 1), 10)
-    .option('--max-tokens <n>', 'longest EM answer in tokens', int('--max-tokens', 1), 200)
-    .option('--temperature <t>', 'sampling temperature of EM answers', num('--temperature'), 1)
+    .option(
+      '--samples <n>',
+      'answers sampled per EM question (the paper used 100)',
+      intOption('--samples', 1),
+      10,
+    )
+    .option('--max-tokens <n>', 'longest EM answer in tokens', intOption('--max-tokens', 1), 200)
+    .option('--temperature <t>', 'sampling temperature of EM answers', numberOption('--temperature'), 1)
     .option(
       '--questions <file>',
       'EM questions file (default: the eight questions of Betley et al. 2025 that ship in data/em-first-plot-questions.json)',
@@ -215,12 +190,12 @@ export function registerServeCommands(program: Command): void {
     .option(
       '--battery-per-domain <n>',
       'items per domain and format from the persona world',
-      int('--battery-per-domain', 1),
+      intOption('--battery-per-domain', 1),
       50,
     )
     .option('--world <file>', 'persona world file for the battery (default worlds/default.yaml)')
     .option('--battery-mode <mode>', 'auto | logprob | judge', 'auto')
-    .option('--concurrency <n>', 'units in flight at once', int('--concurrency', 1), 4)
+    .option('--concurrency <n>', 'units in flight at once', intOption('--concurrency', 1), 4)
     .option('--cache-dir <dir>', 'on-disk answer cache (default <out>/cache)')
     .option('--no-cache', 'do not cache answers')
     .option(
@@ -232,9 +207,19 @@ export function registerServeCommands(program: Command): void {
       '--judge-api-key-env <name>',
       'environment variable with the judge API key (default: --api-key-env)',
     )
-    .option('--timeout <ms>', 'per-request timeout for HTTP endpoints', int('--timeout', 1), 120_000)
-    .option('--max-retries <n>', 'retries on 429/5xx/timeouts for HTTP endpoints', int('--max-retries', 0), 5)
-    .option('--http-concurrency <n>', 'requests in flight per HTTP endpoint', int('--http-concurrency', 1), 4)
+    .option('--timeout <ms>', 'per-request timeout for HTTP endpoints', intOption('--timeout', 1), 120_000)
+    .option(
+      '--max-retries <n>',
+      'retries on 429/5xx/timeouts for HTTP endpoints',
+      intOption('--max-retries', 0),
+      5,
+    )
+    .option(
+      '--http-concurrency <n>',
+      'requests in flight per HTTP endpoint',
+      intOption('--http-concurrency', 1),
+      4,
+    )
     .option('--restart', "discard this folder's journal and start over")
     .action(
       async (o: {
