@@ -80,6 +80,12 @@ export function registerServeCommands(program: Command): void {
     )
     .option('--max-body <size>', 'largest request body (e.g. 1mb)', bytesOption, 1 << 20)
     .option(
+      '--max-connections <n>',
+      'open connections at most (more are dropped)',
+      intOption('--max-connections', 1),
+      256,
+    )
+    .option(
       '--vectors <file>',
       'named steering vectors (JSON {name: [numbers] | {vector, hook}} or .safetensors)',
     )
@@ -100,6 +106,7 @@ export function registerServeCommands(program: Command): void {
         maxConcurrency: number;
         maxQueue: number;
         maxBody: number;
+        maxConnections: number;
         vectors?: string;
         chatStop?: string[];
         quiet?: boolean;
@@ -136,6 +143,7 @@ export function registerServeCommands(program: Command): void {
           port: o.port,
           apiKey,
           maxBodyBytes: o.maxBody,
+          maxConnections: o.maxConnections,
           log,
         });
         const c = engine.model.config;

@@ -90,7 +90,13 @@ function paramOf(path: readonly PropertyKey[]): string | null {
 
 export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
   if (typeof body !== 'object' || body === null || Array.isArray(body))
-    throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error');
+    throw new ApiError(
+      400,
+      'the request body must be a JSON object',
+      'invalid_request_error',
+      null,
+      'invalid_value',
+    );
   const r = schema.safeParse(body);
   if (r.success) return r.data;
   const issue = r.error.issues[0];

@@ -46,6 +46,11 @@ export interface ServeOptions {
   apiKey?: string;
   /** Largest request body in bytes (default 1 MiB). */
   maxBodyBytes?: number;
+  /**
+   * Open connections at most (default 256); Node drops more at once. With the body limit this bounds the memory
+   * that clients can make the server hold (connections x body size).
+   */
+  maxConnections?: number;
   /** One line per request (method, path, status, ms) and server errors; default silent. */
   log?: (line: string) => void;
 }
@@ -58,6 +63,7 @@ export interface RunningServer {
 }
 
 const DEFAULT_MAX_BODY = 1 << 20;
+const DEFAULT_MAX_CONNECTIONS = 256;
 
 function sendJson(
   res: http.ServerResponse,
@@ -405,9 +411,22 @@ export class PsmServer {
       if (e instanceof ApiError && e.status === 413) res.setHeader('connection', 'close');
       throw e;
     });
+    let text: string;
+    try {
+      // Strict: JSON is UTF-8 (a leading byte-order mark is dropped), and a replaced byte would change the text.
+      text = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+    } catch {
+      throw new ApiError(
+        400,
+        'the request body is not valid UTF-8',
+        'invalid_request_error',
+        null,
+        'invalid_json',
+      );
+    }
     let body: unknown;
     try {
-      body = JSON.parse(raw.toString('utf8'));
+      body = JSON.parse(text);
     } catch (e) {
       throw new ApiError(
         400,
@@ -745,6 +764,7 @@ export async function startServer(engine: LocalEngine, opts: ServeOptions = {}):
   server.requestTimeout = 60_000;
   server.headersTimeout = 30_000;
   server.keepAliveTimeout = 5_000;
+  server.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   const host = opts.host ?? '127.0.0.1';
   return new Promise((resolve, reject) => {
     server.once('error', reject);
