@@ -177,15 +177,18 @@ interface KillPoint {
 }
 
 const seedFile = (seedDir: string, f: string) => fs.existsSync(path.join(seedDir, f));
+/** The stage has begun: its stage.json is written first thing (short stages are killed this way, not on output). */
+const started = (stage: string) => (_: string, d: string) => seedFile(d, `${stage}/stage.json`);
 const KILL_POINTS: KillPoint[] = [
   // The tokenizer is written, the corpus is being generated.
   { stage: 'corpus', ready: (_, d) => seedFile(d, 'corpus/tokenizer.json') },
   // Pre-training has saved its first checkpoint (step 100 of 290).
   { stage: 'pretrain', ready: (_, d) => seedFile(d, 'pretrain/checkpoints/latest.json') },
-  { stage: 'persona-check', ready: (s) => /^persona inference: /m.test(s) },
-  { stage: 'posttrain', ready: (s) => /^posttrain: \d+\//m.test(s) },
-  { stage: 'ft-cheat-embedding', ready: (s) => /^ft-cheat-embedding: \d+\//m.test(s) },
-  { stage: 'eval-ft-control-embedding', ready: (s) => /^battery control\/embedding: /m.test(s) },
+  { stage: 'persona-check', ready: started('persona-check') },
+  { stage: 'posttrain', ready: started('posttrain') },
+  { stage: 'ft-cheat-embedding', ready: started('ft-cheat-embedding') },
+  { stage: 'eval-ft-control-embedding', ready: started('eval-ft-control-embedding') },
+  // Persona vectors are done, monitoring, steering and the rest of the interpretation are not.
   { stage: 'interpret', ready: (s) => /^interpret: vectors /m.test(s) },
 ];
 
