@@ -342,6 +342,8 @@ export function readProvenance(file: string): {
   } catch (e) {
     throw new Error(`${file}: provenance is not valid JSON (${(e as Error).message})`);
   }
+  if (typeof provenance !== 'object' || provenance === null || Array.isArray(provenance))
+    throw new Error(`${file}: provenance must be a JSON object`);
   return { tensors, provenance };
 }
 

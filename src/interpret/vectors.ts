@@ -10,6 +10,7 @@
  * on separate selection items. Vectors carry the hash of the model they came from and support arithmetic and
  * cosine comparison with shape and provenance checks.
  */
+import { z } from 'zod';
 import { checkHookName } from '../model/hooks.ts';
 import type { TensorData } from '../io/safetensors.ts';
 import type { World } from '../world/schema.ts';
@@ -446,28 +447,55 @@ export function saveVectorBundle(file: string, bundle: VectorBundle): void {
   });
 }
 
+function isHookName(hook: string): boolean {
+  try {
+    checkHookName(hook, 1);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The bundle part of a persona-vector file's provenance, checked before use (a hand-edited file gets a named error). */
+const BundleProvenanceSchema = z.object({
+  format: z.literal('psm-persona-vectors'),
+  nLayers: z.number().int().positive(),
+  // A residual hook kind is whatever makes a valid hook name at a layer (src/model/hooks.ts is the vocabulary).
+  hookKind: z
+    .string()
+    .refine((k) => isHookName(layerHook(0, k as ResidKind)), 'not a residual-stream hook kind')
+    .transform((k) => k as ResidKind),
+  method: z.enum(VECTOR_METHODS as [VectorMethod, ...VectorMethod[]]),
+  itemsPerTrait: z.number(),
+  selection: z.object({ alpha: z.number(), items: z.number() }).nullable(),
+  traits: z.array(
+    z.object({
+      trait: z.string(),
+      bestLayer: z.number().int(),
+      steeringEffect: z.array(z.number().nullable()),
+      steeringMonotone: z.array(z.boolean()).optional(),
+      residualNorm: z.array(z.number()),
+    }),
+  ),
+});
+
 export function loadVectorBundle(file: string): VectorBundle {
   const { tensors, provenance } = readProvenance(file);
-  const b = provenance.bundle as
-    | {
-        format: string;
-        version: number;
-        nLayers: number;
-        hookKind: ResidKind;
-        method: VectorMethod;
-        itemsPerTrait: number;
-        selection: VectorBundle['selection'];
-        traits: {
-          trait: string;
-          bestLayer: number;
-          steeringEffect: (number | null)[];
-          steeringMonotone?: boolean[];
-          residualNorm: number[];
-        }[];
-      }
-    | undefined;
-  if (!b || b.format !== 'psm-persona-vectors')
+  if ((provenance.bundle as { format?: unknown } | undefined)?.format !== 'psm-persona-vectors')
     throw new Error(`${file}: not a persona-vector file (written by \`psm vectors\`)`);
+  const parsed = BundleProvenanceSchema.safeParse(provenance.bundle);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`${file}: provenance bundle.${issue.path.join('.')}: ${issue.message}`);
+  }
+  const b = parsed.data;
+  if (!Number.isInteger(provenance.dim) || provenance.dim <= 0)
+    throw new Error(`${file}: provenance dim ${JSON.stringify(provenance.dim)} is not a positive integer`);
+  for (const t of b.traits)
+    if (t.residualNorm.length !== b.nLayers)
+      throw new Error(
+        `${file}: trait "${t.trait}" has ${t.residualNorm.length} residual norms for ${b.nLayers} layers`,
+      );
   const dim = provenance.dim;
   const traits: TraitVectors[] = b.traits.map((t) => {
     const tensor = tensors.get(t.trait);
