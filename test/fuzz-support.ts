@@ -98,6 +98,8 @@ export interface CleanOutcomeOptions {
   maxMs?: number;
   /** Largest growth of ArrayBuffer memory one case may cause (bytes). */
   maxAllocation?: number;
+  /** Names the case in failure messages. */
+  label?: string;
 }
 
 /**
@@ -108,6 +110,7 @@ export interface CleanOutcomeOptions {
 export function expectCleanOutcome(read: () => unknown, opts: CleanOutcomeOptions): Error | undefined {
   const maxMs = opts.maxMs ?? 2000;
   const maxAllocation = opts.maxAllocation ?? 64 << 20;
+  const label = opts.label ? `${opts.label}: ` : '';
   const before = process.memoryUsage().arrayBuffers;
   const t0 = performance.now();
   let error: Error | undefined;
@@ -118,13 +121,13 @@ export function expectCleanOutcome(read: () => unknown, opts: CleanOutcomeOption
   }
   const ms = performance.now() - t0;
   const grown = process.memoryUsage().arrayBuffers - before;
-  expect(ms, `a case took ${ms.toFixed(0)} ms`).toBeLessThan(maxMs);
-  expect(grown, `a case allocated ${grown} bytes of buffers`).toBeLessThan(maxAllocation);
+  expect(ms, `${label}a case took ${ms.toFixed(0)} ms`).toBeLessThan(maxMs);
+  expect(grown, `${label}a case allocated ${grown} bytes of buffers`).toBeLessThan(maxAllocation);
   if (error === undefined) return undefined;
   if (!(error instanceof Error) || CRASHES.some((C) => error instanceof C))
-    throw new Error(`crash instead of a clear error: ${String((error as Error)?.stack ?? error)}`);
-  expect(error.message.length, 'an empty error message').toBeGreaterThan(opts.source.length + 5);
-  expect(error.message, 'the error does not name its source').toContain(opts.source);
+    throw new Error(`${label}crash instead of a clear error: ${String((error as Error)?.stack ?? error)}`);
+  expect(error.message.length, `${label}an empty error message`).toBeGreaterThan(opts.source.length + 5);
+  expect(error.message, `${label}the error does not name its source`).toContain(opts.source);
   return error;
 }
 

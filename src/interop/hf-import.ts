@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fromHfConfig, type LlamaConfig } from '../model/config.ts';
-import { checkConfigFitsWeights, LlamaModel, llamaParamShapes } from '../model/llama.ts';
+import { checkConfigFitsWeights, LlamaModel, llamaParamNames } from '../model/llama.ts';
 import { saveModelFolder } from '../model/weights.ts';
 import { readSafetensorsFileHeader, streamSafetensors } from './safetensors-stream.ts';
 import { loadFolderTokenizer, readJsonObject, type FolderTokenizer } from './hf-tokenizer.ts';
@@ -174,11 +174,7 @@ export function importHfFolder(dir: string, opts: HfImportOptions = {}): HfImpor
   // Each shard's header first (dtypes, offsets, a deleted entry named), then the config against the weights'
   // size, and only then the model's memory: a config that lies about its size allocates nothing.
   const expectedIn = (file: string): Iterable<string> =>
-    weightMap
-      ? [...weightMap].filter(([, f]) => f === file).map(([n]) => n)
-      : (function* () {
-          for (const [name] of llamaParamShapes(config)) yield name;
-        })();
+    weightMap ? [...weightMap].filter(([, f]) => f === file).map(([n]) => n) : llamaParamNames(config);
   for (const file of files)
     readSafetensorsFileHeader(path.join(dir, file), { expectedNames: expectedIn(file) });
   const weightBytes = files.reduce((sum, f) => sum + fs.statSync(path.join(dir, f)).size, 0);

@@ -140,6 +140,11 @@ export function* llamaParamShapes(c: LlamaConfig): Generator<[string, number[]]>
   if (!c.tieEmbeddings) yield ['lm_head.weight', [c.vocabSize, c.dim]];
 }
 
+/** The parameter names a config needs, lazily (a config may claim more than a file could hold). */
+export function* llamaParamNames(c: LlamaConfig): Generator<string> {
+  for (const [name] of llamaParamShapes(c)) yield name;
+}
+
 /**
  * Refuses, before anything is allocated, a config whose parameters could not fit in `weightBytes` bytes of
  * weights (at least 2 bytes each, as F16/BF16): a config that lies (a million layers over a small file) would

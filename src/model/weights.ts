@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { readSafetensorsSync, writeSafetensorsSync, type TensorData } from '../io/safetensors.ts';
 import { fromHfConfig, toHfConfig } from './config.ts';
-import { checkConfigFitsWeights, LlamaModel } from './llama.ts';
+import { checkConfigFitsWeights, LlamaModel, llamaParamNames } from './llama.ts';
 
 export const MODEL_FILE = 'model.safetensors';
 export const CONFIG_FILE = 'config.json';
@@ -72,12 +72,10 @@ export function loadModelFolder(dir: string): LlamaModel {
   const config = fromHfConfig(raw, configPath);
   const weightsPath = path.join(dir, MODEL_FILE);
   if (!fs.existsSync(weightsPath)) throw new Error(`${weightsPath}: not found`);
+  // The weights file first (its own errors name it), then the config against its size, then the allocation.
+  const { tensors } = readSafetensorsSync(weightsPath, { expectedNames: llamaParamNames(config) });
   checkConfigFitsWeights(config, fs.statSync(weightsPath).size, configPath);
   const model = new LlamaModel(config);
-  assignTensors(
-    model,
-    readSafetensorsSync(weightsPath, { expectedNames: model.params.keys() }).tensors,
-    weightsPath,
-  );
+  assignTensors(model, tensors, weightsPath);
   return model;
 }
