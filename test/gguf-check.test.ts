@@ -20,6 +20,7 @@ import {
 } from '../src/interop/gguf.ts';
 import { LlamaModel } from '../src/model/llama.ts';
 import { GgufProvider } from '../src/providers/gguf.ts';
+import type { Provider } from '../src/providers/types.ts';
 import { runCli } from './cli-run.ts';
 import { makeTokenizer, tinyConfig } from './interop-fixtures.ts';
 
@@ -162,5 +163,27 @@ describe('a corrupt GGUF file given to a provider or to psm audit', () => {
       await expect(run, name).rejects.toThrow(`gguf:${file}: not a usable GGUF model: ${file}:`);
       expect(fs.existsSync(path.join(out, 'journal.jsonl')), name).toBe(false);
     }
+  });
+});
+
+describe('an audit given NaN scores', () => {
+  it('reports the values it got, not a count that looks right', async () => {
+    const { runAudit } = await import('../src/audit/index.ts');
+    const nanScorer: Provider = {
+      id: 'nan-scorer',
+      capabilities: { chat: true, completion: true, logprobs: true, score: true },
+      identity: () => ({ kind: 'local', location: 'memory:nan', model: 'nan' }),
+      generate: () => Promise.reject(new Error('not used')),
+      score: (_p, conts) => Promise.resolve(conts.map((_c, i) => (i === 0 ? NaN : -1))),
+    };
+    const report = await runAudit({
+      provider: nanScorer,
+      outDir: path.join(dir, 'nan-audit'),
+      battery: {
+        items: [{ id: 'k1', domain: 'kind', prompt: 'User: hi\nAssistant:', good: [' yes'], bad: [' no'] }],
+      },
+      em: null,
+    });
+    expect(report.failures[0]).toMatch(/nan-scorer: score returned \[NaN, -1\] for 2 continuations/);
   });
 });

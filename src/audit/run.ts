@@ -209,7 +209,7 @@ export async function runAudit(opts: AuditOptions): Promise<AuditReport> {
               lps.some((x) => typeof x !== 'number' || Number.isNaN(x))
             ) {
               throw new ProviderError(
-                `${provider.id}: score returned ${lps.length} values for ${item.good.length + item.bad.length} continuations`,
+                `${provider.id}: score returned [${lps.join(', ')}] for ${item.good.length + item.bad.length} continuations (one number each expected)`,
               );
             }
             return {
