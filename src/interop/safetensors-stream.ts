@@ -55,11 +55,8 @@ export function readSafetensorsHeader(
   return { tensors, dataStart };
 }
 
-/** Opens a safetensors file and reads and validates its header only (see readSafetensorsHeader). */
-export function readSafetensorsFileHeader(
-  file: string,
-  opts: ReadSafetensorsOptions = {},
-): StreamedTensorInfo[] {
+/** Runs `use` on the open file (descriptor and size), closing it after; an unreadable file is named. */
+function withSafetensorsFile<T>(file: string, use: (fd: number, size: number) => T): T {
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');
@@ -67,10 +64,18 @@ export function readSafetensorsFileHeader(
     throw new Error(`${file}: cannot read safetensors file: ${(e as Error).message}`);
   }
   try {
-    return readSafetensorsHeader(fd, fs.fstatSync(fd).size, file, opts).tensors;
+    return use(fd, fs.fstatSync(fd).size);
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** Opens a safetensors file and reads and validates its header only (see readSafetensorsHeader). */
+export function readSafetensorsFileHeader(
+  file: string,
+  opts: ReadSafetensorsOptions = {},
+): StreamedTensorInfo[] {
+  return withSafetensorsFile(file, (fd, size) => readSafetensorsHeader(fd, size, file, opts).tensors);
 }
 
 /**
@@ -80,17 +85,9 @@ export function readSafetensorsFileHeader(
 export function streamSafetensors(
   file: string,
   onTensor: (name: string, data: Float32Array, shape: number[]) => void,
-  opts: ReadSafetensorsOptions = {},
 ): Set<string> {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new Error(`${file}: cannot read safetensors file: ${(e as Error).message}`);
-  }
-  try {
-    const size = fs.fstatSync(fd).size;
-    const { tensors, dataStart } = readSafetensorsHeader(fd, size, file, opts);
+  return withSafetensorsFile(file, (fd, size) => {
+    const { tensors, dataStart } = readSafetensorsHeader(fd, size, file);
     const dtypes = new Set<string>();
     for (const t of tensors) {
       dtypes.add(t.dtype);
@@ -100,7 +97,5 @@ export function streamSafetensors(
       onTensor(t.name, decodeFloats(raw, t.dtype, count), t.shape);
     }
     return dtypes;
-  } finally {
-    fs.closeSync(fd);
-  }
+  });
 }

@@ -24,6 +24,7 @@ import { checkGgufModelFile } from '../interop/gguf.ts';
 import { sampleFromLogits } from '../model/generate.ts';
 import { Rng } from '../tensor/random.ts';
 import { AbortError, Semaphore, yieldToEventLoop } from './limit.ts';
+import { earliestStop } from './local-engine.ts';
 import {
   checkGenerateRequest,
   ProviderError,
@@ -231,10 +232,7 @@ export class GgufProvider implements Provider {
           }
           tokens.push(t);
         }
-        for (const s of stops) {
-          const idx = text.indexOf(s, Math.max(0, before - s.length + 1));
-          if (idx >= 0 && (cut < 0 || idx < cut)) cut = idx;
-        }
+        cut = earliestStop(text, before, stops, cut);
         if (cut >= 0) {
           finishReason = 'stop';
           break;

@@ -263,11 +263,7 @@ export class LocalEngine {
         infos.push(info);
         pending.push(info);
       }
-      // Earliest stop string that ends in the new text.
-      for (const s of stops) {
-        const idx = text.indexOf(s, Math.max(0, before - s.length + 1));
-        if (idx >= 0 && (cut < 0 || idx < cut)) cut = idx;
-      }
+      cut = earliestStop(text, before, stops, cut);
       if (cut >= 0) {
         finishReason = 'stop';
         break;
@@ -380,6 +376,18 @@ export class LocalEngine {
     }
     return out;
   }
+}
+
+/**
+ * Where the earliest stop string found in `text` starts, looking only at occurrences that end after `before`
+ * (the text generated before this step was already searched); `cut` is the earliest found so far (-1: none).
+ */
+export function earliestStop(text: string, before: number, stops: readonly string[], cut: number): number {
+  for (const s of stops) {
+    const idx = text.indexOf(s, Math.max(0, before - s.length + 1));
+    if (idx >= 0 && (cut < 0 || idx < cut)) cut = idx;
+  }
+  return cut;
 }
 
 /** Characters at the end of `text` that could still grow into a stop string (or are an incomplete UTF-8 character). */
