@@ -46,8 +46,8 @@ function theme(): Record<string, unknown> {
   };
 }
 
-export function draw(el: HTMLElement, spec: Record<string, unknown>, label: string): Promise<Result> {
-  return embed(el, spec as VisualizationSpec, {
+export async function draw(el: HTMLElement, spec: Record<string, unknown>, label: string): Promise<Result> {
+  const result = await embed(el, spec as VisualizationSpec, {
     renderer: 'svg',
     ast: true,
     expr: expressionInterpreter,
@@ -57,4 +57,8 @@ export function draw(el: HTMLElement, spec: Record<string, unknown>, label: stri
     i18n: { PNG_ACTION: `Save “${label}” as PNG`, SVG_ACTION: `Save “${label}” as SVG` } as never,
     tooltip: { theme: dark() ? 'dark' : 'light' },
   });
+  // The export menu's button is an icon: give it a name screen readers can say.
+  for (const summary of el.querySelectorAll('details > summary'))
+    summary.setAttribute('aria-label', `Save ${label}`);
+  return result;
 }

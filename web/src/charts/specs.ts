@@ -69,7 +69,7 @@ export function compareBarsSpec(a: CompareSide, b: CompareSide): Spec {
         },
       },
       {
-        mark: { type: 'tick', color: 'black', thickness: 2 },
+        mark: { type: 'tick', thickness: 3 },
         encoding: { y: { field: 'bayes', type: 'quantitative' } },
       },
     ],
@@ -114,6 +114,7 @@ export function archetypeSpec(w: WorldView): Spec {
     $schema: SCHEMA,
     width: 'container',
     height: { step: 26 },
+    autosize: { type: 'fit-x', contains: 'padding' },
     data: { values: rows },
     encoding: {
       x: { field: 'domain', type: 'nominal', title: null, axis: { orient: 'top', labelAngle: 0 } },
@@ -187,6 +188,7 @@ export function correlationSpec(w: WorldView): Spec {
         },
       },
       {
+        transform: [{ filter: 'datum.r !== null' }],
         mark: { type: 'text', fontSize: 10 },
         encoding: { text: { field: 'r', type: 'quantitative', format: '.2f' } },
       },
@@ -216,12 +218,19 @@ export function posteriorSpec(
     $schema: SCHEMA,
     width: 'container',
     height: { step: 12 },
+    autosize: { type: 'fit-x', contains: 'padding' },
     data: { values: rows },
     mark: 'bar',
     encoding: {
       y: { field: 'archetype', type: 'nominal', title: null, sort: null },
       yOffset: { field: 'what', type: 'nominal', sort: ['prior', 'posterior'] },
-      x: { field: 'p', type: 'quantitative', title: 'P(archetype)', scale: { domain: [0, 1] } },
+      x: {
+        field: 'p',
+        type: 'quantitative',
+        title: 'P(archetype)',
+        scale: { domain: [0, 1] },
+        axis: { tickCount: 5 },
+      },
       color: {
         field: 'what',
         type: 'nominal',

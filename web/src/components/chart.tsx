@@ -19,7 +19,11 @@ export function Chart({ spec, label, class: cls }: { spec: Spec; label: string; 
     let cancelled = false;
     setError(null);
     loadRuntime()
-      .then((rt) => (cancelled || !ref.current ? null : rt.draw(ref.current, spec, label)))
+      .then((rt) => {
+        if (cancelled || !ref.current) return null;
+        ref.current.replaceChildren(); // a redraw starts from an empty box
+        return rt.draw(ref.current, spec, label);
+      })
       .then((r) => {
         if (!r) return;
         if (cancelled) r.finalize();

@@ -224,7 +224,7 @@ const barWidth = (v: number, scale: number) => `${Math.min(50, (50 * Math.abs(v)
 
 function MeterView({ reading, label, scale }: { reading: MeterReading; label: string; scale: number }) {
   return (
-    <div class="meter" aria-label={`persona meter, ${label}`}>
+    <div class="meter" role="group" aria-label={`persona meter, ${label}`}>
       <h3>{label}</h3>
       <div class="meter-axis small muted" aria-hidden="true">
         <span>← good side</span>
@@ -285,7 +285,7 @@ function TokenView({ reading, trait }: { reading: MeterReading; trait: string })
   if (!t || reading.tokens.length === 0) return <p class="muted small">No reply tokens.</p>;
   const scale = Math.max(1, ...t.tokens.map(Math.abs));
   return (
-    <p class="tokens" aria-label={`reply tokens coloured by their ${trait} projection`}>
+    <p class="tokens" role="group" aria-label={`reply tokens coloured by their ${trait} projection`}>
       {reading.tokens.map((tok, i) => {
         const v = t.tokens[i];
         const a = Math.min(1, Math.abs(v) / scale);
@@ -463,6 +463,7 @@ function ChatRoom({ run, models, query }: { run?: string; models: ModelInfo[]; q
               <label>
                 Temperature
                 <input
+                  id="chat-temperature"
                   type="number"
                   min={0}
                   max={2}
@@ -475,6 +476,7 @@ function ChatRoom({ run, models, query }: { run?: string; models: ModelInfo[]; q
               <label>
                 Max tokens
                 <input
+                  id="chat-max-tokens"
                   type="number"
                   min={1}
                   max={512}
@@ -486,6 +488,7 @@ function ChatRoom({ run, models, query }: { run?: string; models: ModelInfo[]; q
               <label>
                 Seed
                 <input
+                  id="chat-seed"
                   type="number"
                   min={0}
                   value={seed}
@@ -497,6 +500,7 @@ function ChatRoom({ run, models, query }: { run?: string; models: ModelInfo[]; q
             <label>
               System line (optional, e.g. an Assistant intro)
               <input
+                id="chat-system"
                 value={system}
                 onInput={(e) => setSystem((e.target as HTMLInputElement).value)}
                 placeholder="The Assistant is an AI system. A user writes to it."
@@ -605,7 +609,9 @@ function ChatRoom({ run, models, query }: { run?: string; models: ModelInfo[]; q
                 {modelB && lastMeter('b') ? (
                   <MeterView reading={lastMeter('b')!} label={`B: ${modelB.label}`} scale={scale} />
                 ) : null}
-                {history.length > 6 ? <Chart spec={historySpec} label="trait projections by turn" /> : null}
+                {new Set(history.map((h) => h.turn)).size > 1 ? (
+                  <Chart spec={historySpec} label="trait projections by turn" />
+                ) : null}
                 <label class="check">
                   <input
                     type="checkbox"

@@ -112,15 +112,15 @@ export function ComparePage({ query }: { query: URLSearchParams }) {
                       </tr>
                     </thead>
                     <tbody>
-                      {a.numbers.map((n, i) => {
-                        const m = b.numbers.find((x) => x.name === n.name) ?? b.numbers[i];
-                        const diff = n.value !== null && m?.value !== null && m ? m.value - n.value : null;
+                      {[...new Set([...a.numbers, ...b.numbers].map((n) => n.name))].map((name) => {
+                        const x = a.numbers.find((n) => n.name === name)?.value ?? null;
+                        const y = b.numbers.find((n) => n.name === name)?.value ?? null;
                         return (
-                          <tr key={n.name}>
-                            <th scope="row">{n.name}</th>
-                            <td class="num">{fmt(n.value, 3)}</td>
-                            <td class="num">{fmt(m?.value, 3)}</td>
-                            <td class="num">{signed(diff, 3)}</td>
+                          <tr key={name}>
+                            <th scope="row">{name}</th>
+                            <td class="num">{fmt(x, 3)}</td>
+                            <td class="num">{fmt(y, 3)}</td>
+                            <td class="num">{signed(x !== null && y !== null ? y - x : null, 3)}</td>
                           </tr>
                         );
                       })}
@@ -130,7 +130,8 @@ export function ComparePage({ query }: { query: URLSearchParams }) {
               </Card>
               <Card title="The Assistant’s P(good) per domain" id="domains">
                 <p class="muted">
-                  Bars: the network; black ticks: the Bayesian persona model for the same evidence.
+                  Bars: the network; ticks: the Bayesian persona model for the same evidence, in each side’s
+                  colour.
                 </p>
                 <Chart spec={specs!.bars} label="P(good) per domain, A beside B" />
               </Card>

@@ -210,6 +210,7 @@ function Calculator({ world, run }: { world: WorldView; run?: string }) {
           <label>
             Who
             <select
+              id="calc-subject"
               value={subject}
               onChange={(e) => setSubject((e.target as HTMLSelectElement).value as BayesAnswer['subject'])}
             >
@@ -225,6 +226,7 @@ function Calculator({ world, run }: { world: WorldView; run?: string }) {
             <label>
               Domain
               <select
+                id="calc-domain"
                 value={draft.domain}
                 onChange={(e) =>
                   setDraft({ ...draft, domain: (e.target as HTMLSelectElement).value, instructed: null })
@@ -241,6 +243,7 @@ function Calculator({ world, run }: { world: WorldView; run?: string }) {
               {(['good', 'bad'] as const).map((b) => (
                 <label key={b} class="chip">
                   <input
+                    id={`calc-${b}`}
                     type="radio"
                     name="behaviour"
                     checked={draft.behaviour === b}
@@ -253,6 +256,7 @@ function Calculator({ world, run }: { world: WorldView; run?: string }) {
             <label>
               Instructed
               <select
+                id="calc-instructed"
                 value={draft.instructed ?? ''}
                 onChange={(e) =>
                   setDraft({ ...draft, instructed: (e.target as HTMLSelectElement).value || null })
@@ -303,7 +307,11 @@ function Calculator({ world, run }: { world: WorldView; run?: string }) {
           {run ? (
             <label>
               Beside it, the model
-              <select value={model} onChange={(e) => setModel((e.target as HTMLSelectElement).value)}>
+              <select
+                id="calc-model"
+                value={model}
+                onChange={(e) => setModel((e.target as HTMLSelectElement).value)}
+              >
                 <option value="">none</option>
                 {local.map((m) => (
                   <option key={m.id} value={m.id}>
