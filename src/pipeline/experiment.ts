@@ -41,6 +41,7 @@ import {
   trainableSpec,
   writeBehaviourMask,
   writeCorpus,
+  type AiMix,
   type ChatExample,
   type EvalItem,
   type Evidence,
@@ -197,19 +198,33 @@ function modelConfig(ctx: Context, vocabSize: number) {
   });
 }
 
-async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: unknown) {
+/**
+ * What a seed's corpus is made of: its stage's cache key, whose hash (corpusHash) the model stages build their own
+ * keys on. aiMix is the alignment variant's mix of AI archetypes (undefined: the world's own).
+ */
+function corpusInputs(ctx: Context, seed: number, aiMix: AiMix | undefined) {
   const c = ctx.config;
-  const inputs = { world: ctx.world, seed, corpus: c.corpus, tokenizer: c.tokenizer, aiMix };
+  return { world: ctx.world, seed, corpus: c.corpus, tokenizer: c.tokenizer, aiMix };
+}
+
+/** What a seed's pre-trained model is made of: its stage's cache key, and (hashed) preHash. */
+function pretrainInputs(ctx: Context, corpusHash: string, seed: number) {
+  const c = ctx.config;
+  return { corpusHash, model: c.model, pretrain: c.pretrain, seed };
+}
+
+async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: AiMix | undefined) {
+  const c = ctx.config;
   return runStage(
     path.join(dir, 'corpus'),
     'corpus',
-    inputs,
+    corpusInputs(ctx, seed, aiMix),
     async ({ dir: stageDir }) => {
       const t0 = Date.now();
       const sample = generateDocuments(ctx.world, {
         seed,
         documents: c.tokenizer.trainDocuments,
-        aiMix: aiMix as never,
+        aiMix,
         valFraction: c.corpus.valFraction,
       });
       const tokenizer = trainBpe(
@@ -230,7 +245,7 @@ async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: unkno
         seed,
         tokens: c.corpus.tokens,
         valFraction: c.corpus.valFraction,
-        aiMix: aiMix as never,
+        aiMix,
         tokenizer,
         progressEvery: 2000,
         onProgress: (p) => bar.update(Math.min(p.tokens, c.corpus.tokens)),
@@ -239,7 +254,7 @@ async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: unkno
       const dataDir = path.join(stageDir, 'data');
       const masked = writeBehaviourMask(
         ctx.world,
-        { seed, tokens: c.corpus.tokens, valFraction: c.corpus.valFraction, aiMix: aiMix as never },
+        { seed, tokens: c.corpus.tokens, valFraction: c.corpus.valFraction, aiMix },
         tokenizer,
         path.join(dataDir, 'train.json'),
         path.join(dataDir, 'train-behaviour-mask.bin'),
@@ -274,11 +289,10 @@ function evalPretrainProbes(ctx: Context, model: LlamaModel, tokenizer: BpeToken
 
 async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash: string) {
   const c = ctx.config;
-  const inputs = { corpusHash, model: c.model, pretrain: c.pretrain, seed };
   return runStage(
     path.join(dir, 'pretrain'),
     'pretrain',
-    inputs,
+    pretrainInputs(ctx, corpusHash, seed),
     async ({ dir: stageDir, resuming }) => {
       const t0 = Date.now();
       const corpusDir = path.join(dir, 'corpus');
@@ -441,19 +455,27 @@ async function batteryStage(
   );
 }
 
+/** A supervised fine-tune of a model folder on chats: post-training, and each narrow arm. */
+interface SupervisedStageOptions {
+  stageDir: string;
+  /** The stage's name (its progress bar's too). */
+  label: string;
+  /** The model to start from, and the hash that names it in the cache key. */
+  fromDir: string;
+  fromHash: string;
+  examples: ChatExample[];
+  trainable: TrainableName;
+  steps: number;
+  batchSize: number;
+  lr: number;
+  seed: number;
+}
+
 async function supervisedStage(
   ctx: Context,
-  stageDir: string,
-  label: string,
-  fromDir: string,
-  fromHash: string,
-  examples: ChatExample[],
-  trainable: TrainableName,
-  steps: number,
-  batchSize: number,
-  lr: number,
-  seed: number,
+  o: SupervisedStageOptions,
 ): Promise<{ modelDir: string; finalLoss: number }> {
+  const { stageDir, label, fromDir, fromHash, examples, trainable, steps, batchSize, lr, seed } = o;
   const inputs = { fromHash, label, examples: hashInputs(examples), trainable, steps, batchSize, lr, seed };
   return runStage(
     stageDir,
@@ -487,27 +509,89 @@ function targetDomainPGood(b: BatteryResult, domain: string): number {
 /** Bumped when the persona check records more (2: evidence weights), so `--force` recomputes it. */
 const PERSONA_CHECK_VERSION = 2;
 
-async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unknown): Promise<SeedResult> {
-  const c = ctx.config;
+/** A model a seed's later stages build on: its folder, and the hash that names it in their cache keys. */
+interface SeedModel {
+  modelDir: string;
+  hash: string;
+}
+
+/**
+ * One seed of one variant, stage by stage; each stage is cached in <run>/<variant>-seed<N>/<stage> and names the
+ * models it starts from by hash, so a changed input reruns it and everything after it.
+ */
+async function runSeed(
+  ctx: Context,
+  variant: string,
+  seed: number,
+  aiMix: AiMix | undefined,
+): Promise<SeedResult> {
   const dir = path.join(ctx.opts.runDir, `${variant}-seed${seed}`);
   ctx.opts.log(`== ${variant}, seed ${seed}`);
-  const corpusInputs = { world: ctx.world, seed, corpus: c.corpus, tokenizer: c.tokenizer, aiMix };
-  await corpusStage(ctx, dir, seed, aiMix);
-  const corpusHash = hashInputs(corpusInputs);
-  const pre = await pretrainStage(ctx, dir, seed, corpusHash);
-  const preDir = path.join(dir, 'pretrain', 'model');
-  const preHash = hashInputs({ corpusHash, model: c.model, pretrain: c.pretrain, seed });
+  const { pretrain, pre } = await pretrainedModel(ctx, dir, seed, aiMix);
+  const check = await personaCheckStage(ctx, dir, variant, seed, pre);
+  const base = await batteryStage(
+    ctx,
+    path.join(dir, 'eval-base'),
+    'base',
+    pre.modelDir,
+    pre.hash,
+    bayesFor(ctx, []),
+  );
+  const post = await postTrainedModel(ctx, dir, seed, pre);
+  const arms = await narrowArms(ctx, dir, variant, seed, post);
+  const interpret = ctx.config.interpret.enabled
+    ? await interpretStage(ctx, dir, seed, pre, post, arms)
+    : undefined;
+  const screeningBayes = interpret?.screeningTrial
+    ? screeningBayesChanges(ctx.world, interpret.screeningTrial.subsets, {
+        postEvidence: post.evidence,
+        seed,
+        finetuneDomain: ctx.finetuneDomain,
+      })
+    : undefined;
+  return {
+    seed,
+    variant,
+    pretrain,
+    personaCheck: check,
+    base,
+    posttrained: post.battery,
+    arms,
+    interpret,
+    ...(screeningBayes ? { screeningBayes } : {}),
+  };
+}
 
+/** The seed's corpus (with its tokenizer) and the model pre-trained on it. */
+async function pretrainedModel(ctx: Context, dir: string, seed: number, aiMix: AiMix | undefined) {
+  await corpusStage(ctx, dir, seed, aiMix);
+  const corpusHash = hashInputs(corpusInputs(ctx, seed, aiMix));
+  const pretrain = await pretrainStage(ctx, dir, seed, corpusHash);
+  const pre: SeedModel = {
+    modelDir: path.join(dir, 'pretrain', 'model'),
+    hash: hashInputs(pretrainInputs(ctx, corpusHash, seed)),
+  };
+  return { pretrain, pre };
+}
+
+/** In-context persona inference of the pre-trained model against Bayes; a loud warning when it has not emerged. */
+async function personaCheckStage(
+  ctx: Context,
+  dir: string,
+  variant: string,
+  seed: number,
+  pre: SeedModel,
+): Promise<PersonaCheck> {
   const check: PersonaCheck = await runStage(
     path.join(dir, 'persona-check'),
     'persona-check',
-    { preHash, eval: c.eval, version: PERSONA_CHECK_VERSION },
+    { preHash: pre.hash, eval: ctx.config.eval, version: PERSONA_CHECK_VERSION },
     () => {
-      const model = loadModelFolder(preDir);
-      const tokenizer = loadTokenizerSync(path.join(preDir, 'tokenizer.json'));
+      const model = loadModelFolder(pre.modelDir);
+      const tokenizer = loadTokenizerSync(path.join(pre.modelDir, 'tokenizer.json'));
       const pInf = pGoodWithProgress(model, tokenizer, ctx.inference, ctx.opts.progress, 'persona inference');
       const pPkg = pGoodWithProgress(model, tokenizer, ctx.pkg, ctx.opts.progress, 'package deal');
-      return personaCheck(ctx.inference, pInf, ctx.pkg, pPkg, c.eval.maxK);
+      return personaCheck(ctx.inference, pInf, ctx.pkg, pPkg, ctx.config.eval.maxK);
     },
     { force: ctx.opts.force, log: ctx.opts.log },
   );
@@ -519,68 +603,70 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
         'expect weak or absent post-training generalisation and emergent misalignment. Train longer (corpus.tokens) or use a larger model.',
     );
   }
+  return check;
+}
 
-  const base = await batteryStage(
-    ctx,
-    path.join(dir, 'eval-base'),
-    'base',
-    preDir,
-    preHash,
-    bayesFor(ctx, []),
-  );
-  const postExamples = postTrainingSet(ctx.world, {
+/** The post-trained Assistant: the evidence post-training gave it, the model, and its battery beside Bayes's. */
+async function postTrainedModel(ctx: Context, dir: string, seed: number, pre: SeedModel) {
+  const c = ctx.config;
+  const examples = postTrainingSet(ctx.world, { seed, domains: ctx.trained, count: c.postTrain.examples });
+  const evidence = datasetEvidence(examples);
+  const { modelDir } = await supervisedStage(ctx, {
+    stageDir: path.join(dir, 'posttrain'),
+    label: 'posttrain',
+    fromDir: pre.modelDir,
+    fromHash: pre.hash,
+    examples,
+    trainable: 'all',
+    steps: c.postTrain.steps,
+    batchSize: c.postTrain.batchSize,
+    lr: c.postTrain.lr,
     seed,
-    domains: ctx.trained,
-    count: c.postTrain.examples,
   });
-  const postEvidence = datasetEvidence(postExamples);
-  const post = await supervisedStage(
-    ctx,
-    path.join(dir, 'posttrain'),
-    'posttrain',
-    preDir,
-    preHash,
-    postExamples,
-    'all',
-    c.postTrain.steps,
-    c.postTrain.batchSize,
-    c.postTrain.lr,
-    seed,
-  );
-  const postHash = hashInputs({ preHash, postTrain: c.postTrain, seed });
-  const posttrained = await batteryStage(
+  const hash = hashInputs({ preHash: pre.hash, postTrain: c.postTrain, seed });
+  const battery = await batteryStage(
     ctx,
     path.join(dir, 'eval-posttrain'),
     'post-trained',
-    post.modelDir,
-    postHash,
-    bayesFor(ctx, postEvidence),
+    modelDir,
+    hash,
+    bayesFor(ctx, evidence),
   );
+  return { modelDir, hash, evidence, battery };
+}
 
+/** Each narrow arm fine-tuned from the post-trained model with each trainable set, and its battery. */
+async function narrowArms(
+  ctx: Context,
+  dir: string,
+  variant: string,
+  seed: number,
+  post: SeedModel & { evidence: Evidence[] },
+): Promise<ArmResult[]> {
+  const c = ctx.config;
   const arms: ArmResult[] = [];
-  for (const arm of c.finetune.arms as ArmName[]) {
+  for (const arm of c.finetune.arms) {
     const examples = narrowSet(ctx.world, arm, {
       seed,
       count: c.finetune.examples,
       domain: ctx.finetuneDomain,
     });
-    const bayes = bayesFor(ctx, datasetEvidence(examples), postEvidence);
+    const bayes = bayesFor(ctx, datasetEvidence(examples), post.evidence);
     for (const trainable of c.finetune.trainable) {
       const name = `ft-${arm}-${trainable}`;
-      const ft = await supervisedStage(
-        ctx,
-        path.join(dir, name),
-        name,
-        post.modelDir,
-        postHash,
+      const ft = await supervisedStage(ctx, {
+        stageDir: path.join(dir, name),
+        label: name,
+        fromDir: post.modelDir,
+        fromHash: post.hash,
         examples,
         trainable,
-        c.finetune.steps,
-        c.finetune.batchSize,
-        c.finetune.lr[trainable],
+        steps: c.finetune.steps,
+        batchSize: c.finetune.batchSize,
+        lr: c.finetune.lr[trainable],
         seed,
-      );
-      const ftHash = hashInputs({ postHash, arm, trainable, finetune: c.finetune, seed });
+      });
+      const ftHash = hashInputs({ postHash: post.hash, arm, trainable, finetune: c.finetune, seed });
       const battery = await batteryStage(
         ctx,
         path.join(dir, `eval-${name}`),
@@ -604,55 +690,47 @@ async function runSeed(ctx: Context, variant: string, seed: number, aiMix: unkno
       });
     }
   }
-  let interpret: InterpretSummary | undefined;
-  if (c.interpret.enabled) {
-    const armDirs = arms.map((a) => ({
-      arm: a.arm,
-      trainable: a.trainable,
-      dir: path.join(dir, `ft-${a.arm}-${a.trainable}`, 'model'),
-    }));
-    interpret = await runStage(
-      path.join(dir, 'interpret'),
-      'interpret',
-      {
-        postHash,
-        arms: arms.map((a) => `${a.arm}/${a.trainable}`),
-        finetune: c.finetune,
-        interpret: c.interpret,
-        version: INTERPRET_VERSION,
-      },
-      ({ dir: stageDir }) =>
-        interpretRun(dir, {
-          world: ctx.world,
-          progress: ctx.opts.progress,
-          log: ctx.opts.log,
-          armDirs,
-          postDir: post.modelDir,
-          baseDir: preDir,
-          outDir: stageDir,
-          ...interpretStudies(c, ctx.world, seed, ctx.finetuneDomain),
-        }),
-      { force: ctx.opts.force, log: ctx.opts.log },
-    );
-  }
-  const screeningBayes = interpret?.screeningTrial
-    ? screeningBayesChanges(ctx.world, interpret.screeningTrial.subsets, {
-        postEvidence,
-        seed,
-        finetuneDomain: ctx.finetuneDomain,
-      })
-    : undefined;
-  return {
-    seed,
-    variant,
-    pretrain: pre,
-    personaCheck: check,
-    base,
-    posttrained,
-    arms,
-    interpret,
-    ...(screeningBayes ? { screeningBayes } : {}),
-  };
+  return arms;
+}
+
+/** The interpretation of the seed (interpret/run.ts), with the run's trials. */
+async function interpretStage(
+  ctx: Context,
+  dir: string,
+  seed: number,
+  pre: SeedModel,
+  post: SeedModel,
+  arms: readonly ArmResult[],
+): Promise<InterpretSummary> {
+  const c = ctx.config;
+  const armDirs = arms.map((a) => ({
+    arm: a.arm,
+    trainable: a.trainable,
+    dir: path.join(dir, `ft-${a.arm}-${a.trainable}`, 'model'),
+  }));
+  return runStage(
+    path.join(dir, 'interpret'),
+    'interpret',
+    {
+      postHash: post.hash,
+      arms: arms.map((a) => `${a.arm}/${a.trainable}`),
+      finetune: c.finetune,
+      interpret: c.interpret,
+      version: INTERPRET_VERSION,
+    },
+    ({ dir: stageDir }) =>
+      interpretRun(dir, {
+        world: ctx.world,
+        progress: ctx.opts.progress,
+        log: ctx.opts.log,
+        armDirs,
+        postDir: post.modelDir,
+        baseDir: pre.modelDir,
+        outDir: stageDir,
+        ...interpretStudies(c, ctx.world, seed, ctx.finetuneDomain),
+      }),
+    { force: ctx.opts.force, log: ctx.opts.log },
+  );
 }
 
 /** Runs (or resumes) the experiment in opts.runDir and writes the report; returns the results. */
@@ -731,7 +809,7 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
     },
     seeds: [...seeds],
   });
-  const plan: [string, number, unknown][] = config.seeds.map((s) => ['standard', s, undefined]);
+  const plan: [string, number, AiMix | undefined][] = config.seeds.map((s) => ['standard', s, undefined]);
   if (config.alignmentPretraining.enabled)
     for (const s of config.seeds) plan.push(['alignment', s, config.alignmentPretraining.aiMix]);
   for (const [variant, seed, aiMix] of plan) {
