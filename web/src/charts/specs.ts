@@ -8,7 +8,8 @@ import type { CompareSide, CurvePoint, SpaceView, WorldView } from '../../../src
 type Spec = Record<string, unknown>;
 const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
 
-export function curveSpec(points: CurvePoint[]): Spec {
+/** `tokens`: the pre-training budget, so a growing curve is seen against the whole run. */
+export function curveSpec(points: CurvePoint[], tokens: number | null = null): Spec {
   return {
     $schema: SCHEMA,
     width: 'container',
@@ -16,7 +17,12 @@ export function curveSpec(points: CurvePoint[]): Spec {
     data: { values: points.filter((p) => p.correlation !== null).map((p) => ({ ...p, seed: p.seedDir })) },
     mark: { type: 'line', point: true },
     encoding: {
-      x: { field: 'tokens', type: 'quantitative', title: 'pre-training tokens' },
+      x: {
+        field: 'tokens',
+        type: 'quantitative',
+        title: 'pre-training tokens',
+        ...(tokens ? { scale: { domain: [0, tokens] } } : {}),
+      },
       y: { field: 'correlation', type: 'quantitative', title: 'r with Bayes (held-out probes)' },
       color: { field: 'seed', type: 'nominal', title: 'seed' },
       tooltip: [

@@ -172,9 +172,11 @@ export function ReportPage({ run, figure }: { run?: string; figure?: string }) {
                 </table>
               </div>
             </Card>
-            {r.figures.map((f) => (
-              <FigureCard key={f.id} run={r.run} fig={f} focused={f.id === figure} />
-            ))}
+            <div class="figures">
+              {r.figures.map((f) => (
+                <FigureCard key={f.id} run={r.run} fig={f} focused={f.id === figure} />
+              ))}
+            </div>
           </>
         )}
       </Fetching>

@@ -176,7 +176,8 @@ export function RunPage({ run }: { run: string }) {
   const detail = useFetch<RunDetail>(`/api/runs/${encodeURIComponent(run)}`);
   const { progress, error, live } = useProgress(run);
   const curve = progress?.curve ?? [];
-  const spec = useMemo(() => curveSpec(curve), [JSON.stringify(curve)]);
+  const budget = (detail.data?.config as { corpus?: { tokens?: number } } | null)?.corpus?.tokens ?? null;
+  const spec = useMemo(() => curveSpec(curve, budget), [JSON.stringify(curve), budget]);
   if (error) return <ErrorBox error={error} />;
   return (
     <div class="page">
@@ -211,11 +212,9 @@ export function RunPage({ run }: { run: string }) {
             {progress?.status === 'running' ? <LivePanel p={progress} /> : null}
             {progress?.status === 'stopped' ? (
               <p class="notice">
-                This run stopped before it finished ({progress.stagesDone} of {progress.stagesTotal} stages).{' '}
-                <code>
-                  psm run --config runs/{d.name}/config.yaml --out runs/{d.name}
-                </code>{' '}
-                resumes it.
+                This run stopped before it finished ({progress.stagesDone} of {progress.stagesTotal} stages):{' '}
+                <code>psm run --config &lt;run folder&gt;/config.yaml --out &lt;run folder&gt;</code> resumes
+                it where it stopped.
               </p>
             ) : null}
             <Card title="Persona inference during pre-training" id="curve">
