@@ -87,11 +87,7 @@ export async function runSpace(o: SpaceOptions): Promise<Record<string, unknown>
   const saved = {
     model: o.model,
     layer,
-    varianceExplained: space.pca.explained,
-    componentsFor70: space.componentsFor70,
-    axisCosPC1: space.axisCosPC1,
-    axisCosPCs: space.axisCosPCs,
-    axisInSpace: space.axisInSpace,
+    ...sp.spaceNumbers(space),
     archetypes: space.archetypes.map((a) => ({ name: a.name, kind: a.kind, n: a.n })),
     assistant: placed,
     drift,

@@ -19,6 +19,7 @@ import { spacePhase, type SpacePhase } from './phases/space.ts';
 import { steeringPhase, type SteeringPhase } from './phases/steering.ts';
 import { vectorsPhase, type VectorsPhase } from './phases/vectors.ts';
 import { checkPreventativeTrait } from './prevent.ts';
+import { spaceNumbers } from './space.ts';
 import { DEFAULT_ALPHAS } from './steer.ts';
 import { INTERPRET_VERSION, type InterpretRunOptions, type InterpretSummary } from './types.ts';
 import { cosine } from './vectors.ts';
@@ -150,11 +151,7 @@ function interpretSummary(
     screeningTrial: found.screening.screeningTrial,
     space: {
       layer,
-      varianceExplained: space.pca.explained,
-      componentsFor70: space.componentsFor70,
-      axisCosPC1: space.axisCosPC1,
-      axisCosPCs: space.axisCosPCs,
-      axisInSpace: space.axisInSpace,
+      ...spaceNumbers(space),
       archetypes: space.archetypes.map((a) => {
         const c = space.pca.components;
         const v = a.vector.map((x, j) => x - space.center[j]);

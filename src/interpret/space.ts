@@ -387,6 +387,17 @@ export interface PersonaSpace {
   componentsFor70: number;
 }
 
+/** A persona space's shape in numbers, as interpret.json and `psm space --out` record it. */
+export function spaceNumbers(space: PersonaSpace) {
+  return {
+    varianceExplained: space.pca.explained,
+    componentsFor70: space.componentsFor70,
+    axisCosPC1: space.axisCosPC1,
+    axisCosPCs: space.axisCosPCs,
+    axisInSpace: space.axisInSpace,
+  };
+}
+
 export function personaSpace(
   handle: ModelHandle,
   world: World,
