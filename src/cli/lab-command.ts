@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { bytesOption, collectOption, intOption } from './options.ts';
-import { LOOPBACK } from './serve-commands.ts';
+import { apiKeyOption, LOOPBACK } from './serve-commands.ts';
 
 interface LabCommandOptions {
   runs: string;
@@ -75,11 +75,7 @@ export function registerLabCommand(program: Command): void {
     )
     .option('--quiet', 'do not log requests')
     .action(async (o: LabCommandOptions) => {
-      let apiKey = o.apiKey;
-      if (o.apiKeyEnv) {
-        apiKey = process.env[o.apiKeyEnv];
-        if (!apiKey) throw new Error(`--api-key-env ${o.apiKeyEnv}: the variable is not set`);
-      }
+      const apiKey = await apiKeyOption(o);
       if (!LOOPBACK.has(o.host) && !apiKey)
         process.stderr.write(
           `psm lab: warning: listening on ${o.host} without an API key; anyone who can reach this port can use the lab\n`,

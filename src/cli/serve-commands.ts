@@ -6,6 +6,19 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { bytesOption, collectOption, intOption, numberOption } from './options.ts';
 
+/** The key of --api-key or --api-key-env (psm serve and psm lab take both), checked; undefined without one. */
+export async function apiKeyOption(o: { apiKey?: string; apiKeyEnv?: string }): Promise<string | undefined> {
+  const { checkApiKey } = await import('../serve/server.ts');
+  let apiKey = o.apiKey;
+  if (apiKey !== undefined) checkApiKey(apiKey, '--api-key');
+  if (o.apiKeyEnv) {
+    apiKey = process.env[o.apiKeyEnv];
+    if (apiKey === undefined) throw new Error(`--api-key-env ${o.apiKeyEnv}: the variable is not set`);
+    checkApiKey(apiKey, `--api-key-env ${o.apiKeyEnv} (the variable's value)`);
+  }
+  return apiKey;
+}
+
 export const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
 function slug(s: string): string {
@@ -111,17 +124,11 @@ export function registerServeCommands(program: Command): void {
         chatStop?: string[];
         quiet?: boolean;
       }) => {
-        const [{ LocalEngine }, { startServer, checkApiKey }] = await Promise.all([
+        const [{ LocalEngine }, { startServer }] = await Promise.all([
           import('../providers/local-engine.ts'),
           import('../serve/server.ts'),
         ]);
-        let apiKey = o.apiKey;
-        if (apiKey !== undefined) checkApiKey(apiKey, '--api-key');
-        if (o.apiKeyEnv) {
-          apiKey = process.env[o.apiKeyEnv];
-          if (apiKey === undefined) throw new Error(`--api-key-env ${o.apiKeyEnv}: the variable is not set`);
-          checkApiKey(apiKey, `--api-key-env ${o.apiKeyEnv} (the variable's value)`);
-        }
+        const apiKey = await apiKeyOption(o);
         if (!LOOPBACK.has(o.host) && !apiKey)
           process.stderr.write(
             `psm serve: warning: listening on ${o.host} without an API key; anyone who can reach this port can use the model\n`,

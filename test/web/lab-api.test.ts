@@ -535,3 +535,41 @@ describe('guard rails', () => {
     }
   });
 });
+
+describe('psm lab on the command line', () => {
+  it('starts, prints its address and serves; refuses an unset key variable', async () => {
+    const { spawn } = await import('node:child_process');
+    const bin = path.resolve(__dirname, '../../bin/psm.js');
+    const child = spawn(process.execPath, [bin, 'lab', '--runs', runs, '--port', '0', '--quiet'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (c: Buffer) => {
+          out += c.toString();
+          const m = /psm lab: (http:\/\/\S+?)\/ /.exec(out);
+          if (m) resolve(m[1]);
+        });
+        child.on('exit', (code) => reject(new Error(`psm lab exited (${code}) before listening`)));
+      });
+      const r = await fetch(`${url}/api/runs`);
+      expect(((await r.json()) as RunList).runs.map((x) => x.name)).toContain('tiny');
+    } finally {
+      child.kill('SIGTERM');
+    }
+    const failed = spawn(
+      process.execPath,
+      [bin, 'lab', '--runs', runs, '--api-key-env', 'PSM_LAB_TEST_NO_SUCH_VAR'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, PSM_LAB_TEST_NO_SUCH_VAR: undefined },
+      },
+    );
+    let err = '';
+    failed.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    const code = await new Promise<number | null>((resolve) => failed.on('exit', resolve));
+    expect(code).toBe(1);
+    expect(err).toMatch(/--api-key-env PSM_LAB_TEST_NO_SUCH_VAR: the variable is not set/);
+  });
+});

@@ -24,6 +24,25 @@ if (!hasChromium)
 const artifacts = process.env.PSM_LAB_ARTIFACTS ?? path.join(os.tmpdir(), 'psm-lab-artifacts');
 const axeSource = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
+/**
+ * The browser globals the page-side callbacks use: this file compiles without the DOM library, and a callback given
+ * to page.evaluate runs in the page, so it names them through globalThis with this type (the cast is erased).
+ */
+interface InPage {
+  document: {
+    querySelectorAll(selector: string): { length: number };
+    activeElement: { id: string; textContent: string | null } | null;
+  };
+  location: { hash: string };
+  requestAnimationFrame(callback: () => void): void;
+  axe: {
+    run(
+      context: unknown,
+      options: unknown,
+    ): Promise<{ violations: { id: string; impact: string; help: string; nodes: { target: string[] }[] }[] }>;
+  };
+}
+
 let runs: string;
 let lab: RunningLab;
 let context: BrowserContext;
@@ -39,19 +58,8 @@ async function visit(hash: string, ready: string): Promise<void> {
 async function seriousViolations(): Promise<string[]> {
   await page.addScriptTag({ content: axeSource });
   const result = await page.evaluate(async () => {
-    const axe = (
-      window as unknown as {
-        axe: {
-          run: (
-            ctx: unknown,
-            opts: unknown,
-          ) => Promise<{
-            violations: { id: string; impact: string; help: string; nodes: { target: string[] }[] }[];
-          }>;
-        };
-      }
-    ).axe;
-    return axe.run(document, { resultTypes: ['violations'] });
+    const w = globalThis as unknown as InPage;
+    return w.axe.run(w.document, { resultTypes: ['violations'] });
   });
   return result.violations
     .filter((v) => v.impact === 'serious' || v.impact === 'critical')
@@ -122,12 +130,13 @@ describe.skipIf(!hasChromium)('psm lab in chromium', () => {
   it('renders the runs page with 51 runs in under a second, and works by keyboard', async () => {
     await visit('#/runs', 'tr[data-run]'); // the first visit loads the page's code
     const ms = await page.evaluate(async () => {
+      const w = globalThis as unknown as InPage;
       const t0 = performance.now();
-      location.hash = '#/compare';
+      w.location.hash = '#/compare';
       await new Promise((r) => setTimeout(r, 0));
-      location.hash = '#/runs';
-      while (document.querySelectorAll('tr[data-run]').length < 51)
-        await new Promise((r) => requestAnimationFrame(r));
+      w.location.hash = '#/runs';
+      while (w.document.querySelectorAll('tr[data-run]').length < 51)
+        await new Promise<void>((r) => w.requestAnimationFrame(r));
       return performance.now() - t0;
     });
     expect(ms).toBeLessThan(1000);
@@ -140,11 +149,18 @@ describe.skipIf(!hasChromium)('psm lab in chromium', () => {
     // Keyboard: Tab from the top reaches the navigation, Enter follows it.
     await page.keyboard.press('Tab');
     for (let i = 0; i < 12; i++) {
-      if ((await page.evaluate(() => document.activeElement?.textContent?.trim())) === 'World') break;
+      if (
+        (await page.evaluate(() =>
+          (globalThis as unknown as InPage).document.activeElement?.textContent?.trim(),
+        )) === 'World'
+      )
+        break;
       await page.keyboard.press('Tab');
     }
     await page.keyboard.press('Enter');
-    await expect.poll(() => page.evaluate(() => location.hash)).toMatch(/^#\/world/);
+    await expect
+      .poll(() => page.evaluate(() => (globalThis as unknown as InPage).location.hash))
+      .toMatch(/^#\/world/);
   });
 
   it('shows a run with its pre-training curve and stages', async () => {
@@ -177,7 +193,9 @@ describe.skipIf(!hasChromium)('psm lab in chromium', () => {
     await check('report');
     // A permalink opens the report at its figure.
     await visit('#/report/tiny/arms', '#fig-arms svg.marks');
-    await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe('fig-arms');
+    await expect
+      .poll(() => page.evaluate(() => (globalThis as unknown as InPage).document.activeElement?.id))
+      .toBe('fig-arms');
   });
 
   it('shows the world, its documents with the hidden character on demand, and the Bayes calculator', async () => {
@@ -213,7 +231,11 @@ describe.skipIf(!hasChromium)('psm lab in chromium', () => {
       reply: await page.locator('.transcript .reply-text').first().textContent(),
       meter: await page
         .locator('#meter [role="meter"]')
-        .evaluateAll((els) => els.map((e) => e.getAttribute('aria-valuenow'))),
+        .evaluateAll((els) =>
+          els.map((e) =>
+            (e as unknown as { getAttribute(n: string): string | null }).getAttribute('aria-valuenow'),
+          ),
+        ),
     });
     await page.locator('#chat-temperature').fill('0');
     await send('hey I feel bored');

@@ -12,6 +12,7 @@ const dark = () => matchMedia('(prefers-color-scheme: dark)').matches;
 function theme(): Record<string, unknown> {
   const ink = dark() ? '#d4d8e0' : '#2b2f36';
   const grid = dark() ? '#3a3f4a' : '#e6e8ec';
+  const symbol = dark() ? '#9aa3b2' : '#5a6270';
   return {
     background: null,
     font: 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif',
@@ -24,7 +25,15 @@ function theme(): Record<string, unknown> {
       labelFontSize: 11,
       titleFontSize: 12,
     },
-    legend: { labelColor: ink, titleColor: ink, labelFontSize: 11, titleFontSize: 12, labelLimit: 260 },
+    legend: {
+      labelColor: ink,
+      titleColor: ink,
+      labelFontSize: 11,
+      titleFontSize: 12,
+      labelLimit: 260,
+      symbolBaseFillColor: symbol,
+      symbolBaseStrokeColor: symbol,
+    },
     header: { labelColor: ink, titleColor: ink },
     title: { color: ink, fontSize: 13, fontWeight: 600, anchor: 'start' },
     view: { stroke: grid },
