@@ -78,7 +78,7 @@ export interface RunDetail {
   /** The run's resolved config (config.json). */
   config: unknown;
   seeds: SeedInfo[];
-  /** report.json exists. */
+  /** report.json exists (or, while a multi-seed run goes on, the report of its finished seeds). */
   hasReport: boolean;
   /** URL of the static report.html, when written. */
   staticReport: string | null;

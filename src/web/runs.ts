@@ -245,7 +245,7 @@ export class RunsFolder {
       world: row.world,
       config,
       seeds: this.seeds(name),
-      hasReport: fs.existsSync(path.join(dir, 'report.json')),
+      hasReport: ['report.json', 'partial/report.json'].some((f) => fs.existsSync(path.join(dir, f))),
       staticReport: fs.existsSync(path.join(dir, 'report.html'))
         ? `/runs/${encodeURIComponent(name)}/files/report.html`
         : null,

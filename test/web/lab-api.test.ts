@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { figures } from '../../src/pipeline/report.ts';
+import { createProvider } from '../../src/providers/spec.ts';
 import { LocalEngine, startServer } from '../../src/serve/index.ts';
 import type {
   BayesAnswer,
@@ -532,6 +533,69 @@ describe('guard rails', () => {
       expect(r.status).toBe(200);
     } finally {
       await locked.close();
+    }
+  });
+});
+
+describe('other models', () => {
+  it('chats with an imported folder (no meter) and an OpenAI-compatible endpoint (whole replies)', async () => {
+    const postDir = path.join(runs, 'tiny', 'standard-seed1', 'posttrain', 'model');
+    const serve = await startServer(LocalEngine.load(postDir, { id: 'post' }), { port: 0 });
+    const other = await startLab({
+      runsDir: runs,
+      port: 0,
+      imported: [{ name: 'imported', dir: postDir }],
+      endpoints: [{ name: 'served', provider: createProvider(`openai:post@${serve.url}/v1`) }],
+    });
+    try {
+      const { body: models } = await get<ModelInfo[]>('/api/models');
+      expect(models).toEqual([]);
+      const listed = (await (await fetch(`${other.url}/api/models`)).json()) as ModelInfo[];
+      expect(listed.map((m) => [m.id, m.meter, m.steerable])).toEqual([
+        ['model:imported', false, true],
+        ['provider:served', false, false],
+      ]);
+      const ask = async (model: string, extra: Record<string, unknown> = {}) => {
+        const r = await fetch(`${other.url}/api/chat`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            model,
+            messages: [{ role: 'user', content: 'hey I feel bored' }],
+            seed: 5,
+            max_tokens: 12,
+            temperature: 0,
+            meter: true,
+            ...extra,
+          }),
+        });
+        return { status: r.status, events: sseEvents(await r.text()) };
+      };
+      const imported = await ask('model:imported');
+      expect(imported.events.some((e) => e.event === 'meter')).toBe(false);
+      expect(imported.events.at(-1)!.event).toBe('done');
+      const served = await ask('provider:served');
+      const tokens = served.events.filter((e) => e.event === 'token');
+      expect(tokens).toHaveLength(1);
+      const text = (e: { events: { event: string; data: unknown }[] }) =>
+        e.events
+          .filter((x) => x.event === 'token')
+          .map((x) => (x.data as { text: string }).text)
+          .join('');
+      expect(text(served)).toBe(text(imported)); // the same model, greedy, through psm serve
+      const steered = await fetch(`${other.url}/api/chat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'provider:served',
+          messages: [{ role: 'user', content: 'hi' }],
+          psm: { steer: [{ vector: 'honesty', alpha: 1 }] },
+        }),
+      });
+      expect(steered.status).toBe(400);
+    } finally {
+      await other.close();
+      await serve.close();
     }
   });
 });

@@ -188,7 +188,9 @@ describe.skipIf(!hasChromium)('psm lab in chromium', () => {
     await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
     await expect.poll(() => tooltip().textContent()).toMatch(/series/);
     // Toggling a series off removes its points.
-    await fig.locator('.toggles').getByLabel('Bayes', { exact: true }).uncheck();
+    // By keyboard: a toggle is a checkbox.
+    await fig.locator('.toggles').getByLabel('Bayes', { exact: true }).focus();
+    await page.keyboard.press('Space');
     await expect.poll(() => points.count()).toBeLessThan(before);
     await check('report');
     // A permalink opens the report at its figure.
@@ -202,7 +204,8 @@ describe.skipIf(!hasChromium)('psm lab in chromium', () => {
     await visit('#/world/tiny', '#package-deals svg.marks');
     const doc = page.locator('article.doc').first();
     await expect.poll(() => doc.locator('.hidden-character').count()).toBe(0);
-    await doc.getByRole('button', { name: 'Show the hidden character' }).click();
+    await doc.getByRole('button', { name: 'Show the hidden character' }).focus();
+    await page.keyboard.press('Enter');
     await expect.poll(() => doc.locator('.hidden-character').textContent()).toMatch(/human|AI/);
     const calc = page.locator('#calculator');
     const table = () => calc.locator('table').textContent();
@@ -211,8 +214,9 @@ describe.skipIf(!hasChromium)('psm lab in chromium', () => {
     const controls = calc.locator('.calc-controls');
     await page.locator('#calc-domain').selectOption('honesty');
     await page.locator('#calc-bad').check();
-    await controls.getByRole('button', { name: 'Add scene' }).click();
-    await controls.getByRole('button', { name: 'Add scene' }).click();
+    await controls.getByRole('button', { name: 'Add scene' }).focus();
+    await page.keyboard.press('Enter');
+    await page.keyboard.press('Enter');
     await expect.poll(table).not.toBe(prior);
     await page.locator('#calc-model').selectOption({ label: 'standard-seed1 · post-trained' });
     await expect.poll(() => calc.locator('thead').textContent()).toMatch(/network/);
