@@ -377,10 +377,9 @@ export function createLabApp(opts: LabOptions, listening: () => { host: string; 
   app.get('/', (c) => {
     const index = path.join(assets, 'index.html');
     if (!fs.existsSync(index))
-      throw new LabError(
+      return c.html(
+        `<!doctype html><meta charset="utf-8"><title>PSM Lab</title><p>The lab's page is not built (${index} is missing): run <code>npm run build:web</code> and reload. The API answers meanwhile.</p>`,
         503,
-        'page_not_built',
-        `the lab's page is not built (${index} is missing): run npm run build:web`,
       );
     c.header('cache-control', 'no-cache');
     return c.html(fs.readFileSync(index, 'utf8'));

@@ -600,6 +600,24 @@ describe('other models', () => {
   });
 });
 
+describe('the page', () => {
+  it('says how to build the page when it is missing, while the API answers', async () => {
+    const bare = await startLab({
+      runsDir: runs,
+      port: 0,
+      assetsDir: fs.mkdtempSync(path.join(os.tmpdir(), 'psm-lab-nopage-')),
+    });
+    try {
+      const r = await fetch(`${bare.url}/`);
+      expect(r.status).toBe(503);
+      expect(await r.text()).toMatch(/npm run build:web/);
+      expect((await fetch(`${bare.url}/api/runs`)).status).toBe(200);
+    } finally {
+      await bare.close();
+    }
+  });
+});
+
 describe('psm lab on the command line', () => {
   it('starts, prints its address and serves; refuses an unset key variable', async () => {
     const { spawn } = await import('node:child_process');
