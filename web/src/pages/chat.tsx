@@ -335,7 +335,12 @@ function ChatRoom({ run, models, query }: { run?: string; models: ModelInfo[]; q
   const modelA = models.find((m) => m.id === a)!;
   const modelB = models.find((m) => m.id === b) ?? null;
   const { info, error: steeringError } = useSteeringInfo(run, modelA.meter ? modelA.seedDir : null);
-  useEffect(() => replaceQuery({ a, b: b || undefined }), [a, b]);
+  useEffect(() => {
+    replaceQuery({ a, b: b || undefined });
+    // Another model is another conversation: its replies would not be the ones shown.
+    setUsers([]);
+    setReplies({ a: [], b: [] });
+  }, [a, b]);
   useEffect(() => {
     if (info && !tokenTrait) setTokenTrait(info.vectors[0]?.name ?? '');
   }, [info]);
@@ -525,10 +530,11 @@ function ChatRoom({ run, models, query }: { run?: string; models: ModelInfo[]; q
                     {users.map((u, i) => (
                       <li key={i}>
                         <div class="msg user">
-                          <span class="who">You</span> {u}
+                          <span class="who">You</span>
+                          {u}
                         </div>
                         <div class={`msg assistant ${replies[side][i]?.error ? 'failed' : ''}`}>
-                          <span class="who">Assistant</span>{' '}
+                          <span class="who">Assistant</span>
                           <span class="reply-text">{replies[side][i]?.text}</span>
                           {!replies[side][i]?.done ? (
                             <span class="cursor" aria-hidden="true">
