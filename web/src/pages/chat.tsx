@@ -526,7 +526,7 @@ function ChatRoom({ run, models, query }: { run?: string; models: ModelInfo[]; q
                     {side === 'b' || modelB ? `${side.toUpperCase()}: ` : ''}
                     {label(m)}
                   </h2>
-                  <ol class="messages" aria-live="polite">
+                  <ol class="messages" aria-live="polite" aria-busy={busy}>
                     {users.map((u, i) => (
                       <li key={i}>
                         <div class="msg user">
