@@ -8,13 +8,13 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { staleAssetsWarning } from '../../src/web/assets.ts';
 import { DEFAULT_ASSETS, startLab, type RunningLab } from '../../src/web/lab-server.ts';
+import { CHROMIUM, launchChromium } from '../../web/chromium.ts';
 import { copyRunRecords, makeRunsFolder } from './lab-fixture.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const hasChromium = fs.existsSync(CHROMIUM);
 if (!hasChromium)
   console.warn(
@@ -95,24 +95,8 @@ describe.skipIf(!hasChromium)('psm lab in chromium', () => {
     runs = await makeRunsFolder('tiny');
     copyRunRecords(runs, 'tiny', 50, 'archive');
     lab = await startLab({ runsDir: runs, port: 0 });
-    const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-lab-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1360, height: 900 },
-      // axe-core is injected as an inline script, which the lab's CSP would refuse.
-      bypassCSP: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    // axe-core is injected as an inline script, which the lab's CSP would refuse.
+    context = await launchChromium({ viewport: { width: 1360, height: 900 }, bypassCSP: true });
     page = context.pages()[0] ?? (await context.newPage());
     page.on('console', (m) => {
       if (m.type() === 'error') consoleErrors.push(m.text());

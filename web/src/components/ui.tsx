@@ -26,6 +26,15 @@ export function ErrorBox({ error, onRetry }: { error: unknown; onRetry?: () => v
   );
 }
 
+/** The state of a live view's connection, while it is down (null: nothing to say). */
+export function LiveNotice({ message }: { message: string | null }) {
+  return message ? (
+    <p class="notice" role="status">
+      {message}
+    </p>
+  ) : null;
+}
+
 export function Loading({ what }: { what: string }) {
   return (
     <p class="loading" role="status">

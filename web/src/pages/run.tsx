@@ -9,7 +9,7 @@ import { ago, duration, fmt } from '../format.ts';
 import { href, withQuery } from '../router.ts';
 import { curveSpec } from '../charts/specs.ts';
 import { Chart, DataTable } from '../components/chart.tsx';
-import { Card, ErrorBox, Fetching, Loading, StatusBadge, useFetch } from '../components/ui.tsx';
+import { Card, ErrorBox, Fetching, LiveNotice, Loading, StatusBadge, useFetch } from '../components/ui.tsx';
 
 function useProgress(run: string) {
   const [progress, setProgress] = useState<RunProgress | null>(null);
@@ -204,11 +204,7 @@ export function RunPage({ run }: { run: string }) {
                 {d.staticReport ? <a href={d.staticReport}>Static report (report.html)</a> : null}
               </nav>
             </div>
-            {live ? (
-              <p class="notice" role="status">
-                {live}
-              </p>
-            ) : null}
+            <LiveNotice message={live} />
             {progress?.status === 'running' ? <LivePanel p={progress} /> : null}
             {progress?.status === 'stopped' ? (
               <p class="notice">

@@ -4,7 +4,7 @@ import type { RunList, RunRow } from '../../../src/web/api-types.ts';
 import { ApiFailure, follow, getJson } from '../api.ts';
 import { ago, fmt, signed, tokens } from '../format.ts';
 import { href, withQuery } from '../router.ts';
-import { ErrorBox, Loading, StatusBadge } from '../components/ui.tsx';
+import { ErrorBox, LiveNotice, Loading, StatusBadge } from '../components/ui.tsx';
 
 type SortKey = 'name' | 'createdAt' | 'status' | 'personaR' | 'postRise' | 'cheatVsControl' | 'goalsMet';
 
@@ -92,11 +92,7 @@ export function RunsPage() {
           follows live.
         </p>
       </div>
-      {live ? (
-        <p class="notice" role="status">
-          {live}
-        </p>
-      ) : null}
+      <LiveNotice message={live} />
       <div class="toolbar">
         <label class="inline">
           Filter{' '}
