@@ -281,6 +281,25 @@ describe.skipIf(!hasChromium)('psm lab in chromium', () => {
     await check('compare');
   });
 
+  it('asks for the API key of a lab that has one, then works', async () => {
+    const locked = await startLab({ runsDir: runs, port: 0, apiKey: 'sesame' });
+    try {
+      await page.goto(`${locked.url}/#/runs`);
+      const dialog = page.getByRole('dialog', { name: 'This lab needs its API key' });
+      await dialog.waitFor();
+      await dialog.getByLabel('API key').fill('wrong');
+      await page.keyboard.press('Enter');
+      await expect.poll(() => dialog.getByRole('alert').textContent()).toMatch(/incorrect API key/);
+      await dialog.getByLabel('API key').fill('sesame');
+      await page.keyboard.press('Enter');
+      await page.locator('tr[data-run]').nth(50).waitFor();
+      await shoot('api-key');
+    } finally {
+      consoleErrors.length = 0; // the browser logs each refused (401) request itself
+      await locked.close();
+    }
+  });
+
   it('says what is wrong with a bad address on the page', async () => {
     await visit('#/report/no-such-run', '[role="alert"]');
     expect(await page.locator('[role="alert"]').textContent()).toMatch(/no run "no-such-run"/);
