@@ -229,6 +229,13 @@ describe('psm run --preset quick', () => {
     expect(logs.filter((l) => l.includes('cached')).length).toBeGreaterThanOrEqual(8);
     expect(stable(again)).toEqual(stable(results));
 
+    // A config that differs only in its seeds is the same run with more or fewer seeds: accepted, served from cache.
+    const configFile = path.join(dirA, 'config.json');
+    const saved = JSON.parse(fs.readFileSync(configFile, 'utf8')) as { seeds: number[] };
+    fs.writeFileSync(configFile, JSON.stringify({ ...saved, seeds: [...saved.seeds, 99] }));
+    const fewer = await runExperiment(config, { runDir: dirA, progress: silentProgress, log: () => {} });
+    expect(stable(fewer)).toEqual(stable(results));
+
     // Another config in the same folder is refused without --force.
     const other = resolveConfig({ preset: 'quick', overrides: { postTrain: { steps: 13 } } });
     await expect(
@@ -261,7 +268,8 @@ describe('psm run --preset quick', () => {
     expect(fs.existsSync(path.join(dirB, 'results.json'))).toBe(false);
     const resumed = await runExperiment(config, { runDir: dirB, progress: silentProgress, log: () => {} });
     expect(stable(resumed)).toEqual(stable(results));
-  });
+    // Three quick runs and an interpretation: ~80 s alone, twice that beside the rest of the suite on 2 cores.
+  }, 300_000);
 
   it('counts the training time before an interruption in the resumed pre-training stage', async () => {
     const config = resolveConfig({

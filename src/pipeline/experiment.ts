@@ -753,8 +753,10 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
   fs.mkdirSync(opts.runDir, { recursive: true });
   const configPath = path.join(opts.runDir, 'config.json');
   if (fs.existsSync(configPath) && !opts.force) {
-    const previous = fs.readFileSync(configPath, 'utf8');
-    if (hashInputs(JSON.parse(previous)) !== hashInputs(config)) {
+    const previous = JSON.parse(fs.readFileSync(configPath, 'utf8')) as ExperimentConfig;
+    // The seed list may grow or shrink: each seed's stages live in their own folders, so more seeds reuse the
+    // finished ones (`psm run --seeds 5` on a 3-seed run trains seeds 4 and 5 only).
+    if (hashInputs({ ...previous, seeds: [] }) !== hashInputs({ ...config, seeds: [] })) {
       throw new Error(`${opts.runDir} holds a run with another config; choose another --out or use --force`);
     }
   }
