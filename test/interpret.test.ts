@@ -1,5 +1,5 @@
 /**
- * Issue 5 on a tiny model trained in the test (a few seconds): activation recording and provenance, shared-prompt
+ * The interpretation on a tiny model trained in the test (a few seconds): activation recording and provenance, shared-prompt
  * scoring, persona vectors and their checks, steering / ablation / capping, monitoring, screening, persona space,
  * the probe, preventative steering in the Trainer, interpretRun on a fake run folder, and the CLI.
  */

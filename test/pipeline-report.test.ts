@@ -1,5 +1,5 @@
 /**
- * The report's pooling over seeds of preventative trials (issue 5, I4: per-seed reductions, the reduction of the
+ * The report's pooling over seeds of preventative trials (the preventative goal: per-seed reductions, the reduction of the
  * summed drops, and which methods count, only those that ran in every seed) and of data screening.
  */
 import * as fs from 'node:fs';
@@ -75,6 +75,18 @@ describe('aggregatePreventative', () => {
     expect(ablate.targetLearned).toBe(true);
     expect(add.method).toBe('add');
     expect(add.pooled).toBeCloseTo(1 - 0.25 / 0.35, 9);
+  });
+
+  it('reads a reduction saved as null (NaN in JSON) as no number, not as 0', () => {
+    const undefinedRatio = trial('ablate', 0, 0, 0.01);
+    const saved = JSON.parse(JSON.stringify([{ seed: 1, trials: [undefinedRatio] }])) as {
+      seed: number;
+      trials: PreventativeTrial[];
+    }[];
+    expect(saved[0].trials[0].reduction).toBeNull();
+    const [ablate] = aggregatePreventative(saved);
+    expect(ablate.bySeed[0].reduction).toBeNaN();
+    expect(ablate.reduction.mean).toBeNaN();
   });
 
   it('leaves out a method some seed did not run, and says when the narrow behaviour was not learned', () => {

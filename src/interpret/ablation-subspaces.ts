@@ -24,8 +24,8 @@ export const ABLATION_SUBSPACES = [
 export type AblationSubspace = (typeof ABLATION_SUBSPACES)[number];
 
 /**
- * The subspaces the pipeline ablates, one trial each: the off-target traits' vectors whole (issue 5's goal is read on
- * them), the fine-tune's shift (CAFT's directions), the traits' vectors orthogonal to the fine-tune domain's (the
+ * The subspaces the pipeline ablates, one trial each: the off-target traits' vectors whole (the preventative goal is read
+ * on them), the fine-tune's shift (CAFT's directions), the traits' vectors orthogonal to the fine-tune domain's (the
  * goal's method before version 15) and the random control of the same size.
  */
 export const DEFAULT_ABLATION_SUBSPACES: readonly AblationSubspace[] = [

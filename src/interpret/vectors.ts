@@ -155,7 +155,7 @@ export function extractPersonaVectors(
 /**
  * Selection items: the Assistant's chats from the training pools, separate from the extraction items and from the
  * held-out battery. Steering is meant to move the Assistant, so the layer is chosen on what it does to the Assistant;
- * stories of other characters respond to a push differently (at stop 11 they made layer 0 win for helpfulness,
+ * stories of other characters respond to a push differently (chosen on them, layer 0 once won for helpfulness,
  * where the Assistant's choices barely moved or the model broke).
  */
 export function selectionItems(world: World, trait: string, n: number, seed: number): ChoiceContext[] {

@@ -106,7 +106,7 @@ export const ExperimentConfigSchema = z
         lr: z.object({ all: Positive, lora1: Positive, embedding: Positive }).strict(),
       })
       .strict(),
-    /** Persona vectors, monitoring, steering, shift prediction, persona space and probe (issue 5) per seed. */
+    /** Persona vectors, monitoring, steering, shift prediction, persona space and probe per seed. */
     interpret: z
       .object({
         enabled: z.boolean(),

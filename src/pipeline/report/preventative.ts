@@ -75,7 +75,8 @@ export function aggregatePreventative(
       const bySeed = trials.map(({ seed, trial }) => ({
         seed,
         layers: trial!.layers,
-        reduction: trial!.reduction,
+        // A reduction of no drop is NaN, which results.json holds as null: read back, it is NaN again, not 0.
+        reduction: trial!.reduction ?? NaN,
       }));
       return [
         {
