@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
+import { appendJsonLineSync, readJsonLinesSync } from '../io/json-lines.ts';
 import { parseLlamaConfig } from '../model/config.ts';
 import { LlamaModel } from '../model/llama.ts';
 import { loadModelFolder, saveModelFolder } from '../model/weights.ts';
@@ -177,10 +178,7 @@ export function loadExperimentWorld(config: ExperimentConfig): World {
 }
 
 function appendMetric(ctx: Context, record: Record<string, unknown>): void {
-  fs.appendFileSync(
-    path.join(ctx.opts.runDir, 'metrics.jsonl'),
-    JSON.stringify({ time: new Date().toISOString(), ...record }) + '\n',
-  );
+  appendJsonLineSync(path.join(ctx.opts.runDir, 'metrics.jsonl'), { time: new Date().toISOString(), ...record });
 }
 
 function modelConfig(ctx: Context, vocabSize: number) {
@@ -336,16 +334,8 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
         if (saved.step === from) before = saved.seconds;
       }
       const probesFile = path.join(stageDir, 'probes.jsonl');
-      const probes: PretrainProbe[] = fs.existsSync(probesFile)
-        ? fs
-            .readFileSync(probesFile, 'utf8')
-            .trim()
-            .split('\n')
-            .filter(Boolean)
-            .map((l) => JSON.parse(l) as PretrainProbe)
-            .filter((p) => p.step <= from)
-        : [];
-      fs.writeFileSync(probesFile, probes.map((p) => JSON.stringify(p) + '\n').join(''));
+      const probes = readJsonLinesSync<PretrainProbe>(probesFile).filter((p) => p.step <= from);
+      atomicWriteFileSync(probesFile, probes.map((p) => JSON.stringify(p) + '\n').join(''));
       const bar = ctx.opts.progress('pretrain', steps, 'steps');
       bar.update(from);
       let lossEma = NaN;
@@ -353,7 +343,7 @@ async function pretrainStage(ctx: Context, dir: string, seed: number, corpusHash
         const m = evalPretrainProbes(ctx, model, tokenizer);
         const rec: PretrainProbe = { step, tokens: step * c.pretrain.batchSize * ctxLen, loss, ...m };
         probes.push(rec);
-        fs.appendFileSync(probesFile, JSON.stringify(rec) + '\n');
+        appendJsonLineSync(probesFile, rec);
         appendMetric(ctx, { seed, stage: 'pretrain-probe', ...rec });
       };
       if (!probes.some((p) => p.step === 0)) probe(0, NaN);
