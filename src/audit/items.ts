@@ -119,16 +119,5 @@ export async function worldBatteryItems(opts: {
   }));
 }
 
-/**
- * A PSM chat prompt ("[intro lines]\nUser: <request>\nAssistant:") as chat messages, for providers that only
- * chat; null for a prompt that is not a chat lead (a story).
- */
-export function chatFromPrompt(prompt: string): { role: 'system' | 'user'; content: string }[] | null {
-  const m = /^([\s\S]*?)(?:^|\n)User: ([^\n]*)\nAssistant:$/.exec(prompt);
-  if (!m) return null;
-  const intro = m[1].trim();
-  return [
-    ...(intro ? [{ role: 'system' as const, content: intro }] : []),
-    { role: 'user' as const, content: m[2] },
-  ];
-}
+/** A PSM-format chat prompt as messages (null for a story); defined beside the chat formats. */
+export { chatFromPrompt } from '../interop/chat-template.ts';

@@ -1,16 +1,24 @@
 /**
- * The chat format of PSM Lab's world, as a Hugging Face / llama.cpp chat template and as a plain function.
+ * Chat formats: how a conversation becomes the text a model reads.
  *
- * A conversation is rendered the way the corpus writes chat scenes: the separator token first (every training
- * document follows one), an optional system line (e.g. the assistant intro), then one line per turn:
+ * PSM Lab's own models speak the chat format of its world: the separator token first (every training document
+ * follows one), an optional system line (e.g. the assistant intro), then one line per turn:
  *
  *   <|endoftext|>[system line\n]User: <request>\nAssistant: <reply>\n ... User: <request>\nAssistant:
  *
  * The generation prompt ends with "Assistant:" and the model's reply starts with a space; a reply ends at the
  * first newline (the next scene) or at the end-of-text token.
+ *
+ * Open-weight models carry their own format as a Jinja chat template (tokenizer_config.json's `chat_template`, GGUF
+ * `tokenizer.chat_template`), rendered here by @huggingface/jinja with the variables transformers passes
+ * (messages, add_generation_prompt, bos_token, eos_token, the other special tokens), so a prompt is the string
+ * `tokenizer.apply_chat_template(messages, tokenize=False)` gives. {@link ChatTemplate} is either of the two;
+ * chat-template-source.ts finds the one a model folder or GGUF file carries.
  */
+import { createHash } from 'node:crypto';
+import { Template } from '@huggingface/jinja';
 
-/** Jinja source of the template; written into tokenizer_config.json and the GGUF `tokenizer.chat_template`. */
+/** Jinja source of the PSM chat format; written into tokenizer_config.json and the GGUF `tokenizer.chat_template`. */
 export const PSM_CHAT_TEMPLATE = [
   '{{- bos_token -}}',
   '{%- for message in messages -%}',
@@ -23,8 +31,11 @@ export const PSM_CHAT_TEMPLATE = [
   "{%- if add_generation_prompt -%}{{ 'Assistant:' }}{%- endif -%}",
 ].join('');
 
-/** Text that ends an assistant reply besides the end-of-text token. */
+/** Text that ends an assistant reply in the PSM chat format besides the end-of-text token. */
 export const PSM_CHAT_STOP = '\n';
+
+/** The separator PSM Lab's models read first, which is also their end-of-text token. */
+export const PSM_SEPARATOR = '<|endoftext|>';
 
 /** One turn of a chat: the one definition, shared by the providers, the engine and the server. */
 export interface ChatMessage {
@@ -39,9 +50,9 @@ export interface FormatChatOptions {
   addGenerationPrompt?: boolean;
 }
 
-/** Renders messages exactly as {@link PSM_CHAT_TEMPLATE} does. */
+/** Renders messages in the PSM chat format exactly as {@link PSM_CHAT_TEMPLATE} does. */
 export function formatChat(messages: readonly ChatMessage[], opts: FormatChatOptions = {}): string {
-  let out = opts.bosToken ?? '<|endoftext|>';
+  let out = opts.bosToken ?? PSM_SEPARATOR;
   for (const m of messages) {
     if (m.role === 'system') out += `${m.content}\n`;
     else if (m.role === 'user') out += `User: ${m.content}\n`;
@@ -50,4 +61,206 @@ export function formatChat(messages: readonly ChatMessage[], opts: FormatChatOpt
   }
   if (opts.addGenerationPrompt ?? true) out += 'Assistant:';
   return out;
+}
+
+/** A chat template that cannot be read or rendered; the message names where it came from and what is wrong. */
+export class ChatTemplateError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ChatTemplateError';
+  }
+}
+
+export interface JinjaTemplateOptions {
+  /** Where the template came from, for errors ("models/qwen/tokenizer_config.json"). */
+  origin: string;
+  bosToken?: string;
+  eosToken?: string;
+  /** Other special tokens the template may name (unk_token, pad_token, ...), by variable name. */
+  tokens?: Record<string, string>;
+}
+
+export interface RenderOptions {
+  /** End with the assistant's header so the model writes the next reply (default true). */
+  addGenerationPrompt?: boolean;
+  /** Extra template variables (e.g. {enable_thinking: false} for Qwen3). */
+  variables?: Record<string, unknown>;
+}
+
+/** Special tokens whose names say they close a turn (<|eot_id|>, <|eom_id|>, <|im_end|>, <end_of_turn>, <|end|>). */
+const END_OF_TURN = /eot|eom|im_end|end_of_turn|^<\|end\|>$/i;
+
+/**
+ * A model's chat format. `kind` 'psm' is PSM Lab's own format (rendered by {@link formatChat}; the engine puts the
+ * separator in front); 'jinja' is a model's own template, whose rendered text is the whole prompt (it writes the BOS
+ * token itself where the model wants one, as transformers' apply_chat_template does).
+ */
+export class ChatTemplate {
+  private constructor(
+    readonly kind: 'psm' | 'jinja' | 'missing',
+    /** Jinja source (the PSM template's for kind 'psm'; '' when missing). */
+    readonly source: string,
+    readonly origin: string,
+    readonly bosToken: string | undefined,
+    readonly eosToken: string | undefined,
+    private readonly tokens: Record<string, string>,
+    private readonly compiled: Template | null,
+  ) {}
+
+  /** PSM Lab's own chat format. */
+  static psm(origin = 'the PSM chat format'): ChatTemplate {
+    return new ChatTemplate('psm', PSM_CHAT_TEMPLATE, origin, PSM_SEPARATOR, PSM_SEPARATOR, {}, null);
+  }
+
+  /**
+   * A model's Jinja template, parsed now so a broken one is refused when the model is opened. The PSM template
+   * (an exported PSM Lab model) is recognised and gives the PSM format.
+   */
+  static jinja(source: string, opts: JinjaTemplateOptions): ChatTemplate {
+    if (typeof source !== 'string' || source.trim() === '')
+      throw new ChatTemplateError(`${opts.origin}: the chat template is empty`);
+    if (source === PSM_CHAT_TEMPLATE) return ChatTemplate.psm(opts.origin);
+    let compiled: Template;
+    try {
+      compiled = new Template(source);
+    } catch (e) {
+      throw new ChatTemplateError(
+        `${opts.origin}: the chat template is not valid Jinja: ${(e as Error).message}`,
+      );
+    }
+    return new ChatTemplate(
+      'jinja',
+      source,
+      opts.origin,
+      opts.bosToken,
+      opts.eosToken,
+      opts.tokens ?? {},
+      compiled,
+    );
+  }
+
+  /** A model without a template: opening it works, chatting with it names the fix. */
+  static missing(origin: string): ChatTemplate {
+    return new ChatTemplate('missing', '', origin, undefined, undefined, {}, null);
+  }
+
+  /** Short hash of the format (a cache key part: two formats give different prompts). */
+  get id(): string {
+    return `${this.kind}:${createHash('sha256').update(this.source).digest('hex').slice(0, 12)}`;
+  }
+
+  /** Replies start with a space after the generation prompt (the PSM format's "Assistant:"); templates' do not. */
+  get replyLeadingSpace(): boolean {
+    return this.kind === 'psm';
+  }
+
+  /** Strings that end a reply besides end-of-turn tokens: the PSM format's newline; none for templates. */
+  get stopStrings(): string[] {
+    return this.kind === 'psm' ? [PSM_CHAT_STOP] : [];
+  }
+
+  /**
+   * Tokens that end a reply: the EOS token and the special tokens the template writes that close a turn (Llama 3's
+   * <|eot_id|>, ChatML's <|im_end|>, Gemma's <end_of_turn>). `specialTokens` are the tokenizer's.
+   */
+  endOfTurnTokens(specialTokens: readonly string[]): string[] {
+    const out = new Set<string>();
+    if (this.eosToken) out.add(this.eosToken);
+    if (this.kind === 'jinja')
+      for (const t of specialTokens) if (END_OF_TURN.test(t) && this.source.includes(t)) out.add(t);
+    return [...out];
+  }
+
+  /** The prompt text for `messages`; the PSM format's starts without the separator (the engine adds it). */
+  render(messages: readonly ChatMessage[], opts: RenderOptions = {}): string {
+    const addGenerationPrompt = opts.addGenerationPrompt ?? true;
+    if (this.kind === 'psm') return formatChat(messages, { bosToken: '', addGenerationPrompt });
+    if (this.kind === 'missing' || !this.compiled)
+      throw new ChatTemplateError(
+        `${this.origin} has no chat template: give one with --chat-template FILE (a .jinja file or a tokenizer_config.json), or --chat-template psm for PSM Lab's format`,
+      );
+    try {
+      return this.compiled.render({
+        ...this.tokens,
+        bos_token: this.bosToken ?? '',
+        eos_token: this.eosToken ?? '',
+        ...opts.variables,
+        messages: messages.map((m) => ({ role: m.role, content: m.content })),
+        add_generation_prompt: addGenerationPrompt,
+      });
+    } catch (e) {
+      throw new ChatTemplateError(
+        `${this.origin}: the chat template failed on this conversation: ${(e as Error).message}`,
+      );
+    }
+  }
+}
+
+/** What encoding a rendered chat needs from a tokenizer (PSM Lab's BPE, or llama.cpp's through node-llama-cpp). */
+export interface ChatTokenEncoder {
+  /** Token ids of plain text: special-token strings in it are read as text, never as their ids. */
+  encodeOrdinary(text: string): number[];
+  /** The id of a special token, undefined when the tokenizer lacks it. */
+  specialId(token: string): number | undefined;
+}
+
+/**
+ * Token ids of a rendered template prompt. Special tokens the template wrote become their ids; the messages' own
+ * text never does (a user who types "<|im_end|>" gets those characters, not an end of turn), which is where this
+ * differs from tokenizing the whole string with special tokens on. Between special tokens the text is encoded as one
+ * piece, so the ids equal transformers' apply_chat_template(tokenize=True) on ordinary messages.
+ */
+export function encodeRenderedChat(
+  text: string,
+  messages: readonly ChatMessage[],
+  specialTokens: readonly string[],
+  enc: ChatTokenEncoder,
+): number[] {
+  // Where each message's text landed (in order; a template that trims content is matched on the trimmed text).
+  const spans: [number, number][] = [];
+  let cursor = 0;
+  for (const m of messages) {
+    for (const c of [m.content, m.content.trim()]) {
+      if (c === '') break;
+      const at = text.indexOf(c, cursor);
+      if (at >= 0) {
+        spans.push([at, at + c.length]);
+        cursor = at + c.length;
+        break;
+      }
+    }
+  }
+  const inContent = (i: number) => spans.some(([a, b]) => i >= a && i < b);
+  const specials = [...new Set(specialTokens)]
+    .filter((t) => t.length > 0 && enc.specialId(t) !== undefined)
+    .sort((a, b) => b.length - a.length);
+  const ids: number[] = [];
+  let plainFrom = 0;
+  for (let i = 0; i < text.length;) {
+    const hit = inContent(i) ? undefined : specials.find((t) => text.startsWith(t, i));
+    if (!hit) {
+      i++;
+      continue;
+    }
+    if (i > plainFrom) ids.push(...enc.encodeOrdinary(text.slice(plainFrom, i)));
+    ids.push(enc.specialId(hit)!);
+    i += hit.length;
+    plainFrom = i;
+  }
+  if (plainFrom < text.length) ids.push(...enc.encodeOrdinary(text.slice(plainFrom)));
+  return ids;
+}
+
+/**
+ * A PSM-format chat prompt ("[intro lines]\nUser: <request>\nAssistant:", as the world's chat items are written) as
+ * messages, so any model's template can render it; null for a prompt that is not a chat lead (a story).
+ */
+export function chatFromPrompt(prompt: string): ChatMessage[] | null {
+  const m = /^([\s\S]*?)(?:^|\n)User: ([^\n]*)\nAssistant:$/.exec(prompt);
+  if (!m) return null;
+  const intro = m[1].trim();
+  return [
+    ...(intro ? [{ role: 'system' as const, content: intro }] : []),
+    { role: 'user' as const, content: m[2] },
+  ];
 }
