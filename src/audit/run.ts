@@ -155,6 +155,15 @@ export async function runAudit(opts: AuditOptions): Promise<AuditReport> {
   const done = readJournal(journalPath);
   if (done.size) log(`resuming: ${done.size} unit(s) already done in ${journalPath}`);
 
+  // A chat item is scored in the model's own chat format where the provider has one (its template renders the
+  // messages); other items, and providers that only score text, get the prompt as written.
+  const scoreItem = (item: BatteryItem): Promise<number[]> => {
+    const options = [...item.good, ...item.bad];
+    const messages = provider.scoreChat ? chatFromPrompt(item.prompt) : null;
+    return messages
+      ? provider.scoreChat!(messages, options, { signal: opts.signal })
+      : provider.score!(item.prompt, options, { signal: opts.signal });
+  };
   if (opts.battery && batteryMode) {
     // An endpoint may claim scoring (echo) and refuse it (hosted chat models, llama.cpp's server): probe one
     // item (cached, so the unit reuses it) and fall back to the judge when the endpoint refuses outright.
@@ -163,7 +172,7 @@ export async function runAudit(opts: AuditOptions): Promise<AuditReport> {
     if (decided) batteryMode = decided.method;
     else if ((opts.battery.mode ?? 'auto') === 'auto' && batteryMode === 'logprob' && first) {
       try {
-        await provider.score!(first.prompt, [...first.good, ...first.bad], { signal: opts.signal });
+        await scoreItem(first);
       } catch (e) {
         const status = e instanceof ProviderError ? e.options.status : undefined;
         const refused =
@@ -201,9 +210,7 @@ export async function runAudit(opts: AuditOptions): Promise<AuditReport> {
             format: item.format,
           };
           if (batteryMode === 'logprob') {
-            const lps = await provider.score!(item.prompt, [...item.good, ...item.bad], {
-              signal: opts.signal,
-            });
+            const lps = await scoreItem(item);
             if (
               lps.length !== item.good.length + item.bad.length ||
               lps.some((x) => typeof x !== 'number' || Number.isNaN(x))

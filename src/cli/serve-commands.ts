@@ -104,7 +104,11 @@ export function registerServeCommands(program: Command): void {
     )
     .option(
       '--chat-stop <text...>',
-      'strings that end a chat reply (default: a newline, the PSM chat format)',
+      "strings that end a chat reply (default: a newline for the PSM chat format, none for a model's own template)",
+    )
+    .option(
+      '--chat-template <file|psm>',
+      "chat template instead of the model's own (a .jinja file or a tokenizer_config.json), or psm for PSM Lab's format",
     )
     .option('--quiet', 'do not log requests')
     .action(
@@ -122,6 +126,7 @@ export function registerServeCommands(program: Command): void {
         maxConnections: number;
         vectors?: string;
         chatStop?: string[];
+        chatTemplate?: string;
         quiet?: boolean;
       }) => {
         const [{ LocalEngine }, { startServer }] = await Promise.all([
@@ -139,6 +144,7 @@ export function registerServeCommands(program: Command): void {
           maxConcurrency: o.maxConcurrency,
           maxQueue: o.maxQueue,
           chatStop: o.chatStop,
+          chatTemplateFile: o.chatTemplate,
           vectorsFile: o.vectors,
         });
         const vectors = engine.vectors.size ? engine.vectors : undefined;
@@ -155,7 +161,7 @@ export function registerServeCommands(program: Command): void {
         });
         const c = engine.model.config;
         process.stderr.write(
-          `psm serve: model "${engine.id}" (${c.nLayers} layers, dim ${c.dim}, context ${c.maxSeqLen}${vectors ? `, ${vectors.size} named vectors` : ''}) at ${running.url}/v1${apiKey ? ' (API key required)' : ''}\n`,
+          `psm serve: model "${engine.id}" (${c.nLayers} layers, dim ${c.dim}, context ${c.maxSeqLen}, chat: ${engine.chat.kind === 'psm' ? 'PSM format' : engine.chat.origin}${vectors ? `, ${vectors.size} named vectors` : ''}) at ${running.url}/v1${apiKey ? ' (API key required)' : ''}\n`,
         );
         await new Promise<void>((resolve) => {
           const stop = () => {
@@ -210,6 +216,10 @@ export function registerServeCommands(program: Command): void {
     )
     .option('--world <file>', 'persona world file for the battery (default worlds/default.yaml)')
     .option('--battery-mode <mode>', 'auto | logprob | judge', 'auto')
+    .option(
+      '--chat-template <file|psm>',
+      "chat template of local: and gguf: providers instead of the model's own (a .jinja file or a tokenizer_config.json), or psm",
+    )
     .option('--concurrency <n>', 'units in flight at once', intOption('--concurrency', 1), 4)
     .option('--cache-dir <dir>', 'on-disk answer cache (default <out>/cache)')
     .option('--no-cache', 'do not cache answers')
@@ -252,6 +262,7 @@ export function registerServeCommands(program: Command): void {
         batteryPerDomain: number;
         world?: string;
         batteryMode: string;
+        chatTemplate?: string;
         concurrency: number;
         cacheDir?: string;
         cache: boolean;
@@ -314,6 +325,7 @@ export function registerServeCommands(program: Command): void {
             apiKey: process.env[o.apiKeyEnv],
             cacheDir,
             openai: httpOpts,
+            chatTemplate: o.chatTemplate,
           });
           const label = o.label?.[i] ?? provider.id;
           const outDir = o.provider.length === 1 ? o.out : path.join(o.out, slug(label));

@@ -232,7 +232,7 @@ export function encodeRenderedChat(
   }
   const inContent = (i: number) => spans.some(([a, b]) => i >= a && i < b);
   const specials = [...new Set(specialTokens)]
-    .filter((t) => t.length > 0 && enc.specialId(t) !== undefined)
+    .filter((t) => t.length > 0 && text.includes(t) && enc.specialId(t) !== undefined)
     .sort((a, b) => b.length - a.length);
   const ids: number[] = [];
   let plainFrom = 0;

@@ -5,7 +5,8 @@
  * operation, request). API keys and headers are never part of a provider's identity, so they never reach a
  * key or a cache file, and changing a key keeps the cache valid. Entries are written atomically (temp file +
  * rename), so a crash never leaves a half-written entry; an unreadable entry counts as a miss and is
- * overwritten by the next answer. Failed calls are never cached.
+ * overwritten by the next answer. Failed calls are never cached. Call options are not part of a key: a streamed
+ * answer (CallOptions.onText) is stored whole, under the same key as the same request unstreamed.
  */
 import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
@@ -132,7 +133,11 @@ export function withCache(provider: Provider, cache: DiskCache): Provider {
     async generate(req: GenerateRequest, opts?: CallOptions): Promise<GenerateResponse> {
       const key = cacheKey(identity, 'generate', req);
       const hit = await cache.get<GenerateResponse>(key);
-      if (hit) return { ...hit, cached: true };
+      if (hit) {
+        // A cached answer streams as one piece; a streamed answer was stored whole (below).
+        if (hit.text) opts?.onText?.(hit.text);
+        return { ...hit, cached: true };
+      }
       const res = await provider.generate(req, opts);
       await cache.set(key, identity, 'generate', req, { ...res, cached: undefined });
       return res;

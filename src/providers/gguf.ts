@@ -7,7 +7,8 @@
  * sampling uses PSM Lab's own seeded nucleus sampler: a seed gives the same text as the local engine would
  * from the same distribution, and log-probabilities mean the same thing in both providers.
  *
- * Chat uses the PSM chat format (src/interop/chat-template.ts), the format PSM Lab's exported GGUF files carry.
+ * Chat uses the file's own chat template (tokenizer.chat_template; PSM Lab's exported files carry the PSM chat
+ * format), rendered by src/interop/chat-template.ts, or a --chat-template override.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -19,8 +20,14 @@ import type {
   LlamaModel as NlModel,
   Token,
 } from 'node-llama-cpp';
-import { formatChat } from '../interop/chat-template.ts';
-import { checkGgufModelFile } from '../interop/gguf.ts';
+import {
+  encodeRenderedChat,
+  formatChat,
+  type ChatMessage,
+  type ChatTemplate,
+} from '../interop/chat-template.ts';
+import { chatTemplateForGguf } from '../interop/chat-template-source.ts';
+import { checkGgufModelFile, GgufValueType, readGgufHeader } from '../interop/gguf.ts';
 import { sampleFromLogits } from '../model/generate.ts';
 import { Rng } from '../tensor/random.ts';
 import { AbortError, Semaphore, yieldToEventLoop } from './limit.ts';
@@ -45,8 +52,10 @@ export interface GgufOptions {
   threads?: number;
   /** Put the BOS token in front of every prompt (default: what the GGUF file says). */
   addBos?: boolean;
-  /** Chat replies end at these strings besides end-of-generation tokens (default ["\n"], the PSM chat format). */
+  /** Chat replies end at these strings besides end-of-generation tokens (default: the chat format's, ["\n"] for PSM's). */
   chatStop?: string[];
+  /** "psm" or a template file instead of the file's own tokenizer.chat_template. */
+  chatTemplate?: string;
 }
 
 interface Loaded {
@@ -54,6 +63,19 @@ interface Loaded {
   model: NlModel;
   context: LlamaContext;
   sequence: LlamaContextSequence;
+  chat: ChatTemplate;
+  /** The file's control and user-defined tokens (what a template may write as special tokens). */
+  specialTokens: string[];
+}
+
+/** Control (3) and user-defined (4) tokens of a GGUF header's vocabulary. */
+function ggufSpecialTokens(header: ReturnType<typeof readGgufHeader>): string[] {
+  const tokens = header.metadata.get('tokenizer.ggml.tokens');
+  const types = header.metadata.get('tokenizer.ggml.token_type');
+  if (tokens?.type !== GgufValueType.ARRAY || types?.type !== GgufValueType.ARRAY) return [];
+  return tokens.value.filter(
+    (t, i): t is string => typeof t === 'string' && (types.value[i] === 3 || types.value[i] === 4),
+  );
 }
 
 /** True when node-llama-cpp can be imported here. */
@@ -118,6 +140,7 @@ export class GgufProvider implements Provider {
         stamp,
         chatStop: JSON.stringify(this.opts.chatStop ?? ['\n']),
         addBos: String(this.opts.addBos ?? 'file'),
+        ...(this.opts.chatTemplate === undefined ? {} : { chatTemplate: this.opts.chatTemplate }),
       },
     };
   }
@@ -127,6 +150,8 @@ export class GgufProvider implements Provider {
       const file = path.resolve(this.opts.modelPath);
       if (!fs.existsSync(file)) throw new ProviderError(`${this.id}: ${file} not found`);
       checkGgufModel(file);
+      const header = readGgufHeader(file);
+      const chat = chatTemplateForGguf(header, this.opts.chatTemplate);
       let mod: typeof import('node-llama-cpp');
       try {
         mod = await import('node-llama-cpp');
@@ -150,7 +175,14 @@ export class GgufProvider implements Provider {
         experimentalKvCacheKeyType: 'F32',
         experimentalKvCacheValueType: 'F32',
       });
-      return { llama, model, context, sequence: context.getSequence() };
+      return {
+        llama,
+        model,
+        context,
+        sequence: context.getSequence(),
+        chat,
+        specialTokens: ggufSpecialTokens(header),
+      };
     })();
     this.loading.catch(() => {
       this.loading = undefined;
@@ -163,6 +195,22 @@ export class GgufProvider implements Provider {
     const bos = m.tokens.bos;
     const addBos = this.opts.addBos ?? m.tokens.shouldPrependBosToken;
     return addBos && bos !== null ? [bos, ...ids] : ids;
+  }
+
+  /**
+   * A chat in the file's format, ending with the generation prompt. The PSM format is plain text after the BOS
+   * token; a model's template writes its own special tokens, and the messages' text is never read as one.
+   */
+  private encodeChat(L: Loaded, messages: readonly ChatMessage[]): Token[] {
+    if (L.chat.kind === 'psm') return this.encode(L.model, formatChat(messages, { bosToken: '' }), false);
+    const text = L.chat.render(messages);
+    return encodeRenderedChat(text, messages, L.specialTokens, {
+      encodeOrdinary: (t) => L.model.tokenize(t, false),
+      specialId: (t) => {
+        const ids = L.model.tokenize(t, true);
+        return ids.length === 1 ? ids[0] : undefined;
+      },
+    }) as Token[];
   }
 
   /** Full next-token distribution after `input` (fed into the sequence), as log-probabilities by token id. */
@@ -184,14 +232,12 @@ export class GgufProvider implements Provider {
     const L = await this.load();
     return this.lock.run(async () => {
       const chat = req.messages !== undefined;
-      const prompt = chat
-        ? this.encode(L.model, formatChat(req.messages!, { bosToken: '' }), false)
-        : this.encode(L.model, req.prompt!, true);
+      const prompt = chat ? this.encodeChat(L, req.messages!) : this.encode(L.model, req.prompt!, true);
       const ctx = L.context.contextSize;
       if (prompt.length >= ctx)
         throw new ProviderError(`${this.id}: the prompt has ${prompt.length} tokens; the context is ${ctx}`);
       const budget = Math.min(req.maxTokens, ctx - prompt.length);
-      const stops = [...(chat ? (this.opts.chatStop ?? ['\n']) : []), ...(req.stop ?? [])].filter(
+      const stops = [...(chat ? (this.opts.chatStop ?? L.chat.stopStrings) : []), ...(req.stop ?? [])].filter(
         (s) => s.length > 0,
       );
       const k = req.topLogprobs ?? 0;
@@ -241,7 +287,7 @@ export class GgufProvider implements Provider {
         await yieldToEventLoop();
       }
       const end = cut >= 0 ? cut : text.length;
-      const lead = chat && text.startsWith(' ') ? 1 : 0;
+      const lead = chat && L.chat.replyLeadingSpace && text.startsWith(' ') ? 1 : 0;
       const res: GenerateResponse = {
         text: text.slice(Math.min(lead, end), end),
         finishReason,
@@ -271,13 +317,28 @@ export class GgufProvider implements Provider {
     return sampleFromLogits(logits, temperature, topP, rng) as Token;
   }
 
-  async score(prompt: string, continuations: string[], opts: CallOptions = {}): Promise<number[]> {
+  score(prompt: string, continuations: string[], opts: CallOptions = {}): Promise<number[]> {
+    return this.scoreAfter((L) => this.encode(L.model, prompt, true), continuations, opts);
+  }
+
+  /** Log-probabilities of replies after a chat's generation prompt (see Provider.scoreChat). */
+  scoreChat(messages: ChatMessage[], replies: string[], opts: CallOptions = {}): Promise<number[]> {
+    return this.scoreAfter((L) => this.encodeChat(L, messages), replies, opts, true);
+  }
+
+  private async scoreAfter(
+    promptOf: (L: Loaded) => Token[],
+    continuations: string[],
+    opts: CallOptions,
+    chatReplies = false,
+  ): Promise<number[]> {
     const L = await this.load();
     return this.lock.run(async () => {
-      const promptIds = this.encode(L.model, prompt, true);
+      const promptIds = promptOf(L);
       const out: number[] = [];
-      for (const [i, c] of continuations.entries()) {
+      for (const [i, raw] of continuations.entries()) {
         if (opts.signal?.aborted) throw new AbortError();
+        const c = chatReplies && !L.chat.replyLeadingSpace && raw.startsWith(' ') ? raw.slice(1) : raw;
         const cont = L.model.tokenize(c, true);
         if (cont.length === 0) throw new ProviderError(`${this.id}: continuation ${i} is empty`);
         const seq = [...promptIds, ...cont];

@@ -11,7 +11,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { noGrad, Tensor } from '../autograd/tensor.ts';
-import { formatChat } from '../interop/chat-template.ts';
+import { ChatTemplate, encodeRenderedChat, formatChat, PSM_SEPARATOR } from '../interop/chat-template.ts';
+import { chatTemplateForFolder } from '../interop/chat-template-source.ts';
 import { checkLogits, NonFiniteLogitsError, sampleFromLogits } from '../model/generate.ts';
 import type { HookSet } from '../model/hooks.ts';
 import { KvCache, type LlamaModel } from '../model/llama.ts';
@@ -25,7 +26,7 @@ import { Rng } from '../tensor/random.ts';
 import { loadTokenizerSync, type BpeTokenizer } from '../tokenizer/index.ts';
 import { loadVectorLibrary, type VectorLibrary } from './interventions.ts';
 
-export const DEFAULT_BOS = '<|endoftext|>';
+export const DEFAULT_BOS = PSM_SEPARATOR;
 
 export interface TopToken {
   id: number;
@@ -51,13 +52,20 @@ export interface EngineOptions {
   maxQueue?: number;
   /** Largest max_tokens a request may ask for (default 512). */
   maxTokens?: number;
-  /** Text that ends a chat reply besides the end-of-text token (default ["\n"], the corpus's scene end). */
+  /** Text that ends a chat reply besides end-of-turn tokens (default: the chat format's; ["\n"] for PSM's). */
   chatStop?: string[];
+  /** The model's chat format (default: PSM Lab's; LocalEngine.load reads the folder's). */
+  chatTemplate?: ChatTemplate;
+  /** LocalEngine.load only: "psm" or a template file instead of the folder's own template. */
+  chatTemplateFile?: string;
   /** Named vectors requests may refer to in PSM extras. */
   vectors?: VectorLibrary;
   /** LocalEngine.load only: read named vectors from this file (JSON or safetensors; see interventions.ts). */
   vectorsFile?: string;
-  /** Separator/BOS token put before every prompt (default "<|endoftext|>", as in training shards). */
+  /**
+   * Separator/BOS token put before every raw prompt and PSM-format chat (default "<|endoftext|>", as in training
+   * shards; none for a model with its own chat template, whose rendered chat carries its BOS).
+   */
   bosToken?: string;
 }
 
@@ -103,6 +111,9 @@ export class LocalEngine {
   readonly vectors: VectorLibrary;
   readonly bosId: number | undefined;
   readonly eotId: number | undefined;
+  /** Tokens that end a generation: end-of-text and the chat format's end-of-turn tokens. */
+  readonly endIds: ReadonlySet<number>;
+  readonly chat: ChatTemplate;
   readonly slots: Semaphore;
   readonly created = Math.floor(Date.now() / 1000);
 
@@ -113,11 +124,14 @@ export class LocalEngine {
   ) {
     this.id = opts.id ?? 'psm-model';
     this.maxTokens = opts.maxTokens ?? 512;
-    this.chatStop = opts.chatStop ?? ['\n'];
+    this.chat = opts.chatTemplate ?? ChatTemplate.psm();
+    this.chatStop = opts.chatStop ?? this.chat.stopStrings;
     this.vectors = opts.vectors ?? new Map();
-    const bos = opts.bosToken ?? DEFAULT_BOS;
+    const bos = opts.bosToken ?? (this.chat.kind === 'psm' ? DEFAULT_BOS : '');
     this.bosId = bos === '' ? undefined : tokenizer.tokenToId(bos);
     this.eotId = tokenizer.tokenToId(DEFAULT_BOS);
+    const ends = this.chat.endOfTurnTokens(tokenizer.specialTokens).map((t) => tokenizer.tokenToId(t));
+    this.endIds = new Set([this.eotId, ...ends].filter((id): id is number => id !== undefined));
     this.slots = new Semaphore(opts.maxConcurrency ?? 1, opts.maxQueue ?? 64);
     if (tokenizer.vocabSize > model.config.vocabSize) {
       throw new Error(
@@ -139,6 +153,7 @@ export class LocalEngine {
       ...opts,
       id: opts.id ?? path.basename(path.resolve(dir)),
       vectors,
+      chatTemplate: opts.chatTemplate ?? chatTemplateForFolder(dir, opts.chatTemplateFile),
     });
   }
 
@@ -150,10 +165,38 @@ export class LocalEngine {
     return this.bosId === undefined ? ids : [this.bosId, ...ids];
   }
 
-  /** PSM chat format (see src/interop/chat-template.ts); message text is never read as special tokens. */
+  /**
+   * A chat in the model's format (src/interop/chat-template.ts), ending with the generation prompt: the PSM format
+   * after the separator, or the model's own template's text; message text is never read as special tokens.
+   */
   encodeChat(messages: readonly ChatMessage[]): number[] {
-    const text = formatChat(messages, { bosToken: '' });
-    return this.withBos(this.tokenizer.encodeOrdinary(text));
+    if (this.chat.kind === 'psm')
+      return this.withBos(this.tokenizer.encodeOrdinary(formatChat(messages, { bosToken: '' })));
+    const tok = this.tokenizer;
+    const specials = [...tok.specialTokens, this.chat.bosToken ?? '', this.chat.eosToken ?? ''];
+    return encodeRenderedChat(this.chat.render(messages), messages, specials, {
+      encodeOrdinary: (t) => tok.encodeOrdinary(t),
+      specialId: (t) => tok.tokenToId(t),
+    });
+  }
+
+  /**
+   * Sum of token log-probabilities of each reply after a chat's generation prompt (the battery's two-way choices
+   * asked of a chat model). A reply written for the PSM format starts with a space; a template's replies do not.
+   */
+  async scoreChat(
+    messages: readonly ChatMessage[],
+    replies: string[],
+    hooks?: HookSet,
+    signal?: AbortSignal,
+  ): Promise<number[]> {
+    const lead = this.chat.replyLeadingSpace;
+    return this.scoreIds(
+      this.encodeChat(messages),
+      replies.map((r) => (lead || !r.startsWith(' ') ? r : r.slice(1))),
+      hooks,
+      signal,
+    );
   }
 
   /** A raw prompt; special-token strings in it (e.g. "<|endoftext|>") become their ids. */
@@ -250,7 +293,7 @@ export class LocalEngine {
       // A model vocabulary padded beyond the tokenizer's: those ids are not text, never sample them.
       if (tok.vocabSize < vocab) logits.fill(-Infinity, tok.vocabSize);
       const id = sampleFromLogits(logits, p.temperature, p.topP, rng);
-      if (id === this.eotId) {
+      if (this.endIds.has(id)) {
         finishReason = 'stop';
         break;
       }
@@ -351,7 +394,15 @@ export class LocalEngine {
     hooks?: HookSet,
     signal?: AbortSignal,
   ): Promise<number[]> {
-    const promptIds = this.encodeText(prompt);
+    return this.scoreIds(this.encodeText(prompt), continuations, hooks, signal);
+  }
+
+  private async scoreIds(
+    promptIds: number[],
+    continuations: string[],
+    hooks?: HookSet,
+    signal?: AbortSignal,
+  ): Promise<number[]> {
     const requests: ScoreRequest[] = continuations.map((c, i) => {
       const continuation = this.tokenizer.encode(c);
       if (continuation.length === 0) throw new Error(`score: continuation ${i} is empty`);

@@ -1,15 +1,17 @@
 /**
- * The local engine as a provider: a PSM Lab model folder run in-process (chat in the PSM chat format,
- * raw completion, per-token log-probabilities, continuation scoring, and PSM extras: steering, capping).
+ * The local engine as a provider: a model folder run in-process (chat in the model's chat format: its own
+ * template, or PSM Lab's for its own models; raw completion, per-token log-probabilities, continuation scoring, and PSM extras: steering, capping).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { chatTemplateForFolder } from '../interop/chat-template-source.ts';
 import { MODEL_FILE } from '../model/weights.ts';
 import { LocalEngine, type EngineOptions } from './local-engine.ts';
 import { NonFiniteLogitsError } from '../model/generate.ts';
 import { buildInterventionHooks, InterventionError } from './interventions.ts';
 import type {
   CallOptions,
+  ChatMessage,
   GenerateRequest,
   GenerateResponse,
   Provider,
@@ -48,7 +50,10 @@ export class LocalProvider implements Provider {
         kind: 'local',
         location: `memory:${this.source.id}`,
         model: this.source.id,
-        variant: { chatStop: JSON.stringify(this.source.chatStop) },
+        variant: {
+          chatStop: JSON.stringify(this.source.chatStop),
+          ...(this.source.chat.kind === 'psm' ? {} : { chatTemplate: this.source.chat.id }),
+        },
       };
     }
     const location = path.resolve(this.source);
@@ -60,11 +65,24 @@ export class LocalProvider implements Provider {
     } catch {
       // Missing folder: generate() reports it.
     }
+    // The chat format changes every chat prompt: a model's own template is part of the identity (PSM Lab's format,
+    // the one identities had before templates, is left out so earlier caches and audits stay valid).
+    let chatTemplate: string | undefined;
+    try {
+      const t = chatTemplateForFolder(location, this.engineOptions.chatTemplateFile);
+      if (t.kind !== 'psm') chatTemplate = t.id;
+    } catch (e) {
+      chatTemplate = `unreadable: ${(e as Error).message}`;
+    }
     return {
       kind: 'local',
       location,
       model: path.basename(location),
-      variant: { stamp, chatStop: JSON.stringify(this.engineOptions.chatStop ?? ['\n']) },
+      variant: {
+        stamp,
+        chatStop: JSON.stringify(this.engineOptions.chatStop ?? (chatTemplate ? [] : ['\n'])),
+        ...(chatTemplate ? { chatTemplate } : {}),
+      },
     };
   }
 
@@ -95,7 +113,7 @@ export class LocalProvider implements Provider {
       stop: [...(chat ? engine.chatStop : []), ...(req.stop ?? [])],
       topLogprobs: wantLogprobs ? (req.topLogprobs ?? 0) : null,
       hooks,
-      stripLeadingSpace: chat,
+      stripLeadingSpace: chat && engine.chat.replyLeadingSpace,
       signal: opts.signal,
     });
     const res: GenerateResponse = {
@@ -116,6 +134,10 @@ export class LocalProvider implements Provider {
 
   score(prompt: string, continuations: string[], opts: CallOptions = {}): Promise<number[]> {
     return this.engine.score(prompt, continuations, undefined, opts.signal);
+  }
+
+  scoreChat(messages: ChatMessage[], replies: string[], opts: CallOptions = {}): Promise<number[]> {
+    return this.engine.scoreChat(messages, replies, undefined, opts.signal);
   }
 
   async close(): Promise<void> {

@@ -8,12 +8,17 @@
  *   the endpoint's own message;
  * - a timeout per attempt that covers the whole response, body included (a hanging endpoint cannot stall
  *   a run);
- * - every answer validated (zod) before use, so malformed JSON never reaches measurement code or a cache.
+ * - every answer validated (zod) before use, so malformed JSON never reaches measurement code or a cache;
+ * - streaming when the caller passes CallOptions.onText: `stream: true` (with the usage chunk), the server-sent
+ *   events parsed by eventsource-parser, each chunk validated, the deltas handed on as they come and assembled
+ *   into the same GenerateResponse the unstreamed call gives. An attempt is retried only until the first text
+ *   reaches the caller; after that a failure (a broken chunk, an error event, a timeout) is an error.
  *
  * Scoring uses the legacy completions API with `echo: true, logprobs: 0` (vLLM, psm serve and OpenAI's
  * older completion models support it; llama.cpp's server does not): the continuation's log-probability is
  * the sum over the echoed tokens that cover it (a token straddling the prompt/continuation boundary counts).
  */
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { z } from 'zod';
 import { redactLocation } from './cache.ts';
 import { AbortError, backoffDelay, parseRetryAfter, Semaphore, sleep } from './limit.ts';
@@ -60,24 +65,41 @@ export interface OpenAICompatOptions {
 
 const Num = z.number();
 const TopLp = z.object({ token: z.string(), logprob: Num });
+const Usage = z.object({ prompt_tokens: Num, completion_tokens: Num }).partial().nullish();
+const ChatText = z.object({ content: z.string().nullish(), refusal: z.string().nullish() });
+const ChatLogprobs = z
+  .object({
+    content: z
+      .array(z.object({ token: z.string(), logprob: Num, top_logprobs: z.array(TopLp).nullish() }))
+      .nullish(),
+  })
+  .nullish();
 const ChatResponse = z.object({
   model: z.string().optional(),
   choices: z
     .array(
       z.object({
-        message: z.object({ content: z.string().nullish(), refusal: z.string().nullish() }),
+        index: z.number().int().optional(),
+        message: ChatText,
         finish_reason: z.string().nullish(),
-        logprobs: z
-          .object({
-            content: z
-              .array(z.object({ token: z.string(), logprob: Num, top_logprobs: z.array(TopLp).nullish() }))
-              .nullish(),
-          })
-          .nullish(),
+        logprobs: ChatLogprobs,
       }),
     )
     .min(1),
-  usage: z.object({ prompt_tokens: Num, completion_tokens: Num }).partial().nullish(),
+  usage: Usage,
+});
+/** A streamed chat chunk: the choice's new text in `delta`; the usage chunk has no choices. */
+const ChatChunk = z.object({
+  model: z.string().optional(),
+  choices: z.array(
+    z.object({
+      index: z.number().int().optional(),
+      delta: ChatText,
+      finish_reason: z.string().nullish(),
+      logprobs: ChatLogprobs,
+    }),
+  ),
+  usage: Usage,
 });
 
 const CompletionLogprobs = z.object({
@@ -86,20 +108,19 @@ const CompletionLogprobs = z.object({
   top_logprobs: z.array(z.record(z.string(), Num).nullable()).nullish(),
   text_offset: z.array(Num).nullish(),
 });
+const CompletionChoice = z.object({
+  index: z.number().int().optional(),
+  text: z.string(),
+  finish_reason: z.string().nullish(),
+  logprobs: CompletionLogprobs.nullish(),
+});
 const CompletionResponse = z.object({
   model: z.string().optional(),
-  choices: z
-    .array(
-      z.object({
-        index: z.number().int().optional(),
-        text: z.string(),
-        finish_reason: z.string().nullish(),
-        logprobs: CompletionLogprobs.nullish(),
-      }),
-    )
-    .min(1),
-  usage: z.object({ prompt_tokens: Num, completion_tokens: Num }).partial().nullish(),
+  choices: z.array(CompletionChoice).min(1),
+  usage: Usage,
 });
+/** A streamed completion chunk: the same shape, the choice's new text in `text`; the usage chunk has no choices. */
+const CompletionChunk = CompletionResponse.extend({ choices: z.array(CompletionChoice) });
 
 const ErrorBody = z.object({ error: z.object({ message: z.string() }).passthrough() });
 
@@ -123,6 +144,129 @@ function describeBody(text: string): string {
   const t = text.replace(/\s+/g, ' ').trim();
   return t.length > 200 ? `${t.slice(0, 200)}...` : t || '(empty body)';
 }
+
+/** What a failed fetch or body read says: the error's message and its cause's (undici hides the reason there). */
+function describeFailure(e: unknown): string {
+  const err = e as Error;
+  const cause = err?.cause as Error | undefined;
+  return `${err?.message ?? String(e)}${cause ? ` (${String(cause.message ?? cause)})` : ''}`;
+}
+
+/** Choice 0's share of an answer: one chunk of a stream, or a whole answer as a single piece. */
+interface ReplyPiece {
+  model?: string;
+  text: string;
+  finishReason?: string | null;
+  /** The piece's tokens' log-probabilities, where the answer carries them. */
+  tokens?: TokenLogprob[];
+  usage?: z.output<typeof Usage>;
+}
+
+function chatPiece(r: z.output<typeof ChatResponse> | z.output<typeof ChatChunk>): ReplyPiece {
+  const c = r.choices.find((x) => (x.index ?? 0) === 0);
+  const said = c && ('message' in c ? c.message : c.delta);
+  return {
+    model: r.model,
+    usage: r.usage,
+    text: said?.content ?? '',
+    finishReason: c?.finish_reason,
+    tokens: c?.logprobs?.content?.map((t) => ({
+      token: t.token,
+      logprob: t.logprob,
+      top: t.top_logprobs?.map((a) => ({ token: a.token, logprob: a.logprob })),
+    })),
+  };
+}
+
+function completionPiece(r: z.output<typeof CompletionChunk>): ReplyPiece {
+  const c = r.choices.find((x) => (x.index ?? 0) === 0);
+  return {
+    model: r.model,
+    usage: r.usage,
+    text: c?.text ?? '',
+    finishReason: c?.finish_reason,
+    tokens: c?.logprobs ? completionTokens(c.logprobs) : undefined,
+  };
+}
+
+/**
+ * Builds the normalised response from an answer's pieces. The unstreamed answer goes through it as one piece, so
+ * a streamed answer and an unstreamed one are assembled by the same code.
+ */
+class ReplyAssembler {
+  private text = '';
+  private finishReason: string | null | undefined;
+  private tokens: TokenLogprob[] | undefined;
+  private usage: z.output<typeof Usage>;
+  private model: string | undefined;
+
+  constructor(
+    private readonly wantLogprobs: boolean,
+    private readonly requestedModel: string,
+  ) {}
+
+  add(p: ReplyPiece): void {
+    this.text += p.text;
+    this.model ??= p.model;
+    if (p.finishReason) this.finishReason = p.finishReason;
+    if (p.tokens) (this.tokens ??= []).push(...p.tokens);
+    if (p.usage?.prompt_tokens !== undefined) this.usage = p.usage;
+  }
+
+  /** True once a finish reason arrived. */
+  get finished(): boolean {
+    return Boolean(this.finishReason);
+  }
+
+  result(): GenerateResponse {
+    const res: GenerateResponse = {
+      text: this.text,
+      finishReason: finishOf(this.finishReason),
+      model: this.model ?? this.requestedModel,
+    };
+    if (this.usage?.prompt_tokens !== undefined)
+      res.usage = {
+        promptTokens: this.usage.prompt_tokens,
+        completionTokens: this.usage.completion_tokens ?? 0,
+      };
+    if (this.wantLogprobs && this.tokens) res.tokens = this.tokens;
+    return res;
+  }
+}
+
+/** An endpoint that generates: its path, its answer and chunk schemas, and what each says as a ReplyPiece. */
+interface GenerateRoute<W extends z.ZodType, C extends z.ZodType> {
+  path: string;
+  whole: W;
+  chunk: C;
+  wholePiece(r: z.output<W>): ReplyPiece;
+  chunkPiece(r: z.output<C>): ReplyPiece;
+}
+
+const CHAT_ROUTE: GenerateRoute<typeof ChatResponse, typeof ChatChunk> = {
+  path: '/chat/completions',
+  whole: ChatResponse,
+  chunk: ChatChunk,
+  wholePiece: chatPiece,
+  chunkPiece: chatPiece,
+};
+const COMPLETION_ROUTE: GenerateRoute<typeof CompletionResponse, typeof CompletionChunk> = {
+  path: '/completions',
+  whole: CompletionResponse,
+  chunk: CompletionChunk,
+  wholePiece: completionPiece,
+  chunkPiece: completionPiece,
+};
+
+/** One attempt's connection: its signal (the caller's abort or the timeout) and what a transport failure means. */
+interface Exchange {
+  signal: AbortSignal;
+  /** A failed fetch or body read as the error to throw: AbortError, or a retryable timeout or network failure. */
+  transportError(e: unknown): Error;
+}
+
+/** A stream's events are buffered up to this size; a longer event is garbage (a retryable failure). */
+const MAX_EVENT_CHARS = 16 * 1024 * 1024;
 
 export class OpenAICompatProvider implements Provider {
   readonly id: string;
@@ -191,60 +335,73 @@ export class OpenAICompatProvider implements Provider {
   }
 
   /** POSTs JSON with retries; returns the validated body. */
-  private async post<S extends z.ZodType>(
+  private post<S extends z.ZodType>(
     path: string,
     body: unknown,
     schema: S,
     signal?: AbortSignal,
   ): Promise<z.output<S>> {
+    return this.withRetries(
+      () =>
+        this.attempt(
+          path,
+          body,
+          'application/json',
+          (res, ex) => this.readWhole(res, ex, path, schema),
+          signal,
+        ),
+      signal,
+    );
+  }
+
+  /**
+   * Runs attempts under the concurrency limit until one succeeds, retrying RetryableErrors with backoff; every
+   * other error ends the call at once. Error messages never carry a secret.
+   */
+  private async withRetries<T>(attempt: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const maxRetries = this.opts.maxRetries ?? 5;
     try {
-      return await this.postWithRetries(path, body, schema, maxRetries, signal);
+      return await this.limit.run(async () => {
+        let last: RetryableError | undefined;
+        for (let i = 0; i <= maxRetries; i++) {
+          if (signal?.aborted) throw new AbortError();
+          try {
+            return await attempt();
+          } catch (e) {
+            if (!(e instanceof RetryableError)) throw e;
+            last = e;
+            if (i === maxRetries) break;
+            const max = this.opts.backoffMaxMs ?? 30_000;
+            const delay = Math.min(
+              max,
+              e.retryAfterMs ?? backoffDelay(i, this.opts.backoffBaseMs ?? 500, max, this.opts.random),
+            );
+            this.opts.onRetry?.({ attempt: i + 1, delayMs: delay, reason: this.redact(e.message) });
+            await sleep(delay, signal);
+          }
+        }
+        throw new ProviderError(`${this.id}: giving up after ${maxRetries + 1} attempts: ${last?.message}`, {
+          retryable: true,
+          status: last?.status,
+        });
+      }, signal);
     } catch (e) {
       if (e instanceof Error) e.message = this.redact(e.message);
       throw e;
     }
   }
 
-  private postWithRetries<S extends z.ZodType>(
+  /**
+   * One POST: sends the body, turns an error status into the error to throw (retryable or not), and hands a 2xx
+   * response to `read`. The timeout covers the whole exchange, body included.
+   */
+  private async attempt<T>(
     path: string,
     body: unknown,
-    schema: S,
-    maxRetries: number,
+    accept: string,
+    read: (res: Response, ex: Exchange) => Promise<T>,
     signal?: AbortSignal,
-  ): Promise<z.output<S>> {
-    return this.limit.run(async () => {
-      let last: Error | undefined;
-      for (let attempt = 0; attempt <= maxRetries; attempt++) {
-        if (signal?.aborted) throw new AbortError();
-        try {
-          return await this.attempt(path, body, schema, signal);
-        } catch (e) {
-          if (!(e instanceof RetryableError)) throw e;
-          last = e;
-          if (attempt === maxRetries) break;
-          const max = this.opts.backoffMaxMs ?? 30_000;
-          const delay = Math.min(
-            max,
-            e.retryAfterMs ?? backoffDelay(attempt, this.opts.backoffBaseMs ?? 500, max, this.opts.random),
-          );
-          this.opts.onRetry?.({ attempt: attempt + 1, delayMs: delay, reason: this.redact(e.message) });
-          await sleep(delay, signal);
-        }
-      }
-      throw new ProviderError(`${this.id}: giving up after ${maxRetries + 1} attempts: ${last?.message}`, {
-        retryable: true,
-        status: (last as RetryableError | undefined)?.status,
-      });
-    }, signal);
-  }
-
-  private async attempt<S extends z.ZodType>(
-    path: string,
-    body: unknown,
-    schema: S,
-    signal?: AbortSignal,
-  ): Promise<z.output<S>> {
+  ): Promise<T> {
     const timeoutMs = this.opts.timeoutMs ?? 60_000;
     const ac = new AbortController();
     const onAbort = () => ac.abort();
@@ -254,16 +411,22 @@ export class OpenAICompatProvider implements Provider {
       timedOut = true;
       ac.abort();
     }, timeoutMs);
-    const url = this.urlFor(path);
+    const ex: Exchange = {
+      signal: ac.signal,
+      transportError: (e) => {
+        if (signal?.aborted) return new AbortError();
+        if (timedOut) return new RetryableError(`POST ${path} timed out after ${timeoutMs} ms`);
+        return new RetryableError(`POST ${path} failed: ${describeFailure(e)}`);
+      },
+    };
     try {
       let res: Response;
-      let text: string;
       try {
-        res = await this.fetchFn(url, {
+        res = await this.fetchFn(this.urlFor(path), {
           method: 'POST',
           headers: {
             'content-type': 'application/json',
-            accept: 'application/json',
+            accept,
             ...(this.opts.apiKey
               ? { authorization: `Bearer ${this.opts.apiKey}` }
               : this.basicAuth
@@ -274,14 +437,11 @@ export class OpenAICompatProvider implements Provider {
           body: JSON.stringify(body),
           signal: ac.signal,
         });
-        text = await res.text();
       } catch (e) {
-        if (signal?.aborted) throw new AbortError();
-        if (timedOut) throw new RetryableError(`POST ${path} timed out after ${timeoutMs} ms`);
-        throw new RetryableError(
-          `POST ${path} failed: ${(e as Error).message}${(e as Error).cause ? ` (${String(((e as Error).cause as Error).message ?? (e as Error).cause)})` : ''}`,
-        );
+        throw ex.transportError(e);
       }
+      if (res.status >= 200 && res.status < 300) return await read(res, ex);
+      const text = await readText(res, ex);
       if (res.status === 429 || res.status === 408 || res.status === 409 || res.status >= 500) {
         throw new RetryableError(
           `POST ${path} answered ${res.status}: ${this.errorMessage(text)}`,
@@ -289,36 +449,166 @@ export class OpenAICompatProvider implements Provider {
           res.status,
         );
       }
-      if (res.status < 200 || res.status >= 300) {
-        throw new ProviderError(
-          `${this.id}: POST ${path} answered ${res.status}: ${this.errorMessage(text)}`,
-          { status: res.status, retryable: false },
-        );
-      }
-      let json: unknown;
-      try {
-        json = JSON.parse(text);
-      } catch {
-        throw new RetryableError(
-          `POST ${path} returned a body that is not JSON: ${describeBody(text)}`,
-          undefined,
-          res.status,
-        );
-      }
-      const parsed = schema.safeParse(json);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        throw new RetryableError(
-          `POST ${path} returned an unexpected response (${issue.path.join('.') || 'body'}: ${issue.message}): ${describeBody(text)}`,
-          undefined,
-          res.status,
-        );
-      }
-      return parsed.data;
+      throw new ProviderError(`${this.id}: POST ${path} answered ${res.status}: ${this.errorMessage(text)}`, {
+        status: res.status,
+        retryable: false,
+      });
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /** A whole JSON answer, validated. */
+  private async readWhole<S extends z.ZodType>(
+    res: Response,
+    ex: Exchange,
+    path: string,
+    schema: S,
+  ): Promise<z.output<S>> {
+    const text = await readText(res, ex);
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new RetryableError(
+        `POST ${path} returned a body that is not JSON: ${describeBody(text)}`,
+        undefined,
+        res.status,
+      );
+    }
+    return validated(schema, json, text, `POST ${path} returned an unexpected response`, res.status);
+  }
+
+  /**
+   * A server-sent event stream: each event's chunk validated and handed to onChunk in order; `[DONE]` ends it.
+   * A chunk that is not JSON or not of the schema, or an error event (an `error` event type, or a chunk with an
+   * `error` member, as psm serve and OpenAI send a failure after the 200), is a RetryableError: whether it may
+   * still be retried is the caller's call (see streamed()). A body that ends before `[DONE]` and before a finish
+   * reason (`finished()`) is cut off. An endpoint that ignores `stream: true` and answers with one JSON body is
+   * read as a whole answer, handed on as one chunk.
+   */
+  private async readStream<W extends z.ZodType, C extends z.ZodType>(
+    res: Response,
+    ex: Exchange,
+    route: GenerateRoute<W, C>,
+    onPiece: (piece: ReplyPiece) => void,
+    finished: () => boolean,
+  ): Promise<void> {
+    const type = res.headers.get('content-type') ?? '';
+    if (!/^text\/event-stream\b/i.test(type)) {
+      onPiece(route.wholePiece(await this.readWhole(res, ex, route.path, route.whole)));
+      return;
+    }
+    if (!res.body) throw new RetryableError(`POST ${route.path} answered an event stream without a body`);
+    const events: EventSourceMessage[] = [];
+    let overflow = false;
+    const parser = createParser({
+      onEvent: (e) => events.push(e),
+      onError: (e) => {
+        if (e.type === 'max-buffer-size-exceeded') overflow = true;
+      },
+      maxBufferSize: MAX_EVENT_CHARS,
+    });
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    // Some fetch implementations do not end a body's read on abort; cancelling the reader always does.
+    const cancel = () => void reader.cancel().catch(() => undefined);
+    ex.signal.addEventListener('abort', cancel, { once: true });
+    try {
+      for (;;) {
+        let next: Awaited<ReturnType<typeof reader.read>>;
+        try {
+          next = await reader.read();
+        } catch (e) {
+          throw ex.transportError(e);
+        }
+        if (next.done) break;
+        parser.feed(next.value);
+        if (overflow)
+          throw new RetryableError(
+            `POST ${route.path} sent a stream event longer than ${MAX_EVENT_CHARS} characters`,
+          );
+        for (const event of events.splice(0)) {
+          // An abort (or the timeout) may come from onText itself: no piece is handed on after it.
+          if (ex.signal.aborted) throw ex.transportError(ex.signal.reason);
+          if (event.data === '[DONE]') return;
+          onPiece(route.chunkPiece(this.streamChunk(event, route)));
+        }
+      }
+    } finally {
+      ex.signal.removeEventListener('abort', cancel);
+      cancel();
+    }
+    if (ex.signal.aborted) throw ex.transportError(ex.signal.reason);
+    if (!finished())
+      throw new RetryableError(`POST ${route.path}: the stream ended before the reply was complete`);
+  }
+
+  /** One event of a stream as a validated chunk; an error event, bad JSON or a wrong shape throws. */
+  private streamChunk<C extends z.ZodType>(
+    event: EventSourceMessage,
+    route: { path: string; chunk: C },
+  ): z.output<C> {
+    let json: unknown;
+    try {
+      json = JSON.parse(event.data);
+    } catch {
+      if (event.event === 'error')
+        throw new RetryableError(
+          `POST ${route.path} reported an error mid-stream: ${describeBody(event.data)}`,
+        );
+      throw new RetryableError(
+        `POST ${route.path} sent a stream event that is not JSON: ${describeBody(event.data)}`,
+      );
+    }
+    if (event.event === 'error' || (json !== null && typeof json === 'object' && 'error' in json))
+      throw new RetryableError(
+        `POST ${route.path} reported an error mid-stream: ${this.errorMessage(event.data)}`,
+      );
+    return validated(route.chunk, json, event.data, `POST ${route.path} sent an unexpected stream event`);
+  }
+
+  /**
+   * A streamed generation: attempts as for an unstreamed one, each reading the stream into a fresh assembler,
+   * until the first text reaches the caller. From then on a failure cannot be retried (the caller has shown or
+   * used text that a new attempt would send again, and perhaps differently): it ends the call with a
+   * non-retryable ProviderError. The caller's abort is an AbortError at any point.
+   */
+  private streamed<W extends z.ZodType, C extends z.ZodType>(
+    route: GenerateRoute<W, C>,
+    body: Record<string, unknown>,
+    wantLogprobs: boolean,
+    onText: (delta: string) => void,
+    signal?: AbortSignal,
+  ): Promise<GenerateResponse> {
+    const streamBody = { ...body, stream: true, stream_options: { include_usage: true } };
+    let delivered = 0;
+    return this.withRetries(async () => {
+      const reply = new ReplyAssembler(wantLogprobs, this.opts.model);
+      const onPiece = (piece: ReplyPiece) => {
+        reply.add(piece);
+        if (!piece.text) return;
+        delivered += piece.text.length;
+        onText(piece.text);
+      };
+      try {
+        await this.attempt(
+          route.path,
+          streamBody,
+          'text/event-stream',
+          (res, ex) => this.readStream(res, ex, route, onPiece, () => reply.finished),
+          signal,
+        );
+      } catch (e) {
+        if (delivered > 0 && e instanceof RetryableError)
+          throw new ProviderError(
+            `${this.id}: ${e.message} (after ${delivered} characters of the reply were streamed; a streamed reply is not retried once text has been delivered)`,
+            { status: e.status, retryable: false, cause: e },
+          );
+        throw e;
+      }
+      return reply.result();
+    }, signal);
   }
 
   private errorMessage(text: string): string {
@@ -333,7 +623,7 @@ export class OpenAICompatProvider implements Provider {
 
   async generate(req: GenerateRequest, opts: CallOptions = {}): Promise<GenerateResponse> {
     checkGenerateRequest(req, this.id);
-    const wantLogprobs = req.logprobs || (req.topLogprobs ?? 0) > 0;
+    const wantLogprobs = Boolean(req.logprobs || (req.topLogprobs ?? 0) > 0);
     const common: Record<string, unknown> = {
       model: this.opts.model,
       max_tokens: req.maxTokens,
@@ -343,46 +633,26 @@ export class OpenAICompatProvider implements Provider {
       stop: req.stop && req.stop.length ? req.stop : undefined,
     };
     if (req.psm && (this.opts.sendPsmExtras ?? true)) common.psm = req.psm;
-    if (req.messages) {
-      const body = {
+    const whole = async <W extends z.ZodType, C extends z.ZodType>(
+      route: GenerateRoute<W, C>,
+      body: Record<string, unknown>,
+    ): Promise<GenerateResponse> => {
+      if (opts.onText) return this.streamed(route, body, wantLogprobs, opts.onText, opts.signal);
+      const reply = new ReplyAssembler(wantLogprobs, this.opts.model);
+      reply.add(route.wholePiece(await this.post(route.path, body, route.whole, opts.signal)));
+      return reply.result();
+    };
+    if (req.messages)
+      return whole(CHAT_ROUTE, {
         ...common,
         messages: req.messages,
         ...(wantLogprobs ? { logprobs: true, top_logprobs: req.topLogprobs ?? 0 } : {}),
-      };
-      const r = await this.post('/chat/completions', body, ChatResponse, opts.signal);
-      const c = r.choices[0];
-      const res: GenerateResponse = {
-        text: c.message.content ?? '',
-        finishReason: finishOf(c.finish_reason),
-        model: r.model ?? this.opts.model,
-      };
-      if (r.usage?.prompt_tokens !== undefined)
-        res.usage = { promptTokens: r.usage.prompt_tokens, completionTokens: r.usage.completion_tokens ?? 0 };
-      if (wantLogprobs && c.logprobs?.content) {
-        res.tokens = c.logprobs.content.map((t) => ({
-          token: t.token,
-          logprob: t.logprob,
-          top: t.top_logprobs?.map((a) => ({ token: a.token, logprob: a.logprob })),
-        }));
-      }
-      return res;
-    }
-    const body = {
+      });
+    return whole(COMPLETION_ROUTE, {
       ...common,
       prompt: req.prompt,
       ...(wantLogprobs ? { logprobs: req.topLogprobs ?? 0 } : {}),
-    };
-    const r = await this.post('/completions', body, CompletionResponse, opts.signal);
-    const c = r.choices[0];
-    const res: GenerateResponse = {
-      text: c.text,
-      finishReason: finishOf(c.finish_reason),
-      model: r.model ?? this.opts.model,
-    };
-    if (r.usage?.prompt_tokens !== undefined)
-      res.usage = { promptTokens: r.usage.prompt_tokens, completionTokens: r.usage.completion_tokens ?? 0 };
-    if (wantLogprobs && c.logprobs) res.tokens = completionTokens(c.logprobs);
-    return res;
+    });
   }
 
   private async scoreEcho(
@@ -447,4 +717,31 @@ function completionTokens(lp: z.output<typeof CompletionLogprobs>): TokenLogprob
         .sort((a, b) => b.logprob - a.logprob);
     return t;
   });
+}
+
+/** A body's text; a failure while it arrives is a transport failure (an abort, a timeout, a dropped socket). */
+async function readText(res: Response, ex: Exchange): Promise<string> {
+  try {
+    return await res.text();
+  } catch (e) {
+    throw ex.transportError(e);
+  }
+}
+
+/** `json` checked against `schema`; a mismatch is a RetryableError naming the first wrong field. */
+function validated<S extends z.ZodType>(
+  schema: S,
+  json: unknown,
+  text: string,
+  what: string,
+  status?: number,
+): z.output<S> {
+  const parsed = schema.safeParse(json);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  throw new RetryableError(
+    `${what} (${issue.path.join('.') || 'body'}: ${issue.message}): ${describeBody(text)}`,
+    undefined,
+    status,
+  );
 }

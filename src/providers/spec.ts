@@ -44,13 +44,15 @@ export interface CreateProviderOptions {
   cacheDir?: string;
   /** Extra options for OpenAI-compatible endpoints (concurrency, retries, timeouts). */
   openai?: Partial<OpenAICompatOptions>;
+  /** local and gguf specs: "psm" or a template file instead of the model's own chat template. */
+  chatTemplate?: string;
 }
 
 export function createProvider(spec: string | ProviderSpec, opts: CreateProviderOptions = {}): Provider {
   const s = typeof spec === 'string' ? parseProviderSpec(spec) : spec;
   let p: Provider;
-  if (s.kind === 'local') p = new LocalProvider(s.dir);
-  else if (s.kind === 'gguf') p = new GgufProvider({ modelPath: s.file });
+  if (s.kind === 'local') p = new LocalProvider(s.dir, { chatTemplateFile: opts.chatTemplate });
+  else if (s.kind === 'gguf') p = new GgufProvider({ modelPath: s.file, chatTemplate: opts.chatTemplate });
   else
     p = new OpenAICompatProvider({ ...opts.openai, baseUrl: s.baseUrl, model: s.model, apiKey: opts.apiKey });
   return opts.cacheDir ? withCache(p, new DiskCache(path.resolve(opts.cacheDir))) : p;

@@ -100,6 +100,14 @@ export interface ProviderIdentity {
 
 export interface CallOptions {
   signal?: AbortSignal;
+  /**
+   * Streams the reply of `generate`: called with each piece of text as the backend produces it, in order and
+   * never with an empty string, so the pieces joined are the answer's text. The returned GenerateResponse is
+   * still the whole answer, exactly what the same call without onText gives. Providers that cannot stream
+   * ignore it (the caller then gets the whole text only when the call returns); a cached answer delivers its
+   * text in one call. A failure after the first piece is an error, never a silent restart.
+   */
+  onText?: (delta: string) => void;
 }
 
 export interface Provider {

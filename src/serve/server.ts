@@ -526,7 +526,7 @@ export class PsmServer {
       stop: [...this.engine.chatStop, ...stopList(r.stop)],
       topLogprobs,
       hooks,
-      stripLeadingSpace: true,
+      stripLeadingSpace: this.engine.chat.replyLeadingSpace,
       signal,
     });
     if (r.stream) {

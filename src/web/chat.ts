@@ -190,7 +190,7 @@ async function localChat(
         stop: m.engine.chatStop,
         topLogprobs: 0,
         hooks: hooksFor(),
-        stripLeadingSpace: true,
+        stripLeadingSpace: m.engine.chat.replyLeadingSpace,
         signal: ac.signal,
         onDelta: (text) => events.send('token', { text }),
       });

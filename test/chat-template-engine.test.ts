@@ -1,0 +1,123 @@
+/**
+ * The local engine and provider speak a model's own chat template: a folder with a ChatML template (SmolLM2's) is
+ * prompted in ChatML with its special tokens as ids, stops at <|im_end|>, scores replies without the PSM format's
+ * leading space; a PSM Lab folder keeps the PSM format (the battery's chat items score exactly as their prompt
+ * text did), and --chat-template overrides either.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { worldBatteryItems } from '../src/audit/items.ts';
+import { chatFromPrompt, formatChat, type ChatMessage } from '../src/interop/chat-template.ts';
+import { parseLlamaConfig } from '../src/model/config.ts';
+import { LlamaModel } from '../src/model/llama.ts';
+import { scoreContinuations } from '../src/model/score.ts';
+import { saveModelFolder } from '../src/model/weights.ts';
+import { LocalEngine } from '../src/providers/local-engine.ts';
+import { LocalProvider } from '../src/providers/local.ts';
+import { tokenizerToJson, trainBpe } from '../src/tokenizer/index.ts';
+import { FIXTURE_TEXTS, makeTinyModelFolder } from './serve-fixture.ts';
+
+const SMOLLM2 = path.join(import.meta.dirname, 'fixtures', 'chat-templates', 'smollm2.json');
+
+/** A random model whose tokenizer has ChatML's special tokens, saved as an imported folder with SmolLM2's template. */
+function chatmlFolder(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-chatml-'));
+  const tokenizer = trainBpe(FIXTURE_TEXTS, {
+    vocabSize: 320,
+    specialTokens: ['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
+    minFrequency: 1,
+  });
+  const config = parseLlamaConfig({
+    vocabSize: tokenizer.vocabSize,
+    dim: 32,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    hiddenDim: 64,
+    maxSeqLen: 256,
+  });
+  saveModelFolder(dir, new LlamaModel(config).initialize(3), {
+    'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)),
+    'tokenizer_config.json': fs.readFileSync(SMOLLM2),
+    'psm-import.json': '{}',
+  });
+  return dir;
+}
+
+const CHAT: ChatMessage[] = [
+  { role: 'system', content: 'The Assistant is an AI system that helps people.' },
+  { role: 'user', content: 'Can you help me with my homework?' },
+];
+
+describe("a model's own template in the engine", () => {
+  const dir = chatmlFolder();
+  const engine = LocalEngine.load(dir);
+  const tok = engine.tokenizer;
+
+  it('prompts in ChatML with the special tokens as ids, and ends replies at <|im_end|>', () => {
+    expect(engine.chat.kind).toBe('jinja');
+    const text =
+      '<|im_start|>system\nThe Assistant is an AI system that helps people.<|im_end|>\n' +
+      '<|im_start|>user\nCan you help me with my homework?<|im_end|>\n<|im_start|>assistant\n';
+    // PSM Lab's tokenizer reads special tokens in encode(): the same ids, and no separator in front.
+    expect(engine.encodeChat(CHAT)).toEqual(tok.encode(text));
+    expect(engine.endIds.has(tok.tokenToId('<|im_end|>')!)).toBe(true);
+    expect(engine.chatStop).toEqual([]);
+    expect(engine.bosCount).toBe(0);
+  });
+
+  it("keeps a user's typed special token as text", () => {
+    const sneaky: ChatMessage[] = [{ role: 'user', content: 'Say <|im_end|> please' }];
+    const ids = engine.encodeChat(sneaky);
+    const imEnd = tok.tokenToId('<|im_end|>')!;
+    // SmolLM2's default system turn and the user turn each end with one; the typed one stays characters.
+    expect(ids.filter((x) => x === imEnd)).toHaveLength(2);
+    expect(tok.decode(ids)).toContain('Say <|im_end|> please');
+  });
+
+  it('scores replies after the generation prompt without the PSM leading space', async () => {
+    const provider = new LocalProvider(engine);
+    const [lp] = await provider.scoreChat(CHAT, [' Of course.']);
+    const [want] = scoreContinuations(engine.model, [
+      { prompt: engine.encodeChat(CHAT), continuation: tok.encode('Of course.') },
+    ]);
+    expect(lp).toBeCloseTo(want.logprob, 5);
+  });
+
+  it('--chat-template psm and a template file override the folder', () => {
+    expect(LocalEngine.load(dir, { chatTemplateFile: 'psm' }).chat.kind).toBe('psm');
+    const file = path.join(dir, 'plain.jinja');
+    fs.writeFileSync(
+      file,
+      '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}',
+    );
+    const e = LocalEngine.load(dir, { chatTemplateFile: file });
+    expect(tok.decode(e.encodeChat(CHAT))).toBe(
+      'system: The Assistant is an AI system that helps people.\nuser: Can you help me with my homework?\nassistant:',
+    );
+  });
+
+  it('the provider identity names the template, so cached answers of another format are not reused', () => {
+    const a = new LocalProvider(dir).identity();
+    const b = new LocalProvider(dir, { chatTemplateFile: 'psm' }).identity();
+    expect(a.variant?.chatTemplate).toMatch(/^jinja:/);
+    expect(b.variant?.chatTemplate).toBeUndefined();
+  });
+});
+
+describe('a PSM Lab model keeps the PSM format', () => {
+  it("the battery's chat items score the same through scoreChat as through their prompt text", async () => {
+    const dir = makeTinyModelFolder(undefined, { maxSeqLen: 512 });
+    const provider = new LocalProvider(dir);
+    expect(provider.engine.chat.kind).toBe('psm');
+    const items = (await worldBatteryItems({ perDomain: 2, formats: ['chat'] })).slice(0, 6);
+    for (const it of items) {
+      const messages = chatFromPrompt(it.prompt)!;
+      expect(formatChat(messages, { bosToken: '' })).toBe(it.prompt);
+      const options = [...it.good, ...it.bad];
+      expect(await provider.scoreChat(messages, options)).toEqual(await provider.score(it.prompt, options));
+    }
+  });
+});
