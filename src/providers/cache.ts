@@ -12,7 +12,14 @@ import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { atomicWriteJson } from '../io/atomic-write.ts';
-import type { CallOptions, GenerateRequest, GenerateResponse, Provider, ProviderIdentity } from './types.ts';
+import type {
+  CallOptions,
+  ChatMessage,
+  GenerateRequest,
+  GenerateResponse,
+  Provider,
+  ProviderIdentity,
+} from './types.ts';
 
 const CACHE_VERSION = 1;
 
@@ -123,7 +130,7 @@ export class DiskCache {
   }
 }
 
-/** Wraps a provider so that generate and score answers are read from / written to the cache. */
+/** Wraps a provider so that generate, score and scoreChat answers are read from / written to the cache. */
 export function withCache(provider: Provider, cache: DiskCache): Provider {
   const identity = provider.identity();
   const wrapped: Provider = {
@@ -144,21 +151,28 @@ export function withCache(provider: Provider, cache: DiskCache): Provider {
     },
     close: provider.close ? () => provider.close!() : undefined,
   };
+  // Scores of given text are cached whole: a hit must have one number per continuation.
+  const cachedScores = async (op: string, request: unknown, n: number, compute: () => Promise<number[]>) => {
+    const key = cacheKey(identity, op, request);
+    const hit = await cache.get<number[]>(key);
+    if (hit && Array.isArray(hit) && hit.length === n) return hit;
+    const res = await compute();
+    await cache.set(key, identity, op, request, res);
+    return res;
+  };
   if (provider.score) {
     const score = provider.score.bind(provider);
-    wrapped.score = async (
-      prompt: string,
-      continuations: string[],
-      opts?: CallOptions,
-    ): Promise<number[]> => {
-      const request = { prompt, continuations };
-      const key = cacheKey(identity, 'score', request);
-      const hit = await cache.get<number[]>(key);
-      if (hit && Array.isArray(hit) && hit.length === continuations.length) return hit;
-      const res = await score(prompt, continuations, opts);
-      await cache.set(key, identity, 'score', request, res);
-      return res;
-    };
+    wrapped.score = (prompt: string, continuations: string[], opts?: CallOptions) =>
+      cachedScores('score', { prompt, continuations }, continuations.length, () =>
+        score(prompt, continuations, opts),
+      );
+  }
+  if (provider.scoreChat) {
+    const scoreChat = provider.scoreChat.bind(provider);
+    wrapped.scoreChat = (messages: ChatMessage[], replies: string[], opts?: CallOptions) =>
+      cachedScores('scoreChat', { messages, replies }, replies.length, () =>
+        scoreChat(messages, replies, opts),
+      );
   }
   return wrapped;
 }

@@ -121,6 +121,12 @@ export interface Provider {
    * the backend gives log-probabilities of given text.
    */
   score?(prompt: string, continuations: string[], opts?: CallOptions): Promise<number[]>;
+  /**
+   * Natural-log probability of each reply after a chat's generation prompt, in the model's own chat format (a reply
+   * written for the PSM format, " <text>", loses its leading space under a model's template). Present where the
+   * backend formats chats itself and gives log-probabilities of given text.
+   */
+  scoreChat?(messages: ChatMessage[], replies: string[], opts?: CallOptions): Promise<number[]>;
   /** Frees native resources or sockets; safe to call twice. */
   close?(): Promise<void>;
 }
