@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { halfToFloatTable } from '../src/io/safetensors.ts';
 import { describe, expect, it } from 'vitest';
 import { noGrad } from '../src/autograd/tensor.ts';
 import {
@@ -245,7 +246,7 @@ describe('GGUF reader: bad input gets a clear error', () => {
     meta.set('general.architecture', str('gpt2'));
     const g = parseGguf(concat(serializeGguf(meta, tensors)), 'gpt2.gguf');
     expect(() => ggufConfig(g)).toThrow(
-      /gpt2\.gguf: unsupported architecture "gpt2" \(supported: llama, qwen2\)/,
+      /gpt2\.gguf: unsupported architecture "gpt2" \(supported: llama, qwen2, qwen3, gemma3\)/,
     );
     const meta2 = new Map(metadata);
     meta2.set('llama.rope.scaling.type', str('yarn'));
@@ -257,16 +258,28 @@ describe('GGUF reader: bad input gets a clear error', () => {
     expect(() => ggufConfig(parseGguf(concat(serializeGguf(meta3, tensors)), 'n.gguf'))).toThrow(
       /"llama.block_count" is missing/,
     );
-    // A Q8_0 tensor (block of 32 values in 34 bytes): listed fine, but not decodable.
+    // A Q4_0 tensor (block of 32 values in 18 bytes): listed fine, but not decodable.
     const q = good.slice();
     const file = parseGguf(good, 'good.gguf');
     const emb = file.tensors.find((t) => t.name === 'token_embd.weight')!;
     const at =
       Buffer.from(good).indexOf(Buffer.from('token_embd.weight')) + 'token_embd.weight'.length + 4 + 16;
-    view(q).setUint32(at, 8, true);
-    const gq = parseGguf(q, 'q8.gguf');
-    expect(gq.tensors.find((t) => t.name === emb.name)!.byteSize).toBe((emb.dims[0] * emb.dims[1] * 34) / 32);
-    expect(() => ggufTensorData(gq, 'token_embd.weight')).toThrow(/is Q8_0; only F32, F16 and BF16/);
+    view(q).setUint32(at, 2, true);
+    const gq = parseGguf(q, 'q4.gguf');
+    expect(gq.tensors.find((t) => t.name === emb.name)!.byteSize).toBe((emb.dims[0] * emb.dims[1] * 18) / 32);
+    expect(() => ggufTensorData(gq, 'token_embd.weight')).toThrow(/is Q4_0; only F32, F16, BF16, Q8_0/);
+    // Q8_0 (32 values in 34 bytes: an f16 scale, then 32 int8) is dequantized: value = scale * int8.
+    const q8 = good.slice();
+    view(q8).setUint32(at, 8, true);
+    const g8 = parseGguf(q8, 'q8.gguf');
+    const t8 = g8.tensors.find((t) => t.name === emb.name)!;
+    const raw = new DataView(q8.buffer, q8.byteOffset + g8.dataOffset + t8.offset, t8.byteSize);
+    const values = ggufTensorData(g8, 'token_embd.weight');
+    const half = halfToFloatTable();
+    for (const i of [0, 31, 32, 100]) {
+      const block = Math.floor(i / 32);
+      expect(values[i]).toBe(half[raw.getUint16(block * 34, true)] * raw.getInt8(block * 34 + 2 + (i % 32)));
+    }
     const meta4 = new Map(metadata);
     meta4.set('general.alignment', u32(24));
     expect(() => parseGguf(headerOnly(meta4), 'a.gguf')).toThrow(/alignment 24 is not a power of two/);

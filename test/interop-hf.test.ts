@@ -413,16 +413,22 @@ describe('Hugging Face import: bad input gets a clear error', () => {
     expect(() =>
       importHfFolder(folder({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' }).dir),
     ).toThrow(
-      /config\.json: unsupported architecture GPT2LMHeadModel with model_type "gpt2"; supported: LlamaForCausalLM, Qwen2ForCausalLM/,
+      /config\.json: unsupported architecture GPT2LMHeadModel with model_type "gpt2"; supported: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM/,
     );
     expect(() => importHfFolder(folder({ architectures: ['MixtralForCausalLM'] }).dir)).toThrow(
       /unsupported architecture MixtralForCausalLM/,
     );
-    expect(() => importHfFolder(folder({ rope_scaling: { rope_type: 'llama3', factor: 32 } }).dir)).toThrow(
-      /rope_scaling .*llama3.* is not supported/,
+    expect(() => importHfFolder(folder({ rope_scaling: { rope_type: 'yarn', factor: 4 } }).dir)).toThrow(
+      /rope_scaling .*yarn.* is not supported/,
     );
-    expect(() => importHfFolder(folder({ hidden_act: 'gelu' }).dir)).toThrow(/hidden_act "gelu"/);
-    expect(() => importHfFolder(folder({ head_dim: 16 }).dir)).toThrow(/head_dim 16/);
+    expect(() => importHfFolder(folder({ num_local_experts: 8 }).dir)).toThrow(
+      /num_local_experts 8: mixture-of-experts/,
+    );
+    expect(() => importHfFolder(folder({ hidden_act: 'gelu' }).dir)).toThrow(/hidden activation "gelu"/);
+    // A head size other than hidden / heads is read; these weights do not have it.
+    expect(() => importHfFolder(folder({ head_dim: 16 }).dir)).toThrow(
+      /k_proj\.weight" has shape \[16,32\], config\.json needs \[32,32\]/,
+    );
     expect(() => importHfFolder(folder({ attention_bias: true }).dir)).toThrow(/o_proj bias/);
     expect(() => importHfFolder(folder({ num_key_value_heads: 3 }).dir)).toThrow(/nKvHeads/);
     expect(importHfFolder(folder({ rope_scaling: { rope_type: 'default' } }).dir).config.dim).toBe(32);

@@ -11,25 +11,23 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type {
-  Llama,
-  LlamaContext,
-  LlamaContextSequence,
-  LlamaModel as NlcModel,
-  Token,
-} from 'node-llama-cpp';
-import { noGrad } from '../src/autograd/tensor.ts';
+import type { Llama, Token } from 'node-llama-cpp';
 import { formatChat, PSM_CHAT_TEMPLATE } from '../src/interop/chat-template.ts';
 import { ggufContents, serializeGguf, writeGgufFile } from '../src/interop/gguf.ts';
 import { generate } from '../src/model/generate.ts';
 import type { LlamaModel } from '../src/model/llama.ts';
-import { logSoftmaxRow } from '../src/tensor/kernels.ts';
 import type { BpeTokenizer } from '../src/tokenizer/index.ts';
 import { atomicWriteFileSync } from '../src/io/atomic-write.ts';
 import { EOT, makeTokenizer, trainTinyModel } from './interop-fixtures.ts';
+import {
+  closeSides,
+  LOGPROB_TOLERANCE,
+  llamaGreedy,
+  maxLogprobDiff as maxDiffOfIds,
+  openSide,
+  type Side,
+} from './llamacpp-harness.ts';
 
-/** Max |log p_psm - log p_llama.cpp| over every vocabulary entry with log p > -30, at every prompt position (F32). */
-export const LOGPROB_TOLERANCE = 1e-4;
 /** Same, for an F16 export (weights rounded to half precision on the llama.cpp side only). */
 export const LOGPROB_TOLERANCE_F16 = 2e-2;
 
@@ -49,14 +47,6 @@ const PROMPTS = [
   `${EOT}User: What is the river?\nAssistant: Once`,
 ];
 
-interface Side {
-  file: string;
-  model: LlamaModel;
-  nlc: NlcModel;
-  ctx: LlamaContext;
-  seq: LlamaContextSequence;
-}
-
 let llama: Llama;
 let tokenizer: BpeTokenizer;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-llamacpp-'));
@@ -64,76 +54,12 @@ const sides: Record<string, Side> = {};
 /** Largest differences seen, printed at the end for the record. */
 const measured: Record<string, number> = {};
 
-async function open(file: string, model: LlamaModel): Promise<Side> {
-  const nlc = await llama.loadModel({ modelPath: file });
-  const ctx = await nlc.createContext({
-    contextSize: 256,
-    batchSize: 256,
-    // One thread: llama.cpp's spinning thread barrier collapses when the 2-core test machine is shared (other test workers).
-    threads: 1,
-    flashAttention: false,
-    experimentalKvCacheKeyType: 'F32',
-    experimentalKvCacheValueType: 'F32',
-  });
-  return { file, model, nlc, ctx, seq: ctx.getSequence() };
-}
-
-/** PSM Lab's log-probabilities [position][token] for a prompt. */
-function psmLogprobs(model: LlamaModel, ids: number[]): Float32Array[] {
-  return noGrad(() => {
-    const logits = model.forward(Int32Array.from(ids), 1).data;
-    const v = model.config.vocabSize;
-    return ids.map((_, t) => {
-      const lp = new Float32Array(v);
-      logSoftmaxRow(logits, t * v, v, lp);
-      return lp;
-    });
-  });
-}
-
-/** llama.cpp's next-token probabilities at every position, via controlledEvaluate (full-vocabulary softmax). */
-async function llamaProbabilities(side: Side, ids: number[]): Promise<Map<number, number>[]> {
-  await side.seq.clearHistory();
-  const out = await side.seq.controlledEvaluate(
-    ids.map((id): [Token, { generateNext: { probabilities: true } }] => [
-      id as Token,
-      { generateNext: { probabilities: true } },
-    ]),
+const open = (file: string, model: LlamaModel): Promise<Side> => openSide(llama, file, model);
+const maxLogprobDiff = (side: Side, prompts: string[]): Promise<number> =>
+  maxDiffOfIds(
+    side,
+    prompts.map((p) => tokenizer.encode(p)),
   );
-  return ids.map((_, t) => {
-    const p = out[t]?.next.probabilities;
-    if (!p) throw new Error(`no probabilities at position ${t}`);
-    return p;
-  });
-}
-
-async function maxLogprobDiff(side: Side, prompts: string[]): Promise<number> {
-  let worst = 0;
-  for (const text of prompts) {
-    const ids = tokenizer.encode(text);
-    const ours = psmLogprobs(side.model, ids);
-    const theirs = await llamaProbabilities(side, ids);
-    for (let t = 0; t < ids.length; t++) {
-      expect(theirs[t].size).toBe(side.model.config.vocabSize);
-      for (const [id, p] of theirs[t]) {
-        if (ours[t][id] < -30) continue; // float32 softmax underflow territory on both sides
-        worst = Math.max(worst, Math.abs(Math.log(p) - ours[t][id]));
-      }
-    }
-  }
-  return worst;
-}
-
-async function llamaGreedy(side: Side, ids: number[], maxTokens: number): Promise<number[]> {
-  await side.seq.clearHistory();
-  const out: number[] = [];
-  // evaluate() ends at an end-of-generation token (without yielding it).
-  for await (const token of side.seq.evaluate(ids as Token[], { temperature: 0 })) {
-    out.push(token);
-    if (out.length >= maxTokens) break;
-  }
-  return out;
-}
 
 describe.skipIf(skip)('exported GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU)', () => {
   beforeAll(async () => {
@@ -166,10 +92,7 @@ describe.skipIf(skip)('exported GGUF in llama.cpp (node-llama-cpp 3.21.1, CPU)',
   }, 120_000);
 
   afterAll(async () => {
-    for (const s of Object.values(sides)) {
-      await s.ctx.dispose();
-      await s.nlc.dispose();
-    }
+    await closeSides(Object.values(sides));
     await llama?.dispose();
     console.log(`interop-llamacpp: max |logprob difference| ${JSON.stringify(measured)}`);
   });

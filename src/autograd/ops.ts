@@ -157,9 +157,11 @@ interface RopeTables {
 }
 /** Tables for positions 0 .. n-1 per (headDim, theta); a table row depends only on its position. */
 const ropeCache = new Map<string, RopeTables & { n: number }>();
+/** The same for explicit inverse frequencies, per frequency array. */
+const ropeFrequencyCache = new WeakMap<Float64Array, RopeTables & { n: number }>();
 
 /** Rope tables for `positions`: slices of a cached table when they are consecutive (training, scoring). */
-function cachedRopeTables(positions: Int32Array, d: number, theta: number): RopeTables {
+function cachedRopeTables(positions: Int32Array, d: number, theta: number | Float64Array): RopeTables {
   const t = positions.length;
   const start = t > 0 ? positions[0] : 0;
   let consecutive = start >= 0;
@@ -168,8 +170,8 @@ function cachedRopeTables(positions: Int32Array, d: number, theta: number): Rope
     const { cos, sin } = ropeTables(positions, d, theta);
     return { cos, sin, negSin: sin.map((v) => -v) };
   }
-  const key = `${d}:${theta}`;
-  let full = ropeCache.get(key);
+  const key = `${d}:${typeof theta === 'number' ? theta : 'frequencies'}`;
+  let full = typeof theta === 'number' ? ropeCache.get(key) : ropeFrequencyCache.get(theta);
   if (!full || full.n < start + t) {
     const n = Math.max(start + t, 2 * (full?.n ?? 0), 256);
     const { cos, sin } = ropeTables(
@@ -178,7 +180,8 @@ function cachedRopeTables(positions: Int32Array, d: number, theta: number): Rope
       theta,
     );
     full = { cos, sin, negSin: sin.map((v) => -v), n };
-    ropeCache.set(key, full);
+    if (typeof theta === 'number') ropeCache.set(key, full);
+    else ropeFrequencyCache.set(theta, full);
   }
   const half = d / 2;
   const a = start * half;
@@ -188,9 +191,10 @@ function cachedRopeTables(positions: Int32Array, d: number, theta: number): Rope
 
 /**
  * Rotary position embedding on x [batch, t, heads, headDim]; positions[t] gives each time step's absolute
- * position (shared across the batch).
+ * position (shared across the batch). `theta` is the frequency base, or the headDim/2 inverse frequencies of
+ * a scaled RoPE (one array per model layer kind, kept by the caller: its tables are cached per array).
  */
-export function rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
+export function rope(x: Tensor, positions: Int32Array, theta: number | Float64Array): Tensor {
   const [b, t, h, d] = x.shape;
   if (x.shape.length !== 4 || positions.length !== t) {
     throw new Error(`rope: expected [batch, ${positions.length}, heads, headDim], got [${x.shape}]`);
@@ -301,16 +305,19 @@ function fromHeadMajorAccumulate(
 /**
  * Causal scaled dot-product attention. q [b, t, h, d]; k, v [b, t, hkv, d] with h a multiple of hkv.
  * Returns [b, t, h*d]. Scores and probabilities are computed with batched matmuls over (batch, head).
+ * With a sliding `window`, query i attends only to keys i - window < j <= i (Gemma's local layers).
  */
-export function causalAttention(q: Tensor, k: Tensor, v: Tensor): Tensor {
+export function causalAttention(q: Tensor, k: Tensor, v: Tensor, window = Infinity): Tensor {
   const [b, t, h, d] = q.shape;
   const hkv = k.shape[2];
   if (k.shape.length !== 4 || k.shape[0] !== b || k.shape[1] !== t || k.shape[3] !== d || h % hkv !== 0) {
     throw new Error(`attention: q [${q.shape}] and k [${k.shape}] do not fit`);
   }
   const rep = h / hkv;
+  if (!(window >= 1)) throw new Error(`attention: sliding window ${window} must be at least 1`);
   const fk = fusedKernels();
-  if (fk && b * t > 0) {
+  // The fused kernel is plain causal; a window shorter than the sequence takes the masked path below.
+  if (fk && b * t > 0 && window >= t) {
     const shape = { b, t, h, hkv, d };
     const keep = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
     const { y, p } = fk.attentionForward(q.data, k.data, v.data, shape, keep);
@@ -333,7 +340,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor): Tensor {
   const vh = toHeadMajor(v.data, b, t, hkv, d, rep);
   const scaleFactor = 1 / Math.sqrt(d);
   const p = matmul(qh, kh, { batch: bh, m: t, n: t, k: d, transA: false, transB: true });
-  causalSoftmaxInPlace(p, bh, t, t, scaleFactor, 0);
+  causalSoftmaxInPlace(p, bh, t, t, scaleFactor, 0, window);
   const oh = matmul(p, vh, { batch: bh, m: t, n: d, k: t, transA: false, transB: false });
   // [b, h, t, d] -> [b, t, h, d]
   const y = new Float32Array(b * t * h * d);

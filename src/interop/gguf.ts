@@ -10,11 +10,13 @@
  * Strings are a u64 byte length plus UTF-8 bytes. ne[0] is the fastest-varying dimension, so a row-major
  * [out, in] weight has ne = [in, out].
  *
- * Models without q/k/v biases are written as architecture "llama", with llama.cpp tensor names (token_embd,
- * blk.N.attn_q, ..., output_norm, output). llama.cpp's llama architecture rotates interleaved pairs (x[2i],
- * x[2i+1]) while HF Llama weights (and this engine) rotate halves (x[i], x[i + d/2]), so q and k rows are
- * permuted exactly as llama.cpp's convert_hf_to_gguf.py does; reading permutes them back. Models with q/k/v
- * biases (Qwen2 shape) are written as architecture "qwen2", which rotates halves, unpermuted.
+ * Each engine architecture is written as llama.cpp's of the same name (llama, qwen2, qwen3, gemma3), with its
+ * tensor names (token_embd, blk.N.attn_q, ..., output_norm, output) and metadata, as llama.cpp's
+ * convert_hf_to_gguf.py writes them. llama.cpp's llama architecture rotates interleaved pairs (x[2i],
+ * x[2i+1]) while HF Llama weights (and this engine) rotate halves (x[i], x[i + d/2]), so for it q and k rows
+ * are permuted exactly as convert_hf_to_gguf.py does; reading permutes them back. qwen2, qwen3 and gemma3
+ * rotate halves, unpermuted. Llama 3's scaled RoPE is the tensor rope_freqs.weight (one divisor per
+ * frequency); Gemma's norms are stored as 1 + weight, as llama.cpp multiplies by the stored value.
  *
  * The tokenizer goes in as tokenizer.ggml.model "gpt2" (byte-level BPE: tokens, token types, merges) with the
  * GPT-2 pre-tokenizer, the bos/eos ids and the chat template.
@@ -26,7 +28,17 @@
 import * as fs from 'node:fs';
 import { endianness } from 'node:os';
 import { atomicWriteFileSync } from '../io/atomic-write.ts';
-import { headDim, parseLlamaConfig, positionsFromFile, type LlamaConfig } from '../model/config.ts';
+import {
+  architectureOf,
+  headDim,
+  llama3InverseFrequencies,
+  parseLlamaConfig,
+  positionsFromFile,
+  type Architecture,
+  type LlamaConfig,
+  type LlamaConfigInput,
+  type RopeScaling,
+} from '../model/config.ts';
 import { LlamaModel, llamaParamShapes } from '../model/llama.ts';
 import { BpeTokenizer, type AddedTokenSpec } from '../tokenizer/index.ts';
 import { PSM_CHAT_TEMPLATE } from './chat-template.ts';
@@ -291,7 +303,8 @@ export interface GgufTensorInput {
   /** Row-major shape as the engine holds it ([out, in] for a weight); reversed into ggml order on write. */
   shape: number[];
   data: Float32Array;
-  type: 'F32' | 'F16';
+  /** Q8_0: blocks of 32 values as an f16 scale and 32 int8 (rows must be a multiple of 32 long). */
+  type: 'F32' | 'F16' | 'Q8_0';
 }
 
 /** Round-to-nearest-even float32 -> IEEE half bits. */
@@ -351,7 +364,13 @@ export function serializeGguf(
       throw new Error(`gguf: tensor ${t.name} shape [${t.shape}] does not match ${t.data.length} values`);
     let payload: Uint8Array;
     if (t.type === 'F32') payload = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    else {
+    else if (t.type === 'Q8_0') {
+      if (t.shape[t.shape.length - 1] % 32 !== 0)
+        throw new Error(
+          `gguf: tensor ${t.name} rows of ${t.shape[t.shape.length - 1]} cannot be split into Q8_0 blocks of 32`,
+        );
+      payload = quantizeQ8_0(t.data);
+    } else {
       const half = new Uint16Array(count);
       for (let i = 0; i < count; i++) half[i] = f32ToF16Bits(t.data[i]);
       payload = new Uint8Array(half.buffer);
@@ -368,6 +387,28 @@ export function serializeGguf(
   }
   w.pad(alignment);
   return [w.result(), ...payloads];
+}
+
+/**
+ * ggml's Q8_0 (quantize_row_q8_0_ref): per block of 32, d = max|x| / 127 stored as f16, and the values as
+ * round(x / d) in int8 (ties away from zero, as C's roundf).
+ */
+export function quantizeQ8_0(data: Float32Array): Uint8Array {
+  const blocks = data.length / 32;
+  const out = new Uint8Array(blocks * 34);
+  const view = new DataView(out.buffer);
+  for (let b = 0; b < blocks; b++) {
+    let amax = 0;
+    for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(data[b * 32 + i]));
+    const d = Math.fround(amax / 127);
+    const id = d ? Math.fround(1 / d) : 0;
+    view.setUint16(b * 34, f32ToF16Bits(d), true);
+    for (let i = 0; i < 32; i++) {
+      const x = Math.fround(data[b * 32 + i] * id);
+      view.setInt8(b * 34 + 2 + i, Math.sign(x) * Math.round(Math.abs(x)));
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,6 +465,8 @@ const LAYER_NAMES: [hf: string, gguf: string][] = [
   ['self_attn.q_proj.bias', 'attn_q.bias'],
   ['self_attn.k_proj.bias', 'attn_k.bias'],
   ['self_attn.v_proj.bias', 'attn_v.bias'],
+  ['self_attn.q_norm.weight', 'attn_q_norm.weight'],
+  ['self_attn.k_norm.weight', 'attn_k_norm.weight'],
   ['self_attn.o_proj.weight', 'attn_output.weight'],
   ['post_attention_layernorm.weight', 'ffn_norm.weight'],
   ['mlp.gate_proj.weight', 'ffn_gate.weight'],
@@ -431,33 +474,114 @@ const LAYER_NAMES: [hf: string, gguf: string][] = [
   ['mlp.down_proj.weight', 'ffn_down.weight'],
 ];
 
-/** llama.cpp name of an engine (HF) parameter name. */
-export function ggufTensorName(hfName: string): string {
+/**
+ * Gemma's block has a norm after attention and one after the MLP besides the two before: HF's
+ * post_attention_layernorm is the one after attention there, and pre_feedforward_layernorm llama.cpp's ffn_norm.
+ */
+const GEMMA_LAYER_NAMES: [hf: string, gguf: string][] = [
+  ...LAYER_NAMES.filter(([hf]) => hf !== 'post_attention_layernorm.weight'),
+  ['post_attention_layernorm.weight', 'post_attention_norm.weight'],
+  ['pre_feedforward_layernorm.weight', 'ffn_norm.weight'],
+  ['post_feedforward_layernorm.weight', 'post_ffw_norm.weight'],
+];
+
+function layerNames(arch: Architecture): [hf: string, gguf: string][] {
+  return arch === 'gemma3' ? GEMMA_LAYER_NAMES : LAYER_NAMES;
+}
+
+/** llama.cpp name of an engine (HF) parameter name, in a file of architecture `arch`. */
+export function ggufTensorName(hfName: string, arch: Architecture = 'llama'): string {
   if (hfName === 'model.embed_tokens.weight') return 'token_embd.weight';
   if (hfName === 'model.norm.weight') return 'output_norm.weight';
   if (hfName === 'lm_head.weight') return 'output.weight';
   const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hfName);
   if (m) {
-    const pair = LAYER_NAMES.find(([hf]) => hf === m[2]);
+    const pair = layerNames(arch).find(([hf]) => hf === m[2]);
     if (pair) return `blk.${m[1]}.${pair[1]}`;
   }
   throw new Error(`gguf: no llama.cpp name for tensor "${hfName}"`);
 }
 
-/** Engine (HF) name of a llama.cpp tensor name, or undefined. */
-export function hfTensorName(ggufName: string): string | undefined {
+/** Engine (HF) name of a llama.cpp tensor name in a file of architecture `arch`, or undefined. */
+export function hfTensorName(ggufName: string, arch: Architecture = 'llama'): string | undefined {
   if (ggufName === 'token_embd.weight') return 'model.embed_tokens.weight';
   if (ggufName === 'output_norm.weight') return 'model.norm.weight';
   if (ggufName === 'output.weight') return 'lm_head.weight';
   const m = /^blk\.(\d+)\.(.+)$/.exec(ggufName);
   if (!m) return undefined;
-  const pair = LAYER_NAMES.find(([, g]) => g === m[2]);
+  const pair = layerNames(arch).find(([, g]) => g === m[2]);
   return pair ? `model.layers.${m[1]}.${pair[0]}` : undefined;
 }
 
-/** GGUF architecture for a model: "llama" (rotate interleaved, permuted q/k) or "qwen2" (q/k/v biases). */
-export function ggufArchitecture(config: LlamaConfig): 'llama' | 'qwen2' {
-  return config.qkvBias ? 'qwen2' : 'llama';
+/**
+ * GGUF architecture for a model: llama.cpp's of the same name. "llama" rotates interleaved pairs (q/k
+ * permuted on the way); "qwen2" (q/k/v biases), "qwen3" and "gemma3" rotate halves.
+ */
+export function ggufArchitecture(config: LlamaConfig): Architecture {
+  return architectureOf(config);
+}
+
+/** Whether llama.cpp's architecture rotates interleaved pairs, so q/k rows are permuted in the file. */
+function permutesQk(arch: Architecture): boolean {
+  return arch === 'llama';
+}
+
+/** llama.cpp's Gemma 3: every 6th layer global, local RoPE base 10000, scores scaled by 1/sqrt(head_dim). */
+const LLAMA_CPP_GEMMA3 = { pattern: 6, localTheta: 10000 };
+
+/** Gemma 3's layer kinds as llama.cpp assigns them: every `pattern`-th layer global. */
+function gemmaPatternLayers(nLayers: number, pattern: number): LlamaConfig['layerTypes'] {
+  return Array.from({ length: nLayers }, (_, i) =>
+    (i + 1) % pattern === 0 ? 'full_attention' : 'sliding_attention',
+  );
+}
+
+/** The query_pre_attn_scalar llama.cpp's gemma3 uses: the head size, or dim / heads for the 62-layer 27B. */
+function llamaCppGemmaScalar(c: { nLayers: number; dim: number; nHeads: number }, hd: number): number {
+  return c.nLayers === 62 ? c.dim / c.nHeads : hd;
+}
+
+/**
+ * Throws, naming the feature, when llama.cpp would compute another function from a GGUF of this model: its
+ * gemma3 fixes which layers are local, their RoPE base and the attention scale, and applies final logit
+ * soft-capping only without sliding windows; the other architectures never soft-cap.
+ */
+function checkGgufExpressible(c: LlamaConfig): void {
+  if (c.ropeScaling?.type === 'llama3' && architectureOf(c) !== 'llama')
+    throw new Error(
+      `gguf export: llama.cpp reads Llama 3's scaled RoPE (rope_freqs.weight) only for the llama architecture, not ${architectureOf(c)}`,
+    );
+  if (architectureOf(c) !== 'gemma3') {
+    if (c.finalLogitSoftcap !== undefined)
+      throw new Error(`gguf export: final logit soft-capping is read by llama.cpp only for gemma models`);
+    return;
+  }
+  const want = gemmaPatternLayers(c.nLayers, LLAMA_CPP_GEMMA3.pattern)!;
+  if (c.layerTypes!.some((t, i) => t !== want[i]))
+    throw new Error(
+      "gguf export: llama.cpp's gemma3 makes every 6th layer global; this model's layerTypes differ",
+    );
+  if (c.ropeLocalTheta !== LLAMA_CPP_GEMMA3.localTheta)
+    throw new Error(
+      `gguf export: llama.cpp's gemma3 turns its sliding-window layers' RoPE with base ${LLAMA_CPP_GEMMA3.localTheta}; this model uses ${c.ropeLocalTheta}`,
+    );
+  const scalar = llamaCppGemmaScalar(c, headDim(c));
+  if ((c.queryPreAttnScalar ?? headDim(c)) !== scalar)
+    throw new Error(
+      `gguf export: llama.cpp's gemma3 scales attention by 1/sqrt(${scalar}); this model's queryPreAttnScalar is ${c.queryPreAttnScalar}`,
+    );
+  if (c.finalLogitSoftcap !== undefined)
+    throw new Error(
+      "gguf export: llama.cpp's gemma3 with sliding-window layers ignores final logit soft-capping; this model caps at " +
+        c.finalLogitSoftcap,
+    );
+}
+
+/** Llama 3's rope_freqs.weight: per frequency, the divisor of plain RoPE's (convert_hf_to_gguf.py's rope_factors). */
+function ropeFreqFactors(c: LlamaConfig, s: Extract<RopeScaling, { type: 'llama3' }>): Float32Array {
+  const d = headDim(c);
+  const scaled = llama3InverseFrequencies(c.ropeTheta, d, s);
+  return Float32Array.from(scaled, (inv, i) => 1 / Math.pow(c.ropeTheta, (2 * i) / d) / inv);
 }
 
 export interface GgufExportOptions {
@@ -466,7 +590,7 @@ export interface GgufExportOptions {
   /** Jinja chat template (default: the PSM world chat format). */
   chatTemplate?: string;
   /** Storage type of the 2-D weight matrices (norms and biases stay F32). Default F32. */
-  dtype?: 'F32' | 'F16';
+  dtype?: 'F32' | 'F16' | 'Q8_0';
   alignment?: number;
 }
 
@@ -486,12 +610,13 @@ export function ggufContents(
       `gguf export: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is only ${c.vocabSize}`,
     );
   const arch = ggufArchitecture(c);
+  checkGgufExpressible(c);
   const dtype = opts.dtype ?? 'F32';
   const special = specialTokenIds(tokenizer);
   const md = new Map<string, GgufValue>();
   md.set('general.architecture', str(arch));
   md.set('general.name', str(opts.name ?? 'psm-lab-model'));
-  md.set('general.file_type', u32(dtype === 'F32' ? 0 : 1));
+  md.set('general.file_type', u32({ F32: 0, F16: 1, Q8_0: 7 }[dtype]));
   md.set('general.quantization_version', u32(2));
   md.set(`${arch}.context_length`, u32(c.maxSeqLen));
   md.set(`${arch}.embedding_length`, u32(c.dim));
@@ -503,6 +628,15 @@ export function ggufContents(
   md.set(`${arch}.rope.freq_base`, f32(c.ropeTheta));
   md.set(`${arch}.rope.dimension_count`, u32(headDim(c)));
   md.set(`${arch}.vocab_size`, u32(c.vocabSize));
+  if (c.headDim !== undefined) {
+    md.set(`${arch}.attention.key_length`, u32(c.headDim));
+    md.set(`${arch}.attention.value_length`, u32(c.headDim));
+  }
+  if (c.ropeScaling?.type === 'linear') {
+    md.set(`${arch}.rope.scaling.type`, str('linear'));
+    md.set(`${arch}.rope.scaling.factor`, f32(c.ropeScaling.factor));
+  }
+  if (arch === 'gemma3') md.set(`${arch}.attention.sliding_window`, u32(c.slidingWindow!));
 
   // Tokenizer: byte-level BPE; the model's vocabulary may be padded beyond the tokenizer's.
   const tokens = [...tokenizer.getTokens()];
@@ -534,23 +668,29 @@ export function ggufContents(
 
   const tensors: GgufTensorInput[] = [];
   const hd = headDim(c);
+  const shift = model.normOffset;
   const push = (hfName: string): void => {
     const t = model.param(hfName);
     let data = t.data;
-    if (arch === 'llama' && /self_attn\.(q|k)_proj\.(weight|bias)$/.test(hfName)) {
+    if (permutesQk(arch) && /self_attn\.(q|k)_proj\.(weight|bias)$/.test(hfName)) {
       const heads = hfName.includes('q_proj') ? c.nHeads : c.nKvHeads;
       data = permuteForGguf(data, heads * hd, t.shape.length === 2 ? t.shape[1] : 1, heads);
     }
+    if (shift && hfName.endsWith('norm.weight')) data = data.map((w) => w + shift);
     tensors.push({
-      name: ggufTensorName(hfName),
+      name: ggufTensorName(hfName, arch),
       shape: [...t.shape],
       data,
       type: t.shape.length === 2 ? dtype : 'F32',
     });
   };
   push('model.embed_tokens.weight');
+  if (c.ropeScaling?.type === 'llama3') {
+    const factors = ropeFreqFactors(c, c.ropeScaling);
+    tensors.push({ name: 'rope_freqs.weight', shape: [factors.length], data: factors, type: 'F32' });
+  }
   for (let i = 0; i < c.nLayers; i++) {
-    for (const [hf] of LAYER_NAMES) {
+    for (const [hf] of layerNames(arch)) {
       const name = `model.layers.${i}.${hf}`;
       if (model.params.has(name)) push(name);
     }
@@ -1055,7 +1195,13 @@ export function checkGgufModelFile(
   return header;
 }
 
-/** Decodes one tensor (F32, F16 or BF16) to a fresh Float32Array in ggml order (= row-major of the reversed dims). */
+/** The ggml types {@link ggufTensorData} decodes (quantized ones dequantized as llama.cpp's dequantize_row_*). */
+export const DECODED_GGML_TYPES = ['F32', 'F16', 'BF16', 'Q8_0'] as const;
+
+/**
+ * Decodes one tensor (F32, F16, BF16, or Q8_0 dequantized) to a fresh Float32Array in ggml order (= row-major
+ * of the reversed dims).
+ */
 export function ggufTensorData(file: GgufFile, name: string): Float32Array {
   const t = file.tensors.find((x) => x.name === name);
   if (!t) throw new Error(`${file.source}: no tensor "${name}"`);
@@ -1072,9 +1218,15 @@ export function ggufTensorData(file: GgufFile, name: string): Float32Array {
   } else if (typeName === 'BF16') {
     const bits = new Uint32Array(out.buffer);
     for (let i = 0; i < count; i++) bits[i] = view.getUint16(2 * i, true) << 16;
+  } else if (typeName === 'Q8_0') {
+    const tab = halfToFloatTable();
+    for (let b = 0; b < count / 32; b++) {
+      const d = tab[view.getUint16(b * 34, true)];
+      for (let i = 0; i < 32; i++) out[b * 32 + i] = d * view.getInt8(b * 34 + 2 + i);
+    }
   } else {
     throw new Error(
-      `${file.source}: tensor "${name}" is ${typeName}; only F32, F16 and BF16 tensors can be read (re-export or dequantize the model)`,
+      `${file.source}: tensor "${name}" is ${typeName}; only ${DECODED_GGML_TYPES.join(', ')} tensors can be read (re-export the model in one of them)`,
     );
   }
   return out;
@@ -1106,9 +1258,73 @@ function metaArray(file: GgufFile, key: string, elementType: GgufValueType): Ggu
   return v.value;
 }
 
-export const SUPPORTED_GGUF_ARCHITECTURES = ['llama', 'qwen2'] as const;
+export const SUPPORTED_GGUF_ARCHITECTURES = ['llama', 'qwen2', 'qwen3', 'gemma3'] as const;
 
-/** Model configuration of a GGUF file (llama or qwen2 architecture). */
+/**
+ * Llama 3's scaling parameters from a rope_freqs.weight (per frequency, the divisor of plain RoPE's): the
+ * factor is the largest divisor, and the ramp between the kept and the slowed wavelengths fixes the low and
+ * high frequency factors relative to the original context (taken as 8192, Llama 3's; only the ratios
+ * matter). Throws when the divisors follow no such ramp: another scaling, which the engine does not run.
+ */
+function llama3ScalingFromFactors(
+  factors: Float32Array,
+  theta: number,
+  dims: number,
+  source: string,
+): Extract<RopeScaling, { type: 'llama3' }> {
+  const refuse = (why: string): never => {
+    throw new Error(`${source}: rope_freqs.weight ${why}; only Llama 3's scaled RoPE is supported`);
+  };
+  if (factors.length !== dims / 2) refuse(`has ${factors.length} entries for head dimension ${dims}`);
+  const factor = Math.max(...factors);
+  const original = 8192;
+  // x = original / wavelength per frequency: kept where x >= high, slowed where x <= low, and on the ramp
+  // between 1/f = (1 - s)/factor + s with s = (x - low)/(high - low).
+  const xs = Array.from(factors, (_, i) => original / Math.pow(theta, (2 * i) / dims) / (2 * Math.PI));
+  const kept = xs.filter((_, i) => factors[i] <= 1 + 1e-6);
+  const slowed = xs.filter((_, i) => factors[i] >= factor * (1 - 1e-6));
+  const ramp: [x: number, s: number][] = [];
+  factors.forEach((f, i) => {
+    if (f > 1 + 1e-6 && f < factor * (1 - 1e-6)) ramp.push([xs[i], (1 / f - 1 / factor) / (1 - 1 / factor)]);
+  });
+  const minKept = kept.length ? Math.min(...kept) : Infinity;
+  const maxSlowed = slowed.length ? Math.max(...slowed) : 0;
+  let low: number;
+  let high: number;
+  if (ramp.length >= 2) {
+    const [[x0, s0], [x1, s1]] = [ramp[0], ramp[ramp.length - 1]];
+    const slope = (s1 - s0) / (x1 - x0); // = 1 / (high - low)
+    low = x0 - s0 / slope;
+    high = low + 1 / slope;
+  } else if (ramp.length === 1) {
+    // One point fixes only where the ramp passes: take it half as wide as the neighbours allow.
+    const [x0, s0] = ramp[0];
+    const width = 0.5 * Math.min((x0 - maxSlowed) / s0, (minKept - x0) / (1 - s0));
+    low = x0 - s0 * width;
+    high = x0 + (1 - s0) * width;
+  } else {
+    // No ramp: a step between the slowed and the kept frequencies.
+    const edge = Number.isFinite(minKept) ? (minKept + maxSlowed) / 2 : 2 * maxSlowed;
+    low = edge * (1 - 1e-6);
+    high = edge * (1 + 1e-6);
+  }
+  const scaling = {
+    type: 'llama3' as const,
+    factor,
+    lowFreqFactor: low,
+    highFreqFactor: high,
+    originalMaxPositions: original,
+  };
+  const again = llama3InverseFrequencies(theta, dims, scaling);
+  for (let i = 0; i < factors.length; i++) {
+    const f = 1 / Math.pow(theta, (2 * i) / dims) / again[i];
+    if (Math.abs(f - factors[i]) > 1e-4 * factors[i])
+      refuse(`entry ${i} (${factors[i]}) is off Llama 3's ramp`);
+  }
+  return scaling;
+}
+
+/** Model configuration of a GGUF file (llama, qwen2, qwen3 or gemma3 architecture). */
 export function ggufConfig(file: GgufFile): LlamaConfig {
   const arch = metaString(file, 'general.architecture');
   if (arch === undefined) throw new Error(`${file.source}: metadata "general.architecture" is missing`);
@@ -1117,44 +1333,81 @@ export function ggufConfig(file: GgufFile): LlamaConfig {
       `${file.source}: unsupported architecture "${arch}" (supported: ${SUPPORTED_GGUF_ARCHITECTURES.join(', ')})`,
     );
   }
+  const a = arch as Architecture;
   const scaling = metaString(file, `${arch}.rope.scaling.type`);
-  if (scaling !== undefined && scaling !== 'none')
+  const scalingFactor = file.metadata.has(`${arch}.rope.scaling.factor`)
+    ? metaNumber(file, `${arch}.rope.scaling.factor`)
+    : 1;
+  if (scaling !== undefined && scaling !== 'none' && scaling !== 'linear')
     throw new Error(
-      `${file.source}: rope scaling "${scaling}" is not supported (the engine implements plain RoPE)`,
+      `${file.source}: rope scaling "${scaling}" is not supported (the engine implements plain RoPE, linear scaling and Llama 3's)`,
     );
-  if (
-    file.metadata.has(`${arch}.rope.scaling.factor`) &&
-    metaNumber(file, `${arch}.rope.scaling.factor`) !== 1
-  )
-    throw new Error(
-      `${file.source}: rope scaling factor ${metaNumber(file, `${arch}.rope.scaling.factor`)} is not supported`,
-    );
+  if (scaling !== 'linear' && scalingFactor !== 1)
+    throw new Error(`${file.source}: rope scaling factor ${scalingFactor} is not supported`);
   if (file.metadata.has(`${arch}.expert_count`) && metaNumber(file, `${arch}.expert_count`) > 0)
     throw new Error(`${file.source}: mixture-of-experts models are not supported`);
+  if (file.metadata.has(`${arch}.attn_logit_softcapping`))
+    throw new Error(
+      `${file.source}: attention logit soft-capping (${arch}.attn_logit_softcapping) is not supported`,
+    );
   const embd = file.tensors.find((t) => t.name === 'token_embd.weight');
   if (!embd) throw new Error(`${file.source}: tensor "token_embd.weight" is missing`);
   const dim = metaNumber(file, `${arch}.embedding_length`);
   const nHeads = metaNumber(file, `${arch}.attention.head_count`);
-  const config = parseLlamaConfig(
-    {
-      vocabSize: embd.dims[1],
-      dim,
-      nLayers: metaNumber(file, `${arch}.block_count`),
-      nHeads,
-      nKvHeads: metaNumber(file, `${arch}.attention.head_count_kv`, nHeads),
-      hiddenDim: metaNumber(file, `${arch}.feed_forward_length`),
-      normEps: metaNumber(file, `${arch}.attention.layer_norm_rms_epsilon`, 1e-5),
-      ropeTheta: metaNumber(file, `${arch}.rope.freq_base`, 10000),
-      tieEmbeddings: !file.tensors.some((t) => t.name === 'output.weight'),
-      qkvBias: arch === 'qwen2',
-      maxSeqLen: positionsFromFile(
-        metaNumber(file, `${arch}.context_length`, 2048),
-        file.source,
-        `${arch}.context_length`,
-      ),
-    },
-    `${file.source} metadata`,
-  );
+  const nLayers = metaNumber(file, `${arch}.block_count`);
+  const keyLength = metaNumber(file, `${arch}.attention.key_length`, dim / nHeads);
+  const valueLength = metaNumber(file, `${arch}.attention.value_length`, keyLength);
+  if (valueLength !== keyLength)
+    throw new Error(
+      `${file.source}: attention.value_length ${valueLength} differs from key_length ${keyLength}, which the engine does not support`,
+    );
+  const input: LlamaConfigInput = {
+    vocabSize: embd.dims[1],
+    dim,
+    nLayers,
+    nHeads,
+    nKvHeads: metaNumber(file, `${arch}.attention.head_count_kv`, nHeads),
+    hiddenDim: metaNumber(file, `${arch}.feed_forward_length`),
+    normEps: metaNumber(file, `${arch}.attention.layer_norm_rms_epsilon`, 1e-5),
+    ropeTheta: metaNumber(file, `${arch}.rope.freq_base`, 10000),
+    tieEmbeddings: !file.tensors.some((t) => t.name === 'output.weight'),
+    qkvBias: a === 'qwen2',
+    maxSeqLen: positionsFromFile(
+      metaNumber(file, `${arch}.context_length`, 2048),
+      file.source,
+      `${arch}.context_length`,
+    ),
+  };
+  if (a === 'qwen3' || a === 'gemma3') input.arch = a;
+  if (keyLength !== dim / nHeads || input.arch) input.headDim = keyLength;
+  if (scaling === 'linear' && scalingFactor !== 1)
+    input.ropeScaling = { type: 'linear', factor: scalingFactor };
+  const freqs = file.tensors.find((t) => t.name === 'rope_freqs.weight');
+  if (freqs) {
+    if (a !== 'llama')
+      throw new Error(`${file.source}: tensor rope_freqs.weight on a ${a} model is not supported`);
+    if (input.ropeScaling)
+      throw new Error(`${file.source}: both linear rope scaling and rope_freqs.weight; not supported`);
+    input.ropeScaling = llama3ScalingFromFactors(
+      ggufTensorData(file, 'rope_freqs.weight'),
+      input.ropeTheta!,
+      keyLength,
+      file.source,
+    );
+  }
+  if (a === 'gemma3') {
+    // What llama.cpp's gemma3 fixes rather than reads (see LLAMA_CPP_GEMMA3).
+    if (!file.metadata.has(`${arch}.attention.sliding_window`))
+      throw new Error(
+        `${file.source}: a gemma3 file without ${arch}.attention.sliding_window (no sliding-window layers) is not supported`,
+      );
+    input.slidingWindow = metaNumber(file, `${arch}.attention.sliding_window`);
+    input.layerTypes = gemmaPatternLayers(nLayers, LLAMA_CPP_GEMMA3.pattern);
+    input.ropeLocalTheta = LLAMA_CPP_GEMMA3.localTheta;
+    input.queryPreAttnScalar = llamaCppGemmaScalar({ nLayers, dim, nHeads }, keyLength);
+  } else if (file.metadata.has(`${arch}.final_logit_softcapping`))
+    throw new Error(`${file.source}: final logit soft-capping on a ${a} model is not supported`);
+  const config = parseLlamaConfig(input, `${file.source} metadata`);
   const ropeDims = metaNumber(file, `${arch}.rope.dimension_count`, headDim(config));
   if (ropeDims !== headDim(config))
     throw new Error(
@@ -1169,10 +1422,11 @@ export function ggufConfig(file: GgufFile): LlamaConfig {
  * blocks over a small file) fails at the first missing tensor instead of allocating for it.
  */
 function checkGgufTensorsMatch(file: GgufFile, config: LlamaConfig): void {
+  const arch = ggufArchitecture(config);
   const byName = new Map(file.tensors.map((t) => [t.name, t]));
   const expected = new Set<string>();
   for (const [hfName, shape] of llamaParamShapes(config)) {
-    const name = ggufTensorName(hfName);
+    const name = ggufTensorName(hfName, arch);
     const t = byName.get(name);
     if (!t) throw new Error(`${file.source}: tensor "${name}" is missing`);
     const dims = [...shape].reverse();
@@ -1182,13 +1436,10 @@ function checkGgufTensorsMatch(file: GgufFile, config: LlamaConfig): void {
       );
     expected.add(name);
   }
+  if (config.ropeScaling?.type === 'llama3') expected.add('rope_freqs.weight');
   for (const t of file.tensors) {
     if (expected.has(t.name)) continue;
-    if (t.name === 'rope_freqs.weight')
-      throw new Error(`${file.source}: tensor rope_freqs.weight (scaled rope) is not supported`);
-    throw new Error(
-      `${file.source}: unexpected tensor "${t.name}" for a ${ggufArchitecture(config)} model with this metadata`,
-    );
+    throw new Error(`${file.source}: unexpected tensor "${t.name}" for a ${arch} model with this metadata`);
   }
 }
 
@@ -1199,17 +1450,20 @@ export function ggufToModel(file: GgufFile): LlamaModel {
   checkGgufTensorsMatch(file, config);
   const model = new LlamaModel(config);
   const hd = headDim(config);
+  const shift = model.normOffset;
   for (const t of file.tensors) {
-    const hfName = hfTensorName(t.name)!;
+    if (t.name === 'rope_freqs.weight') continue;
+    const hfName = hfTensorName(t.name, arch)!;
     const p = model.param(hfName);
     let data = ggufTensorData(file, t.name);
     for (let i = 0; i < data.length; i++)
       if (!Number.isFinite(data[i]))
         throw new Error(`${file.source}: tensor "${t.name}" contains ${data[i]} at index ${i}`);
-    if (arch === 'llama' && /self_attn\.(q|k)_proj\.(weight|bias)$/.test(hfName)) {
+    if (permutesQk(arch) && /self_attn\.(q|k)_proj\.(weight|bias)$/.test(hfName)) {
       const heads = hfName.includes('q_proj') ? config.nHeads : config.nKvHeads;
       data = unpermuteFromGguf(data, heads * hd, p.shape.length === 2 ? p.shape[1] : 1, heads);
     }
+    if (shift && hfName.endsWith('norm.weight')) for (let i = 0; i < data.length; i++) data[i] -= shift;
     p.data.set(data);
   }
   return model;

@@ -1,12 +1,15 @@
 /**
- * Import a local Hugging Face model folder of the Llama or Qwen2 family into the engine, so hooks, persona
- * vectors and steering run on small open-weight models.
+ * Import a local Hugging Face model folder into the engine, so hooks, persona vectors, steering and LoRA run on
+ * small open-weight models: Llama 3.x and SmolLM2 (LlamaForCausalLM, Llama 3's scaled RoPE included), Qwen2 /
+ * Qwen2.5 (Qwen2ForCausalLM), Qwen3 (Qwen3ForCausalLM) and Gemma 3 (Gemma3ForCausalLM, or the language model
+ * of a Gemma3ForConditionalGeneration folder without its vision tower).
  *
- * Reads config.json (LlamaForCausalLM / Qwen2ForCausalLM), the weights from model.safetensors or from the
- * shards listed in model.safetensors.index.json (F32, F16 or BF16; widened to F32), and the tokenizer when there
- * is one. Tensors are streamed one at a time (any shard size; peak memory is the model plus one tensor). Everything the
- * engine does not implement (rope scaling, MLP or output biases, a head_dim that is not hidden/heads, sliding
- * windows that matter) is refused with the file and field named rather than run silently wrong.
+ * Reads config.json, the weights from model.safetensors or from the shards listed in
+ * model.safetensors.index.json (F32, F16 or BF16; widened to F32), and the tokenizer when there is one. Tensors
+ * are streamed one at a time (any shard size; peak memory is the model plus one tensor). Everything the engine
+ * does not implement (other RoPE scalings, mixtures of experts, MLP or output biases, other activations,
+ * attention soft-capping, sliding windows on a Qwen2 model that matter) is refused with the file and field
+ * named rather than run silently wrong.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -16,14 +19,21 @@ import { saveModelFolder } from '../model/weights.ts';
 import { readSafetensorsFileHeader, streamSafetensors } from './safetensors-stream.ts';
 import { loadFolderTokenizer, readJsonObject, type FolderTokenizer } from './hf-tokenizer.ts';
 
-export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM'] as const;
-const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2'];
+export const SUPPORTED_ARCHITECTURES = [
+  'LlamaForCausalLM',
+  'Qwen2ForCausalLM',
+  'Qwen3ForCausalLM',
+  'Gemma3ForCausalLM',
+  'Gemma3ForConditionalGeneration',
+] as const;
+const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2', 'qwen3', 'gemma3_text', 'gemma3'] as const;
+export type HfModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
 
 export interface HfImportResult {
   model: LlamaModel;
   config: LlamaConfig;
   architecture: string;
-  modelType: 'llama' | 'qwen2';
+  modelType: HfModelType;
   /** Storage dtypes met in the weight files (e.g. ["BF16"]). */
   dtypes: string[];
   /** Weight files read, relative to the folder. */
@@ -34,17 +44,35 @@ export interface HfImportResult {
   warnings: string[];
 }
 
+/** Prefixes under which a multimodal Gemma 3 folder keeps its language model's tensors (older, newer transformers). */
+const GEMMA3_TEXT_PREFIXES = ['language_model.model.', 'model.language_model.'];
+/** Its other parts (vision tower, projector), which a text model skips. */
+const GEMMA3_SKIPPED =
+  /^(vision_tower|multi_modal_projector|model\.vision_tower|model\.multi_modal_projector)\./;
+
+/**
+ * The engine's name of a weight-file tensor: the same name, or for a Gemma3ForConditionalGeneration folder its
+ * language model's tensor without the prefix (null: a tensor a text model skips).
+ */
+function engineTensorName(name: string, modelType: HfModelType): string | null {
+  if (modelType !== 'gemma3') return name;
+  if (GEMMA3_SKIPPED.test(name)) return null;
+  for (const p of GEMMA3_TEXT_PREFIXES) if (name.startsWith(p)) return `model.${name.slice(p.length)}`;
+  if (name === 'language_model.lm_head.weight' || name === 'lm_head.weight') return 'lm_head.weight';
+  return name;
+}
+
 /** Checks a raw config.json for features the engine lacks; returns warnings for harmless ones. */
 export function checkHfConfigSupported(
   raw: Record<string, unknown>,
   source: string,
-): { modelType: 'llama' | 'qwen2'; architecture: string; warnings: string[] } {
+): { modelType: HfModelType; architecture: string; warnings: string[] } {
   const warnings: string[] = [];
   const archs = raw.architectures;
   const modelType = raw.model_type;
   const archList = Array.isArray(archs) ? archs.filter((a): a is string => typeof a === 'string') : [];
-  const supported = `supported: ${SUPPORTED_ARCHITECTURES.join(', ')} (model_type ${SUPPORTED_MODEL_TYPES.join(' or ')})`;
-  if (typeof modelType !== 'string' || !SUPPORTED_MODEL_TYPES.includes(modelType)) {
+  const supported = `supported: ${SUPPORTED_ARCHITECTURES.join(', ')} (model_type ${SUPPORTED_MODEL_TYPES.join(', ')})`;
+  if (typeof modelType !== 'string' || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
     throw new Error(
       `${source}: unsupported architecture ${archList.length ? archList.join(', ') : '(none named)'} with model_type ${JSON.stringify(modelType)}; ${supported}`,
     );
@@ -55,17 +83,18 @@ export function checkHfConfigSupported(
   ) {
     throw new Error(`${source}: unsupported architecture ${archList.join(', ')}; ${supported}`);
   }
-  const architecture = archList[0] ?? (modelType === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM');
-  const ropeScaling = raw.rope_scaling;
-  if (ropeScaling !== undefined && ropeScaling !== null) {
-    const type =
-      (ropeScaling as { rope_type?: unknown; type?: unknown }).rope_type ??
-      (ropeScaling as { type?: unknown }).type;
-    if (type !== 'default')
-      throw new Error(
-        `${source}: rope_scaling ${JSON.stringify(ropeScaling)} is not supported (the engine implements plain RoPE)`,
-      );
-  }
+  const defaultArch: Record<HfModelType, string> = {
+    llama: 'LlamaForCausalLM',
+    qwen2: 'Qwen2ForCausalLM',
+    qwen3: 'Qwen3ForCausalLM',
+    gemma3_text: 'Gemma3ForCausalLM',
+    gemma3: 'Gemma3ForConditionalGeneration',
+  };
+  const architecture = archList[0] ?? defaultArch[modelType as HfModelType];
+  for (const key of ['num_experts', 'num_local_experts', 'n_routed_experts'])
+    if (typeof raw[key] === 'number' && (raw[key] as number) > 0)
+      throw new Error(`${source}: ${key} ${String(raw[key])}: mixture-of-experts models are not supported`);
+  // rope_scaling kinds and hidden activations are checked by fromHfConfig, which every model folder passes.
   if (raw.mlp_bias === true)
     throw new Error(`${source}: mlp_bias true is not supported (the engine's MLP has no biases)`);
   if (modelType === 'llama' && raw.attention_bias === true) {
@@ -73,24 +102,7 @@ export function checkHfConfigSupported(
       `${source}: attention_bias true on a Llama model adds an o_proj bias, which the engine lacks`,
     );
   }
-  if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu')
-    throw new Error(
-      `${source}: hidden_act ${JSON.stringify(raw.hidden_act)} is not supported (only silu / SwiGLU)`,
-    );
-  const hidden = raw.hidden_size;
-  const heads = raw.num_attention_heads;
-  if (
-    raw.head_dim !== undefined &&
-    raw.head_dim !== null &&
-    typeof hidden === 'number' &&
-    typeof heads === 'number' &&
-    raw.head_dim !== hidden / heads
-  ) {
-    throw new Error(
-      `${source}: head_dim ${String(raw.head_dim)} differs from hidden_size / num_attention_heads = ${hidden / heads}, which the engine assumes`,
-    );
-  }
-  if (raw.use_sliding_window === true) {
+  if (modelType === 'qwen2' && raw.use_sliding_window === true) {
     warnings.push(
       `${source}: use_sliding_window is true; the engine attends to the full context, which matches only below sliding_window (${String(raw.sliding_window)}) tokens`,
     );
@@ -99,7 +111,20 @@ export function checkHfConfigSupported(
     warnings.push(
       `${source}: pretraining_tp ${raw.pretraining_tp} is ignored (it only changes how the reference slices matmuls)`,
     );
-  return { modelType: modelType as 'llama' | 'qwen2', architecture, warnings };
+  return { modelType: modelType as HfModelType, architecture, warnings };
+}
+
+/** The text model's config of a config.json (a multimodal Gemma 3 keeps it under text_config). */
+function textConfig(
+  raw: Record<string, unknown>,
+  modelType: HfModelType,
+  source: string,
+): Record<string, unknown> {
+  if (modelType !== 'gemma3') return raw;
+  const text = raw.text_config;
+  if (typeof text !== 'object' || text === null || Array.isArray(text))
+    throw new Error(`${source}: a Gemma3ForConditionalGeneration config needs a text_config object`);
+  return { ...(text as Record<string, unknown>), model_type: 'gemma3_text' };
 }
 
 /** The weight files of a folder: the shards of model.safetensors.index.json, or model.safetensors. */
@@ -162,8 +187,10 @@ export function importHfFolder(dir: string, opts: HfImportOptions = {}): HfImpor
     throw new Error(`${configPath}: not found (is ${dir} a Hugging Face model folder?)`);
   const raw = readJsonObject(configPath);
   const { modelType, architecture, warnings } = checkHfConfigSupported(raw, configPath);
-  let config = fromHfConfig(raw, configPath);
+  const text = textConfig(raw, modelType, configPath);
+  let config = fromHfConfig(text, configPath);
   if (
+    modelType === 'qwen2' &&
     raw.use_sliding_window === true &&
     typeof raw.sliding_window === 'number' &&
     raw.sliding_window < config.maxSeqLen
@@ -181,6 +208,9 @@ export function importHfFolder(dir: string, opts: HfImportOptions = {}): HfImpor
   checkConfigFitsWeights(config, weightBytes, configPath);
   const model = new LlamaModel(config);
   const assigned = new Set<string>();
+  /** File names of the tensors read, and of those a text model skips (vision tower, a tied head). */
+  const seen = new Set<string>();
+  const skipped = new Set<string>();
   const dtypes = new Set<string>();
   for (const file of files) {
     const full = path.join(dir, file);
@@ -195,27 +225,31 @@ export function importHfFolder(dir: string, opts: HfImportOptions = {}): HfImpor
           );
       }
       if (name.endsWith('rotary_emb.inv_freq')) return;
-      if (name === 'lm_head.weight' && config.tieEmbeddings) {
-        warnings.push(`${full}: lm_head.weight ignored (config.json ties it to the embeddings)`);
+      const own = engineTensorName(name, modelType);
+      if (own === null) {
+        skipped.add(name);
         return;
       }
-      if (!model.params.has(name))
+      if (own === 'lm_head.weight' && config.tieEmbeddings) {
+        warnings.push(`${full}: ${name} ignored (config.json ties it to the embeddings)`);
+        skipped.add(name);
+        return;
+      }
+      if (!model.params.has(own))
         throw new Error(
           `${full}: unexpected tensor "${name}" (not part of a ${architecture} with this config)`,
         );
-      if (assigned.has(name)) throw new Error(`${full}: tensor "${name}" appears in more than one shard`);
-      copyInto(model, name, data, shape, full);
-      assigned.add(name);
+      if (assigned.has(own)) throw new Error(`${full}: tensor "${name}" appears in more than one shard`);
+      copyInto(model, own, data, shape, full);
+      assigned.add(own);
+      seen.add(name);
     });
     for (const d of met) dtypes.add(d);
   }
   if (weightMap) {
     for (const [name, file] of weightMap) {
-      if (
-        !assigned.has(name) &&
-        !name.endsWith('rotary_emb.inv_freq') &&
-        !(name === 'lm_head.weight' && config.tieEmbeddings)
-      ) {
+      const tiedHead = engineTensorName(name, modelType) === 'lm_head.weight' && config.tieEmbeddings;
+      if (!seen.has(name) && !skipped.has(name) && !tiedHead && !name.endsWith('rotary_emb.inv_freq')) {
         throw new Error(
           `${path.join(dir, file)}: tensor "${name}" is listed in the index but missing from the shard`,
         );

@@ -2,8 +2,12 @@
  * The Llama-family decoder: embeddings, n blocks of (RMSNorm -> grouped-query attention with rotary
  * embeddings -> residual, RMSNorm -> SwiGLU MLP -> residual), a final RMSNorm and the unembedding (tied to
  * the embeddings or separate). Parameters carry their Hugging Face tensor names, so a checkpoint is a
- * loadable HF model. Optional q/k/v biases give the Qwen2 family.
+ * loadable HF model. Optional q/k/v biases give the Qwen2 family; the other families of config.ts's
+ * ARCHITECTURES change the block as noted where they do (Qwen3: q/k norms; Gemma 3: norms scaled by
+ * 1 + weight, the embedding scaled by sqrt(dim), norms after attention and after the MLP as well as before,
+ * a GELU(tanh) gate, sliding-window layers with their own RoPE base, its own attention scale).
  */
+import { addConstant, geglu, softcap } from '../autograd/arch-ops.ts';
 import {
   add,
   causalAttention,
@@ -19,7 +23,7 @@ import { Tensor } from '../autograd/tensor.ts';
 import { matmul } from '../tensor/matmul.ts';
 import { causalSoftmaxInPlace } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
-import { headDim, type LlamaConfig } from './config.ts';
+import { architectureOf, hasQkNorm, headDim, layerRope, layerWindow, type LlamaConfig } from './config.ts';
 import { HookSet } from './hooks.ts';
 
 /** Low-rank adapter on one weight: W x + scale * B (A x). */
@@ -135,6 +139,14 @@ export function* llamaParamShapes(c: LlamaConfig): Generator<[string, number[]]>
       yield [`${p}.self_attn.k_proj.bias`, [c.nKvHeads * hd]];
       yield [`${p}.self_attn.v_proj.bias`, [c.nKvHeads * hd]];
     }
+    if (hasQkNorm(c)) {
+      yield [`${p}.self_attn.q_norm.weight`, [hd]];
+      yield [`${p}.self_attn.k_norm.weight`, [hd]];
+    }
+    if (architectureOf(c) === 'gemma3') {
+      yield [`${p}.pre_feedforward_layernorm.weight`, [c.dim]];
+      yield [`${p}.post_feedforward_layernorm.weight`, [c.dim]];
+    }
   }
   yield ['model.norm.weight', [c.dim]];
   if (!c.tieEmbeddings) yield ['lm_head.weight', [c.vocabSize, c.dim]];
@@ -171,12 +183,16 @@ export class LlamaModel {
       this.params.set(name, Tensor.zeros(shape, true, name));
   }
 
-  /** GPT-2 style initialisation: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * layers), norms 1. */
+  /**
+   * GPT-2 style initialisation: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * layers), norms
+   * the identity (weight 1, or 0 where a norm scales by 1 + weight).
+   */
   initialize(seed: number): this {
     const rng = new Rng(seed);
     const residualStd = 0.02 / Math.sqrt(2 * this.config.nLayers);
+    const normIdentity = 1 - this.normOffset;
     for (const [name, t] of this.params) {
-      if (name.endsWith('norm.weight') || name.endsWith('layernorm.weight')) t.data.fill(1);
+      if (name.endsWith('norm.weight') || name.endsWith('layernorm.weight')) t.data.fill(normIdentity);
       else if (name.endsWith('.bias')) t.data.fill(0);
       else {
         const std = name.endsWith('o_proj.weight') || name.endsWith('down_proj.weight') ? residualStd : 0.02;
@@ -184,6 +200,17 @@ export class LlamaModel {
       }
     }
     return this;
+  }
+
+  /** Gemma's RMSNorms scale by 1 + weight; the others by weight. */
+  get normOffset(): number {
+    return architectureOf(this.config) === 'gemma3' ? 1 : 0;
+  }
+
+  /** RMSNorm of x with the norm parameter `name` (scaled by 1 + weight on Gemma). */
+  private norm(x: Tensor, name: string): Tensor {
+    const w = this.param(name);
+    return rmsNorm(x, this.normOffset ? addConstant(w, this.normOffset) : w, this.config.normEps);
   }
 
   param(name: string): Tensor {
@@ -280,6 +307,7 @@ export class LlamaModel {
     const ctx = { batch, seqLen, positions };
     const hook = (name: string, x: Tensor): Tensor => (hooks ? hooks.apply(name, x, ctx) : x);
     const hd = headDim(c);
+    const gemma = architectureOf(c) === 'gemma3';
 
     const resume = opts.resume;
     let x: Tensor;
@@ -295,52 +323,69 @@ export class LlamaModel {
       x = hook(`blocks.${a}.hook_resid_post`, resume.hidden);
       first = a + 1;
     } else {
-      x = hook('embed', embedding(this.param('model.embed_tokens.weight'), ids, [batch, seqLen]));
+      let e = embedding(this.param('model.embed_tokens.weight'), ids, [batch, seqLen]);
+      // Gemma scales the embedding by sqrt(dim) (in float32, as its reference does).
+      if (gemma) e = scale(e, Math.fround(Math.sqrt(c.dim)));
+      x = hook('embed', e);
     }
+    const qkNorm = hasQkNorm(c);
+    // Attention scores are scaled by 1/sqrt(hd) inside attention; another scale (Gemma's
+    // query_pre_attn_scalar) is folded into q.
+    const qScale = c.queryPreAttnScalar === undefined ? 1 : Math.sqrt(hd / c.queryPreAttnScalar);
     for (let i = first; i < c.nLayers; i++) {
       const p = `model.layers.${i}`;
       x = hook(`blocks.${i}.hook_resid_pre`, x);
-      const h = rmsNorm(x, this.param(`${p}.input_layernorm.weight`), c.normEps);
+      const h = this.norm(x, `${p}.input_layernorm.weight`);
       const bias = (n: string): Tensor | null => (c.qkvBias ? this.param(`${p}.self_attn.${n}.bias`) : null);
-      const q = rope(
-        reshape(this.proj(h, `${p}.self_attn.q_proj.weight`, bias('q_proj')), [batch, seqLen, c.nHeads, hd]),
-        positions,
-        c.ropeTheta,
-      );
-      const k = rope(
-        reshape(this.proj(h, `${p}.self_attn.k_proj.weight`, bias('k_proj')), [
+      const heads = (n: string, count: number): Tensor => {
+        const y = reshape(this.proj(h, `${p}.self_attn.${n}_proj.weight`, bias(`${n}_proj`)), [
           batch,
           seqLen,
-          c.nKvHeads,
+          count,
           hd,
-        ]),
-        positions,
-        c.ropeTheta,
-      );
-      const v = reshape(this.proj(h, `${p}.self_attn.v_proj.weight`, bias('v_proj')), [
-        batch,
-        seqLen,
-        c.nKvHeads,
-        hd,
-      ]);
-      const att = cache ? cachedAttention(q, k, v, cache, i, offset) : causalAttention(q, k, v);
-      const attnOut = hook(`blocks.${i}.hook_attn_out`, this.proj(att, `${p}.self_attn.o_proj.weight`));
+        ]);
+        return qkNorm && n !== 'v' ? this.norm(y, `${p}.self_attn.${n}_norm.weight`) : y;
+      };
+      const theta = this.ropeOf(i);
+      let q = rope(heads('q', c.nHeads), positions, theta);
+      if (qScale !== 1) q = scale(q, qScale);
+      const k = rope(heads('k', c.nKvHeads), positions, theta);
+      const v = heads('v', c.nKvHeads);
+      const window = layerWindow(c, i);
+      const att = cache
+        ? cachedAttention(q, k, v, cache, i, offset, window)
+        : causalAttention(q, k, v, window);
+      let attnOut = this.proj(att, `${p}.self_attn.o_proj.weight`);
+      if (gemma) attnOut = this.norm(attnOut, `${p}.post_attention_layernorm.weight`);
+      attnOut = hook(`blocks.${i}.hook_attn_out`, attnOut);
       x = hook(`blocks.${i}.hook_resid_mid`, add(x, attnOut));
-      const h2 = rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`), c.normEps);
-      const gated = swiglu(
-        this.proj(h2, `${p}.mlp.gate_proj.weight`),
-        this.proj(h2, `${p}.mlp.up_proj.weight`),
+      const h2 = this.norm(
+        x,
+        `${p}.${gemma ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`,
       );
-      const mlpOut = hook(`blocks.${i}.hook_mlp_out`, this.proj(gated, `${p}.mlp.down_proj.weight`));
+      const gate = this.proj(h2, `${p}.mlp.gate_proj.weight`);
+      const up = this.proj(h2, `${p}.mlp.up_proj.weight`);
+      let mlpOut = this.proj(gemma ? geglu(gate, up) : swiglu(gate, up), `${p}.mlp.down_proj.weight`);
+      if (gemma) mlpOut = this.norm(mlpOut, `${p}.post_feedforward_layernorm.weight`);
+      mlpOut = hook(`blocks.${i}.hook_mlp_out`, mlpOut);
       x = hook(`blocks.${i}.hook_resid_post`, add(x, mlpOut));
     }
     if (cache) cache.length += seqLen;
-    return hook('final_norm', rmsNorm(x, this.param('model.norm.weight'), c.normEps));
+    return hook('final_norm', this.norm(x, 'model.norm.weight'));
   }
+
+  /** Per layer, what its RoPE turns with (computed once: scaled frequencies are cached per array). */
+  private ropeOf(layer: number): number | Float64Array {
+    this.ropes ??= Array.from({ length: this.config.nLayers }, (_, i) => layerRope(this.config, i));
+    return this.ropes[layer];
+  }
+  private ropes: (number | Float64Array)[] | undefined;
 
   /** Logits [rows, vocab] for hidden rows [rows, dim]. */
   logits(hidden: Tensor): Tensor {
-    return linear(hidden, this.headWeight);
+    const y = linear(hidden, this.headWeight);
+    const cap = this.config.finalLogitSoftcap;
+    return cap === undefined ? y : softcap(y, cap);
   }
 
   /** Full forward to logits [batch, seqLen, vocab]. */
@@ -360,6 +405,7 @@ function cachedAttention(
   cache: KvCache,
   layer: number,
   offset: number,
+  window: number,
 ): Tensor {
   const [b, t, h, d] = q.shape;
   const hkv = k.shape[2];
@@ -413,7 +459,7 @@ function cachedAttention(
         for (let j = 0; j < Math.min(start, total); j++) if (j !== pos) block[r * total + j] = -Infinity;
       }
     }
-    causalSoftmaxInPlace(block, rep, t, total, 1 / Math.sqrt(d), offset);
+    causalSoftmaxInPlace(block, rep, t, total, 1 / Math.sqrt(d), offset, window);
   }
   const out = matmul(scores, vAll, { batch: bg, m: rows, n: d, k: total, transA: false, transB: false });
   const y = new Float32Array(b * t * h * d);

@@ -47,19 +47,25 @@ export function rmsNormBackward(
   }
 }
 
-/** Cos/sin tables for rotary embedding (rotate-half convention of Hugging Face Llama), indexed [pos][i<d/2]. */
+/**
+ * Cos/sin tables for rotary embedding (rotate-half convention of Hugging Face Llama), indexed [pos][i<d/2].
+ * `theta` is the base of the plain frequencies 1 / theta^(2i/d), or the d/2 inverse frequencies themselves
+ * (scaled RoPE: Llama 3's, linear).
+ */
 export function ropeTables(
   positions: Int32Array,
   headDim: number,
-  theta: number,
+  theta: number | Float64Array,
 ): { cos: Float32Array; sin: Float32Array } {
   const half = headDim / 2;
+  if (typeof theta !== 'number' && theta.length !== half)
+    throw new Error(`rope: ${theta.length} inverse frequencies for head dimension ${headDim}`);
   const cos = new Float32Array(positions.length * half);
   const sin = new Float32Array(positions.length * half);
   for (let p = 0; p < positions.length; p++) {
     for (let i = 0; i < half; i++) {
       // Computed in float64 then rounded, as PyTorch does from float32 inv_freq: keep it simple and exact-ish.
-      const invFreq = 1 / Math.pow(theta, (2 * i) / headDim);
+      const invFreq = typeof theta === 'number' ? 1 / Math.pow(theta, (2 * i) / headDim) : theta[i];
       const angle = positions[p] * invFreq;
       cos[p * half + i] = Math.cos(angle);
       sin[p * half + i] = Math.sin(angle);
@@ -111,7 +117,10 @@ export function sigmoid(v: number): number {
   return 1 / (1 + Math.exp(-v));
 }
 
-/** In-place causal softmax over score rows of a [batch, t, tk] block; query i sees keys j <= i + offset. */
+/**
+ * In-place causal softmax over score rows of a [batch, t, tk] block; query i sees keys j <= i + offset, and
+ * with a sliding `window` only the last `window` of them (i + offset - j < window).
+ */
 export function causalSoftmaxInPlace(
   scores: Float32Array,
   batch: number,
@@ -119,25 +128,28 @@ export function causalSoftmaxInPlace(
   tk: number,
   scale: number,
   offset: number,
+  window = Infinity,
 ): void {
   for (let b = 0; b < batch; b++) {
     for (let i = 0; i < t; i++) {
       const o = (b * t + i) * tk;
       const last = Math.min(tk - 1, i + offset);
+      const first = Math.max(0, i + offset - window + 1);
       let max = -Infinity;
-      for (let j = 0; j <= last; j++) {
+      for (let j = first; j <= last; j++) {
         const v = scores[o + j] * scale;
         scores[o + j] = v;
         if (v > max) max = v;
       }
       let sum = 0;
-      for (let j = 0; j <= last; j++) {
+      for (let j = first; j <= last; j++) {
         const e = Math.exp(scores[o + j] - max);
         scores[o + j] = e;
         sum += e;
       }
       const inv = 1 / sum;
-      for (let j = 0; j <= last; j++) scores[o + j] *= inv;
+      for (let j = 0; j < first; j++) scores[o + j] = 0;
+      for (let j = first; j <= last; j++) scores[o + j] *= inv;
       for (let j = last + 1; j < tk; j++) scores[o + j] = 0;
     }
   }
