@@ -1,6 +1,7 @@
 /**
- * Chat with a model, streamed as server-sent events: `token` events as the reply is generated, then (for a run's
- * local models) a `meter` event with the turn's persona meter, then `done`; a failure mid-stream is an `error` event.
+ * Chat with a model, streamed as server-sent events: `token` events as the reply is generated (from a local model's
+ * engine, or from an endpoint's provider as its stream arrives), then (for a run's local models) a `meter` event
+ * with the turn's persona meter, then `done`; a failure mid-stream is an `error` event.
  * The body carries psm serve's sampling fields and its `psm` extras (steering, capping, ablation) unchanged.
  */
 import { randomBytes } from 'node:crypto';
@@ -109,7 +110,7 @@ async function endpointChat(
     stream.onAbort(() => ac.abort());
     const events = new EventWriter(stream);
     try {
-      // The providers answer whole, so an endpoint's reply arrives as one piece.
+      let streamed = false;
       const r = await model.provider.generate(
         {
           messages,
@@ -118,9 +119,16 @@ async function endpointChat(
           topP: body.top_p,
           seed,
         },
-        { signal: ac.signal },
+        {
+          signal: ac.signal,
+          onText: (text) => {
+            streamed = true;
+            events.send('token', { text });
+          },
+        },
       );
-      events.send('token', { text: r.text });
+      // A provider that cannot stream (a GGUF file) ignores onText: its reply goes out whole.
+      if (!streamed) events.send('token', { text: r.text });
       events.send('done', {
         finishReason: r.finishReason,
         completionTokens: r.usage?.completionTokens ?? null,

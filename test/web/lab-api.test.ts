@@ -538,7 +538,7 @@ describe('guard rails', () => {
 });
 
 describe('other models', () => {
-  it('chats with an imported folder (no meter) and an OpenAI-compatible endpoint (whole replies)', async () => {
+  it('chats with an imported folder (no meter) and an OpenAI-compatible endpoint (streamed)', async () => {
     const postDir = path.join(runs, 'tiny', 'standard-seed1', 'posttrain', 'model');
     const serve = await startServer(LocalEngine.load(postDir, { id: 'post' }), { port: 0 });
     const other = await startLab({
@@ -575,8 +575,7 @@ describe('other models', () => {
       expect(imported.events.some((e) => e.event === 'meter')).toBe(false);
       expect(imported.events.at(-1)!.event).toBe('done');
       const served = await ask('provider:served');
-      const tokens = served.events.filter((e) => e.event === 'token');
-      expect(tokens).toHaveLength(1);
+      expect(served.events.filter((e) => e.event === 'token').length).toBeGreaterThan(1);
       const text = (e: { events: { event: string; data: unknown }[] }) =>
         e.events
           .filter((x) => x.event === 'token')
