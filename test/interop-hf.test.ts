@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { noGrad } from '../src/autograd/tensor.ts';
 import { registerInteropCommands } from '../src/cli/interop-commands.ts';
 import { formatChat, PSM_CHAT_TEMPLATE, type ChatMessage } from '../src/interop/chat-template.ts';
-import { f32ToF16Bits, writeGgufFile } from '../src/interop/gguf.ts';
+import { writeGgufFile } from '../src/interop/gguf.ts';
 import { exportHfFolder } from '../src/interop/hf-export.ts';
 import { importHfFolder, importHfToModelFolder } from '../src/interop/hf-import.ts';
 import { loadFolderTokenizer } from '../src/interop/hf-tokenizer.ts';
@@ -19,7 +19,15 @@ import { addVectorHook, HookSet } from '../src/model/hooks.ts';
 import { LlamaModel } from '../src/model/llama.ts';
 import { loadModelFolder, saveModelFolder } from '../src/model/weights.ts';
 import { tokenizerToJson } from '../src/tokenizer/index.ts';
-import { CHAT_DOCS, EOT, makeTokenizer, maxAbsDiff, tinyConfig } from './interop-fixtures.ts';
+import {
+  CHAT_DOCS,
+  EOT,
+  encodeSafetensors,
+  makeTokenizer,
+  maxAbsDiff,
+  tinyConfig,
+  type Dtype,
+} from './interop-fixtures.ts';
 
 const tokenizer = makeTokenizer();
 
@@ -44,60 +52,6 @@ function model(overrides = {}, seed = 4): LlamaModel {
     if (name.endsWith('norm.weight') || name.endsWith('.bias'))
       for (let i = 0; i < t.size; i++) t.data[i] = 0.5 + 0.03 * (k++ % 29);
   return m;
-}
-
-// ---- hand-written F16 / BF16 safetensors, as a PyTorch checkpoint of an open-weight model would be stored ----
-
-type Dtype = 'F32' | 'F16' | 'BF16';
-
-function bf16Bits(x: number): number {
-  const bits = new Uint32Array(new Float32Array([x]).buffer)[0];
-  return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  return exp === 0 ? sign * frac * 2 ** -24 : sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
-
-/** Encodes tensors in `dtype`; returns the file bytes and the values as they will decode (rounded). */
-function encodeSafetensors(
-  tensors: Map<string, { data: Float32Array; shape: number[] }>,
-  dtype: Dtype,
-): { bytes: Buffer; rounded: Map<string, Float32Array> } {
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
-  const parts: Buffer[] = [];
-  const rounded = new Map<string, Float32Array>();
-  let offset = 0;
-  for (const [name, t] of tensors) {
-    const n = t.data.length;
-    let buf: Buffer;
-    const r = new Float32Array(n);
-    if (dtype === 'F32') {
-      buf = Buffer.from(
-        new Uint8Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength)),
-      );
-      r.set(t.data);
-    } else {
-      buf = Buffer.alloc(2 * n);
-      for (let i = 0; i < n; i++) {
-        const bits = dtype === 'F16' ? f32ToF16Bits(t.data[i]) : bf16Bits(t.data[i]);
-        buf.writeUInt16LE(bits, 2 * i);
-        r[i] =
-          dtype === 'F16' ? halfToFloat(bits) : new Float32Array(new Uint32Array([bits << 16]).buffer)[0];
-      }
-    }
-    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + buf.length] };
-    offset += buf.length;
-    parts.push(buf);
-    rounded.set(name, r);
-  }
-  const json = Buffer.from(JSON.stringify(header));
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  return { bytes: Buffer.concat([len, json, ...parts]), rounded };
 }
 
 /** A Qwen2-shaped model folder as transformers would save it: config, sharded safetensors in `dtype`, index. */
