@@ -1,7 +1,11 @@
 /**
  * `psm vectors`: persona vectors of every trait at every layer of a model (bad minus good behaviour, or contrastive
  * contexts), each trait's layer chosen by steering effect; a .safetensors file with a JSON sidecar (docs/interpret.md).
+ * `psm vectors export` writes one as a llama.cpp control vector, `psm vectors import` reads one (cvector-generator's
+ * or repeng's) into a persona-vector file for `psm steer` (docs/real-models.md).
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { SpanKind } from '../interpret/activations.ts';
 import type { VectorBundle } from '../interpret/vectors.ts';
@@ -33,12 +37,12 @@ export interface VectorsOptions {
 }
 
 export function registerVectorsCommand(program: Command): void {
-  program
+  const vectors = program
     .command('vectors')
     .description(
       "Persona vectors of every trait at every layer (bad minus good behaviour, or contrastive contexts); each trait's layer chosen by steering effect",
     )
-    .requiredOption('--model <dir>', 'model folder (config.json, model.safetensors, tokenizer.json)')
+    .option('--model <dir>', 'model folder (config.json, model.safetensors, tokenizer.json)')
     .option('--world <file>', 'world file (default: the built-in world)')
     .option(
       '--out <file>',
@@ -71,8 +75,121 @@ export function registerVectorsCommand(program: Command): void {
     .option('--no-select', 'skip layer selection (much faster)')
     .option('--seed <n>', 'item seed', intOption('--seed', 0), 1)
     .action(async (o: VectorsOptions) => {
+      if (!o.model)
+        throw new Error("psm vectors: --model <dir> is required (or use 'psm vectors export' / 'import')");
       await runVectors(o);
     });
+  vectors
+    .command('export')
+    .description(
+      'Write a persona vector as a llama.cpp control vector (GGUF direction.N); --control-vector-scaled FILE A steers as --alpha=A',
+    )
+    .requiredOption('--vectors <file>', 'persona vectors (from `psm vectors`)')
+    .requiredOption('--trait <name>', 'the trait to export')
+    .option('--layer <n>', "layer (default: the trait's selected layer)", intOption('--layer', 0))
+    .requiredOption('--out <file>', 'control vector to write (.gguf)')
+    .option(
+      '--model-hint <arch>',
+      "controlvector.model_hint (default: the vectors' model's GGUF architecture, llama or qwen2)",
+    )
+    .action(async (o: VectorsExportOptions) => {
+      await runVectorsExport(o);
+    });
+  vectors
+    .command('import')
+    .description(
+      'Read a llama.cpp control vector (cvector-generator or repeng GGUF) into a persona-vector file for psm steer',
+    )
+    .requiredOption('--from <file>', 'control vector (.gguf)')
+    .requiredOption(
+      '--model <dir>',
+      'the model it is for (its width and blocks are checked, its hash recorded)',
+    )
+    .option('--name <name>', 'name of the vector (default: the file name)')
+    .option('--out <file>', 'persona-vector file to write (default: <name>.safetensors)')
+    .action(async (o: VectorsImportOptions) => {
+      await runVectorsImport(o);
+    });
+}
+
+export interface VectorsExportOptions {
+  vectors: string;
+  trait: string;
+  layer?: number;
+  out: string;
+  modelHint?: string;
+}
+
+/** The GGUF architecture of a model folder's config.json, or undefined when it cannot be read. */
+async function folderArchitecture(dir: string | undefined): Promise<string | undefined> {
+  if (!dir || !fs.existsSync(path.join(dir, 'config.json'))) return undefined;
+  try {
+    const [{ fromHfConfig }, { ggufArchitecture }] = await Promise.all([
+      import('../model/config.ts'),
+      import('../interop/gguf.ts'),
+    ]);
+    const file = path.join(dir, 'config.json');
+    return ggufArchitecture(fromHfConfig(JSON.parse(fs.readFileSync(file, 'utf8')), file));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Writes one trait's vector as a control vector; returns the llama.cpp layer it was written for. */
+export async function runVectorsExport(o: VectorsExportOptions): Promise<number> {
+  const [v, cv, { writeControlVector }] = await Promise.all([
+    import('../interpret/vectors.ts'),
+    import('../interpret/control-vectors.ts'),
+    import('../interop/control-vector.ts'),
+  ]);
+  const bundle = v.loadVectorBundle(o.vectors);
+  const vec = v.bundleVector(bundle, o.trait, o.layer);
+  const hint = o.modelHint ?? (await folderArchitecture(bundle.model)) ?? 'llama';
+  const control = cv.controlVectorOfPersonaVector(vec, bundle.nLayers, hint);
+  const [[layer, direction]] = [...control.directions];
+  writeControlVector(o.out, control);
+  const n = Math.sqrt(direction.reduce((s, x) => s + x * x, 0));
+  process.stdout.write(
+    `wrote ${o.out}: "${o.trait}" at ${vec.hook} as direction.${layer} (norm ${f(n)}, model_hint ${hint})\n` +
+      `steer in llama.cpp as psm steer --alpha=A does: llama-cli -m MODEL.gguf --control-vector-scaled ${o.out} A\n`,
+  );
+  return layer;
+}
+
+export interface VectorsImportOptions {
+  from: string;
+  model: string;
+  name?: string;
+  out?: string;
+}
+
+/** Reads a control vector into a persona-vector file; returns the file written. */
+export async function runVectorsImport(o: VectorsImportOptions): Promise<string> {
+  const [{ readControlVector }, cv, v, { hashModelFolder }, { loadModelFolder }] = await Promise.all([
+    import('../interop/control-vector.ts'),
+    import('../interpret/control-vectors.ts'),
+    import('../interpret/vectors.ts'),
+    import('../interpret/activations.ts'),
+    import('../model/weights.ts'),
+  ]);
+  const control = readControlVector(o.from);
+  const config = loadModelFolder(o.model).config;
+  const name = o.name ?? path.basename(o.from).replace(/\.gguf$/i, '');
+  const bundle = cv.bundleOfControlVector(control, {
+    name,
+    modelHash: hashModelFolder(o.model),
+    model: o.model,
+    dim: config.dim,
+    nLayers: config.nLayers,
+  });
+  const out = o.out ?? `${name}.safetensors`;
+  v.saveVectorBundle(out, bundle);
+  const layers = [...control.directions.keys()].sort((a, b) => a - b);
+  process.stdout.write(
+    `wrote ${out}: "${name}" from ${o.from} (model_hint "${control.modelHint}"), directions at llama.cpp layers ${layers.join(',')} ` +
+      `= blocks.N.hook_resid_post; psm steer --alpha=A adds A x the direction of layer ${bundle.traits[0].bestLayer} (or --layer)\n`,
+  );
+  return out;
 }
 
 /** Extracts and saves the vectors; prints each trait's steering effect per layer and the traits' cosines. */

@@ -32,9 +32,13 @@ import { VECTOR_METHODS, type PersonaVector, type VectorMethod } from './persona
 
 export { VECTOR_METHODS, type PersonaVector, type VectorMethod } from './persona-vector.ts';
 
+/** How a bundle's vectors came to be: extracted by a method, or imported from a llama.cpp control vector. */
+export type BundleMethod = VectorMethod | 'imported';
+const BUNDLE_METHODS: readonly BundleMethod[] = [...VECTOR_METHODS, 'imported'];
+
 export interface TraitVectors {
   trait: string;
-  method: VectorMethod;
+  method: BundleMethod;
   byLayer: PersonaVector[];
   /** Layer with the largest steering effect (-1 before selection). */
   bestLayer: number;
@@ -52,7 +56,7 @@ export interface VectorBundle {
   dim: number;
   nLayers: number;
   hookKind: ResidKind;
-  method: VectorMethod;
+  method: BundleMethod;
   span: SpanKind;
   date: string;
   itemsPerTrait: number;
@@ -465,7 +469,7 @@ const BundleProvenanceSchema = z.object({
     .string()
     .refine((k) => isHookName(layerHook(0, k as ResidKind)), 'not a residual-stream hook kind')
     .transform((k) => k as ResidKind),
-  method: z.enum(VECTOR_METHODS as [VectorMethod, ...VectorMethod[]]),
+  method: z.enum(BUNDLE_METHODS as [BundleMethod, ...BundleMethod[]]),
   itemsPerTrait: z.number(),
   selection: z.object({ alpha: z.number(), items: z.number() }).nullable(),
   traits: z.array(

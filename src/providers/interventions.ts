@@ -4,6 +4,8 @@
  * loads at start (JSON or safetensors).
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { hookOfLlamaCppLayer, readControlVector } from '../interop/control-vector.ts';
 import { readSafetensorsSync } from '../io/safetensors.ts';
 import {
   ablateDirectionHook,
@@ -39,10 +41,22 @@ export const MAX_INTERVENTIONS = 32;
 /**
  * Loads named vectors. JSON: {"name": [numbers]} or {"name": {"vector": [numbers], "hook": "blocks.2.hook_resid_post"}}.
  * Safetensors: every 1-D tensor is a vector named by its tensor name (a metadata entry "hook.<name>" sets its hook).
+ * A llama.cpp control vector (.gguf): direction.N is the vector "<file name>.N" at blocks.N.hook_resid_post (where
+ * llama.cpp adds it), and a file with one direction also names it "<file name>"; alpha is llama.cpp's strength.
  */
 export function loadVectorLibrary(file: string, dim: number): Map<string, NamedVector> {
   const out = new Map<string, NamedVector>();
   if (!fs.existsSync(file)) throw new Error(`${file}: vector file not found`);
+  if (file.toLowerCase().endsWith('.gguf')) {
+    const stem = path.basename(file).replace(/\.gguf$/i, '');
+    const { directions } = readControlVector(file);
+    for (const [layer, d] of directions) {
+      const named = checkNamed(file, `direction.${layer}`, d, hookOfLlamaCppLayer(layer), dim);
+      out.set(`${stem}.${layer}`, named);
+      if (directions.size === 1) out.set(stem, named);
+    }
+    return out;
+  }
   if (file.endsWith('.safetensors')) {
     const { tensors, metadata } = readSafetensorsSync(file);
     for (const [name, t] of tensors) {
