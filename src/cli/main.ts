@@ -17,6 +17,7 @@ import { registerPersonaCheckCommand } from './persona-check-command.ts';
 import { registerPreventCommand } from './prevent-command.ts';
 import { registerSpaceCommand } from './space-command.ts';
 import { registerSteerCommand } from './steer-command.ts';
+import { registerSweepCommand } from './sweep-command.ts';
 import { registerVectorsCommand } from './vectors-command.ts';
 import { registerServeCommands } from './serve-commands.ts';
 
@@ -31,6 +32,7 @@ function main(): Command {
     .showHelpAfterError();
   registerRunCommands(program);
   registerCompareCommand(program);
+  registerSweepCommand(program);
   registerBayesCommand(program);
   registerEngineCommands(program);
   registerServeCommands(program);
