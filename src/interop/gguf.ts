@@ -44,6 +44,8 @@ import { BpeTokenizer, type AddedTokenSpec } from '../tokenizer/index.ts';
 import { PSM_CHAT_TEMPLATE } from './chat-template.ts';
 import { halfToFloatTable } from '../io/safetensors.ts';
 import { specialTokenIds } from './hf-export.ts';
+import { HfTokenizerAdapter } from './hf-tokenizer.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -584,6 +586,174 @@ function ropeFreqFactors(c: LlamaConfig, s: Extract<RopeScaling, { type: 'llama3
   return Float32Array.from(scaled, (inv, i) => 1 / Math.pow(c.ropeTheta, (2 * i) / d) / inv);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tokenizers as GGUF stores them
+
+/** llama.cpp's token types (tokenizer.ggml.token_type). */
+const TOKEN_TYPE = { NORMAL: 1, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5 } as const;
+
+/**
+ * A byte-level BPE tokenizer as a GGUF file holds it (tokenizer.ggml.model "gpt2"): tokens by id, their types,
+ * the merges as "left right", and `pre`, the name llama.cpp gives the text splitting before BPE.
+ */
+export interface GgufVocab {
+  pre: string;
+  tokens: string[];
+  types: number[];
+  merges: string[];
+  bos?: number;
+  eos?: number;
+  addBos: boolean;
+  chatTemplate?: string;
+}
+
+/**
+ * The split regexes of the pre-tokenizers llama.cpp knows by name (llama-vocab.cpp), as Hugging Face
+ * tokenizer.json files write them. "qwen2" is Qwen2's, Qwen2.5's and Qwen3's (with NFC normalization on the HF
+ * side); "llama-bpe" is Llama 3's (digits in groups of up to three, whole words looked up before merging).
+ */
+const PRE_TOKENIZER_SPLITS: Record<string, string> = {
+  qwen2:
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  'llama-bpe':
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+};
+
+/** PSM Lab's own byte-level BPE as a GGUF vocabulary (GPT-2 splitting; end-of-text as BOS and EOS). */
+function bpeVocab(tokenizer: BpeTokenizer): GgufVocab {
+  const tokens = [...tokenizer.getTokens()];
+  const types: number[] = tokens.map(() => TOKEN_TYPE.NORMAL);
+  for (const t of tokenizer.getAddedTokens())
+    types[t.id] = t.special ? TOKEN_TYPE.CONTROL : TOKEN_TYPE.USER_DEFINED;
+  const special = specialTokenIds(tokenizer);
+  return {
+    pre: 'gpt-2',
+    tokens,
+    types,
+    merges: tokenizer.getMerges().map(([a, b]) => `${a} ${b}`),
+    bos: special.bos?.id,
+    eos: special.eos?.id,
+    addBos: false,
+  };
+}
+
+/**
+ * The GGUF vocabulary of a Hugging Face tokenizer.json of the byte-level BPE kind whose splitting llama.cpp
+ * reproduces (Qwen2/2.5/3's, Llama 3's; see PRE_TOKENIZER_SPLITS), with tokenizer_config.json's BOS, EOS and
+ * chat template. Other tokenizers are refused, naming what differs.
+ */
+export function ggufVocabFromTokenizerJson(
+  json: Record<string, unknown>,
+  config: Record<string, unknown> = {},
+  source = 'tokenizer.json',
+): GgufVocab {
+  const model = json.model as
+    { type?: string; vocab?: Record<string, number>; merges?: unknown[] } | undefined;
+  if (model?.type !== 'BPE' || !model.vocab || !Array.isArray(model.merges))
+    throw new Error(`${source}: only BPE tokenizers with a vocab and merges can be written to GGUF`);
+  const pre = JSON.stringify(json.pre_tokenizer ?? null);
+  const name = Object.entries(PRE_TOKENIZER_SPLITS).find(([, regex]) =>
+    pre.includes(JSON.stringify(regex)),
+  )?.[0];
+  if (!name || !pre.includes('"ByteLevel"'))
+    throw new Error(
+      `${source}: its pre-tokenizer is not one llama.cpp reproduces by name (known: ${Object.keys(PRE_TOKENIZER_SPLITS).join(', ')}, each a Split regex then ByteLevel)`,
+    );
+  const tokens: string[] = [];
+  const types: number[] = [];
+  for (const [token, id] of Object.entries(model.vocab)) {
+    tokens[id] = token;
+    types[id] = TOKEN_TYPE.NORMAL;
+  }
+  const added = Array.isArray(json.added_tokens)
+    ? (json.added_tokens as { id: number; content: string; special?: boolean }[])
+    : [];
+  for (const t of added) {
+    tokens[t.id] = t.content;
+    types[t.id] = t.special ? TOKEN_TYPE.CONTROL : TOKEN_TYPE.USER_DEFINED;
+  }
+  for (let id = 0; id < tokens.length; id++)
+    if (tokens[id] === undefined)
+      throw new Error(`${source}: no token has id ${id} (ids must be 0..${tokens.length - 1})`);
+  const merges = model.merges.map((m, i) => {
+    if (typeof m === 'string') return m;
+    if (Array.isArray(m) && m.length === 2) return `${String(m[0])} ${String(m[1])}`;
+    throw new Error(`${source}: merges[${i}] is neither "left right" nor [left, right]`);
+  });
+  const idOf = (key: string): number | undefined => {
+    const v = config[key];
+    const content = typeof v === 'string' ? v : (v as { content?: string } | null)?.content;
+    return content === undefined
+      ? undefined
+      : tokens.indexOf(content) >= 0
+        ? tokens.indexOf(content)
+        : undefined;
+  };
+  return {
+    pre: name,
+    tokens,
+    types,
+    merges,
+    bos: idOf('bos_token'),
+    eos: idOf('eos_token'),
+    addBos: name === 'llama-bpe' && config.add_bos_token !== false,
+    chatTemplate: typeof config.chat_template === 'string' ? config.chat_template : undefined,
+  };
+}
+
+/** The tokenizer.json (for @huggingface/tokenizers) of a GGUF vocabulary whose splitting is one of PRE_TOKENIZER_SPLITS. */
+function tokenizerJsonOfGgufVocab(v: GgufVocab): Record<string, unknown> {
+  const vocab: Record<string, number> = {};
+  const added: Record<string, unknown>[] = [];
+  v.tokens.forEach((token, id) => {
+    const type = v.types[id] ?? TOKEN_TYPE.NORMAL;
+    if (type === TOKEN_TYPE.CONTROL || type === TOKEN_TYPE.USER_DEFINED)
+      added.push({
+        id,
+        content: token,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        special: type === TOKEN_TYPE.CONTROL,
+      });
+    else if (type !== TOKEN_TYPE.UNUSED) vocab[token] = id;
+  });
+  return {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: v.pre === 'qwen2' ? { type: 'NFC' } : null,
+    pre_tokenizer: {
+      type: 'Sequence',
+      pretokenizers: [
+        {
+          type: 'Split',
+          pattern: { Regex: PRE_TOKENIZER_SPLITS[v.pre] },
+          behavior: 'Isolated',
+          invert: false,
+        },
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+      ],
+    },
+    post_processor: null,
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: v.pre === 'llama-bpe',
+      vocab,
+      merges: v.merges,
+    },
+  };
+}
+
 export interface GgufExportOptions {
   /** general.name (default "psm-lab-model"). */
   name?: string;
@@ -597,7 +767,7 @@ export interface GgufExportOptions {
 /** GGUF metadata and tensors for a model and its tokenizer. */
 export function ggufContents(
   model: LlamaModel,
-  tokenizer: BpeTokenizer,
+  tokenizer: BpeTokenizer | GgufVocab,
   opts: GgufExportOptions = {},
 ): { metadata: Map<string, GgufValue>; tensors: GgufTensorInput[] } {
   const c = model.config;
@@ -605,14 +775,14 @@ export function ggufContents(
     throw new Error(
       'gguf export: the model carries LoRA adapters; merge them (model.mergeLora()) before exporting',
     );
-  if (tokenizer.vocabSize > c.vocabSize)
+  const vocab = tokenizer instanceof BpeTokenizer ? bpeVocab(tokenizer) : tokenizer;
+  if (vocab.tokens.length > c.vocabSize)
     throw new Error(
-      `gguf export: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is only ${c.vocabSize}`,
+      `gguf export: the tokenizer has ${vocab.tokens.length} tokens but the model's vocabulary is only ${c.vocabSize}`,
     );
   const arch = ggufArchitecture(c);
   checkGgufExpressible(c);
   const dtype = opts.dtype ?? 'F32';
-  const special = specialTokenIds(tokenizer);
   const md = new Map<string, GgufValue>();
   md.set('general.architecture', str(arch));
   md.set('general.name', str(opts.name ?? 'psm-lab-model'));
@@ -639,32 +809,26 @@ export function ggufContents(
   if (arch === 'gemma3') md.set(`${arch}.attention.sliding_window`, u32(c.slidingWindow!));
 
   // Tokenizer: byte-level BPE; the model's vocabulary may be padded beyond the tokenizer's.
-  const tokens = [...tokenizer.getTokens()];
-  const types = tokens.map(() => 1); // NORMAL
-  for (const t of tokenizer.getAddedTokens()) types[t.id] = t.special ? 3 : 4; // CONTROL / USER_DEFINED
+  const tokens = [...vocab.tokens];
+  const types = [...vocab.types];
   for (let id = tokens.length; id < c.vocabSize; id++) {
     tokens.push(`[PAD${id}]`);
-    types.push(5); // UNUSED
+    types.push(TOKEN_TYPE.UNUSED);
   }
   md.set('tokenizer.ggml.model', str('gpt2'));
-  md.set('tokenizer.ggml.pre', str('gpt-2'));
+  md.set('tokenizer.ggml.pre', str(vocab.pre));
   md.set('tokenizer.ggml.tokens', arr(GgufValueType.STRING, tokens));
   md.set('tokenizer.ggml.token_type', arr(GgufValueType.INT32, types));
-  md.set(
-    'tokenizer.ggml.merges',
-    arr(
-      GgufValueType.STRING,
-      tokenizer.getMerges().map(([a, b]) => `${a} ${b}`),
-    ),
-  );
-  if (special.bos) md.set('tokenizer.ggml.bos_token_id', u32(special.bos.id));
-  if (special.eos) {
-    md.set('tokenizer.ggml.eos_token_id', u32(special.eos.id));
-    md.set('tokenizer.ggml.padding_token_id', u32(special.eos.id));
+  md.set('tokenizer.ggml.merges', arr(GgufValueType.STRING, vocab.merges));
+  if (vocab.bos !== undefined) md.set('tokenizer.ggml.bos_token_id', u32(vocab.bos));
+  if (vocab.eos !== undefined) {
+    md.set('tokenizer.ggml.eos_token_id', u32(vocab.eos));
+    md.set('tokenizer.ggml.padding_token_id', u32(vocab.eos));
   }
-  md.set('tokenizer.ggml.add_bos_token', bool(false));
+  md.set('tokenizer.ggml.add_bos_token', bool(vocab.addBos));
   md.set('tokenizer.ggml.add_eos_token', bool(false));
-  md.set('tokenizer.chat_template', str(opts.chatTemplate ?? PSM_CHAT_TEMPLATE));
+  const template = opts.chatTemplate ?? vocab.chatTemplate ?? PSM_CHAT_TEMPLATE;
+  md.set('tokenizer.chat_template', str(template));
 
   const tensors: GgufTensorInput[] = [];
   const hd = headDim(c);
@@ -704,7 +868,7 @@ export function ggufContents(
 export function writeGgufFile(
   file: string,
   model: LlamaModel,
-  tokenizer: BpeTokenizer,
+  tokenizer: BpeTokenizer | GgufVocab,
   opts: GgufExportOptions = {},
 ): number {
   const { metadata, tensors } = ggufContents(model, tokenizer, opts);
@@ -1510,4 +1674,32 @@ export function ggufTokenizer(file: GgufFile): { tokenizer: BpeTokenizer | null;
       `${file.source} tokenizer`,
     ),
   };
+}
+
+/**
+ * The tokenizer of a GGUF file as PSM Lab runs it: its own byte-level BPE for the GPT-2 splitting (see
+ * {@link ggufTokenizer}), @huggingface/tokenizers over a rebuilt tokenizer.json for the splittings of
+ * PRE_TOKENIZER_SPLITS (Qwen2/3's "qwen2", Llama 3's "llama-bpe"), or null with the reason.
+ */
+export function ggufTextTokenizer(file: GgufFile): {
+  tokenizer: TextTokenizer | null;
+  /** The tokenizer.json rebuilt from the file, for the @huggingface/tokenizers kinds. */
+  tokenizerJson?: Record<string, unknown>;
+  reason?: string;
+} {
+  const pre = metaString(file, 'tokenizer.ggml.pre');
+  if (
+    metaString(file, 'tokenizer.ggml.model') !== 'gpt2' ||
+    pre === undefined ||
+    !(pre in PRE_TOKENIZER_SPLITS)
+  )
+    return ggufTokenizer(file);
+  const tokens = metaArray(file, 'tokenizer.ggml.tokens', GgufValueType.STRING) as string[] | undefined;
+  const merges = metaArray(file, 'tokenizer.ggml.merges', GgufValueType.STRING) as string[] | undefined;
+  if (!tokens || !merges)
+    return { tokenizer: null, reason: 'tokenizer.ggml.tokens or tokenizer.ggml.merges is missing' };
+  const types =
+    (metaArray(file, 'tokenizer.ggml.token_type', GgufValueType.INT32) as number[] | undefined) ?? [];
+  const tokenizerJson = tokenizerJsonOfGgufVocab({ pre, tokens, types, merges, addBos: false });
+  return { tokenizer: new HfTokenizerAdapter(tokenizerJson), tokenizerJson };
 }

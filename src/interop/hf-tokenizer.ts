@@ -36,6 +36,7 @@ export class HfTokenizerAdapter implements TextTokenizer {
   }
 
   decode(ids: readonly number[]): string {
+    if (ids.length === 0) return ''; // @huggingface/tokenizers refuses an empty list
     return this.tok.decode([...ids], { skip_special_tokens: false, clean_up_tokenization_spaces: false });
   }
 

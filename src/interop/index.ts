@@ -7,14 +7,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { loadModelFolder, saveModelFolder } from '../model/weights.ts';
-import { tokenizerToJson } from '../tokenizer/index.ts';
+import { toHfConfig } from '../model/config.ts';
+import { BpeTokenizer, tokenizerToJson } from '../tokenizer/index.ts';
 import { exportHfFolder } from './hf-export.ts';
 import { importHfToModelFolder } from './hf-import.ts';
 import { loadFolderTokenizer } from './hf-tokenizer.ts';
 import {
   ggufConfig,
   ggufToModel,
-  ggufTokenizer,
+  ggufTextTokenizer,
   readGgufFile,
   writeGgufFile,
   ggufArchitecture,
@@ -43,6 +44,8 @@ export {
   ggufConfig,
   ggufToModel,
   ggufTokenizer,
+  ggufTextTokenizer,
+  ggufVocabFromTokenizerJson,
   ggufTensorData,
   permuteForGguf,
   unpermuteFromGguf,
@@ -50,6 +53,7 @@ export {
   type GgufHeader,
   type GgufValue,
   type GgufExportOptions,
+  type GgufVocab,
 } from './gguf.ts';
 
 export type ExportFormat = 'hf' | 'gguf';
@@ -91,7 +95,7 @@ export function exportModelFolder(
       format,
       out,
       bytes: folderBytes(out),
-      architecture: model.config.qkvBias ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM',
+      architecture: String((toHfConfig(model.config).architectures as string[])[0]),
       parameters: model.parameterCount(),
     };
   }
@@ -123,7 +127,10 @@ export interface ImportSummary {
   warnings: string[];
 }
 
-/** Imports an HF folder (Llama / Qwen2 family) or a GGUF file (llama / qwen2, F32/F16/BF16) into a PSM Lab model folder. */
+/**
+ * Imports an HF folder (Llama 3, SmolLM2, Qwen2/2.5, Qwen3, Gemma 3) or a GGUF file (llama, qwen2, qwen3, gemma3;
+ * F32/F16/BF16/Q8_0) into a PSM Lab model folder.
+ */
 export function importModel(from: string, out: string): ImportSummary {
   if (!fs.existsSync(from)) throw new Error(`${from}: not found`);
   if (fs.statSync(from).isDirectory()) {
@@ -142,15 +149,14 @@ export function importModel(from: string, out: string): ImportSummary {
   const file = readGgufFile(from);
   const config = ggufConfig(file);
   const model = ggufToModel(file);
-  const { tokenizer, reason } = ggufTokenizer(file);
+  const { tokenizer, tokenizerJson, reason } = ggufTextTokenizer(file);
   const warnings = tokenizer ? [] : [`no tokenizer: ${reason}`];
   const dtypes = [...new Set(file.tensors.map((t) => ggmlTypeName(t.type)))];
-  saveModelFolder(
-    out,
-    model,
-    tokenizer ? { 'tokenizer.json': `${JSON.stringify(tokenizerToJson(tokenizer), null, 2)}\n` } : {},
-    { producer: 'psm-lab import', source: 'gguf' },
-  );
+  const json = tokenizerJson ?? (tokenizer instanceof BpeTokenizer ? tokenizerToJson(tokenizer) : null);
+  saveModelFolder(out, model, json ? { 'tokenizer.json': `${JSON.stringify(json, null, 2)}\n` } : {}, {
+    producer: 'psm-lab import',
+    source: 'gguf',
+  });
   atomicWriteJsonSync(path.join(out, 'psm-import.json'), {
     source: path.resolve(from),
     format: 'gguf',
@@ -164,7 +170,7 @@ export function importModel(from: string, out: string): ImportSummary {
     architecture: ggufArchitecture(config),
     parameters: model.parameterCount(),
     dtypes,
-    tokenizer: tokenizer ? 'psm' : null,
+    tokenizer: tokenizer ? (tokenizerJson ? 'hf-js' : 'psm') : null,
     warnings,
   };
 }
