@@ -33,7 +33,7 @@ export function registerInteropCommands(program: Command): void {
   program
     .command('import')
     .description(
-      'Import a local Hugging Face folder (Llama or Qwen2 family; safetensors, possibly sharded; fp32/fp16/bf16) or a GGUF file into a PSM Lab model folder',
+      'Import a local Hugging Face folder (Llama 3, SmolLM2, Qwen2.5, Qwen3 or Gemma 3; safetensors, possibly sharded; fp32/fp16/bf16) or a GGUF file (llama, qwen2, qwen3, gemma3; f32/f16/bf16/q8_0) into a PSM Lab model folder',
     )
     .requiredOption('--from <path>', 'Hugging Face model folder or .gguf file')
     .requiredOption('--out <dir>', 'PSM Lab model folder to write')
