@@ -9,6 +9,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { worldBatteryItems } from '../src/audit/items.ts';
+import { loadModelHandle, modelText } from '../src/interpret/activations.ts';
+import { scoreItems } from '../src/interpret/steer.ts';
+import { pGoodFromLogProbs } from '../src/world/eval.ts';
 import { chatFromPrompt, formatChat, type ChatMessage } from '../src/interop/chat-template.ts';
 import { parseLlamaConfig } from '../src/model/config.ts';
 import { LlamaModel } from '../src/model/llama.ts';
@@ -119,5 +122,42 @@ describe('a PSM Lab model keeps the PSM format', () => {
       const options = [...it.good, ...it.bad];
       expect(await provider.scoreChat(messages, options)).toEqual(await provider.score(it.prompt, options));
     }
+  });
+});
+
+describe("interpretation asks the world's items in the model's format", () => {
+  it('a template model: chat items rendered, options without the leading space; P(good) as the provider scores it', async () => {
+    const dir = chatmlFolder();
+    const handle = loadModelHandle(dir);
+    expect(handle.chat?.kind).toBe('jinja');
+    const items = (await worldBatteryItems({ perDomain: 1, formats: ['chat'] })).slice(0, 3);
+    const t = modelText(handle, items[0].prompt, items[0].good);
+    expect(t.prompt.startsWith('<|im_start|>')).toBe(true);
+    expect(t.prompt.endsWith('<|im_start|>assistant\n')).toBe(true);
+    expect(t.continuations[0]).toBe(items[0].good[0].slice(1));
+    const { pGood } = scoreItems(handle, items);
+    const provider = new LocalProvider(LocalEngine.load(dir));
+    for (const [i, it] of items.entries()) {
+      const lps = await provider.scoreChat(chatFromPrompt(it.prompt)!, [...it.good, ...it.bad]);
+      expect(pGood[i]).toBeCloseTo(
+        pGoodFromLogProbs(lps.slice(0, it.good.length), lps.slice(it.good.length)),
+        4,
+      );
+    }
+    // A story is read as written (SmolLM2's template writes no BOS token).
+    expect(modelText(handle, 'Mara went out.', [' She'])).toEqual({
+      prompt: 'Mara went out.',
+      continuations: [' She'],
+    });
+    expect(loadModelHandle(dir, { chatTemplate: 'psm' }).chat).toBeUndefined();
+  });
+
+  it('a PSM Lab model: the separator, then the prompt as written', () => {
+    const handle = loadModelHandle(makeTinyModelFolder());
+    expect(handle.chat).toBeUndefined();
+    expect(modelText(handle, 'User: hi\nAssistant:', [' hello'])).toEqual({
+      prompt: '<|endoftext|>User: hi\nAssistant:',
+      continuations: [' hello'],
+    });
   });
 });

@@ -111,14 +111,21 @@ export async function loadWorldOption(file: string | undefined): Promise<World> 
   return file ? w.loadWorld(file) : w.loadDefaultWorld();
 }
 
-export async function handleFor(dir: string) {
+/** A model folder's handle for the analysis commands; `chatTemplate` ("psm" or a file) replaces its own template. */
+export async function handleFor(dir: string, chatTemplate?: string) {
   const [{ configureBackend }, { loadModelHandle }] = await Promise.all([
     import('../tensor/backend.ts'),
     import('../interpret/activations.ts'),
   ]);
   configureBackend();
-  return loadModelHandle(dir);
+  return loadModelHandle(dir, { chatTemplate });
 }
+
+/** The --chat-template option of the commands that ask a model the world's chat items. */
+export const CHAT_TEMPLATE_OPTION = [
+  '--chat-template <file|psm>',
+  "chat template instead of the model's own (a .jinja file or a tokenizer_config.json), or psm for PSM Lab's format",
+] as const;
 
 export const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 

@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { itemSeedOf } from '../interpret/item-seeds.ts';
 import {
+  CHAT_TEMPLATE_OPTION,
   f,
   handleFor,
   intOption,
@@ -30,6 +31,7 @@ export interface SteerOptions {
   items: number;
   allowOtherModel?: boolean;
   out?: string;
+  chatTemplate?: string;
 }
 
 export function registerSteerCommand(program: Command): void {
@@ -63,6 +65,7 @@ export function registerSteerCommand(program: Command): void {
     .option('--items <n>', 'held-out Assistant items per trait', intOption('--items'), 48)
     .option('--allow-other-model', 'apply vectors extracted from another model')
     .option('--out <file>', 'write the results as JSON')
+    .option(...CHAT_TEMPLATE_OPTION)
     .action(async (o: SteerOptions) => {
       await runSteer(o);
     });
@@ -71,7 +74,7 @@ export function registerSteerCommand(program: Command): void {
 /** Prints one row per trait (P(good) per alpha, or ablated, or capped) and returns what --out writes. */
 export async function runSteer(o: SteerOptions): Promise<Record<string, unknown>> {
   const world = await loadWorldOption(o.world);
-  const handle = await handleFor(o.model);
+  const handle = await handleFor(o.model, o.chatTemplate);
   const [v, s, w] = await Promise.all([
     import('../interpret/vectors.ts'),
     import('../interpret/steer.ts'),

@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import type { SpanKind } from '../interpret/activations.ts';
 import type { VectorBundle } from '../interpret/vectors.ts';
 import {
+  CHAT_TEMPLATE_OPTION,
   f,
   handleFor,
   intOption,
@@ -34,6 +35,7 @@ export interface VectorsOptions {
   selectAlpha: number;
   select: boolean;
   seed: number;
+  chatTemplate?: string;
 }
 
 export function registerVectorsCommand(program: Command): void {
@@ -74,6 +76,7 @@ export function registerVectorsCommand(program: Command): void {
     )
     .option('--no-select', 'skip layer selection (much faster)')
     .option('--seed <n>', 'item seed', intOption('--seed', 0), 1)
+    .option(...CHAT_TEMPLATE_OPTION)
     .action(async (o: VectorsOptions) => {
       if (!o.model)
         throw new Error("psm vectors: --model <dir> is required (or use 'psm vectors export' / 'import')");
@@ -195,7 +198,7 @@ export async function runVectorsImport(o: VectorsImportOptions): Promise<string>
 /** Extracts and saves the vectors; prints each trait's steering effect per layer and the traits' cosines. */
 export async function runVectors(o: VectorsOptions): Promise<VectorBundle> {
   const world = await loadWorldOption(o.world);
-  const handle = await handleFor(o.model);
+  const handle = await handleFor(o.model, o.chatTemplate);
   const v = await import('../interpret/vectors.ts');
   if (!(v.VECTOR_METHODS as readonly string[]).includes(o.method))
     throw new Error(`--method must be one of ${v.VECTOR_METHODS.join(', ')}, got "${o.method}"`);

@@ -25,6 +25,8 @@ import { memoEncode, type Encoder } from '../measurement/choice.ts';
 import { checkHookName, HookSet, type HookFn } from '../model/hooks.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { loadModelFolder, MODEL_FILE, modelTensors } from '../model/weights.ts';
+import { chatFromPrompt, ChatTemplate } from '../interop/chat-template.ts';
+import { chatTemplateForFolder } from '../interop/chat-template-source.ts';
 import { loadTokenizerSync, type BpeTokenizer } from '../tokenizer/index.ts';
 import { END_OF_TEXT } from '../world/index.ts';
 
@@ -44,6 +46,8 @@ export interface ModelHandle {
   hash: string;
   /** Where it came from (folder or a label). */
   source: string;
+  /** Its chat format (default: PSM Lab's): the world's chat items are asked in it (see modelText). */
+  chat?: ChatTemplate;
 }
 
 /** sha256 of a model folder's model.safetensors bytes. */
@@ -63,15 +67,44 @@ export function hashModel(model: LlamaModel): string {
   return h.digest('hex');
 }
 
-export function loadModelHandle(dir: string): ModelHandle {
+/** A model folder's handle; `chatTemplate` ("psm" or a file) replaces the folder's own chat template. */
+export function loadModelHandle(dir: string, opts: { chatTemplate?: string } = {}): ModelHandle {
   const tokPath = path.join(dir, 'tokenizer.json');
   if (!fs.existsSync(tokPath))
     throw new Error(`${tokPath}: not found (a PSM Lab model folder holds its tokenizer)`);
+  const chat = chatTemplateForFolder(dir, opts.chatTemplate);
   return {
     model: loadModelFolder(dir),
     tokenizer: loadTokenizerSync(tokPath),
     hash: hashModelFolder(dir),
     source: dir,
+    ...(chat.kind === 'psm' ? {} : { chat }),
+  };
+}
+
+/**
+ * A world item's prompt and continuations as the model reads them. In the PSM chat format (PSM Lab's models): the
+ * document separator, then the prompt as written. In a model's own template: a chat item ("[intro]\nUser: ...
+ * \nAssistant:") becomes its messages rendered with the generation prompt, and the continuations lose the leading
+ * space the PSM format puts after "Assistant:"; a story keeps its text, after the BOS token where the template writes
+ * one. Special tokens the template writes are read as such by the tokenizer's encode().
+ */
+export function modelText(
+  handle: Pick<ModelHandle, 'chat'>,
+  prompt: string,
+  continuations: readonly string[],
+): { prompt: string; continuations: string[] } {
+  const chat = handle.chat;
+  if (!chat || chat.kind === 'psm')
+    return { prompt: END_OF_TEXT + prompt, continuations: [...continuations] };
+  const messages = chatFromPrompt(prompt);
+  if (!messages) {
+    const bos = chat.bosToken && chat.source.includes('bos_token') ? chat.bosToken : '';
+    return { prompt: bos + prompt, continuations: [...continuations] };
+  }
+  return {
+    prompt: chat.render(messages),
+    continuations: continuations.map((c) => (c.startsWith(' ') ? c.slice(1) : c)),
   };
 }
 
@@ -103,6 +136,19 @@ export interface TokenContext {
   prompt: number[];
   /** Response ids (may be empty). */
   response: number[];
+}
+
+/** Tokenises contexts as `handle`'s model reads them (its chat format; see modelText). */
+export function tokenizeContextsFor(handle: ModelHandle, contexts: readonly TextContext[]): TokenContext[] {
+  if (!handle.chat || handle.chat.kind === 'psm') return tokenizeContexts(handle.tokenizer, contexts);
+  return tokenizeContexts(
+    handle.tokenizer,
+    contexts.map((c) => {
+      const t = modelText(handle, c.prompt, c.response ? [c.response] : []);
+      return { prompt: t.prompt, response: t.continuations[0] };
+    }),
+    '',
+  );
 }
 
 /** Tokenises contexts with the document separator in front of each prompt (the scoring convention). */

@@ -18,8 +18,14 @@ import {
   type HookFn,
   type PositionSelector,
 } from '../model/hooks.ts';
-import { END_OF_TEXT } from '../world/index.ts';
-import { checkLayer, layerHook, unitVector, type ModelHandle, type ResidKind } from './activations.ts';
+import {
+  checkLayer,
+  layerHook,
+  modelText,
+  unitVector,
+  type ModelHandle,
+  type ResidKind,
+} from './activations.ts';
 import {
   scoreChoicesShared,
   scoreFromTrace,
@@ -177,17 +183,27 @@ export function scoreItems(
     pGood: p,
     logMass,
     lastToken,
-  } = scoreChoicesShared(handle.model, handle.tokenizer, items.map(sharedItem), {
-    hooks: opts.hooks,
-    record: opts.record,
-  });
+  } = scoreChoicesShared(
+    handle.model,
+    handle.tokenizer,
+    items.map((it) => sharedItem(handle, it)),
+    {
+      hooks: opts.hooks,
+      record: opts.record,
+    },
+  );
   checkFinitePGood(p, items, what);
   return { pGood: p, logMass, lastToken };
 }
 
-/** An item as the shared-prompt scorer takes it: the document separator in front of the prompt. */
-function sharedItem(it: ScoredItem): SharedChoiceItem {
-  return { prompt: END_OF_TEXT + it.prompt, good: it.good, bad: it.bad };
+/** An item as the shared-prompt scorer takes it, in the model's chat format (the separator first, for PSM's). */
+function sharedItem(handle: ModelHandle, it: ScoredItem): SharedChoiceItem {
+  const t = modelText(handle, it.prompt, [...it.good, ...it.bad]);
+  return {
+    prompt: t.prompt,
+    good: t.continuations.slice(0, it.good.length),
+    bad: t.continuations.slice(it.good.length),
+  };
 }
 
 function checkFinitePGood(pGood: readonly number[], items: readonly ScoredItem[], what: string): void {
@@ -311,7 +327,11 @@ export interface TracedItems {
 
 /** Traces items for repeated steering at single layers (`doseResponse`'s `trace`): memory ~ items x layers. */
 export function traceItems(handle: ModelHandle, items: readonly ScoredItem[]): TracedItems {
-  const trace = traceChoices(handle.model, handle.tokenizer, items.map(sharedItem));
+  const trace = traceChoices(
+    handle.model,
+    handle.tokenizer,
+    items.map((it) => sharedItem(handle, it)),
+  );
   checkFinitePGood(trace.base.pGood, items, 'unsteered scoring');
   return { items, trace };
 }

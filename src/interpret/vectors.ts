@@ -21,7 +21,7 @@ import {
   norm,
   readProvenance,
   saveTensorsWithProvenance,
-  tokenizeContexts,
+  tokenizeContextsFor,
   type ModelHandle,
   type ResidKind,
   type SpanKind,
@@ -128,7 +128,7 @@ export function extractPersonaVectors(
     throw new Error(`unknown vector method "${method}" (known: ${VECTOR_METHODS.join(', ')})`);
   const span: SpanKind = opts.span ?? (method === 'response' ? 'response' : 'last-prompt');
   const kind = opts.hookKind ?? DEFAULT_HOOK_KIND;
-  const { model, tokenizer } = handle;
+  const { model } = handle;
   const nLayers = model.config.nLayers;
   const dim = model.config.dim;
   const hooks = Array.from({ length: nLayers }, (_, l) => layerHook(l, kind));
@@ -137,10 +137,10 @@ export function extractPersonaVectors(
   const seed = opts.seed ?? 1;
   return traitsOf(world, opts.traits).map((trait) => {
     const ctx = extractionContexts(world, trait, method, n, seed, opts.contrastScenes);
-    const bad = meanActivations(model, tokenizeContexts(tokenizer, ctx.bad), hooks, span, {
+    const bad = meanActivations(model, tokenizeContextsFor(handle, ctx.bad), hooks, span, {
       tokensPerBatch: opts.tokensPerBatch,
     });
-    const good = meanActivations(model, tokenizeContexts(tokenizer, ctx.good), hooks, span, {
+    const good = meanActivations(model, tokenizeContextsFor(handle, ctx.good), hooks, span, {
       tokensPerBatch: opts.tokensPerBatch,
     });
     const byLayer = hooks.map((hook, layer) => {
