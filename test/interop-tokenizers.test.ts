@@ -21,6 +21,7 @@ import {
   writeGgufFile,
 } from '../src/interop/gguf.ts';
 import { loadFolderTokenizer, readJsonObject } from '../src/interop/hf-tokenizer.ts';
+import { importModel } from '../src/interop/index.ts';
 import { parseLlamaConfig } from '../src/model/config.ts';
 import { configureBackend } from '../src/tensor/backend.ts';
 import type { TextTokenizer } from '../src/tokenizer/types.ts';
@@ -146,6 +147,15 @@ describe.skipIf(!llama).each(Object.keys(CASES))('%s tokenizer: PSM Lab and llam
     }
     expect(count).toBeGreaterThan(300);
   });
+
+  it('psm import of the GGUF writes a model folder whose tokenizer gives the same ids', () => {
+    const out = path.join(dir, `${name}-imported`);
+    const summary = importModel(path.join(dir, `${name}.gguf`), out);
+    expect(summary.tokenizer).toBe('hf-js');
+    const imported = loadFolderTokenizer(out).tokenizer;
+    for (const text of [...TEXTS, ...c.special])
+      expect(imported.encode(text), JSON.stringify(text)).toEqual(ours.encode(text));
+  }, 60_000);
 
   it('special tokens in the text are single tokens on both sides', () => {
     for (const text of c.special) {
