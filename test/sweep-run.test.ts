@@ -17,7 +17,7 @@ import { silentProgress } from '../src/pipeline/progress.ts';
 import type { RunResults } from '../src/pipeline/results.ts';
 import { readStageRecord } from '../src/pipeline/stage.ts';
 import { storePath, uniqueStages } from '../src/sweep/plan.ts';
-import { runSweep, type SweepResult } from '../src/sweep/run.ts';
+import { planOf, runSweep, type SweepResult } from '../src/sweep/run.ts';
 import { silentSweepProgress } from '../src/sweep/scheduler.ts';
 import { expandGrid, loadSweepFile } from '../src/sweep/spec.ts';
 import { formatStatus, sweepStatus } from '../src/sweep/status.ts';
@@ -101,6 +101,38 @@ describe('psm sweep on the local pool', () => {
     const dir = tmp();
     const file = writeSweepFile(dir);
     const out = path.join(dir, 'sweep');
+    // A job that cannot run (a folder where its stage link goes) fails each try, with its error; the job that needs
+    // its stages is not run; the sweep says so.
+    const { plan } = planOf(file, out);
+    // (Paths in a job's errors are relative to the sweep folder.)
+    const obstacle = path.join(jobRunDir(plan.jobs[0]), 'standard-seed1', 'corpus');
+    fs.mkdirSync(path.join(out, obstacle), { recursive: true });
+    const failed = await runSweep(file, {
+      out,
+      jobs: 1,
+      attempts: 2,
+      progress: silentSweepProgress,
+      log: () => {},
+    });
+    expect(failed.outcome).toEqual({
+      done: [],
+      failed: [
+        {
+          job: plan.jobs[0].id,
+          error: `${obstacle} is a folder, not a link into the sweep's stage store; remove it`,
+        },
+      ],
+      blocked: [{ job: plan.jobs[1].id, on: plan.jobs[0].id }],
+    });
+    expect(readJobRecord(out, plan.jobs[0].id)).toMatchObject({ state: 'failed', attempts: [{}, {}] });
+    expect(formatStatus(sweepStatus(out))).toMatch(
+      /failed +0\/8 +attempt 2\/2: runs\/.* is a folder, not a link/,
+    );
+    expect(fs.readFileSync(path.join(out, 'report', 'sweep.md'), 'utf8')).toMatch(
+      /No grid point has a finished seed/,
+    );
+    // Run again once the obstacle is gone: the failed job is tried anew.
+    fs.rmdirSync(path.join(out, obstacle));
     const r = await runSweep(file, { out, jobs: 1, progress: silentSweepProgress, log: () => {} });
     checkSweep(r);
     // The second grid point computed only its own fine-tune and battery; the rest came from the first's.
