@@ -199,10 +199,16 @@ export class GgufProvider implements Provider {
 
   /**
    * A chat in the file's format, ending with the generation prompt. The PSM format is plain text after the BOS
-   * token; a model's template writes its own special tokens, and the messages' text is never read as one.
+   * (separator) token; a model's template writes its own special tokens, and the messages' text is never read as one.
    */
   private encodeChat(L: Loaded, messages: readonly ChatMessage[]): Token[] {
-    if (L.chat.kind === 'psm') return this.encode(L.model, formatChat(messages, { bosToken: '' }), false);
+    if (L.chat.kind === 'psm') {
+      // The PSM format starts with the separator (the template's bos_token), whatever the file says about BOS on raw
+      // prompts (PSM Lab's exports say no): as the local engine prompts the same model.
+      const ids = L.model.tokenize(formatChat(messages, { bosToken: '' }), false);
+      const bos = L.model.tokens.bos;
+      return (this.opts.addBos ?? true) && bos !== null ? [bos, ...ids] : ids;
+    }
     const text = L.chat.render(messages);
     return encodeRenderedChat(text, messages, L.specialTokens, {
       encodeOrdinary: (t) => L.model.tokenize(t, false),
