@@ -13,13 +13,13 @@ import { loadModelHandle, modelText } from '../src/interpret/activations.ts';
 import { scoreItems } from '../src/interpret/steer.ts';
 import { pGoodFromLogProbs } from '../src/world/eval.ts';
 import { chatFromPrompt, formatChat, type ChatMessage } from '../src/interop/chat-template.ts';
-import { parseLlamaConfig } from '../src/model/config.ts';
 import { LlamaModel } from '../src/model/llama.ts';
 import { scoreContinuations } from '../src/model/score.ts';
 import { saveModelFolder } from '../src/model/weights.ts';
 import { LocalEngine } from '../src/providers/local-engine.ts';
 import { LocalProvider } from '../src/providers/local.ts';
 import { tokenizerToJson, trainBpe } from '../src/tokenizer/index.ts';
+import { tinyConfig } from './interop-fixtures.ts';
 import { FIXTURE_TEXTS, makeTinyModelFolder } from './serve-fixture.ts';
 
 const SMOLLM2 = path.join(import.meta.dirname, 'fixtures', 'chat-templates', 'smollm2.json');
@@ -32,16 +32,7 @@ function chatmlFolder(): string {
     specialTokens: ['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
     minFrequency: 1,
   });
-  const config = parseLlamaConfig({
-    vocabSize: tokenizer.vocabSize,
-    dim: 32,
-    nLayers: 2,
-    nHeads: 4,
-    nKvHeads: 2,
-    hiddenDim: 64,
-    maxSeqLen: 256,
-  });
-  saveModelFolder(dir, new LlamaModel(config).initialize(3), {
+  saveModelFolder(dir, new LlamaModel(tinyConfig(tokenizer, { maxSeqLen: 256 })).initialize(3), {
     'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)),
     'tokenizer_config.json': fs.readFileSync(SMOLLM2),
     'psm-import.json': '{}',
