@@ -13,6 +13,9 @@ import { loadModelHandle, modelText } from '../src/interpret/activations.ts';
 import { scoreItems } from '../src/interpret/steer.ts';
 import { pGoodFromLogProbs } from '../src/world/eval.ts';
 import { chatFromPrompt, formatChat, type ChatMessage } from '../src/interop/chat-template.ts';
+import { chatTemplateForFolder } from '../src/interop/chat-template-source.ts';
+import { writeGgufFile } from '../src/interop/gguf.ts';
+import { importModel } from '../src/interop/index.ts';
 import { LlamaModel } from '../src/model/llama.ts';
 import { scoreContinuations } from '../src/model/score.ts';
 import { saveModelFolder } from '../src/model/weights.ts';
@@ -150,5 +153,20 @@ describe("interpretation asks the world's items in the model's format", () => {
       prompt: '<|endoftext|>User: hi\nAssistant:',
       continuations: [' hello'],
     });
+  });
+});
+
+describe('an imported GGUF keeps its chat template', () => {
+  it("psm import of a GGUF writes the file's template into tokenizer_config.json", () => {
+    const dir = chatmlFolder();
+    const engine = LocalEngine.load(dir);
+    const gguf = path.join(dir, 'model.gguf');
+    writeGgufFile(gguf, engine.model, engine.tokenizer, { chatTemplate: engine.chat.source });
+    const out = path.join(dir, 'imported');
+    importModel(gguf, out);
+    const t = chatTemplateForFolder(out);
+    expect(t.kind).toBe('jinja');
+    expect(t.render(CHAT)).toBe(engine.chat.render(CHAT));
+    expect(LocalEngine.load(out).encodeChat(CHAT)).toEqual(engine.encodeChat(CHAT));
   });
 });

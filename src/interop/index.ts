@@ -9,6 +9,7 @@ import { atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { loadModelFolder, saveModelFolder } from '../model/weights.ts';
 import { toHfConfig } from '../model/config.ts';
 import { BpeTokenizer, tokenizerToJson } from '../tokenizer/index.ts';
+import { chatTemplateFromGguf } from './chat-template-source.ts';
 import { exportHfFolder } from './hf-export.ts';
 import { importHfToModelFolder } from './hf-import.ts';
 import { loadFolderTokenizer } from './hf-tokenizer.ts';
@@ -153,10 +154,22 @@ export function importModel(from: string, out: string): ImportSummary {
   const warnings = tokenizer ? [] : [`no tokenizer: ${reason}`];
   const dtypes = [...new Set(file.tensors.map((t) => ggmlTypeName(t.type)))];
   const json = tokenizerJson ?? (tokenizer instanceof BpeTokenizer ? tokenizerToJson(tokenizer) : null);
-  saveModelFolder(out, model, json ? { 'tokenizer.json': `${JSON.stringify(json, null, 2)}\n` } : {}, {
-    producer: 'psm-lab import',
-    source: 'gguf',
-  });
+  const extra: Record<string, string> = {};
+  if (json) extra['tokenizer.json'] = `${JSON.stringify(json, null, 2)}\n`;
+  // The file's chat template travels into tokenizer_config.json, where a model folder keeps it.
+  let chat: ReturnType<typeof chatTemplateFromGguf> = null;
+  try {
+    chat = chatTemplateFromGguf(file);
+  } catch (e) {
+    warnings.push(`chat template not kept: ${(e as Error).message}`);
+  }
+  if (chat)
+    extra['tokenizer_config.json'] = `${JSON.stringify(
+      { chat_template: chat.source, bos_token: chat.bosToken ?? null, eos_token: chat.eosToken ?? null },
+      null,
+      2,
+    )}\n`;
+  saveModelFolder(out, model, extra, { producer: 'psm-lab import', source: 'gguf' });
   atomicWriteJsonSync(path.join(out, 'psm-import.json'), {
     source: path.resolve(from),
     format: 'gguf',
