@@ -33,7 +33,7 @@ function sweepProgress(): SweepProgress {
     const running =
       s.running.length > 1 ? `${s.running[0]} (+${s.running.length - 1} more)` : (s.running[0] ?? '');
     return {
-      fields: { jobs: `${s.jobsDone}/${s.jobsTotal}`, rate: rate.toFixed(1), eta: duration(eta), running },
+      fields: { jobs: `${s.jobsDone}/${s.jobsTotal}`, rate: rate.toFixed(1), left: duration(eta), running },
       text: `sweep: ${s.stagesDone}/${s.stagesTotal} stages, ${s.jobsDone}/${s.jobsTotal} jobs, ${rate.toFixed(1)} stages/min, ETA ${duration(eta)}${running ? ` | ${running}` : ''}`,
     };
   };
@@ -41,7 +41,7 @@ function sweepProgress(): SweepProgress {
     const bar = new cliProgress.SingleBar(
       {
         format:
-          'sweep [{bar}] {value}/{total} stages | {jobs} jobs | {rate} stages/min | ETA {eta} | {running}',
+          'sweep [{bar}] {value}/{total} stages | {jobs} jobs | {rate} stages/min | ETA {left} | {running}',
         stream: process.stderr,
         hideCursor: true,
       },

@@ -111,6 +111,6 @@ export async function runAttempt(o: AttemptOptions): Promise<AttemptOutcome> {
     ? `stopped: ${String(o.signal.reason ?? 'aborted')}`
     : errorOf(tail, code, signal);
   attempt.error = error;
-  save(o.final ? 'failed' : 'retrying');
+  save(o.signal?.aborted ? 'stopped' : o.final ? 'failed' : 'retrying');
   return { ok: false, error };
 }

@@ -8,7 +8,7 @@ import { storePath, uniqueStages, type PlannedJob, type SweepPlan } from './plan
 import { isJobDone, readJobProgress, readJobRecord, readPlan, stageState, type JobRecord } from './store.ts';
 
 export type JobState =
-  'done' | 'running' | 'stalled' | 'queued' | 'retrying' | 'failed' | 'waiting' | 'blocked';
+  'done' | 'running' | 'stalled' | 'queued' | 'retrying' | 'stopped' | 'failed' | 'waiting' | 'blocked';
 
 export interface JobStatus {
   job: string;
@@ -84,8 +84,7 @@ function jobStatus(
       stage: p && p.pid === a.pid ? `${p.label} ${p.done}/${p.total} ${p.unit}` : undefined,
     };
   }
-  if (record?.state === 'queued' || record?.state === 'retrying' || record?.state === 'failed')
-    return { ...base, state: record.state, error: lastError(record) };
+  if (record && record.state !== 'done') return { ...base, state: record.state, error: lastError(record) };
   const unfinished = job.deps.filter((d) => states.get(d) !== 'done');
   const failed = unfinished.filter((d) => states.get(d) === 'failed' || states.get(d) === 'blocked');
   return failed.length > 0 ? { ...base, state: 'blocked', on: failed } : { ...base, on: unfinished };
@@ -117,6 +116,7 @@ export function formatStatus(s: SweepStatus, opts: { stages?: boolean } = {}): s
     'stalled',
     'queued',
     'retrying',
+    'stopped',
     'waiting',
     'failed',
     'blocked',

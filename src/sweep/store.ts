@@ -124,8 +124,11 @@ export interface Attempt {
 
 export interface JobRecord {
   job: string;
-  /** queued: handed to a worker or queue; retrying: an attempt failed and another will come. */
-  state: 'queued' | 'running' | 'retrying' | 'done' | 'failed';
+  /**
+   * queued: handed to the pool or the queue; retrying: an attempt failed and another will come; stopped: its attempt
+   * was stopped with the sweep or the worker (a run of the sweep again, or another worker, goes on with it).
+   */
+  state: 'queued' | 'running' | 'retrying' | 'stopped' | 'done' | 'failed';
   maxAttempts: number;
   attempts: Attempt[];
   queuedAt?: string;
