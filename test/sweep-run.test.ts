@@ -4,9 +4,8 @@
  * loopback port) with three `psm worker` processes, one of them killed with SIGKILL in the middle of pre-training.
  * Both must compute every stage once and reach the numbers `psm run` reaches for each grid point on its own.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +21,7 @@ import { silentSweepProgress } from '../src/sweep/scheduler.ts';
 import { expandGrid, loadSweepFile } from '../src/sweep/spec.ts';
 import { formatStatus, sweepStatus } from '../src/sweep/status.ts';
 import { jobLogFile, jobRunDir, readJobProgress, readJobRecord } from '../src/sweep/store.ts';
+import { hasRedisServer, startRedisServer, type RedisServer } from './redis-server.ts';
 
 const root = path.resolve(__dirname, '..');
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'psm-sweep-run-'));
@@ -153,48 +153,24 @@ describe('psm sweep on the local pool', () => {
   }, 180_000);
 });
 
-const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
+const hasRedis = hasRedisServer();
 if (!hasRedis)
   console.warn(
     'sweep-run.test.ts: redis-server is not installed, so the queue test is skipped (apt-get install redis-server; .ci/run installs it)',
   );
 
-/** A free loopback port (bound and released; the redis-server started next takes it). */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 describe.skipIf(!hasRedis)('psm sweep on a Redis queue with psm worker processes', () => {
   const children: ChildProcess[] = [];
+  let redis: RedisServer | null = null;
   afterAll(() => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    redis?.stop();
   });
 
   it("hands a SIGKILLed worker's job to another, which resumes it; every stage finishes once", async () => {
     const store = tmp();
-    const port = await freePort();
-    const redis = spawn(
-      'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', store],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    children.push(redis);
-    await new Promise<void>((resolve, reject) => {
-      let out = '';
-      redis.stdout!.on('data', (b: Buffer) => {
-        out += b.toString();
-        if (out.includes('Ready to accept connections')) resolve();
-      });
-      redis.on('exit', (code) => reject(new Error(`redis-server exited (${code}): ${out}`)));
-    });
-    const url = `redis://127.0.0.1:${port}`;
+    redis = await startRedisServer();
+    const url = redis.url;
     const logs: string[] = [];
     const workers = [1, 2, 3].map(() => {
       const w = spawn(
