@@ -135,7 +135,7 @@ export function formatStatus(s: SweepStatus, opts: { stages?: boolean } = {}): s
         : j.state === 'waiting' || j.state === 'blocked'
           ? j.on && j.on.length > 0
             ? `on ${j.on.join(', ')}`
-            : ''
+            : 'for a free worker'
           : j.error
             ? `attempt ${j.attempts}/${j.maxAttempts ?? '?'}: ${j.error}`
             : '';
