@@ -9,6 +9,9 @@ import { describePlan, writePlan } from '../src/sweep/run.ts';
 import { expandGrid, loadSweepFile } from '../src/sweep/spec.ts';
 import { formatStatus, sweepStatus } from '../src/sweep/status.ts';
 import { writeJobRecord } from '../src/sweep/store.ts';
+import { openQueue } from '../src/sweep/queue.ts';
+import { registerSweepCommand } from '../src/cli/sweep-command.ts';
+import { runCli } from './cli-run.ts';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'psm-sweep-'));
 
@@ -230,5 +233,45 @@ describe('sweep plans: stages shared across the grid', () => {
     expect(text).toMatch(/2 jobs \(grid point x seed\): 1 failed, 1 blocked; stages 0\/14 done/);
     expect(text).toMatch(/failed {3}0\/10 {4}attempt 3\/3: out of memory/);
     expect(text).toMatch(/none {4}stages\/pretrain\/[0-9a-f]{16} {2}\(shared by 2 jobs\)/);
+  });
+});
+
+describe('psm sweep and psm worker on the command line', () => {
+  it('--dry-run prints the plan; status prints the jobs; a bad queue URL or an unreachable Redis is a clear error', async () => {
+    const dir = tmp();
+    const file = sweepFile(
+      { base: { preset: 'quick' }, grid: { 'finetune.lr.embedding': [0.005, 0.01] } },
+      dir,
+    );
+    const out = path.join(dir, 'out');
+    const plan = await runCli(registerSweepCommand, 'sweep', file, '--out', out, '--dry-run');
+    expect(plan).toMatch(/2 grid point\(s\) x 1 seed\(s\) = 2 job\(s\); 22 stages, 16 to compute \(6 shared/);
+    expect(plan).toMatch(/2-finetune.lr.embedding=0.01.s1 waits for 1-finetune.lr.embedding=0.005.s1/);
+    expect(fs.existsSync(out)).toBe(false); // a dry run writes nothing
+    await expect(runCli(registerSweepCommand, 'sweep', 'status', out)).rejects.toThrow(
+      /is not a sweep folder/,
+    );
+    await expect(
+      runCli(
+        registerSweepCommand,
+        'sweep',
+        file,
+        '--out',
+        out,
+        '--queue',
+        'http://127.0.0.1:1',
+        '--store',
+        dir,
+      ),
+    ).rejects.toThrow(/--queue http:\/\/127.0.0.1:1: expected redis:\/\/HOST:PORT/);
+    await expect(
+      runCli(registerSweepCommand, 'sweep', file, '--out', out, '--queue', 'redis://h:1'),
+    ).rejects.toThrow(/the sweep folder .*out is not inside the store .* \(--store\) that workers see/);
+    await expect(openQueue('redis://127.0.0.1:1', 300)).rejects.toThrow(
+      /cannot reach Redis at redis:\/\/127.0.0.1:1/,
+    );
+    await expect(
+      runCli(registerSweepCommand, 'worker', '--queue', 'redis://h:1', '--lease', '0'),
+    ).rejects.toThrow(/--lease must be a number in \[1, 3600\]/);
   });
 });

@@ -73,7 +73,7 @@ export async function openQueue(url: string, timeoutMs = 5_000): Promise<Queue<Q
       }),
     ]);
   } catch (e) {
-    await queue.disconnect().catch(() => {});
+    await queue.close().catch(() => {});
     throw new Error(`cannot reach Redis at ${url}: ${(e as Error).message}`, { cause: e });
   } finally {
     clearTimeout(timer);

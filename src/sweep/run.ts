@@ -9,7 +9,7 @@ import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts'
 import { lockFolder } from '../io/folder-lock.ts';
 import { LocalPool, defaultPoolSize } from './local-pool.ts';
 import { planFingerprint, planSweep, uniqueStages, type SweepPlan } from './plan.ts';
-import { openQueue, QueueExecutor } from './queue.ts';
+import { openQueue, QueueExecutor, redisConnection } from './queue.ts';
 import { writeSweepReport, type SweepReport } from './report.ts';
 import { driveSweep, type Executor, type SweepOutcome, type SweepProgress } from './scheduler.ts';
 import { expandGrid, loadSweepFile } from './spec.ts';
@@ -75,6 +75,7 @@ export async function runSweep(file: string, o: SweepOptions): Promise<SweepResu
   const attempts = o.attempts ?? DEFAULT_ATTEMPTS;
   let sweepRel = '';
   if (o.queue) {
+    redisConnection(o.queue); // a bad URL is refused before anything is written
     const store = path.resolve(o.store ?? '.');
     sweepRel = path.relative(store, path.resolve(sweepDir));
     if (sweepRel.startsWith('..') || path.isAbsolute(sweepRel))
