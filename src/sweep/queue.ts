@@ -184,7 +184,7 @@ export interface SweepWorkerOptions {
 export async function runSweepWorker(o: SweepWorkerOptions, stop: AbortSignal): Promise<void> {
   const queue = await openQueue(o.url);
   const store = path.resolve(o.store);
-  const running = new Map<string, { abort: AbortController; renewedAt: number }>();
+  const running = new Map<string, { abort: AbortController; renewedAt: number; ended: Promise<unknown> }>();
   const worker = new Worker<QueueJobData>(
     QUEUE_NAME,
     async (job) => {
@@ -199,17 +199,18 @@ export async function runSweepWorker(o: SweepWorkerOptions, stop: AbortSignal): 
       const planned = findJob(plan, job.data.job);
       const attempts = job.opts.attempts ?? 1;
       const abort = new AbortController();
-      running.set(job.id!, { abort, renewedAt: Date.now() });
       o.log(`${planned.id}: started (${job.data.sweep}, try ${job.attemptsMade + 1} of ${attempts})`);
+      const attempt = runAttempt({
+        sweepDir,
+        jobId: planned.id,
+        final: job.attemptsMade + 1 >= attempts,
+        maxAttempts: attempts,
+        leaseMs: o.leaseMs,
+        signal: abort.signal,
+      });
+      running.set(job.id!, { abort, renewedAt: Date.now(), ended: attempt });
       try {
-        const r = await runAttempt({
-          sweepDir,
-          jobId: planned.id,
-          final: job.attemptsMade + 1 >= attempts,
-          maxAttempts: attempts,
-          leaseMs: o.leaseMs,
-          signal: abort.signal,
-        });
+        const r = await attempt;
         if (!r.ok && stop.aborted) {
           // Stopped with the worker: not a failed try. The job's lease runs out and another worker resumes it;
           // this promise never settles, so the closed worker reports nothing for it.
@@ -265,8 +266,10 @@ export async function runSweepWorker(o: SweepWorkerOptions, stop: AbortSignal): 
     stop.addEventListener('abort', () => resolve(), { once: true });
   });
   clearInterval(guard);
-  // The running jobs stop with this worker; their leases run out and other workers resume them.
-  for (const r of running.values()) r.abort.abort('the worker was stopped');
+  // The running jobs stop with this worker (their records say so); their leases run out and other workers resume them.
+  const stopping = [...running.values()];
+  for (const r of stopping) r.abort.abort('the worker was stopped');
+  await Promise.all(stopping.map((r) => r.ended));
   await worker.close(true);
   await queue.close();
 }

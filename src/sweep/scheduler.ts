@@ -85,9 +85,14 @@ export async function driveSweep(
       running,
     });
   };
+  // A stop is answered at once, even while the executor waits on its queue (Redis down: its calls wait to reconnect).
+  const stopped = new Promise<JobOutcome[]>((resolve) => {
+    if (stop?.aborted) resolve([]);
+    stop?.addEventListener('abort', () => resolve([]), { once: true });
+  });
   try {
     for (;;) {
-      for (const o of await executor.poll()) {
+      for (const o of await Promise.race([executor.poll(), stopped])) {
         state.set(o.job, o.ok ? 'done' : 'failed');
         if (!o.ok) errors.set(o.job, o.error ?? 'failed');
       }
@@ -101,7 +106,7 @@ export async function driveSweep(
       }
       if (Date.now() - shown >= 1000) show();
       if (running === 0 || stop?.aborted) break; // everything done, failed, or waiting on a failed job
-      await executor.wait(1000);
+      await Promise.race([executor.wait(1000), stopped]);
     }
     show();
   } finally {
