@@ -81,6 +81,20 @@ export async function openQueue(url: string, timeoutMs = 5_000): Promise<Queue<Q
   return queue;
 }
 
+/**
+ * Closes a queue's or worker's connections. With Redis gone, close() waits for it to come back; after `ms` the
+ * connections are dropped instead.
+ */
+async function closeWithin(x: Queue | Worker, force = false, ms = 2_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const closed = await Promise.race([
+    (x instanceof Worker ? x.close(force) : x.close()).then(() => true),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+  ]);
+  clearTimeout(timer);
+  if (!closed) void x.disconnect().catch(() => {});
+}
+
 /** The queue's id of a plan's job: fixed by the sweep folder (relative to the store) and the plan. */
 export function queueJobId(sweepRel: string, plan: SweepPlan, jobId: string): string {
   return `${hashInputs({ sweep: sweepRel, plan: planFingerprint(plan) }).slice(0, 12)}.${jobId}`;
@@ -161,15 +175,8 @@ export class QueueExecutor implements Executor {
     await new Promise((r) => setTimeout(r, Math.min(ms, 300)));
   }
 
-  /** Closes the queue's connections; with Redis gone, close() would wait for it to come back: 2 s at most. */
   async close(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const closed = await Promise.race([
-      this.o.queue.close().then(() => true),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 2_000))),
-    ]);
-    clearTimeout(timer);
-    if (!closed) void this.o.queue.disconnect().catch(() => {});
+    await closeWithin(this.o.queue);
   }
 }
 
@@ -277,6 +284,6 @@ export async function runSweepWorker(o: SweepWorkerOptions, stop: AbortSignal): 
   const stopping = [...running.values()];
   for (const r of stopping) r.abort.abort('the worker was stopped');
   await Promise.all(stopping.map((r) => r.ended));
-  await worker.close(true);
-  await queue.close();
+  await closeWithin(worker, true);
+  await closeWithin(queue);
 }
