@@ -183,7 +183,7 @@ describe.skipIf(!hasRedis)('psm sweep on a Redis queue with psm worker processes
           '--store',
           store,
           '--lease',
-          '2',
+          '4',
           '--concurrency',
           '1',
         ],
@@ -249,12 +249,14 @@ describe.skipIf(!hasRedis)('psm sweep on a Redis queue with psm worker processes
     expect(finished.size).toBe(10);
     const record = readJobRecord(out, r.plan.jobs[0].id)!;
     expect(record.state).toBe('done');
-    expect(record.attempts.length).toBe(2);
+    // (A busy machine may delay a lease renewal past the lease: a try more, never a stage twice.)
+    expect(record.attempts.length).toBeGreaterThanOrEqual(2);
     expect(record.attempts[0]).toMatchObject({
       workerPid: k.worker,
       error: expect.stringMatching(/worker stopped/),
     });
-    expect(record.attempts[1].workerPid).not.toBe(k.worker);
+    expect(record.attempts.at(-1)!.workerPid).not.toBe(k.worker);
+    expect(record.attempts.at(-1)!.error).toBeUndefined();
     expect(fs.readFileSync(jobLogFile(out, r.plan.jobs[0].id), 'utf8')).toMatch(
       /pretrain: resuming at step [1-9]/,
     );
