@@ -66,4 +66,23 @@ describe.skipIf(skip)("the GGUF provider speaks the file's template", () => {
     const got = await open(psm).scoreChat(chat, replies);
     got.forEach((x, i) => expect(Math.abs(x - want[i])).toBeLessThan(1e-3));
   });
+
+  it('streams a reply in pieces that join to the unstreamed reply, with and without a stop string', async () => {
+    const g = open(chatml);
+    const whole = await g.generate({ messages: chat, maxTokens: 24, temperature: 0 });
+    expect(whole.text.length).toBeGreaterThan(6);
+    const stop = whole.text.slice(4, 7);
+    for (const req of [
+      { messages: chat, maxTokens: 24, temperature: 0 },
+      { messages: chat, maxTokens: 24, temperature: 0, stop: [stop] },
+      { messages: chat, maxTokens: 24, temperature: 0.8, seed: 3 },
+    ]) {
+      const unstreamed = await g.generate(req);
+      const pieces: string[] = [];
+      const streamed = await g.generate(req, { onText: (t) => pieces.push(t) });
+      expect(streamed).toEqual(unstreamed);
+      expect(pieces.join('')).toBe(unstreamed.text);
+      if (unstreamed.text.length > 4) expect(pieces.length).toBeGreaterThan(1);
+    }
+  });
 });

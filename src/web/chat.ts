@@ -127,7 +127,7 @@ async function endpointChat(
           },
         },
       );
-      // A provider that cannot stream (a GGUF file) ignores onText: its reply goes out whole.
+      // A provider that cannot stream ignores onText: its reply goes out whole.
       if (!streamed) events.send('token', { text: r.text });
       events.send('done', {
         finishReason: r.finishReason,
