@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CallOptions, GenerateRequest, GenerateResponse, Provider } from '../../src/providers/types.ts';
 import { staleAssetsWarning } from '../../src/web/assets.ts';
 import { DEFAULT_ASSETS, startLab, type RunningLab } from '../../src/web/lab-server.ts';
 import { CHROMIUM, launchChromium } from '../../web/chromium.ts';
@@ -266,6 +267,39 @@ describe.skipIf(!hasChromium)('psm lab in chromium', () => {
     await page.getByLabel('Per token').check();
     await page.locator('.tokens .tok').first().waitFor();
     await check('chat-side-by-side');
+  });
+
+  it("shows an endpoint's reply as it streams, before the endpoint has finished", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const slow: Provider = {
+      id: 'fake:slow',
+      capabilities: { chat: true, completion: false, logprobs: false, score: false },
+      identity: () => ({ kind: 'openai', location: 'http://fake.test/v1', model: 'slow' }),
+      async generate(_req: GenerateRequest, opts: CallOptions = {}): Promise<GenerateResponse> {
+        opts.onText?.('Hel');
+        await held; // the rest of the reply waits until the page has shown the first piece
+        opts.onText?.('lo there');
+        return { text: 'Hello there', finishReason: 'stop', model: 'slow' };
+      },
+    };
+    const withEndpoint = await startLab({ runsDir: runs, port: 0, endpoints: [{ name: 'slow', provider: slow }] });
+    try {
+      await page.goto(`${withEndpoint.url}/#/chat/tiny`);
+      await page.locator('#model-a').selectOption({ label: 'slow (endpoint)' });
+      await page.getByLabel('Your message').fill('hi');
+      await page.keyboard.press('Enter');
+      const reply = page.locator('.transcript .reply-text').first();
+      await expect.poll(() => reply.textContent(), { timeout: 30_000 }).toBe('Hel');
+      expect(await page.locator('.transcript .cursor').count()).toBe(1); // still streaming
+      release();
+      await page.locator('.transcript .cursor').waitFor({ state: 'detached', timeout: 30_000 });
+      expect(await reply.textContent()).toBe('Hello there');
+      await check('chat-endpoint');
+    } finally {
+      release();
+      await withEndpoint.close();
+    }
   });
 
   it('draws persona space with names on hover', async () => {
