@@ -29,7 +29,9 @@ function main(): Command {
       'PSM Lab: build a world of characters, train a Llama-family model on it from scratch, and measure the persona selection model against its exact Bayesian answer.',
     )
     .version('0.1.0')
-    .showHelpAfterError();
+    .showHelpAfterError()
+    // A command's options end at its subcommand's name (`psm vectors import --model DIR`: --model is import's).
+    .enablePositionalOptions();
   registerRunCommands(program);
   registerCompareCommand(program);
   registerSweepCommand(program);
