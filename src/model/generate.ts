@@ -1,12 +1,13 @@
 /**
  * Sampling with a KV cache: the prompt is run once, then one token per step. Temperature 0 is greedy;
- * otherwise nucleus (top-p) sampling from a seeded generator, so a seed reproduces the text.
+ * otherwise nucleus (top-p) sampling from a seeded generator, so a seed reproduces the text. Several prompts
+ * decode together (continuous batching): one forward per step for all of them, each on its own cache.
  */
 import { noGrad, Tensor } from '../autograd/tensor.ts';
 import { logSoftmaxRow } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
 import type { HookSet } from './hooks.ts';
-import { KvCache, type LlamaModel } from './llama.ts';
+import { KvCache, type DecodeSequence, type LlamaModel } from './llama.ts';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -94,34 +95,180 @@ export function sampleFromLogits(logits: Float32Array, temperature: number, topP
   return order[cut - 1];
 }
 
-/** Generates a continuation of one prompt; returns only the new token ids. */
-export function generate(model: LlamaModel, prompt: number[], opts: GenerateOptions): number[] {
-  if (prompt.length === 0) throw new Error('generate: the prompt is empty');
+/** One prompt of {@link generateBatch}, with its own options (sampling, stops, budget, hooks). */
+export interface BatchRequest extends GenerateOptions {
+  prompt: number[];
+}
+
+export interface GenerateBatchOptions {
+  /** Sequences decoded together at most (default 8); the others wait and join as earlier ones finish. */
+  maxBatch?: number;
+  /** Called as each request finishes, with its index and new tokens. */
+  onDone?: (index: number, tokens: number[]) => void;
+}
+
+/** A reply being decoded: what it continues and what it does with each next-token distribution. */
+export interface DecodeJob {
+  prompt: number[];
+  /** Positions its KV cache must hold: the prompt and every token the job may feed back. */
+  capacity: number;
+  hooks?: HookSet;
+  /**
+   * Receives the logits [vocab] of the next token (a view the job may change, valid during the call) and
+   * returns the token to feed back, or null when the reply is done.
+   */
+  next(logits: Float32Array): number | null;
+}
+
+/**
+ * Continuous batching on one model: each job admitted is prefilled alone on its own KV cache; then every
+ * step feeds all running jobs' tokens through one {@link LlamaModel.forwardStep} (the matmuls over all rows
+ * at once, attention and hooks per sequence) and hands each job its own logits. A job that finishes leaves at
+ * once, so a new one can take its place before the next step.
+ */
+export class DecodeBatch {
+  private running: { job: DecodeJob; seq: DecodeSequence; token: number }[] = [];
+
+  constructor(readonly model: LlamaModel) {}
+
+  get size(): number {
+    return this.running.length;
+  }
+
+  /** Prefills the job and asks it for its first token; returns false when it finished at once. */
+  admit(job: DecodeJob): boolean {
+    const model = this.model;
+    return noGrad(() => {
+      const cache = new KvCache(model.config, 1, job.capacity);
+      const hidden = model.forwardHidden(Int32Array.from(job.prompt), 1, { cache, hooks: job.hooks });
+      const dim = model.config.dim;
+      const last = new Tensor(Float32Array.from(hidden.data.subarray(hidden.size - dim)), [1, dim]);
+      const token = job.next(model.logits(last).data);
+      if (token === null) return false;
+      this.running.push({ job, seq: { cache, hooks: job.hooks }, token });
+      return true;
+    });
+  }
+
+  /** One forward over every running job; returns the jobs that finished in it. */
+  step(): DecodeJob[] {
+    const run = this.running;
+    if (run.length === 0) return [];
+    const logits = noGrad(() => {
+      const ids = Int32Array.from(run, (r) => r.token);
+      return this.model.logits(
+        this.model.forwardStep(
+          ids,
+          run.map((r) => r.seq),
+        ),
+      ).data;
+    });
+    const vocab = this.model.config.vocabSize;
+    const done: DecodeJob[] = [];
+    this.running = run.filter((r, i) => {
+      const token = r.job.next(logits.subarray(i * vocab, (i + 1) * vocab));
+      if (token === null) done.push(r.job);
+      else r.token = token;
+      return token !== null;
+    });
+    return done;
+  }
+
+  /** Removes jobs (a client gone, a failed step); their caches are dropped. */
+  remove(jobs: ReadonlySet<DecodeJob>): void {
+    this.running = this.running.filter((r) => !jobs.has(r.job));
+  }
+
+  jobs(): DecodeJob[] {
+    return this.running.map((r) => r.job);
+  }
+}
+
+/** Checks a request's options; returns its temperature, topP and token budget. */
+function samplingPlan(
+  model: LlamaModel,
+  prompt: number[],
+  opts: GenerateOptions,
+  who: string,
+): { temperature: number; topP: number; budget: number } {
+  if (prompt.length === 0) throw new Error(`${who}: the prompt is empty`);
   const temperature = opts.temperature ?? 1;
   const topP = opts.topP ?? 1;
   if (!(temperature >= 0 && temperature < Infinity))
-    throw new Error(`generate: temperature ${temperature} must be a finite number >= 0`);
-  if (!(topP > 0 && topP <= 1)) throw new Error(`generate: topP ${topP} must be in (0, 1]`);
+    throw new Error(`${who}: temperature ${temperature} must be a finite number >= 0`);
+  if (!(topP > 0 && topP <= 1)) throw new Error(`${who}: topP ${topP} must be in (0, 1]`);
+  if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens > 0))
+    throw new Error(`${who}: maxNewTokens ${opts.maxNewTokens} must be a positive integer`);
   const maxLen = model.config.maxSeqLen;
   const budget = Math.min(opts.maxNewTokens, maxLen - prompt.length);
   if (budget <= 0)
-    throw new Error(`generate: prompt of ${prompt.length} tokens leaves no room in a context of ${maxLen}`);
-  const rng = new Rng(opts.seed ?? 0);
-  const stops = new Set(opts.stopIds ?? []);
-  return noGrad(() => {
-    const cache = new KvCache(model.config, 1, prompt.length + budget);
-    let hidden = model.forwardHidden(Int32Array.from(prompt), 1, { cache, hooks: opts.hooks });
-    const out: number[] = [];
-    const dim = model.config.dim;
-    for (let step = 0; step < budget; step++) {
-      const last = hidden.data.subarray(hidden.size - dim);
-      const logits = model.logits(new Tensor(Float32Array.from(last), [1, dim])).data;
-      const id = sampleFromLogits(logits, temperature, topP, rng);
-      out.push(id);
-      opts.onToken?.(id);
-      if (stops.has(id) || step === budget - 1) break;
-      hidden = model.forwardHidden(Int32Array.of(id), 1, { cache, hooks: opts.hooks });
-    }
-    return out;
+    throw new Error(`${who}: prompt of ${prompt.length} tokens leaves no room in a context of ${maxLen}`);
+  return { temperature, topP, budget };
+}
+
+/**
+ * Generates a continuation of each prompt, several decoded together (see {@link DecodeBatch}); returns each
+ * request's new token ids, in order. Every request keeps its own options: its seed's generator, temperature,
+ * topP, stop ids, budget, hooks and onToken, so it samples exactly as {@link generate} alone would. One
+ * caveat on the ONNX Runtime backend: its matmul sums a single row in another order than several rows, so a
+ * token on a near-tie (scores equal to float32 rounding) can differ between a request decoded alone and in a
+ * batch; with the JS backend the tokens are the same to the bit.
+ */
+export function generateBatch(
+  model: LlamaModel,
+  requests: readonly BatchRequest[],
+  opts: GenerateBatchOptions = {},
+): number[][] {
+  return decodeRequests(model, requests, opts, (i) => `generateBatch: request ${i}`);
+}
+
+/** Generates a continuation of one prompt; returns only the new token ids. */
+export function generate(model: LlamaModel, prompt: number[], opts: GenerateOptions): number[] {
+  return decodeRequests(model, [{ ...opts, prompt }], {}, () => 'generate')[0];
+}
+
+/** generateBatch, naming request i as who(i) in its errors. */
+function decodeRequests(
+  model: LlamaModel,
+  requests: readonly BatchRequest[],
+  opts: GenerateBatchOptions,
+  who: (i: number) => string,
+): number[][] {
+  const maxBatch = opts.maxBatch ?? 8;
+  if (!Number.isInteger(maxBatch) || maxBatch < 1)
+    throw new Error(`generateBatch: maxBatch must be a positive integer, got ${maxBatch}`);
+  const results: number[][] = requests.map(() => []);
+  const jobs: DecodeJob[] = requests.map((req, i) => {
+    const { temperature, topP, budget } = samplingPlan(model, req.prompt, req, who(i));
+    const rng = new Rng(req.seed ?? 0);
+    const stops = new Set(req.stopIds ?? []);
+    const out = results[i];
+    return {
+      prompt: req.prompt,
+      capacity: req.prompt.length + budget,
+      hooks: req.hooks,
+      next(logits) {
+        let id: number;
+        try {
+          id = sampleFromLogits(logits, temperature, topP, rng);
+        } catch (e) {
+          if (e instanceof NonFiniteLogitsError && requests.length > 1)
+            throw new NonFiniteLogitsError(`${who(i)}: ${e.message}`);
+          throw e;
+        }
+        out.push(id);
+        req.onToken?.(id);
+        if (!stops.has(id) && out.length < budget) return id;
+        opts.onDone?.(i, out);
+        return null;
+      },
+    };
   });
+  const batch = new DecodeBatch(model);
+  let next = 0;
+  while (next < jobs.length || batch.size > 0) {
+    while (next < jobs.length && batch.size < maxBatch) batch.admit(jobs[next++]);
+    batch.step();
+  }
+  return results;
 }

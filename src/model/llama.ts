@@ -82,6 +82,13 @@ export class KvCache {
   }
 }
 
+/** One sequence of a decoding step ({@link LlamaModel.forwardStep}): its own KV cache and interventions. */
+export interface DecodeSequence {
+  /** A cache of one sequence, holding everything the sequence has seen so far. */
+  readonly cache: KvCache;
+  readonly hooks?: HookSet;
+}
+
 export interface ForwardOptions {
   hooks?: HookSet;
   cache?: KvCache;
@@ -306,8 +313,6 @@ export class LlamaModel {
     for (let t = 0; t < seqLen; t++) positions[t] = offset + t;
     const ctx = { batch, seqLen, positions };
     const hook = (name: string, x: Tensor): Tensor => (hooks ? hooks.apply(name, x, ctx) : x);
-    const hd = headDim(c);
-    const gemma = architectureOf(c) === 'gemma3';
 
     const resume = opts.resume;
     let x: Tensor;
@@ -322,12 +327,106 @@ export class LlamaModel {
       checkResumeHooks(hooks, a);
       x = hook(`blocks.${a}.hook_resid_post`, resume.hidden);
       first = a + 1;
-    } else {
-      let e = embedding(this.param('model.embed_tokens.weight'), ids, [batch, seqLen]);
-      // Gemma scales the embedding by sqrt(dim) (in float32, as its reference does).
-      if (gemma) e = scale(e, Math.fround(Math.sqrt(c.dim)));
-      x = hook('embed', e);
-    }
+    } else x = hook('embed', this.embed(ids, batch, seqLen));
+    x = this.blocks(x, first, { batch, seqLen, positions }, hook, (q, k, v, layer, window) =>
+      cache ? cachedAttention(q, k, v, cache, layer, offset, window) : causalAttention(q, k, v, window),
+    );
+    if (cache) cache.length += seqLen;
+    return hook('final_norm', this.norm(x, 'model.norm.weight'));
+  }
+
+  /** Token embeddings [batch, seqLen, dim] (Gemma scales them by sqrt(dim), in float32 as its reference does). */
+  private embed(ids: Int32Array, batch: number, seqLen: number): Tensor {
+    const e = embedding(this.param('model.embed_tokens.weight'), ids, [batch, seqLen]);
+    return architectureOf(this.config) === 'gemma3' ? scale(e, Math.fround(Math.sqrt(this.config.dim))) : e;
+  }
+
+  /**
+   * One decoding step of several independent sequences: ids[i] continues seqs[i], each with its own KV cache
+   * (one sequence, any length) and hooks. The projections and the MLP run on every sequence's row at once;
+   * RoPE turns each row by its own position, and each row attends to its own cache alone. Hooks see each
+   * sequence's row by itself ([1, 1, dim] at its position, batch index 0), exactly as a forward of that
+   * sequence alone shows it, so one sequence's interventions never touch another's. Returns the final-normed
+   * hidden rows [1, ids.length, dim] (row i is sequence i's) and extends every cache by one position.
+   */
+  forwardStep(ids: Int32Array, seqs: readonly DecodeSequence[]): Tensor {
+    const c = this.config;
+    const n = ids.length;
+    if (n === 0 || seqs.length !== n)
+      throw new Error(`forwardStep: ${n} ids for ${seqs.length} sequences (one id per sequence)`);
+    if (new Set(seqs.map((s) => s.cache)).size !== n)
+      throw new Error('forwardStep: two sequences share a KV cache');
+    const positions = new Int32Array(n);
+    const hookNames: ReadonlySet<string>[] = [];
+    seqs.forEach(({ cache, hooks }, i) => {
+      if (cache.batch !== 1)
+        throw new Error(`forwardStep: sequence ${i}'s KV cache holds ${cache.batch} sequences, not 1`);
+      if (cache.length + 1 > Math.min(cache.capacity, c.maxSeqLen))
+        throw new Error(`forwardStep: sequence ${i}'s KV cache is full (${cache.length} positions)`);
+      hooks?.validate(c.nLayers);
+      positions[i] = cache.length;
+      hookNames.push(new Set(hooks?.names()));
+    });
+    const hook = (name: string, x: Tensor): Tensor => {
+      const width = x.size / n;
+      let out: Float32Array | undefined;
+      for (let i = 0; i < n; i++) {
+        const hooks = seqs[i].hooks;
+        if (!hooks || !hookNames[i].has(name)) continue;
+        const row = new Tensor(x.data.slice(i * width, (i + 1) * width), [1, 1, width]);
+        const y = hooks.apply(name, row, { batch: 1, seqLen: 1, positions: positions.subarray(i, i + 1) });
+        out ??= Float32Array.from(x.data);
+        out.set(y.data, i * width);
+      }
+      return out ? new Tensor(out, x.shape) : x;
+    };
+    const row = (t: Tensor, i: number): Tensor => {
+      const [, , heads, d] = t.shape;
+      const w = heads * d;
+      return new Tensor(t.data.subarray(i * w, (i + 1) * w), [1, 1, heads, d]);
+    };
+    const x = this.blocks(
+      hook('embed', this.embed(ids, 1, n)),
+      0,
+      { batch: 1, seqLen: n, positions },
+      hook,
+      (q, k, v, layer, window) => {
+        const w = q.shape[2] * q.shape[3];
+        const out = new Float32Array(n * w);
+        for (let i = 0; i < n; i++) {
+          const y = cachedAttention(
+            row(q, i),
+            row(k, i),
+            row(v, i),
+            seqs[i].cache,
+            layer,
+            positions[i],
+            window,
+          );
+          out.set(y.data, i * w);
+        }
+        return new Tensor(out, [1, n, w], false, 'cachedAttention');
+      },
+    );
+    for (const s of seqs) s.cache.length += 1;
+    return hook('final_norm', this.norm(x, 'model.norm.weight'));
+  }
+
+  /**
+   * Blocks first..nLayers-1 on the residual stream x [batch, seqLen, dim] (rows at `shape.positions`), each
+   * block's attention computed by `attend` (q [batch, seqLen, heads, hd], k and v with the kv heads).
+   */
+  private blocks(
+    x: Tensor,
+    first: number,
+    shape: { batch: number; seqLen: number; positions: Int32Array },
+    hook: (name: string, x: Tensor) => Tensor,
+    attend: (q: Tensor, k: Tensor, v: Tensor, layer: number, window: number) => Tensor,
+  ): Tensor {
+    const c = this.config;
+    const { batch, seqLen, positions } = shape;
+    const hd = headDim(c);
+    const gemma = architectureOf(c) === 'gemma3';
     const qkNorm = hasQkNorm(c);
     // Attention scores are scaled by 1/sqrt(hd) inside attention; another scale (Gemma's
     // query_pre_attn_scalar) is folded into q.
@@ -352,9 +451,7 @@ export class LlamaModel {
       const k = rope(heads('k', c.nKvHeads), positions, theta);
       const v = heads('v', c.nKvHeads);
       const window = layerWindow(c, i);
-      const att = cache
-        ? cachedAttention(q, k, v, cache, i, offset, window)
-        : causalAttention(q, k, v, window);
+      const att = attend(q, k, v, i, window);
       let attnOut = this.proj(att, `${p}.self_attn.o_proj.weight`);
       if (gemma) attnOut = this.norm(attnOut, `${p}.post_attention_layernorm.weight`);
       attnOut = hook(`blocks.${i}.hook_attn_out`, attnOut);
@@ -370,8 +467,7 @@ export class LlamaModel {
       mlpOut = hook(`blocks.${i}.hook_mlp_out`, mlpOut);
       x = hook(`blocks.${i}.hook_resid_post`, add(x, mlpOut));
     }
-    if (cache) cache.length += seqLen;
-    return hook('final_norm', this.norm(x, 'model.norm.weight'));
+    return x;
   }
 
   /** Per layer, what its RoPE turns with (computed once: scaled frequencies are cached per array). */
