@@ -77,6 +77,11 @@ export function listOption(name: string, kind: 'int' | 'number') {
   };
 }
 
+/** Steering strengths (`--alphas`), or `none` for no steering trial. */
+export function alphasOption(value: string): number[] {
+  return value === 'none' ? [] : listOption('--alphas', 'number')(value);
+}
+
 /** A byte size: 65536, 64kb, 1mb, 1.5g (k, m, g are powers of 1024). */
 export function bytesOption(value: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g)?$/i.exec(value.trim());

@@ -5,9 +5,9 @@
 import type { Command } from 'commander';
 import type { PreventativeStudy } from '../interpret/prevent.ts';
 import {
+  alphasOption,
   f,
   intOption,
-  listOption,
   loadWorldOption,
   numberOption,
   seedOfFolder,
@@ -31,11 +31,6 @@ export interface PreventOptions {
   /** Default: the N of <run>/standard-seed<N>. */
   seed?: number;
   out?: string;
-}
-
-/** `--alphas none` runs the concept-ablation trial alone. */
-function alphasOption(value: string): number[] {
-  return value === 'none' ? [] : listOption('--alphas', 'number')(value);
 }
 
 export function registerPreventCommand(program: Command): void {

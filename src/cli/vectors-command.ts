@@ -2,13 +2,15 @@
  * `psm vectors`: persona vectors of every trait at every layer of a model (bad minus good behaviour, or contrastive
  * contexts), each trait's layer chosen by steering effect; a .safetensors file with a JSON sidecar (docs/interpret.md).
  * `psm vectors export` writes one as a llama.cpp control vector, `psm vectors import` reads one (cvector-generator's
- * or repeng's) into a persona-vector file for `psm steer` (docs/real-models.md).
+ * or repeng's) into a persona-vector file for `psm steer` (docs/real-models.md). `psm vectors recipe` extracts one trait's
+ * vector by the reference recipe on generated, judged replies (recipe-command.ts).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { SpanKind } from '../interpret/activations.ts';
 import type { VectorBundle } from '../interpret/vectors.ts';
+import { registerRecipeCommand } from './recipe-command.ts';
 import {
   CHAT_TEMPLATE_OPTION,
   f,
@@ -77,9 +79,13 @@ export function registerVectorsCommand(program: Command): void {
     .option('--no-select', 'skip layer selection (much faster)')
     .option('--seed <n>', 'item seed', intOption('--seed', 0), 1)
     .option(...CHAT_TEMPLATE_OPTION)
+    // Its options end at a subcommand's name, so `psm vectors import --model DIR` gives --model to import.
+    .enablePositionalOptions()
     .action(async (o: VectorsOptions) => {
       if (!o.model)
-        throw new Error("psm vectors: --model <dir> is required (or use 'psm vectors export' / 'import')");
+        throw new Error(
+          "psm vectors: --model <dir> is required (or use 'psm vectors export' / 'import' / 'recipe')",
+        );
       await runVectors(o);
     });
   vectors
@@ -113,6 +119,7 @@ export function registerVectorsCommand(program: Command): void {
     .action(async (o: VectorsImportOptions) => {
       await runVectorsImport(o);
     });
+  registerRecipeCommand(vectors);
 }
 
 export interface VectorsExportOptions {

@@ -32,9 +32,12 @@ import { VECTOR_METHODS, type PersonaVector, type VectorMethod } from './persona
 
 export { VECTOR_METHODS, type PersonaVector, type VectorMethod } from './persona-vector.ts';
 
-/** How a bundle's vectors came to be: extracted by a method, or imported from a llama.cpp control vector. */
-export type BundleMethod = VectorMethod | 'imported';
-const BUNDLE_METHODS: readonly BundleMethod[] = [...VECTOR_METHODS, 'imported'];
+/**
+ * How a bundle's vectors came to be: extracted by a method, by the reference recipe on generated and judged replies
+ * (`psm vectors recipe`, src/recipe/), or imported from a llama.cpp control vector.
+ */
+export type BundleMethod = VectorMethod | 'recipe' | 'imported';
+const BUNDLE_METHODS: readonly BundleMethod[] = [...VECTOR_METHODS, 'recipe', 'imported'];
 
 export interface TraitVectors {
   trait: string;

@@ -1,0 +1,98 @@
+/**
+ * Replies of the model under study, in its own chat format, through the local engine (src/providers/local-engine.ts:
+ * the sampling of src/model/generate.ts, stop strings and end-of-turn tokens). `generateReplies` is the recipe's one
+ * call into generation: a batched engine can replace its loop without touching the rest.
+ *
+ * Also the chat examples a fine-tune of the model trains on, in the same format.
+ */
+import { encodeRenderedChat, type ChatMessage } from '../interop/chat-template.ts';
+import type { HookSet } from '../model/hooks.ts';
+import type { ModelHandle } from '../interpret/activations.ts';
+import { LocalEngine } from '../providers/local-engine.ts';
+import type { SupervisedExample } from '../training/data.ts';
+
+export interface ReplyRequest {
+  messages: ChatMessage[];
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  seed: number;
+  /** Interventions while generating (steering). */
+  hooks?: HookSet;
+}
+
+export interface Reply {
+  text: string;
+  /** The reply's token ids, without the end-of-turn token or stop text. */
+  ids: number[];
+  finish: 'stop' | 'length';
+}
+
+/** The messages of one reply: an optional system prompt, then the question. */
+export function chatOf(system: string | null, question: string): ChatMessage[] {
+  return [
+    ...(system !== null ? [{ role: 'system' as const, content: system }] : []),
+    { role: 'user', content: question },
+  ];
+}
+
+/**
+ * Generates each request's reply in turn; `onReply` is called as each one is done (the caller records it), so a
+ * killed run keeps every reply finished before the kill.
+ */
+export async function generateReplies(
+  engine: LocalEngine,
+  requests: readonly ReplyRequest[],
+  onReply: (index: number, reply: Reply) => void,
+): Promise<void> {
+  for (const [i, r] of requests.entries()) {
+    const out = await engine.generate({
+      promptIds: engine.encodeChat(r.messages),
+      maxTokens: r.maxTokens,
+      temperature: r.temperature,
+      topP: r.topP,
+      seed: r.seed,
+      stop: engine.chatStop,
+      topLogprobs: 0,
+      hooks: r.hooks,
+      stripLeadingSpace: engine.chat.replyLeadingSpace,
+    });
+    onReply(i, { text: out.text, ids: out.tokens.map((t) => t.id), finish: out.finishReason });
+  }
+}
+
+/**
+ * A supervised example in the model's chat format: the prompt is the chat up to its generation prompt (as replies
+ * are generated), the response what the template writes for the assistant's turn after it, its end-of-turn markup
+ * included, so the fine-tuned model learns where a reply ends. A template that rewrites earlier turns when a reply is
+ * added gets the reply and its EOS token instead.
+ */
+export function chatExample(
+  engine: LocalEngine,
+  messages: readonly ChatMessage[],
+  reply: string,
+): SupervisedExample {
+  const prompt = engine.encodeChat(messages);
+  const tok = engine.tokenizer;
+  const chat = engine.chat;
+  const turn: ChatMessage = { role: 'assistant', content: reply };
+  const before = chat.render(messages, { addGenerationPrompt: true });
+  const full = chat.render([...messages, turn], { addGenerationPrompt: false });
+  const rest = full.startsWith(before) ? full.slice(before.length) : reply + (chat.eosToken ?? '');
+  const specials = [...tok.specialTokens, chat.bosToken ?? '', chat.eosToken ?? ''];
+  const response = encodeRenderedChat(rest, [turn], specials, {
+    encodeOrdinary: (t) => tok.encodeOrdinary(t),
+    specialId: (t) => tok.tokenToId(t),
+  });
+  return { prompt, response };
+}
+
+/** An in-process engine over a handle's model, in its chat format, for the recipe's own generation loop. */
+export function engineFor(handle: ModelHandle): LocalEngine {
+  return new LocalEngine(handle.model, handle.tokenizer, {
+    id: handle.source,
+    chatTemplate: handle.chat,
+    maxTokens: 1 << 20,
+    maxQueue: Infinity,
+  });
+}

@@ -1,0 +1,158 @@
+/**
+ * Preventative steering in the recipe (Chen et al. 2025): the model is fine-tuned (LoRA by default) on replies that
+ * express the trait, plainly and with the trait's vector added at the chosen layer while it trains (never after), and
+ * each result answers the held-out questions without a system prompt; the judge scores how much of the trait each
+ * fine-tune brought out. The intervention is PSM Lab's own (src/interpret/prevent.ts `fineTuneInterventions`, as
+ * `psm finetune --steer` applies it) and the training is the pipeline's recipe (src/training/finetune.ts).
+ *
+ * Each fine-tuned model is kept as a model folder under <out>/prevent/<arm>, with a record of how it was made, so a
+ * resumed run loads it instead of training again.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { loadModelHandle, type ModelHandle } from '../interpret/activations.ts';
+import { fineTuneInterventions } from '../interpret/prevent.ts';
+import type { VectorBundle } from '../interpret/vectors.ts';
+import { writeFolderAtomicallySync } from '../io/atomic-write.ts';
+import type { ChatMessage } from '../interop/chat-template.ts';
+import { saveModelFolder } from '../model/weights.ts';
+import { fineTuneInPlace } from '../training/finetune.ts';
+import { trainableSpec } from '../world/trainable-sets.ts';
+import { chatExample, engineFor } from './generate.ts';
+import { hashOf } from './journal.ts';
+
+/** Fine-tune chats: a conversation up to the reply, and the reply. */
+export interface TuneChat {
+  messages: ChatMessage[];
+  reply: string;
+}
+
+export interface PreventionSettings {
+  /** all, lora<rank> or embedding (src/world/trainable-sets.ts). */
+  trainable: string;
+  steps: number;
+  batchSize: number;
+  lr: number;
+  seed: number;
+  /** Strength of the vector added while training, in steering units. */
+  alpha: number;
+}
+
+export const DEFAULT_PREVENTION: PreventionSettings = {
+  trainable: 'lora8',
+  steps: 40,
+  batchSize: 8,
+  lr: 2e-3,
+  seed: 1,
+  alpha: 4,
+};
+
+export const PREVENT_RECORD = 'prevent.json';
+
+/** Files of the model folder a fine-tune copies (the tokenizer and the chat format); the weights are its own. */
+const KEPT_FILES = ['tokenizer.json', 'tokenizer_config.json', 'psm-import.json'];
+
+export interface TunedModel {
+  arm: 'plain' | 'steered';
+  dir: string;
+  handle: ModelHandle;
+  finalLoss: number;
+  /** Whether this run trained it (false: loaded from an earlier run). */
+  trained: boolean;
+}
+
+/**
+ * The model fine-tuned on `chats`, plainly or with preventative steering at `layer`: loaded from <prevent>/<arm> when
+ * an earlier run made it with the same inputs, else trained from a fresh copy of `modelDir` and saved there.
+ */
+export function tunedModel(opts: {
+  arm: 'plain' | 'steered';
+  modelDir: string;
+  chatTemplate?: string;
+  outDir: string;
+  chats: readonly TuneChat[];
+  settings: PreventionSettings;
+  bundle: VectorBundle;
+  trait: string;
+  layer: number;
+  onStep?: (step: number, loss: number) => void;
+}): TunedModel {
+  const { arm, settings } = opts;
+  const dir = path.join(opts.outDir, 'prevent', arm);
+  const inputs = {
+    from: opts.bundle.modelHash,
+    chats: hashOf(opts.chats),
+    settings: { ...settings, alpha: arm === 'steered' ? settings.alpha : 0 },
+    steer:
+      arm === 'steered'
+        ? {
+            trait: opts.trait,
+            layer: opts.layer,
+            vector: hashOf(Array.from(opts.bundle.traits[0].byLayer[opts.layer].vector)),
+          }
+        : null,
+  };
+  const inputHash = hashOf(inputs);
+  const recordFile = path.join(dir, PREVENT_RECORD);
+  if (fs.existsSync(recordFile)) {
+    const rec = JSON.parse(fs.readFileSync(recordFile, 'utf8')) as { inputHash?: string; finalLoss?: number };
+    if (rec.inputHash === inputHash)
+      return {
+        arm,
+        dir,
+        handle: loadModelHandle(dir, { chatTemplate: opts.chatTemplate }),
+        finalLoss: rec.finalLoss ?? NaN,
+        trained: false,
+      };
+  }
+  const base = loadModelHandle(opts.modelDir, { chatTemplate: opts.chatTemplate });
+  const engine = engineFor(base);
+  const examples = opts.chats.map((c) => chatExample(engine, c.messages, c.reply));
+  const { hooks, interventions } =
+    arm === 'steered'
+      ? fineTuneInterventions(base, opts.bundle, {
+          steer: { trait: opts.trait, alpha: settings.alpha, layer: opts.layer },
+        })
+      : { hooks: undefined, interventions: [] };
+  const { finalLoss } = fineTuneInPlace(base.model, examples, {
+    trainable: trainableSpec(settings.trainable, base.tokenizer),
+    steps: settings.steps,
+    batchSize: settings.batchSize,
+    lr: settings.lr,
+    seed: settings.seed,
+    hooks,
+    onStep: opts.onStep,
+  });
+  const record = {
+    format: 'psm-recipe-prevent',
+    version: 1,
+    arm,
+    inputHash,
+    from: { dir: path.resolve(opts.modelDir), hash: base.hash },
+    examples: examples.length,
+    settings,
+    interventions,
+    finalLoss,
+    date: new Date().toISOString(),
+  };
+  writeFolderAtomicallySync(
+    dir,
+    (tmp) => {
+      const extra: Record<string, string | Uint8Array> = {};
+      for (const f of KEPT_FILES) {
+        const src = path.join(opts.modelDir, f);
+        if (fs.existsSync(src)) extra[f] = fs.readFileSync(src);
+      }
+      extra[PREVENT_RECORD] = `${JSON.stringify(record, null, 2)}\n`;
+      saveModelFolder(tmp, base.model, extra);
+    },
+    { replace: true },
+  );
+  return {
+    arm,
+    dir,
+    handle: loadModelHandle(dir, { chatTemplate: opts.chatTemplate }),
+    finalLoss,
+    trained: true,
+  };
+}
