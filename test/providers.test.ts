@@ -182,7 +182,10 @@ describe('OpenAI-compatible provider against psm serve', () => {
       local.generate({ ...ask, maxTokens: 12, logprobs: true, topLogprobs: 3 }),
     ]);
     expect(x.text).toBe(y.text);
-    expect(x.tokens!.map((t) => t.logprob)).toEqual(y.tokens!.map((t) => t.logprob));
+    // The two replies are decoded in one batch for some steps and alone for others: the same numbers to float32
+    // rounding (a single row's matmul sums in another order than several rows').
+    x.tokens!.forEach((t, i) => expect(t.logprob).toBeCloseTo(y.tokens![i].logprob, 5));
+    expect(x.tokens!.length).toBe(y.tokens!.length);
     expect(x.tokens![0].top!.map((t) => t.token)).toEqual(y.tokens![0].top!.map((t) => t.token));
     const prompt = 'User: What is the capital of France?\nAssistant:';
     const conts = [' The capital of France is Paris.', ' Of course, let us look at it together.'];

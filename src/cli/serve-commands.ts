@@ -81,9 +81,9 @@ export function registerServeCommands(program: Command): void {
     .option('--max-tokens <n>', 'largest max_tokens a request may ask for', intOption('--max-tokens', 1), 512)
     .option(
       '--max-concurrency <n>',
-      'generations in flight at once (interleaved token by token)',
+      'generations in flight at once, decoded together in one batch (a request arriving joins at the next step)',
       intOption('--max-concurrency', 1),
-      1,
+      8,
     )
     .option(
       '--max-queue <n>',

@@ -1,24 +1,27 @@
 /**
  * The local inference engine behind `psm serve` and the local provider: a model folder, its tokenizer, and
- * an asynchronous token loop. The model code is synchronous CPU work, so the loop runs one token per step and
- * yields to the event loop between steps (HTTP I/O, new requests and client disconnects are handled while a
- * generation runs). A semaphore bounds how many generations are in flight (interleaved token by token) and
- * how many wait; beyond that a request is refused rather than queued without bound.
+ * an asynchronous decode loop (decode-scheduler.ts). The model code is synchronous CPU work, so the loop runs
+ * one step at a time and yields to the event loop between steps (HTTP I/O, new requests and client
+ * disconnects are handled while a generation runs). The generations in flight are decoded together: one
+ * forward per step for all of them, each on its own cache with its own interventions; a request arriving
+ * meanwhile joins at the next step. A semaphore bounds how many generations are in flight and how many wait;
+ * beyond that a request is refused rather than queued without bound.
  *
  * Sampling is exactly that of src/model/generate.ts (same seeded generator, same nucleus rule), so a seed
  * reproduces `psm generate`. Log-probabilities are those of the model's own distribution (before temperature).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { noGrad, Tensor } from '../autograd/tensor.ts';
+import { noGrad } from '../autograd/tensor.ts';
 import { ChatTemplate, encodeRenderedChat, formatChat, PSM_SEPARATOR } from '../interop/chat-template.ts';
 import { chatTemplateForFolder } from '../interop/chat-template-source.ts';
 import { checkLogits, NonFiniteLogitsError, sampleFromLogits } from '../model/generate.ts';
 import type { HookSet } from '../model/hooks.ts';
-import { KvCache, type LlamaModel } from '../model/llama.ts';
+import type { LlamaModel } from '../model/llama.ts';
 import { scoreContinuations, type ScoreRequest } from '../model/score.ts';
 import { loadModelFolder } from '../model/weights.ts';
-import { AbortError, Semaphore, yieldToEventLoop } from './limit.ts';
+import { DecodeScheduler } from './decode-scheduler.ts';
+import { Semaphore, yieldToEventLoop } from './limit.ts';
 import type { ChatMessage } from './types.ts';
 import { configureBackend } from '../tensor/backend.ts';
 import { logSoftmaxRow } from '../tensor/kernels.ts';
@@ -27,6 +30,9 @@ import { loadTokenizerSync, type BpeTokenizer } from '../tokenizer/index.ts';
 import { loadVectorLibrary, type VectorLibrary } from './interventions.ts';
 
 export const DEFAULT_BOS = PSM_SEPARATOR;
+
+/** Generations decoded together when EngineOptions.maxConcurrency is not given. */
+export const DEFAULT_MAX_CONCURRENCY = 8;
 
 export interface TopToken {
   id: number;
@@ -46,7 +52,10 @@ export interface TokenInfo extends TopToken {
 export interface EngineOptions {
   /** Model id reported by /v1/models (default: the folder's name). */
   id?: string;
-  /** Generations in flight at once, interleaved token by token (default 1). */
+  /**
+   * Generations in flight at once, decoded together in one batch (default 8): one forward per step for all of
+   * them, each on its own KV cache with its own interventions and sampling.
+   */
   maxConcurrency?: number;
   /** Requests allowed to wait for a slot (default 64); more are refused with QueueFullError. */
   maxQueue?: number;
@@ -115,6 +124,8 @@ export class LocalEngine {
   readonly endIds: ReadonlySet<number>;
   readonly chat: ChatTemplate;
   readonly slots: Semaphore;
+  /** Every generation holding a slot is decoded in this one continuous batch. */
+  private readonly scheduler: DecodeScheduler;
   readonly created = Math.floor(Date.now() / 1000);
 
   constructor(
@@ -132,7 +143,9 @@ export class LocalEngine {
     this.eotId = tokenizer.tokenToId(DEFAULT_BOS);
     const ends = this.chat.endOfTurnTokens(tokenizer.specialTokens).map((t) => tokenizer.tokenToId(t));
     this.endIds = new Set([this.eotId, ...ends].filter((id): id is number => id !== undefined));
-    this.slots = new Semaphore(opts.maxConcurrency ?? 1, opts.maxQueue ?? 64);
+    const batch = opts.maxConcurrency ?? DEFAULT_MAX_CONCURRENCY;
+    this.slots = new Semaphore(batch, opts.maxQueue ?? 64);
+    this.scheduler = new DecodeScheduler(model, batch);
     if (tokenizer.vocabSize > model.config.vocabSize) {
       throw new Error(
         `tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${model.config.vocabSize}`,
@@ -257,7 +270,6 @@ export class LocalEngine {
     const tok = this.tokenizer;
     const prompt = p.promptIds;
     const budget = Math.min(p.maxTokens, this.contextLength - prompt.length);
-    const dim = model.config.dim;
     const vocab = model.config.vocabSize;
     const rng = new Rng(p.seed);
     const stops = p.stop.filter((s) => s.length > 0);
@@ -280,22 +292,15 @@ export class LocalEngine {
         completionTokens: 0,
       };
 
-    const cache = new KvCache(model.config, 1, prompt.length + budget);
-    let hidden = noGrad(() => model.forwardHidden(Int32Array.from(prompt), 1, { cache, hooks: p.hooks }));
-    await yieldToEventLoop();
     const logp = new Float32Array(vocab);
-    for (let step = 0; step < budget; step++) {
-      if (p.signal?.aborted) throw new AbortError('the client went away');
-      const logits = noGrad(
-        () =>
-          model.logits(new Tensor(Float32Array.from(hidden.data.subarray(hidden.size - dim)), [1, dim])).data,
-      );
+    // One token per call, with this request's own generator and stops; the scheduler decodes it with the others.
+    const next = (logits: Float32Array): number | null => {
       // A model vocabulary padded beyond the tokenizer's: those ids are not text, never sample them.
       if (tok.vocabSize < vocab) logits.fill(-Infinity, tok.vocabSize);
       const id = sampleFromLogits(logits, p.temperature, p.topP, rng);
       if (this.endIds.has(id)) {
         finishReason = 'stop';
-        break;
+        return null;
       }
       const before = text.length;
       ids.push(id);
@@ -309,7 +314,7 @@ export class LocalEngine {
       cut = earliestStop(text, before, stops, cut);
       if (cut >= 0) {
         finishReason = 'stop';
-        break;
+        return null;
       }
       if (p.onDelta) {
         const start = Math.max(emitted, leadingOf(text));
@@ -320,10 +325,15 @@ export class LocalEngine {
           emitted = safe;
         }
       }
-      if (step === budget - 1) break;
-      hidden = noGrad(() => model.forwardHidden(Int32Array.of(id), 1, { cache, hooks: p.hooks }));
-      await yieldToEventLoop();
-    }
+      return ids.length < budget ? id : null;
+    };
+    await this.scheduler.run({
+      prompt,
+      capacity: prompt.length + budget,
+      hooks: p.hooks,
+      signal: p.signal,
+      next,
+    });
     const end = cut >= 0 ? cut : text.length;
     const lead = leadingOf(text);
     const kept = cut >= 0 ? infos.filter((t) => t.offset < cut) : infos;
