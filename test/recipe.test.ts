@@ -26,7 +26,8 @@ import { loadDefaultWorld } from '../src/world/schema.ts';
 import { chatOf, engineFor } from '../src/recipe/generate.ts';
 import { parseJudgeSpec, type ReplyJudge } from '../src/recipe/judge.ts';
 import { RESPONSES_FILE, type ResponseRecord, type ScoreRecord } from '../src/recipe/journal.ts';
-import { runRecipe, type RecipeOptions } from '../src/recipe/run.ts';
+import { modelFolderFor, runRecipe, type RecipeOptions } from '../src/recipe/run.ts';
+import { writeGgufFile } from '../src/interop/gguf.ts';
 import {
   bundledTraitNames,
   loadBundledTrait,
@@ -316,6 +317,27 @@ describe('the recipe on a tiny ChatML model', () => {
     const again = await runRecipe(opts);
     expect(logs.filter((l) => l.includes('fine-tune loaded'))).toHaveLength(2);
     expect(again.summary.prevention).toEqual(p);
+  }, 60_000);
+});
+
+describe('a GGUF model', () => {
+  it('is imported into <out>/model once, in its own chat template, and the recipe runs on it', async () => {
+    const handle = loadModelHandle(modelDir);
+    const file = path.join(tmp, 'chatml.gguf');
+    writeGgufFile(file, handle.model, handle.tokenizer, { chatTemplate: handle.chat!.source });
+    const out = path.join(tmp, 'gguf-run');
+    const dir = modelFolderFor(file, out);
+    expect(dir).toBe(path.join(out, 'model'));
+    const weights = path.join(dir, 'model.safetensors');
+    const stamp = fs.statSync(weights).mtimeMs;
+    expect(modelFolderFor(file, out)).toBe(dir);
+    expect(fs.statSync(weights).mtimeMs).toBe(stamp);
+    const r = await runRecipe({ ...base(), modelDir: dir, judge: hashJudge(), outDir: out, alphas: [] });
+    expect(r.summary.model.chat).toMatch(/^jinja:/);
+    expect(r.bundle.model).toBe(dir);
+    fs.writeFileSync(path.join(tmp, 'notes.txt'), 'not a model');
+    expect(() => modelFolderFor(path.join(tmp, 'notes.txt'), out)).toThrow(/a model folder or a \.gguf file/);
+    expect(() => modelFolderFor(path.join(tmp, 'none.gguf'), out)).toThrow(/--model .*none\.gguf: not found/);
   }, 60_000);
 });
 

@@ -147,7 +147,6 @@ export async function runRecipeCommand(o: RecipeCommandOptions): Promise<RecipeR
   // Everything that can be refused is refused before any work.
   const trait = resolveTrait(o);
   const judge = parseJudgeSpec(o.judge);
-  if (!fs.existsSync(o.model)) throw new Error(`--model ${o.model}: not found`);
   const chats = o.preventData !== undefined ? await preventChats(o.preventData) : undefined;
   if (o.preventData !== undefined && !o.prevent) throw new Error('--prevent-data is for --prevent');
   configureBackend();

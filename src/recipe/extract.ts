@@ -17,6 +17,8 @@ import type { PersonaVector } from '../interpret/persona-vector.ts';
 import type { LocalEngine } from '../providers/local-engine.ts';
 import { chatOf } from './generate.ts';
 import type { ResponseRecord } from './journal.ts';
+import type { InstructionPair } from './trait.ts';
+import { asksFor, ensureReplies, ensureScores, scoreOf, type Study } from './work.ts';
 
 export interface Thresholds {
   /** A positive reply is kept when its trait score is above this (the paper: 50). */
@@ -42,6 +44,42 @@ export interface Filtered {
   kept: ScoredPair[];
   /** Why the others were dropped (a pair counts once, under the first reason that applies, in this order). */
   dropped: { unscored: number; empty: number; positiveLow: number; negativeHigh: number };
+}
+
+/**
+ * The extraction pairs, judged: every instruction pair x question x sample, its two replies generated (or read from
+ * the journal) and scored for the trait.
+ */
+export async function scoredPairs(
+  study: Study,
+  pairs: readonly InstructionPair[],
+  questions: readonly string[],
+): Promise<ScoredPair[]> {
+  const { work, samples } = study;
+  // Positive and negative asks side by side: reply 2j is pair j's positive, 2j + 1 its negative.
+  const sides = pairs.map((p) => ({
+    positive: asksFor([p.positive], questions, samples),
+    negative: asksFor([p.negative], questions, samples),
+  }));
+  const asks = sides.flatMap((s) => s.positive.flatMap((a, j) => [a, s.negative[j]]));
+  const replies = await ensureReplies(work, study.base, 'extract', asks);
+  await ensureScores(work, 'extract', replies, ['trait']);
+  return asks.flatMap((a, j) => {
+    if (j % 2 === 1) return [];
+    const positive = replies[j];
+    const negative = replies[j + 1];
+    return [
+      {
+        instruction: Math.floor(j / (2 * questions.length * samples)),
+        question: a.question,
+        sample: a.sample,
+        positive,
+        negative,
+        positiveScore: scoreOf(work, positive, 'trait'),
+        negativeScore: scoreOf(work, negative, 'trait'),
+      },
+    ];
+  });
 }
 
 /** The pairs the recipe keeps, and why the rest were dropped. */

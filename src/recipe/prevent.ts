@@ -18,8 +18,11 @@ import type { ChatMessage } from '../interop/chat-template.ts';
 import { saveModelFolder } from '../model/weights.ts';
 import { fineTuneInPlace } from '../training/finetune.ts';
 import { trainableSpec } from '../world/trainable-sets.ts';
+import type { ProgressFactory } from '../measurement/progress.ts';
 import { chatExample, engineFor } from './generate.ts';
 import { hashOf } from './journal.ts';
+import type { RecipeSummary } from './report.ts';
+import { heldOutScores, type Study } from './work.ts';
 
 /** Fine-tune chats: a conversation up to the reply, and the reply. */
 export interface TuneChat {
@@ -154,5 +157,72 @@ export function tunedModel(opts: {
     handle: loadModelHandle(dir, { chatTemplate: opts.chatTemplate }),
     finalLoss,
     trained: true,
+  };
+}
+
+/**
+ * The trial: the model before any fine-tune, after the plain one and after the steered one, each answering the
+ * held-out questions without a system prompt, judged; and the share of the plain fine-tune's rise of the trait score
+ * that preventative steering kept away.
+ */
+export async function preventionTrial(
+  study: Study,
+  opts: {
+    modelDir: string;
+    chatTemplate?: string;
+    outDir: string;
+    chats: readonly TuneChat[];
+    data: string;
+    settings: PreventionSettings;
+    bundle: VectorBundle;
+    trait: string;
+    layer: number;
+    progress: ProgressFactory;
+    log: (line: string) => void;
+  },
+): Promise<NonNullable<RecipeSummary['prevention']>> {
+  if (opts.chats.length === 0) throw new Error('preventative steering: no chats to fine-tune on');
+  const before = await heldOutScores(study, study.base, 'prevent before');
+  const arms: NonNullable<RecipeSummary['prevention']>['arms'] = [
+    {
+      arm: 'before',
+      model: study.base.hash,
+      finalLoss: null,
+      trait: before.trait.mean,
+      coherence: before.coherence.mean,
+      n: before.trait.n,
+    },
+  ];
+  for (const arm of ['plain', 'steered'] as const) {
+    const bar = opts.progress(`prevent ${arm}`, opts.settings.steps, 'steps');
+    let tuned: TunedModel;
+    try {
+      tuned = tunedModel({ ...opts, arm, onStep: (step, loss) => bar.update(step, { loss }) });
+    } finally {
+      bar.stop();
+    }
+    opts.log(`${arm} fine-tune ${tuned.trained ? 'trained' : 'loaded'}: ${tuned.dir}`);
+    const s = await heldOutScores(
+      study,
+      { engine: engineFor(tuned.handle), hash: tuned.handle.hash },
+      `prevent ${arm}`,
+    );
+    arms.push({
+      arm,
+      model: tuned.handle.hash,
+      finalLoss: tuned.finalLoss,
+      trait: s.trait.mean,
+      coherence: s.coherence.mean,
+      n: s.trait.n,
+    });
+  }
+  const [b, plain, steered] = arms.map((a) => a.trait);
+  return {
+    examples: opts.chats.length,
+    data: opts.data,
+    layer: opts.layer,
+    settings: opts.settings,
+    arms,
+    reduction: plain - b !== 0 ? (plain - steered) / (plain - b) : NaN,
   };
 }

@@ -15,20 +15,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import {
-  activationsAt,
-  checkLayer,
-  layerHook,
-  loadModelHandle,
-  unitVector,
-  DEFAULT_HOOK_KIND,
-} from '../interpret/activations.ts';
-import { addSteering } from '../interpret/steer.ts';
+import { checkLayer, DEFAULT_HOOK_KIND, layerHook, loadModelHandle } from '../interpret/activations.ts';
+import { addSteering, steeringVector } from '../interpret/steer.ts';
 import { saveVectorBundle, type VectorBundle } from '../interpret/vectors.ts';
-import { steeringVector } from '../interpret/steer.ts';
 import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { writeSafetensorsSync, type TensorData } from '../io/safetensors.ts';
-import { pearson } from '../measurement/stats.ts';
 import { silentProgress, type ProgressFactory } from '../measurement/progress.ts';
 import { importModel } from '../interop/index.ts';
 import { HookSet } from '../model/hooks.ts';
@@ -39,25 +30,18 @@ import {
   DEFAULT_THRESHOLDS,
   filterPairs,
   meanDifferenceVectors,
+  scoredPairs,
   type ScoredPair,
   type Thresholds,
 } from './extract.ts';
 import { chatOf, engineFor } from './generate.ts';
 import { judgeOfProviderSpec, providerJudge, type JudgeSpec, type ReplyJudge } from './judge.ts';
-import { hashOf, RecipeJournal, RESPONSES_FILE, SCORES_FILE, type ResponseRecord } from './journal.ts';
-import { DEFAULT_PREVENTION, tunedModel, type PreventionSettings, type TuneChat } from './prevent.ts';
-import { renderSummaryMarkdown, SUMMARY_FORMAT, type PromptKind, type RecipeSummary } from './report.ts';
+import { hashOf, RecipeJournal, RESPONSES_FILE, SCORES_FILE } from './journal.ts';
+import { monitorVectors } from './monitor.ts';
+import { DEFAULT_PREVENTION, preventionTrial, type PreventionSettings, type TuneChat } from './prevent.ts';
+import { renderSummaryMarkdown, SUMMARY_FORMAT, type RecipeSummary } from './report.ts';
 import type { TraitDefinition } from './trait.ts';
-import {
-  ensureReplies,
-  ensureScores,
-  meanScore,
-  scoreOf,
-  type Answerer,
-  type Ask,
-  type RecipeWork,
-  type Sampling,
-} from './work.ts';
+import { heldOutScores, type Answerer, type RecipeWork, type Sampling, type Study } from './work.ts';
 import { worldJudge } from './world-judge.ts';
 
 /** Steering strengths of the dose-response (units of 0.1 x the layer's residual norm, as `psm steer`'s). */
@@ -116,6 +100,7 @@ export function modelFolderFor(
   outDir: string,
   log: (line: string) => void = () => {},
 ): string {
+  if (!fs.existsSync(model)) throw new Error(`--model ${model}: not found`);
   if (!fs.statSync(model).isFile()) return model;
   if (!model.toLowerCase().endsWith('.gguf'))
     throw new Error(`--model ${model}: a model folder or a .gguf file is expected`);
@@ -194,6 +179,24 @@ function argmaxOf(values: readonly number[], allowed: readonly number[]): number
   return best;
 }
 
+/** The layer the vector is used at: given, else the best monitoring r, else the best separation, among `candidates`. */
+function chooseLayer(
+  given: number | undefined,
+  candidates: readonly number[],
+  monitorR: readonly number[] | null,
+  separation: readonly number[],
+): RecipeSummary['layer'] {
+  if (given !== undefined) return { chosen: given, rule: 'given', candidates: [...candidates] };
+  const byMonitor = monitorR ? argmaxOf(monitorR, candidates) : -1;
+  if (byMonitor >= 0) return { chosen: byMonitor, rule: 'monitoring', candidates: [...candidates] };
+  const bySeparation = argmaxOf(separation, candidates);
+  return {
+    chosen: bySeparation >= 0 ? bySeparation : candidates[candidates.length - 1],
+    rule: 'separation',
+    candidates: [...candidates],
+  };
+}
+
 /** Runs the recipe (the parts `opts` asks for), writing and returning its summary and vectors. */
 export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
   const t0 = Date.now();
@@ -204,17 +207,25 @@ export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
   const engine = engineFor(handle);
   // A model without a chat template is refused now, naming the fix, not after a first reply.
   engine.encodeChat(chatOf('system', 'question'));
-  const base: Answerer = { engine, hash: handle.hash };
   const nLayers = handle.model.config.nLayers;
   // By default not block 0's output: llama.cpp's control vectors cannot steer it, and it carries little persona.
   const candidates =
     opts.layers ?? Array.from({ length: Math.max(1, nLayers - 1) }, (_, l) => Math.min(l + 1, nLayers - 1));
-  for (const l of candidates) checkLayer(handle.model, l);
   if (candidates.length === 0) throw new Error('--layers: no layers given');
-  if (opts.layer !== undefined) checkLayer(handle.model, opts.layer);
-  const nPairs = checkCount('--instructions', opts.instructions, trait.instructions.length);
-  const nQuestions = checkCount('--questions', opts.questions, trait.questions.length);
-  const nEval = checkCount('--eval-questions', opts.evalQuestions, trait.evalQuestions.length);
+  for (const l of [...candidates, ...(opts.layer !== undefined ? [opts.layer] : [])])
+    checkLayer(handle.model, l);
+  const pairs = trait.instructions.slice(
+    0,
+    checkCount('--instructions', opts.instructions, trait.instructions.length),
+  );
+  const questions = trait.questions.slice(
+    0,
+    checkCount('--questions', opts.questions, trait.questions.length),
+  );
+  const evalQuestions = trait.evalQuestions.slice(
+    0,
+    checkCount('--eval-questions', opts.evalQuestions, trait.evalQuestions.length),
+  );
   const samples = opts.samples ?? 1;
   if (!Number.isInteger(samples) || samples < 1)
     throw new Error(`--samples must be an integer >= 1, got ${samples}`);
@@ -222,6 +233,7 @@ export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
   const thresholds = opts.thresholds ?? DEFAULT_THRESHOLDS;
   const alphas = opts.alphas ?? DEFAULT_RECIPE_ALPHAS;
   claimFolder(outDir, trait, opts.modelDir, handle.hash);
+  const base: Answerer = { engine, hash: handle.hash };
   const judge = resolveJudge(opts.judge, trait, base, opts.judgeProvider);
   const work: RecipeWork = {
     journal: new RecipeJournal(outDir),
@@ -231,45 +243,11 @@ export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
     progress,
     judgeConcurrency: opts.judgeConcurrency ?? 4,
   };
-  const pairs = trait.instructions.slice(0, nPairs);
-  const questions = trait.questions.slice(0, nQuestions);
-  const evalQuestions = trait.evalQuestions.slice(0, nEval);
-  const sampleIds = Array.from({ length: samples }, (_, s) => s);
-  const onEach = <T>(
-    systems: readonly (string | null)[],
-    qs: readonly string[],
-    f: (s: string | null, q: string, k: number) => T,
-  ) => systems.flatMap((s) => qs.flatMap((q) => sampleIds.map((k) => f(s, q, k))));
+  const study: Study = { work, handle, base, evalQuestions, samples };
 
   try {
     // Extraction.
-    const pairAsks = pairs.flatMap((p, i) =>
-      questions.flatMap((q) =>
-        sampleIds.map((k) => ({
-          i,
-          q,
-          k,
-          pos: { system: p.positive, question: q, sample: k },
-          neg: { system: p.negative, question: q, sample: k },
-        })),
-      ),
-    );
-    const asks: Ask[] = pairAsks.flatMap((a) => [a.pos, a.neg]);
-    const replies = await ensureReplies(work, base, 'extract', asks);
-    await ensureScores(work, 'extract', replies, ['trait']);
-    const scored: ScoredPair[] = pairAsks.map((a, j) => {
-      const positive = replies[2 * j];
-      const negative = replies[2 * j + 1];
-      return {
-        instruction: a.i,
-        question: a.q,
-        sample: a.k,
-        positive,
-        negative,
-        positiveScore: scoreOf(work, positive, 'trait'),
-        negativeScore: scoreOf(work, negative, 'trait'),
-      };
-    });
+    const scored = await scoredPairs(study, pairs, questions);
     const { kept, dropped } = filterPairs(scored, thresholds);
     const scoresOf = (ps: readonly ScoredPair[], side: 'positiveScore' | 'negativeScore') =>
       ps.map((p) => p[side]).filter((x): x is number => x !== null);
@@ -280,111 +258,31 @@ export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
     log(`kept ${kept.length} of ${scored.length} pairs`);
     const { byLayer, stats } = meanDifferenceVectors(handle, engine, kept, trait.name);
 
-    // Monitoring: every system prompt (none, the pairs' two ends, the extra ones) on the held-out questions.
-    let monitoring: RecipeSummary['monitoring'] = null;
-    let monitorR: number[] = [];
-    let monitorPrompts: { kind: PromptKind; index: number; system: string | null }[] = [];
-    let promptProjections: number[][] = []; // [prompt][layer] mean projection
-    if (opts.monitor ?? true) {
-      monitorPrompts = [
-        { kind: 'none', index: 0, system: null },
-        ...pairs.map((p, i) => ({ kind: 'positive' as const, index: i, system: p.positive })),
-        ...pairs.map((p, i) => ({ kind: 'negative' as const, index: i, system: p.negative })),
-        ...trait.monitorPrompts.map((s, i) => ({ kind: 'extra' as const, index: i, system: s })),
-      ];
-      const monAsks = onEach(
-        monitorPrompts.map((p) => p.system),
-        evalQuestions,
-        (system, question, sample): Ask => ({ system, question, sample }),
-      );
-      const monReplies = await ensureReplies(work, base, 'monitor', monAsks);
-      await ensureScores(work, 'monitor', monReplies, ['trait']);
-      // The last prompt token of each (system prompt, question), at every layer.
-      const prompts = monitorPrompts.flatMap((p) =>
-        evalQuestions.map((q) => engine.encodeChat(chatOf(p.system, q))),
-      );
-      const hooks = byLayer.map((v) => v.hook);
-      const acts = activationsAt(
-        handle.model,
-        prompts,
-        prompts.map(() => [-1]),
-        hooks,
-      );
-      const dim = handle.model.config.dim;
-      const units = byLayer.map((v) => (v.vector.some((x) => x !== 0) ? unitVector(v.vector) : null));
-      const projection = (row: number, layer: number) => {
-        const u = units[layer];
-        if (!u) return NaN;
-        const a = acts.get(hooks[layer])!;
-        let s = 0;
-        for (let j = 0; j < dim; j++) s += u[j] * a[row * dim + j];
-        return s;
-      };
-      const perReply = monReplies.map((r, i) => ({
-        row: Math.floor(i / samples),
-        score: scoreOf(work, r, 'trait'),
-      }));
-      const scoredReplies = perReply.filter((x): x is { row: number; score: number } => x.score !== null);
-      promptProjections = monitorPrompts.map((_, p) =>
-        byLayer.map((_v, l) =>
-          mean(evalQuestions.map((_q, qi) => projection(p * evalQuestions.length + qi, l))),
-        ),
-      );
-      const promptScores = monitorPrompts.map((_, p) => {
-        const xs = scoredReplies
-          .filter((x) => Math.floor(x.row / evalQuestions.length) === p)
-          .map((x) => x.score);
-        return { mean: mean(xs), n: xs.length };
-      });
-      const withScores = promptScores.map((s, p) => (s.n > 0 ? p : -1)).filter((p) => p >= 0);
-      const perLayer = byLayer.map((_v, l) => ({
-        layer: l,
-        rReplies: pearson(
-          scoredReplies.map((x) => projection(x.row, l)),
-          scoredReplies.map((x) => x.score),
-        ),
-        rPrompts:
-          withScores.length >= 3
-            ? pearson(
-                withScores.map((p) => promptProjections[p][l]),
-                withScores.map((p) => promptScores[p].mean),
-              )
-            : NaN,
-        n: scoredReplies.length,
-      }));
-      monitorR = perLayer.map((x) => x.rReplies);
-      // Each prompt's projection is filled in at the chosen layer once it is known.
-      monitoring = {
-        prompts: monitorPrompts.map((p, i) => ({
-          ...p,
-          meanScore: promptScores[i].mean,
-          n: promptScores[i].n,
-          projection: NaN,
-        })),
-        perLayer,
-      };
-    }
-
-    // The chosen layer.
-    let chosen = opts.layer ?? -1;
-    let rule: RecipeSummary['layer']['rule'] = 'given';
-    if (chosen < 0 && monitoring) {
-      chosen = argmaxOf(monitorR, candidates);
-      rule = 'monitoring';
-    }
-    if (chosen < 0) {
-      chosen = argmaxOf(
-        stats.map((s) => s.separation),
-        candidates,
-      );
-      rule = 'separation';
-    }
-    if (chosen < 0) chosen = candidates[candidates.length - 1];
-    if (monitoring)
-      monitoring.prompts = monitoring.prompts.map((p, i) => ({
-        ...p,
-        projection: promptProjections[i][chosen],
-      }));
+    // Monitoring, and the layer.
+    const monitored =
+      (opts.monitor ?? true)
+        ? await monitorVectors(
+            study,
+            [
+              { kind: 'none', index: 0, system: null },
+              ...pairs.map((p, index) => ({ kind: 'positive' as const, index, system: p.positive })),
+              ...pairs.map((p, index) => ({ kind: 'negative' as const, index, system: p.negative })),
+              ...trait.monitorPrompts.map((system, index) => ({ kind: 'extra' as const, index, system })),
+            ],
+            byLayer,
+          )
+        : null;
+    const layer = chooseLayer(
+      opts.layer,
+      candidates,
+      monitored ? monitored.perLayer.map((x) => x.rReplies) : null,
+      stats.map((x) => x.separation),
+    );
+    const chosen = layer.chosen;
+    const monitoring: RecipeSummary['monitoring'] = monitored && {
+      prompts: monitored.prompts.map((p, i) => ({ ...p, projection: monitored.projections[i][chosen] })),
+      perLayer: monitored.perLayer,
+    };
 
     const bundle: VectorBundle = {
       format: 'psm-persona-vectors',
@@ -410,125 +308,54 @@ export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
         },
       ],
     };
-    const vectorsFile = path.join(outDir, VECTORS_FILE);
-    saveVectorBundle(vectorsFile, bundle);
+    saveVectorBundle(path.join(outDir, VECTORS_FILE), bundle);
     writeServeVectors(path.join(outDir, SERVE_VECTORS_FILE), bundle, trait.name);
-    const vector = byLayer[chosen];
-    const vectorHash = hashOf(Array.from(vector.vector));
 
-    // Steering: the dose-response at the chosen layer, no system prompt.
-    const steerReplies = async (who: Answerer, phase: string, alpha: number) => {
-      const steer =
-        alpha === 0
-          ? undefined
-          : {
-              setting: { layer: chosen, alpha, vector: vectorHash },
-              hooks: addSteering(new HookSet(), handle, vector, alpha),
-            };
-      const rs = await ensureReplies(
-        work,
-        who,
-        phase,
-        onEach([null], evalQuestions, (system, question, sample): Ask => ({
-          system,
-          question,
-          sample,
-          steer,
-        })),
-      );
-      await ensureScores(work, phase, rs, ['trait', 'coherence']);
-      return rs;
-    };
+    // Steering: the dose-response at the chosen layer, no system prompt (alpha 0 is the plain model).
     let steering: RecipeSummary['steering'] = null;
     if (alphas.length > 0) {
+      const vector = byLayer[chosen];
+      const vectorHash = hashOf(Array.from(vector.vector));
       const rows = [];
       for (const alpha of alphas) {
-        const rs = await steerReplies(base, `steer ${alpha}`, alpha);
-        const t = meanScore(work, rs, 'trait');
-        const c = meanScore(work, rs, 'coherence');
-        rows.push({ alpha, trait: t.mean, coherence: c.mean, n: t.n, unscored: t.unscored });
+        const steer =
+          alpha === 0
+            ? undefined
+            : {
+                setting: { layer: chosen, alpha, vector: vectorHash },
+                hooks: addSteering(new HookSet(), handle, vector, alpha),
+              };
+        const s = await heldOutScores(study, base, `steer ${alpha}`, steer);
+        rows.push({
+          alpha,
+          trait: s.trait.mean,
+          coherence: s.coherence.mean,
+          n: s.trait.n,
+          unscored: s.trait.unscored,
+        });
       }
       steering = { layer: chosen, rows };
     }
 
-    // Preventative steering.
-    let prevention: RecipeSummary['prevention'] = null;
-    if (opts.prevent) {
-      const settings: PreventionSettings = { ...DEFAULT_PREVENTION, ...opts.prevent };
-      const chats: TuneChat[] =
-        opts.prevent.chats ??
-        kept.map((p) => ({ messages: chatOf(null, p.question), reply: p.positive.text }));
-      if (chats.length === 0) throw new Error('preventative steering: no chats to fine-tune on');
-      const arms: NonNullable<RecipeSummary['prevention']>['arms'] = [];
-      const before = await steerReplies(base, 'prevent before', 0);
-      const summarise = (rs: ResponseRecord[]) => ({
-        trait: meanScore(work, rs, 'trait'),
-        coherence: meanScore(work, rs, 'coherence'),
-      });
-      const b = summarise(before);
-      arms.push({
-        arm: 'before',
-        model: handle.hash,
-        finalLoss: null,
-        trait: b.trait.mean,
-        coherence: b.coherence.mean,
-        n: b.trait.n,
-      });
-      for (const arm of ['plain', 'steered'] as const) {
-        const bar = progress(`prevent ${arm}`, settings.steps, 'steps');
-        const tuned = tunedModel({
-          arm,
+    // Preventative steering: a fine-tune on trait-expressing replies (by default the kept positive ones).
+    const prevention = opts.prevent
+      ? await preventionTrial(study, {
           modelDir: opts.modelDir,
           chatTemplate: opts.chatTemplate,
           outDir,
-          chats,
-          settings,
+          chats:
+            opts.prevent.chats ??
+            kept.map((p) => ({ messages: chatOf(null, p.question), reply: p.positive.text })),
+          data: opts.prevent.data ?? 'the kept positive replies, without their system prompt',
+          settings: { ...DEFAULT_PREVENTION, ...opts.prevent },
           bundle,
           trait: trait.name,
           layer: chosen,
-          onStep: (step, loss) => bar.update(step, { loss }),
-        });
-        bar.stop();
-        log(`${arm} fine-tune ${tuned.trained ? 'trained' : 'loaded'}: ${tuned.dir}`);
-        const who: Answerer = { engine: engineFor(tuned.handle), hash: tuned.handle.hash };
-        const rs = await ensureReplies(
-          work,
-          who,
-          `prevent ${arm}`,
-          onEach([null], evalQuestions, (system, question, sample): Ask => ({ system, question, sample })),
-        );
-        await ensureScores(work, `prevent ${arm}`, rs, ['trait', 'coherence']);
-        const s = summarise(rs);
-        arms.push({
-          arm,
-          model: tuned.handle.hash,
-          finalLoss: tuned.finalLoss,
-          trait: s.trait.mean,
-          coherence: s.coherence.mean,
-          n: s.trait.n,
-        });
-      }
-      const [bt, pt, st] = arms.map((a) => a.trait);
-      prevention = {
-        examples: chats.length,
-        data: opts.prevent.data ?? 'the kept positive replies, without their system prompt',
-        layer: chosen,
-        settings,
-        arms,
-        reduction: pt - bt !== 0 ? (pt - st) / (pt - bt) : NaN,
-      };
-    }
+          progress,
+          log,
+        })
+      : null;
 
-    const byInstruction = pairs.map((_p, i) => {
-      const mine = scored.filter((p) => p.instruction === i);
-      return {
-        index: i,
-        pairs: mine.length,
-        kept: kept.filter((p) => p.instruction === i).length,
-        positiveMean: mean(scoresOf(mine, 'positiveScore')),
-        negativeMean: mean(scoresOf(mine, 'negativeScore')),
-      };
-    });
     const summary: RecipeSummary = {
       format: SUMMARY_FORMAT,
       version: 1,
@@ -542,9 +369,9 @@ export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
       },
       judge: judge.id,
       settings: {
-        instructions: nPairs,
-        questions: nQuestions,
-        evalQuestions: nEval,
+        instructions: pairs.length,
+        questions: questions.length,
+        evalQuestions: evalQuestions.length,
         samples,
         sampling,
         thresholds,
@@ -556,10 +383,19 @@ export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
         dropped,
         positiveMean: mean(scoresOf(scored, 'positiveScore')),
         negativeMean: mean(scoresOf(scored, 'negativeScore')),
-        byInstruction,
+        byInstruction: pairs.map((_p, i) => {
+          const mine = scored.filter((p) => p.instruction === i);
+          return {
+            index: i,
+            pairs: mine.length,
+            kept: kept.filter((p) => p.instruction === i).length,
+            positiveMean: mean(scoresOf(mine, 'positiveScore')),
+            negativeMean: mean(scoresOf(mine, 'negativeScore')),
+          };
+        }),
         perLayer: stats,
       },
-      layer: { chosen, rule, candidates },
+      layer,
       monitoring,
       steering,
       prevention,

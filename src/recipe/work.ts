@@ -3,6 +3,7 @@
  * steering where asked) and judge scores of replies. Both look in the journal first and do only what is missing,
  * showing progress (bar, rate, ETA) over that.
  */
+import type { ModelHandle } from '../interpret/activations.ts';
 import type { ProgressFactory } from '../measurement/progress.ts';
 import type { HookSet } from '../model/hooks.ts';
 import type { LocalEngine } from '../providers/local-engine.ts';
@@ -180,5 +181,65 @@ export function meanScore(
     mean: xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN,
     n: xs.length,
     unscored: replies.length - xs.length,
+  };
+}
+
+/** What every step of a run shares: the work, the model under study, and the held-out questions and samples. */
+export interface Study {
+  work: RecipeWork;
+  handle: ModelHandle;
+  /** The model under study, answering. */
+  base: Answerer;
+  evalQuestions: string[];
+  samples: number;
+}
+
+/** One ask per system prompt x question x sample, in that order (so reply i is prompt row floor(i / samples)). */
+export function asksFor(
+  systems: readonly (string | null)[],
+  questions: readonly string[],
+  samples: number,
+  steer?: Ask['steer'],
+): Ask[] {
+  return systems.flatMap((system) =>
+    questions.flatMap((question) =>
+      Array.from({ length: samples }, (_, sample) => ({
+        system,
+        question,
+        sample,
+        ...(steer ? { steer } : {}),
+      })),
+    ),
+  );
+}
+
+export interface HeldOutScores {
+  replies: ResponseRecord[];
+  trait: ReturnType<typeof meanScore>;
+  coherence: ReturnType<typeof meanScore>;
+}
+
+/**
+ * `who`'s replies to the held-out questions without a system prompt (steered when `steer` says so), judged for the
+ * trait and for coherence: what steering and the fine-tunes are measured on.
+ */
+export async function heldOutScores(
+  study: Study,
+  who: Answerer,
+  phase: string,
+  steer?: Ask['steer'],
+): Promise<HeldOutScores> {
+  const { work } = study;
+  const replies = await ensureReplies(
+    work,
+    who,
+    phase,
+    asksFor([null], study.evalQuestions, study.samples, steer),
+  );
+  await ensureScores(work, phase, replies, ['trait', 'coherence']);
+  return {
+    replies,
+    trait: meanScore(work, replies, 'trait'),
+    coherence: meanScore(work, replies, 'coherence'),
   };
 }
