@@ -4,7 +4,6 @@
  * monitoring, a judged steering dose-response and (with --prevent) preventative steering during a fine-tune
  * (src/recipe/, docs/interpret.md). Resumable: rerunning the same command continues where a killed one stopped.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { RecipeResult } from '../recipe/run.ts';
