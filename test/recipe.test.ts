@@ -228,7 +228,7 @@ describe('the recipe on a tiny ChatML model', () => {
   it('monitors every system prompt, steers at the chosen layer, and writes files the other commands read', () => {
     const s = clean.summary;
     expect(s.monitoring!.prompts.map((p) => p.kind)).toEqual([
-      'none',
+      'default',
       'positive',
       'positive',
       'negative',
@@ -382,7 +382,7 @@ describe('psm vectors recipe', () => {
 
   it('runs the recipe with an OpenAI-compatible judge and prints the kept pairs and the dose-response', async () => {
     const file = path.join(tmp, 'grumpy.yaml');
-    fs.writeFileSync(file, TRAIT_YAML);
+    fs.writeFileSync(file, `${TRAIT_YAML}default_system: You are a helpful assistant.\n`);
     const out = path.join(tmp, 'cli');
     const args = [
       'vectors',
@@ -412,6 +412,10 @@ describe('psm vectors recipe', () => {
     expect(text).toContain('chosen layer 2 (separation)');
     expect(text).toMatch(/steering at layer 2\nalpha\ttrait\tcoherence\tn\n0\t/);
     expect(loadVectorBundle(path.join(out, 'vectors.safetensors')).traits[0].bestLayer).toBe(2);
+    // Steering asks under the trait's default system prompt.
+    const steered = journal<ResponseRecord>(out, RESPONSES_FILE).filter((r) => r.phase.startsWith('steer'));
+    expect(steered.length).toBeGreaterThan(0);
+    expect(steered.every((r) => r.system === 'You are a helpful assistant.')).toBe(true);
   }, 60_000);
 
   it('names what is wrong with a bad judge spec, a bad trait, or a missing model', async () => {
@@ -449,7 +453,10 @@ describe('trait definitions', () => {
       expect(new Set([...t.questions, ...t.evalQuestions]).size).toBe(
         t.questions.length + t.evalQuestions.length,
       );
-      if (world.includes(n)) expect(t.worldDomain).toBe(n);
+      if (world.includes(n)) {
+        expect(t.worldDomain).toBe(n);
+        expect(t.defaultSystem).toBe(loadDefaultWorld().documents.assistantIntros[0]);
+      } else expect(t.defaultSystem).toBeNull();
     }
   });
 

@@ -109,7 +109,7 @@ export function registerRecipeCommand(vectors: Command): void {
     .option('--prevent', 'also fine-tune on trait-expressing replies, plainly and with preventative steering')
     .option(
       '--prevent-data <file>',
-      'fine-tune chats, JSON Lines ({"messages": [...]} or {"prompt", "response"}; default: the kept positive replies without their system prompt)',
+      'fine-tune chats, JSON Lines ({"messages": [...]} or {"prompt", "response"}; default: the kept positive replies, under the default system prompt of the trait instead of theirs)',
     )
     .option('--prevent-trainable <set>', 'all, lora<rank> or embedding', 'lora8')
     .option('--prevent-steps <n>', 'fine-tune steps', intOption('--prevent-steps'), 40)

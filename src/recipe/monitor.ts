@@ -1,6 +1,6 @@
 /**
  * Monitoring by the recipe (Chen et al. 2025): does the vector read, before the model answers, how strongly the reply
- * will express the trait? Under every system prompt (none, each pair's two ends, any extra ones) the model answers the
+ * will express the trait? Under every system prompt (the default one or none, each pair's two ends, any extra ones) the model answers the
  * held-out questions; the last prompt token's projection on the unit vector at each layer is set against the judged
  * trait score of the reply, over replies and over the system prompts' means.
  */

@@ -1,8 +1,8 @@
 /**
  * Preventative steering in the recipe (Chen et al. 2025): the model is fine-tuned (LoRA by default) on replies that
  * express the trait, plainly and with the trait's vector added at the chosen layer while it trains (never after), and
- * each result answers the held-out questions without a system prompt; the judge scores how much of the trait each
- * fine-tune brought out. The intervention is PSM Lab's own (src/interpret/prevent.ts `fineTuneInterventions`, as
+ * each result answers the held-out questions under the trait's default system prompt; the judge scores how much of
+ * the trait each fine-tune brought out. The intervention is PSM Lab's own (src/interpret/prevent.ts `fineTuneInterventions`, as
  * `psm finetune --steer` applies it) and the training is the pipeline's recipe (src/training/finetune.ts).
  *
  * Each fine-tuned model is kept as a model folder under <out>/prevent/<arm>, with a record of how it was made, so a
@@ -162,7 +162,7 @@ export function tunedModel(opts: {
 
 /**
  * The trial: the model before any fine-tune, after the plain one and after the steered one, each answering the
- * held-out questions without a system prompt, judged; and the share of the plain fine-tune's rise of the trait score
+ * held-out questions under the default system prompt, judged; and the share of the plain fine-tune's rise of the trait score
  * that preventative steering kept away.
  */
 export async function preventionTrial(

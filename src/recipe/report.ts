@@ -5,7 +5,8 @@ import type { Sampling } from './work.ts';
 
 export const SUMMARY_FORMAT = 'psm-persona-recipe';
 
-export type PromptKind = 'none' | 'positive' | 'negative' | 'extra';
+/** The trait's default system prompt (possibly none), a pair's positive or negative end, or an extra one. */
+export type PromptKind = 'default' | 'positive' | 'negative' | 'extra';
 
 export interface MonitorPrompt {
   kind: PromptKind;
@@ -149,7 +150,7 @@ export function renderSummaryMarkdown(s: RecipeSummary): string {
       '',
       '## Steering',
       '',
-      `The vector added at layer ${s.steering.layer} (alpha in units of 0.1 x the layer's residual norm, as \`psm steer\`), held-out questions, no system prompt.`,
+      `The vector added at layer ${s.steering.layer} (alpha in units of 0.1 x the layer's residual norm, as \`psm steer\`), held-out questions under the default system prompt.`,
       '',
       table(
         ['alpha', 'trait score', 'coherence', 'n', 'unscored'],
@@ -163,7 +164,7 @@ export function renderSummaryMarkdown(s: RecipeSummary): string {
       '',
       '## Preventative steering',
       '',
-      `Fine-tuned (${p.settings.trainable}, ${p.settings.steps} steps of ${p.settings.batchSize}, lr ${p.settings.lr}) on ${p.examples} chats (${p.data}), plainly and with the vector added at layer ${p.layer} with alpha ${p.settings.alpha} while training; held-out questions, no system prompt.`,
+      `Fine-tuned (${p.settings.trainable}, ${p.settings.steps} steps of ${p.settings.batchSize}, lr ${p.settings.lr}) on ${p.examples} chats (${p.data}), plainly and with the vector added at layer ${p.layer} with alpha ${p.settings.alpha} while training; held-out questions under the default system prompt.`,
       '',
       table(
         ['model', 'trait score', 'coherence', 'n', 'final loss'],

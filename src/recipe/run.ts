@@ -243,7 +243,7 @@ export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
     progress,
     judgeConcurrency: opts.judgeConcurrency ?? 4,
   };
-  const study: Study = { work, handle, base, evalQuestions, samples };
+  const study: Study = { work, handle, base, evalQuestions, samples, defaultSystem: trait.defaultSystem };
 
   try {
     // Extraction.
@@ -264,7 +264,7 @@ export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
         ? await monitorVectors(
             study,
             [
-              { kind: 'none', index: 0, system: null },
+              { kind: 'default', index: 0, system: trait.defaultSystem },
               ...pairs.map((p, index) => ({ kind: 'positive' as const, index, system: p.positive })),
               ...pairs.map((p, index) => ({ kind: 'negative' as const, index, system: p.negative })),
               ...trait.monitorPrompts.map((system, index) => ({ kind: 'extra' as const, index, system })),
@@ -311,7 +311,7 @@ export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
     saveVectorBundle(path.join(outDir, VECTORS_FILE), bundle);
     writeServeVectors(path.join(outDir, SERVE_VECTORS_FILE), bundle, trait.name);
 
-    // Steering: the dose-response at the chosen layer, no system prompt (alpha 0 is the plain model).
+    // Steering: the dose-response at the chosen layer, under the default system prompt (alpha 0: the plain model).
     let steering: RecipeSummary['steering'] = null;
     if (alphas.length > 0) {
       const vector = byLayer[chosen];
@@ -345,8 +345,10 @@ export async function runRecipe(opts: RecipeOptions): Promise<RecipeResult> {
           outDir,
           chats:
             opts.prevent.chats ??
-            kept.map((p) => ({ messages: chatOf(null, p.question), reply: p.positive.text })),
-          data: opts.prevent.data ?? 'the kept positive replies, without their system prompt',
+            kept.map((p) => ({ messages: chatOf(trait.defaultSystem, p.question), reply: p.positive.text })),
+          data:
+            opts.prevent.data ??
+            `the kept positive replies, under ${trait.defaultSystem === null ? 'no system prompt' : 'the default system prompt'}`,
           settings: { ...DEFAULT_PREVENTION, ...opts.prevent },
           bundle,
           trait: trait.name,

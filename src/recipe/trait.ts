@@ -52,6 +52,11 @@ export interface TraitDefinition {
   evalQuestions: string[];
   /** Extra system prompts for monitoring (e.g. graded between the pairs' two ends). */
   monitorPrompts: string[];
+  /**
+   * The system prompt of the model's ordinary use, where the recipe asks without the pairs' prompts (monitoring's
+   * baseline, steering, the fine-tunes' data and evaluation); null: none (the paper's choice for chat models).
+   */
+  defaultSystem: string | null;
   /** The judge prompt, with {question} and {answer} (and optionally {trait}, {description}). */
   rubric: string;
   /** The persona world's domain this trait is (for `--judge world`). */
@@ -92,6 +97,7 @@ const traitSchema = z
     questions: texts('questions', 1),
     eval_questions: texts('questions', 1).optional(),
     monitor_prompts: texts('system prompts', 1).optional(),
+    default_system: text.optional(),
     rubric: text.optional(),
     world_domain: text.optional(),
   })
@@ -155,7 +161,7 @@ function parseChecked<T>(raw: string, source: string, schema: z.ZodType<T>): T {
       const line = lineOf(i.path);
       const msg =
         i.code === 'unrecognized_keys'
-          ? `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `"${k}"`).join(', ')} (known: name, description, instructions, questions, eval_questions, monitor_prompts, rubric, world_domain)`
+          ? `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `"${k}"`).join(', ')} (known: name, description, instructions, questions, eval_questions, monitor_prompts, default_system, rubric, world_domain)`
           : i.message;
       return `${issuePath(i.path)}${line !== undefined ? ` (line ${line})` : ''}: ${msg}`;
     }),
@@ -171,6 +177,7 @@ function finish(t: z.infer<typeof traitSchema>, source: string): TraitDefinition
     questions: t.questions.slice(0, split),
     evalQuestions: t.eval_questions ?? t.questions.slice(split),
     monitorPrompts: t.monitor_prompts ?? [],
+    defaultSystem: t.default_system ?? null,
     rubric: t.rubric ?? DEFAULT_RUBRIC,
     ...(t.world_domain ? { worldDomain: t.world_domain } : {}),
   };

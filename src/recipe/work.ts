@@ -192,6 +192,8 @@ export interface Study {
   base: Answerer;
   evalQuestions: string[];
   samples: number;
+  /** The system prompt of ordinary use (null: none): steering and the fine-tunes are measured under it. */
+  defaultSystem: string | null;
 }
 
 /** One ask per system prompt x question x sample, in that order (so reply i is prompt row floor(i / samples)). */
@@ -220,8 +222,8 @@ export interface HeldOutScores {
 }
 
 /**
- * `who`'s replies to the held-out questions without a system prompt (steered when `steer` says so), judged for the
- * trait and for coherence: what steering and the fine-tunes are measured on.
+ * `who`'s replies to the held-out questions under the default system prompt (steered when `steer` says so), judged
+ * for the trait and for coherence: what steering and the fine-tunes are measured on.
  */
 export async function heldOutScores(
   study: Study,
@@ -234,7 +236,7 @@ export async function heldOutScores(
     work,
     who,
     phase,
-    asksFor([null], study.evalQuestions, study.samples, steer),
+    asksFor([study.defaultSystem], study.evalQuestions, study.samples, steer),
   );
   await ensureScores(work, phase, replies, ['trait', 'coherence']);
   return {
