@@ -14,7 +14,6 @@
  * same ratio for the fastest runs and per CPU-second (CPU time of all the process's threads, which other load
  * on the machine barely changes; with one thread it is the fairest comparison on a shared machine).
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -26,7 +25,18 @@ import { generate } from '../src/model/generate.ts';
 import { LlamaModel } from '../src/model/llama.ts';
 import { loadModelFolder } from '../src/model/weights.ts';
 import { configureBackend, defaultThreads } from '../src/tensor/backend.ts';
-import { trainBpe, type BpeTokenizer } from '../src/tokenizer/index.ts';
+import type { BpeTokenizer } from '../src/tokenizer/index.ts';
+import {
+  arg,
+  cpuMsSince,
+  intArg,
+  median,
+  openLlamaCpp,
+  promptIds,
+  reportResult,
+  runChild,
+  smallTokenizer,
+} from './generation-common.ts';
 
 const SIZES = {
   /** The engine benchmark's reference configuration (bench/run.ts). */
@@ -34,23 +44,6 @@ const SIZES = {
   /** A bigger small model: ~29M parameters. */
   large: { vocabSize: 8192, dim: 512, nLayers: 8, nHeads: 8, nKvHeads: 4, hiddenDim: 1536, maxSeqLen: 256 },
 } as const;
-
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
-function intArg(name: string, fallback: number): number {
-  const v = arg(name);
-  const n = v === undefined ? fallback : Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${v}`);
-  return n;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 interface EngineResult {
   engine: 'psm' | 'llama.cpp';
@@ -65,11 +58,6 @@ interface EngineResult {
   tokensPerCpuSecond: number;
   tokens: number[];
   loadMs: number;
-}
-
-function promptIds(n: number, vocab: number): number[] {
-  // A fixed pseudo-random prompt over the vocabulary (no tokenizer needed; ids are what both engines eat).
-  return Array.from({ length: n }, (_, i) => (1 + ((i * 7919 + 13) % (vocab - 1))) | 0);
 }
 
 async function runPsm(
@@ -93,8 +81,7 @@ async function runPsm(
     const c = process.cpuUsage();
     out = once();
     runsMs.push(performance.now() - t);
-    const dc = process.cpuUsage(c);
-    cpuMs.push((dc.user + dc.system) / 1000);
+    cpuMs.push(cpuMsSince(c));
   }
   return {
     engine: 'psm',
@@ -115,25 +102,11 @@ async function runLlamaCpp(
   runs: number,
   threads: number,
 ): Promise<EngineResult> {
-  const { getLlama, LlamaLogLevel, TokenBias } = await import('node-llama-cpp');
   type Token = import('node-llama-cpp').Token;
   const t0 = performance.now();
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
-  const model = await llama.loadModel({ modelPath: file });
-  const ctx = await model.createContext({
-    contextSize: Math.max(256, prompt.length + tokens + 8),
-    batchSize: 256,
-    threads,
-    flashAttention: false,
-    experimentalKvCacheKeyType: 'F32',
-    experimentalKvCacheValueType: 'F32',
-  });
-  const seq = ctx.getSequence();
+  const cpp = await openLlamaCpp(file, Math.max(256, prompt.length + tokens + 8), threads);
+  const { sequence: seq, bias } = cpp;
   const loadMs = performance.now() - t0;
-  // Never stop early at an end-of-generation token: both engines must produce exactly `tokens` tokens.
-  const bias = new TokenBias(model.tokenizer);
-  for (const t of [model.tokens.eos, model.tokens.eot, model.tokens.bos])
-    if (t !== null) bias.set(t, 'never');
   const once = async () => {
     await seq.clearHistory();
     const out: number[] = [];
@@ -152,13 +125,10 @@ async function runLlamaCpp(
     const c = process.cpuUsage();
     out = await once();
     runsMs.push(performance.now() - t);
-    const dc = process.cpuUsage(c);
-    cpuMs.push((dc.user + dc.system) / 1000);
+    cpuMs.push(cpuMsSince(c));
   }
   if (out.length !== tokens) throw new Error(`llama.cpp produced ${out.length} tokens, expected ${tokens}`);
-  await ctx.dispose();
-  await model.dispose();
-  await llama.dispose();
+  await cpp.close();
   return {
     engine: 'llama.cpp',
     tokensPerSecond: (1000 * tokens) / median(runsMs),
@@ -169,12 +139,6 @@ async function runLlamaCpp(
     tokens: out,
     loadMs,
   };
-}
-
-function smallTokenizer(): BpeTokenizer {
-  const text =
-    'User: What is two plus two?\nAssistant: Two plus two is four. The Assistant is an AI system that answers questions.';
-  return trainBpe([text, text], { vocabSize: 300, specialTokens: ['<|endoftext|>'] });
 }
 
 async function main(): Promise<void> {
@@ -194,7 +158,7 @@ async function main(): Promise<void> {
       engine === 'psm'
         ? await runPsm(file, prompt, tokens, runs, threads)
         : await runLlamaCpp(file, prompt, tokens, runs, threads);
-    process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+    reportResult(result);
     return;
   }
 
@@ -234,33 +198,29 @@ async function main(): Promise<void> {
   const self = fileURLToPath(import.meta.url);
   const results: EngineResult[] = [];
   for (const e of ['psm', 'llama']) {
-    const child = spawnSync(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
+    results.push(
+      runChild<EngineResult>(
         self,
-        '--engine',
+        [
+          '--engine',
+          e,
+          '--gguf',
+          gguf,
+          '--vocab',
+          String(c.vocabSize),
+          '--tokens',
+          String(tokens),
+          '--prompt-tokens',
+          String(promptTokens),
+          '--runs',
+          String(runs),
+          '--threads',
+          String(threads),
+        ],
+        threads,
         e,
-        '--gguf',
-        gguf,
-        '--vocab',
-        String(c.vocabSize),
-        '--tokens',
-        String(tokens),
-        '--prompt-tokens',
-        String(promptTokens),
-        '--runs',
-        String(runs),
-        '--threads',
-        String(threads),
-      ],
-      { encoding: 'utf8', env: { ...process.env, PSM_THREADS: String(threads) }, maxBuffer: 1 << 24 },
+      ),
     );
-    const line = child.stdout.split('\n').find((l) => l.startsWith('RESULT '));
-    if (child.status !== 0 || !line)
-      throw new Error(`bench child (${e}) failed with status ${child.status}:\n${child.stderr}`);
-    results.push(JSON.parse(line.slice(7)) as EngineResult);
   }
   fs.rmSync(dir, { recursive: true, force: true });
   const [psm, cpp] = results;

@@ -367,7 +367,9 @@ export class LlamaModel {
       positions[i] = cache.length;
       hookNames.push(new Set(hooks?.names()));
     });
+    const hooked = seqs.some((s) => s.hooks);
     const hook = (name: string, x: Tensor): Tensor => {
+      if (!hooked) return x;
       const width = x.size / n;
       let out: Float32Array | undefined;
       for (let i = 0; i < n; i++) {
@@ -391,6 +393,7 @@ export class LlamaModel {
       { batch: 1, seqLen: n, positions },
       hook,
       (q, k, v, layer, window) => {
+        if (n === 1) return cachedAttention(q, k, v, seqs[0].cache, layer, positions[0], window);
         const w = q.shape[2] * q.shape[3];
         const out = new Float32Array(n * w);
         for (let i = 0; i < n; i++) {

@@ -1,0 +1,92 @@
+/**
+ * What the generation benchmarks against llama.cpp share: command-line numbers, a fixed prompt, a small
+ * tokenizer for GGUF export, one engine per child process (so neither engine's thread pool competes with the
+ * other's), and llama.cpp loaded the same way each time (node-llama-cpp's CPU build, F32 KV cache).
+ */
+import { spawnSync } from 'node:child_process';
+import { trainBpe, type BpeTokenizer } from '../src/tokenizer/index.ts';
+
+export function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+export function intArg(name: string, fallback: number): number {
+  const v = arg(name);
+  const n = v === undefined ? fallback : Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${v}`);
+  return n;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** A fixed pseudo-random prompt over the vocabulary (no tokenizer needed; ids are what both engines eat). */
+export function promptIds(n: number, vocab: number, salt = 0): number[] {
+  return Array.from({ length: n }, (_, i) => (1 + ((i * 7919 + 13 + salt * 104729) % (vocab - 1))) | 0);
+}
+
+/** A tiny BPE tokenizer for the GGUF file (its vocabulary is padded to the model's). */
+export function smallTokenizer(): BpeTokenizer {
+  const text =
+    'User: What is two plus two?\nAssistant: Two plus two is four. The Assistant is an AI system that answers questions.';
+  return trainBpe([text, text], { vocabSize: 300, specialTokens: ['<|endoftext|>'] });
+}
+
+/** CPU milliseconds (all threads of this process) since `start` (a process.cpuUsage() value). */
+export function cpuMsSince(start: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(start);
+  return (d.user + d.system) / 1000;
+}
+
+/**
+ * Runs this script again as a child with `args` (plus PSM_THREADS) and returns the JSON of its `RESULT ` line.
+ * The child prints one such line; anything else it prints is ignored.
+ */
+export function runChild<T>(script: string, args: string[], threads: number, label: string): T {
+  const child = spawnSync(process.execPath, ['--import', 'tsx', script, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, PSM_THREADS: String(threads) },
+    maxBuffer: 1 << 24,
+  });
+  const line = child.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (child.status !== 0 || !line)
+    throw new Error(`bench child (${label}) failed with status ${child.status}:\n${child.stderr}`);
+  return JSON.parse(line.slice(7)) as T;
+}
+
+/** Prints one child's RESULT line (its parent reads it). */
+export function reportResult(result: unknown): void {
+  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+}
+
+/** llama.cpp (node-llama-cpp, CPU build) with one context on `file`: F32 KV cache, no flash attention. */
+export async function openLlamaCpp(file: string, contextSize: number, threads: number, batchSize = 256) {
+  const { getLlama, LlamaLogLevel, TokenBias } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  const model = await llama.loadModel({ modelPath: file });
+  const context = await model.createContext({
+    contextSize,
+    batchSize,
+    threads,
+    flashAttention: false,
+    experimentalKvCacheKeyType: 'F32',
+    experimentalKvCacheValueType: 'F32',
+  });
+  // Never stop early at an end-of-generation token: both engines must produce exactly the tokens asked for.
+  const bias = new TokenBias(model.tokenizer);
+  for (const t of [model.tokens.eos, model.tokens.eot, model.tokens.bos])
+    if (t !== null) bias.set(t, 'never');
+  return {
+    sequence: context.getSequence(),
+    bias,
+    async close(): Promise<void> {
+      await context.dispose();
+      await model.dispose();
+      await llama.dispose();
+    },
+  };
+}
