@@ -310,7 +310,7 @@ describe('the recipe on a tiny ChatML model', () => {
     expect(p.examples).toBe(r.summary.extraction.kept);
     expect(new Set(p.arms.map((a) => a.model)).size).toBe(3);
     expect(p.arms[0].trait).toBe(r.summary.steering!.rows[0].trait);
-    const rec = JSON.parse(fs.readFileSync(path.join(dir, 'prevent', 'steered', 'prevent.json'), 'utf8'));
+    const rec = JSON.parse(fs.readFileSync(path.join(dir, 'prevent', 'steered-alpha4', 'prevent.json'), 'utf8'));
     expect(rec.interventions[0]).toMatchObject({ method: 'add', layers: [r.summary.layer.chosen], alpha: 4 });
     expect(logs.filter((l) => l.includes('fine-tune trained'))).toHaveLength(2);
     logs.length = 0;

@@ -5,8 +5,8 @@
  * the trait each fine-tune brought out. The intervention is PSM Lab's own (src/interpret/prevent.ts `fineTuneInterventions`, as
  * `psm finetune --steer` applies it) and the training is the pipeline's recipe (src/training/finetune.ts).
  *
- * Each fine-tuned model is kept as a model folder under <out>/prevent/<arm>, with a record of how it was made, so a
- * resumed run loads it instead of training again.
+ * Each fine-tuned model is kept as a model folder (<out>/prevent/plain, <out>/prevent/steered-alpha<A>), with a
+ * record of how it was made, so a resumed run loads it instead of training again.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -65,7 +65,7 @@ export interface TunedModel {
 }
 
 /**
- * The model fine-tuned on `chats`, plainly or with preventative steering at `layer`: loaded from <prevent>/<arm> when
+ * The model fine-tuned on `chats`, plainly or with preventative steering at `layer`: loaded from its folder when
  * an earlier run made it with the same inputs, else trained from a fresh copy of `modelDir` and saved there.
  */
 export function tunedModel(opts: {
@@ -81,7 +81,8 @@ export function tunedModel(opts: {
   onStep?: (step: number, loss: number) => void;
 }): TunedModel {
   const { arm, settings } = opts;
-  const dir = path.join(opts.outDir, 'prevent', arm);
+  // One folder per strength: trials at several --prevent-alpha values keep each other's models.
+  const dir = path.join(opts.outDir, 'prevent', arm === 'plain' ? arm : `${arm}-alpha${settings.alpha}`);
   const inputs = {
     from: opts.bundle.modelHash,
     chats: hashOf(opts.chats),
