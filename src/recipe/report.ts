@@ -115,7 +115,7 @@ export function renderSummaryMarkdown(s: RecipeSummary): string {
     ),
     '',
     table(
-      ['layer', '|vector|', 'residual norm', 'separation (d)'],
+      ['layer', 'vector norm', 'residual norm', 'separation (d)'],
       e.perLayer.map((l) => [l.layer, f(l.norm, 3), f(l.residualNorm, 3), f(l.separation, 2)]),
     ),
     '',
