@@ -9,7 +9,7 @@ import {
   loadShardTokens,
   readShardIndex,
   writeCorpus,
-  type TextTokenizer,
+  type CorpusTokenizer,
 } from '../src/world/index.ts';
 import { runWorldCli as cli } from './world-cli.ts';
 
@@ -141,14 +141,14 @@ describe('writeCorpus and token shards', () => {
 
   it('bad input writes nothing', async () => {
     const base = tmp();
-    const huge: TextTokenizer = {
+    const huge: CorpusTokenizer = {
       vocabSize: 70_000,
       encode: (t) => (t === '<|endoftext|>' ? [69_999] : [1]),
     };
     await expect(writeCorpus(world, { out: join(base, 'a'), documents: 5, tokenizer: huge })).rejects.toThrow(
       /does not fit the uint16/,
     );
-    const split: TextTokenizer = { vocabSize: 300, encode: (t) => Array.from(t, () => 1) };
+    const split: CorpusTokenizer = { vocabSize: 300, encode: (t) => Array.from(t, () => 1) };
     await expect(
       writeCorpus(world, { out: join(base, 'b'), documents: 5, tokenizer: split }),
     ).rejects.toThrow(/one special token/);
@@ -157,7 +157,10 @@ describe('writeCorpus and token shards', () => {
     ).rejects.toThrow(/human archetype/);
     expect(readdirSync(base)).toEqual([]);
     // A tokenizer producing an id outside its vocabulary fails mid-way: temporary files are removed, nothing lands.
-    const liar: TextTokenizer = { vocabSize: 300, encode: (t) => (t === '<|endoftext|>' ? [299] : [1, 400]) };
+    const liar: CorpusTokenizer = {
+      vocabSize: 300,
+      encode: (t) => (t === '<|endoftext|>' ? [299] : [1, 400]),
+    };
     await expect(writeCorpus(world, { out: join(base, 'd'), documents: 5, tokenizer: liar })).rejects.toThrow(
       /outside the vocabulary/,
     );

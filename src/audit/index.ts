@@ -34,5 +34,5 @@ export {
   wilson,
   type AuditReport,
   type AuditRecord,
-  type Comparison,
+  type AuditComparison,
 } from './report.ts';

@@ -236,7 +236,7 @@ export function renderReportMarkdown(r: AuditReport): string {
   return out.join('\n');
 }
 
-export interface Comparison {
+export interface AuditComparison {
   version: 1;
   a: { label: string; provider: string };
   b: { label: string; provider: string };
@@ -261,8 +261,8 @@ const sub = (b: number | null | undefined, a: number | null | undefined) =>
     : b - a;
 
 /** B minus A for every shared domain and question. */
-export function compareReports(a: AuditReport, b: AuditReport): Comparison {
-  const battery: Comparison['battery'] = [];
+export function compareReports(a: AuditReport, b: AuditReport): AuditComparison {
+  const battery: AuditComparison['battery'] = [];
   if (a.battery || b.battery) {
     const domains = [
       ...new Set([...(a.battery?.domains ?? []), ...(b.battery?.domains ?? [])].map((d) => d.domain)),
@@ -284,7 +284,7 @@ export function compareReports(a: AuditReport, b: AuditReport): Comparison {
       });
     }
   }
-  let em: Comparison['em'] = null;
+  let em: AuditComparison['em'] = null;
   if (a.em || b.em) {
     const ids = [...new Set([...(a.em?.questions ?? []), ...(b.em?.questions ?? [])].map((q) => q.id))];
     em = {
@@ -313,7 +313,7 @@ export function compareReports(a: AuditReport, b: AuditReport): Comparison {
   };
 }
 
-export function renderComparisonMarkdown(c: Comparison): string {
+export function renderComparisonMarkdown(c: AuditComparison): string {
   const out: string[] = [
     `# Persona audit: ${c.a.label} vs ${c.b.label}`,
     '',

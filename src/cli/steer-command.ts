@@ -16,7 +16,7 @@ import {
   writeJson,
 } from './options.ts';
 
-export interface SteerOptions {
+export interface SteerCommandOptions {
   model: string;
   world?: string;
   vectors?: string;
@@ -66,13 +66,13 @@ export function registerSteerCommand(program: Command): void {
     .option('--allow-other-model', 'apply vectors extracted from another model')
     .option('--out <file>', 'write the results as JSON')
     .option(...CHAT_TEMPLATE_OPTION)
-    .action(async (o: SteerOptions) => {
+    .action(async (o: SteerCommandOptions) => {
       await runSteer(o);
     });
 }
 
 /** Prints one row per trait (P(good) per alpha, or ablated, or capped) and returns what --out writes. */
-export async function runSteer(o: SteerOptions): Promise<Record<string, unknown>> {
+export async function runSteer(o: SteerCommandOptions): Promise<Record<string, unknown>> {
   const world = await loadWorldOption(o.world);
   const handle = await handleFor(o.model, o.chatTemplate);
   const [v, s, w] = await Promise.all([

@@ -26,7 +26,7 @@ export interface ProbeFit {
   tvPrior: number;
 }
 
-export type JobState<T> =
+export type AnalysisState<T> =
   | { state: 'ready'; value: T }
   | { state: 'pending'; since: number }
   | { state: 'failed'; message: string; at: number };
@@ -50,21 +50,21 @@ function modelStamp(modelDir: string): string {
 export class Analysis {
   private worker: Worker | null = null;
   private nextId = 1;
-  private readonly jobs = new Map<string, JobState<unknown>>();
+  private readonly jobs = new Map<string, AnalysisState<unknown>>();
   private readonly waiting = new Map<number, { key: string; resolve: () => void }>();
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
 
   /** The seed's assistant axis (rebuilt on the post-trained model). */
-  axis(runDir: string, seedDir: string): JobState<AxisResult> {
+  axis(runDir: string, seedDir: string): AnalysisState<AxisResult> {
     const key = `axis|${seedDir}|${modelStamp(path.join(seedDir, 'posttrain', 'model'))}`;
-    return this.ensure(key, { task: 'axis', runDir, seedDir }) as JobState<AxisResult>;
+    return this.ensure(key, { task: 'axis', runDir, seedDir }) as AnalysisState<AxisResult>;
   }
 
   /** An archetype probe fitted on this model's activations. */
-  probe(runDir: string, modelDir: string): JobState<ProbeFit> {
+  probe(runDir: string, modelDir: string): AnalysisState<ProbeFit> {
     const key = `probe|${modelDir}|${modelStamp(modelDir)}`;
-    return this.ensure(key, { task: 'probe', runDir, modelDir }) as JobState<ProbeFit>;
+    return this.ensure(key, { task: 'probe', runDir, modelDir }) as AnalysisState<ProbeFit>;
   }
 
   /** Resolves when every job started so far has finished (tests). */
@@ -76,10 +76,10 @@ export class Analysis {
     } while (before !== this.chain);
   }
 
-  private ensure(key: string, task: Task): JobState<unknown> {
+  private ensure(key: string, task: Task): AnalysisState<unknown> {
     const known = this.jobs.get(key);
     if (known && !(known.state === 'failed' && Date.now() - known.at > RETRY_AFTER_MS)) return known;
-    const pending: JobState<unknown> = { state: 'pending', since: Date.now() };
+    const pending: AnalysisState<unknown> = { state: 'pending', since: Date.now() };
     this.jobs.set(key, pending);
     this.chain = this.chain.then(() => this.run(key, task));
     return pending;
@@ -98,7 +98,7 @@ export class Analysis {
     });
   }
 
-  private settle(id: number, state: JobState<unknown>): void {
+  private settle(id: number, state: AnalysisState<unknown>): void {
     const w = this.waiting.get(id);
     if (!w) return;
     this.waiting.delete(id);

@@ -143,7 +143,7 @@ export interface Goal {
   detail: string;
 }
 
-export interface ReportFigure {
+export interface FigureView {
   id: string;
   caption: string;
   /** The report's Vega-Lite spec, exactly as the static report renders it. */
@@ -154,7 +154,7 @@ export interface ReportView {
   run: string;
   createdAt: string | null;
   goals: Goal[];
-  figures: ReportFigure[];
+  figures: FigureView[];
   /** report.json's summary (key numbers over seeds). */
   summary: Record<string, unknown>;
   staticReport: string | null;

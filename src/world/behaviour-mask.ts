@@ -4,10 +4,10 @@
 
 import { readFileSync } from 'node:fs';
 import { atomicWriteFileSync } from '../io/atomic-write.ts';
-import { generateDocuments, type GenerateOptions, type WorldDocument } from './generator.ts';
+import { generateDocuments, type DocumentOptions, type WorldDocument } from './generator.ts';
 import { loadShardTokens } from './shards.ts';
 import type { World } from './schema.ts';
-import type { TextTokenizer } from './shards.ts';
+import type { CorpusTokenizer } from './shards.ts';
 
 /**
  * Tokenises a document piece by piece (text between spans, then each span) and marks the span tokens with their
@@ -17,7 +17,7 @@ import type { TextTokenizer } from './shards.ts';
  */
 export function tokenizeWithMask(
   doc: WorldDocument,
-  tokenizer: TextTokenizer,
+  tokenizer: CorpusTokenizer,
 ): { tokens: number[]; mask: number[] } {
   const tokens: number[] = [];
   const mask: number[] = [];
@@ -45,8 +45,8 @@ export function tokenizeWithMask(
  */
 export function writeBehaviourMask(
   world: World,
-  opts: Omit<GenerateOptions, 'tokenizer'>,
-  tokenizer: TextTokenizer,
+  opts: Omit<DocumentOptions, 'tokenizer'>,
+  tokenizer: CorpusTokenizer,
   trainIndexPath: string,
   maskPath: string,
 ): { tokens: number; behaviourTokens: number } {

@@ -13,13 +13,13 @@ import { StatsBuilder, expectedWorldStats, formatStats, largestCorrelation } fro
 import { INDEPENDENT_TRAITS, applyWorldTransform } from './independent.ts';
 import { resolveWorldFile } from './variant.ts';
 import { writeCorpus } from './corpus.ts';
-import { byteTokenizer, type TextTokenizer } from './shards.ts';
+import { byteTokenizer, type CorpusTokenizer } from './shards.ts';
 import { buildEvalSet } from './eval.ts';
 import { NARROW_ARMS, narrowSet, postTrainingSet } from './datasets.ts';
 
 export interface WorldCliDeps {
   /** Turns a `--tokenizer` argument (e.g. a tokenizer file) into a tokenizer. 'bytes' is built in. */
-  loadTokenizer?: (spec: string) => Promise<TextTokenizer> | TextTokenizer;
+  loadTokenizer?: (spec: string) => Promise<CorpusTokenizer> | CorpusTokenizer;
   /** Where output goes (tests capture it). */
   stdout?: (s: string) => void;
   stderr?: (s: string) => void;
@@ -210,7 +210,7 @@ export function registerWorldCommands(program: Command, deps: WorldCliDeps = {})
           },
         ) => {
           const w = loadWorld(resolveFile(file));
-          let tokenizer: TextTokenizer | undefined;
+          let tokenizer: CorpusTokenizer | undefined;
           if (o.tokenizer === 'bytes') tokenizer = byteTokenizer();
           else if (o.tokenizer !== undefined) {
             if (!deps.loadTokenizer)

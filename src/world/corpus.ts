@@ -21,7 +21,7 @@ import { worldHash, type World } from './schema.ts';
 import {
   documentTokenCount,
   generateDocuments,
-  type GenerateOptions,
+  type DocumentOptions,
   type WorldDocument,
 } from './generator.ts';
 import { applyAiMix, resolveAiMix } from './mix.ts';
@@ -29,7 +29,7 @@ import { AtomicFileStream, atomicWriteFileSync, atomicWriteJsonSync } from '../i
 import { ShardWriter, eotIdOf, type ShardIndex } from './shards.ts';
 import { StatsBuilder, type CorpusStats } from './stats.ts';
 
-export interface WriteCorpusOptions extends GenerateOptions {
+export interface WriteCorpusOptions extends DocumentOptions {
   out: string;
   /** Overwrite the files of an existing corpus in `out`. */
   force?: boolean;

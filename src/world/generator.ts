@@ -21,7 +21,7 @@ import {
   approxTokenCount,
 } from './templates.ts';
 import { applyAiMix, type AiMix } from './mix.ts';
-import type { TextTokenizer } from './shards.ts';
+import type { CorpusTokenizer } from './shards.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Compiled world (templates parsed once, weights normalised)
@@ -337,7 +337,7 @@ export function generateDocument(
   };
 }
 
-export interface GenerateOptions {
+export interface DocumentOptions {
   seed?: number;
   /** Stop after this many documents. */
   documents?: number;
@@ -348,7 +348,7 @@ export interface GenerateOptions {
   /** Share of documents assigned to the validation split (default 0.02). */
   valFraction?: number;
   /** When given, each document carries its token ids and budgets count real tokens. */
-  tokenizer?: TextTokenizer;
+  tokenizer?: CorpusTokenizer;
 }
 
 /** Tokens a document takes in a shard: its text plus one separator. */
@@ -360,7 +360,7 @@ export function documentTokenCount(doc: WorldDocument): number {
  * Stream the corpus. Give `documents` or `tokens` (or both: whichever is reached first). Without a tokenizer the
  * token budget uses approxTokenCount (words, punctuation and newlines).
  */
-export function* generateDocuments(world: World, opts: GenerateOptions): Generator<WorldDocument> {
+export function* generateDocuments(world: World, opts: DocumentOptions): Generator<WorldDocument> {
   if (opts.documents === undefined && opts.tokens === undefined)
     throw new Error('generateDocuments: give documents or tokens');
   for (const [k, v] of [

@@ -46,7 +46,7 @@ export {
   type DocumentMeta,
   type SceneMeta,
   type WorldDocument,
-  type GenerateOptions,
+  type DocumentOptions,
   type Split,
 } from './generator.ts';
 export {
@@ -66,7 +66,7 @@ export {
   SHARD_VERSION,
   type ShardIndex,
   type ShardWriterOptions,
-  type TextTokenizer,
+  type CorpusTokenizer,
 } from './shards.ts';
 export { tokenizeWithMask, writeBehaviourMask, loadBehaviourMask } from './behaviour-mask.ts';
 export { writeCorpus, type WriteCorpusOptions, type WriteCorpusResult } from './corpus.ts';

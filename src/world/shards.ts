@@ -15,13 +15,11 @@
 import { AtomicFileStream, atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
+import type { TextTokenizer } from '../tokenizer/types.ts';
 import { END_OF_TEXT } from './templates.ts';
 
-/** The tokenizer interface the world needs (structurally the lead's tokenizer). */
-export interface TextTokenizer {
-  encode(text: string): number[];
-  vocabSize: number;
-}
+/** What the world needs of a tokenizer: encoding and the vocabulary's size (a byte tokenizer is enough). */
+export type CorpusTokenizer = Pick<TextTokenizer, 'encode' | 'vocabSize'>;
 
 export const SHARD_FORMAT = 'psm-token-shards';
 export const SHARD_VERSION = 1;
@@ -42,7 +40,7 @@ export interface ShardIndex {
 }
 
 /** The separator's id under a tokenizer; it must encode to exactly one token. */
-export function eotIdOf(tokenizer: TextTokenizer): number {
+export function eotIdOf(tokenizer: CorpusTokenizer): number {
   const ids = tokenizer.encode(END_OF_TEXT);
   if (ids.length !== 1) {
     throw new Error(
@@ -225,7 +223,7 @@ export function loadShardTokens(indexPath: string): Uint16Array {
  * A byte-level tokenizer (ids 0-255 are UTF-8 bytes, 256 is the separator). Not the project's BPE: it exists so
  * that shards can be written and tested without one (`--tokenizer bytes`).
  */
-export function byteTokenizer(): TextTokenizer {
+export function byteTokenizer(): CorpusTokenizer {
   const enc = new TextEncoder();
   return {
     vocabSize: 257,

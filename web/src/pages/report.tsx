@@ -4,7 +4,7 @@
  * and a permalink (#/report/<run>/<figure>).
  */
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import type { ReportFigure, ReportView, RunList } from '../../../src/web/api-types.ts';
+import type { FigureView, ReportView, RunList } from '../../../src/web/api-types.ts';
 import { href } from '../router.ts';
 import { canZoom, figureRows, interactiveSpec, toggleFields } from '../charts/interactive.ts';
 import { Chart, DataTable } from '../components/chart.tsx';
@@ -12,7 +12,7 @@ import { Card, Fetching, useFetch } from '../components/ui.tsx';
 
 const title = (id: string) => id.replace(/-/g, ' ').replace(/^./, (c) => c.toUpperCase());
 
-function FigureCard({ run, fig, focused }: { run: string; fig: ReportFigure; focused: boolean }) {
+function FigureCard({ run, fig, focused }: { run: string; fig: FigureView; focused: boolean }) {
   const fields = useMemo(() => toggleFields(fig.spec), [fig]);
   const [hidden, setHidden] = useState<Map<string, Set<string>>>(new Map());
   const [copied, setCopied] = useState(false);
