@@ -5,6 +5,7 @@
  * the command line with an OpenAI-compatible judge served by the test, the bundled trait files, and clear errors for
  * bad trait files and bad judge specs.
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -310,7 +311,9 @@ describe('the recipe on a tiny ChatML model', () => {
     expect(p.examples).toBe(r.summary.extraction.kept);
     expect(new Set(p.arms.map((a) => a.model)).size).toBe(3);
     expect(p.arms[0].trait).toBe(r.summary.steering!.rows[0].trait);
-    const rec = JSON.parse(fs.readFileSync(path.join(dir, 'prevent', 'steered-alpha4', 'prevent.json'), 'utf8'));
+    const rec = JSON.parse(
+      fs.readFileSync(path.join(dir, 'prevent', 'steered-alpha4', 'prevent.json'), 'utf8'),
+    );
     expect(rec.interventions[0]).toMatchObject({ method: 'add', layers: [r.summary.layer.chosen], alpha: 4 });
     expect(logs.filter((l) => l.includes('fine-tune trained'))).toHaveLength(2);
     logs.length = 0;
@@ -416,6 +419,56 @@ describe('psm vectors recipe', () => {
     const steered = journal<ResponseRecord>(out, RESPONSES_FILE).filter((r) => r.phase.startsWith('steer'));
     expect(steered.length).toBeGreaterThan(0);
     expect(steered.every((r) => r.system === 'You are a helpful assistant.')).toBe(true);
+  }, 60_000);
+
+  it('a psm process killed mid-run resumes, on a rerun, to the vectors of an uninterrupted run', async () => {
+    const file = path.join(tmp, 'grumpy-kill.yaml');
+    fs.writeFileSync(file, TRAIT_YAML);
+    const out = path.join(tmp, 'killed');
+    // The settings of the in-process clean run, whose judge gives the same numbers as this server.
+    const args = [
+      path.join(import.meta.dirname, '..', 'bin', 'psm.js'),
+      ...['vectors', 'recipe', '--model', modelDir, '--trait-file', file, '--judge', `openai:judge@${url}`],
+      ...['--out', out, '--samples', '3', '--max-tokens', '10', '--alphas=0,4'],
+    ];
+    const replies = () =>
+      fs.existsSync(path.join(out, RESPONSES_FILE)) ? journal<ResponseRecord>(out, RESPONSES_FILE).length : 0;
+    const psm = (kill: boolean) =>
+      new Promise<NodeJS.Signals | null>((resolve, reject) => {
+        const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+        let err = '';
+        child.stderr.on('data', (c: Buffer) => (err = (err + c.toString()).slice(-2000)));
+        const poll = kill
+          ? setInterval(() => {
+              if (replies() >= 12) child.kill('SIGKILL');
+            }, 5)
+          : undefined;
+        child.on('exit', (code, signal) => {
+          clearInterval(poll);
+          if (code === 0 || signal === 'SIGKILL') resolve(signal);
+          else reject(new Error(`psm vectors recipe failed: ${err}`));
+        });
+      });
+    expect(await psm(true)).toBe('SIGKILL');
+    const before = replies();
+    expect(before).toBeGreaterThanOrEqual(12);
+    expect(fs.existsSync(path.join(out, 'summary.json'))).toBe(false);
+    expect(await psm(false)).toBeNull();
+    expect(replies()).toBeGreaterThan(before);
+    // The same unsteered replies as the in-process run; the vectors agree to float rounding (the command runs the
+    // matmuls on ONNX Runtime, this test process in plain JS), so the steered replies, keyed by the vector, differ.
+    const texts = (dir: string) =>
+      new Map(
+        journal<ResponseRecord>(dir, RESPONSES_FILE)
+          .filter((r) => r.steer === null)
+          .map((r) => [r.key, r.text]),
+      );
+    expect(texts(out)).toEqual(texts(path.join(tmp, 'clean')));
+    const a = loadVectorBundle(path.join(tmp, 'clean', 'vectors.safetensors')).traits[0];
+    const b = loadVectorBundle(path.join(out, 'vectors.safetensors')).traits[0];
+    expect(b.bestLayer).toBe(a.bestLayer);
+    for (let l = 0; l < a.byLayer.length; l++)
+      b.byLayer[l].vector.forEach((x, j) => expect(x).toBeCloseTo(a.byLayer[l].vector[j], 5));
   }, 60_000);
 
   it('names what is wrong with a bad judge spec, a bad trait, or a missing model', async () => {
