@@ -131,7 +131,12 @@ function checkCount(name: string, n: number | undefined, available: number): num
 function claimFolder(outDir: string, trait: TraitDefinition, modelDir: string, modelHash: string): void {
   const file = path.join(outDir, FOLDER_RECORD);
   if (fs.existsSync(file)) {
-    const rec = JSON.parse(fs.readFileSync(file, 'utf8')) as { trait?: string; modelHash?: string };
+    let rec: { trait?: string; modelHash?: string };
+    try {
+      rec = JSON.parse(fs.readFileSync(file, 'utf8')) as typeof rec;
+    } catch (e) {
+      throw new Error(`${file}: not a recipe folder's record (${(e as Error).message}); give another --out`);
+    }
     if (rec.trait !== trait.name || rec.modelHash !== modelHash)
       throw new Error(
         `${outDir} holds the recipe of trait "${rec.trait}" on model ${String(rec.modelHash).slice(0, 12)}, not "${trait.name}" on ${modelHash.slice(0, 12)}: give another --out`,
