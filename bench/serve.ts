@@ -3,10 +3,10 @@
  * 4 heads, SwiGLU 512; context 256) served on 127.0.0.1 (loopback only, ephemeral port), loaded by N
  * concurrent clients (default 16) that each send chat requests back to back until R requests are done
  * (default 128) or T seconds pass (default 60). Prints throughput (requests/s, generated tokens/s), request
- * latency p50/p99, streaming time-to-first-token p50/p99, and, as the ceiling, the engine's own sequential
+ * latency p50/p99, streaming time-to-first-token p50/p99, and, beside them, the engine's own one-at-a-time
  * generation speed without HTTP in the same run.
  *
- * Run: npx tsx bench/serve.ts [--clients 16] [--requests 128] [--max-tokens 32] [--seconds 60] [--concurrency 1]
+ * Run: npx tsx bench/serve.ts [--clients 16] [--requests 128] [--max-tokens 32] [--seconds 60] [--concurrency 8]
  * The last line is one JSON object with every number.
  */
 import * as os from 'node:os';
@@ -14,7 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { generate } from '../src/model/generate.ts';
 import { parseLlamaConfig } from '../src/model/config.ts';
 import { LlamaModel } from '../src/model/llama.ts';
-import { LocalEngine } from '../src/providers/local-engine.ts';
+import { DEFAULT_MAX_CONCURRENCY, LocalEngine } from '../src/providers/local-engine.ts';
 import { startServer } from '../src/serve/server.ts';
 import { configureBackend } from '../src/tensor/backend.ts';
 import { trainBpe } from '../src/tokenizer/index.ts';
@@ -24,7 +24,7 @@ export interface ServeBenchOptions {
   requests?: number;
   maxTokens?: number;
   seconds?: number;
-  /** Generations in flight in the server (interleaved token by token). */
+  /** Generations in flight in the server, decoded together in one batch (psm serve's default: 8). */
   concurrency?: number;
 }
 
@@ -98,9 +98,9 @@ export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Serve
   const total = opts.requests ?? 128;
   const maxTokens = opts.maxTokens ?? 32;
   const deadline = Date.now() + (opts.seconds ?? 60) * 1000;
-  const engine = makeEngine(opts.concurrency ?? 1, clients);
+  const engine = makeEngine(opts.concurrency ?? DEFAULT_MAX_CONCURRENCY, clients);
 
-  // Ceiling: the engine alone, sequential, no HTTP (best of a run before and one after the load test).
+  // The engine alone, one generation at a time, no HTTP (best of a run before and one after the load test).
   const eot = engine.tokenizer.tokenToId('<|endoftext|>')!;
   const engineAloneOnce = (): number => {
     let n = 0;
@@ -206,7 +206,7 @@ export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Serve
     clients,
     requests: latencies.length,
     maxTokens,
-    serverConcurrency: opts.concurrency ?? 1,
+    serverConcurrency: opts.concurrency ?? DEFAULT_MAX_CONCURRENCY,
     wallSeconds: wall,
     requestsPerSecond: latencies.length / wall,
     tokensPerSecond: tokens / wall,
@@ -233,7 +233,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     requests: arg('requests', 128),
     maxTokens: arg('max-tokens', 32),
     seconds: arg('seconds', 60),
-    concurrency: arg('concurrency', 1),
+    concurrency: arg('concurrency', DEFAULT_MAX_CONCURRENCY),
   });
   process.stdout.write(`${formatServeBench(r)}\n${JSON.stringify({ serve: r })}\n`);
 }
