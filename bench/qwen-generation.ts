@@ -21,7 +21,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ggufToModel, readGgufFile, writeGgufFile } from '../src/interop/gguf.ts';
-import { parseLlamaConfig } from '../src/model/config.ts';
+import { parseLlamaConfig, type LlamaConfig } from '../src/model/config.ts';
 import { generate, generateBatch } from '../src/model/generate.ts';
 import { KvCache, LlamaModel } from '../src/model/llama.ts';
 import { noGrad, Tensor } from '../src/autograd/tensor.ts';
@@ -68,6 +68,13 @@ function randomize(model: LlamaModel, seed: number): void {
     if (name.endsWith('norm.weight')) t.data.fill(1);
     else for (let i = 0; i < t.size; i++) t.data[i] = (2 * rng.next() - 1) * half;
   }
+}
+
+/** Writes a random model of `config` to `file`; the model is dropped on return (the children load the file). */
+function exportRandomModel(config: LlamaConfig, file: string): { params: number; bytes: number } {
+  const model = new LlamaModel(config);
+  randomize(model, 1);
+  return { params: model.parameterCount(), bytes: writeGgufFile(file, model, smallTokenizer()) };
 }
 
 interface Rate {
@@ -350,10 +357,7 @@ async function main(): Promise<void> {
   const gguf = path.join(dir, 'model.gguf');
   try {
     let t = performance.now();
-    const model = new LlamaModel(config);
-    randomize(model, 1);
-    const params = model.parameterCount();
-    const bytes = writeGgufFile(gguf, model, smallTokenizer());
+    const { params, bytes } = exportRandomModel(config, gguf);
     console.log(
       `model: Qwen2.5-0.5B shape (random weights): ${layers} layers, dim 896, 14/2 heads, MLP 4864, vocabulary 151936, tied, q/k/v biases; ${(params / 1e6).toFixed(1)}M parameters; GGUF F32 ${(bytes / 1e9).toFixed(2)} GB (built and written in ${((performance.now() - t) / 1000).toFixed(0)} s)`,
     );
