@@ -179,6 +179,7 @@ export class DecodeBatch {
     this.running = this.running.filter((r) => !jobs.has(r.job));
   }
 
+  /** The jobs running now, in the order their rows are batched. */
   jobs(): DecodeJob[] {
     return this.running.map((r) => r.job);
   }
