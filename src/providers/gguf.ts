@@ -31,7 +31,7 @@ import { checkGgufModelFile, GgufValueType, readGgufHeader } from '../interop/gg
 import { sampleFromLogits } from '../model/generate.ts';
 import { Rng } from '../tensor/random.ts';
 import { AbortError, Semaphore, yieldToEventLoop } from './limit.ts';
-import { earliestStop, holdBack } from './local-engine.ts';
+import { earliestStop, ReplyStream } from './local-engine.ts';
 import {
   checkGenerateRequest,
   ProviderError,
@@ -258,9 +258,7 @@ export class GgufProvider implements Provider {
       let cut = -1;
       let finishReason: 'stop' | 'length' = 'length';
       let input: Token[] = prompt;
-      // Streaming hands on only text no stop string can still claim; the reply's leading space is never sent.
-      let emitted = 0;
-      const leadOf = (t: string) => (chat && L.chat.replyLeadingSpace && t.startsWith(' ') ? 1 : 0);
+      const stream = new ReplyStream(stops, chat && L.chat.replyLeadingSpace);
       for (let step = 0; step < budget; step++) {
         if (opts.signal?.aborted) throw new AbortError();
         const probs = await this.next(L.sequence, input);
@@ -293,19 +291,18 @@ export class GgufProvider implements Provider {
           break;
         }
         if (opts.onText) {
-          const start = Math.max(emitted, leadOf(text));
-          const safe = text.length - holdBack(text, stops);
-          if (safe > start) {
-            opts.onText(text.slice(start, safe));
-            emitted = safe;
-          }
+          const piece = stream.piece(text);
+          if (piece) opts.onText(piece);
         }
         input = [id];
         await yieldToEventLoop();
       }
       const end = cut >= 0 ? cut : text.length;
-      const lead = leadOf(text);
-      if (opts.onText && end > Math.max(emitted, lead)) opts.onText(text.slice(Math.max(emitted, lead), end));
+      const lead = stream.lead(text);
+      if (opts.onText) {
+        const rest = stream.rest(text, end);
+        if (rest) opts.onText(rest);
+      }
       const res: GenerateResponse = {
         text: text.slice(Math.min(lead, end), end),
         finishReason,

@@ -280,9 +280,8 @@ export class LocalEngine {
     let pending: TokenInfo[] = [];
     let text = '';
     let cut = -1;
-    let emitted = 0;
     let finishReason: 'stop' | 'length' = 'length';
-    const leadingOf = (t: string) => (p.stripLeadingSpace && t.startsWith(' ') ? 1 : 0);
+    const stream = new ReplyStream(stops, p.stripLeadingSpace ?? false);
     if (budget <= 0)
       return {
         text: '',
@@ -317,12 +316,10 @@ export class LocalEngine {
         return null;
       }
       if (p.onDelta) {
-        const start = Math.max(emitted, leadingOf(text));
-        const safe = text.length - holdBack(text, stops);
-        if (safe > start) {
-          p.onDelta(text.slice(start, safe), pending);
+        const piece = stream.piece(text);
+        if (piece) {
+          p.onDelta(piece, pending);
           pending = [];
-          emitted = safe;
         }
       }
       return ids.length < budget ? id : null;
@@ -335,11 +332,10 @@ export class LocalEngine {
       next,
     });
     const end = cut >= 0 ? cut : text.length;
-    const lead = leadingOf(text);
+    const lead = stream.lead(text);
     const kept = cut >= 0 ? infos.filter((t) => t.offset < cut) : infos;
     if (p.onDelta) {
-      const start = Math.max(emitted, lead);
-      const rest = end > start ? text.slice(start, end) : '';
+      const rest = stream.rest(text, end);
       const restTokens = cut >= 0 ? pending.filter((t) => t.offset < cut) : pending;
       if (rest || restTokens.length) p.onDelta(rest, restTokens);
     }
@@ -449,6 +445,39 @@ export function earliestStop(text: string, before: number, stops: readonly strin
     if (idx >= 0 && (cut < 0 || idx < cut)) cut = idx;
   }
   return cut;
+}
+
+/**
+ * A growing reply handed on in pieces: only text no stop string can still claim (see holdBack), and never the reply's
+ * leading space when the chat format strips it. The local engine and the GGUF provider stream through it.
+ */
+export class ReplyStream {
+  private emitted = 0;
+  constructor(
+    private readonly stops: readonly string[],
+    private readonly stripLeadingSpace: boolean,
+  ) {}
+
+  /** How many leading characters of `text` the reply drops (its leading space, where stripped). */
+  lead(text: string): number {
+    return this.stripLeadingSpace && text.startsWith(' ') ? 1 : 0;
+  }
+
+  /** The part of `text` that is safe to hand on now and was not handed on before ('' when none). */
+  piece(text: string): string {
+    const start = Math.max(this.emitted, this.lead(text));
+    const safe = text.length - holdBack(text, this.stops);
+    if (safe <= start) return '';
+    this.emitted = safe;
+    return text.slice(start, safe);
+  }
+
+  /** What is left of the reply once it has ended at `end` (its length, or where a stop string starts). */
+  rest(text: string, end: number): string {
+    const start = Math.max(this.emitted, this.lead(text));
+    this.emitted = Math.max(this.emitted, end);
+    return end > start ? text.slice(start, end) : '';
+  }
 }
 
 /** Characters at the end of `text` that could still grow into a stop string (or are an incomplete UTF-8 character). */
