@@ -15,6 +15,7 @@ import { registerInterpretCommand } from './interpret-command.ts';
 import { registerMonitorCommand } from './monitor-command.ts';
 import { registerPersonaCheckCommand } from './persona-check-command.ts';
 import { registerPreventCommand } from './prevent-command.ts';
+import { registerProfileCommand } from './profile-command.ts';
 import { registerSpaceCommand } from './space-command.ts';
 import { registerSteerCommand } from './steer-command.ts';
 import { registerSweepCommand } from './sweep-command.ts';
@@ -49,6 +50,7 @@ function main(): Command {
   registerPersonaCheckCommand(program);
   registerFinetuneCommand(program);
   registerScreenCommands(program);
+  registerProfileCommand(program);
   return program;
 }
 

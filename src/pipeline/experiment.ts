@@ -178,11 +178,19 @@ export function loadExperimentWorld(config: ExperimentConfig): World {
 }
 
 function appendMetric(ctx: Context, record: Record<string, unknown>): void {
-  appendJsonLineSync(path.join(ctx.opts.runDir, 'metrics.jsonl'), { time: new Date().toISOString(), ...record });
+  appendJsonLineSync(path.join(ctx.opts.runDir, 'metrics.jsonl'), {
+    time: new Date().toISOString(),
+    ...record,
+  });
 }
 
 function modelConfig(ctx: Context, vocabSize: number) {
-  const m = ctx.config.model;
+  return experimentModelConfig(ctx.config, vocabSize);
+}
+
+/** The model an experiment config pre-trains, for a tokenizer of `vocabSize` (also what `psm profile step` builds). */
+export function experimentModelConfig(config: ExperimentConfig, vocabSize: number) {
+  const m = config.model;
   return parseLlamaConfig({
     vocabSize,
     dim: m.dim,

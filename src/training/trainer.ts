@@ -37,6 +37,8 @@ export interface StepInfo {
   lr: number;
   gradNorm: number;
   tokens: number;
+  /** Wall time of the step's phases (what `psm profile step` reports): the batch, loss and gradients, clipping, the update. */
+  ms: { batch: number; gradients: number; clip: number; update: number };
 }
 
 /** Mean masked cross-entropy of a batch; only rows with weight > 0 reach the unembedding. */
@@ -95,18 +97,23 @@ export class Trainer {
   }
 
   trainStep(): StepInfo {
+    const start = performance.now();
     const batch = this.source.next();
     const lr = learningRate(this.options.schedule, this.step);
     this.optimizer.zeroGrad();
     let value: number;
     let tokens: number;
+    const t0 = performance.now();
     try {
       ({ value, tokens } = this.lossAndGradients(batch));
     } catch (e) {
       throw new Error(`training step ${this.step + 1}: ${(e as Error).message}`);
     }
+    const t1 = performance.now();
     const gradNorm = this.optimizer.clipGradients(this.options.clipNorm ?? 1);
+    const t2 = performance.now();
     this.optimizer.update(lr);
+    const t3 = performance.now();
     this.step++;
     if (
       this.options.checkpointDir &&
@@ -114,7 +121,14 @@ export class Trainer {
       this.step % this.options.checkpointEvery === 0
     )
       this.checkpoint();
-    return { step: this.step, loss: value, lr, gradNorm, tokens };
+    return {
+      step: this.step,
+      loss: value,
+      lr,
+      gradNorm,
+      tokens,
+      ms: { batch: t0 - start, gradients: t1 - t0, clip: t2 - t1, update: t3 - t2 },
+    };
   }
 
   /** Loss of the batch, with its gradients left in the parameters (in this thread or across the workers). */
