@@ -96,7 +96,7 @@ async function profileStep(o: {
   }
   out.push(
     `  ${'outside the kernels (autograd, copies, alloc)'.padEnd(46)}${''.padStart(6)}${ms(k.outsideKernelsMs)}   ${pct(k.outsideKernelsMs, total)}`,
-    `  ${'  of which garbage collection'.padEnd(46)}${''.padStart(6)}${ms(k.gcMs)}   ${pct(k.gcMs, total)}`,
+    `  ${'garbage collection pauses (anywhere in the step)'.padEnd(46)}${''.padStart(6)}${ms(k.gcMs)}   ${pct(k.gcMs, total)}`,
     `  phases: batch ${k.phases.batch.toFixed(1)} ms, loss and gradients ${k.phases.gradients.toFixed(1)}, clipping ${k.phases.clip.toFixed(1)}, AdamW ${k.phases.update.toFixed(1)}`,
   );
   process.stdout.write(`${out.join('\n')}\n`);
