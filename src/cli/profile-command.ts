@@ -4,7 +4,7 @@
  * seed's minutes went.
  */
 import type { Command } from 'commander';
-import { intOption } from './options.ts';
+import { intOption, namesOption } from './options.ts';
 
 function ms(x: number): string {
   return x.toFixed(1).padStart(8);
@@ -102,9 +102,18 @@ async function profileStep(o: {
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
-async function profileRun(runDir: string, o: { json?: boolean }): Promise<void> {
+async function profileRun(runDir: string, o: { json?: boolean; seed?: string[] }): Promise<void> {
   const { readStageTimes, stageTimeTable } = await import('../pipeline/stage-times.ts');
-  const seeds = readStageTimes(runDir);
+  let seeds = readStageTimes(runDir);
+  if (o.seed) {
+    const known = seeds.map((s) => s.seed);
+    const unknown = o.seed.filter((s) => !known.includes(s));
+    if (unknown.length > 0)
+      throw new Error(
+        `--seed: no seed folder ${unknown.join(', ')} in ${runDir} (it has ${known.join(', ')})`,
+      );
+    seeds = seeds.filter((s) => o.seed!.includes(s.seed));
+  }
   const { rows, seedSeconds } = stageTimeTable(seeds);
   if (o.json) {
     process.stdout.write(`${JSON.stringify({ seeds, rows, seedSeconds }, null, 2)}\n`);
@@ -161,6 +170,11 @@ export function registerProfileCommand(program: Command): void {
       "Where a run's minutes went: each stage group's mean seconds per seed, the interpretation's phases under it",
     )
     .argument('<run-dir>', 'a psm run folder')
+    .option(
+      '--seed <folders>',
+      'only these seed folders, comma-separated (e.g. the seeds that had the machine to themselves)',
+      namesOption,
+    )
     .option('--json', 'print the stage times as JSON')
     .action(profileRun);
 }
