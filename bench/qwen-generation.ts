@@ -12,9 +12,11 @@
  * process's threads, which other load on a shared machine barely changes; the ratios use it).
  *
  * Run: npx tsx bench/qwen-generation.ts [--prompt-tokens 128] [--tokens 32] [--streams 8] [--runs 3]
- *      [--threads 1] [--layers 24] [--profile]
+ *      [--threads 1] [--layers 24] [--profile] [--load-only]
  * --layers builds fewer layers (a quick try); --profile prints where PSM Lab's single-stream decoding spends
- * its time (matmuls by shape, the rest). The last lines are key=value figures.
+ * its time (matmuls by shape, the rest); --load-only measures memory alone: each engine loads the file and
+ * evaluates one short prompt (so every weight has been touched, mapped ones included), nothing is timed.
+ * The last lines are key=value figures.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -236,6 +238,37 @@ async function runPsm(file: string, o: ChildOptions): Promise<EngineResult> {
   };
 }
 
+/** What --load-only measures: loading, then one prompt of LOAD_ONLY_PROMPT tokens evaluated. */
+interface LoadResult {
+  engine: 'psm' | 'llama.cpp';
+  loadMs: number;
+  loadedRssBytes: number;
+  peakRssBytes: number;
+}
+
+const LOAD_ONLY_PROMPT = 8;
+
+async function loadOnly(engine: string, file: string, vocab: number, threads: number): Promise<LoadResult> {
+  const prompt = promptIds(LOAD_ONLY_PROMPT, vocab);
+  const t0 = performance.now();
+  if (engine === 'psm') {
+    configureBackend({ threads });
+    const model = ggufToModel(readGgufFile(file));
+    const loadMs = performance.now() - t0;
+    const loadedRssBytes = process.memoryUsage().rss;
+    generate(model, prompt, { maxNewTokens: 1, temperature: 0 });
+    return { engine: 'psm', loadMs, loadedRssBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024 };
+  }
+  type Token = import('node-llama-cpp').Token;
+  const cpp = await openLlamaCpp(file, LOAD_ONLY_PROMPT + 8, threads);
+  const loadMs = performance.now() - t0;
+  const loadedRssBytes = process.memoryUsage().rss;
+  await cpp.sequence.evaluateWithoutGeneratingNewTokens(prompt as Token[]);
+  const peakRssBytes = process.resourceUsage().maxRSS * 1024;
+  await cpp.close();
+  return { engine: 'llama.cpp', loadMs, loadedRssBytes, peakRssBytes };
+}
+
 /** Wall and CPU ms of `runs` calls after one warm-up. */
 function timed(runs: number, fn: () => void): { runsMs: number[]; cpuMs: number[] } {
   return spans(runs, () => {
@@ -345,8 +378,13 @@ async function main(): Promise<void> {
     throw new Error('--tokens must be at least 2 (the decoding rate counts the tokens after the first)');
   const engine = arg('engine');
   const file = arg('gguf');
+  const memoryOnly = process.argv.includes('--load-only');
   if (engine) {
     if (!file) throw new Error('--engine needs --gguf');
+    if (memoryOnly) {
+      reportResult(await loadOnly(engine, file, Number(arg('vocab')), o.threads));
+      return;
+    }
     reportResult(engine === 'psm' ? await runPsm(file, o) : await runLlamaCpp(file, o, Number(arg('vocab'))));
     return;
   }
@@ -361,10 +399,27 @@ async function main(): Promise<void> {
     console.log(
       `model: Qwen2.5-0.5B shape (random weights): ${layers} layers, dim 896, 14/2 heads, MLP 4864, vocabulary 151936, tied, q/k/v biases; ${(params / 1e6).toFixed(1)}M parameters; GGUF F32 ${(bytes / 1e9).toFixed(2)} GB (built and written in ${((performance.now() - t) / 1000).toFixed(0)} s)`,
     );
-    console.log(
-      `prefill of ${o.promptTokens} tokens; greedy decoding of ${o.tokens} tokens; PSM Lab batched: ${o.streams} streams; ${o.threads} thread(s) each; median of ${o.runs} runs after 1 warm-up (${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'}; load average ${os.loadavg()[0].toFixed(2)})`,
-    );
+    const machine = `${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'}; load average ${os.loadavg()[0].toFixed(2)}`;
     const self = fileURLToPath(import.meta.url);
+    if (memoryOnly) {
+      console.log(
+        `memory only: load, then one ${LOAD_ONLY_PROMPT}-token prompt; ${o.threads} thread(s) (${machine})`,
+      );
+      for (const e of ['psm', 'llama']) {
+        const args = ['--engine', e, '--gguf', gguf, '--vocab', String(config.vocabSize), '--load-only'];
+        const r = runChild<LoadResult>(self, [...args, '--threads', String(o.threads)], o.threads, e);
+        console.log(
+          `${r.engine}: load ${(r.loadMs / 1000).toFixed(1)} s, resident ${gb(r.loadedRssBytes)} after load, peak ${gb(r.peakRssBytes)} (after one ${LOAD_ONLY_PROMPT}-token prompt)`,
+        );
+        console.log(
+          `${e === 'psm' ? 'psm' : 'llamacpp'}_peak_rss_gib=${(r.peakRssBytes / 2 ** 30).toFixed(2)}`,
+        );
+      }
+      return;
+    }
+    console.log(
+      `prefill of ${o.promptTokens} tokens; greedy decoding of ${o.tokens} tokens; PSM Lab batched: ${o.streams} streams; ${o.threads} thread(s) each; median of ${o.runs} runs after 1 warm-up (${machine})`,
+    );
     const childArgs = (e: string) => [
       '--engine',
       e,

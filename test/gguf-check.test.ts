@@ -52,13 +52,13 @@ function dataAt(bytes: Buffer, tensor: string): number {
 
 describe('readGgufHeader', () => {
   it('reads what parseGguf reads, without the tensor data, also when the metadata outgrows the first MiB', () => {
-    const { bytes: _b, ...whole } = parseGguf(good, path.join(dir, 'good.gguf'));
+    const { readTensorBytes: _b, ...whole } = parseGguf(good, path.join(dir, 'good.gguf'));
     expect(readGgufHeader(write('good.gguf', good))).toEqual(whole);
     const meta = new Map(contents.metadata);
     meta.set('general.description', str('x'.repeat(3 << 20)));
     const big = Buffer.concat(serializeGguf(meta, contents.tensors));
     const file = write('big-meta.gguf', big);
-    const { bytes: _c, ...bigWhole } = parseGguf(big, file);
+    const { readTensorBytes: _c, ...bigWhole } = parseGguf(big, file);
     expect(readGgufHeader(file)).toEqual(bigWhole);
     // Cut inside the large string: a truncation, named, not a read past the end.
     const cut = write('cut-meta.gguf', big.subarray(0, 2 << 20));

@@ -156,9 +156,14 @@ export interface GgufHeader {
   fileSize: number;
 }
 
-/** A GGUF file held in memory: its header and all its bytes. */
+/**
+ * A GGUF file's header and a way to its tensors' bytes: a copy out of bytes held in memory ({@link parseGguf}),
+ * or a read from the file when a tensor is asked for ({@link readGgufFile}), so that loading a model holds its
+ * weights and at most one tensor's bytes, never the whole file.
+ */
 export interface GgufFile extends GgufHeader {
-  bytes: Uint8Array;
+  /** Fills `into` (t.byteSize bytes long) with tensor `t`'s bytes; throws, naming the file, when it cannot. */
+  readTensorBytes: (t: GgufTensorInfo, into: Uint8Array) => void;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1092,7 +1097,22 @@ function readValue(r: ByteReader, what: string, depth = 0): GgufValue {
  * {@link ggufTensorData}.
  */
 export function parseGguf(bytes: Uint8Array, source = '<memory>'): GgufFile {
-  return { ...parseGgufHeader(bytes, source, bytes.byteLength), bytes };
+  const header = parseGgufHeader(bytes, source, bytes.byteLength);
+  return {
+    ...header,
+    readTensorBytes: (t, into) => {
+      checkTensorTarget(source, t, into);
+      const start = header.dataOffset + t.offset;
+      into.set(bytes.subarray(start, start + t.byteSize));
+    },
+  };
+}
+
+function checkTensorTarget(source: string, t: GgufTensorInfo, into: Uint8Array): void {
+  if (into.byteLength !== t.byteSize)
+    throw new Error(
+      `${source}: tensor "${t.name}" has ${t.byteSize} bytes, not the ${into.byteLength} asked for`,
+    );
 }
 
 /** Parses the header from the first bytes of a file of `fileSize` bytes; NeedMoreBytes when they end too soon. */
@@ -1198,14 +1218,38 @@ function parseGgufHeader(bytes: Uint8Array, source: string, fileSize: number): G
   return { source, version, alignment, metadata, tensors, dataOffset, fileSize };
 }
 
+/**
+ * Reads and checks a GGUF file's header ({@link readGgufHeader}); each tensor's bytes are read from the file
+ * only when asked for, so a model file of many GB is never held in memory whole. The file must not change
+ * while it is being read: a changed size is refused.
+ */
 export function readGgufFile(file: string): GgufFile {
-  let bytes: Uint8Array;
+  const header = readGgufHeader(file);
+  return {
+    ...header,
+    readTensorBytes: (t, into) => {
+      checkTensorTarget(file, t, into);
+      const fd = openForReading(file);
+      try {
+        const size = fs.fstatSync(fd).size;
+        if (size !== header.fileSize)
+          throw new Error(
+            `${file}: the file changed while being read (${header.fileSize} bytes when its header was read, ${size} now)`,
+          );
+        readFully(fd, into, t.byteSize, header.dataOffset + t.offset, `${file}: tensor "${t.name}"`);
+      } finally {
+        fs.closeSync(fd);
+      }
+    },
+  };
+}
+
+function openForReading(file: string): number {
   try {
-    bytes = fs.readFileSync(file);
+    return fs.openSync(file, 'r');
   } catch (e) {
     throw new Error(`${file}: cannot read GGUF file: ${(e as Error).message}`);
   }
-  return parseGguf(bytes, file);
 }
 
 /** The largest header (metadata and tensor infos) read from a file; real ones, tokenizer included, are tens of MB. */
@@ -1216,12 +1260,7 @@ export const MAX_GGUF_HEADER_BYTES = 256 << 20;
  * first MiB, then four times more until the header ends, every length checked against the file's size first.
  */
 export function readGgufHeader(file: string): GgufHeader {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new Error(`${file}: cannot read GGUF file: ${(e as Error).message}`);
-  }
+  const fd = openForReading(file);
   try {
     const fileSize = fs.fstatSync(fd).size;
     for (let want = 1 << 20; ; want *= 4) {
@@ -1282,7 +1321,7 @@ function nonFinite(view: DataView, at: number, kind: 'f16' | 'bf16' | 'f32' | 'f
 }
 
 /** Fills buf[0, length) from the file at `position` (readSync may return less than asked). */
-function readFully(fd: number, buf: Buffer, length: number, position: number, what: string): void {
+function readFully(fd: number, buf: Uint8Array, length: number, position: number, what: string): void {
   for (let got = 0; got < length;) {
     const n = fs.readSync(fd, buf, got, length - got, position + got);
     if (n <= 0) throw new Error(`${what}: the file ends early (truncated while being read?)`);
@@ -1363,20 +1402,29 @@ export function checkGgufModelFile(
 export const DECODED_GGML_TYPES = ['F32', 'F16', 'BF16', 'Q8_0'] as const;
 
 /**
- * Decodes one tensor (F32, F16, BF16, or Q8_0 dequantized) to a fresh Float32Array in ggml order (= row-major
- * of the reversed dims).
+ * Decodes one tensor (F32, F16, BF16, or Q8_0 dequantized) in ggml order (= row-major of the reversed dims) into
+ * `out` (as many values as the tensor has; an F32 tensor is read straight into it), or a fresh Float32Array.
  */
-export function ggufTensorData(file: GgufFile, name: string): Float32Array {
+export function ggufTensorData(file: GgufFile, name: string, out?: Float32Array): Float32Array {
   const t = file.tensors.find((x) => x.name === name);
   if (!t) throw new Error(`${file.source}: no tensor "${name}"`);
-  const start = file.dataOffset + t.offset;
-  const raw = file.bytes.subarray(start, start + t.byteSize);
   const count = t.dims.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(count);
-  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  if (out && out.length !== count)
+    throw new Error(`${file.source}: tensor "${name}" has ${count} values, not the ${out.length} asked for`);
+  out ??= new Float32Array(count);
   const typeName = ggmlTypeName(t.type);
-  if (typeName === 'F32') new Uint8Array(out.buffer).set(raw);
-  else if (typeName === 'F16') {
+  if (!(DECODED_GGML_TYPES as readonly string[]).includes(typeName))
+    throw new Error(
+      `${file.source}: tensor "${name}" is ${typeName}; only ${DECODED_GGML_TYPES.join(', ')} tensors can be read (re-export the model in one of them)`,
+    );
+  if (typeName === 'F32') {
+    file.readTensorBytes(t, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+    return out;
+  }
+  const raw = new Uint8Array(t.byteSize);
+  file.readTensorBytes(t, raw);
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  if (typeName === 'F16') {
     const tab = halfToFloatTable();
     for (let i = 0; i < count; i++) out[i] = tab[view.getUint16(2 * i, true)];
   } else if (typeName === 'BF16') {
@@ -1388,10 +1436,6 @@ export function ggufTensorData(file: GgufFile, name: string): Float32Array {
       const d = tab[view.getUint16(b * 34, true)];
       for (let i = 0; i < 32; i++) out[b * 32 + i] = d * view.getInt8(b * 34 + 2 + i);
     }
-  } else {
-    throw new Error(
-      `${file.source}: tensor "${name}" is ${typeName}; only ${DECODED_GGML_TYPES.join(', ')} tensors can be read (re-export the model in one of them)`,
-    );
   }
   return out;
 }
@@ -1619,16 +1663,17 @@ export function ggufToModel(file: GgufFile): LlamaModel {
     if (t.name === 'rope_freqs.weight') continue;
     const hfName = hfTensorName(t.name, arch)!;
     const p = model.param(hfName);
-    let data = ggufTensorData(file, t.name);
+    const permuted = permutesQk(arch) && /self_attn\.(q|k)_proj\.(weight|bias)$/.test(hfName);
+    // Decoded straight into the parameter unless it needs unpermuting: no second copy of a large tensor.
+    const data = ggufTensorData(file, t.name, permuted ? undefined : p.data);
     for (let i = 0; i < data.length; i++)
       if (!Number.isFinite(data[i]))
         throw new Error(`${file.source}: tensor "${t.name}" contains ${data[i]} at index ${i}`);
-    if (permutesQk(arch) && /self_attn\.(q|k)_proj\.(weight|bias)$/.test(hfName)) {
+    if (permuted) {
       const heads = hfName.includes('q_proj') ? config.nHeads : config.nKvHeads;
-      data = unpermuteFromGguf(data, heads * hd, p.shape.length === 2 ? p.shape[1] : 1, heads);
+      p.data.set(unpermuteFromGguf(data, heads * hd, p.shape.length === 2 ? p.shape[1] : 1, heads));
     }
-    if (shift && hfName.endsWith('norm.weight')) for (let i = 0; i < data.length; i++) data[i] -= shift;
-    p.data.set(data);
+    if (shift && hfName.endsWith('norm.weight')) for (let i = 0; i < p.data.length; i++) p.data[i] -= shift;
   }
   return model;
 }
