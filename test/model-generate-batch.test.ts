@@ -10,6 +10,7 @@ import { noGrad, Tensor } from '../src/autograd/tensor.ts';
 import {
   DecodeBatch,
   generate,
+  type DecodeBatchOptions,
   generateBatch,
   NonFiniteLogitsError,
   type BatchRequest,
@@ -90,8 +91,13 @@ function recordingJobs(reqs: BatchRequest[]): { jobs: DecodeJob[]; records: Reco
   return { jobs, records };
 }
 
-function runJobs(model: LlamaModel, jobs: DecodeJob[], maxBatch: number): void {
-  const batch = new DecodeBatch(model);
+function runJobs(
+  model: LlamaModel,
+  jobs: DecodeJob[],
+  maxBatch: number,
+  options: DecodeBatchOptions = {},
+): void {
+  const batch = new DecodeBatch(model, options);
   let next = 0;
   while (next < jobs.length || batch.size > 0) {
     while (next < jobs.length && batch.size < maxBatch) batch.admit(jobs[next++]);
@@ -104,14 +110,15 @@ function aloneAndBatched(
   model: LlamaModel,
   reqs: BatchRequest[],
   maxBatch: number,
+  options: DecodeBatchOptions = {},
 ): [Recorded[], Recorded[]] {
   const alone = reqs.map((r) => {
     const { jobs, records } = recordingJobs([r]);
-    runJobs(model, jobs, 1);
+    runJobs(model, jobs, 1, options);
     return records[0];
   });
   const { jobs, records } = recordingJobs(reqs);
-  runJobs(model, jobs, maxBatch);
+  runJobs(model, jobs, maxBatch, options);
   return [alone, records];
 }
 
@@ -190,6 +197,22 @@ describe('generateBatch with ONNX Runtime', () => {
       const reqs = withStops(model, requests(14));
       const alone = reqs.map((r) => generate(model, r.prompt, r));
       expect(generateBatch(model, reqs, { maxBatch: 4 })).toEqual(alone);
+    });
+  }
+
+  for (const arch of ['llama3', 'gemma3'] as const) {
+    it(`${arch}: batch-invariant decoding gives every job the same logits to the bit, alone or batched`, () => {
+      const model = randomModel(caseConfig(arch, VOCAB), 7);
+      const [one, many] = aloneAndBatched(model, requests(13), 4, { batchInvariant: true });
+      many.forEach((m, i) => {
+        expect(m.tokens).toEqual(one[i].tokens);
+        m.logits.forEach((l, s) => expect(Array.from(l)).toEqual(Array.from(one[i].logits[s])));
+      });
+      // And with other batch sizes: a job's neighbours, and how many there are, change nothing.
+      const [, three] = aloneAndBatched(model, requests(13), 3, { batchInvariant: true });
+      three.forEach((m, i) =>
+        expect(m.logits.map((l) => Array.from(l))).toEqual(many[i].logits.map((l) => Array.from(l))),
+      );
     });
   }
 

@@ -24,7 +24,7 @@ import { LlamaModel } from '../src/model/llama.ts';
 import { saveModelFolder } from '../src/model/weights.ts';
 import { tokenizerToJson, trainBpe } from '../src/tokenizer/index.ts';
 import { loadDefaultWorld } from '../src/world/schema.ts';
-import { chatOf, engineFor } from '../src/recipe/generate.ts';
+import { chatOf, engineFor, generateReplies, type Reply, type ReplyRequest } from '../src/recipe/generate.ts';
 import { parseJudgeSpec, type ReplyJudge } from '../src/recipe/judge.ts';
 import { RESPONSES_FILE, type ResponseRecord, type ScoreRecord } from '../src/recipe/journal.ts';
 import { modelFolderFor, runRecipe, type RecipeOptions } from '../src/recipe/run.ts';
@@ -286,6 +286,27 @@ describe('the recipe on a tiny ChatML model', () => {
     await runRecipe({ ...base(), judge: again, outDir: dir });
     expect(again.calls).toBe(0);
   }, 60_000);
+
+  it('replies decoded together are the same to the bit as each decoded alone, so a resume changes none', async () => {
+    const engine = engineFor(loadModelHandle(modelDir));
+    const requests: ReplyRequest[] = [...trait.questions, ...trait.evalQuestions].slice(0, 6).map((q, i) => ({
+      messages: chatOf(i % 2 ? trait.instructions[0].positive : null, q),
+      maxTokens: 4 + 3 * i,
+      temperature: 1,
+      topP: 0.9,
+      seed: 40 + i,
+    }));
+    const together: Reply[] = [];
+    await generateReplies(engine, requests, (i, r) => (together[i] = r));
+    const alone: Reply[] = [];
+    for (const [i, r] of requests.entries())
+      await generateReplies(engine, [r], (_, reply) => (alone[i] = reply));
+    expect(together).toEqual(alone);
+    expect(new Set(together.map((r) => r.ids.length)).size).toBeGreaterThan(1);
+    const plain = engineFor(loadModelHandle(modelDir));
+    Object.defineProperty(plain, 'batchInvariant', { value: false });
+    await expect(generateReplies(plain, requests, () => {})).rejects.toThrow(/must be batch-invariant/);
+  });
 
   it('refuses a folder that holds another trait', async () => {
     const other = parseTraitDefinition(TRAIT_YAML.replace('name: grumpy', 'name: cheerful'), 'x.yaml');

@@ -126,10 +126,26 @@ export interface DecodeJob {
  * at once, attention and hooks per sequence) and hands each job its own logits. A job that finishes leaves at
  * once, so a new one can take its place before the next step.
  */
+export interface DecodeBatchOptions {
+  /**
+   * Every job gets the same logits whatever else is decoded beside it, to the bit: a job decoded alone is
+   * padded with a scratch row. ONNX Runtime's matmul sums a lone row in another order than two or more rows,
+   * and from two rows on a row's sums do not depend on the others; attention and hooks are per sequence. So
+   * sampled replies can be cached and a resumed run regenerates exactly what an uninterrupted one did. Costs
+   * one extra row whenever a job runs alone.
+   */
+  batchInvariant?: boolean;
+}
+
 export class DecodeBatch {
   private running: { job: DecodeJob; seq: DecodeSequence; token: number }[] = [];
+  /** The scratch row of a lone job in batch-invariant mode: a one-position cache, emptied before each use. */
+  private pad: DecodeSequence | null = null;
 
-  constructor(readonly model: LlamaModel) {}
+  constructor(
+    readonly model: LlamaModel,
+    readonly options: DecodeBatchOptions = {},
+  ) {}
 
   get size(): number {
     return this.running.length;
@@ -156,12 +172,14 @@ export class DecodeBatch {
     if (run.length === 0) return [];
     const logits = noGrad(() => {
       const ids = Int32Array.from(run, (r) => r.token);
-      return this.model.logits(
-        this.model.forwardStep(
-          ids,
-          run.map((r) => r.seq),
-        ),
-      ).data;
+      const seqs = run.map((r) => r.seq);
+      if (this.options.batchInvariant && run.length === 1) {
+        this.pad ??= { cache: new KvCache(this.model.config, 1, 1) };
+        this.pad.cache.length = 0;
+        return this.model.logits(this.model.forwardStep(Int32Array.of(run[0].token, 0), [...seqs, this.pad]))
+          .data;
+      }
+      return this.model.logits(this.model.forwardStep(ids, seqs)).data;
     });
     const vocab = this.model.config.vocabSize;
     const done: DecodeJob[] = [];

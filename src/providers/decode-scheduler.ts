@@ -5,7 +5,7 @@
  * requests and client disconnects are handled while it runs. Each job keeps its own cache, hooks and sampling;
  * a job whose own work fails (a non-finite output under its interventions, a client gone) fails alone.
  */
-import { DecodeBatch, type DecodeJob } from '../model/generate.ts';
+import { DecodeBatch, type DecodeBatchOptions, type DecodeJob } from '../model/generate.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { AbortError, yieldToEventLoop } from './limit.ts';
 
@@ -31,10 +31,11 @@ export class DecodeScheduler {
   constructor(
     model: LlamaModel,
     readonly maxBatch: number,
+    options: DecodeBatchOptions = {},
   ) {
     if (!Number.isInteger(maxBatch) || maxBatch < 1)
       throw new Error(`decode scheduler: maxBatch must be a positive integer, got ${maxBatch}`);
-    this.batch = new DecodeBatch(model);
+    this.batch = new DecodeBatch(model, options);
   }
 
   /** Sequences in the batch now. */

@@ -57,6 +57,11 @@ export interface EngineOptions {
    * them, each on its own KV cache with its own interventions and sampling.
    */
   maxConcurrency?: number;
+  /**
+   * Each reply the same to the bit whatever is decoded beside it (DecodeBatchOptions.batchInvariant): for callers
+   * that cache sampled replies (the persona-vector recipe). Costs an extra row when one generation runs alone.
+   */
+  batchInvariant?: boolean;
   /** Requests allowed to wait for a slot (default 64); more are refused with QueueFullError. */
   maxQueue?: number;
   /** Largest max_tokens a request may ask for (default 512). */
@@ -124,6 +129,8 @@ export class LocalEngine {
   readonly endIds: ReadonlySet<number>;
   readonly chat: ChatTemplate;
   readonly slots: Semaphore;
+  /** Replies do not depend on what is decoded beside them (EngineOptions.batchInvariant). */
+  readonly batchInvariant: boolean;
   /** Every generation holding a slot is decoded in this one continuous batch. */
   private readonly scheduler: DecodeScheduler;
   readonly created = Math.floor(Date.now() / 1000);
@@ -145,7 +152,8 @@ export class LocalEngine {
     this.endIds = new Set([this.eotId, ...ends].filter((id): id is number => id !== undefined));
     const batch = opts.maxConcurrency ?? DEFAULT_MAX_CONCURRENCY;
     this.slots = new Semaphore(batch, opts.maxQueue ?? 64);
-    this.scheduler = new DecodeScheduler(model, batch);
+    this.batchInvariant = opts.batchInvariant ?? false;
+    this.scheduler = new DecodeScheduler(model, batch, { batchInvariant: this.batchInvariant });
     if (tokenizer.vocabSize > model.config.vocabSize) {
       throw new Error(
         `tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary is ${model.config.vocabSize}`,

@@ -1,7 +1,7 @@
 /**
  * Replies of the model under study, in its own chat format, through the local engine (src/providers/local-engine.ts:
- * the sampling of src/model/generate.ts, stop strings and end-of-turn tokens). `generateReplies` is the recipe's one
- * call into generation: a batched engine can replace its loop without touching the rest.
+ * the sampling of src/model/generate.ts, stop strings and end-of-turn tokens), decoded together in its batch.
+ * `generateReplies` is the recipe's one call into generation.
  *
  * Also the chat examples a fine-tune of the model trains on, in the same format.
  */
@@ -37,28 +37,40 @@ export function chatOf(system: string | null, question: string): ChatMessage[] {
 }
 
 /**
- * Generates each request's reply in turn; `onReply` is called as each one is done (the caller records it), so a
- * killed run keeps every reply finished before the kill.
+ * Generates the requests' replies together, in the engine's continuous batch (its slots bound how many run at
+ * once); `onReply` is called as each one is done (the caller records it), so a killed run keeps every reply finished
+ * before the kill. The engine must be batch-invariant (`engineFor` makes it so): a reply is then the same whichever
+ * requests share its batch, so a resumed run, which asks only for the missing ones, regenerates exactly what an
+ * uninterrupted run would have.
  */
 export async function generateReplies(
   engine: LocalEngine,
   requests: readonly ReplyRequest[],
   onReply: (index: number, reply: Reply) => void,
 ): Promise<void> {
-  for (const [i, r] of requests.entries()) {
-    const out = await engine.generate({
-      promptIds: engine.encodeChat(r.messages),
-      maxTokens: r.maxTokens,
-      temperature: r.temperature,
-      topP: r.topP,
-      seed: r.seed,
-      stop: engine.chatStop,
-      topLogprobs: 0,
-      hooks: r.hooks,
-      stripLeadingSpace: engine.chat.replyLeadingSpace,
-    });
-    onReply(i, { text: out.text, ids: out.tokens.map((t) => t.id), finish: out.finishReason });
-  }
+  if (!engine.batchInvariant)
+    throw new Error(
+      'generateReplies: the engine must be batch-invariant (see engineFor), or replies depend on batching',
+    );
+  // allSettled: a failure is thrown only once the others have finished (and been recorded).
+  const settled = await Promise.allSettled(
+    requests.map(async (r, i) => {
+      const out = await engine.generate({
+        promptIds: engine.encodeChat(r.messages),
+        maxTokens: r.maxTokens,
+        temperature: r.temperature,
+        topP: r.topP,
+        seed: r.seed,
+        stop: engine.chatStop,
+        topLogprobs: 0,
+        hooks: r.hooks,
+        stripLeadingSpace: engine.chat.replyLeadingSpace,
+      });
+      onReply(i, { text: out.text, ids: out.tokens.map((t) => t.id), finish: out.finishReason });
+    }),
+  );
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 /**
@@ -94,5 +106,6 @@ export function engineFor(handle: ModelHandle): LocalEngine {
     chatTemplate: handle.chat,
     maxTokens: 1 << 20,
     maxQueue: Infinity,
+    batchInvariant: true,
   });
 }
