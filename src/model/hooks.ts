@@ -52,6 +52,11 @@ export interface HookContext {
   seqLen: number;
   /** Absolute position of each of the seqLen steps (offset by the KV cache during generation). */
   positions: Int32Array;
+  /**
+   * Per sequence, the left padding in front of it (batches of prompts of different lengths): sequence b's own
+   * position at step t is positions[t] - padding[b]. Absent: no padding.
+   */
+  padding?: Int32Array;
 }
 
 /** A hook returns a replacement activation of the same shape, or nothing to leave it unchanged. */
@@ -99,7 +104,8 @@ export class HookSet {
 
 /**
  * Where an intervention applies: every position, a list of absolute positions (negative counts from each
- * sequence's end, using `lengths`), or a predicate over (batch index, absolute position).
+ * sequence's end, using `lengths`), or a predicate over (batch index, absolute position). Positions are each
+ * sequence's own, left padding not counted.
  */
 export type PositionSelector =
   'all' | { positions: number[]; lengths?: number[] } | ((batchIndex: number, position: number) => boolean);
@@ -109,7 +115,7 @@ export function rowMask(selector: PositionSelector, ctx: HookContext): RowMask {
   const mask = new Uint8Array(ctx.batch * ctx.seqLen);
   for (let b = 0; b < ctx.batch; b++) {
     for (let t = 0; t < ctx.seqLen; t++) {
-      const pos = ctx.positions[t];
+      const pos = ctx.positions[t] - (ctx.padding?.[b] ?? 0);
       let on: boolean;
       if (typeof selector === 'function') on = selector(b, pos);
       else {

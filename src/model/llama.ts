@@ -20,7 +20,7 @@ import {
   swiglu,
 } from '../autograd/ops.ts';
 import { Tensor } from '../autograd/tensor.ts';
-import { matmul } from '../tensor/matmul.ts';
+import { fusedKernels, matmul, type MaskedAttentionShape } from '../tensor/matmul.ts';
 import { causalSoftmaxInPlace } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
 import { architectureOf, hasQkNorm, headDim, layerRope, layerWindow, type LlamaConfig } from './config.ts';
@@ -79,6 +79,28 @@ export class KvCache {
     });
     out.length = this.length;
     return out;
+  }
+}
+
+/**
+ * The keys and values of a batch of left-padded prompts ({@link LlamaModel.forwardPrompts}), which
+ * {@link LlamaModel.forwardBranches} continues without copying them.
+ */
+export class PromptCache {
+  /** Per layer, [batch, nKvHeads, length, headDim] (null for a layer a resumed pass did not run). */
+  readonly keys: (Float32Array | null)[];
+  readonly values: (Float32Array | null)[];
+
+  constructor(
+    readonly batch: number,
+    /** Positions per sequence, padding included. */
+    readonly length: number,
+    /** Per sequence, its left padding: the first real position. */
+    readonly padding: Int32Array,
+    nLayers: number,
+  ) {
+    this.keys = new Array<Float32Array | null>(nLayers).fill(null);
+    this.values = new Array<Float32Array | null>(nLayers).fill(null);
   }
 }
 
@@ -311,28 +333,129 @@ export class LlamaModel {
     }
     const positions = new Int32Array(seqLen);
     for (let t = 0; t < seqLen; t++) positions[t] = offset + t;
-    const ctx = { batch, seqLen, positions };
-    const hook = (name: string, x: Tensor): Tensor => (hooks ? hooks.apply(name, x, ctx) : x);
-
-    const resume = opts.resume;
-    let x: Tensor;
-    let first = 0;
-    if (resume) {
-      const a = resume.afterLayer;
-      if (!Number.isInteger(a) || a < 0 || a >= c.nLayers)
-        throw new Error(`forward: cannot resume after block ${a} (the model has blocks 0..${c.nLayers - 1})`);
-      const want = [batch, seqLen, c.dim];
-      if (resume.hidden.shape.join(',') !== want.join(','))
-        throw new Error(`forward: resume hidden has shape [${resume.hidden.shape}], expected [${want}]`);
-      checkResumeHooks(hooks, a);
-      x = hook(`blocks.${a}.hook_resid_post`, resume.hidden);
-      first = a + 1;
-    } else x = hook('embed', this.embed(ids, batch, seqLen));
-    x = this.blocks(x, first, { batch, seqLen, positions }, hook, (q, k, v, layer, window) =>
+    const hook = (name: string, x: Tensor): Tensor =>
+      hooks ? hooks.apply(name, x, { batch, seqLen, positions }) : x;
+    const { x, first } = this.start(ids, batch, seqLen, hook, hooks, opts.resume);
+    const y = this.blocks(x, first, { batch, seqLen, positions }, hook, (q, k, v, layer, window) =>
       cache ? cachedAttention(q, k, v, cache, layer, offset, window) : causalAttention(q, k, v, window),
     );
     if (cache) cache.length += seqLen;
-    return hook('final_norm', this.norm(x, 'model.norm.weight'));
+    return hook('final_norm', this.norm(y, 'model.norm.weight'));
+  }
+
+  /**
+   * Where a pass starts: the (hooked) token embeddings, or with `resume` the given residual stream after block
+   * `afterLayer` (its hook_resid_post hooks applied), with the first block still to run.
+   */
+  private start(
+    ids: Int32Array,
+    batch: number,
+    seqLen: number,
+    hook: (name: string, x: Tensor) => Tensor,
+    hooks: HookSet | undefined,
+    resume: ForwardOptions['resume'],
+  ): { x: Tensor; first: number } {
+    const c = this.config;
+    if (!resume) return { x: hook('embed', this.embed(ids, batch, seqLen)), first: 0 };
+    const a = resume.afterLayer;
+    if (!Number.isInteger(a) || a < 0 || a >= c.nLayers)
+      throw new Error(`forward: cannot resume after block ${a} (the model has blocks 0..${c.nLayers - 1})`);
+    const want = [batch, seqLen, c.dim];
+    if (resume.hidden.shape.join(',') !== want.join(','))
+      throw new Error(`forward: resume hidden has shape [${resume.hidden.shape}], expected [${want}]`);
+    checkResumeHooks(hooks, a);
+    return { x: hook(`blocks.${a}.hook_resid_post`, resume.hidden), first: a + 1 };
+  }
+
+  /**
+   * The prompts of a scoring batch, left-padded to one length: ids [batch, seqLen], where the first padding[i] ids
+   * of sequence i are padding that no position attends to (rotary embeddings are relative, so a shifted sequence
+   * scores as it would alone). Returns the final-normed hidden states and a cache of exactly these positions, which
+   * {@link forwardBranches} continues. Hooks see the padded batch; their context's `padding` says where each
+   * sequence starts. With `resume`, the cache holds only the layers the pass ran.
+   */
+  forwardPrompts(
+    ids: Int32Array,
+    batch: number,
+    opts: { padding?: Int32Array; hooks?: HookSet; resume?: ForwardOptions['resume'] } = {},
+  ): { hidden: Tensor; cache: PromptCache } {
+    const c = this.config;
+    const seqLen = ids.length / batch;
+    if (!Number.isInteger(seqLen) || seqLen < 1)
+      throw new Error(`forwardPrompts: ${ids.length} ids do not split into ${batch} sequences`);
+    if (seqLen > c.maxSeqLen)
+      throw new Error(
+        `forwardPrompts: sequence length ${seqLen} exceeds the model's maxSeqLen ${c.maxSeqLen}`,
+      );
+    const padding = opts.padding ?? new Int32Array(batch);
+    if (padding.length !== batch || padding.some((p) => !(p >= 0 && p < seqLen)))
+      throw new Error(
+        `forwardPrompts: padding must give each of ${batch} sequences 0..${seqLen - 1} pad tokens`,
+      );
+    const hooks = opts.hooks;
+    hooks?.validate(c.nLayers);
+    const positions = Int32Array.from({ length: seqLen }, (_, t) => t);
+    const ctx = { batch, seqLen, positions, padding };
+    const hook = (name: string, x: Tensor): Tensor => (hooks ? hooks.apply(name, x, ctx) : x);
+    const cache = new PromptCache(batch, seqLen, padding, c.nLayers);
+    const masks = new Map<number, Float32Array>();
+    const { x, first } = this.start(ids, batch, seqLen, hook, hooks, opts.resume);
+    const y = this.blocks(x, first, ctx, hook, (q, k, v, layer, window) => {
+      let mask = masks.get(window);
+      if (!mask) masks.set(window, (mask = promptMask(padding, seqLen, window)));
+      const out = maskedAttention(q, k, v, null, mask, true);
+      cache.keys[layer] = out.k;
+      cache.values[layer] = out.v;
+      return out.y;
+    });
+    return { hidden: hook('final_norm', this.norm(y, 'model.norm.weight')), cache };
+  }
+
+  /**
+   * Several continuations of every prompt of `cache` at once, without copying the prompts' keys and values: ids
+   * [batch, branches x branchLen] hold, for each cached sequence, its continuations of branchLen tokens each (right-
+   * padded), one after the other. Each continuation attends to its own prompt and its own earlier tokens only, at
+   * the positions it would have after the prompt alone (cache.length + j, j < branchLen), so each scores exactly as
+   * if it ran alone after its prompt. The cache is read, never changed. Returns the final-normed hidden states
+   * [batch, branches x branchLen, dim]; hooks see them at those positions, with the prompts' `padding`.
+   */
+  forwardBranches(
+    ids: Int32Array,
+    cache: PromptCache,
+    branchLen: number,
+    opts: { hooks?: HookSet; resume?: ForwardOptions['resume'] } = {},
+  ): Tensor {
+    const c = this.config;
+    const batch = cache.batch;
+    const seqLen = ids.length / batch;
+    if (!Number.isInteger(branchLen) || branchLen < 1 || !Number.isInteger(seqLen / branchLen) || seqLen < 1)
+      throw new Error(
+        `forwardBranches: ${ids.length} ids do not split into ${batch} sequences of continuations of ${branchLen}`,
+      );
+    if (cache.length + branchLen > c.maxSeqLen)
+      throw new Error(
+        `forwardBranches: continuations of ${branchLen} after ${cache.length} positions exceed the model's maxSeqLen ${c.maxSeqLen}`,
+      );
+    const hooks = opts.hooks;
+    hooks?.validate(c.nLayers);
+    const positions = Int32Array.from({ length: seqLen }, (_, t) => cache.length + (t % branchLen));
+    const ctx = { batch, seqLen, positions, padding: cache.padding };
+    const hook = (name: string, x: Tensor): Tensor => (hooks ? hooks.apply(name, x, ctx) : x);
+    const masks = new Map<number, Float32Array>();
+    const { x, first } = this.start(ids, batch, seqLen, hook, hooks, opts.resume);
+    const y = this.blocks(x, first, ctx, hook, (q, k, v, layer, window) => {
+      const keys = cache.keys[layer];
+      const values = cache.values[layer];
+      if (!keys || !values)
+        throw new Error(
+          `forwardBranches: the prompt cache has no keys for layer ${layer} (a resumed pass skipped it)`,
+        );
+      let mask = masks.get(window);
+      if (!mask)
+        masks.set(window, (mask = branchMask(cache.padding, cache.length, seqLen, branchLen, window)));
+      return maskedAttention(q, k, v, { k: keys, v: values }, mask, false).y;
+    });
+    return hook('final_norm', this.norm(y, 'model.norm.weight'));
   }
 
   /** Token embeddings [batch, seqLen, dim] (Gemma scales them by sqrt(dim), in float32 as its reference does). */
@@ -574,4 +697,144 @@ function cachedAttention(
     }
   }
   return new Tensor(y, [b, t, h * d], false, 'cachedAttention');
+}
+
+/** An additive attention mask [batch, seqLen, seqLen]: causal, within the window, and blind to left padding. */
+function promptMask(padding: Int32Array, seqLen: number, window: number): Float32Array {
+  const mask = new Float32Array(padding.length * seqLen * seqLen).fill(-Infinity);
+  padding.forEach((pad, b) => {
+    for (let i = 0; i < seqLen; i++) {
+      const row = (b * seqLen + i) * seqLen;
+      // A padding position sees itself only, so its row stays finite.
+      const from = i < pad ? i : Math.max(pad, i - window + 1);
+      mask.fill(0, row + from, row + i + 1);
+    }
+  });
+  return mask;
+}
+
+/**
+ * The mask [batch, seqLen, prefix + seqLen] of continuations of branchLen tokens after a cached prefix: each token
+ * sees its prompt (not the padding) and its own continuation's tokens up to itself, within the window.
+ */
+function branchMask(
+  padding: Int32Array,
+  prefix: number,
+  seqLen: number,
+  branchLen: number,
+  window: number,
+): Float32Array {
+  const total = prefix + seqLen;
+  const mask = new Float32Array(padding.length * seqLen * total).fill(-Infinity);
+  padding.forEach((pad, b) => {
+    for (let t = 0; t < seqLen; t++) {
+      const j = t % branchLen;
+      const row = (b * seqLen + t) * total;
+      const pos = prefix + j;
+      mask.fill(0, row + Math.max(pad, pos - window + 1), row + prefix);
+      mask.fill(0, row + prefix + t - j + Math.max(0, j - window + 1), row + prefix + t + 1);
+    }
+  });
+  return mask;
+}
+
+/**
+ * Inference attention of q [b, tq, h, d] on the `past` keys and values ([b, hkv, tp, d]) followed by k and v
+ * [b, tk, hkv, d], under an additive mask [b, tq, tp + tk]; with wantKv, also the keys and values of every position
+ * ([b, hkv, tp + tk, d]). The backend's fused kernel when it has one, else matmuls and a JS softmax.
+ */
+function maskedAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  past: { k: Float32Array; v: Float32Array } | null,
+  mask: Float32Array,
+  wantKv: boolean,
+): { y: Tensor; k: Float32Array | null; v: Float32Array | null } {
+  const [b, tq, h, d] = q.shape;
+  const tk = k.shape[1];
+  const hkv = k.shape[2];
+  const tp = past ? past.k.length / (b * hkv * d) : 0;
+  const s = { b, tq, tk, tp, h, hkv, d };
+  const fk = fusedKernels();
+  const out = fk
+    ? fk.maskedAttention(q.data, k.data, v.data, past, mask, s, wantKv)
+    : maskedAttentionJs(q.data, k.data, v.data, past, mask, s, wantKv);
+  return { y: new Tensor(out.y, [b, tq, h * d], false, 'maskedAttention'), k: out.k, v: out.v };
+}
+
+function maskedAttentionJs(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  past: { k: Float32Array; v: Float32Array } | null,
+  mask: Float32Array,
+  s: MaskedAttentionShape,
+  wantKv: boolean,
+): { y: Float32Array; k: Float32Array | null; v: Float32Array | null } {
+  const { b, tq, tk, tp, h, hkv, d } = s;
+  const rep = h / hkv;
+  const tt = tp + tk;
+  const bg = b * hkv;
+  // Keys and values of every position, head-major [b, hkv, tt, d]; queries grouped per (sequence, kv head).
+  const kAll = new Float32Array(bg * tt * d);
+  const vAll = new Float32Array(bg * tt * d);
+  const qAll = new Float32Array(bg * rep * tq * d);
+  for (let bi = 0; bi < b; bi++) {
+    for (let g = 0; g < hkv; g++) {
+      const pair = bi * hkv + g;
+      if (past && tp > 0) {
+        kAll.set(past.k.subarray(pair * tp * d, (pair + 1) * tp * d), pair * tt * d);
+        vAll.set(past.v.subarray(pair * tp * d, (pair + 1) * tp * d), pair * tt * d);
+      }
+      for (let ti = 0; ti < tk; ti++) {
+        const src = ((bi * tk + ti) * hkv + g) * d;
+        kAll.set(k.subarray(src, src + d), (pair * tt + tp + ti) * d);
+        vAll.set(v.subarray(src, src + d), (pair * tt + tp + ti) * d);
+      }
+      for (let r = 0; r < rep; r++) {
+        for (let ti = 0; ti < tq; ti++) {
+          const src = ((bi * tq + ti) * h + g * rep + r) * d;
+          qAll.set(q.subarray(src, src + d), ((pair * rep + r) * tq + ti) * d);
+        }
+      }
+    }
+  }
+  const rows = rep * tq;
+  const scores = matmul(qAll, kAll, { batch: bg, m: rows, n: tt, k: d, transA: false, transB: true });
+  const scale = 1 / Math.sqrt(d);
+  for (let pair = 0; pair < bg; pair++) {
+    const bi = Math.floor(pair / hkv);
+    for (let r = 0; r < rows; r++) {
+      const o = (pair * rows + r) * tt;
+      const m = (bi * tq + (r % tq)) * tt;
+      let max = -Infinity;
+      for (let j = 0; j < tt; j++) {
+        const x = scores[o + j] * scale + mask[m + j];
+        scores[o + j] = x;
+        if (x > max) max = x;
+      }
+      let sum = 0;
+      for (let j = 0; j < tt; j++) {
+        const e = Math.exp(scores[o + j] - max);
+        scores[o + j] = e;
+        sum += e;
+      }
+      for (let j = 0; j < tt; j++) scores[o + j] /= sum;
+    }
+  }
+  const out = matmul(scores, vAll, { batch: bg, m: rows, n: d, k: tt, transA: false, transB: false });
+  const y = new Float32Array(b * tq * h * d);
+  for (let bi = 0; bi < b; bi++) {
+    for (let g = 0; g < hkv; g++) {
+      const pair = bi * hkv + g;
+      for (let r = 0; r < rep; r++) {
+        for (let ti = 0; ti < tq; ti++) {
+          const src = ((pair * rep + r) * tq + ti) * d;
+          y.set(out.subarray(src, src + d), ((bi * tq + ti) * h + g * rep + r) * d);
+        }
+      }
+    }
+  }
+  return { y, k: wantKv ? kAll : null, v: wantKv ? vAll : null };
 }

@@ -2,12 +2,14 @@
  * Batched log-probability scoring of given continuations: the measurement workhorse. Each (prompt,
  * continuation) pair becomes one sequence; sequences of similar length are batched (right-padded, which
  * causal attention makes harmless), and the unembedding runs only on the rows that predict continuation
- * tokens.
+ * tokens. Where prompts repeat (several options of one question), each prompt runs once and all its
+ * continuations run after it side by side, reading its keys and values without copying them
+ * (`promptBatches` / `scorePromptBatch`, which the interpretation's scorer uses too).
  */
 import { noGrad, Tensor } from '../autograd/tensor.ts';
 import { logSoftmaxRow } from '../tensor/kernels.ts';
 import type { HookSet } from './hooks.ts';
-import { KvCache, type LlamaModel } from './llama.ts';
+import type { LlamaModel } from './llama.ts';
 
 export interface ScoreRequest {
   prompt: number[];
@@ -101,95 +103,195 @@ function sharesPrompts(requests: readonly ScoreRequest[]): boolean {
   return keys.size <= requests.length / 2;
 }
 
-/** log-probabilities of `targets[i]` under logits rows [rows, vocab]. */
-function gatherLogprobs(logits: Float32Array, vocab: number, targets: readonly number[]): number[] {
-  const logp = new Float32Array(vocab);
-  return targets.map((t, i) => {
-    logSoftmaxRow(logits, i * vocab, vocab, logp);
-    return logp[t];
-  });
-}
-
-/**
- * Prompt groups are batched with left padding (masked out through the cache's keyStart), run once to fill a
- * KV cache, which is then repeated once per continuation; the continuations run on top, right-padded.
- */
+/** Requests grouped by prompt: each prompt scored once, with its continuations as branches. */
 function scoreSharedPrompts(model: LlamaModel, requests: ScoreRequest[], budget: number): ScoreResult[] {
-  const groups = new Map<string, number[]>();
+  const groups = new Map<string, { prompt: number[]; requests: number[] }>();
   requests.forEach((r, i) => {
     const key = promptKey(r.prompt);
-    const list = groups.get(key);
-    if (list) list.push(i);
-    else groups.set(key, [i]);
+    const g = groups.get(key);
+    if (g) g.requests.push(i);
+    else groups.set(key, { prompt: r.prompt, requests: [i] });
   });
-  const ordered = [...groups.values()].sort(
-    (a, b) => requests[a[0]].prompt.length - requests[b[0]].prompt.length,
-  );
+  const list = [...groups.values()].map((g) => ({
+    prompt: g.prompt,
+    continuations: g.requests.map((i) => requests[i].continuation),
+  }));
+  const members = [...groups.values()];
   const results: ScoreResult[] = new Array(requests.length);
-  const { dim, vocabSize: vocab } = model.config;
   noGrad(() => {
-    let start = 0;
-    while (start < ordered.length) {
-      let end = start + 1;
-      while (end < ordered.length && (end - start + 1) * requests[ordered[end][0]].prompt.length <= budget)
-        end++;
-      const batch = ordered.slice(start, end);
-      start = end;
-      const promptLen = requests[batch[batch.length - 1][0]].prompt.length;
-      const members = batch.map((g) => g.map((i) => requests[i]));
-      const contLen = Math.max(...members.flat().map((r) => r.continuation.length));
-      const cache = new KvCache(model.config, batch.length, promptLen + Math.max(1, contLen - 1));
-      const ids = new Int32Array(batch.length * promptLen);
-      members.forEach((m, b) => {
-        const p = m[0].prompt;
-        cache.keyStart[b] = promptLen - p.length;
-        ids.set(p, b * promptLen + promptLen - p.length);
-      });
-      const hidden = model.forwardHidden(ids, batch.length, { cache });
-      const last = new Float32Array(batch.length * dim);
-      for (let b = 0; b < batch.length; b++) {
-        last.set(hidden.data.subarray(((b + 1) * promptLen - 1) * dim, (b + 1) * promptLen * dim), b * dim);
-      }
-      const firstLogits = model.logits(new Tensor(last, [batch.length, dim])).data;
-      const rows = members.flat();
-      const perRow: number[][] = [];
-      let row = 0;
-      const logp = new Float32Array(vocab);
-      members.forEach((m, b) => {
-        // One distribution per prompt, read once per option's first token.
-        logSoftmaxRow(firstLogits, b * vocab, vocab, logp);
-        for (const r of m) perRow[row++] = [logp[r.continuation[0]]];
-      });
-      const restLen = contLen - 1;
-      if (restLen > 0) {
-        const expanded = cache.expand(members.map((m) => m.length));
-        const cont = new Int32Array(rows.length * restLen);
-        const pick: number[] = [];
-        const targets: number[] = [];
-        rows.forEach((r, i) => {
-          for (let j = 0; j < r.continuation.length - 1; j++) {
-            cont[i * restLen + j] = r.continuation[j];
-            pick.push(i * restLen + j);
-            targets.push(r.continuation[j + 1]);
-          }
-        });
-        const h2 = model.forwardHidden(cont, rows.length, { cache: expanded });
-        const picked = new Float32Array(pick.length * dim);
-        pick.forEach((p, i) => picked.set(h2.data.subarray(p * dim, (p + 1) * dim), i * dim));
-        const lps = gatherLogprobs(model.logits(new Tensor(picked, [pick.length, dim])).data, vocab, targets);
-        let k = 0;
-        rows.forEach((r, i) => {
-          for (let j = 0; j < r.continuation.length - 1; j++) perRow[i].push(lps[k++]);
-        });
-      }
-      let i = 0;
-      for (const g of batch) {
-        for (const idx of g) {
-          const tokenLogprobs = perRow[i++];
+    for (const batch of promptBatches(list, budget)) {
+      scorePromptBatch(model, batch, list).forEach((perCont, k) => {
+        members[batch.members[k]].requests.forEach((idx, c) => {
+          const tokenLogprobs = perCont[c];
           results[idx] = { logprob: tokenLogprobs.reduce((a, b) => a + b, 0), tokenLogprobs };
-        }
-      }
+        });
+      });
     }
   });
   return results;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prompts with several continuations each, batched
+
+/** A prompt and the continuations scored after it (each at least one token). */
+export interface PromptContinuations {
+  prompt: readonly number[];
+  continuations: readonly (readonly number[])[];
+}
+
+/**
+ * One batch of prompts with their continuations ({@link promptBatches}): the prompts left-padded to one length for
+ * LlamaModel.forwardPrompts, and every continuation but its last token side by side for forwardBranches.
+ */
+export interface PromptBatch {
+  /** Indices into the caller's list. */
+  members: number[];
+  promptLen: number;
+  /** [members, promptLen]. */
+  promptIds: Int32Array;
+  /** Per member, its left padding. */
+  padding: Int32Array;
+  /** Continuations per member: the most any member has (another member's extra ones are padding). */
+  branches: number;
+  /** The longest continuation's length minus one (0: every continuation is one token, and no branch pass runs). */
+  branchLen: number;
+  /** [members, branches, branchLen] (right-padded), or null when branchLen is 0. */
+  branchIds: Int32Array | null;
+}
+
+/**
+ * Batches of at most `tokensPerBatch` padded prompt and continuation tokens (at least one member each). Members of
+ * similar prompt and continuation lengths go together, so that little is padding.
+ */
+export function promptBatches(list: readonly PromptContinuations[], tokensPerBatch: number): PromptBatch[] {
+  const branchLenOf = (g: PromptContinuations) => Math.max(...g.continuations.map((c) => c.length)) - 1;
+  list.forEach((g, i) => {
+    if (g.prompt.length === 0) throw new Error(`score: prompt ${i} is empty`);
+    if (g.continuations.length === 0) throw new Error(`score: prompt ${i} has no continuations`);
+    if (g.continuations.some((c) => c.length === 0))
+      throw new Error(`score: prompt ${i} has an empty continuation`);
+  });
+  const order = list
+    .map((_, i) => i)
+    .sort(
+      (a, b) =>
+        branchLenOf(list[a]) - branchLenOf(list[b]) || list[a].prompt.length - list[b].prompt.length || a - b,
+    );
+  const batches: PromptBatch[] = [];
+  let start = 0;
+  while (start < order.length) {
+    let promptLen = 0;
+    let branches = 0;
+    let branchLen = 0;
+    let end = start;
+    while (end < order.length) {
+      const g = list[order[end]];
+      const p = Math.max(promptLen, g.prompt.length);
+      const n = Math.max(branches, g.continuations.length);
+      const c = Math.max(branchLen, branchLenOf(g));
+      if (end > start && (end - start + 1) * (p + n * c) > tokensPerBatch) break;
+      promptLen = p;
+      branches = n;
+      branchLen = c;
+      end++;
+    }
+    batches.push(promptBatch(list, order.slice(start, end), promptLen, branches, branchLen));
+    start = end;
+  }
+  return batches;
+}
+
+function promptBatch(
+  list: readonly PromptContinuations[],
+  members: number[],
+  promptLen: number,
+  branches: number,
+  branchLen: number,
+): PromptBatch {
+  const B = members.length;
+  const promptIds = new Int32Array(B * promptLen);
+  const padding = new Int32Array(B);
+  const branchIds = branchLen > 0 ? new Int32Array(B * branches * branchLen) : null;
+  members.forEach((idx, b) => {
+    const { prompt, continuations } = list[idx];
+    padding[b] = promptLen - prompt.length;
+    promptIds.set(prompt, b * promptLen + padding[b]);
+    if (branchIds)
+      continuations.forEach((c, k) => branchIds.set(c.slice(0, -1), (b * branches + k) * branchLen));
+  });
+  return { members, promptLen, promptIds, padding, branches, branchLen, branchIds };
+}
+
+/** Where one batch's passes start: from the tokens, or from the residual stream after a block. */
+export interface PromptBatchResume {
+  afterLayer: number;
+  /** [members, promptLen, dim] and [members, branches x branchLen, dim] (null without a branch pass). */
+  prompt: Float32Array;
+  branches: Float32Array | null;
+}
+
+/**
+ * Scores one batch (call inside noGrad): its prompts in one pass, every continuation of every prompt in another
+ * over the prompts' cache. Returns, per member, per continuation, its tokens' log-probabilities. Hooks act in the
+ * prompt pass (`prompt`) and the continuations' (`branches`); see LlamaModel.forwardPrompts for what they see.
+ */
+export function scorePromptBatch(
+  model: LlamaModel,
+  batch: PromptBatch,
+  list: readonly PromptContinuations[],
+  opts: { hooks?: { prompt?: HookSet; branches?: HookSet }; resume?: PromptBatchResume } = {},
+): number[][][] {
+  const { dim, vocabSize: vocab } = model.config;
+  const { members, promptLen: P, padding, branches, branchLen: C } = batch;
+  const B = members.length;
+  const resume = opts.resume;
+  const { hidden, cache } = model.forwardPrompts(batch.promptIds, B, {
+    padding,
+    hooks: opts.hooks?.prompt,
+    resume: resume && { afterLayer: resume.afterLayer, hidden: new Tensor(resume.prompt, [B, P, dim]) },
+  });
+  const last = new Float32Array(B * dim);
+  for (let b = 0; b < B; b++)
+    last.set(hidden.data.subarray(((b + 1) * P - 1) * dim, (b + 1) * P * dim), b * dim);
+  const first = model.logits(new Tensor(last, [B, dim])).data;
+  const out = members.map((idx, b) => {
+    const logZ = rowLogZ(first, b * vocab, vocab);
+    return list[idx].continuations.map((c) => [first[b * vocab + c[0]] - logZ]);
+  });
+  if (batch.branchIds) {
+    const h = model.forwardBranches(batch.branchIds, cache, C, {
+      hooks: opts.hooks?.branches,
+      resume: resume && {
+        afterLayer: resume.afterLayer,
+        hidden: new Tensor(resume.branches!, [B, branches * C, dim]),
+      },
+    });
+    const rows: number[] = [];
+    members.forEach((idx, b) =>
+      list[idx].continuations.forEach((c, k) => {
+        for (let j = 1; j < c.length; j++) rows.push((b * branches + k) * C + j - 1);
+      }),
+    );
+    const picked = new Float32Array(rows.length * dim);
+    rows.forEach((r, i) => picked.set(h.data.subarray(r * dim, (r + 1) * dim), i * dim));
+    const logits = model.logits(new Tensor(picked, [rows.length, dim])).data;
+    let row = 0;
+    members.forEach((idx, b) =>
+      list[idx].continuations.forEach((c, k) => {
+        for (let j = 1; j < c.length; j++, row++)
+          out[b][k].push(logits[row * vocab + c[j]] - rowLogZ(logits, row * vocab, vocab));
+      }),
+    );
+  }
+  return out;
+}
+
+/** log sum exp of logits[offset .. offset + v): the log-softmax of an entry is the entry minus this. */
+function rowLogZ(logits: Float32Array, offset: number, v: number): number {
+  let max = -Infinity;
+  for (let j = 0; j < v; j++) if (logits[offset + j] > max) max = logits[offset + j];
+  let sum = 0;
+  for (let j = 0; j < v; j++) sum += Math.exp(logits[offset + j] - max);
+  return max + Math.log(sum);
 }

@@ -82,7 +82,18 @@ export interface RunOptions {
 /** Effective evidence per training example in the Bayesian Assistant update (see bayes.ts, `temper`). */
 export const BAYES_TEMPER = 0.02;
 
-interface Context {
+/** The items a run measures every seed's models on. */
+export interface EvalItemSets {
+  /** The Assistant's trait battery (the eval-* stages). */
+  battery: EvalItem[];
+  /** In-context persona inference probes and package-deal probes (the persona check). */
+  inference: EvalItem[];
+  pkg: EvalItem[];
+  /** Inference probes tracked during pre-training. */
+  pretrainProbes: EvalItem[];
+}
+
+interface Context extends EvalItemSets {
   config: ExperimentConfig;
   world: World;
   opts: RunOptions;
@@ -90,10 +101,36 @@ interface Context {
   trained: string[];
   untrained: string[];
   finetuneDomain: string;
-  battery: EvalItem[];
-  inference: EvalItem[];
-  pkg: EvalItem[];
-  pretrainProbes: EvalItem[];
+}
+
+/** The run's evaluation items, drawn from the config's eval settings with fixed seeds (the same in every seed). */
+export function evalItemSets(config: ExperimentConfig, world: World): EvalItemSets {
+  const nd = world.domains.length;
+  const e = config.eval;
+  const ks = Array.from({ length: e.maxK + 1 }, (_, k) => k);
+  return {
+    battery: batteryItems(world, {
+      seed: 5,
+      batteryPerDomain: e.batteryItemsPerDomain,
+      batteryFormats: ['chat'],
+    }),
+    inference: inferenceProbes(world, {
+      seed: 7,
+      ks,
+      inferencePerCell: Math.max(1, Math.ceil(e.probeItemsPerK / nd)),
+    }),
+    pkg: packageProbes(world, {
+      seed: 9,
+      packagePerCell: Math.max(1, Math.ceil(e.packageItems / (2 * nd))),
+      // Three scenes of evidence where the world has enough other domains (a small world may not).
+      packageScenes: Math.min(3, nd - 1),
+    }),
+    pretrainProbes: inferenceProbes(world, {
+      seed: 8,
+      ks: ks.filter((k) => k >= 1),
+      inferencePerCell: Math.max(1, Math.ceil(config.pretrain.probeItems / (nd * e.maxK))),
+    }),
+  };
 }
 
 /**
@@ -760,19 +797,6 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
   }
   atomicWriteJsonSync(configPath, config);
   atomicWriteFileSync(path.join(opts.runDir, 'config.yaml'), YAML.stringify(config));
-  const nd = domains.length;
-  const e = config.eval;
-  const ks = Array.from({ length: e.maxK + 1 }, (_, k) => k);
-  const inference = inferenceProbes(world, {
-    seed: 7,
-    ks,
-    inferencePerCell: Math.max(1, Math.ceil(e.probeItemsPerK / nd)),
-  });
-  const probeSource = inferenceProbes(world, {
-    seed: 8,
-    ks: ks.filter((k) => k >= 1),
-    inferencePerCell: Math.max(1, Math.ceil(config.pretrain.probeItems / (nd * e.maxK))),
-  });
   const ctx: Context = {
     config,
     world,
@@ -781,19 +805,7 @@ export async function runExperiment(config: ExperimentConfig, opts: RunOptions):
     trained,
     untrained: domains.filter((d) => !trained.includes(d)),
     finetuneDomain,
-    battery: batteryItems(world, {
-      seed: 5,
-      batteryPerDomain: e.batteryItemsPerDomain,
-      batteryFormats: ['chat'],
-    }),
-    inference,
-    pkg: packageProbes(world, {
-      seed: 9,
-      packagePerCell: Math.max(1, Math.ceil(e.packageItems / (2 * nd))),
-      // Three scenes of evidence where the world has enough other domains (a small world may not).
-      packageScenes: Math.min(3, nd - 1),
-    }),
-    pretrainProbes: probeSource,
+    ...evalItemSets(config, world),
   };
   const seeds: SeedResult[] = [];
   const makeResults = (): RunResults => ({

@@ -28,6 +28,20 @@ export interface AttentionShape {
 }
 
 /**
+ * Sizes of masked attention: q [b, tq, h, d]; k and v [b, tk, hkv, d], following tp cached positions
+ * ([b, hkv, tp, d] each; tp may be 0).
+ */
+export interface MaskedAttentionShape {
+  b: number;
+  tq: number;
+  tk: number;
+  tp: number;
+  h: number;
+  hkv: number;
+  d: number;
+}
+
+/**
  * Fused kernels a backend may provide for the work around the matmuls. The autograd ops use them when the
  * active backend has them and fall back to the JS kernels otherwise; results agree up to float32 rounding.
  * Every returned array is fresh (the caller may keep or adopt it).
@@ -102,6 +116,21 @@ export interface FusedKernels {
   ): Float32Array;
   /** Rows of w [rows, dim] at ids (ids already checked to be in range). */
   gatherRows(w: Float32Array, ids: Int32Array, dim: number): Float32Array;
+  /**
+   * Inference attention (no gradients) under an additive mask: softmax(q kᵀ / sqrt(d) + mask) v, where the keys
+   * and values are the cached `past` ones followed by k and v, and mask [b, tq, tp + tk] (0 or -Infinity, the
+   * same for every head) says which keys each query sees. Returns y [b, tq, h, d] and, with wantKv, the keys
+   * and values of all tp + tk positions ([b, hkv, tp + tk, d] each).
+   */
+  maskedAttention(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    past: { k: Float32Array; v: Float32Array } | null,
+    mask: Float32Array,
+    s: MaskedAttentionShape,
+    wantKv: boolean,
+  ): { y: Float32Array; k: Float32Array | null; v: Float32Array | null };
 }
 
 export interface MatmulBackend {

@@ -6,7 +6,7 @@
  * Float32Arrays. Each graph is built once per process (per model-shape key) with symbolic batch and sequence
  * dimensions. Every kernel splits its work by the fixed thread count, so results are deterministic.
  */
-import type { AttentionShape, FusedKernels } from './matmul.ts';
+import type { AttentionShape, FusedKernels, MaskedAttentionShape } from './matmul.ts';
 import type { OnnxInitializer, OnnxNode } from './onnx-graph.ts';
 import { GraphCache, type GraphSpec } from './ort-session.ts';
 
@@ -180,6 +180,70 @@ export class OrtFusedKernels implements FusedKernels {
       P: [p, [b, hkv, rep * t, t]],
     });
     return { dq: out.dQ, dk: out.dK, dv: out.dV };
+  }
+
+  maskedAttention(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    past: { k: Float32Array; v: Float32Array } | null,
+    mask: Float32Array,
+    s: MaskedAttentionShape,
+    wantKv: boolean,
+  ): { y: Float32Array; k: Float32Array | null; v: Float32Array | null } {
+    // ONNX 23's Attention: the mask is added to the scaled scores (broadcast over the heads), past keys and values
+    // come before the new ones, and the present outputs are all of them, head-major.
+    const withPast = past !== null && s.tp > 0;
+    // ORT's CPU kernel writes the present keys and values whenever past ones are given.
+    const presentOut = wantKv || withPast;
+    const g = this.cache.get(
+      `attnMasked:${s.h}:${s.hkv}:${s.d}:${withPast}:${presentOut}`,
+      (): GraphSpec => ({
+        name: 'attention_masked',
+        opset: 23,
+        nodes: [
+          {
+            op: 'Attention',
+            inputs: ['Q', 'K', 'V', 'M', ...(withPast ? ['PK', 'PV'] : [])],
+            outputs: presentOut ? ['Y', 'K2', 'V2'] : ['Y'],
+            attributes: { q_num_heads: s.h, kv_num_heads: s.hkv },
+          },
+        ],
+        inputs: [
+          { name: 'Q', shape: ['b', 'tq', s.h * s.d] },
+          { name: 'K', shape: ['b', 'tk', s.hkv * s.d] },
+          { name: 'V', shape: ['b', 'tk', s.hkv * s.d] },
+          { name: 'M', shape: ['b', 1, 'tq', 'tt'] },
+          ...(withPast
+            ? [
+                { name: 'PK', shape: ['b', s.hkv, 'tp', s.d] },
+                { name: 'PV', shape: ['b', s.hkv, 'tp', s.d] },
+              ]
+            : []),
+        ],
+        outputs: [
+          { name: 'Y', shape: ['b', 'tq', s.h * s.d] },
+          ...(presentOut
+            ? [
+                { name: 'K2', shape: ['b', s.hkv, 'tt', s.d] },
+                { name: 'V2', shape: ['b', s.hkv, 'tt', s.d] },
+              ]
+            : []),
+        ],
+      }),
+    );
+    const { b, tq, tk, tp, h, hkv, d } = s;
+    const out = g.run(
+      {
+        Q: [q, [b, tq, h * d]],
+        K: [k, [b, tk, hkv * d]],
+        V: [v, [b, tk, hkv * d]],
+        M: [mask, [b, 1, tq, tp + tk]],
+        ...(withPast ? { PK: [past.k, [b, hkv, tp, d]], PV: [past.v, [b, hkv, tp, d]] } : {}),
+      },
+      wantKv ? undefined : ['Y'],
+    );
+    return { y: out.Y, k: wantKv ? out.K2 : null, v: wantKv ? out.V2 : null };
   }
 
   swigluForward(gate: Float32Array, up: Float32Array): Float32Array {

@@ -1,0 +1,217 @@
+/**
+ * Evaluation and interpretation benchmark (`npm run bench:eval`): times what `psm run` does after training on one
+ * finished seed folder of a run (read only) — one eval-* stage (the Assistant's battery on the post-trained model),
+ * the persona check (inference and package-deal probes on the pre-trained model) and the whole interpret stage (with
+ * the run's trials, phase by phase) — and, with --baseline-ref, the same work on the source of another commit in the
+ * same process, alternating old and new, and checks that both give the same numbers.
+ *
+ *   npm run bench:eval -- --seed-dir runs/default/standard-seed1 --baseline-ref <commit> [--rounds 2]
+ *
+ * Options: --stages eval,check,interpret (default all three), --rounds N (default 1; each round runs old then new,
+ * the next new then old), --threads N (engine threads, default 1: less noise from a busy machine), --baseline-ref
+ * REF (a git ref whose src/ is extracted with `git archive` into a temporary folder and loaded beside this tree's).
+ * Prints each stage's seconds (and each interpret phase's), the old/new ratios, and the largest difference between
+ * the two trees' numbers: P(good) per item for the evaluations, every number of interpret.json for the
+ * interpretation. The last line is `eval_ratio=X check_ratio=Y interpret_ratio=Z` when a baseline ran.
+ */
+import { execSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function argValue(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+function argInt(name: string, fallback: number): number {
+  const v = argValue(name);
+  const n = v === undefined ? fallback : Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${v}`);
+  return n;
+}
+
+const seedDir = argValue('seed-dir');
+if (!seedDir) throw new Error('give --seed-dir <run>/standard-seed<N>: a seed folder of a finished run');
+const runDir = path.dirname(path.resolve(seedDir));
+const seed = Number(/seed(\d+)$/.exec(seedDir)?.[1]);
+if (!Number.isInteger(seed)) throw new Error(`--seed-dir ${seedDir} does not end in seed<N>`);
+const STAGES = (argValue('stages') ?? 'eval,check,interpret').split(',');
+for (const s of STAGES)
+  if (!['eval', 'check', 'interpret'].includes(s))
+    throw new Error(`--stages: unknown stage "${s}" (eval, check, interpret)`);
+const ROUNDS = argInt('rounds', 1);
+const THREADS = argInt('threads', 1);
+const baselineRef = argValue('baseline-ref');
+
+/** What the benchmark calls in a source tree: functions every version of the pipeline has had. */
+interface Tree {
+  label: string;
+  configureBackend: typeof import('../src/tensor/backend.ts').configureBackend;
+  loadModelFolder: typeof import('../src/model/weights.ts').loadModelFolder;
+  loadTokenizerSync: typeof import('../src/tokenizer/index.ts').loadTokenizerSync;
+  pGoodWithProgress: typeof import('../src/pipeline/measure.ts').pGoodWithProgress;
+  interpretRun: typeof import('../src/interpret/run.ts').interpretRun;
+  interpretStudies: typeof import('../src/pipeline/experiment.ts').interpretStudies;
+}
+
+async function loadTree(dir: string, label: string): Promise<Tree> {
+  const src = (p: string) => import(path.join(dir, 'src', p));
+  const [backend, weights, tokenizer, measure, run, experiment] = await Promise.all([
+    src('tensor/backend.ts'),
+    src('model/weights.ts'),
+    src('tokenizer/index.ts'),
+    src('pipeline/measure.ts'),
+    src('interpret/run.ts'),
+    src('pipeline/experiment.ts'),
+  ]);
+  return {
+    label,
+    configureBackend: backend.configureBackend,
+    loadModelFolder: weights.loadModelFolder,
+    loadTokenizerSync: tokenizer.loadTokenizerSync,
+    pGoodWithProgress: measure.pGoodWithProgress,
+    interpretRun: run.interpretRun,
+    interpretStudies: experiment.interpretStudies,
+  };
+}
+
+/** The baseline's source tree: `git archive` of the ref into a temporary folder, with this checkout's packages. */
+function extractBaseline(ref: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-bench-baseline-'));
+  execSync(
+    `git archive ${JSON.stringify(ref)} src worlds traits data package.json | tar -x -C ${JSON.stringify(dir)}`,
+    {
+      cwd: root,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    },
+  );
+  fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
+  return dir;
+}
+
+const { resolveConfig } = await import('../src/pipeline/config.ts');
+const { evalItemSets, loadExperimentWorld } = await import('../src/pipeline/experiment.ts');
+const config = resolveConfig({ file: path.join(runDir, 'config.yaml') });
+const world = loadExperimentWorld(config);
+const items = evalItemSets(config, world);
+const finetuneDomain = config.finetune.domain || world.datasets.narrow?.domain || '';
+const quiet = () => ({ update: () => {}, stop: () => {} });
+
+const trees: Tree[] = [await loadTree(root, 'new')];
+let baselineDir: string | undefined;
+if (baselineRef) {
+  baselineDir = extractBaseline(baselineRef);
+  trees.unshift(await loadTree(baselineDir, 'old'));
+}
+
+type Numbers = number[] | Record<string, unknown>;
+interface Timed {
+  seconds: number;
+  phases?: Record<string, number>;
+  numbers: Numbers;
+}
+
+function timeStage(tree: Tree, stage: string): Timed {
+  tree.configureBackend({ threads: THREADS });
+  const t0 = performance.now();
+  const done = (numbers: Numbers, phases?: Record<string, number>): Timed => ({
+    seconds: (performance.now() - t0) / 1000,
+    numbers,
+    phases,
+  });
+  if (stage === 'eval' || stage === 'check') {
+    const dir = path.join(seedDir!, stage === 'eval' ? 'posttrain' : 'pretrain', 'model');
+    const model = tree.loadModelFolder(dir);
+    const tok = tree.loadTokenizerSync(path.join(dir, 'tokenizer.json'));
+    const sets = stage === 'eval' ? [items.battery] : [items.inference, items.pkg];
+    return done(sets.flatMap((set) => tree.pGoodWithProgress(model, tok, set, quiet, stage)));
+  }
+  const summary = tree.interpretRun(seedDir!, {
+    world,
+    armDirs: config.finetune.arms.flatMap((arm) =>
+      config.finetune.trainable.map((trainable) => ({
+        arm,
+        trainable,
+        dir: path.join(seedDir!, `ft-${arm}-${trainable}`, 'model'),
+      })),
+    ),
+    postDir: path.join(seedDir!, 'posttrain', 'model'),
+    baseDir: path.join(seedDir!, 'pretrain', 'model'),
+    outDir: null,
+    ...tree.interpretStudies(config, world, seed, finetuneDomain),
+  });
+  const {
+    seconds,
+    figures: _figures,
+    seedDir: _dir,
+    ...numbers
+  } = summary as unknown as Record<string, unknown>;
+  return done(numbers, seconds as Record<string, number>);
+}
+
+/** The largest absolute difference between two results' numbers, with where it is. */
+function largestDifference(a: unknown, b: unknown, at = ''): { diff: number; at: string } {
+  if (typeof a === 'number' && typeof b === 'number') {
+    if (Number.isNaN(a) && Number.isNaN(b)) return { diff: 0, at };
+    return { diff: a === b ? 0 : Math.abs(a - b), at };
+  }
+  if (a && b && typeof a === 'object' && typeof b === 'object') {
+    let worst = { diff: 0, at };
+    for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      const d = largestDifference(
+        (a as Record<string, unknown>)[key],
+        (b as Record<string, unknown>)[key],
+        `${at}.${key}`,
+      );
+      if (d.diff > worst.diff) worst = d;
+    }
+    return worst;
+  }
+  return { diff: a === b ? 0 : Infinity, at };
+}
+
+const fmt = (x: number) => x.toFixed(1).padStart(7);
+console.log(
+  `seed folder ${seedDir}; ${THREADS} engine thread(s); ${ROUNDS} round(s)` +
+    (baselineRef ? `; baseline ${baselineRef} (${baselineDir})` : ''),
+);
+const ratios: string[] = [];
+for (const stage of STAGES) {
+  const totals = new Map<string, Timed[]>(trees.map((t) => [t.label, []]));
+  for (let r = 0; r < ROUNDS; r++) {
+    const order = r % 2 === 0 ? trees : [...trees].reverse();
+    for (const tree of order) {
+      const t = timeStage(tree, stage);
+      totals.get(tree.label)!.push(t);
+      console.log(`${stage} ${tree.label} round ${r + 1}: ${t.seconds.toFixed(1)} s`);
+    }
+  }
+  const sum = (label: string) => totals.get(label)!.reduce((s, t) => s + t.seconds, 0);
+  const phaseSum = (label: string, phase: string) =>
+    totals.get(label)!.reduce((s, t) => s + (t.phases?.[phase] ?? 0), 0);
+  const newRuns = totals.get('new')!;
+  console.log(
+    `${stage}: new ${fmt(sum('new') / ROUNDS)} s` +
+      (baselineRef
+        ? `, old ${fmt(sum('old') / ROUNDS)} s, old/new ${(sum('old') / sum('new')).toFixed(2)}`
+        : ''),
+  );
+  for (const phase of Object.keys(newRuns[0].phases ?? {})) {
+    const line = `  ${phase.padEnd(13)} new ${fmt(phaseSum('new', phase) / ROUNDS)} s`;
+    console.log(
+      baselineRef
+        ? `${line}, old ${fmt(phaseSum('old', phase) / ROUNDS)} s, old/new ${(phaseSum('old', phase) / phaseSum('new', phase)).toFixed(2)}`
+        : line,
+    );
+  }
+  if (baselineRef) {
+    const { diff, at } = largestDifference(totals.get('old')![0].numbers, newRuns[0].numbers);
+    console.log(`  largest difference old vs new: ${diff.toExponential(2)}${at ? ` at ${at}` : ''}`);
+    ratios.push(`${stage}_ratio=${(sum('old') / sum('new')).toFixed(2)}`);
+  }
+}
+if (baselineDir) fs.rmSync(baselineDir, { recursive: true, force: true });
+if (ratios.length > 0) console.log(ratios.join(' '));
