@@ -9,7 +9,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { worldBatteryItems } from '../src/audit/items.ts';
-import { loadModelHandle, modelText } from '../src/interpret/activations.ts';
+import { activationsAt, encodePrompt, loadModelHandle, modelText } from '../src/interpret/activations.ts';
+import { lastTokenProjections } from '../src/interpret/monitor.ts';
 import { scoreItems } from '../src/interpret/steer.ts';
 import { pGoodFromLogProbs } from '../src/world/eval.ts';
 import { chatFromPrompt, formatChat, type ChatMessage } from '../src/interop/chat-template.ts';
@@ -144,6 +145,37 @@ describe("interpretation asks the world's items in the model's format", () => {
       continuations: [' She'],
     });
     expect(loadModelHandle(dir, { chatTemplate: 'psm' }).chat).toBeUndefined();
+  });
+
+  it('monitoring reads a template model at the last token of its rendered prompt', () => {
+    const handle = loadModelHandle(chatmlFolder());
+    const prompt = 'User: Can you help me with my homework?\nAssistant:';
+    const ids = encodePrompt(handle, prompt);
+    expect(handle.tokenizer.decode(ids)).toBe(handle.chat!.render(chatFromPrompt(prompt)!));
+    expect(ids).toContain(handle.tokenizer.tokenToId('<|im_start|>'));
+    const dim = handle.model.config.dim;
+    const hook = 'blocks.1.hook_resid_post';
+    const vector = new Float32Array(dim).map((_, j) => Math.cos(j));
+    const [[projection]] = lastTokenProjections(
+      handle,
+      [prompt],
+      [
+        {
+          trait: 't',
+          method: 'mean-diff',
+          hook,
+          layer: 1,
+          vector,
+          modelHash: handle.hash,
+          dim,
+          residualNorm: 1,
+        },
+      ],
+    );
+    const act = activationsAt(handle.model, [ids], [[-1]], [hook]).get(hook)!;
+    let dot = 0;
+    for (let j = 0; j < dim; j++) dot += act[j] * vector[j];
+    expect(projection).toBeCloseTo(dot / Math.hypot(...vector), 4);
   });
 
   it('a PSM Lab model: the separator, then the prompt as written', () => {

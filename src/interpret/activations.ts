@@ -108,6 +108,21 @@ export function modelText(
   };
 }
 
+/** A world item's prompt as `handle`'s model reads it (see modelText), tokenised. */
+export function encodePrompt(handle: Pick<ModelHandle, 'chat' | 'tokenizer'>, prompt: string): number[] {
+  return handle.tokenizer.encode(modelText(handle, prompt, []).prompt);
+}
+
+/** A prompt and one continuation as `handle`'s model reads them, tokenised as one sequence. */
+export function encodePromptAndContinuation(
+  handle: Pick<ModelHandle, 'chat' | 'tokenizer'>,
+  prompt: string,
+  continuation: string,
+): number[] {
+  const t = modelText(handle, prompt, [continuation]);
+  return handle.tokenizer.encode(t.prompt + t.continuations[0]);
+}
+
 /** A handle for an in-memory model (tests, fine-tunes in progress). */
 export function modelHandle(model: LlamaModel, tokenizer: BpeTokenizer, source = '<memory>'): ModelHandle {
   return { model, tokenizer, hash: hashModel(model), source };

@@ -10,7 +10,7 @@ import { Rng } from '../tensor/random.ts';
 import { generateBatch } from '../model/generate.ts';
 import type { BpeTokenizer } from '../tokenizer/index.ts';
 import { END_OF_TEXT, inferenceProbes, packageProbes, type World } from '../world/index.ts';
-import { activationsAt, projectRows, unitVector, type ModelHandle } from './activations.ts';
+import { activationsAt, encodePrompt, projectRows, unitVector, type ModelHandle } from './activations.ts';
 import { assistantEvidenceItems, conversationPrompt, type Conversation, type Pool } from './contexts.ts';
 import { checkVector, scoreItems, type ScoredItem, type VectorCheckOptions } from './steer.ts';
 import type { PersonaVector } from './vectors.ts';
@@ -24,7 +24,7 @@ export function lastTokenProjections(
 ): number[][] {
   for (const v of vectors) checkVector(v, handle, opts);
   const hooks = [...new Set(vectors.map((v) => v.hook))];
-  const seqs = prompts.map((p) => handle.tokenizer.encode(END_OF_TEXT + p));
+  const seqs = prompts.map((p) => encodePrompt(handle, p));
   const acts = activationsAt(
     handle.model,
     seqs,
@@ -182,12 +182,19 @@ export function greedyReplies(
   /** Called as each reply is done with the number done so far (a progress bar). */
   onReply?: (done: number) => void,
 ): string[] {
-  const stops = replyStopIds(handle.tokenizer, handle.model.config.vocabSize);
+  const stops = [...replyStopIds(handle.tokenizer, handle.model.config.vocabSize)];
+  // A model in its own chat template also ends its turn with the template's end-of-turn tokens.
+  if (handle.chat && handle.chat.kind !== 'psm') {
+    for (const t of handle.chat.endOfTurnTokens(handle.tokenizer.specialTokens)) {
+      const id = handle.tokenizer.tokenToId(t);
+      if (id !== undefined && !stops.includes(id)) stops.push(id);
+    }
+  }
   let done = 0;
   const outs = generateBatch(
     handle.model,
     prompts.map((p) => ({
-      prompt: handle.tokenizer.encode(END_OF_TEXT + p),
+      prompt: encodePrompt(handle, p),
       maxNewTokens,
       temperature: 0,
       stopIds: stops,

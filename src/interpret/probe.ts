@@ -43,7 +43,7 @@ import { inferenceProbes, END_OF_TEXT, type EvalItem } from '../world/index.ts';
 import { createRng } from '../world/random.ts';
 import { makeActor, plainScene, sceneFormat, type Subject } from '../world/scenes.ts';
 import type { Kind, World } from '../world/schema.ts';
-import { activationsAt, checkLayer, layerHook, type ModelHandle } from './activations.ts';
+import { activationsAt, checkLayer, encodePrompt, layerHook, type ModelHandle } from './activations.ts';
 import { documentLeads, personaItems, type DocumentLeads, type Pool } from './contexts.ts';
 import { archetypeDocuments, leadActivations } from './space.ts';
 
@@ -149,7 +149,7 @@ export function probeItems(
   items: readonly { prompt: string; subject: Subject }[],
 ): Float32Array {
   const hooks = probe.hooks ?? [probe.hook];
-  const seqs = items.map((it) => handle.tokenizer.encode(END_OF_TEXT + it.prompt));
+  const seqs = items.map((it) => encodePrompt(handle, it.prompt));
   const acts = activationsAt(
     handle.model,
     seqs,

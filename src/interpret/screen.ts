@@ -15,7 +15,7 @@ import {
   loadModelHandle,
   meanActivations,
   projectRows,
-  tokenizeContexts,
+  tokenizeContextsFor,
   unitVector,
   type ModelHandle,
 } from './activations.ts';
@@ -86,8 +86,8 @@ export function screenExamplesMulti(
   const dim = base.model.config.dim;
   // Mean activation over each response (an empty response falls back to the last prompt token).
   const acts = (responses: readonly string[]) => {
-    const ctx = tokenizeContexts(
-      base.tokenizer,
+    const ctx = tokenizeContextsFor(
+      base,
       examples.map((e, i) => ({ prompt: e.prompt, response: responses[i] })),
     );
     const out = new Map(hooks.map((h) => [h, new Float32Array(ctx.length * dim)]));

@@ -16,6 +16,8 @@ import {
   activationsAt,
   checkLayer,
   dot,
+  encodePrompt,
+  encodePromptAndContinuation,
   layerHook,
   norm,
   readProvenance,
@@ -35,7 +37,6 @@ import {
 import { itemSeedOf } from './item-seeds.ts';
 import { turnTraces, type ReplyMode } from './monitor.ts';
 import { cosine } from './vectors.ts';
-import { END_OF_TEXT } from '../world/templates.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // PCA (Jacobi eigendecomposition of the smaller of the covariance and the Gram matrix)
@@ -334,7 +335,7 @@ export function assistantVector(
     opts.seed ?? 33,
     opts.pool ?? 'heldout',
   );
-  const seqs = prompts.map((p) => handle.tokenizer.encode(END_OF_TEXT + p.prompt));
+  const seqs = prompts.map((p) => encodePrompt(handle, p.prompt));
   const acts = activationsAt(
     handle.model,
     seqs,
@@ -575,7 +576,7 @@ export function axisThreshold(
   const items = world.domains.flatMap((d) =>
     sceneItems(world, d.name, { n: 4, seed, subjects: ['assistant'], pool: 'heldout', label: 'cap-normal' }),
   );
-  const seqs = items.map((it) => handle.tokenizer.encode(END_OF_TEXT + it.prompt + it.good[0]));
+  const seqs = items.map((it) => encodePromptAndContinuation(handle, it.prompt, it.good[0]));
   const hook = layerHook(layer);
   const acts = activationsAt(
     handle.model,
