@@ -5,7 +5,7 @@
  * llama-cli --control-vector-scaled does) gives the log-probabilities PSM Lab's engine gives with the same vector,
  * scale and hook, and not those of the neighbouring blocks (the off-by-one other ports made).
  *
- * node-llama-cpp has no control-vector API; test/llamacpp-cvec.ts builds a small program against the llama.cpp
+ * node-llama-cpp has no control-vector API; scripts/llamacpp/cvec-logits.ts builds a small program against the llama.cpp
  * libraries it ships. Where that cannot be built (no g++, no prebuilt libraries) or PSM_SKIP_LLAMA_CPP=1, the
  * llama.cpp part is skipped with the reason printed.
  */
@@ -34,7 +34,7 @@ import { loadVectorLibrary } from '../src/providers/interventions.ts';
 import { Rng } from '../src/tensor/random.ts';
 import { tokenizerToJson } from '../src/tokenizer/index.ts';
 import { CHAT_DOCS, EOT, makeTokenizer, trainTinyModel } from './interop-fixtures.ts';
-import { buildCvecLogits, llamaCppLogits } from './llamacpp-cvec.ts';
+import { buildCvecLogits, llamaCppLogits } from '../scripts/llamacpp/cvec-logits.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-cvec-'));
 const DIM = 32;

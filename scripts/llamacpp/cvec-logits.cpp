@@ -2,7 +2,7 @@
 // llama-cli's --control-vector-scaled FILE SCALE applies them: common_control_vector_load reads and scales the
 // files, llama_set_adapter_cvec installs them for layers 1 .. n_layer (common_init_from_params' defaults).
 // PSM Lab's control-vector tests build this against the llama.cpp libraries node-llama-cpp ships
-// (test/llamacpp-cvec.ts); node-llama-cpp itself exposes no control-vector API.
+// (scripts/llamacpp/cvec-logits.ts); node-llama-cpp itself exposes no control-vector API.
 //
 //   cvec-logits BACKEND_DIR MODEL.gguf TOKEN,TOKEN,... [CVEC.gguf SCALE]...
 //

@@ -1,5 +1,5 @@
 /**
- * llama.cpp with control vectors, for the tests. node-llama-cpp exposes no control-vector API (its LlamaContext
+ * llama.cpp with control vectors, for the tests and scripts/llamacpp/steered-reply.ts. node-llama-cpp exposes no control-vector API (its LlamaContext
  * takes LoRA adapters only), but it ships llama.cpp's own shared libraries (libllama, libllama-common) and the
  * llama.cpp source it was built from (a git bundle). This builds scripts/llamacpp/cvec-logits.cpp against them
  * (g++, headers from the bundle, once per machine into the temp folder) and runs it: llama.cpp's
@@ -11,8 +11,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-const ROOT = path.join(import.meta.dirname, '..');
-const SOURCE = path.join(ROOT, 'scripts', 'llamacpp', 'cvec-logits.cpp');
+const ROOT = path.join(import.meta.dirname, '..', '..');
+const SOURCE = path.join(import.meta.dirname, 'cvec-logits.cpp');
 
 /** The folder of node-llama-cpp's prebuilt libraries for this platform (its @node-llama-cpp/<platform> package), or null. */
 function libraryDir(): string | null {
