@@ -30,10 +30,13 @@ psm vectors recipe --model "$W/imported" --trait coding --judge world --out "$W/
 
 step "4. Steering per request in psm serve"
 QUESTION='My sort function from Babo fails the test for empty lists. Can you fix it?'
-psm serve --model "$W/imported" --vectors "$W/recipe/serve-vectors.safetensors" --port 0 --quiet 2>"$W/serve.log" &
+# node itself in the background (not the psm function's subshell), so that $! is the server and kill stops it
+node "$ROOT/bin/psm.js" serve --model "$W/imported" --vectors "$W/recipe/serve-vectors.safetensors" --port 0 \
+  --quiet 2>"$W/serve.log" &
 SERVE=$!
 trap 'kill $SERVE 2>/dev/null || true' EXIT
 for _ in $(seq 120); do grep -q ' at http' "$W/serve.log" && break; sleep 0.5; done
+grep -q ' at http' "$W/serve.log" || { cat "$W/serve.log"; echo "psm serve did not start" >&2; exit 1; }
 cat "$W/serve.log"
 URL=$(grep -o 'http://[^ ]*/v1' "$W/serve.log")
 # The reply's text, from an OpenAI chat completion (the whole answer when it is an error).
