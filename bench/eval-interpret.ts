@@ -12,7 +12,8 @@
  * REF (a git ref whose src/ is extracted with `git archive` into a temporary folder and loaded beside this tree's).
  * Prints each stage's seconds (and each interpret phase's), the old/new ratios, and the largest difference between
  * the two trees' numbers: P(good) per item for the evaluations, every number of interpret.json for the
- * interpretation. The last line is `eval_ratio=X check_ratio=Y interpret_ratio=Z` when a baseline ran.
+ * interpretation. Ratios are of CPU seconds (this process, all threads), which a busy machine moves less than wall
+ * time. The last line is `eval_ratio=X check_ratio=Y interpret_ratio=Z` (old/new CPU) when a baseline ran.
  */
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -108,17 +109,36 @@ if (baselineRef) {
 }
 
 type Numbers = number[] | Record<string, unknown>;
+/** Wall and CPU seconds (this process, every thread) of a stage, and of each interpret phase. */
 interface Timed {
   seconds: number;
-  phases?: Record<string, number>;
+  cpu: number;
+  phases: Record<string, { seconds: number; cpu: number }>;
   numbers: Numbers;
 }
 
-function timeStage(tree: Tree, stage: string): Timed {
+const cpuSeconds = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
+
+async function timeStage(tree: Tree, stage: string): Promise<Timed> {
   tree.configureBackend({ threads: THREADS });
   const t0 = performance.now();
-  const done = (numbers: Numbers, phases?: Record<string, number>): Timed => ({
+  const c0 = cpuSeconds();
+  const phases: Timed['phases'] = {};
+  // interpretRun logs each phase as it ends ("interpret: <phase> <s> s"): the clocks are read there.
+  let last = { t: t0, c: c0 };
+  const log = (line: string) => {
+    const m = /^interpret: (\w+) [\d.]+ s$/.exec(line);
+    if (!m) return;
+    const now = { t: performance.now(), c: cpuSeconds() };
+    phases[m[1]] = { seconds: (now.t - last.t) / 1000, cpu: now.c - last.c };
+    last = now;
+  };
+  const done = (numbers: Numbers): Timed => ({
     seconds: (performance.now() - t0) / 1000,
+    cpu: cpuSeconds() - c0,
     numbers,
     phases,
   });
@@ -129,7 +149,7 @@ function timeStage(tree: Tree, stage: string): Timed {
     const sets = stage === 'eval' ? [items.battery] : [items.inference, items.pkg];
     return done(sets.flatMap((set) => tree.pGoodWithProgress(model, tok, set, quiet, stage)));
   }
-  const summary = tree.interpretRun(seedDir!, {
+  const summary = await tree.interpretRun(seedDir!, {
     world,
     armDirs: config.finetune.arms.flatMap((arm) =>
       config.finetune.trainable.map((trainable) => ({
@@ -141,15 +161,11 @@ function timeStage(tree: Tree, stage: string): Timed {
     postDir: path.join(seedDir!, 'posttrain', 'model'),
     baseDir: path.join(seedDir!, 'pretrain', 'model'),
     outDir: null,
+    log,
     ...tree.interpretStudies(config, world, seed, finetuneDomain),
   });
-  const {
-    seconds,
-    figures: _figures,
-    seedDir: _dir,
-    ...numbers
-  } = summary as unknown as Record<string, unknown>;
-  return done(numbers, seconds as Record<string, number>);
+  const { seconds: _s, figures: _f, seedDir: _d, ...numbers } = summary as unknown as Record<string, unknown>;
+  return done(numbers);
 }
 
 /** The largest absolute difference between two results' numbers, with where it is. */
@@ -178,39 +194,41 @@ console.log(
   `seed folder ${seedDir}; ${THREADS} engine thread(s); ${ROUNDS} round(s)` +
     (baselineRef ? `; baseline ${baselineRef} (${baselineDir})` : ''),
 );
+/** "new X s (cpu Y s)", and with a baseline the old figures and the old/new ratios. */
+function compare(get: (label: string) => { seconds: number; cpu: number }): string {
+  const n = get('new');
+  const line = `new ${fmt(n.seconds)} s (cpu ${fmt(n.cpu)} s)`;
+  if (!baselineRef) return line;
+  const o = get('old');
+  return `${line}, old ${fmt(o.seconds)} s (cpu ${fmt(o.cpu)} s), old/new cpu ${(o.cpu / n.cpu).toFixed(2)} (wall ${(o.seconds / n.seconds).toFixed(2)})`;
+}
 const ratios: string[] = [];
 for (const stage of STAGES) {
-  const totals = new Map<string, Timed[]>(trees.map((t) => [t.label, []]));
+  const runs = new Map<string, Timed[]>(trees.map((t) => [t.label, []]));
   for (let r = 0; r < ROUNDS; r++) {
     const order = r % 2 === 0 ? trees : [...trees].reverse();
     for (const tree of order) {
-      const t = timeStage(tree, stage);
-      totals.get(tree.label)!.push(t);
-      console.log(`${stage} ${tree.label} round ${r + 1}: ${t.seconds.toFixed(1)} s`);
+      const t = await timeStage(tree, stage);
+      runs.get(tree.label)!.push(t);
+      console.log(
+        `${stage} ${tree.label} round ${r + 1}: ${t.seconds.toFixed(1)} s, cpu ${t.cpu.toFixed(1)} s`,
+      );
     }
   }
-  const sum = (label: string) => totals.get(label)!.reduce((s, t) => s + t.seconds, 0);
-  const phaseSum = (label: string, phase: string) =>
-    totals.get(label)!.reduce((s, t) => s + (t.phases?.[phase] ?? 0), 0);
-  const newRuns = totals.get('new')!;
-  console.log(
-    `${stage}: new ${fmt(sum('new') / ROUNDS)} s` +
-      (baselineRef
-        ? `, old ${fmt(sum('old') / ROUNDS)} s, old/new ${(sum('old') / sum('new')).toFixed(2)}`
-        : ''),
-  );
-  for (const phase of Object.keys(newRuns[0].phases ?? {})) {
-    const line = `  ${phase.padEnd(13)} new ${fmt(phaseSum('new', phase) / ROUNDS)} s`;
-    console.log(
-      baselineRef
-        ? `${line}, old ${fmt(phaseSum('old', phase) / ROUNDS)} s, old/new ${(phaseSum('old', phase) / phaseSum('new', phase)).toFixed(2)}`
-        : line,
-    );
-  }
+  const mean = (label: string, pick: (t: Timed) => { seconds: number; cpu: number } | undefined) => {
+    const ts = runs.get(label)!.map(pick);
+    return {
+      seconds: ts.reduce((s, t) => s + (t?.seconds ?? 0), 0) / ROUNDS,
+      cpu: ts.reduce((s, t) => s + (t?.cpu ?? 0), 0) / ROUNDS,
+    };
+  };
+  console.log(`${stage}: ${compare((l) => mean(l, (t) => t))}`);
+  for (const phase of Object.keys(runs.get('new')![0].phases))
+    console.log(`  ${phase.padEnd(13)} ${compare((l) => mean(l, (t) => t.phases[phase]))}`);
   if (baselineRef) {
-    const { diff, at } = largestDifference(totals.get('old')![0].numbers, newRuns[0].numbers);
+    const { diff, at } = largestDifference(runs.get('old')![0].numbers, runs.get('new')![0].numbers);
     console.log(`  largest difference old vs new: ${diff.toExponential(2)}${at ? ` at ${at}` : ''}`);
-    ratios.push(`${stage}_ratio=${(sum('old') / sum('new')).toFixed(2)}`);
+    ratios.push(`${stage}_ratio=${(mean('old', (t) => t).cpu / mean('new', (t) => t).cpu).toFixed(2)}`);
   }
 }
 if (baselineDir) fs.rmSync(baselineDir, { recursive: true, force: true });

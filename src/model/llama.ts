@@ -54,32 +54,6 @@ export class KvCache {
     this.values = Array.from({ length: config.nLayers }, () => new Float32Array(per));
     this.keyStart = new Int32Array(batch);
   }
-
-  /** A cache whose sequences repeat this one's: sequence i appears repeats[i] times, in order. */
-  expand(repeats: readonly number[]): KvCache {
-    if (repeats.length !== this.batch)
-      throw new Error(`KvCache.expand: ${repeats.length} repeat counts for ${this.batch} sequences`);
-    const total = repeats.reduce((a, b) => a + b, 0);
-    const out = new KvCache(this.config, total, this.capacity);
-    const row = this.keys[0].length / this.batch;
-    for (let layer = 0; layer < this.config.nLayers; layer++) {
-      let dst = 0;
-      repeats.forEach((n, i) => {
-        const k = this.keys[layer].subarray(i * row, (i + 1) * row);
-        const v = this.values[layer].subarray(i * row, (i + 1) * row);
-        for (let r = 0; r < n; r++, dst++) {
-          out.keys[layer].set(k, dst * row);
-          out.values[layer].set(v, dst * row);
-        }
-      });
-    }
-    let dst = 0;
-    repeats.forEach((n, i) => {
-      for (let r = 0; r < n; r++) out.keyStart[dst++] = this.keyStart[i];
-    });
-    out.length = this.length;
-    return out;
-  }
 }
 
 /**

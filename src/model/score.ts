@@ -8,6 +8,7 @@
  */
 import { noGrad, Tensor } from '../autograd/tensor.ts';
 import { logSoftmaxRow } from '../tensor/kernels.ts';
+import { fusedKernels } from '../tensor/matmul.ts';
 import type { HookSet } from './hooks.ts';
 import type { LlamaModel } from './llama.ts';
 
@@ -251,40 +252,48 @@ export function scorePromptBatch(
     hooks: opts.hooks?.prompt,
     resume: resume && { afterLayer: resume.afterLayer, hidden: new Tensor(resume.prompt, [B, P, dim]) },
   });
-  const last = new Float32Array(B * dim);
-  for (let b = 0; b < B; b++)
-    last.set(hidden.data.subarray(((b + 1) * P - 1) * dim, (b + 1) * P * dim), b * dim);
-  const first = model.logits(new Tensor(last, [B, dim])).data;
-  const out = members.map((idx, b) => {
-    const logZ = rowLogZ(first, b * vocab, vocab);
-    return list[idx].continuations.map((c) => [first[b * vocab + c[0]] - logZ]);
-  });
-  if (batch.branchIds) {
-    const h = model.forwardBranches(batch.branchIds, cache, C, {
-      hooks: opts.hooks?.branches,
-      resume: resume && {
-        afterLayer: resume.afterLayer,
-        hidden: new Tensor(resume.branches!, [B, branches * C, dim]),
-      },
-    });
-    const rows: number[] = [];
-    members.forEach((idx, b) =>
-      list[idx].continuations.forEach((c, k) => {
-        for (let j = 1; j < c.length; j++) rows.push((b * branches + k) * C + j - 1);
-      }),
-    );
-    const picked = new Float32Array(rows.length * dim);
-    rows.forEach((r, i) => picked.set(h.data.subarray(r * dim, (r + 1) * dim), i * dim));
-    const logits = model.logits(new Tensor(picked, [rows.length, dim])).data;
-    let row = 0;
-    members.forEach((idx, b) =>
-      list[idx].continuations.forEach((c, k) => {
-        for (let j = 1; j < c.length; j++, row++)
-          out[b][k].push(logits[row * vocab + c[j]] - rowLogZ(logits, row * vocab, vocab));
-      }),
-    );
-  }
-  return out;
+  // Each continuation's first token is read at its prompt's last position, the others from the branch pass.
+  const branchHidden = batch.branchIds
+    ? model.forwardBranches(batch.branchIds, cache, C, {
+        hooks: opts.hooks?.branches,
+        resume: resume && {
+          afterLayer: resume.afterLayer,
+          hidden: new Tensor(resume.branches!, [B, branches * C, dim]),
+        },
+      }).data
+    : null;
+  const targets: number[] = [];
+  const sources: { data: Float32Array; row: number }[] = [];
+  members.forEach((idx, b) =>
+    list[idx].continuations.forEach((c, k) => {
+      c.forEach((tok, j) => {
+        targets.push(tok);
+        sources.push(
+          j === 0
+            ? { data: hidden.data, row: (b + 1) * P - 1 }
+            : { data: branchHidden!, row: (b * branches + k) * C + j - 1 },
+        );
+      });
+    }),
+  );
+  const picked = new Float32Array(sources.length * dim);
+  sources.forEach(({ data, row }, i) => picked.set(data.subarray(row * dim, (row + 1) * dim), i * dim));
+  const logp = tokenLogprobs(model.logits(new Tensor(picked, [sources.length, dim])).data, targets, vocab);
+  let at = 0;
+  return members.map((idx) =>
+    list[idx].continuations.map((c) => {
+      const lps = Array.from({ length: c.length }, (_, j) => logp[at + j]);
+      at += c.length;
+      return lps;
+    }),
+  );
+}
+
+/** log-softmax(logits row i)[targets[i]] for logits [targets.length, v]: the backend's kernel, else JS in float64. */
+function tokenLogprobs(logits: Float32Array, targets: readonly number[], v: number): ArrayLike<number> {
+  const fk = fusedKernels();
+  if (fk) return fk.logSoftmaxGather(logits, Int32Array.from(targets), null, v).logp;
+  return targets.map((t, i) => logits[i * v + t] - rowLogZ(logits, i * v, v));
 }
 
 /** log sum exp of logits[offset .. offset + v): the log-softmax of an entry is the entry minus this. */
