@@ -227,6 +227,8 @@ export interface PreventativeTrial {
 export type PreventativeTrialOptions = Omit<FineTuneOptions, 'hooks'> & {
   /** A model's position on the assistant axis (placeAssistant's axisPosition), recorded for every trial. */
   axisPosition?: (handle: ModelHandle) => number;
+  /** The plain fine-tune, when it exists already (the same examples and recipe from the same model): not retrained. */
+  plain?: () => ModelHandle;
 };
 
 /**
@@ -243,12 +245,12 @@ export function preventativeTrials(
   opts: PreventativeTrialOptions,
   onTrial?: (t: PreventativeTrial) => void,
 ): PreventativeTrial[] {
-  const { axisPosition, ...recipe } = opts;
+  const { axisPosition, plain: plainModel, ...recipe } = opts;
   if (interventions.length === 0) throw new Error('preventative trial: no interventions');
   const first = load();
   const before = domainPGood(first, items);
   const axisBefore = axisPosition?.(first);
-  const tuned = fineTune(first, examples, recipe).handle;
+  const tuned = plainModel ? plainModel() : fineTune(first, examples, recipe).handle;
   const plain = domainPGood(tuned, items);
   const axisPlain = axisPosition?.(tuned);
   const drop = (after: Record<string, number>) => offTargetChange(before, after, targetDomain);

@@ -88,6 +88,11 @@ export interface InterpretRunOptions {
     trait?: string;
     methods?: PreventativeTrial['method'][];
     ablate?: AblationSubspace[];
+    /**
+     * The arm of `armDirs` whose model is exactly the plain fine-tune (the same examples, recipe and seed from the
+     * post-trained model, as the pipeline's cheat arm with all parameters is): loaded instead of trained again.
+     */
+    plainArm?: { arm: string; trainable: string };
   };
 }
 

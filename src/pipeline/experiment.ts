@@ -184,6 +184,9 @@ export function interpretStudies(
             alpha: c.interpret.preventativeAlpha,
             methods: c.interpret.preventativeMethods,
             ablate: c.interpret.preventativeAblate,
+            // The plain trial is the cheat arm's fine-tune with all parameters (narrowArms: the same examples from
+            // the post-trained model, with finetune.steps, batchSize, lr.all and the seed): it is not trained twice.
+            ...(c.finetune.trainable.includes('all') ? { plainArm: { arm: 'cheat', trainable: 'all' } } : {}),
           }
         : undefined,
   };

@@ -53,13 +53,21 @@ export function preventativePhase(
     });
     return [additiveIntervention(vector, preventLayer, pv.alpha ?? 4)];
   });
+  const plainDir =
+    pv.plainArm &&
+    opts.armDirs.find((a) => a.arm === pv.plainArm!.arm && a.trainable === pv.plainArm!.trainable)?.dir;
+  const { plainArm: _plainArm, ...recipe } = pv;
   return preventativeTrials(
     () => loadModelHandle(opts.postDir),
     pv.examples,
     interventions,
     preventativeItems(world, N, seed),
     finetuneDomain,
-    // Where each trial's Assistant ends up in the persona space of phase 6 (the post-trained one at 1).
-    { ...pv, axisPosition: (h) => placeAssistant(space, h, world, 'trial').axisPosition },
+    {
+      ...recipe,
+      // Where each trial's Assistant ends up in the persona space of phase 6 (the post-trained one at 1).
+      axisPosition: (h) => placeAssistant(space, h, world, 'trial').axisPosition,
+      ...(plainDir ? { plain: () => loadModelHandle(plainDir) } : {}),
+    },
   );
 }
