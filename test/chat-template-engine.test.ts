@@ -11,6 +11,11 @@ import { describe, expect, it } from 'vitest';
 import { worldBatteryItems } from '../src/audit/items.ts';
 import { activationsAt, encodePrompt, loadModelHandle, modelText } from '../src/interpret/activations.ts';
 import { lastTokenProjections } from '../src/interpret/monitor.ts';
+import { registerPersonaCheckCommand } from '../src/cli/persona-check-command.ts';
+import { choiceProbabilities } from '../src/measurement/choice.ts';
+import { inferenceProbes } from '../src/world/index.ts';
+import { loadDefaultWorld } from '../src/world/schema.ts';
+import { runCli } from './cli-run.ts';
 import { scoreItems } from '../src/interpret/steer.ts';
 import { pGoodFromLogProbs } from '../src/world/eval.ts';
 import { chatFromPrompt, formatChat, type ChatMessage } from '../src/interop/chat-template.ts';
@@ -29,14 +34,14 @@ import { FIXTURE_TEXTS, makeTinyModelFolder } from './serve-fixture.ts';
 const SMOLLM2 = path.join(import.meta.dirname, 'fixtures', 'chat-templates', 'smollm2.json');
 
 /** A random model whose tokenizer has ChatML's special tokens, saved as an imported folder with SmolLM2's template. */
-function chatmlFolder(): string {
+function chatmlFolder(maxSeqLen = 256): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-chatml-'));
   const tokenizer = trainBpe(FIXTURE_TEXTS, {
     vocabSize: 320,
     specialTokens: ['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
     minFrequency: 1,
   });
-  saveModelFolder(dir, new LlamaModel(tinyConfig(tokenizer, { maxSeqLen: 256 })).initialize(3), {
+  saveModelFolder(dir, new LlamaModel(tinyConfig(tokenizer, { maxSeqLen })).initialize(3), {
     'tokenizer.json': JSON.stringify(tokenizerToJson(tokenizer)),
     'tokenizer_config.json': fs.readFileSync(SMOLLM2),
     'psm-import.json': '{}',
@@ -176,6 +181,38 @@ describe("interpretation asks the world's items in the model's format", () => {
     let dot = 0;
     for (let j = 0; j < dim; j++) dot += act[j] * vector[j];
     expect(projection).toBeCloseTo(dot / Math.hypot(...vector), 4);
+  });
+
+  it('psm persona-check scores the probes in the template: chat probes rendered, stories as written', async () => {
+    // This tokenizer knows few words, so the probes take many tokens.
+    const dir = chatmlFolder(1024);
+    const handle = loadModelHandle(dir);
+    const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'psm-pc-')), 'check.json');
+    const args = ['persona-check', '--model', dir, '--items', '1', '--package-items', '1', '--max-k', '1'];
+    await runCli(registerPersonaCheckCommand, ...args, '--out', out);
+    const saved = JSON.parse(fs.readFileSync(out, 'utf8')) as { byK: { k: number; model: number }[] };
+    // The same probes (seed 0 is the command's default) scored here in the model's own format give its numbers.
+    const world = await loadDefaultWorld();
+    const probes = inferenceProbes(world, {
+      seed: 0,
+      ks: [0, 1],
+      inferencePerCell: 1,
+      pools: { contexts: 'heldout', names: 'heldout' },
+    });
+    expect(probes.some((it) => chatFromPrompt(it.prompt))).toBe(true);
+    const read = probes.map((it) => {
+      const t = modelText(handle, it.prompt, [...it.good, ...it.bad]);
+      return {
+        prompt: t.prompt,
+        good: t.continuations.slice(0, it.good.length),
+        bad: t.continuations.slice(it.good.length),
+      };
+    });
+    const p = choiceProbabilities(handle.model, handle.tokenizer, read);
+    const k0 = probes
+      .map((it, i) => (it.k !== 0 ? NaN : it.consistent === 'good' ? p[i] : 1 - p[i]))
+      .filter((x) => !Number.isNaN(x));
+    expect(saved.byK[0].model).toBeCloseTo(k0.reduce((a, b) => a + b, 0) / k0.length, 5);
   });
 
   it('a PSM Lab model: the separator, then the prompt as written', () => {

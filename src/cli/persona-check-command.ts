@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { PersonaCheck } from '../pipeline/results.ts';
+import type { EvalItem } from '../world/index.ts';
 import { f, handleFor, intOption, loadWorldOption, writeJson } from './options.ts';
 
 export interface PersonaCheckOptions {
@@ -62,24 +63,37 @@ export async function runPersonaCheck(
   const { maxK, seed } = o;
   const world = await loadWorldOption(o.world);
   const [
-    { END_OF_TEXT, inferenceProbes, packageProbes },
+    { inferenceProbes, packageProbes },
     { pGoodWithProgress, personaCheck },
     { mean },
     { terminalProgress },
+    { modelText },
   ] = await Promise.all([
     import('../world/index.ts'),
     import('../pipeline/measure.ts'),
     import('../measurement/stats.ts'),
     import('./progress.ts'),
+    import('../interpret/activations.ts'),
   ]);
   const ks = Array.from({ length: maxK + 1 }, (_, k) => k);
   const inference = inferenceProbes(world, { seed, ks, inferencePerCell: o.items, pools });
   const pkg = packageProbes(world, { seed, packagePerCell: o.packageItems, pools });
   const h = await handleFor(o.model);
+  // Each probe as this model reads it: the separator first for a PSM Lab model, its own chat template otherwise.
+  const asRead = <T extends EvalItem>(it: T): T => {
+    const t = modelText(h, it.prompt, [...it.good, ...it.bad]);
+    return {
+      ...it,
+      prompt: t.prompt,
+      good: t.continuations.slice(0, it.good.length),
+      bad: t.continuations.slice(it.good.length),
+    };
+  };
+  const [inferenceRead, pkgRead] = [inference.map(asRead), pkg.map(asRead)];
   const longest = Math.max(
-    ...[...inference, ...pkg].map(
+    ...[...inferenceRead, ...pkgRead].map(
       (it) =>
-        h.tokenizer.encode(END_OF_TEXT + it.prompt).length +
+        h.tokenizer.encode(it.prompt).length +
         Math.max(...[...it.good, ...it.bad].map((x) => h.tokenizer.encode(x).length)),
     ),
   );
@@ -87,8 +101,15 @@ export async function runPersonaCheck(
     throw new Error(
       `probes with up to ${maxK} earlier scenes need ${longest - 1} positions; the model's context is ${h.model.config.maxSeqLen} (lower --max-k)`,
     );
-  const pInf = pGoodWithProgress(h.model, h.tokenizer, inference, terminalProgress, 'persona inference');
-  const pPkg = pGoodWithProgress(h.model, h.tokenizer, pkg, terminalProgress, 'package deal');
+  const pInf = pGoodWithProgress(
+    h.model,
+    h.tokenizer,
+    inferenceRead,
+    terminalProgress,
+    'persona inference',
+    '',
+  );
+  const pPkg = pGoodWithProgress(h.model, h.tokenizer, pkgRead, terminalProgress, 'package deal', '');
   const check = personaCheck(inference, pInf, pkg, pPkg, maxK);
   process.stdout.write(
     `contexts ${pools.contexts}, names ${pools.names}; mean r over k >= 1: ${f(check.meanCorrelation)}${check.emerged ? '' : ' (not emerged)'}\n`,

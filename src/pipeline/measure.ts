@@ -11,8 +11,8 @@ import type { ProgressFactory } from './progress.ts';
 import type { BatteryResult, EvidenceWeights, PersonaCheck } from './results.ts';
 
 /**
- * P(good) of eval items, in chunks so a progress bar can follow; prompts get the document separator in front, as in
- * training. Every option is scored as a full sequence (measurement/choice.ts), as every recorded run was measured;
+ * P(good) of eval items, in chunks so a progress bar can follow; prompts get `prefix` in front (by default the
+ * document separator, as in training; '' for items already in a model's own format). Every option is scored as a full sequence (measurement/choice.ts), as every recorded run was measured;
  * the interpretation's scoreItems (interpret/steer.ts) shares each prompt instead and agrees to float precision.
  */
 export function pGoodWithProgress(
@@ -21,6 +21,7 @@ export function pGoodWithProgress(
   items: readonly EvalItem[],
   progress: ProgressFactory,
   label: string,
+  prefix = END_OF_TEXT,
 ): number[] {
   const bar = progress(label, items.length, 'items');
   const out: number[] = [];
@@ -28,7 +29,7 @@ export function pGoodWithProgress(
   for (let i = 0; i < items.length; i += chunk) {
     const part = items
       .slice(i, i + chunk)
-      .map((it) => ({ prompt: END_OF_TEXT + it.prompt, good: it.good, bad: it.bad }));
+      .map((it) => ({ prompt: prefix + it.prompt, good: it.good, bad: it.bad }));
     out.push(...choiceProbabilities(model, tokenizer, part));
     bar.update(out.length);
   }
