@@ -10,10 +10,11 @@
  * Options: --stages eval,check,interpret (default all three), --rounds N (default 1; each round runs old then new,
  * the next new then old), --threads N (engine threads, default 1: less noise from a busy machine), --baseline-ref
  * REF (a git ref whose src/ is extracted with `git archive` into a temporary folder and loaded beside this tree's).
- * Prints each stage's seconds (and each interpret phase's), the old/new ratios, and the largest difference between
- * the two trees' numbers: P(good) per item for the evaluations, every number of interpret.json for the
- * interpretation. Ratios are of CPU seconds (this process, all threads), which a busy machine moves less than wall
- * time. The last line is `eval_ratio=X check_ratio=Y interpret_ratio=Z` (old/new CPU) when a baseline ran.
+ * Prints each stage's seconds (and each interpret phase's), the old/new ratios, and how the two trees' numbers
+ * differ: P(good) per item for the evaluations, every number of interpret.json for the interpretation (the largest
+ * difference, the largest among P(good) values, and any non-numeric difference such as a different layer choice).
+ * Ratios are of CPU seconds (this process, all threads), which a busy machine moves less than wall time. The last
+ * line is `eval_ratio=X check_ratio=Y interpret_ratio=Z` (old/new CPU) when a baseline ran.
  */
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -168,25 +169,41 @@ async function timeStage(tree: Tree, stage: string): Promise<Timed> {
   return done(numbers);
 }
 
-/** The largest absolute difference between two results' numbers, with where it is. */
-function largestDifference(a: unknown, b: unknown, at = ''): { diff: number; at: string } {
+/** Every place where two results differ: |a - b| for numbers, Infinity for anything else (a flipped choice). */
+function differences(a: unknown, b: unknown, at = '', out: { at: string; diff: number }[] = []) {
   if (typeof a === 'number' && typeof b === 'number') {
-    if (Number.isNaN(a) && Number.isNaN(b)) return { diff: 0, at };
-    return { diff: a === b ? 0 : Math.abs(a - b), at };
-  }
-  if (a && b && typeof a === 'object' && typeof b === 'object') {
-    let worst = { diff: 0, at };
-    for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
-      const d = largestDifference(
+    if (a !== b && !(Number.isNaN(a) && Number.isNaN(b))) out.push({ at, diff: Math.abs(a - b) });
+  } else if (a && b && typeof a === 'object' && typeof b === 'object') {
+    for (const key of new Set([...Object.keys(a), ...Object.keys(b)]))
+      differences(
         (a as Record<string, unknown>)[key],
         (b as Record<string, unknown>)[key],
         `${at}.${key}`,
+        out,
       );
-      if (d.diff > worst.diff) worst = d;
-    }
-    return worst;
-  }
-  return { diff: a === b ? 0 : Infinity, at };
+  } else if (a !== b) out.push({ at, diff: Infinity });
+  return out;
+}
+
+/** The largest difference overall, among P(good) values, and the count of non-numeric ones. */
+function describeDifferences(a: unknown, b: unknown): string {
+  const all = differences(a, b).sort((x, y) => y.diff - x.diff);
+  if (all.length === 0) return 'none (identical)';
+  const show = (d: { at: string; diff: number } | undefined) =>
+    d ? `${d.diff.toExponential(2)}${d.at ? ` at ${d.at}` : ''}` : 'none';
+  const discrete = all.filter((d) => d.diff === Infinity);
+  const numeric = all.filter((d) => d.diff !== Infinity);
+  return (
+    `largest ${show(numeric[0])}; largest P(good) ${show(numeric.find((d) => /pGood|^\.\d+$/.test(d.at)))}` +
+    `; ${discrete.length} non-numeric${
+      discrete.length
+        ? ` (${discrete
+            .slice(0, 3)
+            .map((d) => d.at)
+            .join(', ')})`
+        : ''
+    }`
+  );
 }
 
 const fmt = (x: number) => x.toFixed(1).padStart(7);
@@ -226,8 +243,9 @@ for (const stage of STAGES) {
   for (const phase of Object.keys(runs.get('new')![0].phases))
     console.log(`  ${phase.padEnd(13)} ${compare((l) => mean(l, (t) => t.phases[phase]))}`);
   if (baselineRef) {
-    const { diff, at } = largestDifference(runs.get('old')![0].numbers, runs.get('new')![0].numbers);
-    console.log(`  largest difference old vs new: ${diff.toExponential(2)}${at ? ` at ${at}` : ''}`);
+    console.log(
+      `  old vs new: ${describeDifferences(runs.get('old')![0].numbers, runs.get('new')![0].numbers)}`,
+    );
     ratios.push(`${stage}_ratio=${(mean('old', (t) => t).cpu / mean('new', (t) => t).cpu).toFixed(2)}`);
   }
 }
