@@ -114,7 +114,11 @@ export function scoreChoicesShared(
   const lastToken = new Map(record.map((h) => [h, new Float32Array(items.length * dim)]));
   const { list, nGood } = prepareItems(model, tokenizer, items);
   const perItemHooks = typeof opts.hooks === 'function';
-  const batches = promptBatches(list, perItemHooks ? 1 : (opts.tokensPerBatch ?? DEFAULT_TOKENS_PER_BATCH));
+  const batches = promptBatches(
+    list,
+    perItemHooks ? 1 : (opts.tokensPerBatch ?? DEFAULT_TOKENS_PER_BATCH),
+    model.config.maxSeqLen,
+  );
   const out = emptyScores(items.length);
   noGrad(() => {
     for (const batch of batches) {
@@ -172,7 +176,8 @@ export function traceChoices(
   const base = emptyScores(items.length);
   const batches: ChoiceTrace['batches'][number][] = [];
   noGrad(() => {
-    for (const batch of promptBatches(prepared.list, opts.tokensPerBatch ?? DEFAULT_TOKENS_PER_BATCH)) {
+    const budget = opts.tokensPerBatch ?? DEFAULT_TOKENS_PER_BATCH;
+    for (const batch of promptBatches(prepared.list, budget, model.config.maxSeqLen)) {
       const prompt: Float32Array[] = [];
       const branches: (Float32Array | null)[] = new Array<Float32Array | null>(nLayers).fill(null);
       const promptHooks = new HookSet();

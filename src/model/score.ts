@@ -120,7 +120,7 @@ function scoreSharedPrompts(model: LlamaModel, requests: ScoreRequest[], budget:
   const members = [...groups.values()];
   const results: ScoreResult[] = new Array(requests.length);
   noGrad(() => {
-    for (const batch of promptBatches(list, budget)) {
+    for (const batch of promptBatches(list, budget, model.config.maxSeqLen)) {
       scorePromptBatch(model, batch, list).forEach((perCont, k) => {
         members[batch.members[k]].requests.forEach((idx, c) => {
           const tokenLogprobs = perCont[c];
@@ -163,9 +163,15 @@ export interface PromptBatch {
 
 /**
  * Batches of at most `tokensPerBatch` padded prompt and continuation tokens (at least one member each). Members of
- * similar prompt and continuation lengths go together, so that little is padding.
+ * similar prompt and continuation lengths go together, so that little is padding. A batch's longest prompt and
+ * longest continuation together fit in `maxLen` positions (the model's context): a short prompt with a long
+ * continuation never joins long prompts that its continuation would push past the context once padded.
  */
-export function promptBatches(list: readonly PromptContinuations[], tokensPerBatch: number): PromptBatch[] {
+export function promptBatches(
+  list: readonly PromptContinuations[],
+  tokensPerBatch: number,
+  maxLen = Infinity,
+): PromptBatch[] {
   const branchLenOf = (g: PromptContinuations) => Math.max(...g.continuations.map((c) => c.length)) - 1;
   list.forEach((g, i) => {
     if (g.prompt.length === 0) throw new Error(`score: prompt ${i} is empty`);
@@ -191,7 +197,7 @@ export function promptBatches(list: readonly PromptContinuations[], tokensPerBat
       const p = Math.max(promptLen, g.prompt.length);
       const n = Math.max(branches, g.continuations.length);
       const c = Math.max(branchLen, branchLenOf(g));
-      if (end > start && (end - start + 1) * (p + n * c) > tokensPerBatch) break;
+      if (end > start && ((end - start + 1) * (p + n * c) > tokensPerBatch || p + c > maxLen)) break;
       promptLen = p;
       branches = n;
       branchLen = c;

@@ -154,6 +154,30 @@ describe('prompts and their continuations in batches', () => {
     }
   });
 
+  it('never batches a short prompt with a long continuation beside prompts it would push past the context', () => {
+    configureBackend({ threads: 1 });
+    const model = llama();
+    // Each fits the 40-position context alone; padded to the long prompt, the long continuation would not.
+    const requests = [
+      { prompt: Array.from({ length: 36 }, (_, i) => 1 + (i % 40)), continuation: [3, 4] },
+      { prompt: Array.from({ length: 36 }, (_, i) => 2 + (i % 40)), continuation: [5] },
+      { prompt: [7, 8], continuation: Array.from({ length: 30 }, (_, i) => 10 + i) },
+      { prompt: [7, 8], continuation: Array.from({ length: 20 }, (_, i) => 11 + i) },
+    ];
+    const scored = scoreContinuations(model, [...requests, ...requests]);
+    noGrad(() => {
+      requests.forEach((r, i) => {
+        const logits = model.forward(Int32Array.from([...r.prompt, ...r.continuation]), 1).data;
+        const logp = new Float32Array(50);
+        const want = r.continuation.reduce((acc, tok, j) => {
+          logSoftmaxRow(logits, (r.prompt.length - 1 + j) * 50, 50, logp);
+          return acc + logp[tok];
+        }, 0);
+        expect(Math.abs(scored[i].logprob - want)).toBeLessThan(1e-4);
+      });
+    });
+  });
+
   it('refuses a padding that leaves a sequence empty and continuations past the context', () => {
     configureBackend({ threads: 1 });
     const model = llama();
