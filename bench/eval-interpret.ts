@@ -21,32 +21,22 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { arg, intArg } from './generation-common.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-function argValue(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
-function argInt(name: string, fallback: number): number {
-  const v = argValue(name);
-  const n = v === undefined ? fallback : Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${v}`);
-  return n;
-}
-
-const seedDir = argValue('seed-dir');
+const seedDir = arg('seed-dir');
 if (!seedDir) throw new Error('give --seed-dir <run>/standard-seed<N>: a seed folder of a finished run');
 const runDir = path.dirname(path.resolve(seedDir));
 const seed = Number(/seed(\d+)$/.exec(seedDir)?.[1]);
 if (!Number.isInteger(seed)) throw new Error(`--seed-dir ${seedDir} does not end in seed<N>`);
-const STAGES = (argValue('stages') ?? 'eval,check,interpret').split(',');
+const STAGES = (arg('stages') ?? 'eval,check,interpret').split(',');
 for (const s of STAGES)
   if (!['eval', 'check', 'interpret'].includes(s))
     throw new Error(`--stages: unknown stage "${s}" (eval, check, interpret)`);
-const ROUNDS = argInt('rounds', 1);
-const THREADS = argInt('threads', 1);
-const baselineRef = argValue('baseline-ref');
+const ROUNDS = intArg('rounds', 1);
+const THREADS = intArg('threads', 1);
+const baselineRef = arg('baseline-ref');
 
 /** What the benchmark calls in a source tree: functions every version of the pipeline has had. */
 interface Tree {

@@ -67,7 +67,7 @@ export async function runPersonaCheck(
     { pGoodWithProgress, personaCheck },
     { mean },
     { terminalProgress },
-    { modelText },
+    { choiceItemAsRead },
   ] = await Promise.all([
     import('../world/index.ts'),
     import('../pipeline/measure.ts'),
@@ -80,15 +80,7 @@ export async function runPersonaCheck(
   const pkg = packageProbes(world, { seed, packagePerCell: o.packageItems, pools });
   const h = await handleFor(o.model);
   // Each probe as this model reads it: the separator first for a PSM Lab model, its own chat template otherwise.
-  const asRead = <T extends EvalItem>(it: T): T => {
-    const t = modelText(h, it.prompt, [...it.good, ...it.bad]);
-    return {
-      ...it,
-      prompt: t.prompt,
-      good: t.continuations.slice(0, it.good.length),
-      bad: t.continuations.slice(it.good.length),
-    };
-  };
+  const asRead = <T extends EvalItem>(it: T): T => ({ ...it, ...choiceItemAsRead(h, it) });
   const [inferenceRead, pkgRead] = [inference.map(asRead), pkg.map(asRead)];
   const longest = Math.max(
     ...[...inferenceRead, ...pkgRead].map(

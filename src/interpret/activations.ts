@@ -108,6 +108,19 @@ export function modelText(
   };
 }
 
+/** A choice item (prompt, good and bad options) as `handle`'s model reads it (see modelText). */
+export function choiceItemAsRead(
+  handle: Pick<ModelHandle, 'chat'>,
+  item: { prompt: string; good: readonly string[]; bad: readonly string[] },
+): { prompt: string; good: string[]; bad: string[] } {
+  const t = modelText(handle, item.prompt, [...item.good, ...item.bad]);
+  return {
+    prompt: t.prompt,
+    good: t.continuations.slice(0, item.good.length),
+    bad: t.continuations.slice(item.good.length),
+  };
+}
+
 /** A world item's prompt as `handle`'s model reads it (see modelText), tokenised. */
 export function encodePrompt(handle: Pick<ModelHandle, 'chat' | 'tokenizer'>, prompt: string): number[] {
   return handle.tokenizer.encode(modelText(handle, prompt, []).prompt);

@@ -21,7 +21,7 @@ import {
 import {
   checkLayer,
   layerHook,
-  modelText,
+  choiceItemAsRead,
   unitVector,
   type ModelHandle,
   type ResidKind,
@@ -31,7 +31,6 @@ import {
   scoreFromTrace,
   traceChoices,
   type ChoiceTrace,
-  type SharedChoiceItem,
 } from './scoring.ts';
 import type { PersonaVector } from './persona-vector.ts';
 
@@ -186,7 +185,7 @@ export function scoreItems(
   } = scoreChoicesShared(
     handle.model,
     handle.tokenizer,
-    items.map((it) => sharedItem(handle, it)),
+    items.map((it) => choiceItemAsRead(handle, it)),
     {
       hooks: opts.hooks,
       record: opts.record,
@@ -194,16 +193,6 @@ export function scoreItems(
   );
   checkFinitePGood(p, items, what);
   return { pGood: p, logMass, lastToken };
-}
-
-/** An item as the shared-prompt scorer takes it, in the model's chat format (the separator first, for PSM's). */
-function sharedItem(handle: ModelHandle, it: ScoredItem): SharedChoiceItem {
-  const t = modelText(handle, it.prompt, [...it.good, ...it.bad]);
-  return {
-    prompt: t.prompt,
-    good: t.continuations.slice(0, it.good.length),
-    bad: t.continuations.slice(it.good.length),
-  };
 }
 
 function checkFinitePGood(pGood: readonly number[], items: readonly ScoredItem[], what: string): void {
@@ -330,7 +319,7 @@ export function traceItems(handle: ModelHandle, items: readonly ScoredItem[]): T
   const trace = traceChoices(
     handle.model,
     handle.tokenizer,
-    items.map((it) => sharedItem(handle, it)),
+    items.map((it) => choiceItemAsRead(handle, it)),
   );
   checkFinitePGood(trace.base.pGood, items, 'unsteered scoring');
   return { items, trace };
