@@ -171,15 +171,16 @@ export class DecodeBatch {
     const run = this.running;
     if (run.length === 0) return [];
     const logits = noGrad(() => {
-      const ids = Int32Array.from(run, (r) => r.token);
+      const tokens = run.map((r) => r.token);
       const seqs = run.map((r) => r.seq);
+      // The pad row goes through the unembedding too: that matmul also sums a lone row differently.
       if (this.options.batchInvariant && run.length === 1) {
         this.pad ??= { cache: new KvCache(this.model.config, 1, 1) };
         this.pad.cache.length = 0;
-        return this.model.logits(this.model.forwardStep(Int32Array.of(run[0].token, 0), [...seqs, this.pad]))
-          .data;
+        tokens.push(0);
+        seqs.push(this.pad);
       }
-      return this.model.logits(this.model.forwardStep(ids, seqs)).data;
+      return this.model.logits(this.model.forwardStep(Int32Array.from(tokens), seqs)).data;
     });
     const vocab = this.model.config.vocabSize;
     const done: DecodeJob[] = [];
