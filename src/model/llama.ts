@@ -24,6 +24,7 @@ import { fusedKernels, matmul, type MaskedAttentionShape } from '../tensor/matmu
 import { causalSoftmaxInPlace } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
 import { architectureOf, hasQkNorm, headDim, layerRope, layerWindow, type LlamaConfig } from './config.ts';
+import { fusedDecodeStep } from './fused-decode.ts';
 import { HookSet } from './hooks.ts';
 
 /** Low-rank adapter on one weight: W x + scale * B (A x). */
@@ -465,6 +466,12 @@ export class LlamaModel {
       hookNames.push(new Set(hooks?.names()));
     });
     const hooked = seqs.some((s) => s.hooks);
+    // Without hooks, ONNX Runtime runs the step as a few fused graphs, with the same numbers as the ops below.
+    const fused = hooked ? null : fusedDecodeStep(this, ids, seqs, positions);
+    if (fused) {
+      for (const s of seqs) s.cache.length += 1;
+      return fused;
+    }
     const hook = (name: string, x: Tensor): Tensor => {
       if (!hooked) return x;
       const width = x.size / n;

@@ -65,11 +65,25 @@ export interface GraphSpec {
   initializers?: OnnxInitializer[];
   /** Default-domain opset (17 unless given). */
   opset?: number;
+  /**
+   * ORT's graph optimisation level ('all' unless given). A graph of several ops that must compute exactly what
+   * the same ops do one graph each takes 'disabled', so that no fusion changes how a sum is rounded.
+   */
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
 }
 
 /** A feed: data with its dims. */
 export type Feed =
   [Float32Array, readonly number[]] | [Int32Array, readonly number[]] | [BigInt64Array, readonly number[]];
+
+/**
+ * A feed wrapped once as an ORT tensor ({@link OrtGraph.prepare}), for data fed to many runs (weights, caches):
+ * it views the same memory, so later writes to the data are seen.
+ */
+export interface PreparedFeed {
+  readonly data: Float32Array | Int32Array | BigInt64Array;
+  readonly dims: readonly number[];
+}
 
 /** One loaded graph. `run` takes feeds by input name and returns the requested outputs' data. */
 export class OrtGraph {
@@ -91,7 +105,7 @@ export class OrtGraph {
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
       executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
+      graphOptimizationLevel: spec.optimization ?? 'all',
       // Errors only: ORT's shape-inference notes on these symbolic graphs are noise.
       logSeverityLevel: 3,
       // Spinning pool threads steal the cores from the JS work between runs (and from each other: every
@@ -101,17 +115,22 @@ export class OrtGraph {
     this.fetchAll = Object.fromEntries(spec.outputs.map((o) => [o.name, null]));
   }
 
-  run(feeds: Record<string, Feed>, fetch?: readonly string[]): Record<string, Float32Array> {
+  /** The feed as an ORT tensor, to pass to {@link run} as often as needed. */
+  prepare(feed: Feed): PreparedFeed {
     const T = this.Tensor;
+    const [data, dims] = feed;
+    return data instanceof Float32Array
+      ? new T('float32', data, dims)
+      : data instanceof Int32Array
+        ? new T('int32', data, dims)
+        : new T('int64', data, dims);
+  }
+
+  run(feeds: Record<string, Feed | PreparedFeed>, fetch?: readonly string[]): Record<string, Float32Array> {
     const tensors: Record<string, OrtTensor> = {};
     for (const name in feeds) {
-      const [data, dims] = feeds[name];
-      tensors[name] =
-        data instanceof Float32Array
-          ? new T('float32', data, dims)
-          : data instanceof Int32Array
-            ? new T('int32', data, dims)
-            : new T('int64', data, dims);
+      const feed = feeds[name];
+      tensors[name] = (Array.isArray(feed) ? this.prepare(feed as Feed) : feed) as OrtTensor;
     }
     let fetches = this.fetchAll;
     if (fetch) {

@@ -1,0 +1,202 @@
+/**
+ * The fused decoding step: {@link LlamaModel.forwardStep} without hooks runs each layer boundary as one ONNX
+ * Runtime graph (src/tensor/ort-decode.ts) instead of a dozen kernels per layer, with the same logits to the
+ * bit. Between two graphs only the attention softmax (the per-op path's own JS softmax) and the KV-cache writes
+ * run here. The per-op path stays the reference and takes every step this one does not cover: the JS backend,
+ * hooks, LoRA adapters, caches with left padding, and Gemma 3 (its norms scaled by 1 + weight, GeGLU, embedding
+ * and attention scales are computed in JS on that path).
+ */
+import { Tensor } from '../autograd/tensor.ts';
+import { causalSoftmaxInPlace, ropeTables } from '../tensor/kernels.ts';
+import {
+  decodeGraphs,
+  type AttnInWeights,
+  type AttnOutWeights,
+  type DecodeCacheView,
+  type DecodeGraphInput,
+  type DecodeLayerShape,
+} from '../tensor/ort-decode.ts';
+import { architectureOf, hasQkNorm, headDim, layerRope, layerWindow } from './config.ts';
+import type { DecodeSequence, KvCache, LlamaModel } from './llama.ts';
+
+let enabled = process.env.PSM_FUSED_DECODE !== '0';
+
+/**
+ * Turns the fused decoding step on or off for the process (on unless PSM_FUSED_DECODE=0); off, every step takes
+ * the per-op path. For comparing the two paths; results are the same either way.
+ */
+export function setFusedDecoding(on: boolean): void {
+  enabled = on;
+}
+
+interface LayerParams {
+  norm: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  bias: { q: Tensor; k: Tensor; v: Tensor } | null;
+  qkNorm: { q: Tensor; k: Tensor } | null;
+  o: Tensor;
+  postNorm: Tensor;
+  gate: Tensor;
+  up: Tensor;
+  down: Tensor;
+  theta: number | Float64Array;
+  window: number;
+}
+
+interface DecodePlan {
+  shape: DecodeLayerShape;
+  embed: Tensor;
+  finalNorm: Tensor;
+  layers: LayerParams[];
+}
+
+const plans = new WeakMap<LlamaModel, DecodePlan | null>();
+
+/** The model's parameters as the graphs take them, or null for an architecture the graphs do not cover. */
+function planOf(model: LlamaModel): DecodePlan | null {
+  let plan = plans.get(model);
+  if (plan !== undefined) return plan;
+  const c = model.config;
+  plan = null;
+  if (architectureOf(c) !== 'gemma3' && c.queryPreAttnScalar === undefined) {
+    const p = (name: string): Tensor => model.param(name);
+    const qkNorm = hasQkNorm(c);
+    plan = {
+      shape: {
+        dim: c.dim,
+        heads: c.nHeads,
+        kvHeads: c.nKvHeads,
+        headDim: headDim(c),
+        hidden: c.hiddenDim,
+        eps: c.normEps,
+        qkvBias: c.qkvBias,
+        qkNorm,
+      },
+      embed: p('model.embed_tokens.weight'),
+      finalNorm: p('model.norm.weight'),
+      layers: Array.from({ length: c.nLayers }, (_, i): LayerParams => {
+        const a = `model.layers.${i}.self_attn`;
+        const m = `model.layers.${i}.mlp`;
+        return {
+          norm: p(`model.layers.${i}.input_layernorm.weight`),
+          q: p(`${a}.q_proj.weight`),
+          k: p(`${a}.k_proj.weight`),
+          v: p(`${a}.v_proj.weight`),
+          bias: c.qkvBias
+            ? { q: p(`${a}.q_proj.bias`), k: p(`${a}.k_proj.bias`), v: p(`${a}.v_proj.bias`) }
+            : null,
+          qkNorm: qkNorm ? { q: p(`${a}.q_norm.weight`), k: p(`${a}.k_norm.weight`) } : null,
+          o: p(`${a}.o_proj.weight`),
+          postNorm: p(`model.layers.${i}.post_attention_layernorm.weight`),
+          gate: p(`${m}.gate_proj.weight`),
+          up: p(`${m}.up_proj.weight`),
+          down: p(`${m}.down_proj.weight`),
+          theta: layerRope(c, i),
+          window: layerWindow(c, i),
+        };
+      }),
+    };
+  }
+  plans.set(model, plan);
+  return plan;
+}
+
+function attnInWeights(l: LayerParams): AttnInWeights {
+  return {
+    norm: l.norm.data,
+    q: l.q.data,
+    k: l.k.data,
+    v: l.v.data,
+    bias: l.bias ? { q: l.bias.q.data, k: l.bias.k.data, v: l.bias.v.data } : undefined,
+    qkNorm: l.qkNorm ? { q: l.qkNorm.q.data, k: l.qkNorm.k.data } : undefined,
+  };
+}
+
+function attnOutWeights(l: LayerParams): AttnOutWeights {
+  return { o: l.o.data, postNorm: l.postNorm.data, gate: l.gate.data, up: l.up.data, down: l.down.data };
+}
+
+/**
+ * One decoding step of `seqs` (one new id each, at `positions`) on the fused graphs: the final-normed hidden rows
+ * [1, n, dim], the new keys and values written into each cache (whose length the caller advances). Null, with
+ * nothing changed, when this step needs the per-op path (see the module comment; also an id outside the
+ * vocabulary, which that path reports).
+ */
+export function fusedDecodeStep(
+  model: LlamaModel,
+  ids: Int32Array,
+  seqs: readonly DecodeSequence[],
+  positions: Int32Array,
+): Tensor | null {
+  if (!enabled || model.adapters.size > 0) return null;
+  const graphs = decodeGraphs();
+  const plan = graphs ? planOf(model) : null;
+  if (!graphs || !plan) return null;
+  const c = model.config;
+  if (seqs.some((s) => s.hooks || s.cache.keyStart[0] !== 0)) return null;
+  if (ids.some((id) => !(id >= 0 && id < c.vocabSize))) return null;
+  const n = ids.length;
+  const { shape } = plan;
+  const { kvHeads: hkv, headDim: hd, heads: h } = shape;
+  const caches = seqs.map((s) => s.cache);
+  const views = (layer: number): DecodeCacheView[] =>
+    caches.map((cache) => ({ keys: cache.keys[layer], values: cache.values[layer], capacity: cache.capacity }));
+  const past = Array.from(positions);
+  const totals = past.map((p) => p + 1);
+  const tables = new Map<number | Float64Array, { cos: Float32Array; sin: Float32Array }>();
+  const ropeOf = (theta: number | Float64Array) => {
+    let t = tables.get(theta);
+    if (!t) tables.set(theta, (t = ropeTables(positions, hd, theta)));
+    return t;
+  };
+  const scale = 1 / Math.sqrt(hd);
+  const layers = plan.layers;
+  let x: Float32Array | undefined;
+  let probs: Float32Array[] = [];
+  for (let i = 0; i <= layers.length; i++) {
+    const input: DecodeGraphInput = {};
+    if (i === 0) input.embed = { ids, weight: plan.embed.data };
+    else {
+      input.x = x;
+      input.attnOut = { weights: attnOutWeights(layers[i - 1]), probs, caches: views(i - 1), totals };
+    }
+    if (i === layers.length) {
+      input.finalNorm = plan.finalNorm.data;
+      x = graphs.run(shape, n, input).x;
+      break;
+    }
+    const layer = layers[i];
+    const { cos, sin } = ropeOf(layer.theta);
+    input.attnIn = { weights: attnInWeights(layer), cos, sin, caches: views(i), past };
+    const out = graphs.run(shape, n, input);
+    x = out.x;
+    for (let s = 0; s < n; s++) writeCache(caches[s], i, past[s], out.keys!, out.values!, s, hkv, hd);
+    probs = out.scores!;
+    // The per-op path's softmax (cachedAttention): one row per query head, over the past and the new key.
+    for (let s = 0; s < n; s++) causalSoftmaxInPlace(probs[s], h, 1, totals[s], scale, past[s], layer.window);
+  }
+  return new Tensor(x!, [1, n, c.dim], false, 'fusedDecodeStep');
+}
+
+/** Row `row` of keys and values [n, hkv * hd] into layer `layer` of a one-sequence cache at `pos`. */
+function writeCache(
+  cache: KvCache,
+  layer: number,
+  pos: number,
+  keys: Float32Array,
+  values: Float32Array,
+  row: number,
+  hkv: number,
+  hd: number,
+): void {
+  const kc = cache.keys[layer];
+  const vc = cache.values[layer];
+  for (let g = 0; g < hkv; g++) {
+    const src = (row * hkv + g) * hd;
+    const dst = (g * cache.capacity + pos) * hd;
+    kc.set(keys.subarray(src, src + hd), dst);
+    vc.set(values.subarray(src, src + hd), dst);
+  }
+}

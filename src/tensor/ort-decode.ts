@@ -1,0 +1,438 @@
+/**
+ * The decoding step of a Llama-family decoder as a few ONNX Runtime graphs instead of a dozen per layer: one
+ * graph per layer boundary runs the end of layer i-1 (each sequence's attention-weighted values, o projection,
+ * residual add, RMSNorm, gate/up, SwiGLU, down, residual add) and the start of layer i (RMSNorm, q/k/v
+ * projections with their biases and q/k norms, RoPE, each sequence's attention scores against its cached keys).
+ * Only the attention softmax and the KV-cache writes run in JS between two graphs.
+ *
+ * The graphs compute exactly what the per-op kernels compute (src/tensor/ort-kernels.ts, ort-matmul.ts and the
+ * JS code that calls them), to the bit: the same ops with the same attributes on operands of the same layout
+ * and size (Gemm with transB for every projection, FusedMatMul for batched attention matmuls and Gemm for a
+ * single kv head, SimplifiedLayerNormalization, RotaryEmbedding, QuickGelu then Mul), on the same thread count,
+ * with ORT's graph optimisations off so no fusion changes a rounding. Weights are graph inputs (a model may
+ * be gigabytes), wrapped once as ORT tensors.
+ */
+import { getMatmulBackend, type MatmulBackend } from './matmul.ts';
+import type { OnnxInitializer, OnnxNode, OnnxValue } from './onnx-graph.ts';
+import { OrtMatmulBackend } from './ort-matmul.ts';
+import { GraphCache, type Feed, type GraphSpec, type OrtGraph, type PreparedFeed } from './ort-session.ts';
+
+const MS = 'com.microsoft';
+
+/** The sizes and features of one decoder layer (every layer of a model has the same). */
+export interface DecodeLayerShape {
+  dim: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** The MLP's width. */
+  hidden: number;
+  /** RMSNorm epsilon (of every norm). */
+  eps: number;
+  qkvBias: boolean;
+  /** RMSNorm over each head of q and k before RoPE (Qwen3). */
+  qkNorm: boolean;
+}
+
+/** What one graph runs, for `n` sequences. */
+export interface DecodeGraphKind {
+  n: number;
+  /** Starts from token ids through the embedding (the first graph) instead of from the residual stream X. */
+  embed: boolean;
+  /** Ends the previous layer (attention values from its softmaxed scores, o projection, MLP). */
+  attnOut: boolean;
+  /** Starts a layer (norm, q/k/v, RoPE, attention scores); else ends with the final norm. */
+  attnIn: boolean;
+}
+
+/** Weights of the end of a layer (attnOut). */
+export interface AttnOutWeights {
+  o: Float32Array;
+  postNorm: Float32Array;
+  gate: Float32Array;
+  up: Float32Array;
+  down: Float32Array;
+}
+
+/** Weights of the start of a layer (attnIn). */
+export interface AttnInWeights {
+  norm: Float32Array;
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  bias?: { q: Float32Array; k: Float32Array; v: Float32Array };
+  qkNorm?: { q: Float32Array; k: Float32Array };
+}
+
+/** One sequence's KV cache of the layer a graph touches: [kvHeads, capacity, headDim] each. */
+export interface DecodeCacheView {
+  keys: Float32Array;
+  values: Float32Array;
+  capacity: number;
+}
+
+export interface DecodeGraphInput {
+  /** The residual stream [n, dim] (when not embed). */
+  x?: Float32Array;
+  /** Token ids and the embedding matrix [vocab, dim] (embed). */
+  embed?: { ids: Int32Array; weight: Float32Array };
+  /** attnOut: the previous layer's weights, and per sequence its softmaxed scores and cache of that layer. */
+  attnOut?: { weights: AttnOutWeights; probs: Float32Array[]; caches: DecodeCacheView[]; totals: number[] };
+  /**
+   * attnIn: the layer's weights, RoPE tables [n, headDim / 2] (row i for sequence i's position), and per sequence
+   * its cache of this layer and how many positions it holds before this step.
+   */
+  attnIn?: {
+    weights: AttnInWeights;
+    cos: Float32Array;
+    sin: Float32Array;
+    caches: DecodeCacheView[];
+    past: number[];
+  };
+  /** The final norm's weight (when not attnIn). */
+  finalNorm?: Float32Array;
+}
+
+export interface DecodeGraphOutput {
+  /** The residual stream entering the layer started (attnIn), or the final-normed hidden rows [n, dim]. */
+  x: Float32Array;
+  /** attnIn: the new keys (after RoPE) and values, [n, kvHeads * headDim] each. */
+  keys?: Float32Array;
+  values?: Float32Array;
+  /** attnIn: per sequence, its scores [kvHeads * (heads / kvHeads), past + 1] (before scaling and softmax). */
+  scores?: Float32Array[];
+}
+
+function gemm(a: string, b: string, out: string, transB: boolean): OnnxNode {
+  return { op: 'Gemm', inputs: [a, b], outputs: [out], attributes: { transA: 0, transB: transB ? 1 : 0 } };
+}
+
+function norm(x: string, w: string, out: string, eps: number): OnnxNode {
+  return {
+    op: 'SimplifiedLayerNormalization',
+    inputs: [x, w],
+    outputs: [out],
+    attributes: { axis: -1, epsilon: { float: eps } },
+  };
+}
+
+/**
+ * The attention matmul of one sequence as the per-op path runs it (ort-matmul.ts): batched over kv heads with
+ * FusedMatMul, or a plain Gemm when there is one kv head (3-D operands are then viewed as 2-D).
+ */
+function attentionMatmul(
+  nodes: OnnxNode[],
+  a: string,
+  b: string,
+  out: string,
+  transB: boolean,
+  kvHeads: number,
+): void {
+  if (kvHeads > 1) {
+    nodes.push({
+      op: 'FusedMatMul',
+      domain: MS,
+      inputs: [a, b],
+      outputs: [out],
+      attributes: { transA: 0, transB: transB ? 1 : 0, alpha: { float: 1 } },
+    });
+    return;
+  }
+  nodes.push(gemm(a, b, out, transB));
+}
+
+/** Builds the graph of one kind (see {@link DecodeGraphKind}) for one layer shape. */
+export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): GraphSpec {
+  const { n } = kind;
+  const { dim, heads: h, kvHeads: hkv, headDim: hd } = s;
+  const rep = h / hkv;
+  const nodes: OnnxNode[] = [];
+  const inputs: OnnxValue[] = [];
+  const outputs: OnnxValue[] = [];
+  const grouped = (rows: number): number[] => (hkv > 1 ? [hkv, rows, hd] : [rows, hd]);
+  const int64 = (name: string, values: number[]): OnnxInitializer => ({
+    name,
+    dims: [values.length],
+    type: 'int64',
+    values,
+  });
+  const initializers: OnnxInitializer[] = [
+    int64('zero', [0]),
+    int64('axis1', [1]),
+    int64('rowShape', [1, h * hd]),
+    // One sequence's q, and its new key, grouped by kv head as the per-op attention lays them out.
+    int64('qShape', grouped(rep)),
+    int64('kShape', grouped(1)),
+    int64('flatHeads', [-1, hd]),
+    int64('qRows', [1, -1, h * hd]),
+    int64('kRows', [1, -1, hkv * hd]),
+  ];
+  const weight = (name: string, shape: number[]): void => {
+    inputs.push({ name, shape });
+  };
+  /** The first `length` positions of cache `c` ([hkv, capacity, hd]) as the matmul reads them. */
+  const cachePrefix = (c: string, length: string, out: string): void => {
+    nodes.push({ op: 'Slice', inputs: [c, 'zero', length, 'axis1'], outputs: [hkv > 1 ? out : `${out}_3d`] });
+    if (hkv === 1) nodes.push({ op: 'Reshape', inputs: [`${out}_3d`, 'flatHeads'], outputs: [out] });
+  };
+
+  let x = 'X';
+  if (kind.embed) {
+    inputs.push({ name: 'EMB', shape: ['vocab', dim] }, { name: 'IDS', shape: [n], type: 'int32' });
+    nodes.push({ op: 'Gather', inputs: ['EMB', 'IDS'], outputs: ['X'], attributes: { axis: 0 } });
+  } else {
+    inputs.push({ name: 'X', shape: [n, dim] });
+  }
+
+  if (kind.attnOut) {
+    const rows: string[] = [];
+    for (let i = 0; i < n; i++) {
+      inputs.push(
+        { name: `P${i}`, shape: hkv > 1 ? [hkv, rep, `t${i}`] : [rep, `t${i}`] },
+        { name: `VC${i}`, shape: [hkv, `vc${i}`, hd] },
+        { name: `VT${i}`, shape: [1], type: 'int64' },
+      );
+      cachePrefix(`VC${i}`, `VT${i}`, `Vall${i}`);
+      attentionMatmul(nodes, `P${i}`, `Vall${i}`, `O${i}`, false, hkv);
+      nodes.push({ op: 'Reshape', inputs: [`O${i}`, 'rowShape'], outputs: [`Orow${i}`] });
+      rows.push(`Orow${i}`);
+    }
+    if (n > 1) nodes.push({ op: 'Concat', inputs: rows, outputs: ['ATT'], attributes: { axis: 0 } });
+    const att = n > 1 ? 'ATT' : rows[0];
+    weight('WO', [dim, h * hd]);
+    weight('WPN', [dim]);
+    weight('WG', [s.hidden, dim]);
+    weight('WU', [s.hidden, dim]);
+    weight('WD', [dim, s.hidden]);
+    nodes.push(
+      gemm(att, 'WO', 'AO', true),
+      { op: 'Add', inputs: [x, 'AO'], outputs: ['X2'] },
+      norm('X2', 'WPN', 'H2', s.eps),
+      gemm('H2', 'WG', 'G', true),
+      gemm('H2', 'WU', 'U', true),
+      { op: 'QuickGelu', domain: MS, inputs: ['G'], outputs: ['GA'], attributes: { alpha: { float: 1 } } },
+      { op: 'Mul', inputs: ['GA', 'U'], outputs: ['M'] },
+      gemm('M', 'WD', 'D', true),
+      { op: 'Add', inputs: ['X2', 'D'], outputs: ['X3'] },
+    );
+    x = 'X3';
+  }
+
+  if (!kind.attnIn) {
+    weight('WF', [dim]);
+    nodes.push(norm(x, 'WF', 'Y', s.eps));
+    outputs.push({ name: 'Y', shape: [n, dim] });
+    return { name: 'decode_step', nodes, inputs, outputs, initializers, opset: 23, optimization: 'disabled' };
+  }
+
+  // The residual stream entering the layer (never the input X itself: this graph embeds or ends a layer first).
+  outputs.push({ name: x, shape: [n, dim] });
+  weight('WN', [dim]);
+  nodes.push(norm(x, 'WN', 'H', s.eps));
+  inputs.push(
+    { name: 'COS', shape: [n, hd / 2] },
+    { name: 'SIN', shape: [n, hd / 2] },
+    { name: 'PID', shape: [1, n], type: 'int64' },
+  );
+  const project = (p: 'Q' | 'K' | 'V', count: number): string => {
+    weight(`W${p}`, [count * hd, dim]);
+    nodes.push(gemm('H', `W${p}`, `${p}0`, true));
+    let y = `${p}0`;
+    if (s.qkvBias) {
+      weight(`B${p}`, [count * hd]);
+      nodes.push({ op: 'Add', inputs: [y, `B${p}`], outputs: [`${p}1`] });
+      y = `${p}1`;
+    }
+    if (p === 'V') return y;
+    if (s.qkNorm) {
+      weight(`W${p}N`, [hd]);
+      nodes.push(
+        { op: 'Reshape', inputs: [y, 'flatHeads'], outputs: [`${p}heads`] },
+        norm(`${p}heads`, `W${p}N`, `${p}normed`, s.eps),
+      );
+      y = `${p}normed`;
+    }
+    nodes.push(
+      { op: 'Reshape', inputs: [y, p === 'Q' ? 'qRows' : 'kRows'], outputs: [`${p}rows`] },
+      {
+        op: 'RotaryEmbedding',
+        inputs: [`${p}rows`, 'COS', 'SIN', 'PID'],
+        outputs: [`${p}R`],
+        attributes: { num_heads: count },
+      },
+    );
+    return `${p}R`;
+  };
+  const q = project('Q', h);
+  const k = project('K', hkv);
+  const v = project('V', hkv);
+  outputs.push({ name: k, shape: [1, n, hkv * hd] }, { name: v, shape: [n, hkv * hd] });
+  for (let i = 0; i < n; i++) {
+    inputs.push({ name: `KC${i}`, shape: [hkv, `kc${i}`, hd] }, { name: `KP${i}`, shape: [1], type: 'int64' });
+    let qi = q;
+    let ki = k;
+    if (n > 1) {
+      if (i === 0) initializers.push(int64('row0', [0]));
+      initializers.push(int64(`row${i + 1}`, [i + 1]));
+      nodes.push(
+        { op: 'Slice', inputs: [q, `row${i}`, `row${i + 1}`, 'axis1'], outputs: [`Qrow${i}`] },
+        { op: 'Slice', inputs: [k, `row${i}`, `row${i + 1}`, 'axis1'], outputs: [`Krow${i}`] },
+      );
+      qi = `Qrow${i}`;
+      ki = `Krow${i}`;
+    }
+    nodes.push(
+      { op: 'Reshape', inputs: [qi, 'qShape'], outputs: [`Qg${i}`] },
+      { op: 'Reshape', inputs: [ki, 'kShape'], outputs: [`Kg${i}`] },
+    );
+    cachePrefix(`KC${i}`, `KP${i}`, `Kpast${i}`);
+    nodes.push({
+      op: 'Concat',
+      inputs: [`Kpast${i}`, `Kg${i}`],
+      outputs: [`Kall${i}`],
+      attributes: { axis: hkv > 1 ? 1 : 0 },
+    });
+    attentionMatmul(nodes, `Qg${i}`, `Kall${i}`, `S${i}`, true, hkv);
+    outputs.push({ name: `S${i}`, shape: hkv > 1 ? [hkv, rep, `st${i}`] : [rep, `st${i}`] });
+  }
+  return { name: 'decode_step', nodes, inputs, outputs, initializers, opset: 23, optimization: 'disabled' };
+}
+
+/** The names of a graph's outputs (see {@link decodeGraphSpec}). */
+function outputNames(s: DecodeLayerShape, kind: DecodeGraphKind): { x: string; keys: string; values: string } {
+  return {
+    x: !kind.attnIn ? 'Y' : kind.attnOut ? 'X3' : 'X',
+    keys: 'KR',
+    values: s.qkvBias ? 'V1' : 'V0',
+  };
+}
+
+function shapeKey(s: DecodeLayerShape): string {
+  return `${s.dim}:${s.heads}:${s.kvHeads}:${s.headDim}:${s.hidden}:${s.eps}:${s.qkvBias}:${s.qkNorm}`;
+}
+
+/** The decode-step graphs of one backend (its thread count), with the ORT tensors of its long-lived inputs. */
+export class OrtDecodeGraphs {
+  private readonly cache: GraphCache;
+  private readonly prepared = new WeakMap<Float32Array, PreparedFeed>();
+  private readonly scalars = new Map<number, PreparedFeed>();
+  private readonly rowIds = new Map<number, PreparedFeed>();
+
+  constructor(threads: number) {
+    this.cache = new GraphCache(threads);
+  }
+
+  private graph(s: DecodeLayerShape, kind: DecodeGraphKind): OrtGraph {
+    const key = `decode:${shapeKey(s)}:${kind.n}:${kind.embed}:${kind.attnOut}:${kind.attnIn}`;
+    return this.cache.get(key, () => decodeGraphSpec(s, kind));
+  }
+
+  /** data as an ORT tensor of `dims`, wrapped once per array (weights, KV caches). */
+  private keep(g: OrtGraph, data: Float32Array, dims: readonly number[]): PreparedFeed {
+    let t = this.prepared.get(data);
+    if (!t || t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) {
+      t = g.prepare([data, dims]);
+      this.prepared.set(data, t);
+    }
+    return t;
+  }
+
+  private scalar(g: OrtGraph, v: number): PreparedFeed {
+    let t = this.scalars.get(v);
+    if (!t) {
+      t = g.prepare([BigInt64Array.of(BigInt(v)), [1]]);
+      this.scalars.set(v, t);
+    }
+    return t;
+  }
+
+  private positionIds(g: OrtGraph, n: number): PreparedFeed {
+    let t = this.rowIds.get(n);
+    if (!t) {
+      t = g.prepare([BigInt64Array.from({ length: n }, (_, i) => BigInt(i)), [1, n]]);
+      this.rowIds.set(n, t);
+    }
+    return t;
+  }
+
+  /** Runs one graph; the kind follows from which parts of `input` are given. */
+  run(s: DecodeLayerShape, n: number, input: DecodeGraphInput): DecodeGraphOutput {
+    const kind: DecodeGraphKind = {
+      n,
+      embed: input.embed !== undefined,
+      attnOut: input.attnOut !== undefined,
+      attnIn: input.attnIn !== undefined,
+    };
+    const g = this.graph(s, kind);
+    const { dim, heads: h, kvHeads: hkv, headDim: hd, hidden } = s;
+    const feeds: Record<string, Feed | PreparedFeed> = {};
+    if (input.embed) {
+      const w = input.embed.weight;
+      feeds.EMB = this.keep(g, w, [w.length / dim, dim]);
+      feeds.IDS = [input.embed.ids, [n]];
+    } else {
+      feeds.X = [input.x!, [n, dim]];
+    }
+    const cacheDims = (c: DecodeCacheView): number[] => [hkv, c.capacity, hd];
+    if (input.attnOut) {
+      const { weights: w, probs, caches, totals } = input.attnOut;
+      for (let i = 0; i < n; i++) {
+        feeds[`P${i}`] = [probs[i], hkv > 1 ? [hkv, h / hkv, totals[i]] : [h / hkv, totals[i]]];
+        feeds[`VC${i}`] = this.keep(g, caches[i].values, cacheDims(caches[i]));
+        feeds[`VT${i}`] = this.scalar(g, totals[i]);
+      }
+      feeds.WO = this.keep(g, w.o, [dim, h * hd]);
+      feeds.WPN = this.keep(g, w.postNorm, [dim]);
+      feeds.WG = this.keep(g, w.gate, [hidden, dim]);
+      feeds.WU = this.keep(g, w.up, [hidden, dim]);
+      feeds.WD = this.keep(g, w.down, [dim, hidden]);
+    }
+    if (!input.attnIn) {
+      feeds.WF = this.keep(g, input.finalNorm!, [dim]);
+      return { x: g.run(feeds).Y };
+    }
+    const { weights: w, cos, sin, caches, past } = input.attnIn;
+    feeds.WN = this.keep(g, w.norm, [dim]);
+    feeds.WQ = this.keep(g, w.q, [h * hd, dim]);
+    feeds.WK = this.keep(g, w.k, [hkv * hd, dim]);
+    feeds.WV = this.keep(g, w.v, [hkv * hd, dim]);
+    if (s.qkvBias) {
+      feeds.BQ = this.keep(g, w.bias!.q, [h * hd]);
+      feeds.BK = this.keep(g, w.bias!.k, [hkv * hd]);
+      feeds.BV = this.keep(g, w.bias!.v, [hkv * hd]);
+    }
+    if (s.qkNorm) {
+      feeds.WQN = this.keep(g, w.qkNorm!.q, [hd]);
+      feeds.WKN = this.keep(g, w.qkNorm!.k, [hd]);
+    }
+    feeds.COS = [cos, [n, hd / 2]];
+    feeds.SIN = [sin, [n, hd / 2]];
+    feeds.PID = this.positionIds(g, n);
+    for (let i = 0; i < n; i++) {
+      feeds[`KC${i}`] = this.keep(g, caches[i].keys, cacheDims(caches[i]));
+      feeds[`KP${i}`] = this.scalar(g, past[i]);
+    }
+    const out = g.run(feeds);
+    const names = outputNames(s, kind);
+    return {
+      x: out[names.x],
+      keys: out[names.keys],
+      values: out[names.values],
+      scores: Array.from({ length: n }, (_, i) => out[`S${i}`]),
+    };
+  }
+}
+
+const perBackend = new WeakMap<MatmulBackend, OrtDecodeGraphs>();
+
+/** The decode-step graphs of the active backend, or null when it is not ONNX Runtime. */
+export function decodeGraphs(): OrtDecodeGraphs | null {
+  const backend = getMatmulBackend();
+  if (!(backend instanceof OrtMatmulBackend)) return null;
+  let graphs = perBackend.get(backend);
+  if (!graphs) {
+    graphs = new OrtDecodeGraphs(backend.threads);
+    perBackend.set(backend, graphs);
+  }
+  return graphs;
+}

@@ -1,0 +1,159 @@
+/**
+ * The fused decoding step (ONNX Runtime graphs per layer boundary) gives the per-op path's numbers to the bit:
+ * hidden rows, logits and the keys and values it caches, over several steps, for one sequence alone and for
+ * several at once (one of them starting from an empty cache, as the batch-invariant pad row does), at 1 and 2
+ * threads, on every architecture it runs; the rest fall back to the per-op path.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { noGrad, Tensor } from '../../src/autograd/tensor.ts';
+import { parseLlamaConfig, type LlamaConfig } from '../../src/model/config.ts';
+import { fusedDecodeStep, setFusedDecoding } from '../../src/model/fused-decode.ts';
+import { addVectorHook, HookSet } from '../../src/model/hooks.ts';
+import { KvCache, type DecodeSequence, type LlamaModel } from '../../src/model/llama.ts';
+import { configureBackend } from '../../src/tensor/backend.ts';
+import { caseConfig, randomModel } from '../architecture-fixtures.ts';
+
+const VOCAB = 96;
+
+/** Qwen2's layout (q/k/v biases) with grouped-query heads over more than one kv head. */
+const qwen2Grouped = (): LlamaConfig =>
+  parseLlamaConfig({
+    vocabSize: VOCAB,
+    dim: 64,
+    nLayers: 3,
+    nHeads: 8,
+    nKvHeads: 2,
+    hiddenDim: 112,
+    normEps: 1e-6,
+    ropeTheta: 1000000,
+    qkvBias: true,
+    tieEmbeddings: false,
+    maxSeqLen: 64,
+  });
+
+/** Wider than the fixtures: matmuls long enough for the kernels' blocking and thread split to matter. */
+const wide = (): LlamaConfig =>
+  parseLlamaConfig({
+    vocabSize: 512,
+    dim: 384,
+    nLayers: 2,
+    nHeads: 6,
+    nKvHeads: 2,
+    hiddenDim: 1152,
+    maxSeqLen: 64,
+  });
+
+const CONFIGS: [string, () => LlamaConfig][] = [
+  ['llama3 (scaled RoPE, 8 heads over 2)', () => caseConfig('llama3', VOCAB)],
+  ['smollm2 (6 heads over 2)', () => caseConfig('smollm2', VOCAB)],
+  ['qwen2.5 (biases, one kv head)', () => caseConfig('qwen25', VOCAB)],
+  ['qwen2 (biases, 8 heads over 2, untied head)', qwen2Grouped],
+  ['qwen3 (q/k norms, head size not dim / heads)', () => caseConfig('qwen3', VOCAB)],
+  ['llama, dim 384 and MLP 1152', wide],
+];
+
+/** Index of the first element whose bits differ, or -1. */
+function firstBitDifference(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return 0;
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return i;
+  return -1;
+}
+
+function expectBitIdentical(a: Float32Array, b: Float32Array, what: string): void {
+  const i = firstBitDifference(a, b);
+  expect(i, `${what}: first difference at ${i} (${a[i]} vs ${b[i]})`).toBe(-1);
+}
+
+/** Prefilled one-sequence caches of `prompts` (an empty prompt leaves an empty cache, like the pad row). */
+function prefilled(model: LlamaModel, prompts: number[][], steps: number): DecodeSequence[] {
+  return prompts.map((p) => {
+    const cache = new KvCache(model.config, 1, Math.max(1, p.length + steps));
+    if (p.length > 0) model.forwardHidden(Int32Array.from(p), 1, { cache });
+    return { cache };
+  });
+}
+
+/**
+ * Decodes `steps` greedy steps of the prompts together, the per-op path on one set of caches and the fused
+ * step on another, and checks that hidden rows, logits and caches agree to the bit at every step.
+ */
+function compareSteps(model: LlamaModel, prompts: number[][], steps: number): void {
+  noGrad(() => {
+    const ref = prefilled(model, prompts, steps);
+    const fused = prefilled(model, prompts, steps);
+    let ids = Int32Array.from(prompts, (p, i) => (p.length ? p[p.length - 1] : i + 1));
+    for (let step = 0; step < steps; step++) {
+      const positions = Int32Array.from(fused, (s) => s.cache.length);
+      setFusedDecoding(false);
+      const refHidden = model.forwardStep(ids, ref);
+      setFusedDecoding(true);
+      const hidden = fusedDecodeStep(model, ids, fused, positions);
+      expect(hidden, 'the fused step runs').not.toBeNull();
+      for (const s of fused) s.cache.length += 1;
+      expectBitIdentical(hidden!.data, refHidden.data, `step ${step}: hidden rows`);
+      const refLogits = model.logits(refHidden).data;
+      expectBitIdentical(model.logits(hidden!).data, refLogits, `step ${step}: logits`);
+      // Feed back each row's greedy token (rows whose cache is full stop being fed: only `steps` fit).
+      const vocab = model.config.vocabSize;
+      ids = Int32Array.from(prompts, (_, r) => {
+        let best = 0;
+        for (let j = 1; j < vocab; j++) if (refLogits[r * vocab + j] > refLogits[r * vocab + best]) best = j;
+        return best;
+      });
+    }
+    fused.forEach((s, i) => {
+      for (let l = 0; l < model.config.nLayers; l++) {
+        expectBitIdentical(s.cache.keys[l], ref[i].cache.keys[l], `sequence ${i} layer ${l} keys`);
+        expectBitIdentical(s.cache.values[l], ref[i].cache.values[l], `sequence ${i} layer ${l} values`);
+      }
+    });
+  });
+}
+
+for (const threads of [1, 2]) {
+  describe(`fused decoding step at ${threads} thread(s): the per-op numbers to the bit`, () => {
+    beforeAll(() => configureBackend({ threads }));
+    afterAll(() => setFusedDecoding(true));
+
+    for (const [label, config] of CONFIGS) {
+      it(label, () => {
+        const model = randomModel(config(), 11);
+        // Alone (one row), then three together: different lengths, one an empty cache (the pad row's).
+        compareSteps(model, [[3, 1, 4, 1, 5]], 6);
+        compareSteps(model, [[2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4], [9], []], 1);
+        compareSteps(model, [[2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4], [9], [5, 5]], 5);
+      });
+    }
+  });
+}
+
+describe('fused decoding step: what stays on the per-op path', () => {
+  beforeAll(() => configureBackend({ threads: 1 }));
+
+  const step = (model: LlamaModel, seqs: DecodeSequence[]): Tensor | null =>
+    noGrad(() => fusedDecodeStep(model, Int32Array.of(1), seqs, Int32Array.of(seqs[0].cache.length)));
+
+  it('Gemma 3, hooks, LoRA adapters and the JS backend fall back', () => {
+    const gemma = randomModel(caseConfig('gemma3', VOCAB), 3);
+    expect(step(gemma, prefilled(gemma, [[1, 2]], 1))).toBeNull();
+
+    const model = randomModel(caseConfig('llama3', VOCAB), 3);
+    const hooks = new HookSet().add('blocks.0.hook_resid_post', addVectorHook(new Float32Array(64).fill(1), 1));
+    const [seq] = prefilled(model, [[1, 2]], 1);
+    expect(step(model, [{ cache: seq.cache, hooks }])).toBeNull();
+    expect(step(model, [{ cache: seq.cache }])).not.toBeNull();
+
+    const adapted = randomModel(caseConfig('llama3', VOCAB), 3);
+    adapted.addLora(2, ['q_proj'], 1);
+    expect(step(adapted, prefilled(adapted, [[1, 2]], 1))).toBeNull();
+
+    configureBackend({ backend: 'js' });
+    try {
+      expect(step(model, prefilled(model, [[1, 2]], 1))).toBeNull();
+    } finally {
+      configureBackend({ threads: 1 });
+    }
+  });
+});
