@@ -1,5 +1,6 @@
 /** `psm compare RUN_A RUN_B [...]`: any metric of the report across runs, per seed, with intervals and differences. */
 import type { Command } from 'commander';
+import { intOption, listOption } from './options.ts';
 
 export function registerCompareCommand(program: Command): void {
   program
@@ -52,4 +53,30 @@ export function registerCompareCommand(program: Command): void {
         }
       },
     );
+}
+
+/** `psm diff RUN_A RUN_B`: the same-numbers check between two runs of one config. */
+export function registerDiffCommand(program: Command): void {
+  program
+    .command('diff')
+    .description(
+      "Compare two runs' results number by number (the seeds both have): how many agree to the bit, the largest differences and where, and the stage timings side by side; for checking that a change leaves the science unchanged",
+    )
+    .argument('<runA>', 'run folder (with results.json or partial/results.json)')
+    .argument('<runB>', 'run folder')
+    .option(
+      '--seeds <list>',
+      'comma-separated seeds to compare (default: every seed both runs have)',
+      listOption('--seeds', 'int'),
+    )
+    .option('--top <n>', 'differences listed per seed', intOption('--top'), 10)
+    .option('--json', 'print the differences as JSON')
+    .action(async (runA: string, runB: string, o: { seeds?: number[]; top: number; json?: boolean }) => {
+      const [{ loadComparedRun }, { formatDifferences, resultsDifferences }] = await Promise.all([
+        import('../pipeline/compare.ts'),
+        import('../pipeline/results-diff.ts'),
+      ]);
+      const diffs = resultsDifferences(loadComparedRun(runA).results, loadComparedRun(runB).results, o.seeds);
+      process.stdout.write(`${o.json ? JSON.stringify(diffs, null, 2) : formatDifferences(diffs, o.top)}\n`);
+    });
 }

@@ -4,7 +4,7 @@
  */
 import { Command } from 'commander';
 import { registerBayesCommand } from './bayes-command.ts';
-import { registerCompareCommand } from './compare-command.ts';
+import { registerCompareCommand, registerDiffCommand } from './compare-command.ts';
 import { registerEngineCommands } from './engine-commands.ts';
 import { registerFinetuneCommand } from './finetune-command.ts';
 import { registerScreenCommands } from './screen-commands.ts';
@@ -35,6 +35,7 @@ function main(): Command {
     .enablePositionalOptions();
   registerRunCommands(program);
   registerCompareCommand(program);
+  registerDiffCommand(program);
   registerSweepCommand(program);
   registerBayesCommand(program);
   registerEngineCommands(program);
