@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { batteryItems, type ChatExample, type World } from '../world/index.ts';
 import { dot, layerHook, loadModelHandle, norm, type ModelHandle } from './activations.ts';
-import { ablateDirectionHook, HookSet } from '../model/hooks.ts';
+import { ablateDirectionsHook, HookSet } from '../model/hooks.ts';
 import { Rng } from '../tensor/random.ts';
 import { checkAblationSubspace, type AblationSubspace } from './ablation-subspaces.ts';
 import { itemSeedOf } from './item-seeds.ts';
@@ -226,8 +226,9 @@ export function ablationIntervention(
   const hooks = new HookSet();
   const layers: number[] = [];
   directions.forEach((basis, l) => {
-    if (basis.length > 0) layers.push(l);
-    for (const u of basis) hooks.add(layerHook(l), ablateDirectionHook(u));
+    if (basis.length === 0) return;
+    layers.push(l);
+    hooks.add(layerHook(l), ablateDirectionsHook(basis));
   });
   if (layers.length === 0) throw new Error('concept ablation: no directions to ablate');
   return { method: 'ablate', ...(subspace ? { subspace } : {}), vector: what, layers, alpha: null, hooks };

@@ -12,7 +12,7 @@
  *   blocks.{i}.hook_resid_post residual leaving block i
  *   final_norm                 the final RMSNorm's output (what the unembedding reads)
  */
-import { addVector, clampProjection, type RowMask } from '../autograd/ops.ts';
+import { addVector, clampProjection, clampProjections, type RowMask } from '../autograd/ops.ts';
 import type { Tensor } from '../autograd/tensor.ts';
 
 export const BLOCK_HOOKS = [
@@ -151,6 +151,19 @@ export function addVectorHook(vector: Float32Array, alpha: number, where: Positi
 export function ablateDirectionHook(direction: Float32Array, where: PositionSelector = 'all'): HookFn {
   const u = unit(direction, 'ablate');
   return (x, ctx) => clampProjection(x, u, 0, 0, rowMask(where, ctx));
+}
+
+/**
+ * Directional ablation of several directions, each in turn (the next sees what the last left): the same numbers as
+ * one ablateDirectionHook per direction, in one pass.
+ */
+export function ablateDirectionsHook(
+  directions: readonly Float32Array[],
+  where: PositionSelector = 'all',
+): HookFn {
+  if (directions.length === 0) throw new Error('ablate: no directions');
+  const units = directions.map((d) => unit(d, 'ablate'));
+  return (x, ctx) => clampProjections(x, units, 0, 0, rowMask(where, ctx));
 }
 
 /**
