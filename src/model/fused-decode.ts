@@ -41,8 +41,41 @@ interface LayerParams {
   gate: Tensor;
   up: Tensor;
   down: Tensor;
-  theta: number | Float64Array;
+  rope: RopeTable;
   window: number;
+}
+
+/**
+ * Cos and sin of every position up to `positions` for one RoPE (base or scaled frequencies), [positions, hd / 2]
+ * each, grown as needed: the values ropeTables gives each position, computed once.
+ */
+interface RopeTable {
+  theta: number | Float64Array;
+  positions: number;
+  cos: Float32Array;
+  sin: Float32Array;
+}
+
+/** Rows `positions` of the table, [n, hd / 2] each (views when there is one row). */
+function ropeRows(table: RopeTable, positions: Int32Array, hd: number): { cos: Float32Array; sin: Float32Array } {
+  const last = Math.max(...positions);
+  if (last >= table.positions) {
+    const grown = Math.max(last + 1, 2 * table.positions, 256);
+    Object.assign(table, ropeTables(Int32Array.from({ length: grown }, (_, i) => i), hd, table.theta));
+    table.positions = grown;
+  }
+  const half = hd / 2;
+  if (positions.length === 1) {
+    const a = positions[0] * half;
+    return { cos: table.cos.subarray(a, a + half), sin: table.sin.subarray(a, a + half) };
+  }
+  const cos = new Float32Array(positions.length * half);
+  const sin = new Float32Array(positions.length * half);
+  positions.forEach((p, i) => {
+    cos.set(table.cos.subarray(p * half, (p + 1) * half), i * half);
+    sin.set(table.sin.subarray(p * half, (p + 1) * half), i * half);
+  });
+  return { cos, sin };
 }
 
 interface DecodePlan {
@@ -63,6 +96,18 @@ function planOf(model: LlamaModel): DecodePlan | null {
   if (architectureOf(c) !== 'gemma3' && c.queryPreAttnScalar === undefined) {
     const p = (name: string): Tensor => model.param(name);
     const qkNorm = hasQkNorm(c);
+    // Layers that turn with the same frequencies share a table.
+    const ropes = new Map<string, RopeTable>();
+    const ropeOf = (layer: number): RopeTable => {
+      const theta = layerRope(c, layer);
+      const key = typeof theta === 'number' ? String(theta) : theta.join(',');
+      let table = ropes.get(key);
+      if (!table) {
+        table = { theta, positions: 0, cos: new Float32Array(0), sin: new Float32Array(0) };
+        ropes.set(key, table);
+      }
+      return table;
+    };
     plan = {
       shape: {
         dim: c.dim,
@@ -93,7 +138,7 @@ function planOf(model: LlamaModel): DecodePlan | null {
           gate: p(`${m}.gate_proj.weight`),
           up: p(`${m}.up_proj.weight`),
           down: p(`${m}.down_proj.weight`),
-          theta: layerRope(c, i),
+          rope: ropeOf(i),
           window: layerWindow(c, i),
         };
       }),
@@ -145,10 +190,10 @@ export function fusedDecodeStep(
     caches.map((cache) => ({ keys: cache.keys[layer], values: cache.values[layer], capacity: cache.capacity }));
   const past = Array.from(positions);
   const totals = past.map((p) => p + 1);
-  const tables = new Map<number | Float64Array, { cos: Float32Array; sin: Float32Array }>();
-  const ropeOf = (theta: number | Float64Array) => {
-    let t = tables.get(theta);
-    if (!t) tables.set(theta, (t = ropeTables(positions, hd, theta)));
+  const tables = new Map<RopeTable, { cos: Float32Array; sin: Float32Array }>();
+  const ropeOf = (table: RopeTable) => {
+    let t = tables.get(table);
+    if (!t) tables.set(table, (t = ropeRows(table, positions, hd)));
     return t;
   };
   const scale = 1 / Math.sqrt(hd);
@@ -168,7 +213,7 @@ export function fusedDecodeStep(
       break;
     }
     const layer = layers[i];
-    const { cos, sin } = ropeOf(layer.theta);
+    const { cos, sin } = ropeOf(layer.rope);
     input.attnIn = { weights: attnInWeights(layer), cos, sin, caches: views(i), past };
     const out = graphs.run(shape, n, input);
     x = out.x;

@@ -229,11 +229,9 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
   outputs.push({ name: x, shape: [n, dim] });
   weight('WN', [dim]);
   nodes.push(norm(x, 'WN', 'H', s.eps));
-  inputs.push(
-    { name: 'COS', shape: [n, hd / 2] },
-    { name: 'SIN', shape: [n, hd / 2] },
-    { name: 'PID', shape: [1, n], type: 'int64' },
-  );
+  inputs.push({ name: 'COS', shape: [n, hd / 2] }, { name: 'SIN', shape: [n, hd / 2] });
+  // Row i of the tables serves sequence i.
+  initializers.push({ name: 'PID', dims: [1, n], type: 'int64', values: Array.from({ length: n }, (_, i) => i) });
   const project = (p: 'Q' | 'K' | 'V', count: number): string => {
     weight(`W${p}`, [count * hd, dim]);
     nodes.push(gemm('H', `W${p}`, `${p}0`, true));
@@ -316,7 +314,6 @@ export class OrtDecodeGraphs {
   private readonly cache: GraphCache;
   private readonly prepared = new WeakMap<Float32Array, PreparedFeed>();
   private readonly scalars = new Map<number, PreparedFeed>();
-  private readonly rowIds = new Map<number, PreparedFeed>();
 
   constructor(threads: number) {
     this.cache = new GraphCache(threads);
@@ -342,15 +339,6 @@ export class OrtDecodeGraphs {
     if (!t) {
       t = g.prepare([BigInt64Array.of(BigInt(v)), [1]]);
       this.scalars.set(v, t);
-    }
-    return t;
-  }
-
-  private positionIds(g: OrtGraph, n: number): PreparedFeed {
-    let t = this.rowIds.get(n);
-    if (!t) {
-      t = g.prepare([BigInt64Array.from({ length: n }, (_, i) => BigInt(i)), [1, n]]);
-      this.rowIds.set(n, t);
     }
     return t;
   }
@@ -407,7 +395,6 @@ export class OrtDecodeGraphs {
     }
     feeds.COS = [cos, [n, hd / 2]];
     feeds.SIN = [sin, [n, hd / 2]];
-    feeds.PID = this.positionIds(g, n);
     for (let i = 0; i < n; i++) {
       feeds[`KC${i}`] = this.keep(g, caches[i].keys, cacheDims(caches[i]));
       feeds[`KP${i}`] = this.scalar(g, past[i]);
