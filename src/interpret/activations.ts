@@ -237,6 +237,7 @@ export function forEachActivationBatch(
       throw new Error(`sequence ${i} has ${s.length} tokens, the model's context is ${max}`);
   });
   const budget = opts.tokensPerBatch ?? 4096;
+  const stopAfterLayer = lastBlockRead([...hooks, ...(opts.interventions ?? []).map((iv) => iv.name)]);
   const order = seqs.map((_, i) => i).sort((a, b) => seqs[a].length - seqs[b].length || a - b);
   noGrad(() => {
     let start = 0;
@@ -254,10 +255,24 @@ export function forEachActivationBatch(
           visit(h, x.data, members, len);
         });
       }
-      model.forwardHidden(ids, members.length, { hooks: set });
+      model.forwardHidden(ids, members.length, { hooks: set, stopAfterLayer });
       start = end;
     }
   });
+}
+
+/**
+ * The last block a pass must run for these hook points (the blocks after it change nothing they see), or
+ * undefined when one of them is the final norm.
+ */
+function lastBlockRead(names: readonly string[]): number | undefined {
+  let last = 0;
+  for (const name of names) {
+    if (name === 'final_norm') return undefined;
+    const m = /^blocks\.(\d+)\./.exec(name);
+    if (m) last = Math.max(last, Number(m[1]));
+  }
+  return last;
 }
 
 /** Mean activations per context: for each hook a [n, dim] matrix (row i = context i). */

@@ -97,6 +97,23 @@ export interface ForwardOptions {
    * blocks, final_norm).
    */
   resume?: { afterLayer: number; hidden: Tensor };
+  /**
+   * Run the blocks up to and including this one and return the residual stream after it (its hook_resid_post hooks
+   * applied), not the final-normed one: a reader of activations at or before a block need not pay for the blocks
+   * after it. Every hook must act at or before that point.
+   */
+  stopAfterLayer?: number;
+}
+
+/** Throws unless `stop` is a block and every hook acts at or before the residual stream after it. */
+function checkStopHooks(hooks: HookSet | undefined, stop: number, nLayers: number): void {
+  if (!Number.isInteger(stop) || stop < 0 || stop >= nLayers)
+    throw new Error(`forward: cannot stop after block ${stop} (the model has blocks 0..${nLayers - 1})`);
+  for (const name of hooks?.names() ?? []) {
+    const m = /^blocks\.(\d+)\./.exec(name);
+    if (name === 'embed' || (m && Number(m[1]) <= stop)) continue;
+    throw new Error(`forward: hook "${name}" acts after block ${stop}, where the pass stops`);
+  }
 }
 
 /** Throws unless every hook acts at or after the residual stream following block `afterLayer`. */
@@ -310,12 +327,20 @@ export class LlamaModel {
     for (let t = 0; t < seqLen; t++) positions[t] = offset + t;
     const hook = (name: string, x: Tensor): Tensor =>
       hooks ? hooks.apply(name, x, { batch, seqLen, positions }) : x;
+    const stop = opts.stopAfterLayer;
+    if (stop !== undefined) checkStopHooks(hooks, stop, c.nLayers);
     const { x, first } = this.start(ids, batch, seqLen, hook, hooks, opts.resume);
-    const y = this.blocks(x, first, { batch, seqLen, positions }, hook, (q, k, v, layer, window) =>
-      cache ? cachedAttention(q, k, v, cache, layer, offset, window) : causalAttention(q, k, v, window),
+    const y = this.blocks(
+      x,
+      first,
+      { batch, seqLen, positions },
+      hook,
+      (q, k, v, layer, window) =>
+        cache ? cachedAttention(q, k, v, cache, layer, offset, window) : causalAttention(q, k, v, window),
+      stop === undefined ? c.nLayers : stop + 1,
     );
     if (cache) cache.length += seqLen;
-    return hook('final_norm', this.norm(y, 'model.norm.weight'));
+    return stop === undefined ? hook('final_norm', this.norm(y, 'model.norm.weight')) : y;
   }
 
   /**
@@ -520,7 +545,7 @@ export class LlamaModel {
   }
 
   /**
-   * Blocks first..nLayers-1 on the residual stream x [batch, seqLen, dim] (rows at `shape.positions`), each
+   * Blocks first..end-1 on the residual stream x [batch, seqLen, dim] (rows at `shape.positions`), each
    * block's attention computed by `attend` (q [batch, seqLen, heads, hd], k and v with the kv heads).
    */
   private blocks(
@@ -529,6 +554,7 @@ export class LlamaModel {
     shape: { batch: number; seqLen: number; positions: Int32Array },
     hook: (name: string, x: Tensor) => Tensor,
     attend: (q: Tensor, k: Tensor, v: Tensor, layer: number, window: number) => Tensor,
+    end = this.config.nLayers,
   ): Tensor {
     const c = this.config;
     const { batch, seqLen, positions } = shape;
@@ -538,7 +564,7 @@ export class LlamaModel {
     // Attention scores are scaled by 1/sqrt(hd) inside attention; another scale (Gemma's
     // query_pre_attn_scalar) is folded into q.
     const qScale = c.queryPreAttnScalar === undefined ? 1 : Math.sqrt(hd / c.queryPreAttnScalar);
-    for (let i = first; i < c.nLayers; i++) {
+    for (let i = first; i < end; i++) {
       const p = `model.layers.${i}`;
       x = hook(`blocks.${i}.hook_resid_pre`, x);
       const h = this.norm(x, `${p}.input_layernorm.weight`);
