@@ -4,6 +4,9 @@
  * other's), and llama.cpp loaded the same way each time (node-llama-cpp's CPU build, F32 KV cache).
  */
 import { spawnSync } from 'node:child_process';
+import { parseLlamaConfig } from '../src/model/config.ts';
+import type { LlamaModel } from '../src/model/llama.ts';
+import { Rng } from '../src/tensor/random.ts';
 import { trainBpe, type BpeTokenizer } from '../src/tokenizer/index.ts';
 
 export function arg(name: string): string | undefined {
@@ -36,6 +39,36 @@ export function smallTokenizer(): BpeTokenizer {
   return trainBpe([text, text], { vocabSize: 300, specialTokens: ['<|endoftext|>'] });
 }
 
+/** Qwen2.5 0.5B's shape (its config.json), context cut to what a benchmark needs. */
+export function qwenConfig(layers: number, context: number) {
+  return parseLlamaConfig({
+    vocabSize: 151936,
+    dim: 896,
+    nLayers: layers,
+    nHeads: 14,
+    nKvHeads: 2,
+    hiddenDim: 4864,
+    normEps: 1e-6,
+    ropeTheta: 1000000,
+    tieEmbeddings: true,
+    qkvBias: true,
+    maxSeqLen: context,
+  });
+}
+
+/**
+ * Random weights of standard deviation 0.02 (uniform, which is ~10x faster to draw than Gaussian at 494M
+ * parameters; the speed of an engine does not depend on the values), norms 1.
+ */
+export function randomizeWeights(model: LlamaModel, seed: number): void {
+  const rng = new Rng(seed);
+  const half = 0.02 * Math.sqrt(3);
+  for (const [name, t] of model.params) {
+    if (name.endsWith('norm.weight')) t.data.fill(1);
+    else for (let i = 0; i < t.size; i++) t.data[i] = (2 * rng.next() - 1) * half;
+  }
+}
+
 /** CPU milliseconds (all threads of this process) since `start` (a process.cpuUsage() value). */
 export function cpuMsSince(start: NodeJS.CpuUsage): number {
   const d = process.cpuUsage(start);
@@ -46,15 +79,25 @@ export function cpuMsSince(start: NodeJS.CpuUsage): number {
  * Runs this script again as a child with `args` (plus PSM_THREADS) and returns the JSON of its `RESULT ` line.
  * The child prints one such line; anything else it prints is ignored.
  */
-export function runChild<T>(script: string, args: string[], threads: number, label: string): T {
+export function runChild<T>(
+  script: string,
+  args: string[],
+  threads: number,
+  label: string,
+  opts: { showStderr?: boolean } = {},
+): T {
   const child = spawnSync(process.execPath, ['--import', 'tsx', script, ...args], {
     encoding: 'utf8',
     env: { ...process.env, PSM_THREADS: String(threads) },
     maxBuffer: 1 << 24,
+    // A long child shows its progress as it goes (its errors then appear above, not in the message).
+    stdio: ['ignore', 'pipe', opts.showStderr ? 'inherit' : 'pipe'],
   });
   const line = child.stdout.split('\n').find((l) => l.startsWith('RESULT '));
   if (child.status !== 0 || !line)
-    throw new Error(`bench child (${label}) failed with status ${child.status}:\n${child.stderr}`);
+    throw new Error(
+      `bench child (${label}) failed with status ${child.status}${opts.showStderr ? ' (its output is above)' : `:\n${child.stderr}`}`,
+    );
   return JSON.parse(line.slice(7)) as T;
 }
 

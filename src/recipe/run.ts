@@ -153,7 +153,8 @@ function claimFolder(outDir: string, trait: TraitDefinition, modelDir: string, m
   });
 }
 
-function resolveJudge(
+/** The judge a spec names (`self`: the model under study, as its own LocalProvider). */
+export function resolveJudge(
   spec: JudgeSpec | ReplyJudge,
   trait: TraitDefinition,
   self: Answerer,
