@@ -3,10 +3,10 @@
  * Runtime graph (src/tensor/ort-decode.ts) instead of a dozen kernels per layer, with the same logits to the
  * bit. Between two graphs only the attention softmax (the per-op path's own JS softmax) and the KV-cache writes
  * run here. The per-op path stays the reference and takes every step this one does not cover: the JS backend,
- * hooks, LoRA adapters, caches with left padding, and Gemma 3 (its norms scaled by 1 + weight, GeGLU, embedding
+ * gradients, hooks, LoRA adapters, caches with left padding, and Gemma 3 (its norms scaled by 1 + weight, GeGLU, embedding
  * and attention scales are computed in JS on that path).
  */
-import { Tensor } from '../autograd/tensor.ts';
+import { isGradEnabled, Tensor } from '../autograd/tensor.ts';
 import { causalSoftmaxInPlace, ropeTables } from '../tensor/kernels.ts';
 import {
   decodeGraphs,
@@ -175,7 +175,8 @@ export function fusedDecodeStep(
   seqs: readonly DecodeSequence[],
   positions: Int32Array,
 ): Tensor | null {
-  if (!enabled || model.adapters.size > 0) return null;
+  // The graphs compute without gradients; a step that records them takes the ops.
+  if (!enabled || isGradEnabled() || model.adapters.size > 0) return null;
   const graphs = decodeGraphs();
   const plan = graphs ? planOf(model) : null;
   if (!graphs || !plan) return null;

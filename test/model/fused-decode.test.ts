@@ -135,7 +135,7 @@ describe('fused decoding step: what stays on the per-op path', () => {
   const step = (model: LlamaModel, seqs: DecodeSequence[]): Tensor | null =>
     noGrad(() => fusedDecodeStep(model, Int32Array.of(1), seqs, Int32Array.of(seqs[0].cache.length)));
 
-  it('Gemma 3, hooks, LoRA adapters and the JS backend fall back', () => {
+  it('Gemma 3, gradients, hooks, LoRA adapters and the JS backend fall back', () => {
     const gemma = randomModel(caseConfig('gemma3', VOCAB), 3);
     expect(step(gemma, prefilled(gemma, [[1, 2]], 1))).toBeNull();
 
@@ -144,6 +144,8 @@ describe('fused decoding step: what stays on the per-op path', () => {
     const [seq] = prefilled(model, [[1, 2]], 1);
     expect(step(model, [{ cache: seq.cache, hooks }])).toBeNull();
     expect(step(model, [{ cache: seq.cache }])).not.toBeNull();
+    const [other] = prefilled(model, [[1, 2]], 1);
+    expect(fusedDecodeStep(model, Int32Array.of(1), [other], Int32Array.of(2))).toBeNull();
 
     const adapted = randomModel(caseConfig('llama3', VOCAB), 3);
     adapted.addLora(2, ['q_proj'], 1);
