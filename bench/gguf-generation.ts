@@ -9,7 +9,9 @@
  * whether the two greedy sequences agree.
  *
  * Run: npx tsx bench/gguf-generation.ts [--size ref|large] [--model DIR] [--tokens 100] [--prompt-tokens 16]
- *      [--runs 5] [--threads N]
+ *      [--runs 5] [--threads N] [--per-op]
+ * --per-op decodes on the per-op path (each layer's dozen kernels one ONNX Runtime call each) instead of the
+ * fused decoding step (src/model/fused-decode.ts), for comparing the two; both give the same tokens.
  * Last line: gguf_generation_ratio=X (PSM Lab median tokens/s divided by llama.cpp's). The lines before give the
  * same ratio for the fastest runs and per CPU-second (CPU time of all the process's threads, which other load
  * on the machine barely changes; with one thread it is the fairest comparison on a shared machine).
@@ -162,7 +164,8 @@ async function main(): Promise<void> {
     return;
   }
 
-  // Parent: build and export the model, then time each engine in its own process.
+  // Parent: build and export the model, then time each engine in its own process (which inherits the environment).
+  if (process.argv.includes('--per-op')) process.env.PSM_FUSED_DECODE = '0';
   let model: LlamaModel;
   let tokenizer: BpeTokenizer;
   let label: string;
@@ -192,7 +195,7 @@ async function main(): Promise<void> {
     `model: ${label}: dim ${c.dim}, ${c.nLayers} layers, ${c.nHeads}/${c.nKvHeads} heads, ffn ${c.hiddenDim}, vocab ${c.vocabSize}; ${(model.parameterCount() / 1e6).toFixed(2)}M parameters; GGUF F32 ${(bytes / 1e6).toFixed(1)} MB`,
   );
   console.log(
-    `greedy generation of ${tokens} tokens after a ${promptTokens}-token prompt, ${threads} thread(s) each, median of ${runs} runs after 1 warm-up (${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'}; load average ${os.loadavg()[0].toFixed(2)})`,
+    `greedy generation of ${tokens} tokens after a ${promptTokens}-token prompt${process.env.PSM_FUSED_DECODE === '0' ? ' (PSM Lab on the per-op path)' : ''}, ${threads} thread(s) each, median of ${runs} runs after 1 warm-up (${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'}; load average ${os.loadavg()[0].toFixed(2)})`,
   );
 
   const self = fileURLToPath(import.meta.url);

@@ -57,11 +57,22 @@ interface RopeTable {
 }
 
 /** Rows `positions` of the table, [n, hd / 2] each (views when there is one row). */
-function ropeRows(table: RopeTable, positions: Int32Array, hd: number): { cos: Float32Array; sin: Float32Array } {
+function ropeRows(
+  table: RopeTable,
+  positions: Int32Array,
+  hd: number,
+): { cos: Float32Array; sin: Float32Array } {
   const last = Math.max(...positions);
   if (last >= table.positions) {
     const grown = Math.max(last + 1, 2 * table.positions, 256);
-    Object.assign(table, ropeTables(Int32Array.from({ length: grown }, (_, i) => i), hd, table.theta));
+    Object.assign(
+      table,
+      ropeTables(
+        Int32Array.from({ length: grown }, (_, i) => i),
+        hd,
+        table.theta,
+      ),
+    );
     table.positions = grown;
   }
   const half = hd / 2;
@@ -188,7 +199,11 @@ export function fusedDecodeStep(
   const { kvHeads: hkv, headDim: hd, heads: h } = shape;
   const caches = seqs.map((s) => s.cache);
   const views = (layer: number): DecodeCacheView[] =>
-    caches.map((cache) => ({ keys: cache.keys[layer], values: cache.values[layer], capacity: cache.capacity }));
+    caches.map((cache) => ({
+      keys: cache.keys[layer],
+      values: cache.values[layer],
+      capacity: cache.capacity,
+    }));
   const past = Array.from(positions);
   const totals = past.map((p) => p + 1);
   const tables = new Map<RopeTable, { cos: Float32Array; sin: Float32Array }>();

@@ -231,7 +231,12 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
   nodes.push(norm(x, 'WN', 'H', s.eps));
   inputs.push({ name: 'COS', shape: [n, hd / 2] }, { name: 'SIN', shape: [n, hd / 2] });
   // Row i of the tables serves sequence i.
-  initializers.push({ name: 'PID', dims: [1, n], type: 'int64', values: Array.from({ length: n }, (_, i) => i) });
+  initializers.push({
+    name: 'PID',
+    dims: [1, n],
+    type: 'int64',
+    values: Array.from({ length: n }, (_, i) => i),
+  });
   const project = (p: 'Q' | 'K' | 'V', count: number): string => {
     weight(`W${p}`, [count * hd, dim]);
     nodes.push(gemm('H', `W${p}`, `${p}0`, true));
@@ -266,7 +271,10 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
   const v = project('V', hkv);
   outputs.push({ name: k, shape: [1, n, hkv * hd] }, { name: v, shape: [n, hkv * hd] });
   for (let i = 0; i < n; i++) {
-    inputs.push({ name: `KC${i}`, shape: [hkv, `kc${i}`, hd] }, { name: `KP${i}`, shape: [1], type: 'int64' });
+    inputs.push(
+      { name: `KC${i}`, shape: [hkv, `kc${i}`, hd] },
+      { name: `KP${i}`, shape: [1], type: 'int64' },
+    );
     let qi = q;
     let ki = k;
     if (n > 1) {
@@ -297,7 +305,10 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
 }
 
 /** The names of a graph's outputs (see {@link decodeGraphSpec}). */
-function outputNames(s: DecodeLayerShape, kind: DecodeGraphKind): { x: string; keys: string; values: string } {
+function outputNames(
+  s: DecodeLayerShape,
+  kind: DecodeGraphKind,
+): { x: string; keys: string; values: string } {
   return {
     x: !kind.attnIn ? 'Y' : kind.attnOut ? 'X3' : 'X',
     keys: 'KR',

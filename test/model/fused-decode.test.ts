@@ -140,7 +140,10 @@ describe('fused decoding step: what stays on the per-op path', () => {
     expect(step(gemma, prefilled(gemma, [[1, 2]], 1))).toBeNull();
 
     const model = randomModel(caseConfig('llama3', VOCAB), 3);
-    const hooks = new HookSet().add('blocks.0.hook_resid_post', addVectorHook(new Float32Array(64).fill(1), 1));
+    const hooks = new HookSet().add(
+      'blocks.0.hook_resid_post',
+      addVectorHook(new Float32Array(64).fill(1), 1),
+    );
     const [seq] = prefilled(model, [[1, 2]], 1);
     expect(step(model, [{ cache: seq.cache, hooks }])).toBeNull();
     expect(step(model, [{ cache: seq.cache }])).not.toBeNull();
