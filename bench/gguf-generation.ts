@@ -5,11 +5,13 @@
  * exports it once as an F32 GGUF, then in two separate child processes (so neither engine's thread pool
  * competes with the other's) loads that one file into each engine and times greedy generation of --tokens new
  * tokens after a --prompt-token prompt, with the same thread count, KV cache on both sides and F32 everywhere
- * (llama.cpp's KV cache is set to F32 as well). Reports the median and best of --runs timed runs after one warm-up, and
- * whether the two greedy sequences agree.
+ * (llama.cpp's KV cache is set to F32 as well). Reports the median and best of --runs timed runs after --warmup
+ * untimed ones (default 1; PSM Lab's JavaScript is still being compiled, on background threads that count in its
+ * CPU time, for about its first second of generation, so more warm-ups show its steady state), and whether the two
+ * greedy sequences agree.
  *
  * Run: npx tsx bench/gguf-generation.ts [--size ref|large] [--model DIR] [--tokens 100] [--prompt-tokens 16]
- *      [--runs 5] [--threads N] [--per-op]
+ *      [--runs 5] [--warmup 1] [--threads N] [--per-op]
  * --per-op decodes on the per-op path (each layer's dozen kernels one ONNX Runtime call each) instead of the
  * fused decoding step (src/model/fused-decode.ts), for comparing the two; both give the same tokens.
  * Last line: gguf_generation_ratio=X (PSM Lab median tokens/s divided by llama.cpp's). The lines before give the
@@ -67,6 +69,7 @@ async function runPsm(
   prompt: number[],
   tokens: number,
   runs: number,
+  warmup: number,
   threads: number,
 ): Promise<EngineResult> {
   configureBackend({ threads });
@@ -74,7 +77,7 @@ async function runPsm(
   const model = ggufToModel(readGgufFile(file));
   const loadMs = performance.now() - t0;
   const once = () => generate(model, prompt, { maxNewTokens: tokens, temperature: 0 });
-  once();
+  for (let w = 0; w < warmup; w++) once();
   const runsMs: number[] = [];
   const cpuMs: number[] = [];
   let out: number[] = [];
@@ -102,6 +105,7 @@ async function runLlamaCpp(
   prompt: number[],
   tokens: number,
   runs: number,
+  warmup: number,
   threads: number,
 ): Promise<EngineResult> {
   type Token = import('node-llama-cpp').Token;
@@ -118,7 +122,7 @@ async function runLlamaCpp(
     }
     return out;
   };
-  await once();
+  for (let w = 0; w < warmup; w++) await once();
   const runsMs: number[] = [];
   const cpuMs: number[] = [];
   let out: number[] = [];
@@ -147,6 +151,7 @@ async function main(): Promise<void> {
   const tokens = intArg('tokens', 100);
   const promptTokens = intArg('prompt-tokens', 16);
   const runs = intArg('runs', 5);
+  const warmup = intArg('warmup', 1);
   const threads = intArg('threads', defaultThreads());
   const engine = arg('engine');
   const file = arg('gguf');
@@ -158,8 +163,8 @@ async function main(): Promise<void> {
     const prompt = promptIds(promptTokens, vocab);
     const result =
       engine === 'psm'
-        ? await runPsm(file, prompt, tokens, runs, threads)
-        : await runLlamaCpp(file, prompt, tokens, runs, threads);
+        ? await runPsm(file, prompt, tokens, runs, warmup, threads)
+        : await runLlamaCpp(file, prompt, tokens, runs, warmup, threads);
     reportResult(result);
     return;
   }
@@ -195,7 +200,7 @@ async function main(): Promise<void> {
     `model: ${label}: dim ${c.dim}, ${c.nLayers} layers, ${c.nHeads}/${c.nKvHeads} heads, ffn ${c.hiddenDim}, vocab ${c.vocabSize}; ${(model.parameterCount() / 1e6).toFixed(2)}M parameters; GGUF F32 ${(bytes / 1e6).toFixed(1)} MB`,
   );
   console.log(
-    `greedy generation of ${tokens} tokens after a ${promptTokens}-token prompt${process.env.PSM_FUSED_DECODE === '0' ? ' (PSM Lab on the per-op path)' : ''}, ${threads} thread(s) each, median of ${runs} runs after 1 warm-up (${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'}; load average ${os.loadavg()[0].toFixed(2)})`,
+    `greedy generation of ${tokens} tokens after a ${promptTokens}-token prompt${process.env.PSM_FUSED_DECODE === '0' ? ' (PSM Lab on the per-op path)' : ''}, ${threads} thread(s) each, median of ${runs} runs after ${warmup} warm-up(s) (${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'}; load average ${os.loadavg()[0].toFixed(2)})`,
   );
 
   const self = fileURLToPath(import.meta.url);
@@ -217,6 +222,8 @@ async function main(): Promise<void> {
           String(promptTokens),
           '--runs',
           String(runs),
+          '--warmup',
+          String(warmup),
           '--threads',
           String(threads),
         ],
