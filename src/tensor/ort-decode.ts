@@ -225,8 +225,6 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
     return { name: 'decode_step', nodes, inputs, outputs, initializers, opset: 23, optimization: 'disabled' };
   }
 
-  // The residual stream entering the layer (never the input X itself: this graph embeds or ends a layer first).
-  outputs.push({ name: x, shape: [n, dim] });
   weight('WN', [dim]);
   nodes.push(norm(x, 'WN', 'H', s.eps));
   inputs.push({ name: 'COS', shape: [n, hd / 2] }, { name: 'SIN', shape: [n, hd / 2] });
@@ -269,7 +267,6 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
   const q = project('Q', h);
   const k = project('K', hkv);
   const v = project('V', hkv);
-  outputs.push({ name: k, shape: [1, n, hkv * hd] }, { name: v, shape: [n, hkv * hd] });
   for (let i = 0; i < n; i++) {
     inputs.push(
       { name: `KC${i}`, shape: [hkv, `kc${i}`, hd] },
@@ -299,21 +296,20 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
       attributes: { axis: hkv > 1 ? 1 : 0 },
     });
     attentionMatmul(nodes, `Qg${i}`, `Kall${i}`, `S${i}`, true, hkv);
-    outputs.push({ name: `S${i}`, shape: hkv > 1 ? [hkv, rep, `st${i}`] : [rep, `st${i}`] });
   }
+  // One output, flat: the residual stream entering the layer, the new keys and values, each sequence's scores.
+  // Each output costs the binding a fresh ArrayBuffer (and the garbage collector its release); views are cheap.
+  initializers.push(int64('flat', [-1]));
+  const parts = [x, k, v, ...Array.from({ length: n }, (_, i) => `S${i}`)];
+  for (const part of parts) nodes.push({ op: 'Reshape', inputs: [part, 'flat'], outputs: [`${part}_flat`] });
+  nodes.push({
+    op: 'Concat',
+    inputs: parts.map((p) => `${p}_flat`),
+    outputs: ['OUT'],
+    attributes: { axis: 0 },
+  });
+  outputs.push({ name: 'OUT', shape: ['packed'] });
   return { name: 'decode_step', nodes, inputs, outputs, initializers, opset: 23, optimization: 'disabled' };
-}
-
-/** The names of a graph's outputs (see {@link decodeGraphSpec}). */
-function outputNames(
-  s: DecodeLayerShape,
-  kind: DecodeGraphKind,
-): { x: string; keys: string; values: string } {
-  return {
-    x: !kind.attnIn ? 'Y' : kind.attnOut ? 'X3' : 'X',
-    keys: 'KR',
-    values: s.qkvBias ? 'V1' : 'V0',
-  };
 }
 
 function shapeKey(s: DecodeLayerShape): string {
@@ -410,13 +406,14 @@ export class OrtDecodeGraphs {
       feeds[`KC${i}`] = this.keep(g, caches[i].keys, cacheDims(caches[i]));
       feeds[`KP${i}`] = this.scalar(g, past[i]);
     }
-    const out = g.run(feeds);
-    const names = outputNames(s, kind);
+    const out = g.run(feeds).OUT;
+    let at = 0;
+    const take = (size: number): Float32Array => out.subarray(at, (at += size));
     return {
-      x: out[names.x],
-      keys: out[names.keys],
-      values: out[names.values],
-      scores: Array.from({ length: n }, (_, i) => out[`S${i}`]),
+      x: take(n * dim),
+      keys: take(n * hkv * hd),
+      values: take(n * hkv * hd),
+      scores: past.map((p) => take(h * (p + 1))),
     };
   }
 }
