@@ -326,9 +326,19 @@ export class OrtDecodeGraphs {
     this.cache = new GraphCache(threads);
   }
 
+  /** Per layer shape (the caller keeps one object per model), its graphs by kind. */
+  private readonly byShape = new WeakMap<DecodeLayerShape, Map<string, OrtGraph>>();
+
   private graph(s: DecodeLayerShape, kind: DecodeGraphKind): OrtGraph {
-    const key = `decode:${shapeKey(s)}:${kind.n}:${kind.embed}:${kind.attnOut}:${kind.attnIn}`;
-    return this.cache.get(key, () => decodeGraphSpec(s, kind));
+    let graphs = this.byShape.get(s);
+    if (!graphs) this.byShape.set(s, (graphs = new Map()));
+    const kindKey = `${kind.n}:${kind.embed}:${kind.attnOut}:${kind.attnIn}`;
+    let g = graphs.get(kindKey);
+    if (!g) {
+      g = this.cache.get(`decode:${shapeKey(s)}:${kindKey}`, () => decodeGraphSpec(s, kind));
+      graphs.set(kindKey, g);
+    }
+    return g;
   }
 
   /** data as an ORT tensor of `dims`, wrapped once per array (weights, KV caches). */
