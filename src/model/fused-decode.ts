@@ -1,15 +1,16 @@
 /**
- * The fused decoding step: {@link LlamaModel.forwardStep} without hooks runs each layer boundary as one ONNX
- * Runtime graph (src/tensor/ort-decode.ts) instead of a dozen kernels per layer, with the same logits to the
- * bit. Between two graphs only the attention softmax (the per-op path's own JS softmax) and the KV-cache writes
- * run here. The per-op path stays the reference and takes every step this one does not cover: the JS backend,
- * gradients, hooks, LoRA adapters, caches with left padding, and Gemma 3 (its norms scaled by 1 + weight, GeGLU, embedding
- * and attention scales are computed in JS on that path).
+ * The fused decoding step: {@link LlamaModel.forwardStep} without hooks, and the prompt's pass of a reply
+ * ({@link fusedPrefill}), run each layer boundary as one ONNX Runtime graph (src/tensor/ort-decode.ts) instead of
+ * a dozen kernels per layer, with the same logits to the bit. Between two graphs only the attention softmax (the
+ * per-op path's own JS softmax) and the KV-cache writes run here. The per-op path stays the reference and takes
+ * every pass this one does not cover: the JS backend, gradients, hooks, LoRA adapters, caches with left padding,
+ * and Gemma 3 (its norms scaled by 1 + weight, GeGLU, embedding and attention scales are computed in JS there).
  */
 import { isGradEnabled, Tensor } from '../autograd/tensor.ts';
 import { causalSoftmaxInPlace, ropeTables } from '../tensor/kernels.ts';
 import {
   decodeGraphs,
+  type OrtDecodeGraphs,
   type AttnInWeights,
   type AttnOutWeights,
   type DecodeCacheView,
@@ -174,6 +175,82 @@ function attnOutWeights(l: LayerParams): AttnOutWeights {
   return { o: l.o.data, postNorm: l.postNorm.data, gate: l.gate.data, up: l.up.data, down: l.down.data };
 }
 
+/** The plan and graphs for a pass of `model` on the fused graphs, or null when it needs the per-op path. */
+function fusedSetup(model: LlamaModel, ids: Int32Array, caches: readonly KvCache[]) {
+  // The graphs compute without gradients; a pass that records them takes the ops.
+  if (!enabled || isGradEnabled() || model.adapters.size > 0) return null;
+  const graphs = decodeGraphs();
+  const plan = graphs ? planOf(model) : null;
+  if (!graphs || !plan) return null;
+  if (caches.some((cache) => cache.keyStart[0] !== 0)) return null;
+  const vocab = model.config.vocabSize;
+  if (ids.some((id) => !(id >= 0 && id < vocab))) return null;
+  return { graphs, plan };
+}
+
+/**
+ * The layers on the fused graphs: ids enter the embedding; each of `caches` (one sequence each) holds `past[s]`
+ * positions and gets its new keys and values written after them. `rows` is n (one position per sequence) or, with
+ * `prompt`, the prompt's positions of the one sequence. Returns the final-normed hidden rows [rows, dim].
+ */
+function runLayers(
+  graphs: OrtDecodeGraphs,
+  plan: DecodePlan,
+  ids: Int32Array,
+  caches: readonly KvCache[],
+  past: number[],
+  prompt: number | undefined,
+): Float32Array {
+  const { shape, layers } = plan;
+  const { kvHeads: hkv, headDim: hd, heads: h } = shape;
+  const n = caches.length;
+  const t = prompt ?? 1;
+  const views = (layer: number): DecodeCacheView[] =>
+    caches.map((cache) => ({
+      keys: cache.keys[layer],
+      values: cache.values[layer],
+      capacity: cache.capacity,
+    }));
+  const totals = past.map((p) => p + t);
+  // RoPE rows: one per sequence at its position, or the prompt's positions.
+  const positions =
+    prompt === undefined ? Int32Array.from(past) : Int32Array.from({ length: t }, (_, i) => past[0] + i);
+  const tables = new Map<RopeTable, { cos: Float32Array; sin: Float32Array }>();
+  const ropeOf = (table: RopeTable) => {
+    let rows = tables.get(table);
+    if (!rows) tables.set(table, (rows = ropeRows(table, positions, hd)));
+    return rows;
+  };
+  const scale = 1 / Math.sqrt(hd);
+  let x: Float32Array | undefined;
+  let probs: Float32Array[] = [];
+  for (let i = 0; i <= layers.length; i++) {
+    const input: DecodeGraphInput = { prompt };
+    if (i === 0) input.embed = { ids, weight: plan.embed.data };
+    else {
+      input.x = x;
+      input.attnOut = { weights: attnOutWeights(layers[i - 1]), probs, caches: views(i - 1), totals };
+    }
+    if (i === layers.length) {
+      input.finalNorm = plan.finalNorm.data;
+      return graphs.run(shape, n, input).x;
+    }
+    const layer = layers[i];
+    const { cos, sin } = ropeOf(layer.rope);
+    input.attnIn = { weights: attnInWeights(layer), cos, sin, caches: views(i), past };
+    const out = graphs.run(shape, n, input);
+    x = out.x;
+    if (prompt === undefined)
+      for (let s = 0; s < n; s++) writeCache(caches[s], i, past[s], out.keys!, out.values!, s, hkv, hd);
+    else
+      for (let r = 0; r < t; r++) writeCache(caches[0], i, past[0] + r, out.keys!, out.values!, r, hkv, hd);
+    probs = out.scores!;
+    // The per-op path's softmax (cachedAttention): per query head, its t rows over the past and the new keys.
+    for (let s = 0; s < n; s++) causalSoftmaxInPlace(probs[s], h, t, totals[s], scale, past[s], layer.window);
+  }
+  throw new Error('unreachable: the last layer boundary returns');
+}
+
 /**
  * One decoding step of `seqs` (one new id each, at `positions`) on the fused graphs: the final-normed hidden rows
  * [1, n, dim], the new keys and values written into each cache (whose length the caller advances). Null, with
@@ -186,59 +263,29 @@ export function fusedDecodeStep(
   seqs: readonly DecodeSequence[],
   positions: Int32Array,
 ): Tensor | null {
-  // The graphs compute without gradients; a step that records them takes the ops.
-  if (!enabled || isGradEnabled() || model.adapters.size > 0) return null;
-  const graphs = decodeGraphs();
-  const plan = graphs ? planOf(model) : null;
-  if (!graphs || !plan) return null;
-  const c = model.config;
-  if (seqs.some((s) => s.hooks || s.cache.keyStart[0] !== 0)) return null;
-  if (ids.some((id) => !(id >= 0 && id < c.vocabSize))) return null;
-  const n = ids.length;
-  const { shape } = plan;
-  const { kvHeads: hkv, headDim: hd, heads: h } = shape;
+  if (seqs.some((s) => s.hooks)) return null;
   const caches = seqs.map((s) => s.cache);
-  const views = (layer: number): DecodeCacheView[] =>
-    caches.map((cache) => ({
-      keys: cache.keys[layer],
-      values: cache.values[layer],
-      capacity: cache.capacity,
-    }));
-  const past = Array.from(positions);
-  const totals = past.map((p) => p + 1);
-  const tables = new Map<RopeTable, { cos: Float32Array; sin: Float32Array }>();
-  const ropeOf = (table: RopeTable) => {
-    let t = tables.get(table);
-    if (!t) tables.set(table, (t = ropeRows(table, positions, hd)));
-    return t;
-  };
-  const scale = 1 / Math.sqrt(hd);
-  const layers = plan.layers;
-  let x: Float32Array | undefined;
-  let probs: Float32Array[] = [];
-  for (let i = 0; i <= layers.length; i++) {
-    const input: DecodeGraphInput = {};
-    if (i === 0) input.embed = { ids, weight: plan.embed.data };
-    else {
-      input.x = x;
-      input.attnOut = { weights: attnOutWeights(layers[i - 1]), probs, caches: views(i - 1), totals };
-    }
-    if (i === layers.length) {
-      input.finalNorm = plan.finalNorm.data;
-      x = graphs.run(shape, n, input).x;
-      break;
-    }
-    const layer = layers[i];
-    const { cos, sin } = ropeOf(layer.rope);
-    input.attnIn = { weights: attnInWeights(layer), cos, sin, caches: views(i), past };
-    const out = graphs.run(shape, n, input);
-    x = out.x;
-    for (let s = 0; s < n; s++) writeCache(caches[s], i, past[s], out.keys!, out.values!, s, hkv, hd);
-    probs = out.scores!;
-    // The per-op path's softmax (cachedAttention): one row per query head, over the past and the new key.
-    for (let s = 0; s < n; s++) causalSoftmaxInPlace(probs[s], h, 1, totals[s], scale, past[s], layer.window);
-  }
-  return new Tensor(x!, [1, n, c.dim], false, 'fusedDecodeStep');
+  const setup = fusedSetup(model, ids, caches);
+  if (!setup) return null;
+  const x = runLayers(setup.graphs, setup.plan, ids, caches, Array.from(positions), undefined);
+  return new Tensor(x, [1, ids.length, model.config.dim], false, 'fusedDecodeStep');
+}
+
+/**
+ * A prompt of one sequence continuing `cache` (batch 1; two or more ids) on the fused graphs, as
+ * forwardHidden(ids, 1, { cache }) computes it without hooks, to the bit: the final-normed hidden rows
+ * [1, ids.length, dim], and the cache extended by the prompt. Null, with nothing changed, where that call would take
+ * the per-op path's checks or ops (a prompt that does not fit, and the cases of the module comment).
+ */
+export function fusedPrefill(model: LlamaModel, ids: Int32Array, cache: KvCache): Tensor | null {
+  const t = ids.length;
+  const c = model.config;
+  if (t < 2 || cache.batch !== 1 || cache.length + t > Math.min(cache.capacity, c.maxSeqLen)) return null;
+  const setup = fusedSetup(model, ids, [cache]);
+  if (!setup) return null;
+  const x = runLayers(setup.graphs, setup.plan, ids, [cache], [cache.length], t);
+  cache.length += t;
+  return new Tensor(x, [1, t, c.dim], false, 'fusedPrefill');
 }
 
 /** Row `row` of keys and values [n, hkv * hd] into layer `layer` of a one-sequence cache at `pos`. */

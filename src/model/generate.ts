@@ -6,6 +6,7 @@
 import { noGrad, Tensor } from '../autograd/tensor.ts';
 import { logSoftmaxRow } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
+import { fusedPrefill } from './fused-decode.ts';
 import type { HookSet } from './hooks.ts';
 import { KvCache, type DecodeSequence, type LlamaModel } from './llama.ts';
 
@@ -156,7 +157,11 @@ export class DecodeBatch {
     const model = this.model;
     return noGrad(() => {
       const cache = new KvCache(model.config, 1, job.capacity);
-      const hidden = model.forwardHidden(Int32Array.from(job.prompt), 1, { cache, hooks: job.hooks });
+      const ids = Int32Array.from(job.prompt);
+      // Without hooks, the prompt's pass may run on the fused graphs (the same numbers, fewer kernel calls).
+      const hidden =
+        (job.hooks ? null : fusedPrefill(model, ids, cache)) ??
+        model.forwardHidden(ids, 1, { cache, hooks: job.hooks });
       const dim = model.config.dim;
       const last = new Tensor(Float32Array.from(hidden.data.subarray(hidden.size - dim)), [1, dim]);
       const token = job.next(model.logits(last).data);

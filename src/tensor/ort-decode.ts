@@ -37,6 +37,11 @@ export interface DecodeLayerShape {
 /** What one graph runs, for `n` sequences. */
 export interface DecodeGraphKind {
   n: number;
+  /**
+   * One sequence's prompt of several positions instead of one position of each of n sequences (n is 1): rows are
+   * positions, and attention groups them per kv head as the per-op path does (cachedAttention), through transposes.
+   */
+  prefill: boolean;
   /** Starts from token ids through the embedding (the first graph) instead of from the residual stream X. */
   embed: boolean;
   /** Ends the previous layer (attention values from its softmaxed scores, o projection, MLP). */
@@ -72,6 +77,11 @@ export interface DecodeCacheView {
 }
 
 export interface DecodeGraphInput {
+  /**
+   * Prefill: the prompt's positions, of one sequence (n is 1); every "per sequence row" below is then per position,
+   * and a sequence's scores and probabilities are [heads x positions, past + positions].
+   */
+  prompt?: number;
   /** The residual stream [n, dim] (when not embed). */
   x?: Float32Array;
   /** Token ids and the embedding matrix [vocab, dim] (embed). */
@@ -143,9 +153,12 @@ function attentionMatmul(
 
 /** Builds the graph of one kind (see {@link DecodeGraphKind}) for one layer shape. */
 export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): GraphSpec {
-  const { n } = kind;
+  const { n, prefill } = kind;
+  if (prefill && n !== 1) throw new Error(`decode graph: a prefill graph runs one sequence, not ${n}`);
   const { dim, heads: h, kvHeads: hkv, headDim: hd } = s;
   const rep = h / hkv;
+  /** Rows of the residual stream: one per sequence, or the prompt's positions. */
+  const rows = prefill ? 't' : n;
   const nodes: OnnxNode[] = [];
   const inputs: OnnxValue[] = [];
   const outputs: OnnxValue[] = [];
@@ -166,6 +179,12 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
     int64('flatHeads', [-1, hd]),
     int64('qRows', [1, -1, h * hd]),
     int64('kRows', [1, -1, hkv * hd]),
+    // Prefill: positions x heads, grouped by kv head, and back.
+    int64('posGroups', [-1, hkv, rep, hd]),
+    int64('posKv', [-1, hkv, hd]),
+    int64('groupedRows', hkv > 1 ? [hkv, -1, hd] : [-1, hd]),
+    int64('groupPos', [hkv, rep, -1, hd]),
+    int64('posRows', [-1, h * hd]),
   ];
   const weight = (name: string, shape: number[]): void => {
     inputs.push({ name, shape });
@@ -178,27 +197,37 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
 
   let x = 'X';
   if (kind.embed) {
-    inputs.push({ name: 'EMB', shape: ['vocab', dim] }, { name: 'IDS', shape: [n], type: 'int32' });
+    inputs.push({ name: 'EMB', shape: ['vocab', dim] }, { name: 'IDS', shape: [rows], type: 'int32' });
     nodes.push({ op: 'Gather', inputs: ['EMB', 'IDS'], outputs: ['X'], attributes: { axis: 0 } });
   } else {
-    inputs.push({ name: 'X', shape: [n, dim] });
+    inputs.push({ name: 'X', shape: [rows, dim] });
   }
 
   if (kind.attnOut) {
-    const rows: string[] = [];
+    const attended: string[] = [];
     for (let i = 0; i < n; i++) {
+      const queries = prefill ? 'qrows' : rep;
       inputs.push(
-        { name: `P${i}`, shape: hkv > 1 ? [hkv, rep, `t${i}`] : [rep, `t${i}`] },
+        { name: `P${i}`, shape: hkv > 1 ? [hkv, queries, `t${i}`] : [queries, `t${i}`] },
         { name: `VC${i}`, shape: [hkv, `vc${i}`, hd] },
         { name: `VT${i}`, shape: [1], type: 'int64' },
       );
       cachePrefix(`VC${i}`, `VT${i}`, `Vall${i}`);
       attentionMatmul(nodes, `P${i}`, `Vall${i}`, `O${i}`, false, hkv);
-      nodes.push({ op: 'Reshape', inputs: [`O${i}`, 'rowShape'], outputs: [`Orow${i}`] });
-      rows.push(`Orow${i}`);
+      if (prefill) {
+        // [hkv, rep x t, hd] -> [t, hkv, rep, hd] -> [t, heads x hd]
+        nodes.push(
+          { op: 'Reshape', inputs: [`O${i}`, 'groupPos'], outputs: [`Ogp${i}`] },
+          { op: 'Transpose', inputs: [`Ogp${i}`], outputs: [`Opg${i}`], attributes: { perm: [2, 0, 1, 3] } },
+          { op: 'Reshape', inputs: [`Opg${i}`, 'posRows'], outputs: [`Orow${i}`] },
+        );
+      } else {
+        nodes.push({ op: 'Reshape', inputs: [`O${i}`, 'rowShape'], outputs: [`Orow${i}`] });
+      }
+      attended.push(`Orow${i}`);
     }
-    if (n > 1) nodes.push({ op: 'Concat', inputs: rows, outputs: ['ATT'], attributes: { axis: 0 } });
-    const att = n > 1 ? 'ATT' : rows[0];
+    if (n > 1) nodes.push({ op: 'Concat', inputs: attended, outputs: ['ATT'], attributes: { axis: 0 } });
+    const att = n > 1 ? 'ATT' : attended[0];
     weight('WO', [dim, h * hd]);
     weight('WPN', [dim]);
     weight('WG', [s.hidden, dim]);
@@ -221,20 +250,22 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
   if (!kind.attnIn) {
     weight('WF', [dim]);
     nodes.push(norm(x, 'WF', 'Y', s.eps));
-    outputs.push({ name: 'Y', shape: [n, dim] });
+    outputs.push({ name: 'Y', shape: [rows, dim] });
     return { name: 'decode_step', nodes, inputs, outputs, initializers, opset: 23, optimization: 'disabled' };
   }
 
   weight('WN', [dim]);
   nodes.push(norm(x, 'WN', 'H', s.eps));
-  inputs.push({ name: 'COS', shape: [n, hd / 2] }, { name: 'SIN', shape: [n, hd / 2] });
-  // Row i of the tables serves sequence i.
-  initializers.push({
-    name: 'PID',
-    dims: [1, n],
-    type: 'int64',
-    values: Array.from({ length: n }, (_, i) => i),
-  });
+  inputs.push({ name: 'COS', shape: [rows, hd / 2] }, { name: 'SIN', shape: [rows, hd / 2] });
+  // Row i of the tables serves row i (a sequence, or a prompt position).
+  if (prefill) inputs.push({ name: 'PID', shape: [1, 't'], type: 'int64' });
+  else
+    initializers.push({
+      name: 'PID',
+      dims: [1, n],
+      type: 'int64',
+      values: Array.from({ length: n }, (_, i) => i),
+    });
   const project = (p: 'Q' | 'K' | 'V', count: number): string => {
     weight(`W${p}`, [count * hd, dim]);
     nodes.push(gemm('H', `W${p}`, `${p}0`, true));
@@ -284,10 +315,22 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
       qi = `Qrow${i}`;
       ki = `Krow${i}`;
     }
-    nodes.push(
-      { op: 'Reshape', inputs: [qi, 'qShape'], outputs: [`Qg${i}`] },
-      { op: 'Reshape', inputs: [ki, 'kShape'], outputs: [`Kg${i}`] },
-    );
+    if (prefill) {
+      // q [t, heads x hd] -> [hkv, rep, t, hd] -> [hkv, rep x t, hd]; k [t, hkv x hd] -> [hkv, t, hd]
+      nodes.push(
+        { op: 'Reshape', inputs: [qi, 'posGroups'], outputs: [`Qpg${i}`] },
+        { op: 'Transpose', inputs: [`Qpg${i}`], outputs: [`Qgp${i}`], attributes: { perm: [1, 2, 0, 3] } },
+        { op: 'Reshape', inputs: [`Qgp${i}`, 'groupedRows'], outputs: [`Qg${i}`] },
+        { op: 'Reshape', inputs: [ki, 'posKv'], outputs: [`Kpk${i}`] },
+        { op: 'Transpose', inputs: [`Kpk${i}`], outputs: [`Kkp${i}`], attributes: { perm: [1, 0, 2] } },
+        { op: 'Reshape', inputs: [`Kkp${i}`, 'groupedRows'], outputs: [`Kg${i}`] },
+      );
+    } else {
+      nodes.push(
+        { op: 'Reshape', inputs: [qi, 'qShape'], outputs: [`Qg${i}`] },
+        { op: 'Reshape', inputs: [ki, 'kShape'], outputs: [`Kg${i}`] },
+      );
+    }
     cachePrefix(`KC${i}`, `KP${i}`, `Kpast${i}`);
     nodes.push({
       op: 'Concat',
@@ -332,7 +375,7 @@ export class OrtDecodeGraphs {
   private graph(s: DecodeLayerShape, kind: DecodeGraphKind): OrtGraph {
     let graphs = this.byShape.get(s);
     if (!graphs) this.byShape.set(s, (graphs = new Map()));
-    const kindKey = `${kind.n}:${kind.embed}:${kind.attnOut}:${kind.attnIn}`;
+    const kindKey = `${kind.n}:${kind.prefill}:${kind.embed}:${kind.attnOut}:${kind.attnIn}`;
     let g = graphs.get(kindKey);
     if (!g) {
       g = this.cache.get(`decode:${shapeKey(s)}:${kindKey}`, () => decodeGraphSpec(s, kind));
@@ -360,10 +403,27 @@ export class OrtDecodeGraphs {
     return t;
   }
 
+  private readonly positionRows = new Map<number, PreparedFeed>();
+
+  /** [1, t] int64 0..t-1: RoPE table row i for prompt position i. */
+  private positionIds(g: OrtGraph, t: number): PreparedFeed {
+    let ids = this.positionRows.get(t);
+    if (!ids) {
+      ids = g.prepare([BigInt64Array.from({ length: t }, (_, i) => BigInt(i)), [1, t]]);
+      this.positionRows.set(t, ids);
+    }
+    return ids;
+  }
+
   /** Runs one graph; the kind follows from which parts of `input` are given. */
   run(s: DecodeLayerShape, n: number, input: DecodeGraphInput): DecodeGraphOutput {
+    const prefill = input.prompt !== undefined;
+    /** Query rows per sequence, and rows of the residual stream. */
+    const t = input.prompt ?? 1;
+    const rows = prefill ? t : n;
     const kind: DecodeGraphKind = {
       n,
+      prefill,
       embed: input.embed !== undefined,
       attnOut: input.attnOut !== undefined,
       attnIn: input.attnIn !== undefined,
@@ -374,15 +434,16 @@ export class OrtDecodeGraphs {
     if (input.embed) {
       const w = input.embed.weight;
       feeds.EMB = this.keep(g, w, [w.length / dim, dim]);
-      feeds.IDS = [input.embed.ids, [n]];
+      feeds.IDS = [input.embed.ids, [rows]];
     } else {
-      feeds.X = [input.x!, [n, dim]];
+      feeds.X = [input.x!, [rows, dim]];
     }
     const cacheDims = (c: DecodeCacheView): number[] => [hkv, c.capacity, hd];
     if (input.attnOut) {
       const { weights: w, probs, caches, totals } = input.attnOut;
       for (let i = 0; i < n; i++) {
-        feeds[`P${i}`] = [probs[i], hkv > 1 ? [hkv, h / hkv, totals[i]] : [h / hkv, totals[i]]];
+        const queries = (h / hkv) * t;
+        feeds[`P${i}`] = [probs[i], hkv > 1 ? [hkv, queries, totals[i]] : [queries, totals[i]]];
         feeds[`VC${i}`] = this.keep(g, caches[i].values, cacheDims(caches[i]));
         feeds[`VT${i}`] = this.scalar(g, totals[i]);
       }
@@ -410,8 +471,9 @@ export class OrtDecodeGraphs {
       feeds.WQN = this.keep(g, w.qkNorm!.q, [hd]);
       feeds.WKN = this.keep(g, w.qkNorm!.k, [hd]);
     }
-    feeds.COS = [cos, [n, hd / 2]];
-    feeds.SIN = [sin, [n, hd / 2]];
+    feeds.COS = [cos, [rows, hd / 2]];
+    feeds.SIN = [sin, [rows, hd / 2]];
+    if (prefill) feeds.PID = this.positionIds(g, t);
     for (let i = 0; i < n; i++) {
       feeds[`KC${i}`] = this.keep(g, caches[i].keys, cacheDims(caches[i]));
       feeds[`KP${i}`] = this.scalar(g, past[i]);
@@ -420,10 +482,10 @@ export class OrtDecodeGraphs {
     let at = 0;
     const take = (size: number): Float32Array => out.subarray(at, (at += size));
     return {
-      x: take(n * dim),
-      keys: take(n * hkv * hd),
-      values: take(n * hkv * hd),
-      scores: past.map((p) => take(h * (p + 1))),
+      x: take(rows * dim),
+      keys: take(rows * hkv * hd),
+      values: take(rows * hkv * hd),
+      scores: past.map((p) => take(h * t * (p + t))),
     };
   }
 }

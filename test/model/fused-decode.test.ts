@@ -1,13 +1,14 @@
 /**
  * The fused decoding step (ONNX Runtime graphs per layer boundary) gives the per-op path's numbers to the bit:
  * hidden rows, logits and the keys and values it caches, over several steps, for one sequence alone and for
- * several at once (one of them starting from an empty cache, as the batch-invariant pad row does), at 1 and 2
- * threads, on every architecture it runs; the rest fall back to the per-op path.
+ * several at once (one of them starting from an empty cache, as the batch-invariant pad row does), and for
+ * prompts (the fused prefill), at 1 and 2 threads, on every architecture it runs; the rest fall back to the
+ * per-op path.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { noGrad, Tensor } from '../../src/autograd/tensor.ts';
 import { parseLlamaConfig, type LlamaConfig } from '../../src/model/config.ts';
-import { fusedDecodeStep, setFusedDecoding } from '../../src/model/fused-decode.ts';
+import { fusedDecodeStep, fusedPrefill, setFusedDecoding } from '../../src/model/fused-decode.ts';
 import { addVectorHook, HookSet } from '../../src/model/hooks.ts';
 import { KvCache, type DecodeSequence, type LlamaModel } from '../../src/model/llama.ts';
 import { configureBackend } from '../../src/tensor/backend.ts';
@@ -112,6 +113,32 @@ function compareSteps(model: LlamaModel, prompts: number[][], steps: number): vo
   });
 }
 
+/**
+ * Prompts through fusedPrefill and through the per-op forwardHidden on a cache, one after another on the same
+ * caches (so the later ones continue cached positions): hidden rows and caches agree to the bit.
+ */
+function comparePrefill(model: LlamaModel, prompts: number[][]): void {
+  noGrad(() => {
+    const capacity = prompts.reduce((n, p) => n + p.length, 0);
+    const ref = new KvCache(model.config, 1, capacity);
+    const fused = new KvCache(model.config, 1, capacity);
+    prompts.forEach((prompt, i) => {
+      const ids = Int32Array.from(prompt);
+      setFusedDecoding(false);
+      const want = model.forwardHidden(ids, 1, { cache: ref });
+      setFusedDecoding(true);
+      const got = fusedPrefill(model, ids, fused);
+      expect(got, 'the fused prefill runs').not.toBeNull();
+      expect(fused.length).toBe(ref.length);
+      expectBitIdentical(got!.data, want.data, `prompt ${i}: hidden rows`);
+    });
+    for (let l = 0; l < model.config.nLayers; l++) {
+      expectBitIdentical(fused.keys[l], ref.keys[l], `layer ${l} keys`);
+      expectBitIdentical(fused.values[l], ref.values[l], `layer ${l} values`);
+    }
+  });
+}
+
 for (const threads of [1, 2]) {
   describe(`fused decoding step at ${threads} thread(s): the per-op numbers to the bit`, () => {
     beforeAll(() => configureBackend({ threads }));
@@ -124,6 +151,12 @@ for (const threads of [1, 2]) {
         compareSteps(model, [[3, 1, 4, 1, 5]], 6);
         compareSteps(model, [[2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4], [9], []], 1);
         compareSteps(model, [[2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4], [9], [5, 5]], 5);
+        // Prompts: from an empty cache, then continuing it.
+        comparePrefill(model, [
+          [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9],
+          [7, 9],
+          [3, 2, 3, 8, 4],
+        ]);
       });
     }
   });
@@ -149,6 +182,15 @@ describe('fused decoding step: what stays on the per-op path', () => {
     expect(step(model, [{ cache: seq.cache }])).not.toBeNull();
     const [other] = prefilled(model, [[1, 2]], 1);
     expect(fusedDecodeStep(model, Int32Array.of(1), [other], Int32Array.of(2))).toBeNull();
+
+    // A prompt of one position, or one that does not fit its cache, is the per-op path's.
+    expect(noGrad(() => fusedPrefill(model, Int32Array.of(1), new KvCache(model.config, 1, 4)))).toBeNull();
+    expect(
+      noGrad(() => fusedPrefill(model, Int32Array.of(1, 2, 3), new KvCache(model.config, 1, 2))),
+    ).toBeNull();
+    expect(
+      noGrad(() => fusedPrefill(gemma, Int32Array.of(1, 2), new KvCache(gemma.config, 1, 2))),
+    ).toBeNull();
 
     const adapted = randomModel(caseConfig('llama3', VOCAB), 3);
     adapted.addLora(2, ['q_proj'], 1);
