@@ -271,6 +271,9 @@ export function fusedDecodeStep(
   return new Tensor(x, [1, ids.length, model.config.dim], false, 'fusedDecodeStep');
 }
 
+/** Attention scores (floats) of one layer up to which a prompt runs on the fused graphs: 64 MiB. */
+const MAX_PREFILL_SCORES = 1 << 24;
+
 /**
  * A prompt of one sequence continuing `cache` (batch 1; two or more ids) on the fused graphs, as
  * forwardHidden(ids, 1, { cache }) computes it without hooks, to the bit: the final-normed hidden rows
@@ -281,6 +284,9 @@ export function fusedPrefill(model: LlamaModel, ids: Int32Array, cache: KvCache)
   const t = ids.length;
   const c = model.config;
   if (t < 2 || cache.batch !== 1 || cache.length + t > Math.min(cache.capacity, c.maxSeqLen)) return null;
+  // The graphs hold each layer's attention scores twice (their own and the packed output); a long prompt's
+  // [heads x t, past + t] scores take the per-op path, which holds them once.
+  if (c.nHeads * t * (cache.length + t) > MAX_PREFILL_SCORES) return null;
   const setup = fusedSetup(model, ids, [cache]);
   if (!setup) return null;
   const x = runLayers(setup.graphs, setup.plan, ids, [cache], [cache.length], t);
