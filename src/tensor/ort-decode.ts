@@ -3,14 +3,15 @@
  * graph per layer boundary runs the end of layer i-1 (each sequence's attention-weighted values, o projection,
  * residual add, RMSNorm, gate/up, SwiGLU, down, residual add) and the start of layer i (RMSNorm, q/k/v
  * projections with their biases and q/k norms, RoPE, each sequence's attention scores against its cached keys).
- * Only the attention softmax and the KV-cache writes run in JS between two graphs.
+ * Only the attention softmax and the KV-cache writes run in JS between two graphs; each graph returns one packed
+ * output. A prompt of one sequence runs on the same graphs with its positions as rows (the prefill kind).
  *
  * The graphs compute exactly what the per-op kernels compute (src/tensor/ort-kernels.ts, ort-matmul.ts and the
  * JS code that calls them), to the bit: the same ops with the same attributes on operands of the same layout
  * and size (Gemm with transB for every projection, FusedMatMul for batched attention matmuls and Gemm for a
  * single kv head, SimplifiedLayerNormalization, RotaryEmbedding, QuickGelu then Mul), on the same thread count,
  * with ORT's graph optimisations off so no fusion changes a rounding. Weights are graph inputs (a model may
- * be gigabytes), wrapped once as ORT tensors.
+ * be gigabytes), prepared once as the binding's feeds.
  */
 import { getMatmulBackend, type MatmulBackend } from './matmul.ts';
 import type { OnnxInitializer, OnnxNode, OnnxValue } from './onnx-graph.ts';
