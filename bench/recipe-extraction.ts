@@ -117,7 +117,8 @@ function modelFolder(layers: number): string {
   const dir = path.join(os.tmpdir(), `psm-bench-qwen2.5-0.5b-shape-${layers}L`);
   const record = folderRecord(layers);
   const recordFile = path.join(dir, RECORD_FILE);
-  if (fs.existsSync(recordFile) && fs.readFileSync(recordFile, 'utf8') === `${JSON.stringify(record)}\n`) {
+  const built = fs.existsSync(recordFile) ? JSON.stringify(readJsonObject(recordFile)) : null;
+  if (built === JSON.stringify(record)) {
     console.log(`model folder: ${dir} (reused)`);
     return dir;
   }
