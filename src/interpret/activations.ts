@@ -22,7 +22,7 @@ import {
   type TensorData,
 } from '../io/safetensors.ts';
 import { memoEncode, type Encoder } from '../measurement/choice.ts';
-import { checkHookName, HookSet, type HookFn } from '../model/hooks.ts';
+import { checkHookName, hookBlock, HookSet, type HookFn } from '../model/hooks.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { loadModelFolder, MODEL_FILE, modelTensors } from '../model/weights.ts';
 import { chatFromPrompt, ChatTemplate } from '../interop/chat-template.ts';
@@ -266,13 +266,8 @@ export function forEachActivationBatch(
  * undefined when one of them is the final norm.
  */
 function lastBlockRead(names: readonly string[]): number | undefined {
-  let last = 0;
-  for (const name of names) {
-    if (name === 'final_norm') return undefined;
-    const m = /^blocks\.(\d+)\./.exec(name);
-    if (m) last = Math.max(last, Number(m[1]));
-  }
-  return last;
+  const last = Math.max(0, ...names.map(hookBlock));
+  return last === Infinity ? undefined : last;
 }
 
 /** Mean activations per context: for each hook a [n, dim] matrix (row i = context i). */

@@ -30,6 +30,13 @@ export function hookNames(nLayers: number): string[] {
   return names;
 }
 
+/** The block a hook point belongs to: -1 for embed, Infinity for final_norm (after every block). */
+export function hookBlock(name: string): number {
+  if (name === 'embed') return -1;
+  const m = /^blocks\.(\d+)\./.exec(name);
+  return m ? Number(m[1]) : Infinity;
+}
+
 /** Throws a clear error for a name that is not a hook point of a model with nLayers blocks. */
 export function checkHookName(name: string, nLayers: number): void {
   if (name === 'embed' || name === 'final_norm') return;

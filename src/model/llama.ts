@@ -25,7 +25,7 @@ import { causalSoftmaxInPlace } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
 import { architectureOf, hasQkNorm, headDim, layerRope, layerWindow, type LlamaConfig } from './config.ts';
 import { fusedDecodeStep } from './fused-decode.ts';
-import { HookSet } from './hooks.ts';
+import { hookBlock, HookSet } from './hooks.ts';
 
 /** Low-rank adapter on one weight: W x + scale * B (A x). */
 export interface LoraAdapter {
@@ -110,8 +110,7 @@ function checkStopHooks(hooks: HookSet | undefined, stop: number, nLayers: numbe
   if (!Number.isInteger(stop) || stop < 0 || stop >= nLayers)
     throw new Error(`forward: cannot stop after block ${stop} (the model has blocks 0..${nLayers - 1})`);
   for (const name of hooks?.names() ?? []) {
-    const m = /^blocks\.(\d+)\./.exec(name);
-    if (name === 'embed' || (m && Number(m[1]) <= stop)) continue;
+    if (hookBlock(name) <= stop) continue;
     throw new Error(`forward: hook "${name}" acts after block ${stop}, where the pass stops`);
   }
 }
