@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerEngineCommands } from '../src/cli/engine-commands.ts';
-import { generate, NonFiniteLogitsError, sampleFromLogits } from '../src/model/generate.ts';
+import { descendingOrder, generate, NonFiniteLogitsError, sampleFromLogits } from '../src/model/generate.ts';
 import { loadModelFolder } from '../src/model/weights.ts';
 import { Rng } from '../src/tensor/random.ts';
 import { loadTokenizerSync } from '../src/tokenizer/index.ts';
@@ -36,6 +36,24 @@ describe('sampleFromLogits', () => {
     expect(draws(logits, 1e300, 3, 200)).not.toContain(5);
     // Reproducible for a seed.
     expect(draws(logits, 0.7, 9)).toEqual(draws(logits, 0.7, 9));
+  });
+
+  it('ranks tokens exactly as the comparison sort does: descending, ties by lower index, -0 as +0', () => {
+    // The sampled token depends on this order (the top-p cut and the cumulative sums run along it).
+    const rng = new Rng(4);
+    const special = [0, -0, -Infinity, Infinity, 1e-45, -1e-45, 3.4e38, -3.4e38, 1, -1];
+    const scores = new Float32Array(5000);
+    for (let j = 0; j < scores.length; j++)
+      scores[j] =
+        rng.next() < 0.3 ? special[Math.floor(rng.next() * special.length)] : (rng.next() - 0.5) * 20;
+    for (let j = 0; j < 300; j++) scores[Math.floor(rng.next() * scores.length)] = scores[17];
+    const expected = Array.from({ length: scores.length }, (_, j) => j).sort(
+      (a, b) => scores[b] - scores[a] || a - b,
+    );
+    expect(Array.from(descendingOrder(scores))).toEqual(expected);
+    expect(Array.from(descendingOrder(scores.subarray(100, 110)))).toEqual(
+      Array.from({ length: 10 }, (_, j) => j).sort((a, b) => scores[100 + b] - scores[100 + a] || a - b),
+    );
   });
 
   it('refuses NaN or +Infinity logits and temperatures that are not finite numbers >= 0', () => {

