@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { streamSafetensors } from '../src/interop/safetensors-stream.ts';
+import { streamSafetensors } from '../src/io/safetensors-stream.ts';
 import { parseSafetensors, serializeSafetensors } from '../src/io/safetensors.ts';
 import { byteMutation, expectCleanOutcome, fuzzParams, mutate } from './fuzz-support.ts';
 

@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { fromHfConfig, type LlamaConfig } from '../model/config.ts';
 import { checkConfigFitsWeights, LlamaModel, llamaParamNames } from '../model/llama.ts';
 import { saveModelFolder } from '../model/weights.ts';
-import { readSafetensorsFileHeader, streamSafetensors } from './safetensors-stream.ts';
+import { readSafetensorsFileHeader, streamSafetensors } from '../io/safetensors-stream.ts';
 import { loadFolderTokenizer, readJsonObject, type FolderTokenizer } from './hf-tokenizer.ts';
 
 export const SUPPORTED_ARCHITECTURES = [

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { atomicWriteJsonSync, removeOrphanTemps, tempPathFor } from '../io/atomic-write.ts';
 import { readSafetensorsSync, writeSafetensorsSync, type TensorData } from '../io/safetensors.ts';
 import type { LlamaModel } from '../model/llama.ts';
-import { assignTensors, saveModelFolder } from '../model/weights.ts';
+import { readWeightsInto, saveModelFolder } from '../model/weights.ts';
 import type { AdamW } from './optimizer.ts';
 
 export const LATEST_FILE = 'latest.json';
@@ -127,8 +127,7 @@ export function loadCheckpoint(
       `${statePath}: checkpoint was written by a run with different settings; refusing to resume (use a new output folder or --force)`,
     );
   }
-  const weights = readSafetensorsSync(path.join(folder, 'model.safetensors'));
-  assignTensors(model, weights.tensors, path.join(folder, 'model.safetensors'));
+  readWeightsInto(model, path.join(folder, 'model.safetensors'));
   if (model.adapters.size > 0) {
     const file = path.join(folder, 'adapters.safetensors');
     const adapters = readSafetensorsSync(file).tensors;

@@ -1,8 +1,8 @@
 /**
- * A streaming safetensors reader for importing open-weight checkpoints: it reads the header, validates it as
- * strictly as src/io/safetensors.ts does (known dtype, shape and offsets consistent, tensors tiling the data
- * section exactly), then reads one tensor at a time from the file descriptor. Shards of several GB (beyond
- * Node's 2 GiB readFileSync limit) therefore import, and peak memory is one decoded tensor, not the shard.
+ * A streaming safetensors reader for model weights: it reads the header, validates it as strictly as
+ * src/io/safetensors.ts does (known dtype, shape and offsets consistent, tensors tiling the data section
+ * exactly), then reads one tensor at a time from the file descriptor. Files of several GB (beyond Node's 2 GiB
+ * readFileSync limit) therefore load, and peak memory is the model plus at most one tensor, not the file.
  */
 import * as fs from 'node:fs';
 import {
@@ -13,7 +13,7 @@ import {
   parseHeaderJson,
   type HeaderEntry,
   type ReadSafetensorsOptions,
-} from '../io/safetensors.ts';
+} from './safetensors.ts';
 
 /** Bytes per read call; fs.readSync takes at most 2 GiB at once. */
 const READ_CHUNK = 1 << 30;
@@ -97,5 +97,42 @@ export function streamSafetensors(
       onTensor(t.name, decodeFloats(raw, t.dtype, count), t.shape);
     }
     return dtypes;
+  });
+}
+
+/**
+ * Reads a safetensors file into buffers the caller owns. The header is validated first; `place` then sees every
+ * tensor (to check names and shapes, and allocate) and returns where each one goes, or undefined to skip it. F32
+ * bytes are read straight into their target, so loading a model costs no second copy of it.
+ */
+export function readSafetensorsInto(
+  file: string,
+  place: (tensors: readonly StreamedTensorInfo[]) => (t: StreamedTensorInfo) => Float32Array | undefined,
+  opts: ReadSafetensorsOptions = {},
+): void {
+  withSafetensorsFile(file, (fd, size) => {
+    const { tensors, dataStart } = readSafetensorsHeader(fd, size, file, opts);
+    const targetOf = place(tensors);
+    for (const t of tensors) {
+      const target = targetOf(t);
+      if (!target) continue;
+      const count = t.shape.reduce((a, b) => a * b, 1);
+      if (target.length !== count)
+        throw new Error(
+          `${file}: tensor '${t.name}' has ${count} elements, its destination ${target.length}`,
+        );
+      if (t.dtype === 'F32') {
+        readExactly(
+          fd,
+          new Uint8Array(target.buffer, target.byteOffset, target.byteLength),
+          dataStart + t.begin,
+          file,
+        );
+        continue;
+      }
+      const raw = new Uint8Array(t.end - t.begin);
+      readExactly(fd, raw, dataStart + t.begin, file);
+      target.set(decodeFloats(raw, t.dtype, count));
+    }
   });
 }
