@@ -27,7 +27,7 @@ import { scoreContinuations } from '../src/model/score.ts';
 import { saveModelFolder } from '../src/model/weights.ts';
 import { LocalEngine } from '../src/providers/local-engine.ts';
 import { LocalProvider } from '../src/providers/local.ts';
-import { tokenizerToJson, trainBpe } from '../src/tokenizer/index.ts';
+import { loadTokenizerSync, tokenizerToJson, trainBpe } from '../src/tokenizer/index.ts';
 import { tinyConfig } from './interop-fixtures.ts';
 import { FIXTURE_TEXTS, makeTinyModelFolder } from './serve-fixture.ts';
 
@@ -230,7 +230,8 @@ describe('an imported GGUF keeps its chat template', () => {
     const dir = chatmlFolder();
     const engine = LocalEngine.load(dir);
     const gguf = path.join(dir, 'model.gguf');
-    writeGgufFile(gguf, engine.model, engine.tokenizer, { chatTemplate: engine.chat.source });
+    const bpe = loadTokenizerSync(path.join(dir, 'tokenizer.json'));
+    writeGgufFile(gguf, engine.model, bpe, { chatTemplate: engine.chat.source });
     const out = path.join(dir, 'imported');
     importModel(gguf, out);
     const t = chatTemplateForFolder(out);

@@ -22,6 +22,7 @@ import { OpenAICompatProvider } from '../src/providers/openai-compat.ts';
 import { parseProviderSpec } from '../src/providers/spec.ts';
 import { ProviderError } from '../src/providers/types.ts';
 import { LocalEngine } from '../src/providers/local-engine.ts';
+import { loadTokenizerSync } from '../src/tokenizer/index.ts';
 import { startServer, type RunningServer } from '../src/serve/server.ts';
 import { makeTinyModelFolder } from './serve-fixture.ts';
 
@@ -415,7 +416,7 @@ describe('GGUF provider (node-llama-cpp)', () => {
     }
     const { GgufProvider } = await import('../src/providers/gguf.ts');
     const file = path.join(tmp, 'tiny.gguf');
-    interop.writeGgufFile(file, engine.model, engine.tokenizer, {});
+    interop.writeGgufFile(file, engine.model, loadTokenizerSync(path.join(dir, 'tokenizer.json')), {});
     const g = new GgufProvider({ modelPath: file, addBos: true });
     try {
       const prompt = 'User: What is the capital of France?\nAssistant:';

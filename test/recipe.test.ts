@@ -22,7 +22,7 @@ import { noGrad } from '../src/autograd/tensor.ts';
 import { loadModelHandle } from '../src/interpret/activations.ts';
 import { LlamaModel } from '../src/model/llama.ts';
 import { saveModelFolder } from '../src/model/weights.ts';
-import { tokenizerToJson, trainBpe } from '../src/tokenizer/index.ts';
+import { loadTokenizerSync, tokenizerToJson, trainBpe } from '../src/tokenizer/index.ts';
 import { loadDefaultWorld } from '../src/world/schema.ts';
 import { chatOf, engineFor, generateReplies, type Reply, type ReplyRequest } from '../src/recipe/generate.ts';
 import { parseJudgeSpec, type ReplyJudge } from '../src/recipe/judge.ts';
@@ -348,7 +348,8 @@ describe('a GGUF model', () => {
   it('is imported into <out>/model once, in its own chat template, and the recipe runs on it', async () => {
     const handle = loadModelHandle(modelDir);
     const file = path.join(tmp, 'chatml.gguf');
-    writeGgufFile(file, handle.model, handle.tokenizer, { chatTemplate: handle.chat!.source });
+    const bpe = loadTokenizerSync(path.join(modelDir, 'tokenizer.json'));
+    writeGgufFile(file, handle.model, bpe, { chatTemplate: handle.chat!.source });
     const out = path.join(tmp, 'gguf-run');
     const dir = modelFolderFor(file, out);
     expect(dir).toBe(path.join(out, 'model'));

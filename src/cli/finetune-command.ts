@@ -4,6 +4,7 @@
  * file active while training and gone after it; the result is a model folder, written atomically, with a record of
  * how it was made (`finetune.json`), and with `--eval` the world's held-out battery before and after.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { itemSeedOf } from '../interpret/item-seeds.ts';
@@ -116,7 +117,6 @@ export function registerFinetuneCommand(program: Command): void {
         handle,
         { checkFolderTarget, writeFolderAtomicallySync },
         { saveModelFolder },
-        { tokenizerToJson },
         { fineTuneInPlace },
         wi,
         { byDomain, fineTuneInterventions, hashModelFolder, loadVectorBundle, pGoodOf },
@@ -129,7 +129,6 @@ export function registerFinetuneCommand(program: Command): void {
         handleFor(o.model),
         import('../io/atomic-write.ts'),
         import('../model/weights.ts'),
-        import('../tokenizer/index.ts'),
         import('../training/finetune.ts'),
         import('../world/index.ts'),
         import('../interpret/index.ts'),
@@ -227,7 +226,8 @@ export function registerFinetuneCommand(program: Command): void {
         o.out,
         (dir) => {
           saveModelFolder(dir, handle.model, {
-            'tokenizer.json': JSON.stringify(tokenizerToJson(handle.tokenizer)),
+            // The source folder's own file: PSM Lab's tokenizer or an imported model's (see hf-tokenizer.ts).
+            'tokenizer.json': fs.readFileSync(path.join(o.model, 'tokenizer.json')),
             'finetune.json': JSON.stringify(record, null, 2) + '\n',
           });
         },

@@ -27,7 +27,8 @@ import type { LlamaModel } from '../model/llama.ts';
 import { loadModelFolder, MODEL_FILE, modelTensors } from '../model/weights.ts';
 import { chatFromPrompt, ChatTemplate } from '../interop/chat-template.ts';
 import { chatTemplateForFolder } from '../interop/chat-template-source.ts';
-import { loadTokenizerSync, type BpeTokenizer } from '../tokenizer/index.ts';
+import { loadModelTokenizer } from '../interop/hf-tokenizer.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
 import { END_OF_TEXT } from '../world/index.ts';
 
 export type SpanKind = 'prompt' | 'response' | 'last-prompt' | 'all';
@@ -41,7 +42,7 @@ export const DEFAULT_HOOK_KIND: ResidKind = 'hook_resid_post';
 /** A model with what is needed to interpret it: its tokenizer and the hash that identifies its weights. */
 export interface ModelHandle {
   model: LlamaModel;
-  tokenizer: BpeTokenizer;
+  tokenizer: TextTokenizer;
   /** sha256 (hex) of the model.safetensors bytes. */
   hash: string;
   /** Where it came from (folder or a label). */
@@ -73,9 +74,10 @@ export function loadModelHandle(dir: string, opts: { chatTemplate?: string } = {
   if (!fs.existsSync(tokPath))
     throw new Error(`${tokPath}: not found (a PSM Lab model folder holds its tokenizer)`);
   const chat = chatTemplateForFolder(dir, opts.chatTemplate);
+  const model = loadModelFolder(dir);
   return {
-    model: loadModelFolder(dir),
-    tokenizer: loadTokenizerSync(tokPath),
+    model,
+    tokenizer: loadModelTokenizer(dir, model.config.vocabSize),
     hash: hashModelFolder(dir),
     source: dir,
     ...(chat.kind === 'psm' ? {} : { chat }),
@@ -137,7 +139,7 @@ export function encodePromptAndContinuation(
 }
 
 /** A handle for an in-memory model (tests, fine-tunes in progress). */
-export function modelHandle(model: LlamaModel, tokenizer: BpeTokenizer, source = '<memory>'): ModelHandle {
+export function modelHandle(model: LlamaModel, tokenizer: TextTokenizer, source = '<memory>'): ModelHandle {
   return { model, tokenizer, hash: hashModel(model), source };
 }
 

@@ -8,7 +8,7 @@
 import { pearson } from '../measurement/stats.ts';
 import { Rng } from '../tensor/random.ts';
 import { generateBatch } from '../model/generate.ts';
-import type { BpeTokenizer } from '../tokenizer/index.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
 import { END_OF_TEXT, inferenceProbes, packageProbes, type World } from '../world/index.ts';
 import { activationsAt, encodePrompt, projectRows, unitVector, type ModelHandle } from './activations.ts';
 import { assistantEvidenceItems, conversationPrompt, type Conversation, type Pool } from './contexts.ts';
@@ -148,10 +148,10 @@ export function monitorTraits(
 // ---------------------------------------------------------------------------------------------------------------
 // Multi-turn chats
 
-const stopCache = new WeakMap<BpeTokenizer, number[]>();
+const stopCache = new WeakMap<TextTokenizer, number[]>();
 
 /** Token ids whose text contains a newline, and the separator: where a generated reply ends. */
-export function replyStopIds(tokenizer: BpeTokenizer, vocabSize: number): number[] {
+export function replyStopIds(tokenizer: TextTokenizer, vocabSize: number): number[] {
   let ids = stopCache.get(tokenizer);
   if (!ids) {
     ids = [];

@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { noGrad } from '../autograd/tensor.ts';
 import { ChatTemplate, encodeRenderedChat, formatChat, PSM_SEPARATOR } from '../interop/chat-template.ts';
 import { chatTemplateForFolder } from '../interop/chat-template-source.ts';
+import { loadModelTokenizer } from '../interop/hf-tokenizer.ts';
 import { checkLogits, NonFiniteLogitsError, sampleFromLogits } from '../model/generate.ts';
 import type { HookSet } from '../model/hooks.ts';
 import type { LlamaModel } from '../model/llama.ts';
@@ -26,7 +27,7 @@ import type { ChatMessage } from './types.ts';
 import { configureBackend } from '../tensor/backend.ts';
 import { logSoftmaxRow } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
-import { loadTokenizerSync, type BpeTokenizer } from '../tokenizer/index.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
 import { loadVectorLibrary, type VectorLibrary } from './interventions.ts';
 
 export const DEFAULT_BOS = PSM_SEPARATOR;
@@ -137,7 +138,7 @@ export class LocalEngine {
 
   constructor(
     readonly model: LlamaModel,
-    readonly tokenizer: BpeTokenizer,
+    readonly tokenizer: TextTokenizer,
     opts: EngineOptions = {},
   ) {
     this.id = opts.id ?? 'psm-model';
@@ -161,14 +162,18 @@ export class LocalEngine {
     }
   }
 
-  /** Loads a model folder (config.json, model.safetensors, tokenizer.json) and configures the matmul backend. */
+  /**
+   * Loads a model folder (config.json, model.safetensors, tokenizer.json) and configures the matmul backend. The
+   * tokenizer is PSM Lab's byte-level BPE where it reads tokenizer.json exactly, else @huggingface/tokenizers
+   * (an imported model's: see src/interop/hf-tokenizer.ts).
+   */
   static load(dir: string, opts: EngineOptions = {}): LocalEngine {
     configureBackend();
     const tokPath = path.join(dir, 'tokenizer.json');
     if (!fs.existsSync(tokPath))
       throw new Error(`${tokPath}: not found (a PSM Lab model folder holds its tokenizer)`);
     const model = loadModelFolder(dir);
-    const tokenizer = loadTokenizerSync(tokPath);
+    const tokenizer = loadModelTokenizer(dir, model.config.vocabSize);
     const vectors = opts.vectorsFile ? loadVectorLibrary(opts.vectorsFile, model.config.dim) : opts.vectors;
     return new LocalEngine(model, tokenizer, {
       ...opts,

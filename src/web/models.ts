@@ -21,12 +21,13 @@ import {
   type ModelHandle,
   type PersonaVector,
 } from '../interpret/index.ts';
+import { chatTemplateForFolder } from '../interop/chat-template-source.ts';
+import { loadModelTokenizer } from '../interop/hf-tokenizer.ts';
 import { HookSet, recordHook } from '../model/hooks.ts';
 import { loadModelFolder } from '../model/weights.ts';
 import type { Provider } from '../providers/types.ts';
 import { LocalEngine, type NamedVector, type VectorLibrary } from '../serve/index.ts';
 import { configureBackend } from '../tensor/backend.ts';
-import { loadTokenizerSync } from '../tokenizer/index.ts';
 import { archetypePrior } from '../world/index.ts';
 import type { Analysis, ProbeFit } from './analysis.ts';
 import type { MeterReading, ModelInfo, SteeringInfo } from './api-types.ts';
@@ -183,9 +184,11 @@ export class LabModels {
     configureBackend();
     let model;
     let tokenizer;
+    let chat;
     try {
       model = loadModelFolder(dir);
-      tokenizer = loadTokenizerSync(path.join(dir, 'tokenizer.json'));
+      tokenizer = loadModelTokenizer(dir, model.config.vocabSize);
+      chat = chatTemplateForFolder(dir);
     } catch (e) {
       throw new LabError(
         409,
@@ -198,11 +201,18 @@ export class LabModels {
       maxTokens: this.opts.maxTokens,
       maxConcurrency: this.opts.maxConcurrency,
       maxQueue: this.opts.maxQueue,
+      chatTemplate: chat,
     });
     const loaded: LocalModel = {
       dir,
       engine,
-      handle: { model, tokenizer, hash: stamp(path.join(dir, 'model.safetensors')), source: dir },
+      handle: {
+        model,
+        tokenizer,
+        hash: stamp(path.join(dir, 'model.safetensors')),
+        source: dir,
+        ...(chat.kind === 'psm' ? {} : { chat }),
+      },
     };
     this.loaded.set(key, loaded);
     const max = this.opts.cacheSize ?? 6;
