@@ -28,6 +28,7 @@ const BYTE_FALLBACK_TOKEN = /^<0x([0-9A-Fa-f]{2})>$/;
 export class HfTokenizerAdapter implements TextTokenizer {
   readonly vocabSize: number;
   readonly specialTokens: readonly string[];
+  readonly addedTokenContents: readonly string[];
   private readonly tok: HfJsTokenizer;
   private readonly addedById = new Map<number, string>();
   private readonly specialIds = new Set<number>();
@@ -54,6 +55,7 @@ export class HfTokenizerAdapter implements TextTokenizer {
     }
     this.vocabSize = maxId + 1;
     this.specialTokens = added.filter((t) => t.special).map((t) => t.content);
+    this.addedTokenContents = added.map((t) => t.content);
     this.byteLevel = hasDecoder(json.decoder, 'ByteLevel');
     this.byteFallback = model?.byte_fallback === true;
   }

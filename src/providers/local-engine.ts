@@ -198,9 +198,18 @@ export class LocalEngine {
   encodeChat(messages: readonly ChatMessage[]): number[] {
     if (this.chat.kind === 'psm')
       return this.withBos(this.tokenizer.encodeOrdinary(formatChat(messages, { bosToken: '' })));
+    return this.encodeRendered(this.chat.render(messages), messages);
+  }
+
+  /**
+   * Text the model's template rendered for `messages`, as ids: the tokenizer's added tokens (specials, and others
+   * such as Qwen3's <think>) and the template's BOS / EOS become their ids where the template wrote them, as
+   * transformers' apply_chat_template reads them; the messages' own text never does.
+   */
+  encodeRendered(text: string, messages: readonly ChatMessage[]): number[] {
     const tok = this.tokenizer;
-    const specials = [...tok.specialTokens, this.chat.bosToken ?? '', this.chat.eosToken ?? ''];
-    return encodeRenderedChat(this.chat.render(messages), messages, specials, {
+    const added = [...tok.addedTokenContents, this.chat.bosToken ?? '', this.chat.eosToken ?? ''];
+    return encodeRenderedChat(text, messages, added, {
       encodeOrdinary: (t) => tok.encodeOrdinary(t),
       specialId: (t) => tok.tokenToId(t),
     });

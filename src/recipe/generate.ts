@@ -5,7 +5,7 @@
  *
  * Also the chat examples a fine-tune of the model trains on, in the same format.
  */
-import { encodeRenderedChat, type ChatMessage } from '../interop/chat-template.ts';
+import type { ChatMessage } from '../interop/chat-template.ts';
 import type { HookSet } from '../model/hooks.ts';
 import type { ModelHandle } from '../interpret/activations.ts';
 import { LocalEngine } from '../providers/local-engine.ts';
@@ -85,18 +85,12 @@ export function chatExample(
   reply: string,
 ): SupervisedExample {
   const prompt = engine.encodeChat(messages);
-  const tok = engine.tokenizer;
   const chat = engine.chat;
   const turn: ChatMessage = { role: 'assistant', content: reply };
   const before = chat.render(messages, { addGenerationPrompt: true });
   const full = chat.render([...messages, turn], { addGenerationPrompt: false });
   const rest = full.startsWith(before) ? full.slice(before.length) : reply + (chat.eosToken ?? '');
-  const specials = [...tok.specialTokens, chat.bosToken ?? '', chat.eosToken ?? ''];
-  const response = encodeRenderedChat(rest, [turn], specials, {
-    encodeOrdinary: (t) => tok.encodeOrdinary(t),
-    specialId: (t) => tok.tokenToId(t),
-  });
-  return { prompt, response };
+  return { prompt, response: engine.encodeRendered(rest, [turn]) };
 }
 
 /** An in-process engine over a handle's model, in its chat format, for the recipe's own generation loop. */

@@ -36,6 +36,7 @@ export class BpeTokenizer implements TextTokenizer {
   readonly vocabSize: number;
   /** Contents of added tokens flagged special, in id order. */
   readonly specialTokens: readonly string[];
+  readonly addedTokenContents: readonly string[];
 
   private readonly tokens: readonly string[];
   private readonly tokenIds: Map<string, number>;
@@ -91,6 +92,7 @@ export class BpeTokenizer implements TextTokenizer {
       this.addedByContent.set(t.content, t.id);
     }
     this.specialTokens = this.addedTokens.filter((t) => t.special).map((t) => t.content);
+    this.addedTokenContents = this.addedTokens.map((t) => t.content);
 
     this.tokenBytesTable = this.tokens.map((tok, id) => {
       if (this.addedById.has(id)) return this.utf8.encode(tok);

@@ -20,6 +20,8 @@ export interface TextTokenizer {
   idToToken(id: number): string | undefined;
   /** Contents of the special tokens (e.g. "<|endoftext|>"); look up ids with tokenToId. */
   readonly specialTokens: readonly string[];
+  /** Contents of every added token, special or not (Qwen3's "<think>" is not special): encode reads each as its id. */
+  readonly addedTokenContents: readonly string[];
   /** Whether `id` is one of the special tokens (not text a reply shows). */
   isSpecialId(id: number): boolean;
 }

@@ -29,6 +29,7 @@ import type { LlamaModel } from '../../src/model/llama.ts';
 import { saveModelFolder } from '../../src/model/weights.ts';
 import { LocalEngine, type GenerateParams } from '../../src/providers/local-engine.ts';
 import type { ChatMessage } from '../../src/providers/types.ts';
+import { chatExample } from '../../src/recipe/generate.ts';
 import { randomModel } from '../architecture-fixtures.ts';
 import { runCli } from '../cli-run.ts';
 
@@ -168,6 +169,21 @@ describe('an imported Qwen folder with the real Qwen tokenizer', () => {
     expect(typed.filter((id) => id === reference.token_to_id('<|im_end|>'))).toHaveLength(1);
     // A raw prompt reads special-token strings as their ids.
     expect(engine.encodeText('<|im_start|>user')).toEqual([imStart, reference.token_to_id('user')]);
+  });
+
+  it("encodes a reply turn as the template writes it, Qwen3's <think> markup as its own ids", () => {
+    // The recipe's fine-tune examples: the chat's prompt, then the turn the template writes for the reply.
+    const reply = 'Hello! Bonjour! ¡Hola!';
+    const { prompt, response } = chatExample(engine, CHAT, reply);
+    const full = engine.chat.render([...CHAT, { role: 'assistant', content: reply }], {
+      addGenerationPrompt: false,
+    });
+    expect(full.endsWith(`<|im_start|>assistant\n<think>\n\n</think>\n\n${reply}<|im_end|>\n`)).toBe(true);
+    expect([...prompt, ...response]).toEqual(reference.encode(full, { add_special_tokens: false }).ids);
+    // <think> is an added token but not a special one: still one id, as transformers reads the rendered chat.
+    const think = reference.token_to_id('<think>')!;
+    expect(engine.tokenizer.isSpecialId(think)).toBe(false);
+    expect(response.slice(0, 1)).toEqual([think]);
   });
 
   it('round-trips emoji, CJK and whitespace runs; plain text encodes the same with and without special parsing', () => {
