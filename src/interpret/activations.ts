@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { noGrad } from '../autograd/tensor.ts';
 import { atomicWriteJsonSync } from '../io/atomic-write.ts';
+import { sha256File } from '../io/file-hash.ts';
 import {
   readSafetensorsSync,
   serializeSafetensors,
@@ -55,7 +56,7 @@ export interface ModelHandle {
 export function hashModelFolder(dir: string): string {
   const file = path.join(dir, MODEL_FILE);
   if (!fs.existsSync(file)) throw new Error(`${file}: not found (is ${dir} a model folder?)`);
-  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+  return sha256File(file);
 }
 
 /**
