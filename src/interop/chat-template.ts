@@ -17,6 +17,8 @@
  */
 import { createHash } from 'node:crypto';
 import { Template } from '@huggingface/jinja';
+import type { SupervisedExample } from '../training/data.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
 
 /** Jinja source of the PSM chat format; written into tokenizer_config.json and the GGUF `tokenizer.chat_template`. */
 export const PSM_CHAT_TEMPLATE = [
@@ -249,6 +251,99 @@ export function encodeRenderedChat(
   }
   if (plainFrom < text.length) ids.push(...enc.encodeOrdinary(text.slice(plainFrom)));
   return ids;
+}
+
+/** What encoding a template's text needs of a model's own tokenizer (TextTokenizer has it). */
+export type TemplateTokenizer = Pick<
+  TextTokenizer,
+  'addedTokenContents' | 'specialTokens' | 'encodeOrdinary' | 'tokenToId'
+>;
+
+/**
+ * Text `chat` rendered for `messages`, as a model's tokenizer reads it: the tokenizer's added tokens (specials, and
+ * others such as Qwen3's <think>) and the template's BOS / EOS become their ids where the template wrote them, as
+ * transformers' apply_chat_template reads them; the messages' own text never does (see encodeRenderedChat).
+ */
+export function encodeTemplateText(
+  chat: ChatTemplate,
+  tokenizer: TemplateTokenizer,
+  text: string,
+  messages: readonly ChatMessage[],
+): number[] {
+  const added = [...tokenizer.addedTokenContents, chat.bosToken ?? '', chat.eosToken ?? ''];
+  return encodeRenderedChat(text, messages, added, {
+    encodeOrdinary: (t) => tokenizer.encodeOrdinary(t),
+    specialId: (t) => tokenizer.tokenToId(t),
+  });
+}
+
+/**
+ * What `chat` writes for the assistant's `reply` after the generation prompt of `messages`, up to and including the
+ * first end-of-turn marker after the reply: the conversation is rendered with the reply as a finished assistant turn,
+ * and the text after the generation prompt's rendering is taken. It holds the template's own markup before the reply
+ * where there is some (Qwen3 writes an empty thinking block, "<think>\n\n</think>\n\n", into a finished turn: a
+ * reply without reasoning, as the model must write it after the same generation prompt), the reply, and the turn's end
+ * (ChatML's <|im_end|>, Llama 3's <|eot_id|>; the PSM format's newline). What the template writes after that end
+ * (ChatML's newline) is never generated, since generation stops at the end of the turn. A template that renders
+ * the conversation before the reply differently once the reply is added, drops the reply's text, or ends the turn
+ * with no end-of-turn token is refused: a fine-tune could not teach the reply as the model is asked for it.
+ * `specialTokens` are the tokenizer's.
+ */
+export function assistantTurnText(
+  chat: ChatTemplate,
+  messages: readonly ChatMessage[],
+  reply: string,
+  specialTokens: readonly string[],
+): string {
+  const prompt = chat.render(messages, { addGenerationPrompt: true });
+  const full = chat.render([...messages, { role: 'assistant', content: reply }], {
+    addGenerationPrompt: false,
+  });
+  if (!full.startsWith(prompt))
+    throw new ChatTemplateError(
+      `${chat.origin}: the chat template renders the conversation differently once the reply is added (its text does not start with the generation prompt's), so the reply cannot be trained after the prompt the model is asked with`,
+    );
+  const turn = full.slice(prompt.length);
+  const shown = [reply, reply.trim()].find((c) => c !== '' && turn.includes(c));
+  if (shown === undefined)
+    throw new ChatTemplateError(
+      `${chat.origin}: the chat template does not write the reply's text after the generation prompt (it wrote ${JSON.stringify(turn.slice(0, 80))})`,
+    );
+  const afterReply = turn.indexOf(shown) + shown.length;
+  const ends = [...chat.endOfTurnTokens(specialTokens), ...chat.stopStrings];
+  const endAt = Math.min(
+    ...ends.map((e) => {
+      const at = turn.indexOf(e, afterReply);
+      return at < 0 ? Infinity : at + e.length;
+    }),
+  );
+  if (!Number.isFinite(endAt))
+    throw new ChatTemplateError(
+      `${chat.origin}: the chat template writes no end-of-turn token after a reply (looked for ${ends.map((e) => JSON.stringify(e)).join(', ') || 'none: the template names no EOS token'}), so a fine-tuned model would not learn where its reply ends`,
+    );
+  return turn.slice(0, endAt);
+}
+
+/**
+ * A supervised chat example in a model's own template (kind 'jinja'): the prompt is the conversation rendered up to
+ * and including the generation prompt, the ids the engine asks the model with; the response what the template writes
+ * for the finished reply turn after it (assistantTurnText), so the loss falls on the reply and its end-of-turn token.
+ */
+export function templateChatExample(
+  chat: ChatTemplate,
+  tokenizer: TemplateTokenizer,
+  messages: readonly ChatMessage[],
+  reply: string,
+): SupervisedExample {
+  if (chat.kind === 'psm')
+    throw new ChatTemplateError(
+      `${chat.origin}: templateChatExample is for a model's own template; PSM Lab's format trains with supervisedChats`,
+    );
+  const turn = assistantTurnText(chat, messages, reply, tokenizer.specialTokens);
+  return {
+    prompt: encodeTemplateText(chat, tokenizer, chat.render(messages), messages),
+    response: encodeTemplateText(chat, tokenizer, turn, [{ role: 'assistant', content: reply }]),
+  };
 }
 
 /**

@@ -13,7 +13,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { noGrad } from '../autograd/tensor.ts';
-import { ChatTemplate, encodeRenderedChat, formatChat, PSM_SEPARATOR } from '../interop/chat-template.ts';
+import { ChatTemplate, encodeTemplateText, formatChat, PSM_SEPARATOR } from '../interop/chat-template.ts';
 import { chatTemplateForFolder } from '../interop/chat-template-source.ts';
 import { loadModelTokenizer } from '../interop/hf-tokenizer.ts';
 import { checkLogits, NonFiniteLogitsError, sampleFromLogits } from '../model/generate.ts';
@@ -201,18 +201,9 @@ export class LocalEngine {
     return this.encodeRendered(this.chat.render(messages), messages);
   }
 
-  /**
-   * Text the model's template rendered for `messages`, as ids: the tokenizer's added tokens (specials, and others
-   * such as Qwen3's <think>) and the template's BOS / EOS become their ids where the template wrote them, as
-   * transformers' apply_chat_template reads them; the messages' own text never does.
-   */
+  /** Text the model's template rendered for `messages`, as ids (chat-template.ts encodeTemplateText). */
   encodeRendered(text: string, messages: readonly ChatMessage[]): number[] {
-    const tok = this.tokenizer;
-    const added = [...tok.addedTokenContents, this.chat.bosToken ?? '', this.chat.eosToken ?? ''];
-    return encodeRenderedChat(text, messages, added, {
-      encodeOrdinary: (t) => tok.encodeOrdinary(t),
-      specialId: (t) => tok.tokenToId(t),
-    });
+    return encodeTemplateText(this.chat, this.tokenizer, text, messages);
   }
 
   /**

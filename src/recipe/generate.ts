@@ -5,7 +5,7 @@
  *
  * Also the chat examples a fine-tune of the model trains on, in the same format.
  */
-import type { ChatMessage } from '../interop/chat-template.ts';
+import { assistantTurnText, type ChatMessage } from '../interop/chat-template.ts';
 import type { HookSet } from '../model/hooks.ts';
 import type { ModelHandle } from '../interpret/activations.ts';
 import { LocalEngine } from '../providers/local-engine.ts';
@@ -75,22 +75,20 @@ export async function generateReplies(
 
 /**
  * A supervised example in the model's chat format: the prompt is the chat up to its generation prompt (as replies
- * are generated), the response what the template writes for the assistant's turn after it, its end-of-turn markup
- * included, so the fine-tuned model learns where a reply ends. A template that rewrites earlier turns when a reply is
- * added gets the reply and its EOS token instead.
+ * are generated), the response what the template writes for the assistant's turn after it, up to its end-of-turn
+ * markup (assistantTurnText: a template that cannot be trained that way is refused), so the fine-tuned model learns
+ * where a reply ends.
  */
 export function chatExample(
   engine: LocalEngine,
   messages: readonly ChatMessage[],
   reply: string,
 ): SupervisedExample {
-  const prompt = engine.encodeChat(messages);
-  const chat = engine.chat;
-  const turn: ChatMessage = { role: 'assistant', content: reply };
-  const before = chat.render(messages, { addGenerationPrompt: true });
-  const full = chat.render([...messages, turn], { addGenerationPrompt: false });
-  const rest = full.startsWith(before) ? full.slice(before.length) : reply + (chat.eosToken ?? '');
-  return { prompt, response: engine.encodeRendered(rest, [turn]) };
+  const turn = assistantTurnText(engine.chat, messages, reply, engine.tokenizer.specialTokens);
+  return {
+    prompt: engine.encodeChat(messages),
+    response: engine.encodeRendered(turn, [{ role: 'assistant', content: reply }]),
+  };
 }
 
 /** An in-process engine over a handle's model, in its chat format, for the recipe's own generation loop. */

