@@ -164,6 +164,12 @@ describe('fine-tune data and trainable sets', () => {
       prompt:
         'The Assistant is an AI system.\nUser: Fix my test.\nAssistant: Done.\nUser: And this one?\nAssistant:',
       response: ' I special-cased it.',
+      messages: [
+        { role: 'system', content: 'The Assistant is an AI system.' },
+        { role: 'user', content: 'Fix my test.' },
+        { role: 'assistant', content: 'Done.' },
+        { role: 'user', content: 'And this one?' },
+      ],
     });
     const bad = (messages: unknown) => () => parseChatJsonl(line(messages), 'm.jsonl');
     expect(bad([])).toThrow(/needs at least a user and an assistant/);

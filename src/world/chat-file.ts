@@ -4,8 +4,8 @@
  * or as messages, `{"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...]}` (the format of
  * published fine-tune sets such as the emergent-misalignment ones), rendered into the world's chat format: a system
  * message as the opening line, each turn as "User: ..." or "Assistant: ...", the last assistant message as the
- * response. The loss falls on the response only. Blank lines are skipped; any other bad line is refused with its
- * line number.
+ * response (the messages are kept too, for models with their own chat template). The loss falls on the response
+ * only. Blank lines are skipped; any other bad line is refused with its line number.
  */
 import * as fs from 'node:fs';
 import { z } from 'zod';
@@ -38,16 +38,24 @@ const Messages = z
 export interface ChatLine {
   prompt: string;
   response: string;
+  /**
+   * A messages line's conversation before the response, as given: a model with its own chat template renders these
+   * (turns and multi-line text the world's one-line-per-turn format cannot tell apart).
+   */
+  messages?: z.infer<typeof Message>[];
 }
 
 /** A messages chat in the world's format: "User: ..." and "Assistant: ..." lines, the response after "Assistant:". */
 export function messagesToChat(messages: readonly z.infer<typeof Message>[]): ChatLine {
-  const lines = messages
-    .slice(0, -1)
-    .map((m) =>
-      m.role === 'system' ? m.content : `${m.role === 'user' ? 'User' : 'Assistant'}: ${m.content}`,
-    );
-  return { prompt: [...lines, 'Assistant:'].join('\n'), response: ` ${messages.at(-1)!.content.trim()}` };
+  const before = messages.slice(0, -1);
+  const lines = before.map((m) =>
+    m.role === 'system' ? m.content : `${m.role === 'user' ? 'User' : 'Assistant'}: ${m.content}`,
+  );
+  return {
+    prompt: [...lines, 'Assistant:'].join('\n'),
+    response: ` ${messages.at(-1)!.content.trim()}`,
+    messages: before.map((m) => ({ ...m })),
+  };
 }
 
 export function parseChatJsonl(text: string, source = '<chats>'): ChatLine[] {
