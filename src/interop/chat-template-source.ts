@@ -122,16 +122,23 @@ function folderTokens(dir: string): { bosToken?: string; eosToken?: string } {
   return { bosToken: tokenText(c.bos_token), eosToken: tokenText(c.eos_token) };
 }
 
+/** A folder's template file, as newer transformers save it beside tokenizer_config.json (which then has none). */
+export const CHAT_TEMPLATE_FILE = 'chat_template.jinja';
+
 /**
  * The chat template of a model folder (see the file comment), or of `override` when given. PSM Lab's own folders
  * (no tokenizer_config.json template, not imported) speak the PSM format; an imported folder without a template
- * gets one that refuses to chat, naming the fix.
+ * gets one that refuses to chat, naming the fix. A chat_template.jinja file comes before tokenizer_config.json's
+ * `chat_template`, as transformers reads them.
  */
 export function chatTemplateForFolder(dir: string, override?: string): ChatTemplate {
   if (override !== undefined) {
     if (override === 'psm') return ChatTemplate.psm();
     return chatTemplateFromOverride(override, folderTokens(dir));
   }
+  const jinja = path.join(dir, CHAT_TEMPLATE_FILE);
+  if (fs.existsSync(jinja))
+    return ChatTemplate.jinja(fs.readFileSync(jinja, 'utf8'), { origin: jinja, ...folderTokens(dir) });
   const file = path.join(dir, 'tokenizer_config.json');
   if (fs.existsSync(file)) {
     const t = chatTemplateFromTokenizerConfig(readJsonObject(file), file);
@@ -148,4 +155,46 @@ export function chatTemplateForGguf(header: GgufHeader, override?: string): Chat
   return (
     chatTemplateFromGguf(header) ?? ChatTemplate.missing(`${header.source} (no tokenizer.chat_template)`)
   );
+}
+
+/**
+ * The files beside a model's weights that say how it reads and writes text: the tokenizer, its special tokens, the
+ * chat template, the generation settings, and an imported model's provenance (which also marks a folder without a
+ * template as not speaking the PSM format). A model derived from the folder (a fine-tune) keeps them.
+ */
+export const TEXT_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  CHAT_TEMPLATE_FILE,
+  'generation_config.json',
+  'psm-import.json',
+] as const;
+
+/**
+ * The TEXT_FILES of model folder `dir` that exist, byte for byte, for a folder derived from it, so it reopens with
+ * the same tokenizer and chat template. `override`: the model was trained in this --chat-template ("psm" or a file)
+ * instead of the folder's own, which tokenizer_config.json then names (with its BOS / EOS tokens) and no
+ * chat_template.jinja overrides.
+ */
+export function keptTextFiles(dir: string, override?: string): Record<string, Uint8Array | string> {
+  const out: Record<string, Uint8Array | string> = {};
+  for (const f of TEXT_FILES) {
+    const file = path.join(dir, f);
+    if (fs.existsSync(file)) out[f] = fs.readFileSync(file);
+  }
+  if (override !== undefined) {
+    const template = chatTemplateForFolder(dir, override);
+    delete out[CHAT_TEMPLATE_FILE];
+    const file = path.join(dir, 'tokenizer_config.json');
+    const config = fs.existsSync(file) ? readJsonObject(file) : {};
+    config.chat_template = template.source;
+    // PSM Lab's template brings its own tokens wherever it is read (ChatTemplate.jinja recognises it).
+    if (template.kind === 'jinja') {
+      if (template.bosToken !== undefined) config.bos_token = template.bosToken;
+      if (template.eosToken !== undefined) config.eos_token = template.eosToken;
+    }
+    out['tokenizer_config.json'] = `${JSON.stringify(config, null, 2)}\n`;
+  }
+  return out;
 }

@@ -15,6 +15,7 @@ import { fineTuneInterventions } from '../interpret/prevent.ts';
 import type { VectorBundle } from '../interpret/vectors.ts';
 import { writeFolderAtomicallySync } from '../io/atomic-write.ts';
 import type { ChatMessage } from '../interop/chat-template.ts';
+import { keptTextFiles } from '../interop/chat-template-source.ts';
 import { saveModelFolder } from '../model/weights.ts';
 import { fineTuneInPlace } from '../training/finetune.ts';
 import { trainableSpec } from '../world/trainable-sets.ts';
@@ -51,9 +52,6 @@ export const DEFAULT_PREVENTION: PreventionSettings = {
 };
 
 export const PREVENT_RECORD = 'prevent.json';
-
-/** Files of the model folder a fine-tune copies (the tokenizer and the chat format); the weights are its own. */
-const KEPT_FILES = ['tokenizer.json', 'tokenizer_config.json', 'psm-import.json'];
 
 export interface TunedModel {
   arm: 'plain' | 'steered';
@@ -142,13 +140,11 @@ export function tunedModel(opts: {
   writeFolderAtomicallySync(
     dir,
     (tmp) => {
-      const extra: Record<string, string | Uint8Array> = {};
-      for (const f of KEPT_FILES) {
-        const src = path.join(opts.modelDir, f);
-        if (fs.existsSync(src)) extra[f] = fs.readFileSync(src);
-      }
-      extra[PREVENT_RECORD] = `${JSON.stringify(record, null, 2)}\n`;
-      saveModelFolder(tmp, base.model, extra);
+      // The tokenizer and chat format of the model it was made from; the weights are its own.
+      saveModelFolder(tmp, base.model, {
+        ...keptTextFiles(opts.modelDir, opts.chatTemplate),
+        [PREVENT_RECORD]: `${JSON.stringify(record, null, 2)}\n`,
+      });
     },
     { replace: true },
   );
