@@ -3,12 +3,17 @@
  * recipe the pipeline's arms use, optionally with preventative steering or concept ablation from a persona-vector
  * file active while training and gone after it; the result is a model folder, written atomically, with a record of
  * how it was made (`finetune.json`), and with `--eval` the world's held-out battery before and after.
+ *
+ * The chats are trained in the model's chat format (src/interpret/shift.ts supervisedExamples): PSM Lab's format for
+ * its own models, an imported model's own template for it; the result keeps the source folder's tokenizer and
+ * template files, so it reopens in the format it was trained in.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import type { ChatLine } from '../world/index.ts';
 import { itemSeedOf } from '../interpret/item-seeds.ts';
 import {
+  CHAT_TEMPLATE_OPTION,
   checkChatSource,
   f,
   handleFor,
@@ -39,6 +44,7 @@ interface FinetuneOpts {
   allowOtherModel?: boolean;
   eval?: true | number;
   target?: string;
+  chatTemplate?: string;
   force?: boolean;
 }
 
@@ -101,6 +107,7 @@ export function registerFinetuneCommand(program: Command): void {
       '--target <domain>',
       "the domain --data trains, so --eval reports the others' mean change (with --arm: the world's narrow domain)",
     )
+    .option(...CHAT_TEMPLATE_OPTION)
     .option('--force', 'replace --out if it exists')
     .action(async (o: FinetuneOpts) => {
       checkChatSource(o);
@@ -119,14 +126,16 @@ export function registerFinetuneCommand(program: Command): void {
         { saveModelFolder },
         { fineTuneInPlace },
         wi,
-        { byDomain, fineTuneInterventions, hashModelFolder, loadVectorBundle, pGoodOf },
+        { byDomain, fineTuneInterventions, hashModelFolder, loadVectorBundle, pGoodOf, supervisedExamples },
         { DEFAULT_CONFIG },
         { hashInputs },
         { terminalProgress },
         { mean },
+        { keptTextFiles },
+        { ChatTemplate },
       ] = await Promise.all([
         loadWorldOption(o.world),
-        handleFor(o.model),
+        handleFor(o.model, o.chatTemplate),
         import('../io/atomic-write.ts'),
         import('../model/weights.ts'),
         import('../training/finetune.ts'),
@@ -136,6 +145,8 @@ export function registerFinetuneCommand(program: Command): void {
         import('../pipeline/stage.ts'),
         import('./progress.ts'),
         import('../measurement/stats.ts'),
+        import('../interop/chat-template-source.ts'),
+        import('../interop/chat-template.ts'),
       ]);
       checkFolderTarget(o.out, { replace: o.force }); // before the training, not after it
       const trainable = wi.trainableSpec(o.trainable, handle.tokenizer);
@@ -149,7 +160,7 @@ export function registerFinetuneCommand(program: Command): void {
             : lrDefaults.embedding);
 
       // The chats.
-      let chats: { prompt: string; response: string }[];
+      let chats: ChatLine[];
       let data: Record<string, unknown>;
       let domain = world.datasets.narrow?.domain;
       if (o.target !== undefined && o.arm !== undefined)
@@ -168,6 +179,9 @@ export function registerFinetuneCommand(program: Command): void {
         domain = o.target;
       }
       data.hash = hashInputs(chats.map((c) => [c.prompt, c.response]));
+      // In the model's chat format; a chat its template cannot train is refused before anything runs.
+      const examples = supervisedExamples(handle, chats);
+      const chat = handle.chat ?? ChatTemplate.psm();
 
       // Interventions while training, from a persona-vector file.
       const request = {
@@ -195,7 +209,7 @@ export function registerFinetuneCommand(program: Command): void {
 
       const bar = terminalProgress('finetune', steps, 'steps');
       const t0 = Date.now();
-      const { finalLoss } = fineTuneInPlace(handle.model, wi.supervisedChats(handle.tokenizer, chats), {
+      const { finalLoss } = fineTuneInPlace(handle.model, examples, {
         trainable,
         steps,
         batchSize,
@@ -214,6 +228,7 @@ export function registerFinetuneCommand(program: Command): void {
         from: { dir: path.resolve(o.model), hash: handle.hash },
         data,
         recipe: { trainable: o.trainable, steps, batchSize, lr, seed },
+        chatTemplate: { kind: chat.kind, id: chat.id, origin: chat.origin },
         vectors: o.vectors !== undefined ? path.resolve(o.vectors) : null,
         interventions,
         finalLoss,
@@ -226,8 +241,9 @@ export function registerFinetuneCommand(program: Command): void {
         o.out,
         (dir) => {
           saveModelFolder(dir, handle.model, {
-            // The source folder's own file: PSM Lab's tokenizer or an imported model's (see hf-tokenizer.ts).
-            'tokenizer.json': fs.readFileSync(path.join(o.model, 'tokenizer.json')),
+            // The source folder's tokenizer and template (a --chat-template override written in), so it reopens in
+            // the format it was trained in.
+            ...keptTextFiles(o.model, o.chatTemplate),
             'finetune.json': JSON.stringify(record, null, 2) + '\n',
           });
         },

@@ -8,8 +8,10 @@
  */
 import { clippedLogit, mean, pearson } from '../measurement/stats.ts';
 import type { HookSet } from '../model/hooks.ts';
+import { chatFromPrompt, templateChatExample, type ChatMessage } from '../interop/chat-template.ts';
+import type { SupervisedExample } from '../training/data.ts';
 import { fineTuneInPlace, type FineTuneRecipe } from '../training/finetune.ts';
-import { supervisedChats, type ChatExample } from '../world/index.ts';
+import { supervisedChats, type ChatLine } from '../world/index.ts';
 import { modelHandle, projectRows, unitVector, type ModelHandle } from './activations.ts';
 import { checkVector, pGoodOf, scoreItems, type ScoredItem } from './steer.ts';
 import type { PersonaVector } from './vectors.ts';
@@ -158,17 +160,44 @@ export function offTargetChange(
 export type FineTuneOptions = FineTuneRecipe;
 
 /**
- * Fine-tunes handle.model in place on chat examples (the shared recipe, training/finetune.ts). Returns a fresh handle
- * (the old one's hash no longer matches the weights).
+ * Fine-tune chats as `handle`'s model is trained on them. PSM Lab's models (the PSM chat format): supervisedChats,
+ * the document separator, the prompt as written and the response. A model with its own chat template: each chat's
+ * messages (a messages line's, else read from its one-exchange prompt in the world's format) rendered by the template
+ * up to the generation prompt, and the reply turn the template writes after it (templateChatExample), the reply
+ * without the space the PSM format puts after "Assistant:".
+ */
+export function supervisedExamples(
+  handle: Pick<ModelHandle, 'chat' | 'tokenizer'>,
+  chats: readonly ChatLine[],
+): SupervisedExample[] {
+  const { chat, tokenizer } = handle;
+  if (!chat || chat.kind === 'psm') return supervisedChats(tokenizer, chats);
+  return chats.map((c, i) => {
+    const messages: ChatMessage[] | null = c.messages ?? chatFromPrompt(c.prompt);
+    // Earlier turns in the world's one-line format would read as part of the system message.
+    if (!messages || (!c.messages && messages.some((m) => /^(User|Assistant):/m.test(m.content))))
+      throw new Error(
+        `chat ${i + 1}: a model with its own chat template (${chat.origin}) trains on conversations, and this prompt is not one exchange in the world's chat format ("[system line\\n]User: ...\\nAssistant:"); give the chat as {"messages": [...]}`,
+      );
+    const reply = c.response.startsWith(' ') ? c.response.slice(1) : c.response;
+    return templateChatExample(chat, tokenizer, messages, reply);
+  });
+}
+
+/**
+ * Fine-tunes handle.model in place on chat examples in its chat format (supervisedExamples; the shared recipe,
+ * training/finetune.ts). Returns a fresh handle, in the same chat format (the old one's hash no longer matches the
+ * weights).
  */
 export function fineTune(
   handle: ModelHandle,
-  examples: readonly ChatExample[] | readonly { prompt: string; response: string }[],
+  examples: readonly ChatLine[],
   opts: FineTuneOptions,
 ): { finalLoss: number; handle: ModelHandle } {
   const { model, tokenizer } = handle;
-  const { finalLoss } = fineTuneInPlace(model, supervisedChats(tokenizer, examples), opts);
-  return { finalLoss, handle: modelHandle(model, tokenizer, `${handle.source} (fine-tuned)`) };
+  const { finalLoss } = fineTuneInPlace(model, supervisedExamples(handle, examples), opts);
+  const tuned = modelHandle(model, tokenizer, `${handle.source} (fine-tuned)`);
+  return { finalLoss, handle: handle.chat ? { ...tuned, chat: handle.chat } : tuned };
 }
 
 /**
