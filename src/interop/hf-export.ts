@@ -8,6 +8,9 @@
  *   tokenizer_config.json    PreTrainedTokenizerFast, special tokens, the chat template
  *   special_tokens_map.json
  *   generation_config.json   bos/eos ids, greedy by default
+ *
+ * A model folder whose tokenizer is not PSM Lab's own (an imported Qwen or Llama 3 checkpoint) keeps it: its
+ * tokenizer files are copied as they are, chat template included.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -15,7 +18,10 @@ import { toHfConfig } from '../model/config.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { saveModelFolder } from '../model/weights.ts';
 import { tokenizerToJson, type BpeTokenizer } from '../tokenizer/index.ts';
+import type { TextTokenizer } from '../tokenizer/types.ts';
 import { PSM_CHAT_TEMPLATE } from './chat-template.ts';
+import { COPIED_FILES } from './hf-import.ts';
+import { readJsonObject } from './hf-tokenizer.ts';
 
 export const END_OF_TEXT = '<|endoftext|>';
 
@@ -45,13 +51,16 @@ export interface HfExportResult {
   files: string[];
 }
 
-/** Writes model + tokenizer as a Hugging Face model folder (each file atomically). */
-export function exportHfFolder(
-  model: LlamaModel,
-  tokenizer: BpeTokenizer,
-  outDir: string,
-  opts: HfExportOptions = {},
-): HfExportResult {
+/** A special token as tokenizer_config.json names it: a string, or an AddedToken object {content, ...}. */
+export function specialTokenContent(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string')
+    return (v as { content: string }).content;
+  return undefined;
+}
+
+/** Refuses what a Hugging Face folder cannot hold: LoRA adapters, token ids past the embedding, a file at outDir. */
+function checkExportable(model: LlamaModel, tokenizer: TextTokenizer, outDir: string): void {
   if (model.adapters.size > 0)
     throw new Error(
       'export: the model carries LoRA adapters; merge them (model.mergeLora()) before exporting',
@@ -63,6 +72,58 @@ export function exportHfFolder(
   }
   if (fs.existsSync(outDir) && !fs.statSync(outDir).isDirectory())
     throw new Error(`export: ${outDir} exists and is not a folder`);
+}
+
+/**
+ * Writes the model of folder `sourceDir` as a Hugging Face model folder (each file atomically) with the folder's own
+ * tokenizer files (tokenizer.json, tokenizer_config.json and its chat template, special_tokens_map.json,
+ * generation_config.json where present) copied byte for byte; config.json names the BOS / EOS ids of
+ * tokenizer_config.json. For folders whose tokenizer PSM Lab's byte-level BPE does not read (see
+ * {@link exportHfFolder} for those it does).
+ */
+export function exportHfFolderKeepingTokenizer(
+  model: LlamaModel,
+  tokenizer: TextTokenizer,
+  sourceDir: string,
+  outDir: string,
+): HfExportResult {
+  checkExportable(model, tokenizer, outDir);
+  if (path.resolve(sourceDir) === path.resolve(outDir))
+    throw new Error(`export: ${outDir} is the model folder itself; choose another output folder`);
+  const configFile = path.join(sourceDir, 'tokenizer_config.json');
+  const tokenizerConfig = fs.existsSync(configFile) ? readJsonObject(configFile) : {};
+  const idOf = (key: string): number | null => {
+    const content = specialTokenContent(tokenizerConfig[key]);
+    return content === undefined ? null : (tokenizer.tokenToId(content) ?? null);
+  };
+  const config = {
+    ...toHfConfig(model.config),
+    bos_token_id: idOf('bos_token'),
+    eos_token_id: idOf('eos_token'),
+    use_cache: true,
+  };
+  const extra: Record<string, string | Uint8Array> = {
+    'config.json': `${JSON.stringify(config, null, 2)}\n`,
+  };
+  for (const f of COPIED_FILES) {
+    const file = path.join(sourceDir, f);
+    if (fs.existsSync(file)) extra[f] = fs.readFileSync(file);
+  }
+  saveModelFolder(outDir, model, extra, { producer: 'psm-lab' });
+  return {
+    dir: outDir,
+    files: ['model.safetensors', ...Object.keys(extra)].map((f) => path.join(outDir, f)),
+  };
+}
+
+/** Writes model + tokenizer as a Hugging Face model folder (each file atomically). */
+export function exportHfFolder(
+  model: LlamaModel,
+  tokenizer: BpeTokenizer,
+  outDir: string,
+  opts: HfExportOptions = {},
+): HfExportResult {
+  checkExportable(model, tokenizer, outDir);
   const special = specialTokenIds(tokenizer);
   const chatTemplate = opts.chatTemplate ?? PSM_CHAT_TEMPLATE;
   const config = {

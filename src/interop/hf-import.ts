@@ -291,7 +291,8 @@ export function importHfFolder(dir: string, opts: HfImportOptions = {}): HfImpor
   };
 }
 
-const COPIED_FILES = [
+/** The tokenizer and generation files a Hugging Face folder carries beside its weights, kept as they are. */
+export const COPIED_FILES = [
   'tokenizer.json',
   'tokenizer_config.json',
   'special_tokens_map.json',
