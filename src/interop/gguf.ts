@@ -43,7 +43,7 @@ import { LlamaModel, llamaParamShapes } from '../model/llama.ts';
 import { BpeTokenizer, type AddedTokenSpec } from '../tokenizer/index.ts';
 import { PSM_CHAT_TEMPLATE } from './chat-template.ts';
 import { halfToFloatTable } from '../io/safetensors.ts';
-import { specialTokenIds } from './hf-export.ts';
+import { specialTokenContent, specialTokenIds } from './hf-export.ts';
 import { HfTokenizerAdapter } from './hf-tokenizer.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 
@@ -612,17 +612,70 @@ export interface GgufVocab {
   chatTemplate?: string;
 }
 
+/** A byte-level BPE splitting llama.cpp knows by name (llama-vocab.cpp), as Hugging Face tokenizer.json writes it. */
+interface LlamaCppPreTokenizer {
+  /** The models whose tokenizer.json splits this way. */
+  families: string;
+  /** The regex of the Split pre-tokenizer (behavior Isolated), followed by a ByteLevel step without its own regex. */
+  split: string;
+  /** Whether whole words found in the vocabulary skip merging (HF's model.ignore_merges; llama.cpp's ignore_merges). */
+  ignoreMerges: boolean;
+}
+
 /**
- * The split regexes of the pre-tokenizers llama.cpp knows by name (llama-vocab.cpp), as Hugging Face
- * tokenizer.json files write them. "qwen2" is Qwen2's, Qwen2.5's and Qwen3's (with NFC normalization on the HF
- * side); "llama-bpe" is Llama 3's (digits in groups of up to three, whole words looked up before merging).
+ * The pre-tokenizers a tokenizer.json may have to be written to GGUF, by llama.cpp's name: "qwen2" is Qwen2's,
+ * Qwen2.5's and Qwen3's (with NFC normalization on the HF side, which llama.cpp does not apply); "llama-bpe" is
+ * Llama 3's (digits in groups of up to three, whole words looked up before merging).
  */
-const PRE_TOKENIZER_SPLITS: Record<string, string> = {
-  qwen2:
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
-  'llama-bpe':
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+const PRE_TOKENIZERS: Record<string, LlamaCppPreTokenizer> = {
+  qwen2: {
+    families: 'Qwen2, Qwen2.5, Qwen3',
+    split:
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    ignoreMerges: false,
+  },
+  'llama-bpe': {
+    families: 'Llama 3',
+    split:
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    ignoreMerges: true,
+  },
 };
+
+const SUPPORTED_PRE_TOKENIZERS = Object.entries(PRE_TOKENIZERS)
+  .map(([name, p]) => `"${name}" (${p.families})`)
+  .join(', ');
+
+type JsonObject = Record<string, unknown>;
+const isJsonObject = (v: unknown): v is JsonObject =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** A tokenizer.json pre_tokenizer in a few words ("Split /.../ then ByteLevel"), for error messages. */
+function describePreTokenizer(p: unknown): string {
+  if (!isJsonObject(p)) return 'none';
+  if (p.type === 'Sequence' && Array.isArray(p.pretokenizers))
+    return p.pretokenizers.length === 0
+      ? 'an empty Sequence'
+      : p.pretokenizers.map(describePreTokenizer).join(' then ');
+  if (p.type === 'Split') {
+    const pattern = isJsonObject(p.pattern) ? (p.pattern.Regex ?? p.pattern.String) : undefined;
+    return `Split on ${typeof pattern === 'string' ? `/${pattern}/` : 'an unreadable pattern'} (${String(p.behavior)}${p.invert === true ? ', inverted' : ''})`;
+  }
+  if (p.type === 'ByteLevel') return p.use_regex === false ? 'ByteLevel' : "ByteLevel with GPT-2's regex";
+  return typeof p.type === 'string' ? p.type : 'an untyped pre-tokenizer';
+}
+
+/** llama.cpp's name for a tokenizer.json pre_tokenizer: a Split on a known regex, then plain ByteLevel; else undefined. */
+function llamaCppPreTokenizerName(p: unknown): string | undefined {
+  if (!isJsonObject(p) || p.type !== 'Sequence' || !Array.isArray(p.pretokenizers)) return undefined;
+  const [split, byteLevel, ...rest] = p.pretokenizers as unknown[];
+  if (rest.length > 0 || !isJsonObject(split) || !isJsonObject(byteLevel)) return undefined;
+  if (split.type !== 'Split' || split.behavior !== 'Isolated' || split.invert === true) return undefined;
+  if (byteLevel.type !== 'ByteLevel' || byteLevel.use_regex !== false || byteLevel.add_prefix_space === true)
+    return undefined;
+  const regex = isJsonObject(split.pattern) ? split.pattern.Regex : undefined;
+  return Object.entries(PRE_TOKENIZERS).find(([, known]) => known.split === regex)?.[0];
+}
 
 /** PSM Lab's own byte-level BPE as a GGUF vocabulary (GPT-2 splitting; end-of-text as BOS and EOS). */
 function bpeVocab(tokenizer: BpeTokenizer): GgufVocab {
@@ -643,8 +696,19 @@ function bpeVocab(tokenizer: BpeTokenizer): GgufVocab {
 }
 
 /**
+ * tokenizer_config.json's chat_template as GGUF's tokenizer.chat_template holds it: the string, or of a list of named
+ * templates the "default" one (as convert_hf_to_gguf.py writes it).
+ */
+function defaultChatTemplate(raw: unknown): string | undefined {
+  if (typeof raw === 'string') return raw;
+  if (!Array.isArray(raw)) return undefined;
+  const def = (raw as unknown[]).find((t) => isJsonObject(t) && t.name === 'default');
+  return isJsonObject(def) && typeof def.template === 'string' ? def.template : undefined;
+}
+
+/**
  * The GGUF vocabulary of a Hugging Face tokenizer.json of the byte-level BPE kind whose splitting llama.cpp
- * reproduces (Qwen2/2.5/3's, Llama 3's; see PRE_TOKENIZER_SPLITS), with tokenizer_config.json's BOS, EOS and
+ * reproduces (Qwen2/2.5/3's, Llama 3's; see PRE_TOKENIZERS), with tokenizer_config.json's BOS, EOS and
  * chat template. Other tokenizers are refused, naming what differs.
  */
 export function ggufVocabFromTokenizerJson(
@@ -656,13 +720,23 @@ export function ggufVocabFromTokenizerJson(
     { type?: string; vocab?: Record<string, number>; merges?: unknown[] } | undefined;
   if (model?.type !== 'BPE' || !model.vocab || !Array.isArray(model.merges))
     throw new Error(`${source}: only BPE tokenizers with a vocab and merges can be written to GGUF`);
-  const pre = JSON.stringify(json.pre_tokenizer ?? null);
-  const name = Object.entries(PRE_TOKENIZER_SPLITS).find(([, regex]) =>
-    pre.includes(JSON.stringify(regex)),
-  )?.[0];
-  if (!name || !pre.includes('"ByteLevel"'))
+  const name = llamaCppPreTokenizerName(json.pre_tokenizer);
+  if (!name)
     throw new Error(
-      `${source}: its pre-tokenizer is not one llama.cpp reproduces by name (known: ${Object.keys(PRE_TOKENIZER_SPLITS).join(', ')}, each a Split regex then ByteLevel)`,
+      `${source}: llama.cpp cannot reproduce its pre-tokenizer (${describePreTokenizer(json.pre_tokenizer)}); ` +
+        `GGUF export supports ${SUPPORTED_PRE_TOKENIZERS}, each a Split on its regex then ByteLevel`,
+    );
+  const normalizer = json.normalizer ?? null;
+  // llama.cpp normalizes nothing; NFC (Qwen's) changes only text with decomposed characters, which is kept as a
+  // known difference. Any other normalizer would change ordinary text.
+  if (normalizer !== null && !(isJsonObject(normalizer) && normalizer.type === 'NFC'))
+    throw new Error(
+      `${source}: llama.cpp applies no normalizer, and this tokenizer's (${isJsonObject(normalizer) ? String(normalizer.type) : JSON.stringify(normalizer)}) would change the ids; only none or NFC can be written to GGUF`,
+    );
+  const ignoreMerges = (model as { ignore_merges?: unknown }).ignore_merges === true;
+  if (ignoreMerges !== PRE_TOKENIZERS[name].ignoreMerges)
+    throw new Error(
+      `${source}: model.ignore_merges is ${ignoreMerges}, but llama.cpp's "${name}" tokenizes with ignore_merges ${PRE_TOKENIZERS[name].ignoreMerges}`,
     );
   const tokens: string[] = [];
   const types: number[] = [];
@@ -686,13 +760,9 @@ export function ggufVocabFromTokenizerJson(
     throw new Error(`${source}: merges[${i}] is neither "left right" nor [left, right]`);
   });
   const idOf = (key: string): number | undefined => {
-    const v = config[key];
-    const content = typeof v === 'string' ? v : (v as { content?: string } | null)?.content;
-    return content === undefined
-      ? undefined
-      : tokens.indexOf(content) >= 0
-        ? tokens.indexOf(content)
-        : undefined;
+    const content = specialTokenContent(config[key]);
+    const id = content === undefined ? -1 : tokens.indexOf(content);
+    return id >= 0 ? id : undefined;
   };
   return {
     pre: name,
@@ -702,11 +772,11 @@ export function ggufVocabFromTokenizerJson(
     bos: idOf('bos_token'),
     eos: idOf('eos_token'),
     addBos: name === 'llama-bpe' && config.add_bos_token !== false,
-    chatTemplate: typeof config.chat_template === 'string' ? config.chat_template : undefined,
+    chatTemplate: defaultChatTemplate(config.chat_template),
   };
 }
 
-/** The tokenizer.json (for @huggingface/tokenizers) of a GGUF vocabulary whose splitting is one of PRE_TOKENIZER_SPLITS. */
+/** The tokenizer.json (for @huggingface/tokenizers) of a GGUF vocabulary whose splitting is one of PRE_TOKENIZERS. */
 function tokenizerJsonOfGgufVocab(v: GgufVocab): Record<string, unknown> {
   const vocab: Record<string, number> = {};
   const added: Record<string, unknown>[] = [];
@@ -735,7 +805,7 @@ function tokenizerJsonOfGgufVocab(v: GgufVocab): Record<string, unknown> {
       pretokenizers: [
         {
           type: 'Split',
-          pattern: { Regex: PRE_TOKENIZER_SPLITS[v.pre] },
+          pattern: { Regex: PRE_TOKENIZERS[v.pre].split },
           behavior: 'Isolated',
           invert: false,
         },
@@ -752,7 +822,7 @@ function tokenizerJsonOfGgufVocab(v: GgufVocab): Record<string, unknown> {
       end_of_word_suffix: null,
       fuse_unk: false,
       byte_fallback: false,
-      ignore_merges: v.pre === 'llama-bpe',
+      ignore_merges: PRE_TOKENIZERS[v.pre].ignoreMerges,
       vocab,
       merges: v.merges,
     },
@@ -1724,7 +1794,7 @@ export function ggufTokenizer(file: GgufFile): { tokenizer: BpeTokenizer | null;
 /**
  * The tokenizer of a GGUF file as PSM Lab runs it: its own byte-level BPE for the GPT-2 splitting (see
  * {@link ggufTokenizer}), @huggingface/tokenizers over a rebuilt tokenizer.json for the splittings of
- * PRE_TOKENIZER_SPLITS (Qwen2/3's "qwen2", Llama 3's "llama-bpe"), or null with the reason.
+ * PRE_TOKENIZERS (Qwen2/3's "qwen2", Llama 3's "llama-bpe"), or null with the reason.
  */
 export function ggufTextTokenizer(file: GgufFile): {
   tokenizer: TextTokenizer | null;
@@ -1736,7 +1806,7 @@ export function ggufTextTokenizer(file: GgufFile): {
   if (
     metaString(file, 'tokenizer.ggml.model') !== 'gpt2' ||
     pre === undefined ||
-    !(pre in PRE_TOKENIZER_SPLITS)
+    !Object.hasOwn(PRE_TOKENIZERS, pre)
   )
     return ggufTokenizer(file);
   const tokens = metaArray(file, 'tokenizer.ggml.tokens', GgufValueType.STRING) as string[] | undefined;
