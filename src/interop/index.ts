@@ -10,21 +10,28 @@ import { loadModelFolder, saveModelFolder } from '../model/weights.ts';
 import { toHfConfig } from '../model/config.ts';
 import { BpeTokenizer, tokenizerToJson } from '../tokenizer/index.ts';
 import { chatTemplateFromGguf } from './chat-template-source.ts';
-import { exportHfFolder } from './hf-export.ts';
+import { exportHfFolder, exportHfFolderKeepingTokenizer } from './hf-export.ts';
 import { importHfToModelFolder } from './hf-import.ts';
-import { loadFolderTokenizer } from './hf-tokenizer.ts';
+import { loadFolderTokenizer, readJsonObject } from './hf-tokenizer.ts';
 import {
   ggufConfig,
   ggufToModel,
   ggufTextTokenizer,
+  ggufVocabFromTokenizerJson,
   readGgufFile,
   writeGgufFile,
   ggufArchitecture,
   ggmlTypeName,
+  type GgufVocab,
 } from './gguf.ts';
 
 export { PSM_CHAT_TEMPLATE, PSM_CHAT_STOP, formatChat, type ChatMessage } from './chat-template.ts';
-export { exportHfFolder, specialTokenIds, type HfExportOptions } from './hf-export.ts';
+export {
+  exportHfFolder,
+  exportHfFolderKeepingTokenizer,
+  specialTokenIds,
+  type HfExportOptions,
+} from './hf-export.ts';
 export {
   importHfFolder,
   importHfToModelFolder,
@@ -71,27 +78,27 @@ function folderBytes(dir: string): number {
   return fs.readdirSync(dir).reduce((s, f) => s + fs.statSync(path.join(dir, f)).size, 0);
 }
 
-/** Exports a PSM Lab model folder (config.json, model.safetensors, tokenizer.json) as an HF folder or a GGUF file. */
+/**
+ * Exports a model folder (config.json, model.safetensors, tokenizer.json) as an HF folder or a GGUF file. PSM Lab's
+ * own byte-level BPE tokenizer is written out from what it reads; an imported folder's Hugging Face tokenizer is
+ * copied as it is into an HF folder, and written into a GGUF when llama.cpp reproduces its splitting (Qwen2/2.5/3,
+ * Llama 3; others are refused by name).
+ */
 export function exportModelFolder(
   modelDir: string,
   format: ExportFormat,
   out: string,
   opts: { dtype?: 'F32' | 'F16'; name?: string } = {},
 ): ExportSummary {
+  if (format !== 'hf' && format !== 'gguf')
+    throw new Error(`export: unknown format "${String(format)}" (use hf or gguf)`);
   const model = loadModelFolder(modelDir);
   const tok = loadFolderTokenizer(modelDir);
-  if (!tok.bpe) {
-    throw new Error(
-      `${path.join(modelDir, 'tokenizer.json')}: export needs PSM Lab's byte-level BPE tokenizer (${tok.note ?? 'unsupported'}); ` +
-        (format === 'hf'
-          ? 'an imported folder is already a Hugging Face folder'
-          : 'GGUF export of other tokenizers is not supported'),
-    );
-  }
   if (format === 'hf') {
     if (opts.dtype && opts.dtype !== 'F32')
       throw new Error('export: the Hugging Face folder is written in F32 only');
-    exportHfFolder(model, tok.bpe, out);
+    if (tok.bpe) exportHfFolder(model, tok.bpe, out);
+    else exportHfFolderKeepingTokenizer(model, tok.tokenizer, modelDir, out);
     return {
       format,
       out,
@@ -100,21 +107,27 @@ export function exportModelFolder(
       parameters: model.parameterCount(),
     };
   }
-  if (format === 'gguf') {
-    fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
-    const bytes = writeGgufFile(out, model, tok.bpe, {
-      dtype: opts.dtype,
-      name: opts.name ?? path.basename(path.resolve(modelDir)),
-    });
-    return {
-      format,
-      out,
-      bytes,
-      architecture: ggufArchitecture(model.config),
-      parameters: model.parameterCount(),
-    };
-  }
-  throw new Error(`export: unknown format "${String(format)}" (use hf or gguf)`);
+  const vocab = tok.bpe ?? folderGgufVocab(modelDir);
+  fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+  const bytes = writeGgufFile(out, model, vocab, {
+    dtype: opts.dtype,
+    name: opts.name ?? path.basename(path.resolve(modelDir)),
+  });
+  return {
+    format,
+    out,
+    bytes,
+    architecture: ggufArchitecture(model.config),
+    parameters: model.parameterCount(),
+  };
+}
+
+/** The GGUF vocabulary of a folder's Hugging Face tokenizer.json, with tokenizer_config.json's special tokens and chat template. */
+function folderGgufVocab(modelDir: string): GgufVocab {
+  const file = path.join(modelDir, 'tokenizer.json');
+  const configFile = path.join(modelDir, 'tokenizer_config.json');
+  const config = fs.existsSync(configFile) ? readJsonObject(configFile) : {};
+  return ggufVocabFromTokenizerJson(readJsonObject(file), config, file);
 }
 
 export interface ImportSummary {
