@@ -9,6 +9,7 @@ import { noGrad } from '../src/autograd/tensor.ts';
 import { registerInteropCommands } from '../src/cli/interop-commands.ts';
 import { formatChat, PSM_CHAT_TEMPLATE, type ChatMessage } from '../src/interop/chat-template.ts';
 import { writeGgufFile } from '../src/interop/gguf.ts';
+import { CHAT_TEMPLATE_FILE, chatTemplateForFolder } from '../src/interop/chat-template-source.ts';
 import { exportHfFolder } from '../src/interop/hf-export.ts';
 import { importHfFolder, importHfToModelFolder } from '../src/interop/hf-import.ts';
 import { loadFolderTokenizer } from '../src/interop/hf-tokenizer.ts';
@@ -240,6 +241,27 @@ describe('Hugging Face export', () => {
       sameWeights(m, r.model);
       expect(r.tokenizer!.tokenizer.encode(CHAT_DOCS[1])).toEqual(tokenizer.encode(CHAT_DOCS[1]));
     }
+  });
+
+  it('keeps a template that lives only in chat_template.jinja through psm import', () => {
+    const dir = tmp();
+    exportHfFolder(model(), tokenizer, dir);
+    const config = readJson(path.join(dir, 'tokenizer_config.json'));
+    delete config.chat_template;
+    // ChatML: any template but PSM Lab's own, which the folder reader recognises as the PSM format.
+    const source =
+      "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}" +
+      "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    fs.writeFileSync(path.join(dir, CHAT_TEMPLATE_FILE), source);
+    const out = tmp();
+    importHfToModelFolder(dir, out);
+    expect(fs.readFileSync(path.join(out, CHAT_TEMPLATE_FILE), 'utf8')).toBe(source);
+    const chat = chatTemplateForFolder(out);
+    expect(chat.kind).toBe('jinja');
+    expect(chat.render([{ role: 'user', content: 'Hi' }])).toBe(
+      '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n',
+    );
   });
 
   it('round-trips through GGUF too (export gguf, import the .gguf file)', () => {

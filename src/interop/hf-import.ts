@@ -17,6 +17,7 @@ import { fromHfConfig, type LlamaConfig } from '../model/config.ts';
 import { checkConfigFitsWeights, LlamaModel, llamaParamNames } from '../model/llama.ts';
 import { saveModelFolder } from '../model/weights.ts';
 import { readSafetensorsFileHeader, streamSafetensors } from '../io/safetensors-stream.ts';
+import { TEXT_FILES } from './chat-template-source.ts';
 import { loadFolderTokenizer, readJsonObject, type FolderTokenizer } from './hf-tokenizer.ts';
 
 export const SUPPORTED_ARCHITECTURES = [
@@ -291,13 +292,9 @@ export function importHfFolder(dir: string, opts: HfImportOptions = {}): HfImpor
   };
 }
 
-/** The tokenizer and generation files a Hugging Face folder carries beside its weights, kept as they are. */
-export const COPIED_FILES = [
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'generation_config.json',
-];
+/** The tokenizer, chat-template and generation files a folder carries beside its weights, kept as they are (all the
+ * text files a derived folder keeps but the import record, which the import writes itself). */
+export const COPIED_FILES = TEXT_FILES.filter((f) => f !== 'psm-import.json');
 
 /**
  * Imports `from` and writes a PSM Lab model folder at `outDir`: config.json and F32 model.safetensors in the
