@@ -21,9 +21,7 @@ import {
   meanActivations,
   tokenizeContextsFor,
 } from '../../src/interpret/activations.ts';
-import type { LlamaModel } from '../../src/model/llama.ts';
-import { LocalEngine, type GenerateParams } from '../../src/providers/local-engine.ts';
-import type { ChatMessage } from '../../src/providers/types.ts';
+import { LocalEngine } from '../../src/providers/local-engine.ts';
 import { chatExample } from '../../src/recipe/generate.ts';
 import { Analysis } from '../../src/web/analysis.ts';
 import { LabModels } from '../../src/web/models.ts';
@@ -31,8 +29,12 @@ import { RunsFolder } from '../../src/web/runs.ts';
 import { randomModel } from '../architecture-fixtures.ts';
 import { runCli } from '../cli-run.ts';
 import {
+  CHAT,
+  expectStreamedAsPlain,
+  greedy,
   importedFolder,
   LLAMA3_PACKAGE,
+  plantChain,
   QWEN3_PACKAGE,
   qwenConfig,
   referenceTokenizer,
@@ -40,11 +42,6 @@ import {
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-real-tokenizer-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-const CHAT: ChatMessage[] = [
-  { role: 'system', content: 'You are a helpful assistant.' },
-  { role: 'user', content: 'Say hello in three languages, please!' },
-];
 
 /** An emoji split over three byte-level tokens, CJK, accents and a whitespace run: what the planted reply says. */
 const SCRIPT = 'Hi 🫠 日本語  \t tabs, résumé!';
@@ -56,37 +53,6 @@ const ROUND_TRIP = [
   'runs:  two,   three,\t\ttabs,\r\nCRLF\n\n\n   indented   ',
   "It's naïve café Zürich, DON'T 1234567 ∑∞≤→",
 ];
-
-/**
- * Plants a greedy continuation: each token of `chain` but the last is embedded as a large one-hot vector (so the
- * random blocks barely move it) and the head row of the token after it reads that direction.
- */
-function plantChain(model: LlamaModel, chain: readonly number[]): void {
-  const dim = model.config.dim;
-  const embed = model.param('model.embed_tokens.weight').data;
-  const head = model.param('lm_head.weight').data;
-  expect(chain.length - 1).toBeLessThanOrEqual(dim);
-  expect(new Set(chain.slice(0, -1)).size, 'the chain needs distinct tokens to step from').toBe(
-    chain.length - 1,
-  );
-  for (let i = 0; i + 1 < chain.length; i++) {
-    embed.fill(0, chain[i] * dim, (chain[i] + 1) * dim);
-    embed[chain[i] * dim + i] = 100;
-    head.fill(0, chain[i + 1] * dim, (chain[i + 1] + 1) * dim);
-    head[chain[i + 1] * dim + i] = 10;
-  }
-}
-
-const greedy = (promptIds: number[], extra: Partial<GenerateParams> = {}): GenerateParams => ({
-  promptIds,
-  maxTokens: 40,
-  temperature: 0,
-  topP: 1,
-  seed: 1,
-  stop: [],
-  topLogprobs: null,
-  ...extra,
-});
 
 describe('an imported Qwen folder with the real Qwen tokenizer', () => {
   const PKG = QWEN3_PACKAGE;
@@ -172,34 +138,8 @@ describe('an imported Qwen folder with the real Qwen tokenizer', () => {
   });
 
   it('greedy and streamed generation give the same text, never streaming half a character', async () => {
-    const prompt = engine.encodeChat(CHAT);
-    const plain = await engine.generate(greedy(prompt, { topLogprobs: 2 }));
-    expect(plain.text).toBe(SCRIPT);
-    expect(plain.finishReason).toBe('stop');
-    // The planted reply does split characters over tokens: those tokens alone are not text.
-    const ids = plain.tokens.map((t) => t.id);
-    expect(ids.some((id) => engine.tokenizer.decodeToken(id).includes('\uFFFD'))).toBe(true);
-    expect(Buffer.concat(plain.tokens.map((t) => Buffer.from(t.bytes))).toString('utf8')).toBe(SCRIPT);
-    expect(plain.tokens.every((t) => t.top?.length === 2 && Number.isFinite(t.logprob))).toBe(true);
-
-    const pieces: string[] = [];
-    const streamed = await engine.generate(
-      greedy(prompt, { onDelta: (text: string) => void pieces.push(text) }),
-    );
-    expect(streamed.text).toBe(SCRIPT);
-    expect(pieces.join('')).toBe(SCRIPT);
-    expect(pieces.length).toBeGreaterThan(5);
-    expect(pieces.some((p) => p.includes('\uFFFD'))).toBe(false);
-
-    // A random continuation elsewhere (whatever bytes it picks) streams exactly what it returns.
-    const other = engine.encodeText('Once upon a time');
-    const sampled = greedy(other, { temperature: 1, seed: 3, maxTokens: 24 });
-    const whole = await engine.generate(sampled);
-    const parts: string[] = [];
-    const again = await engine.generate({ ...sampled, onDelta: (t: string) => void parts.push(t) });
-    expect(again.text).toBe(whole.text);
-    expect(parts.join('')).toBe(whole.text);
-    expect(whole.completionTokens).toBeGreaterThan(0);
+    // The planted reply splits its emoji over byte-level tokens.
+    await expectStreamedAsPlain(engine, engine.encodeChat(CHAT), SCRIPT);
   });
 
   it('opens in the lab as an imported model, in its own template', async () => {
