@@ -20,7 +20,7 @@ import { saveModelFolder } from '../model/weights.ts';
 import { tokenizerToJson, type BpeTokenizer } from '../tokenizer/index.ts';
 import type { TextTokenizer } from '../tokenizer/types.ts';
 import { PSM_CHAT_TEMPLATE } from './chat-template.ts';
-import { COPIED_FILES } from './hf-import.ts';
+import { copiedFiles } from './hf-import.ts';
 import { readJsonObject } from './hf-tokenizer.ts';
 
 export const END_OF_TEXT = '<|endoftext|>';
@@ -105,7 +105,7 @@ export function exportHfFolderKeepingTokenizer(
   const extra: Record<string, string | Uint8Array> = {
     'config.json': `${JSON.stringify(config, null, 2)}\n`,
   };
-  for (const f of COPIED_FILES) {
+  for (const f of copiedFiles()) {
     const file = path.join(sourceDir, f);
     if (fs.existsSync(file)) extra[f] = fs.readFileSync(file);
   }

@@ -292,9 +292,14 @@ export function importHfFolder(dir: string, opts: HfImportOptions = {}): HfImpor
   };
 }
 
-/** The tokenizer, chat-template and generation files a folder carries beside its weights, kept as they are (all the
- * text files a derived folder keeps but the import record, which the import writes itself). */
-export const COPIED_FILES = TEXT_FILES.filter((f) => f !== 'psm-import.json');
+/**
+ * The tokenizer, chat-template and generation files a folder carries beside its weights, kept as they are (all the
+ * text files a derived folder keeps but the import record, which the import writes itself). A function, not a
+ * constant: the modules that define and use the list import each other.
+ */
+export function copiedFiles(): string[] {
+  return TEXT_FILES.filter((f) => f !== 'psm-import.json');
+}
 
 /**
  * Imports `from` and writes a PSM Lab model folder at `outDir`: config.json and F32 model.safetensors in the
@@ -307,7 +312,7 @@ export function importHfToModelFolder(
 ): HfImportResult & { files: string[] } {
   const result = importHfFolder(from, opts);
   const extra: Record<string, Uint8Array | string> = {};
-  for (const f of COPIED_FILES) {
+  for (const f of copiedFiles()) {
     const p = path.join(from, f);
     if (fs.existsSync(p)) extra[f] = fs.readFileSync(p);
   }
