@@ -67,13 +67,19 @@ const JUDGES = ['self', 'world'];
 interface Span {
   wallMs: number;
   cpuMs: number;
+  /** The process's peak resident memory so far, when the span ended: the phase that raises it is the one to fix. */
+  peakRssBytes: number;
 }
 
 /** Starts a clock; the function returned gives the wall and CPU time since. */
 function startSpan(): () => Span {
   const wall = performance.now();
   const cpu = process.cpuUsage();
-  return () => ({ wallMs: performance.now() - wall, cpuMs: cpuMsSince(cpu) });
+  return () => ({
+    wallMs: performance.now() - wall,
+    cpuMs: cpuMsSince(cpu),
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+  });
 }
 
 /** What a cached folder was built from; a folder whose record differs is rebuilt. */
@@ -235,7 +241,7 @@ async function measure(dir: string, s: Settings): Promise<ChildResult> {
         answer: r.text,
       });
     const extractedReplies = usable.flatMap((p) => [p.positive, p.negative]);
-    const none: Span = { wallMs: 0, cpuMs: 0 };
+    const none: Span = { wallMs: 0, cpuMs: 0, peakRssBytes: 0 };
     return {
       threads: Number(process.env.PSM_THREADS),
       judgeId: judge.id,
@@ -286,7 +292,8 @@ const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 
 function describe(label: string, span: Span, extra = ''): string {
-  return `  ${label.padEnd(22)} ${sec(span.wallMs).padStart(8)} wall ${sec(span.cpuMs).padStart(8)} CPU${extra ? `   ${extra}` : ''}`;
+  const peak = span.peakRssBytes > 0 ? ` peak ${gib(span.peakRssBytes).padStart(9)}` : '';
+  return `  ${label.padEnd(22)} ${sec(span.wallMs).padStart(8)} wall ${sec(span.cpuMs).padStart(8)} CPU${peak}${extra ? `   ${extra}` : ''}`;
 }
 
 async function main(): Promise<void> {
@@ -365,7 +372,12 @@ async function main(): Promise<void> {
     `random weights: the replies are noise, so the judge's scores (${r.scored} of ${r.replies} replies got a number) and the kept fraction (${r.kept} of ${r.pairs} pairs) mean nothing; activations were read on all ${r.extractedPairs} pairs with two non-empty replies; only the times count`,
   );
   const scale = projectQuestions / s.questions;
-  const projected = (span: Span) => ({ wallMs: span.wallMs * scale, cpuMs: span.cpuMs * scale });
+  // A projected phase has no measured memory (peakRssBytes 0 prints none).
+  const projected = (span: Span): Span => ({
+    wallMs: span.wallMs * scale,
+    cpuMs: span.cpuMs * scale,
+    peakRssBytes: 0,
+  });
   const projectedTotal = projected(r.total);
   console.log(
     `projection (from the measured per-reply rates, not measured): ${s.instructions} pairs x ${projectQuestions} questions x ${s.samples} sample(s) x 2 poles = ${Math.round(replies * scale)} replies of ${s.maxTokens} tokens`,

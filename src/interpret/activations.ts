@@ -24,6 +24,7 @@ import {
 } from '../io/safetensors.ts';
 import { memoEncode, type Encoder } from '../measurement/choice.ts';
 import { checkHookName, hookBlock, HookSet, type HookFn } from '../model/hooks.ts';
+import type { LlamaConfig } from '../model/config.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { loadModelFolder, MODEL_FILE, modelTensors } from '../model/weights.ts';
 import { chatFromPrompt, ChatTemplate } from '../interop/chat-template.ts';
@@ -214,10 +215,20 @@ function spanRange(ctx: TokenContext, span: SpanKind, i: number): [number, numbe
 
 /** How activations are recorded in batches (not the model's own forward options, model/llama.ts ForwardOptions). */
 export interface ActivationBatchOptions {
-  /** Maximum tokens (sequences x padded length) in one forward pass (default 4096). */
+  /** Maximum tokens (sequences x padded length) in one forward pass (default: defaultTokensPerBatch). */
   tokensPerBatch?: number;
   /** Interventions applied before recording, at their hook points (e.g. steering while recording). */
   interventions?: { name: string; fn: HookFn }[];
+}
+
+/**
+ * Tokens per recording pass by default: 4096 for the persona world's models, fewer for wide ones. A pass's
+ * intermediates grow with its widest rows (the MLP's, 4864 floats a token at Qwen2.5-0.5B's size), and the
+ * collector frees them only after a pass: at 4096 tokens such a model held ~5 GB besides its weights while
+ * extracting; the budget keeps the widest intermediate at about 16 MB.
+ */
+export function defaultTokensPerBatch(config: Pick<LlamaConfig, 'dim' | 'hiddenDim'>): number {
+  return Math.max(256, Math.min(4096, Math.floor((4096 * 1024) / Math.max(config.dim, config.hiddenDim))));
 }
 
 /**
@@ -239,7 +250,7 @@ export function forEachActivationBatch(
     if (s.length > max)
       throw new Error(`sequence ${i} has ${s.length} tokens, the model's context is ${max}`);
   });
-  const budget = opts.tokensPerBatch ?? 4096;
+  const budget = opts.tokensPerBatch ?? defaultTokensPerBatch(model.config);
   const stopAfterLayer = lastBlockRead([...hooks, ...(opts.interventions ?? []).map((iv) => iv.name)]);
   const order = seqs.map((_, i) => i).sort((a, b) => seqs[a].length - seqs[b].length || a - b);
   noGrad(() => {
