@@ -121,11 +121,24 @@ export class HfTokenizerAdapter implements TextTokenizer {
   constructor(json: Record<string, unknown>, config: Record<string, unknown> = {}, modelRows?: number) {
     this.tok = new HfJsTokenizer(json, config);
     const added = Array.isArray(json.added_tokens) ? (json.added_tokens as AddedTokenSpec[]) : [];
+    // The library takes a malformed entry as it is, and its id then surfaces as undefined mid-encode.
+    added.forEach((t, i) => {
+      if (!Number.isInteger(t?.id) || t.id < 0 || typeof t.content !== 'string' || t.content === '')
+        throw new Error(
+          `added_tokens[${i}] must have a non-negative integer id and non-empty string content, got ${JSON.stringify(t)}`,
+        );
+    });
     const model = json.model as { vocab?: unknown; byte_fallback?: unknown } | undefined;
     const vocab = model?.vocab;
     let maxVocabId = -1;
     if (vocab && typeof vocab === 'object' && !Array.isArray(vocab))
-      for (const id of Object.values(vocab as Record<string, number>)) maxVocabId = Math.max(maxVocabId, id);
+      for (const [piece, id] of Object.entries(vocab as Record<string, unknown>)) {
+        if (!Number.isInteger(id) || (id as number) < 0)
+          throw new Error(
+            `model.vocab[${JSON.stringify(piece)}] must be a non-negative integer id, got ${JSON.stringify(id)}`,
+          );
+        maxVocabId = Math.max(maxVocabId, id as number);
+      }
     else if (Array.isArray(vocab)) maxVocabId = vocab.length - 1;
     const size = added.reduce((m, t) => Math.max(m, t.id), maxVocabId) + 1;
     // Ids past the model's rows are dropped only when they are added tokens, never model vocabulary pieces.
