@@ -520,7 +520,7 @@ describe('psm export / psm import commands', () => {
     );
     expect(
       await run(['export', '--model', src, '--format', 'gguf', '--out', path.join(dir, 'm.gguf')]),
-    ).toMatch(/as GGUF \(llama/);
+    ).toMatch(/as GGUF \(llama[\s\S]*-p \$'User: Hello/);
     expect(await run(['import', '--from', path.join(dir, 'hf'), '--out', path.join(dir, 'back-hf')])).toMatch(
       /imported LlamaForCausalLM .* stored F32/,
     );

@@ -24,8 +24,14 @@ export function registerInteropCommands(program: Command): void {
         `exported ${s.parameters.toLocaleString('en-US')} parameters as ${s.format === 'hf' ? 'a Hugging Face folder' : 'GGUF'} (${s.architecture}, ${(s.bytes / 1e6).toFixed(2)} MB) to ${s.out}\n`,
       );
       if (s.format === 'gguf') {
+        // PSM Lab's own models speak the PSM chat format; a model with its own template chats through the template
+        // the GGUF carries (llama-cli's conversation mode).
+        const { chatTemplateForFolder } = await import('../interop/chat-template-source.ts');
+        const psmFormat = chatTemplateForFolder(o.model).kind === 'psm';
         process.stdout.write(
-          `run it with llama.cpp: llama-cli -m ${s.out} --temp 0 -p $'User: Hello\\nAssistant:'  (or: npx node-llama-cpp complete --model ${s.out} --gpu false)\n`,
+          psmFormat
+            ? `run it with llama.cpp: llama-cli -m ${s.out} --temp 0 -p $'User: Hello\\nAssistant:'  (or: npx node-llama-cpp complete --model ${s.out} --gpu false)\n`
+            : `run it with llama.cpp in its own chat template: llama-cli -m ${s.out} --temp 0 -cnv  (or: npx node-llama-cpp chat --model ${s.out} --gpu false)\n`,
         );
       }
     });

@@ -190,6 +190,8 @@ describe.each(Object.keys(CASES))('an imported folder with the real %s tokenizer
       gguf,
     );
     expect(printed).toContain(`as GGUF (${c.arch},`);
+    // The hint to run it chats in the model's own template, not PSM Lab's "User: ...\nAssistant:" prompt.
+    expect(printed).toMatch(/in its own chat template: llama-cli .* -cnv/);
     const md = readGgufFile(gguf).metadata;
     const value = (key: string): unknown => md.get(key)?.value;
     expect(value('tokenizer.ggml.model')).toBe('gpt2');
