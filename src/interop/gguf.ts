@@ -40,6 +40,7 @@ import {
   type RopeScaling,
 } from '../model/config.ts';
 import { LlamaModel, llamaParamShapes } from '../model/llama.ts';
+import { checkFinite } from '../model/weights.ts';
 import { BpeTokenizer, type AddedTokenSpec } from '../tokenizer/index.ts';
 import { PSM_CHAT_TEMPLATE } from './chat-template.ts';
 import { halfToFloatTable } from '../io/safetensors.ts';
@@ -1736,9 +1737,7 @@ export function ggufToModel(file: GgufFile): LlamaModel {
     const permuted = permutesQk(arch) && /self_attn\.(q|k)_proj\.(weight|bias)$/.test(hfName);
     // Decoded straight into the parameter unless it needs unpermuting: no second copy of a large tensor.
     const data = ggufTensorData(file, t.name, permuted ? undefined : p.data);
-    for (let i = 0; i < data.length; i++)
-      if (!Number.isFinite(data[i]))
-        throw new Error(`${file.source}: tensor "${t.name}" contains ${data[i]} at index ${i}`);
+    checkFinite(t.name, data, file.source);
     if (permuted) {
       const heads = hfName.includes('q_proj') ? config.nHeads : config.nKvHeads;
       p.data.set(unpermuteFromGguf(data, heads * hd, p.shape.length === 2 ? p.shape[1] : 1, heads));

@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fromHfConfig, type LlamaConfig } from '../model/config.ts';
 import { checkConfigFitsWeights, LlamaModel, llamaParamNames } from '../model/llama.ts';
-import { saveModelFolder } from '../model/weights.ts';
+import { checkFinite, saveModelFolder } from '../model/weights.ts';
 import { readSafetensorsFileHeader, streamSafetensors } from '../io/safetensors-stream.ts';
 import { TEXT_FILES } from './chat-template-source.ts';
 import { loadFolderTokenizer, readJsonObject, type FolderTokenizer } from './hf-tokenizer.ts';
@@ -168,10 +168,7 @@ function copyInto(model: LlamaModel, name: string, data: Float32Array, shape: nu
   if (shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i])) {
     throw new Error(`${where}: tensor "${name}" has shape [${shape}], config.json needs [${t.shape}]`);
   }
-  for (let i = 0; i < data.length; i++) {
-    if (!Number.isFinite(data[i]))
-      throw new Error(`${where}: tensor "${name}" contains ${data[i]} at index ${i}`);
-  }
+  checkFinite(name, data, where);
   t.data.set(data);
 }
 

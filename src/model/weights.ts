@@ -56,7 +56,8 @@ function checkTensorSet(
   }
 }
 
-function checkFinite(name: string, data: Float32Array, source: string): void {
+/** Refuses a tensor holding NaN or an infinity, naming the source, the tensor and the first bad index. */
+export function checkFinite(name: string, data: Float32Array, source: string): void {
   // A float32 is NaN or infinite exactly when its exponent bits are all ones; OR-ing a flag over the bits scans
   // a 2 GB model in about a second (Number.isFinite per element took several).
   const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
