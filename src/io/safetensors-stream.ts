@@ -79,6 +79,32 @@ export function readSafetensorsFileHeader(
 }
 
 /**
+ * Reads tensor `t`, into `target` when given (its element count) or a fresh array: F32 bytes are read straight into
+ * the destination, F16 / BF16 are decoded (into a fresh array without a further copy).
+ */
+function readTensor(
+  fd: number,
+  t: StreamedTensorInfo,
+  dataStart: number,
+  file: string,
+  target?: Float32Array,
+): Float32Array {
+  if (t.dtype === 'F32') {
+    const out = target ?? new Float32Array(elementCount(t));
+    readExactly(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), dataStart + t.begin, file);
+    return out;
+  }
+  const raw = new Uint8Array(t.end - t.begin);
+  readExactly(fd, raw, dataStart + t.begin, file);
+  const decoded = decodeFloats(raw, t.dtype, elementCount(t));
+  if (!target) return decoded;
+  target.set(decoded);
+  return target;
+}
+
+const elementCount = (t: StreamedTensorInfo): number => t.shape.reduce((a, b) => a * b, 1);
+
+/**
  * Calls `onTensor` for each tensor of a safetensors file in data order, decoding one at a time. Returns the
  * dtypes met. The header is fully validated before any tensor is delivered.
  */
@@ -91,10 +117,7 @@ export function streamSafetensors(
     const dtypes = new Set<string>();
     for (const t of tensors) {
       dtypes.add(t.dtype);
-      const raw = new Uint8Array(t.end - t.begin);
-      readExactly(fd, raw, dataStart + t.begin, file);
-      const count = t.shape.reduce((a, b) => a * b, 1);
-      onTensor(t.name, decodeFloats(raw, t.dtype, count), t.shape);
+      onTensor(t.name, readTensor(fd, t, dataStart, file), t.shape);
     }
     return dtypes;
   });
@@ -116,23 +139,12 @@ export function readSafetensorsInto(
     for (const t of tensors) {
       const target = targetOf(t);
       if (!target) continue;
-      const count = t.shape.reduce((a, b) => a * b, 1);
+      const count = elementCount(t);
       if (target.length !== count)
         throw new Error(
           `${file}: tensor '${t.name}' has ${count} elements, its destination ${target.length}`,
         );
-      if (t.dtype === 'F32') {
-        readExactly(
-          fd,
-          new Uint8Array(target.buffer, target.byteOffset, target.byteLength),
-          dataStart + t.begin,
-          file,
-        );
-        continue;
-      }
-      const raw = new Uint8Array(t.end - t.begin);
-      readExactly(fd, raw, dataStart + t.begin, file);
-      target.set(decodeFloats(raw, t.dtype, count));
+      readTensor(fd, t, dataStart, file, target);
     }
   });
 }
