@@ -6,30 +6,15 @@
  */
 import type { OnnxNode } from './onnx-graph.ts';
 import type { MatmulBackend, MatmulSpec } from './matmul.ts';
+import { gemmGraph } from './kernel-graphs.ts';
 import { OrtFusedKernels } from './ort-kernels.ts';
 import { GraphCache, ortAvailable, type GraphSpec } from './ort-session.ts';
 
 export { ortAvailable };
 
 function layoutGraph(transA: boolean, transB: boolean, batched: boolean): GraphSpec {
+  if (!batched) return gemmGraph(transA, transB);
   const nodes: OnnxNode[] = [];
-  if (!batched) {
-    nodes.push({
-      op: 'Gemm',
-      inputs: ['A', 'B'],
-      outputs: ['Y'],
-      attributes: { transA: transA ? 1 : 0, transB: transB ? 1 : 0 },
-    });
-    return {
-      name: 'gemm',
-      nodes,
-      inputs: [
-        { name: 'A', shape: transA ? ['k', 'm'] : ['m', 'k'] },
-        { name: 'B', shape: transB ? ['n', 'k'] : ['k', 'n'] },
-      ],
-      outputs: [{ name: 'Y', shape: ['m', 'n'] }],
-    };
-  }
   // FusedMatMul reads transposed operands in place (no Transpose copies).
   nodes.push({
     op: 'FusedMatMul',
