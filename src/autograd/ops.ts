@@ -161,7 +161,7 @@ const ropeCache = new Map<string, RopeTables & { n: number }>();
 const ropeFrequencyCache = new WeakMap<Float64Array, RopeTables & { n: number }>();
 
 /** Rope tables for `positions`: slices of a cached table when they are consecutive (training, scoring). */
-function cachedRopeTables(positions: Int32Array, d: number, theta: number | Float64Array): RopeTables {
+export function cachedRopeTables(positions: Int32Array, d: number, theta: number | Float64Array): RopeTables {
   const t = positions.length;
   const start = t > 0 ? positions[0] : 0;
   let consecutive = start >= 0;

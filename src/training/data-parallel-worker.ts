@@ -8,6 +8,7 @@ import { LlamaModel } from '../model/llama.ts';
 import { configureBackend } from '../tensor/backend.ts';
 import type { Batch } from './data.ts';
 import { batchViews, CMD, DONE, EXIT_COMMAND, STATUS, type WorkerInit } from './data-parallel.ts';
+import { fusedLossAndGradients } from './fused-step.ts';
 import { batchLoss } from './trainer.ts';
 
 const init = workerData as WorkerInit;
@@ -36,10 +37,16 @@ function runStep(): void {
     targets: views.targets.slice(0, rows),
     weights: views.meta[2] ? views.weights.slice(0, rows) : null,
   };
-  const { loss, tokens } = batchLoss(model, batch);
-  result[0] = loss.item();
-  result[1] = tokens;
-  loss.backward();
+  const fused = fusedLossAndGradients(model, batch);
+  if (fused) {
+    result[0] = fused.loss;
+    result[1] = fused.tokens;
+  } else {
+    const { loss, tokens } = batchLoss(model, batch);
+    result[0] = loss.item();
+    result[1] = tokens;
+    loss.backward();
+  }
   for (const { name, offset, size } of init.params) {
     const g = model.params.get(name)!.grad;
     if (g) gradients.set(g, offset);

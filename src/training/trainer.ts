@@ -7,6 +7,7 @@ import type { HookSet } from '../model/hooks.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import type { Batch, BatchSource } from './data.ts';
 import { DataParallelGroup } from './data-parallel.ts';
+import { fusedLossAndGradients } from './fused-step.ts';
 import { resumableCheckpoint, loadCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT } from './checkpoint.ts';
 import { AdamW, DEFAULT_ADAMW, type AdamWOptions } from './optimizer.ts';
 import { learningRate, type LrSchedule } from './schedule.ts';
@@ -141,6 +142,11 @@ export class Trainer {
       const { loss, tokens } = this.group.lossAndGradients(batch);
       if (!Number.isFinite(loss)) throw new Error(`loss is ${loss}`);
       return { value: loss, tokens };
+    }
+    const fused = fusedLossAndGradients(this.model, batch, this.options.hooks);
+    if (fused) {
+      if (!Number.isFinite(fused.loss)) throw new Error(`loss is ${fused.loss}`);
+      return { value: fused.loss, tokens: fused.tokens };
     }
     const { loss, tokens } = batchLoss(this.model, batch, this.options.hooks);
     const value = loss.item();

@@ -1,0 +1,314 @@
+/**
+ * A training step's forward and backward pass as one ONNX Runtime graph. The autograd path calls one small
+ * session per kernel (about 25 per layer), and every result comes back as a fresh JS array: on these machines the
+ * copies, page faults and garbage collection of those arrays cost more CPU than the kernels' arithmetic. Here
+ * the same kernel graphs (kernel-graphs.ts) are inlined, node for node, into one graph per model shape, in the
+ * order autograd runs them; intermediate values stay in ORT's arena, and only the loss's target probabilities,
+ * the weight gradients and the embedding rows' gradient come back. The numbers are the autograd path's to the
+ * bit (test/training/fused-step.test.ts): the same ops on the same inputs, gradients summed in the same order.
+ *
+ * It serves the plain Llama block (no biases, q/k norms, soft-capping, sliding windows, hooks or adapters) with
+ * every parameter trained: pre-training and full fine-tunes. Anything else, or a batch that needs the float64
+ * fallback of cross-entropy (a target probability under 1e-30), takes the autograd path.
+ */
+import { cachedRopeTables } from '../autograd/ops.ts';
+import { architectureOf, headDim, layerRope, layerWindow, type LlamaConfig } from '../model/config.ts';
+import type { HookSet } from '../model/hooks.ts';
+import type { LlamaModel } from '../model/llama.ts';
+import { GraphBuilder } from '../tensor/graph-builder.ts';
+import {
+  addGraph,
+  attentionBackwardGraph,
+  attentionForwardGraph,
+  gatherRowsGraph,
+  gemmGraph,
+  ropeGraph,
+  rmsNormBackwardGraph,
+  rmsNormForwardGraph,
+  softmaxScaledGraph,
+  swigluBackwardGraph,
+  swigluForwardGraph,
+} from '../tensor/kernel-graphs.ts';
+import { fusedKernels, getMatmulBackend } from '../tensor/matmul.ts';
+import { OrtGraph, type Feed, type GraphSpec, type PreparedFeed } from '../tensor/ort-session.ts';
+import type { Batch } from './data.ts';
+
+/** Why `model` cannot train through the fused step (null when it can). */
+export function fusedStepUnsupported(model: LlamaModel, hooks?: HookSet): string | null {
+  const c = model.config;
+  if (process.env.PSM_FUSED_STEP === '0') return 'PSM_FUSED_STEP=0';
+  if (!fusedKernels() || getMatmulBackend().name !== 'onnxruntime') return 'the backend is not ONNX Runtime';
+  if (hooks) return 'hooks are active';
+  if (model.adapters.size > 0) return 'the model has LoRA adapters';
+  if (architectureOf(c) !== 'llama' || c.qkvBias) return `architecture ${architectureOf(c)}`;
+  if (c.finalLogitSoftcap !== undefined || c.queryPreAttnScalar !== undefined) return 'Gemma-style scaling';
+  for (let i = 0; i < c.nLayers; i++)
+    if (layerWindow(c, i) !== Infinity) return `layer ${i} has a sliding window`;
+  for (const [name, p] of model.params) if (!p.requiresGrad) return `parameter ${name} is frozen`;
+  return null;
+}
+
+interface StepGraph {
+  graph: OrtGraph;
+  /** Per layer, its RoPE (kept so that the tables' cache keyed by the frequency array hits). */
+  ropes: (number | Float64Array)[];
+  stepIds: PreparedFeed;
+  /** Parameter names whose gradient is a graph output, in output order. */
+  gradients: string[];
+}
+
+const graphs = new Map<string, StepGraph>();
+
+/** Gradient output name of a parameter. */
+function gradName(param: string): string {
+  return `grad:${param}`;
+}
+
+function buildStepGraph(c: LlamaConfig, b: number, t: number): GraphSpec {
+  const g = new GraphBuilder();
+  const n = b * t;
+  const hd = headDim(c);
+  const heads = { h: c.nHeads, hkv: c.nKvHeads, d: hd };
+  const rep = c.nHeads / c.nKvHeads;
+  const half = hd / 2;
+  const param = (name: string, shape: number[]): string => g.input(name, shape);
+  const gemm = (a: string, w: string, transA: boolean, transB: boolean): string =>
+    g.inline(gemmGraph(transA, transB), { A: a, B: w }).Y;
+  const add = (a: string, x: string): string => g.inline(addGraph(), { A: a, B: x }).Y;
+  const rmsF = g.inline.bind(g, rmsNormForwardGraph(c.normEps));
+
+  const ids = g.input('ids', [n], 'int32');
+  const targets = g.input('targets', [n, 1], 'int64');
+  const coef = g.input('coef', [n, 1]);
+  const stepIds = g.input('step_ids', [b, t], 'int64');
+  const embed = param('model.embed_tokens.weight', [c.vocabSize, c.dim]);
+  const head = c.tieEmbeddings ? embed : param('lm_head.weight', [c.vocabSize, c.dim]);
+
+  interface Saved {
+    x: string;
+    n1: Record<string, string>;
+    q: string;
+    k: string;
+    v: string;
+    att: Record<string, string>;
+    att2: string;
+    xm: string;
+    n2: Record<string, string>;
+    gate: string;
+    up: string;
+    act: string;
+    w: Record<string, string>;
+    rope: { cos: string; sin: string; negSin: string };
+  }
+  const saved: Saved[] = [];
+  let x = g.inline(gatherRowsGraph(), { W: embed, I: ids }).Y;
+  for (let i = 0; i < c.nLayers; i++) {
+    const p = `model.layers.${i}`;
+    const w = {
+      inNorm: param(`${p}.input_layernorm.weight`, [c.dim]),
+      q: param(`${p}.self_attn.q_proj.weight`, [c.nHeads * hd, c.dim]),
+      k: param(`${p}.self_attn.k_proj.weight`, [c.nKvHeads * hd, c.dim]),
+      v: param(`${p}.self_attn.v_proj.weight`, [c.nKvHeads * hd, c.dim]),
+      o: param(`${p}.self_attn.o_proj.weight`, [c.dim, c.nHeads * hd]),
+      postNorm: param(`${p}.post_attention_layernorm.weight`, [c.dim]),
+      gate: param(`${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]),
+      up: param(`${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]),
+      down: param(`${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]),
+    };
+    const rope = {
+      cos: g.input(`rope_cos.${i}`, [t, half]),
+      sin: g.input(`rope_sin.${i}`, [t, half]),
+      negSin: g.input(`rope_neg_sin.${i}`, [t, half]),
+    };
+    const n1 = rmsF({ X: x, W: w.inNorm });
+    const bt = [b, t, -1];
+    // The rotary embedding of a projection [n, count * hd], as [b, t, count * hd].
+    const rotated = (weight: string, count: number): string =>
+      g.inline(ropeGraph(count), {
+        X: g.reshape(gemm(n1.Y, weight, false, true), bt),
+        C: rope.cos,
+        S: rope.sin,
+        P: stepIds,
+      }).Y;
+    const q = rotated(w.q, c.nHeads);
+    const k = rotated(w.k, c.nKvHeads);
+    const v = g.reshape(gemm(n1.Y, w.v, false, true), bt);
+    const att = g.inline(attentionForwardGraph(heads, true), { Q: q, K: k, V: v });
+    const att2 = g.reshape(att.Y, [n, -1]);
+    const xm = add(x, gemm(att2, w.o, false, true));
+    const n2 = rmsF({ X: xm, W: w.postNorm });
+    const gate = gemm(n2.Y, w.gate, false, true);
+    const up = gemm(n2.Y, w.up, false, true);
+    const act = g.inline(swigluForwardGraph(), { G: gate, U: up }).Y;
+    saved.push({ x, n1, q, k, v, att, att2, xm, n2, gate, up, act, w, rope });
+    x = add(xm, gemm(act, w.down, false, true));
+  }
+  const finalNorm = param('model.norm.weight', [c.dim]);
+  const nf = rmsF({ X: x, W: finalNorm });
+  const logits = gemm(nf.Y, head, false, true);
+  // Cross-entropy as fusedCrossEntropy computes it: D = softmax * coef, the loss from D at the targets (in JS),
+  // the gradient D with coef taken off at each target.
+  const d = g.inline(softmaxScaledGraph(), { X: logits, C: coef }).D;
+  const [targetProb] = g.node('GatherElements', [d, targets], { axis: 1 });
+  g.output('target_prob', targetProb, [n, 1]);
+  const [atTarget] = g.node('Sub', [targetProb, coef]);
+  const [dLogits] = g.node('ScatterElements', [d, targets, atTarget], { axis: 1 });
+
+  const grad = (name: string, value: string, shape: number[]): void => g.output(gradName(name), value, shape);
+  // Backward, in the order autograd's topological sort runs the closures; where a value has several consumers
+  // its gradient is summed in that order (h: v, then k, then q).
+  const dHidden = gemm(dLogits, head, false, false);
+  grad(c.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', gemm(dLogits, nf.Y, true, false), [
+    c.vocabSize,
+    c.dim,
+  ]);
+  const fb = g.inline(rmsNormBackwardGraph(), { dY: dHidden, X: x, W: finalNorm, R: nf.R });
+  grad('model.norm.weight', fb.dW, [c.dim]);
+  let dx = fb.dX;
+  for (let i = c.nLayers - 1; i >= 0; i--) {
+    const s = saved[i];
+    const p = `model.layers.${i}`;
+    const dAct = gemm(dx, s.w.down, false, false);
+    grad(`${p}.mlp.down_proj.weight`, gemm(dx, s.act, true, false), [c.dim, c.hiddenDim]);
+    const sb = g.inline(swigluBackwardGraph(), { dY: dAct, G: s.gate, U: s.up });
+    const dUp = gemm(sb.dU, s.w.up, false, false);
+    grad(`${p}.mlp.up_proj.weight`, gemm(sb.dU, s.n2.Y, true, false), [c.hiddenDim, c.dim]);
+    const dGate = gemm(sb.dG, s.w.gate, false, false);
+    grad(`${p}.mlp.gate_proj.weight`, gemm(sb.dG, s.n2.Y, true, false), [c.hiddenDim, c.dim]);
+    const b2 = g.inline(rmsNormBackwardGraph(), { dY: add(dUp, dGate), X: s.xm, W: s.w.postNorm, R: s.n2.R });
+    grad(`${p}.post_attention_layernorm.weight`, b2.dW, [c.dim]);
+    const dMid = add(dx, b2.dX);
+    const dAtt = gemm(dMid, s.w.o, false, false);
+    grad(`${p}.self_attn.o_proj.weight`, gemm(dMid, s.att2, true, false), [c.dim, c.nHeads * hd]);
+    const q4 = [b, t, c.nHeads, hd];
+    const kv4 = [b, t, c.nKvHeads, hd];
+    const ab = g.inline(attentionBackwardGraph(heads), {
+      dY: g.reshape(dAtt, q4),
+      Q: g.reshape(s.q, q4),
+      K: g.reshape(s.k, kv4),
+      V: g.reshape(s.v, kv4),
+      Y: g.reshape(s.att.Y, q4),
+      P: rep === 1 ? s.att.P : g.reshape(s.att.P, [b, c.nKvHeads, rep * t, t]),
+    });
+    const ropeBack = (value: string, count: number): string =>
+      g.reshape(
+        g.inline(ropeGraph(count), {
+          X: g.reshape(value, [b, t, -1]),
+          C: s.rope.cos,
+          S: s.rope.negSin,
+          P: stepIds,
+        }).Y,
+        [n, -1],
+      );
+    const dv = g.reshape(ab.dV, [n, -1]);
+    const dk = ropeBack(ab.dK, c.nKvHeads);
+    const dq = ropeBack(ab.dQ, c.nHeads);
+    const dhV = gemm(dv, s.w.v, false, false);
+    grad(`${p}.self_attn.v_proj.weight`, gemm(dv, s.n1.Y, true, false), [c.nKvHeads * hd, c.dim]);
+    const dhK = gemm(dk, s.w.k, false, false);
+    grad(`${p}.self_attn.k_proj.weight`, gemm(dk, s.n1.Y, true, false), [c.nKvHeads * hd, c.dim]);
+    const dhQ = gemm(dq, s.w.q, false, false);
+    grad(`${p}.self_attn.q_proj.weight`, gemm(dq, s.n1.Y, true, false), [c.nHeads * hd, c.dim]);
+    const b1 = g.inline(rmsNormBackwardGraph(), {
+      dY: add(add(dhV, dhK), dhQ),
+      X: s.x,
+      W: s.w.inNorm,
+      R: s.n1.R,
+    });
+    grad(`${p}.input_layernorm.weight`, b1.dW, [c.dim]);
+    dx = add(dMid, b1.dX);
+  }
+  g.output('embed_rows_grad', dx, [n, c.dim]);
+  // No graph optimisation: a fusion across two kernels' nodes could round a sum differently from autograd.
+  return g.build('training_step', 'disabled');
+}
+
+function stepGraph(c: LlamaConfig, b: number, t: number, threads: number): StepGraph {
+  const key = JSON.stringify([c, b, t, threads]);
+  let s = graphs.get(key);
+  if (!s) {
+    const spec = buildStepGraph(c, b, t);
+    const gradients = spec.outputs.filter((o) => o.name.startsWith('grad:')).map((o) => o.name.slice(5));
+    const graph = new OrtGraph(spec, threads);
+    const ids = new BigInt64Array(b * t);
+    for (let i = 0; i < b * t; i++) ids[i] = BigInt(i % t);
+    s = {
+      graph,
+      ropes: Array.from({ length: c.nLayers }, (_, i) => layerRope(c, i)),
+      stepIds: graph.prepare([ids, [b, t]]),
+      gradients,
+    };
+    if (graphs.size > 8) graphs.clear();
+    graphs.set(key, s);
+  }
+  return s;
+}
+
+/**
+ * Loss and gradients of `batch` through the fused graph: sets every parameter's gradient and returns the loss
+ * (as crossEntropy rounds it) and the tokens that carried it. Returns null, having changed nothing, where the
+ * autograd path must run instead (see the file comment).
+ */
+export function fusedLossAndGradients(
+  model: LlamaModel,
+  batch: Batch,
+  hooks?: HookSet,
+): { loss: number; tokens: number } | null {
+  if (fusedStepUnsupported(model, hooks) !== null) return null;
+  const c = model.config;
+  const { batch: b, seqLen: t } = batch;
+  const n = b * t;
+  if (n === 0 || t > c.maxSeqLen || batch.inputs.length !== n || batch.targets.length !== n) return null;
+  const v = c.vocabSize;
+  const targets = new BigInt64Array(n);
+  let weightSum = 0;
+  for (let r = 0; r < n; r++) {
+    const id = batch.inputs[r];
+    const target = batch.targets[r];
+    // Out-of-range ids and masked rows go to the autograd path, which reports or selects them.
+    if (!(id >= 0 && id < v && target >= 0 && target < v)) return null;
+    const w = batch.weights ? batch.weights[r] : 1;
+    if (!(w > 0)) return null;
+    targets[r] = BigInt(target);
+    weightSum += w;
+  }
+  const coef = new Float32Array(n);
+  for (let r = 0; r < n; r++) coef[r] = (batch.weights ? batch.weights[r] : 1) / weightSum;
+
+  const s = stepGraph(c, b, t, getMatmulBackend().threads);
+  const positions = Int32Array.from({ length: t }, (_, i) => i);
+  const feeds: Record<string, Feed | PreparedFeed> = {
+    ids: [batch.inputs, [n]],
+    targets: [targets, [n, 1]],
+    coef: [coef, [n, 1]],
+    step_ids: s.stepIds,
+  };
+  for (let i = 0; i < c.nLayers; i++) {
+    const tables = cachedRopeTables(positions, headDim(c), s.ropes[i]);
+    feeds[`rope_cos.${i}`] = [tables.cos, [t, headDim(c) / 2]];
+    feeds[`rope_sin.${i}`] = [tables.sin, [t, headDim(c) / 2]];
+    feeds[`rope_neg_sin.${i}`] = [tables.negSin, [t, headDim(c) / 2]];
+  }
+  for (const [name, p] of model.params) feeds[name] = [p.data, p.shape as number[]];
+  const out = s.graph.run(feeds);
+
+  const prob = out.target_prob;
+  let total = 0;
+  for (let r = 0; r < n; r++) {
+    const p = prob[r] / coef[r];
+    if (!(p > 1e-30)) return null;
+    total -= (batch.weights ? batch.weights[r] : 1) * Math.log(p);
+  }
+  const loss = Math.fround(total / weightSum);
+  for (const name of s.gradients) model.params.get(name)!.grad = out[gradName(name)];
+  // The embedding's rows: scatter-added after the unembedding's gradient, as autograd does for tied weights.
+  const embed = model.params.get('model.embed_tokens.weight')!;
+  const gx = embed.gradBuffer();
+  const rows = out.embed_rows_grad;
+  const dim = c.dim;
+  for (let i = 0; i < n; i++) {
+    const o = batch.inputs[i] * dim;
+    for (let j = 0; j < dim; j++) gx[o + j] += rows[i * dim + j];
+  }
+  return { loss, tokens: n };
+}

@@ -1,0 +1,125 @@
+import { describe, expect, it } from 'vitest';
+import { parseLlamaConfig, type LlamaConfig } from '../../src/model/config.ts';
+import { addVectorHook, HookSet } from '../../src/model/hooks.ts';
+import { LlamaModel } from '../../src/model/llama.ts';
+import { configureBackend } from '../../src/tensor/backend.ts';
+import { ortAvailable } from '../../src/tensor/ort-matmul.ts';
+import { TokenWindowSource, type Batch } from '../../src/training/data.ts';
+import { fusedLossAndGradients, fusedStepUnsupported } from '../../src/training/fused-step.ts';
+import { batchLoss, Trainer } from '../../src/training/trainer.ts';
+
+const base = {
+  vocabSize: 97,
+  dim: 32,
+  nLayers: 2,
+  nHeads: 4,
+  nKvHeads: 4,
+  hiddenDim: 64,
+  maxSeqLen: 24,
+};
+
+function tokens(n: number, vocab: number): Int32Array {
+  return Int32Array.from({ length: n }, (_, i) => (i * 7919 + (i >> 2) * 31) % vocab);
+}
+
+function batchOf(c: LlamaConfig, weighted: boolean, seed = 1): Batch {
+  const stream = tokens(4096, c.vocabSize);
+  const emphasis = weighted
+    ? { mask: Uint8Array.from(stream, (_, i) => (i % 5 === 0 ? 1 : 0)), weight: 5, maxRank: 3 }
+    : null;
+  return new TokenWindowSource(stream, 3, 16, seed, emphasis).next();
+}
+
+/** Loss and every gradient, copied, from `run` on a fresh copy of the model's weights. */
+function lossAndGrads(
+  model: LlamaModel,
+  run: () => number,
+): { loss: number; grads: Map<string, Float32Array> } {
+  for (const p of model.params.values()) p.grad = null;
+  const loss = run();
+  return { loss, grads: new Map([...model.params].map(([k, p]) => [k, Float32Array.from(p.grad!)])) };
+}
+
+function autograd(model: LlamaModel, batch: Batch): number {
+  const { loss } = batchLoss(model, batch);
+  loss.backward();
+  return loss.item();
+}
+
+function bytes(a: Float32Array): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+}
+
+describe.runIf(ortAvailable())('fused training step', () => {
+  const cases: [string, Partial<LlamaConfig>, boolean, number][] = [
+    ['multi-head, tied, plain rows, 2 threads', {}, false, 2],
+    ['grouped-query, untied, weighted rows, 2 threads', { nKvHeads: 2, tieEmbeddings: false }, true, 2],
+    ['one kv head, weighted rows, 1 thread', { nKvHeads: 1 }, true, 1],
+  ];
+  for (const [name, extra, weighted, threads] of cases) {
+    it(`gives autograd's loss and gradients to the bit: ${name}`, () => {
+      configureBackend({ threads });
+      const c = parseLlamaConfig({ ...base, ...extra });
+      const model = new LlamaModel(c).initialize(3);
+      expect(fusedStepUnsupported(model)).toBeNull();
+      const batch = batchOf(c, weighted);
+      const fused = lossAndGrads(model, () => fusedLossAndGradients(model, batch)!.loss);
+      const plain = lossAndGrads(model, () => autograd(model, batch));
+      expect(fused.loss).toBe(plain.loss);
+      expect(fused.grads.size).toBe(model.params.size);
+      for (const [k, g] of plain.grads) expect(bytes(fused.grads.get(k)!).equals(bytes(g)), k).toBe(true);
+    });
+  }
+
+  it('trains to the same weights as the autograd path, in one thread and across two workers', () => {
+    configureBackend({ threads: 2 });
+    const c = parseLlamaConfig(base);
+    const train = (workers: number, fused: boolean): Float32Array[] => {
+      const before = process.env.PSM_FUSED_STEP;
+      process.env.PSM_FUSED_STEP = fused ? '1' : '0';
+      try {
+        const model = new LlamaModel(c).initialize(5);
+        const trainer = new Trainer(model, new TokenWindowSource(tokens(4096, c.vocabSize), 4, 16, 2), {
+          schedule: { peakLr: 3e-3, minLr: 3e-4, warmupSteps: 1, totalSteps: 4 },
+          trainable: { kind: 'all' },
+          seed: 2,
+          workers,
+        });
+        trainer.run();
+        return [...model.params.values()].map((p) => Float32Array.from(p.data));
+      } finally {
+        if (before === undefined) delete process.env.PSM_FUSED_STEP;
+        else process.env.PSM_FUSED_STEP = before;
+      }
+    };
+    for (const workers of [1, 2]) {
+      const a = train(workers, true);
+      const b = train(workers, false);
+      a.forEach((w, i) => expect(bytes(w).equals(bytes(b[i]))).toBe(true));
+    }
+  });
+
+  it('leaves to autograd what it does not cover, changing nothing', () => {
+    configureBackend({ threads: 2 });
+    const c = parseLlamaConfig(base);
+    const model = new LlamaModel(c).initialize(3);
+    const batch = batchOf(c, false);
+    const hooks = new HookSet().add('blocks.0.hook_resid_post', addVectorHook(new Float32Array(c.dim), 1));
+    expect(fusedStepUnsupported(model, hooks)).toMatch(/hooks/);
+    expect(fusedLossAndGradients(model, batch, hooks)).toBeNull();
+
+    const masked = { ...batch, weights: Float32Array.from(batch.targets, (_, i) => (i % 3 === 0 ? 0 : 1)) };
+    expect(fusedLossAndGradients(model, masked)).toBeNull();
+    const outside = {
+      ...batch,
+      targets: Int32Array.from(batch.targets, (t, i) => (i === 4 ? c.vocabSize : t)),
+    };
+    expect(fusedLossAndGradients(model, outside)).toBeNull();
+    expect([...model.params.values()].every((p) => p.grad === null)).toBe(true);
+
+    const qwen = new LlamaModel(parseLlamaConfig({ ...base, qkvBias: true })).initialize(3);
+    expect(fusedStepUnsupported(qwen)).toMatch(/qwen2/);
+    model.addLora(2, ['q_proj'], 1);
+    expect(fusedStepUnsupported(model)).toMatch(/LoRA/);
+  });
+});
