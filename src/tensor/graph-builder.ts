@@ -48,9 +48,12 @@ export class GraphBuilder {
     return outputs;
   }
 
-  /** Reshape of `value` to `shape` (entries as ONNX Reshape reads them: -1 infers one). */
-  reshape(value: string, shape: number[]): string {
-    return this.node('Reshape', [value, this.int64(shape)])[0];
+  /**
+   * Reshape of `value` to `shape`: constant entries as ONNX Reshape reads them (-1 infers one, 0 copies the input's
+   * dimension), or the name of an int64 shape value computed in the graph.
+   */
+  reshape(value: string, shape: number[] | string): string {
+    return this.node('Reshape', [value, typeof shape === 'string' ? shape : this.int64(shape)])[0];
   }
 
   /**

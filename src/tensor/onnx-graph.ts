@@ -64,13 +64,20 @@ export interface FloatAttribute {
   float: number;
 }
 
+/** A string attribute (ScatterND's reduction, say). */
+export interface StringAttribute {
+  string: string;
+}
+
+export type AttributeValue = number | number[] | FloatAttribute | StringAttribute;
+
 /** A graph node: `op` (of `domain`, default ONNX) applied to named inputs, producing named outputs. */
 export interface OnnxNode {
   op: string;
   inputs: string[];
   outputs: string[];
   domain?: string;
-  attributes?: Record<string, number | number[] | FloatAttribute>;
+  attributes?: Record<string, AttributeValue>;
 }
 
 export type OnnxElementType = 'float32' | 'int32' | 'int64';
@@ -93,12 +100,16 @@ export interface OnnxInitializer {
 
 const ATTRIBUTE_FLOAT = 1;
 const ATTRIBUTE_INT = 2;
+const ATTRIBUTE_STRING = 3;
 const ATTRIBUTE_INTS = 7;
 const ELEM: Record<OnnxElementType, number> = { float32: 1, int32: 6, int64: 7 };
 
-function encodeAttribute(name: string, value: number | number[] | FloatAttribute): Field {
+function encodeAttribute(name: string, value: AttributeValue): Field {
   const parts: Field[] = [stringField(1, name)];
-  if (Array.isArray(value)) {
+  if (typeof value === 'object' && 'string' in value) {
+    parts.push(stringField(4, value.string));
+    parts.push(intField(20, ATTRIBUTE_STRING));
+  } else if (Array.isArray(value)) {
     for (const v of value) parts.push(intField(8, v));
     parts.push(intField(20, ATTRIBUTE_INTS));
   } else if (typeof value === 'object') {

@@ -52,21 +52,26 @@ interface StepGraph {
   graph: OrtGraph;
   /** Per layer, its RoPE (kept so that the tables' cache keyed by the frequency array hits). */
   ropes: (number | Float64Array)[];
-  stepIds: PreparedFeed;
-  /** Parameter names whose gradient is a graph output, in output order. */
+  /** Parameter names whose gradient is a graph output. */
   gradients: string[];
 }
 
+/** Built graphs by config, thread count and row selection (a few per process: models train one at a time). */
 const graphs = new Map<string, StepGraph>();
+/** [b, t] int64 time-step ids by shape. */
+const stepIdCache = new Map<string, BigInt64Array>();
 
 /** Gradient output name of a parameter. */
 function gradName(param: string): string {
   return `grad:${param}`;
 }
 
-function buildStepGraph(c: LlamaConfig, b: number, t: number): GraphSpec {
+/**
+ * The step's graph for config `c`, for any batch size and sequence length. With `selectRows`, as autograd's
+ * batchLoss does for a batch with row weights, only the rows given in `rows` reach the unembedding.
+ */
+function buildStepGraph(c: LlamaConfig, selectRows: boolean): GraphSpec {
   const g = new GraphBuilder();
-  const n = b * t;
   const hd = headDim(c);
   const heads = { h: c.nHeads, hkv: c.nKvHeads, d: hd };
   const rep = c.nHeads / c.nKvHeads;
@@ -77,10 +82,19 @@ function buildStepGraph(c: LlamaConfig, b: number, t: number): GraphSpec {
   const add = (a: string, x: string): string => g.inline(addGraph(), { A: a, B: x }).Y;
   const rmsF = g.inline.bind(g, rmsNormForwardGraph(c.normEps));
 
-  const ids = g.input('ids', [n], 'int32');
-  const targets = g.input('targets', [n, 1], 'int64');
-  const coef = g.input('coef', [n, 1]);
-  const stepIds = g.input('step_ids', [b, t], 'int64');
+  const ids = g.input('ids', ['n'], 'int32');
+  const targets = g.input('targets', ['m', 1], 'int64');
+  const coef = g.input('coef', ['m', 1]);
+  const stepIds = g.input('step_ids', ['b', 't'], 'int64');
+  // Shapes of the batch, from the step ids [b, t]: the graph serves every batch size and sequence length.
+  const [batchShape] = g.node('Shape', [stepIds]);
+  const concat = (tail: number[]): string => g.node('Concat', [batchShape, g.int64(tail)], { axis: 0 })[0];
+  const bt = concat([-1]);
+  const q4 = concat([c.nHeads, hd]);
+  const kv4 = concat([c.nKvHeads, hd]);
+  // Attention probabilities [b, h, t, t] as [b, hkv, rep * t, t].
+  const dim = (i: number): string => g.node('Gather', [batchShape, g.int64([i])], { axis: 0 })[0];
+  const groupedProbs = g.node('Concat', [dim(0), g.int64([c.nKvHeads, -1]), dim(1)], { axis: 0 })[0];
   const embed = param('model.embed_tokens.weight', [c.vocabSize, c.dim]);
   const head = c.tieEmbeddings ? embed : param('lm_head.weight', [c.vocabSize, c.dim]);
 
@@ -116,12 +130,11 @@ function buildStepGraph(c: LlamaConfig, b: number, t: number): GraphSpec {
       down: param(`${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]),
     };
     const rope = {
-      cos: g.input(`rope_cos.${i}`, [t, half]),
-      sin: g.input(`rope_sin.${i}`, [t, half]),
-      negSin: g.input(`rope_neg_sin.${i}`, [t, half]),
+      cos: g.input(`rope_cos.${i}`, ['t', half]),
+      sin: g.input(`rope_sin.${i}`, ['t', half]),
+      negSin: g.input(`rope_neg_sin.${i}`, ['t', half]),
     };
     const n1 = rmsF({ X: x, W: w.inNorm });
-    const bt = [b, t, -1];
     // The rotary embedding of a projection [n, count * hd], as [b, t, count * hd].
     const rotated = (weight: string, count: number): string =>
       g.inline(ropeGraph(count), {
@@ -134,7 +147,7 @@ function buildStepGraph(c: LlamaConfig, b: number, t: number): GraphSpec {
     const k = rotated(w.k, c.nKvHeads);
     const v = g.reshape(gemm(n1.Y, w.v, false, true), bt);
     const att = g.inline(attentionForwardGraph(heads, true), { Q: q, K: k, V: v });
-    const att2 = g.reshape(att.Y, [n, -1]);
+    const att2 = g.reshape(att.Y, [-1, c.nHeads * hd]);
     const xm = add(x, gemm(att2, w.o, false, true));
     const n2 = rmsF({ X: xm, W: w.postNorm });
     const gate = gemm(n2.Y, w.gate, false, true);
@@ -145,23 +158,35 @@ function buildStepGraph(c: LlamaConfig, b: number, t: number): GraphSpec {
   }
   const finalNorm = param('model.norm.weight', [c.dim]);
   const nf = rmsF({ X: x, W: finalNorm });
-  const logits = gemm(nf.Y, head, false, true);
+  let rows: string | null = null;
+  let flat = nf.Y;
+  if (selectRows) {
+    rows = g.input('rows', ['m'], 'int32');
+    flat = g.inline(gatherRowsGraph(), { W: nf.Y, I: rows }).Y;
+  }
+  const logits = gemm(flat, head, false, true);
   // Cross-entropy as fusedCrossEntropy computes it: D = softmax * coef, the loss from D at the targets (in JS),
   // the gradient D with coef taken off at each target.
   const d = g.inline(softmaxScaledGraph(), { X: logits, C: coef }).D;
   const [targetProb] = g.node('GatherElements', [d, targets], { axis: 1 });
-  g.output('target_prob', targetProb, [n, 1]);
+  g.output('target_prob', targetProb, ['m', 1]);
   const [atTarget] = g.node('Sub', [targetProb, coef]);
   const [dLogits] = g.node('ScatterElements', [d, targets, atTarget], { axis: 1 });
 
   const grad = (name: string, value: string, shape: number[]): void => g.output(gradName(name), value, shape);
   // Backward, in the order autograd's topological sort runs the closures; where a value has several consumers
   // its gradient is summed in that order (h: v, then k, then q).
-  const dHidden = gemm(dLogits, head, false, false);
-  grad(c.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', gemm(dLogits, nf.Y, true, false), [
+  let dHidden = gemm(dLogits, head, false, false);
+  grad(c.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', gemm(dLogits, flat, true, false), [
     c.vocabSize,
     c.dim,
   ]);
+  if (rows) {
+    // selectRows' backward: the rows' gradients added into zeros (0 + g, as autograd's scatter-add does).
+    const [zeros] = g.node('ConstantOfShape', [g.node('Shape', [nf.Y])[0]]);
+    const rowIndex = g.input('rows_nd', ['m', 1], 'int64');
+    [dHidden] = g.node('ScatterND', [zeros, rowIndex, dHidden], { reduction: { string: 'add' } });
+  }
   const fb = g.inline(rmsNormBackwardGraph(), { dY: dHidden, X: x, W: finalNorm, R: nf.R });
   grad('model.norm.weight', fb.dW, [c.dim]);
   let dx = fb.dX;
@@ -180,27 +205,25 @@ function buildStepGraph(c: LlamaConfig, b: number, t: number): GraphSpec {
     const dMid = add(dx, b2.dX);
     const dAtt = gemm(dMid, s.w.o, false, false);
     grad(`${p}.self_attn.o_proj.weight`, gemm(dMid, s.att2, true, false), [c.dim, c.nHeads * hd]);
-    const q4 = [b, t, c.nHeads, hd];
-    const kv4 = [b, t, c.nKvHeads, hd];
     const ab = g.inline(attentionBackwardGraph(heads), {
       dY: g.reshape(dAtt, q4),
       Q: g.reshape(s.q, q4),
       K: g.reshape(s.k, kv4),
       V: g.reshape(s.v, kv4),
       Y: g.reshape(s.att.Y, q4),
-      P: rep === 1 ? s.att.P : g.reshape(s.att.P, [b, c.nKvHeads, rep * t, t]),
+      P: rep === 1 ? s.att.P : g.reshape(s.att.P, groupedProbs),
     });
     const ropeBack = (value: string, count: number): string =>
       g.reshape(
         g.inline(ropeGraph(count), {
-          X: g.reshape(value, [b, t, -1]),
+          X: g.reshape(value, bt),
           C: s.rope.cos,
           S: s.rope.negSin,
           P: stepIds,
         }).Y,
-        [n, -1],
+        [-1, count * hd],
       );
-    const dv = g.reshape(ab.dV, [n, -1]);
+    const dv = g.reshape(ab.dV, [-1, c.nKvHeads * hd]);
     const dk = ropeBack(ab.dK, c.nKvHeads);
     const dq = ropeBack(ab.dQ, c.nHeads);
     const dhV = gemm(dv, s.w.v, false, false);
@@ -218,30 +241,37 @@ function buildStepGraph(c: LlamaConfig, b: number, t: number): GraphSpec {
     grad(`${p}.input_layernorm.weight`, b1.dW, [c.dim]);
     dx = add(dMid, b1.dX);
   }
-  g.output('embed_rows_grad', dx, [n, c.dim]);
+  g.output('embed_rows_grad', dx, ['n', c.dim]);
   // No graph optimisation: a fusion across two kernels' nodes could round a sum differently from autograd.
   return g.build('training_step', 'disabled');
 }
 
-function stepGraph(c: LlamaConfig, b: number, t: number, threads: number): StepGraph {
-  const key = JSON.stringify([c, b, t, threads]);
+function stepGraph(c: LlamaConfig, selectRows: boolean, threads: number): StepGraph {
+  const key = JSON.stringify([c, selectRows, threads]);
   let s = graphs.get(key);
   if (!s) {
-    const spec = buildStepGraph(c, b, t);
-    const gradients = spec.outputs.filter((o) => o.name.startsWith('grad:')).map((o) => o.name.slice(5));
-    const graph = new OrtGraph(spec, threads);
-    const ids = new BigInt64Array(b * t);
-    for (let i = 0; i < b * t; i++) ids[i] = BigInt(i % t);
+    const spec = buildStepGraph(c, selectRows);
     s = {
-      graph,
+      graph: new OrtGraph(spec, threads),
       ropes: Array.from({ length: c.nLayers }, (_, i) => layerRope(c, i)),
-      stepIds: graph.prepare([ids, [b, t]]),
-      gradients,
+      gradients: spec.outputs.filter((o) => o.name.startsWith('grad:')).map((o) => o.name.slice(5)),
     };
-    if (graphs.size > 8) graphs.clear();
+    if (graphs.size >= 4) graphs.clear();
     graphs.set(key, s);
   }
   return s;
+}
+
+function stepIds(b: number, t: number): BigInt64Array {
+  const key = `${b}:${t}`;
+  let ids = stepIdCache.get(key);
+  if (!ids) {
+    ids = new BigInt64Array(b * t);
+    for (let i = 0; i < b * t; i++) ids[i] = BigInt(i % t);
+    if (stepIdCache.size >= 64) stepIdCache.clear();
+    stepIdCache.set(key, ids);
+  }
+  return ids;
 }
 
 /**
@@ -256,59 +286,70 @@ export function fusedLossAndGradients(
 ): { loss: number; tokens: number } | null {
   if (fusedStepUnsupported(model, hooks) !== null) return null;
   const c = model.config;
-  const { batch: b, seqLen: t } = batch;
+  const { batch: b, seqLen: t, weights } = batch;
   const n = b * t;
   if (n === 0 || t > c.maxSeqLen || batch.inputs.length !== n || batch.targets.length !== n) return null;
+  if (weights && weights.length !== n) return null;
   const v = c.vocabSize;
-  const targets = new BigInt64Array(n);
+  // The rows that carry loss: all, or (as batchLoss selects them) those of positive weight.
+  const rows: number[] = [];
   let weightSum = 0;
   for (let r = 0; r < n; r++) {
     const id = batch.inputs[r];
+    // Out-of-range ids go to the autograd path, which reports them.
+    if (!(id >= 0 && id < v)) return null;
+    const w = weights ? weights[r] : 1;
+    if (!(w > 0)) continue;
     const target = batch.targets[r];
-    // Out-of-range ids and masked rows go to the autograd path, which reports or selects them.
-    if (!(id >= 0 && id < v && target >= 0 && target < v)) return null;
-    const w = batch.weights ? batch.weights[r] : 1;
-    if (!(w > 0)) return null;
-    targets[r] = BigInt(target);
+    if (!(target >= 0 && target < v)) return null;
+    rows.push(r);
     weightSum += w;
   }
-  const coef = new Float32Array(n);
-  for (let r = 0; r < n; r++) coef[r] = (batch.weights ? batch.weights[r] : 1) / weightSum;
+  const m = rows.length;
+  if (m === 0) return null;
+  const targets = BigInt64Array.from(rows, (r) => BigInt(batch.targets[r]));
+  const rowWeights = Float32Array.from(rows, (r) => (weights ? weights[r] : 1));
+  const coef = Float32Array.from(rowWeights, (w) => w / weightSum);
 
-  const s = stepGraph(c, b, t, getMatmulBackend().threads);
+  const s = stepGraph(c, weights !== null, getMatmulBackend().threads);
   const positions = Int32Array.from({ length: t }, (_, i) => i);
+  const half = headDim(c) / 2;
   const feeds: Record<string, Feed | PreparedFeed> = {
     ids: [batch.inputs, [n]],
-    targets: [targets, [n, 1]],
-    coef: [coef, [n, 1]],
-    step_ids: s.stepIds,
+    targets: [targets, [m, 1]],
+    coef: [coef, [m, 1]],
+    step_ids: [stepIds(b, t), [b, t]],
   };
+  if (weights) {
+    feeds.rows = [Int32Array.from(rows), [m]];
+    feeds.rows_nd = [BigInt64Array.from(rows, (r) => BigInt(r)), [m, 1]];
+  }
   for (let i = 0; i < c.nLayers; i++) {
     const tables = cachedRopeTables(positions, headDim(c), s.ropes[i]);
-    feeds[`rope_cos.${i}`] = [tables.cos, [t, headDim(c) / 2]];
-    feeds[`rope_sin.${i}`] = [tables.sin, [t, headDim(c) / 2]];
-    feeds[`rope_neg_sin.${i}`] = [tables.negSin, [t, headDim(c) / 2]];
+    feeds[`rope_cos.${i}`] = [tables.cos, [t, half]];
+    feeds[`rope_sin.${i}`] = [tables.sin, [t, half]];
+    feeds[`rope_neg_sin.${i}`] = [tables.negSin, [t, half]];
   }
   for (const [name, p] of model.params) feeds[name] = [p.data, p.shape as number[]];
   const out = s.graph.run(feeds);
 
   const prob = out.target_prob;
   let total = 0;
-  for (let r = 0; r < n; r++) {
-    const p = prob[r] / coef[r];
+  for (let i = 0; i < m; i++) {
+    const p = prob[i] / coef[i];
     if (!(p > 1e-30)) return null;
-    total -= (batch.weights ? batch.weights[r] : 1) * Math.log(p);
+    total -= rowWeights[i] * Math.log(p);
   }
   const loss = Math.fround(total / weightSum);
   for (const name of s.gradients) model.params.get(name)!.grad = out[gradName(name)];
   // The embedding's rows: scatter-added after the unembedding's gradient, as autograd does for tied weights.
   const embed = model.params.get('model.embed_tokens.weight')!;
   const gx = embed.gradBuffer();
-  const rows = out.embed_rows_grad;
+  const grad = out.embed_rows_grad;
   const dim = c.dim;
   for (let i = 0; i < n; i++) {
     const o = batch.inputs[i] * dim;
-    for (let j = 0; j < dim; j++) gx[o + j] += rows[i * dim + j];
+    for (let j = 0; j < dim; j++) gx[o + j] += grad[i * dim + j];
   }
-  return { loss, tokens: n };
+  return { loss, tokens: m };
 }

@@ -22,12 +22,18 @@ function tokens(n: number, vocab: number): Int32Array {
   return Int32Array.from({ length: n }, (_, i) => (i * 7919 + (i >> 2) * 31) % vocab);
 }
 
-function batchOf(c: LlamaConfig, weighted: boolean, seed = 1): Batch {
+type Rows = 'plain' | 'weighted' | 'masked';
+
+/** A batch of 3 windows of `seqLen` tokens: plain, with emphasis weights, or with a third of its rows masked. */
+function batchOf(c: LlamaConfig, rows: Rows, seqLen = 16): Batch {
   const stream = tokens(4096, c.vocabSize);
-  const emphasis = weighted
-    ? { mask: Uint8Array.from(stream, (_, i) => (i % 5 === 0 ? 1 : 0)), weight: 5, maxRank: 3 }
-    : null;
-  return new TokenWindowSource(stream, 3, 16, seed, emphasis).next();
+  const emphasis =
+    rows === 'plain'
+      ? null
+      : { mask: Uint8Array.from(stream, (_, i) => (i % 5 === 0 ? 1 : 0)), weight: 5, maxRank: 3 };
+  const batch = new TokenWindowSource(stream, 3, seqLen, 1, emphasis).next();
+  if (rows === 'masked') batch.weights = batch.weights!.map((w, i) => (i % 3 === 0 ? 0 : w));
+  return batch;
 }
 
 /** Loss and every gradient, copied, from `run` on a fresh copy of the model's weights. */
@@ -51,23 +57,27 @@ function bytes(a: Float32Array): Buffer {
 }
 
 describe.runIf(ortAvailable())('fused training step', () => {
-  const cases: [string, Partial<LlamaConfig>, boolean, number][] = [
-    ['multi-head, tied, plain rows, 2 threads', {}, false, 2],
-    ['grouped-query, untied, weighted rows, 2 threads', { nKvHeads: 2, tieEmbeddings: false }, true, 2],
-    ['one kv head, weighted rows, 1 thread', { nKvHeads: 1 }, true, 1],
+  const cases: [string, Partial<LlamaConfig>, Rows, number][] = [
+    ['multi-head, tied, plain rows, 2 threads', {}, 'plain', 2],
+    ['grouped-query, untied, weighted rows, 2 threads', { nKvHeads: 2, tieEmbeddings: false }, 'weighted', 2],
+    ['one kv head, masked rows, 1 thread', { nKvHeads: 1 }, 'masked', 1],
+    ['multi-head, masked rows, 2 threads', {}, 'masked', 2],
   ];
-  for (const [name, extra, weighted, threads] of cases) {
+  for (const [name, extra, rows, threads] of cases) {
     it(`gives autograd's loss and gradients to the bit: ${name}`, () => {
       configureBackend({ threads });
       const c = parseLlamaConfig({ ...base, ...extra });
       const model = new LlamaModel(c).initialize(3);
       expect(fusedStepUnsupported(model)).toBeNull();
-      const batch = batchOf(c, weighted);
-      const fused = lossAndGrads(model, () => fusedLossAndGradients(model, batch)!.loss);
-      const plain = lossAndGrads(model, () => autograd(model, batch));
-      expect(fused.loss).toBe(plain.loss);
-      expect(fused.grads.size).toBe(model.params.size);
-      for (const [k, g] of plain.grads) expect(bytes(fused.grads.get(k)!).equals(bytes(g)), k).toBe(true);
+      // Two sequence lengths through the same graph.
+      for (const seqLen of [16, 11]) {
+        const batch = batchOf(c, rows, seqLen);
+        const fused = lossAndGrads(model, () => fusedLossAndGradients(model, batch)!.loss);
+        const plain = lossAndGrads(model, () => autograd(model, batch));
+        expect(fused.loss).toBe(plain.loss);
+        expect(fused.grads.size).toBe(model.params.size);
+        for (const [k, g] of plain.grads) expect(bytes(fused.grads.get(k)!).equals(bytes(g)), k).toBe(true);
+      }
     });
   }
 
@@ -103,13 +113,13 @@ describe.runIf(ortAvailable())('fused training step', () => {
     configureBackend({ threads: 2 });
     const c = parseLlamaConfig(base);
     const model = new LlamaModel(c).initialize(3);
-    const batch = batchOf(c, false);
+    const batch = batchOf(c, 'plain');
     const hooks = new HookSet().add('blocks.0.hook_resid_post', addVectorHook(new Float32Array(c.dim), 1));
     expect(fusedStepUnsupported(model, hooks)).toMatch(/hooks/);
     expect(fusedLossAndGradients(model, batch, hooks)).toBeNull();
 
-    const masked = { ...batch, weights: Float32Array.from(batch.targets, (_, i) => (i % 3 === 0 ? 0 : 1)) };
-    expect(fusedLossAndGradients(model, masked)).toBeNull();
+    const noLoss = { ...batch, weights: new Float32Array(batch.targets.length) };
+    expect(fusedLossAndGradients(model, noLoss)).toBeNull();
     const outside = {
       ...batch,
       targets: Int32Array.from(batch.targets, (t, i) => (i === 4 ? c.vocabSize : t)),
