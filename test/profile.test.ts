@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ortAvailable } from '../src/tensor/ort-matmul.ts';
 import { parseLlamaConfig } from '../src/model/config.ts';
 import { LlamaModel } from '../src/model/llama.ts';
 import { readStageTimes, stageTimeTable } from '../src/pipeline/stage-times.ts';
@@ -92,6 +93,7 @@ describe('training step profile', () => {
       'as trained:1',
       'as trained:2',
       'as trained:3',
+      ...(ortAvailable() ? ['fused graph:1', 'fused graph:2', 'fused graph:3'] : []),
       'kernels:1',
       'kernels:2',
       'kernels:3',
@@ -111,6 +113,14 @@ describe('training step profile', () => {
     expect(Number.isInteger(calls)).toBe(true);
     expect(p.kernels.gcMs).toBeGreaterThanOrEqual(0);
     expect(p.kernels.outsideKernelsMs).toBeGreaterThanOrEqual(0);
+    if (!ortAvailable()) return expect(p.fusedGraph).toBeNull();
+    // ORT's trace of the fused graph: its kernel graphs by name, the gemms by shape, a fixed node count per step.
+    const nodes = p.fusedGraph!.nodes;
+    const names = nodes.map((k) => k.kernel);
+    expect(names).toContain('attention_backward');
+    expect(names).toContain('matmul [16x16]·[40x16]ᵀ');
+    for (const k of nodes) expect(Number.isInteger(k.calls) && k.ms >= 0).toBe(true);
+    expect(p.fusedGraph!.outsideNodesMs).toBeGreaterThanOrEqual(0);
   });
 
   it('refuses a context longer than the model takes', async () => {

@@ -1,6 +1,6 @@
 /**
  * `psm profile`: where the time goes. `step` times the default experiment's pre-training step (its phases as
- * `psm run` trains, then kernel by kernel); `run` reads a run folder's stage records into a table of where each
+ * `psm run` trains, the fused step's graph node by node, then the per-kernel path kernel by kernel); `run` reads a run folder's stage records into a table of where each
  * seed's minutes went.
  */
 import type { Command } from 'commander';
@@ -12,6 +12,21 @@ function ms(x: number): string {
 
 function pct(part: number, whole: number): string {
   return `${((100 * part) / whole).toFixed(0).padStart(3)}%`;
+}
+
+/** The `top` largest kernels as table rows, the rest summed in one. */
+function kernelRows(
+  out: string[],
+  kernels: readonly { kernel: string; calls: number; ms: number }[],
+  total: number,
+  top: number,
+): void {
+  for (const x of kernels.slice(0, top))
+    out.push(`  ${x.kernel.padEnd(46)}${x.calls.toFixed(0).padStart(6)}${ms(x.ms)}   ${pct(x.ms, total)}`);
+  const rest = kernels.slice(top);
+  if (rest.length === 0) return;
+  const restMs = rest.reduce((s, x) => s + x.ms, 0);
+  out.push(`  ${`(${rest.length} more)`.padEnd(46)}${''.padStart(6)}${ms(restMs)}   ${pct(restMs, total)}`);
 }
 
 async function profileStep(o: {
@@ -46,6 +61,7 @@ async function profileStep(o: {
   const workers = o.workers ?? config.pretrain.workers;
   const bars = {
     'as trained': terminalProgress('profile: as trained', o.steps, 'steps'),
+    'fused graph': terminalProgress('profile: fused graph', o.steps, 'steps'),
     kernels: terminalProgress('profile: kernels', o.steps, 'steps'),
   };
   const p = await profileTrainingStep({
@@ -80,20 +96,28 @@ async function profileStep(o: {
         ['AdamW update', a.phases.update],
       ] as const
     ).map(([label, v]) => `  ${label.padEnd(26)}${ms(v)}   ${pct(v, a.stepMs.median)}`),
-    '',
-    `Kernel by kernel (one JS thread on the kernel pool): median step ${k.stepMs.median.toFixed(1)} ms (best ${k.stepMs.best.toFixed(1)})`,
-    `  kernel                                          calls   ms/step   share`,
   ];
-  const total = k.kernels.reduce((s, x) => s + x.ms, 0) + k.outsideKernelsMs;
-  for (const x of k.kernels.slice(0, o.top))
-    out.push(`  ${x.kernel.padEnd(46)}${x.calls.toFixed(0).padStart(6)}${ms(x.ms)}   ${pct(x.ms, total)}`);
-  const rest = k.kernels.slice(o.top);
-  if (rest.length > 0) {
-    const restMs = rest.reduce((s, x) => s + x.ms, 0);
+  const f = p.fusedGraph;
+  if (f) {
     out.push(
-      `  ${`(${rest.length} more kernels)`.padEnd(46)}${''.padStart(6)}${ms(restMs)}   ${pct(restMs, total)}`,
+      '',
+      `Inside the fused step's graph (one JS thread, ORT's profiler on every node): median step ${f.stepMs.median.toFixed(1)} ms (best ${f.stepMs.best.toFixed(1)})`,
+      `  kernel graph                                    nodes   ms/step   share`,
     );
-  }
+    const total = f.nodes.reduce((s, x) => s + x.ms, 0) + f.outsideNodesMs;
+    kernelRows(out, f.nodes, total, o.top);
+    out.push(
+      `  ${"outside the graph's nodes (JS, AdamW, ORT)".padEnd(46)}${''.padStart(6)}${ms(f.outsideNodesMs)}   ${pct(f.outsideNodesMs, total)}`,
+      `  phases: batch ${f.phases.batch.toFixed(1)} ms, loss and gradients ${f.phases.gradients.toFixed(1)}, clipping ${f.phases.clip.toFixed(1)}, AdamW ${f.phases.update.toFixed(1)}`,
+    );
+  } else out.push('', 'This model trains through autograd, not the fused step: its kernels follow.');
+  out.push(
+    '',
+    `Kernel by kernel on the per-kernel path (autograd, which hooks, adapters and other architectures take; one JS thread): median step ${k.stepMs.median.toFixed(1)} ms (best ${k.stepMs.best.toFixed(1)})`,
+    `  kernel                                          calls   ms/step   share`,
+  );
+  const total = k.kernels.reduce((s, x) => s + x.ms, 0) + k.outsideKernelsMs;
+  kernelRows(out, k.kernels, total, o.top);
   out.push(
     `  ${'outside the kernels (autograd, copies, alloc)'.padEnd(46)}${''.padStart(6)}${ms(k.outsideKernelsMs)}   ${pct(k.outsideKernelsMs, total)}`,
     `  ${'garbage collection pauses (anywhere in the step)'.padEnd(46)}${''.padStart(6)}${ms(k.gcMs)}   ${pct(k.gcMs, total)}`,
@@ -144,7 +168,7 @@ export function registerProfileCommand(program: Command): void {
   profile
     .command('step')
     .description(
-      "Time the experiment's pre-training step on random tokens: its phases as psm run trains (data-parallel workers), then every kernel call in one thread, with the time outside the kernels and the garbage collector's share",
+      "Time the experiment's pre-training step on random tokens: its phases as psm run trains (data-parallel workers), then the fused step's graph node by node (ORT's profiler), then every kernel call of the per-kernel (autograd) path, with the time outside the kernels and the garbage collector's share",
     )
     .option('--preset <name>', 'default | quick')
     .option('--config <file>', 'experiment config (YAML), merged over the preset')

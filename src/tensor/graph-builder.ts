@@ -44,7 +44,7 @@ export class GraphBuilder {
   ): string[] {
     const id = this.count++;
     const outputs = Array.from({ length: outputCount }, (_, i) => `${op}_${id}_${i}`);
-    this.nodes.push({ op, inputs, outputs, attributes, domain });
+    this.nodes.push({ op, name: `${op}_${id}`, inputs, outputs, attributes, domain });
     return outputs;
   }
 
@@ -65,8 +65,15 @@ export class GraphBuilder {
     for (const i of spec.inputs)
       if (!(i.name in bind)) throw new Error(`graph builder: input ${i.name} of ${spec.name} is not bound`);
     const rename = (name: string): string => (name === '' ? '' : (bind[name] ?? prefix + name));
-    for (const n of spec.nodes)
-      this.nodes.push({ ...n, inputs: n.inputs.map(rename), outputs: n.outputs.map(rename) });
+    spec.nodes.forEach((n, i) =>
+      this.nodes.push({
+        ...n,
+        // Named after the kernel graph it came from, so a profile can add its nodes' times up by kernel.
+        name: `${prefix}${n.op}_${i}`,
+        inputs: n.inputs.map(rename),
+        outputs: n.outputs.map(rename),
+      }),
+    );
     for (const init of spec.initializers ?? []) this.initializers.push({ ...init, name: prefix + init.name });
     this.opset = Math.max(this.opset, spec.opset ?? 17);
     return Object.fromEntries(spec.outputs.map((o) => [o.name, prefix + o.name]));

@@ -313,7 +313,8 @@ export function gatherRowsGraph(): GraphSpec {
 /** y = op(A) op(B) for 2-D operands, op a transpose where the flag says (MLAS reads transposed operands in place). */
 export function gemmGraph(transA: boolean, transB: boolean): GraphSpec {
   return {
-    name: 'gemm',
+    // The layout in the name: a profile tells the products apart by it.
+    name: `gemm${transA ? '_tA' : ''}${transB ? '_tB' : ''}`,
     nodes: [
       {
         op: 'Gemm',

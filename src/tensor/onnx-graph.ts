@@ -74,6 +74,8 @@ export type AttributeValue = number | number[] | FloatAttribute | StringAttribut
 /** A graph node: `op` (of `domain`, default ONNX) applied to named inputs, producing named outputs. */
 export interface OnnxNode {
   op: string;
+  /** Unique in its graph; `${op}_${index}` unless given (ORT's profiler reports nodes by name). */
+  name?: string;
   inputs: string[];
   outputs: string[];
   domain?: string;
@@ -126,7 +128,7 @@ function encodeNode(node: OnnxNode, index: number): Field {
   const parts: Field[] = [];
   for (const i of node.inputs) parts.push(stringField(1, i));
   for (const o of node.outputs) parts.push(stringField(2, o));
-  parts.push(stringField(3, `${node.op}_${index}`));
+  parts.push(stringField(3, node.name ?? `${node.op}_${index}`));
   parts.push(stringField(4, node.op));
   for (const [name, value] of Object.entries(node.attributes ?? {})) {
     parts.push(bytesField(5, encodeAttribute(name, value)));

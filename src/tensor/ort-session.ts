@@ -23,6 +23,8 @@ interface NativeSession {
     fetches: Record<string, OrtTensor | null>,
     options?: object,
   ): Record<string, OrtTensor>;
+  /** Stops ORT's profiler and returns the path of the JSON trace it wrote. */
+  endProfiling(): string;
 }
 interface NativeBinding {
   InferenceSession: new () => NativeSession;
@@ -101,7 +103,11 @@ export class OrtGraph {
   readonly name: string;
   private readonly fetchAll: Record<string, null>;
 
-  constructor(spec: GraphSpec, threads: number) {
+  /**
+   * With `profilePrefix`, ORT's profiler records every node's time in every run (a Chrome-trace JSON file whose
+   * path {@link endProfiling} returns): for `psm profile step`, never for work whose time matters.
+   */
+  constructor(spec: GraphSpec, threads: number, profilePrefix?: string) {
     this.name = spec.name;
     const ort = loadOrt();
     if (!ort) throw new Error('onnxruntime-node native addon could not be loaded; use the js backend');
@@ -118,8 +124,14 @@ export class OrtGraph {
       // Spinning pool threads steal the cores from the JS work between runs (and from each other: every
       // session has its own pool), so pool threads sleep when idle.
       extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+      ...(profilePrefix ? { enableProfiling: true, profileFilePrefix: profilePrefix } : {}),
     });
     this.fetchAll = Object.fromEntries(spec.outputs.map((o) => [o.name, null]));
+  }
+
+  /** Ends a profiled session's recording; returns the trace file's path. */
+  endProfiling(): string {
+    return this.session.endProfiling();
   }
 
   /** The feed as the native binding reads it, to pass to {@link run} as often as needed. */

@@ -11,6 +11,9 @@
  * every parameter trained: pre-training and full fine-tunes. Anything else, or a batch that needs the float64
  * fallback of cross-entropy (a target probability under 1e-30), takes the autograd path.
  */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { cachedRopeTables } from '../autograd/ops.ts';
 import { architectureOf, headDim, layerRope, layerWindow, type LlamaConfig } from '../model/config.ts';
 import type { HookSet } from '../model/hooks.ts';
@@ -57,7 +60,9 @@ interface StepGraph {
 }
 
 /** Built graphs by config, thread count and row selection (a few per process: models train one at a time). */
-const graphs = new Map<string, StepGraph>();
+let graphs = new Map<string, StepGraph>();
+/** While {@link profileFusedSteps} runs: where ORT writes its traces. */
+let profiling: { prefix: string } | null = null;
 /** [b, t] int64 time-step ids by shape. */
 const stepIdCache = new Map<string, BigInt64Array>();
 
@@ -252,7 +257,7 @@ function stepGraph(c: LlamaConfig, selectRows: boolean, threads: number): StepGr
   if (!s) {
     const spec = buildStepGraph(c, selectRows);
     s = {
-      graph: new OrtGraph(spec, threads),
+      graph: new OrtGraph(spec, threads, profiling?.prefix),
       ropes: Array.from({ length: c.nLayers }, (_, i) => layerRope(c, i)),
       gradients: spec.outputs.filter((o) => o.name.startsWith('grad:')).map((o) => o.name.slice(5)),
     };
@@ -352,4 +357,70 @@ export function fusedLossAndGradients(
     for (let j = 0; j < dim; j++) gx[o + j] += grad[i * dim + j];
   }
   return { loss, tokens: m };
+}
+
+/** Time of the fused graph's nodes per step, added up by the kernel graph they came from. */
+export interface GraphNodeTime {
+  /** The kernel graph (`attention_backward`, a gemm with its operand shapes, ᵀ on a transposed one) or op. */
+  kernel: string;
+  calls: number;
+  ms: number;
+}
+
+interface TraceEvent {
+  cat: string;
+  name: string;
+  ts: number;
+  dur: number;
+  args?: { op_name?: string; input_type_shape?: Record<string, number[]>[] };
+}
+
+/** The kernel a traced node belongs to: its kernel graph's name (gemms with their shapes), else its op. */
+function nodeKernel(e: TraceEvent): string {
+  const node = e.name.replace(/_kernel_time$/, '');
+  const slash = node.indexOf('/');
+  if (slash < 0) return e.args?.op_name ?? node;
+  const graph = node.slice(0, slash).replace(/_\d+$/, '');
+  const m = /^gemm(_tA)?(_tB)?$/.exec(graph);
+  if (!m) return graph;
+  const [a, b] = (e.args?.input_type_shape ?? []).map((t) => `[${Object.values(t)[0].join('x')}]`);
+  return `matmul ${a}${m[1] ? 'ᵀ' : ''}·${b}${m[2] ? 'ᵀ' : ''}`;
+}
+
+/**
+ * Runs `run` (which trains `warmup` steps, then timed ones) with the fused step's graphs built afresh under ORT's
+ * profiler, and returns their nodes' time in the runs after the first `warmup`, per timed step. The profiled
+ * graphs are dropped afterwards.
+ */
+export function profileFusedSteps(run: () => void, warmup: number, steps: number): GraphNodeTime[] {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-step-profile-'));
+  const saved = graphs;
+  graphs = new Map();
+  profiling = { prefix: path.join(dir, 'step') };
+  const events: TraceEvent[] = [];
+  try {
+    run();
+  } finally {
+    for (const g of graphs.values())
+      events.push(...(JSON.parse(fs.readFileSync(g.graph.endProfiling(), 'utf8')) as TraceEvent[]));
+    graphs = saved;
+    profiling = null;
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const runs = events
+    .filter((e) => e.cat === 'Session' && e.name === 'model_run')
+    .sort((a, b) => a.ts - b.ts);
+  const timedFrom = runs[warmup]?.ts ?? Infinity;
+  const totals = new Map<string, { calls: number; ms: number }>();
+  for (const e of events) {
+    if (e.cat !== 'Node' || e.ts < timedFrom) continue;
+    const k = nodeKernel(e);
+    const t = totals.get(k) ?? { calls: 0, ms: 0 };
+    t.calls++;
+    t.ms += e.dur / 1000;
+    totals.set(k, t);
+  }
+  return [...totals]
+    .map(([kernel, t]) => ({ kernel, calls: t.calls / steps, ms: t.ms / steps }))
+    .sort((a, b) => b.ms - a.ms);
 }

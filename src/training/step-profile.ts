@@ -1,11 +1,13 @@
 /**
- * Where a pre-training step's time goes, in two views of the same model and batch on random tokens (the cost does
- * not depend on the text):
+ * Where a pre-training step's time goes, in three views of the same model and batch on random tokens (the cost
+ * does not depend on the text):
  * - as trained: the Trainer with its data-parallel workers, each step split into its phases (batch, loss and
  *   gradients, clipping, the AdamW update);
- * - kernel by kernel: one JS thread on the kernel pool (the workers' kernels run in their own threads, out of this
- *   thread's sight), every kernel call timed, the rest of the step (autograd bookkeeping, copies, allocation) and
- *   the garbage collector's pauses beside them.
+ * - the fused step's graph (fused-step.ts), in one JS thread, with ORT's profiler timing each of its nodes, added
+ *   up by the kernel graph it came from;
+ * - kernel by kernel on the per-kernel path (autograd, which hooks, adapters and other architectures take): one JS
+ *   thread on the kernel pool, every kernel call timed, the rest of the step (autograd bookkeeping, copies,
+ *   allocation) and the garbage collector's pauses beside them.
  */
 import { PerformanceObserver } from 'node:perf_hooks';
 import type { LlamaConfig } from '../model/config.ts';
@@ -13,7 +15,11 @@ import { LlamaModel } from '../model/llama.ts';
 import { getMatmulBackend } from '../tensor/matmul.ts';
 import { KernelProfiler, type KernelTime } from '../tensor/kernel-profile.ts';
 import { TokenWindowSource } from './data.ts';
+import { fusedStepUnsupported, profileFusedSteps, type GraphNodeTime } from './fused-step.ts';
 import { Trainer, type StepInfo } from './trainer.ts';
+
+/** The views of a profile, in the order they run. */
+export type StepView = 'as trained' | 'fused graph' | 'kernels';
 
 export interface StepProfileOptions {
   model: LlamaConfig;
@@ -25,7 +31,7 @@ export interface StepProfileOptions {
   warmup: number;
   seed?: number;
   /** Called after each timed step of each view (for a progress bar). */
-  onStep?: (view: 'as trained' | 'kernels', done: number, total: number) => void;
+  onStep?: (view: StepView, done: number, total: number) => void;
 }
 
 export interface PhaseTimes {
@@ -47,6 +53,19 @@ export interface StepProfile {
     phases: PhaseTimes;
     tokensPerSecond: number;
   };
+  /**
+   * The fused step in one JS thread, with ORT's profiler timing every node of its graph: null where the model
+   * trains through autograd instead (see fused-step.ts).
+   */
+  fusedGraph: {
+    stepMs: { median: number; best: number };
+    /** Per step, largest first. */
+    nodes: GraphNodeTime[];
+    /** Step time not spent in a graph node, per step: the JS around the graph, AdamW, ORT's own overhead. */
+    outsideNodesMs: number;
+    phases: PhaseTimes;
+  } | null;
+  /** The per-kernel path (autograd), which hooks, adapters and other architectures take. */
   kernels: {
     stepMs: { median: number; best: number };
     /** Per step (totals over the timed steps divided by their count), largest first. */
@@ -94,7 +113,7 @@ function phaseMedians(steps: readonly StepInfo[]): PhaseTimes {
 function timedSteps(
   t: Trainer,
   o: StepProfileOptions,
-  view: 'as trained' | 'kernels',
+  view: StepView,
   beforeTimed: () => void = () => {},
 ): { infos: StepInfo[]; wall: number[] } {
   for (let i = 0; i < o.warmup; i++) t.trainStep();
@@ -124,6 +143,31 @@ export async function profileTrainingStep(o: StepProfileOptions): Promise<StepPr
     asTrained = timedSteps(asTrainedTrainer, o, 'as trained');
   } finally {
     asTrainedTrainer.close();
+  }
+
+  let fusedGraph: StepProfile['fusedGraph'] = null;
+  const graphTrainer = trainer(o, 1);
+  if (fusedStepUnsupported(graphTrainer.model) === null) {
+    let graphRun: { infos: StepInfo[]; wall: number[] } | undefined;
+    try {
+      const nodes = profileFusedSteps(
+        () => (graphRun = timedSteps(graphTrainer, o, 'fused graph')),
+        o.warmup,
+        o.steps,
+      );
+      const wall = graphRun!.wall;
+      fusedGraph = {
+        stepMs: { median: median(wall), best: Math.min(...wall) },
+        nodes,
+        outsideNodesMs: Math.max(
+          0,
+          wall.reduce((a, b) => a + b, 0) / o.steps - nodes.reduce((a, k) => a + k.ms, 0),
+        ),
+        phases: phaseMedians(graphRun!.infos),
+      };
+    } finally {
+      graphTrainer.close();
+    }
   }
 
   const profiler = new KernelProfiler();
@@ -160,6 +204,7 @@ export async function profileTrainingStep(o: StepProfileOptions): Promise<StepPr
       phases: phaseMedians(asTrained.infos),
       tokensPerSecond: (tokensPerStep * n) / (asTrained.wall.reduce((a, b) => a + b, 0) / 1000),
     },
+    fusedGraph,
     kernels: {
       stepMs: { median: median(kernelRun.wall), best: Math.min(...kernelRun.wall) },
       kernels: perStep,
