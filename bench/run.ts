@@ -151,9 +151,9 @@ if (trained.length > 1)
 // ---- inference (scoring forward, no grad) ----
 const ids = new Int32Array(BATCH * CTX).map((_, i) => stream[i]);
 const inferTokS = noGrad(() => {
-  // Warm-up passes as for training: the per-kernel sessions size their arenas on the first runs (training no
-  // longer runs them, since it goes through one fused graph).
-  for (let i = 0; i < WARMUP; i++) model.forward(ids, BATCH);
+  // Ten warm-up passes: training now runs one fused graph, so the scoring forward's per-kernel sessions start cold
+  // here and take several passes to size their arenas (~200 ms the first pass, ~55 ms from the third or so).
+  for (let i = 0; i < 10; i++) model.forward(ids, BATCH);
   const t0 = performance.now();
   for (let i = 0; i < STEPS; i++) model.forward(ids, BATCH);
   return (STEPS * BATCH * CTX) / ((performance.now() - t0) / 1000);

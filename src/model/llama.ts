@@ -19,12 +19,13 @@ import {
   scale,
   swiglu,
 } from '../autograd/ops.ts';
-import { Tensor } from '../autograd/tensor.ts';
+import { isGradEnabled, Tensor } from '../autograd/tensor.ts';
 import { fusedKernels, matmul, type MaskedAttentionShape } from '../tensor/matmul.ts';
 import { causalSoftmaxInPlace } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
 import { architectureOf, hasQkNorm, headDim, layerRope, layerWindow, type LlamaConfig } from './config.ts';
 import { fusedDecodeStep } from './fused-decode.ts';
+import { fusedHidden } from './fused-forward.ts';
 import { hookBlock, HookSet } from './hooks.ts';
 
 /** Low-rank adapter on one weight: W x + scale * B (A x). */
@@ -321,6 +322,12 @@ export class LlamaModel {
     }
     if (cache && (cache.batch !== batch || offset + seqLen > cache.capacity)) {
       throw new Error('forward: KV cache does not fit this batch or is full');
+    }
+    const plain = !hooks && !cache && !opts.resume && opts.stopAfterLayer === undefined;
+    if (plain && !(isGradEnabled() && [...this.params.values()].some((p) => p.requiresGrad))) {
+      // Nothing to record for a gradient: the whole pass as one graph (null where it does not serve the model).
+      const hidden = fusedHidden(this, ids, batch);
+      if (hidden) return new Tensor(hidden, [batch, seqLen, c.dim]);
     }
     const positions = new Int32Array(seqLen);
     for (let t = 0; t < seqLen; t++) positions[t] = offset + t;

@@ -14,47 +14,35 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { cachedRopeTables } from '../autograd/ops.ts';
-import { architectureOf, headDim, layerRope, layerWindow, type LlamaConfig } from '../model/config.ts';
+import { headDim, type LlamaConfig } from '../model/config.ts';
+import { addForwardNodes, forwardFeeds, fusedGraphUnsupported } from '../model/fused-forward.ts';
 import type { HookSet } from '../model/hooks.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { GraphBuilder } from '../tensor/graph-builder.ts';
 import {
-  addGraph,
   attentionBackwardGraph,
-  attentionForwardGraph,
   gatherRowsGraph,
-  gemmGraph,
   ropeGraph,
   rmsNormBackwardGraph,
-  rmsNormForwardGraph,
   softmaxScaledGraph,
   swigluBackwardGraph,
-  swigluForwardGraph,
 } from '../tensor/kernel-graphs.ts';
-import { fusedKernels, getMatmulBackend } from '../tensor/matmul.ts';
-import { OrtGraph, type Feed, type GraphSpec, type PreparedFeed } from '../tensor/ort-session.ts';
+import { getMatmulBackend } from '../tensor/matmul.ts';
+import { OrtGraph, type GraphSpec } from '../tensor/ort-session.ts';
 import type { Batch } from './data.ts';
 
 /** Why `model` cannot train through the fused step (null when it can). */
 export function fusedStepUnsupported(model: LlamaModel, hooks?: HookSet): string | null {
-  const c = model.config;
   if (process.env.PSM_FUSED_STEP === '0') return 'PSM_FUSED_STEP=0';
-  if (!fusedKernels() || getMatmulBackend().name !== 'onnxruntime') return 'the backend is not ONNX Runtime';
   if (hooks) return 'hooks are active';
-  if (model.adapters.size > 0) return 'the model has LoRA adapters';
-  if (architectureOf(c) !== 'llama' || c.qkvBias) return `architecture ${architectureOf(c)}`;
-  if (c.finalLogitSoftcap !== undefined || c.queryPreAttnScalar !== undefined) return 'Gemma-style scaling';
-  for (let i = 0; i < c.nLayers; i++)
-    if (layerWindow(c, i) !== Infinity) return `layer ${i} has a sliding window`;
+  const graph = fusedGraphUnsupported(model);
+  if (graph) return graph;
   for (const [name, p] of model.params) if (!p.requiresGrad) return `parameter ${name} is frozen`;
   return null;
 }
 
 interface StepGraph {
   graph: OrtGraph;
-  /** Per layer, its RoPE (kept so that the tables' cache keyed by the frequency array hits). */
-  ropes: (number | Float64Array)[];
   /** Parameter names whose gradient is a graph output. */
   gradients: string[];
 }
@@ -63,8 +51,6 @@ interface StepGraph {
 let graphs = new Map<string, StepGraph>();
 /** While {@link profileFusedSteps} runs: where ORT writes its traces. */
 let profiling: { prefix: string } | null = null;
-/** [b, t] int64 time-step ids by shape. */
-const stepIdCache = new Map<string, BigInt64Array>();
 
 /** Gradient output name of a parameter. */
 function gradName(param: string): string {
@@ -80,89 +66,13 @@ function buildStepGraph(c: LlamaConfig, selectRows: boolean): GraphSpec {
   const hd = headDim(c);
   const heads = { h: c.nHeads, hkv: c.nKvHeads, d: hd };
   const rep = c.nHeads / c.nKvHeads;
-  const half = hd / 2;
-  const param = (name: string, shape: number[]): string => g.input(name, shape);
-  const gemm = (a: string, w: string, transA: boolean, transB: boolean): string =>
-    g.inline(gemmGraph(transA, transB), { A: a, B: w }).Y;
-  const add = (a: string, x: string): string => g.inline(addGraph(), { A: a, B: x }).Y;
-  const rmsF = g.inline.bind(g, rmsNormForwardGraph(c.normEps));
-
-  const ids = g.input('ids', ['n'], 'int32');
+  const f = addForwardNodes(g, c, true);
+  const { gemm, add, nf, x, finalNorm, stepIds } = f;
+  const { bt, q4, kv4, groupedProbs } = f.shapes;
+  const saved = f.blocks;
   const targets = g.input('targets', ['m', 1], 'int64');
   const coef = g.input('coef', ['m', 1]);
-  const stepIds = g.input('step_ids', ['b', 't'], 'int64');
-  // Shapes of the batch, from the step ids [b, t]: the graph serves every batch size and sequence length.
-  const [batchShape] = g.node('Shape', [stepIds]);
-  const concat = (tail: number[]): string => g.node('Concat', [batchShape, g.int64(tail)], { axis: 0 })[0];
-  const bt = concat([-1]);
-  const q4 = concat([c.nHeads, hd]);
-  const kv4 = concat([c.nKvHeads, hd]);
-  // Attention probabilities [b, h, t, t] as [b, hkv, rep * t, t].
-  const dim = (i: number): string => g.node('Gather', [batchShape, g.int64([i])], { axis: 0 })[0];
-  const groupedProbs = g.node('Concat', [dim(0), g.int64([c.nKvHeads, -1]), dim(1)], { axis: 0 })[0];
-  const embed = param('model.embed_tokens.weight', [c.vocabSize, c.dim]);
-  const head = c.tieEmbeddings ? embed : param('lm_head.weight', [c.vocabSize, c.dim]);
-
-  interface Saved {
-    x: string;
-    n1: Record<string, string>;
-    q: string;
-    k: string;
-    v: string;
-    att: Record<string, string>;
-    att2: string;
-    xm: string;
-    n2: Record<string, string>;
-    gate: string;
-    up: string;
-    act: string;
-    w: Record<string, string>;
-    rope: { cos: string; sin: string; negSin: string };
-  }
-  const saved: Saved[] = [];
-  let x = g.inline(gatherRowsGraph(), { W: embed, I: ids }).Y;
-  for (let i = 0; i < c.nLayers; i++) {
-    const p = `model.layers.${i}`;
-    const w = {
-      inNorm: param(`${p}.input_layernorm.weight`, [c.dim]),
-      q: param(`${p}.self_attn.q_proj.weight`, [c.nHeads * hd, c.dim]),
-      k: param(`${p}.self_attn.k_proj.weight`, [c.nKvHeads * hd, c.dim]),
-      v: param(`${p}.self_attn.v_proj.weight`, [c.nKvHeads * hd, c.dim]),
-      o: param(`${p}.self_attn.o_proj.weight`, [c.dim, c.nHeads * hd]),
-      postNorm: param(`${p}.post_attention_layernorm.weight`, [c.dim]),
-      gate: param(`${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]),
-      up: param(`${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]),
-      down: param(`${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]),
-    };
-    const rope = {
-      cos: g.input(`rope_cos.${i}`, ['t', half]),
-      sin: g.input(`rope_sin.${i}`, ['t', half]),
-      negSin: g.input(`rope_neg_sin.${i}`, ['t', half]),
-    };
-    const n1 = rmsF({ X: x, W: w.inNorm });
-    // The rotary embedding of a projection [n, count * hd], as [b, t, count * hd].
-    const rotated = (weight: string, count: number): string =>
-      g.inline(ropeGraph(count), {
-        X: g.reshape(gemm(n1.Y, weight, false, true), bt),
-        C: rope.cos,
-        S: rope.sin,
-        P: stepIds,
-      }).Y;
-    const q = rotated(w.q, c.nHeads);
-    const k = rotated(w.k, c.nKvHeads);
-    const v = g.reshape(gemm(n1.Y, w.v, false, true), bt);
-    const att = g.inline(attentionForwardGraph(heads, true), { Q: q, K: k, V: v });
-    const att2 = g.reshape(att.Y, [-1, c.nHeads * hd]);
-    const xm = add(x, gemm(att2, w.o, false, true));
-    const n2 = rmsF({ X: xm, W: w.postNorm });
-    const gate = gemm(n2.Y, w.gate, false, true);
-    const up = gemm(n2.Y, w.up, false, true);
-    const act = g.inline(swigluForwardGraph(), { G: gate, U: up }).Y;
-    saved.push({ x, n1, q, k, v, att, att2, xm, n2, gate, up, act, w, rope });
-    x = add(xm, gemm(act, w.down, false, true));
-  }
-  const finalNorm = param('model.norm.weight', [c.dim]);
-  const nf = rmsF({ X: x, W: finalNorm });
+  const head = c.tieEmbeddings ? f.embed : g.input('lm_head.weight', [c.vocabSize, c.dim]);
   let rows: string | null = null;
   let flat = nf.Y;
   if (selectRows) {
@@ -258,25 +168,12 @@ function stepGraph(c: LlamaConfig, selectRows: boolean, threads: number): StepGr
     const spec = buildStepGraph(c, selectRows);
     s = {
       graph: new OrtGraph(spec, threads, profiling?.prefix),
-      ropes: Array.from({ length: c.nLayers }, (_, i) => layerRope(c, i)),
       gradients: spec.outputs.filter((o) => o.name.startsWith('grad:')).map((o) => o.name.slice(5)),
     };
     if (graphs.size >= 4) graphs.clear();
     graphs.set(key, s);
   }
   return s;
-}
-
-function stepIds(b: number, t: number): BigInt64Array {
-  const key = `${b}:${t}`;
-  let ids = stepIdCache.get(key);
-  if (!ids) {
-    ids = new BigInt64Array(b * t);
-    for (let i = 0; i < b * t; i++) ids[i] = BigInt(i % t);
-    if (stepIdCache.size >= 64) stepIdCache.clear();
-    stepIdCache.set(key, ids);
-  }
-  return ids;
 }
 
 /**
@@ -317,25 +214,13 @@ export function fusedLossAndGradients(
   const coef = Float32Array.from(rowWeights, (w) => w / weightSum);
 
   const s = stepGraph(c, weights !== null, getMatmulBackend().threads);
-  const positions = Int32Array.from({ length: t }, (_, i) => i);
-  const half = headDim(c) / 2;
-  const feeds: Record<string, Feed | PreparedFeed> = {
-    ids: [batch.inputs, [n]],
-    targets: [targets, [m, 1]],
-    coef: [coef, [m, 1]],
-    step_ids: [stepIds(b, t), [b, t]],
-  };
+  const feeds = forwardFeeds(model, batch.inputs, b, t);
+  feeds.targets = [targets, [m, 1]];
+  feeds.coef = [coef, [m, 1]];
   if (weights) {
     feeds.rows = [Int32Array.from(rows), [m]];
     feeds.rows_nd = [BigInt64Array.from(rows, (r) => BigInt(r)), [m, 1]];
   }
-  for (let i = 0; i < c.nLayers; i++) {
-    const tables = cachedRopeTables(positions, headDim(c), s.ropes[i]);
-    feeds[`rope_cos.${i}`] = [tables.cos, [t, half]];
-    feeds[`rope_sin.${i}`] = [tables.sin, [t, half]];
-    feeds[`rope_neg_sin.${i}`] = [tables.negSin, [t, half]];
-  }
-  for (const [name, p] of model.params) feeds[name] = [p.data, p.shape as number[]];
   const out = s.graph.run(feeds);
 
   const prob = out.target_prob;
