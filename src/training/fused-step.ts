@@ -37,7 +37,9 @@ export function fusedStepUnsupported(model: LlamaModel, hooks?: HookSet): string
   if (hooks) return 'hooks are active';
   const graph = fusedGraphUnsupported(model);
   if (graph) return graph;
-  for (const [name, p] of model.params) if (!p.requiresGrad) return `parameter ${name} is frozen`;
+  // Frozen weights are fine (no gradient is computed for them), but the embedding must train: otherwise the
+  // activations before the first trained weight need no gradient, and autograd's backward would stop there.
+  if (!model.param('model.embed_tokens.weight').requiresGrad) return 'the embedding is frozen';
   return null;
 }
 
@@ -61,7 +63,7 @@ function gradName(param: string): string {
  * The step's graph for config `c`, for any batch size and sequence length. With `selectRows`, as autograd's
  * batchLoss does for a batch with row weights, only the rows given in `rows` reach the unembedding.
  */
-function buildStepGraph(c: LlamaConfig, selectRows: boolean): GraphSpec {
+function buildStepGraph(c: LlamaConfig, selectRows: boolean, trained: ReadonlySet<string>): GraphSpec {
   const g = new GraphBuilder();
   const hd = headDim(c);
   const heads = { h: c.nHeads, hkv: c.nKvHeads, d: hd };
@@ -88,14 +90,18 @@ function buildStepGraph(c: LlamaConfig, selectRows: boolean): GraphSpec {
   const [atTarget] = g.node('Sub', [targetProb, coef]);
   const [dLogits] = g.node('ScatterElements', [d, targets, atTarget], { axis: 1 });
 
-  const grad = (name: string, value: string, shape: number[]): void => g.output(gradName(name), value, shape);
+  // Gradients of the trained parameters only: autograd computes none for a frozen one.
+  const grad = (name: string, value: () => string, shape: number[]): void => {
+    if (trained.has(name)) g.output(gradName(name), value(), shape);
+  };
   // Backward, in the order autograd's topological sort runs the closures; where a value has several consumers
   // its gradient is summed in that order (h: v, then k, then q).
   let dHidden = gemm(dLogits, head, false, false);
-  grad(c.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', gemm(dLogits, flat, true, false), [
-    c.vocabSize,
-    c.dim,
-  ]);
+  grad(
+    c.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight',
+    () => gemm(dLogits, flat, true, false),
+    [c.vocabSize, c.dim],
+  );
   if (rows) {
     // selectRows' backward: the rows' gradients added into zeros (0 + g, as autograd's scatter-add does).
     const [zeros] = g.node('ConstantOfShape', [g.node('Shape', [nf.Y])[0]]);
@@ -103,23 +109,23 @@ function buildStepGraph(c: LlamaConfig, selectRows: boolean): GraphSpec {
     [dHidden] = g.node('ScatterND', [zeros, rowIndex, dHidden], { reduction: { string: 'add' } });
   }
   const fb = g.inline(rmsNormBackwardGraph(), { dY: dHidden, X: x, W: finalNorm, R: nf.R });
-  grad('model.norm.weight', fb.dW, [c.dim]);
+  grad('model.norm.weight', () => fb.dW, [c.dim]);
   let dx = fb.dX;
   for (let i = c.nLayers - 1; i >= 0; i--) {
     const s = saved[i];
     const p = `model.layers.${i}`;
     const dAct = gemm(dx, s.w.down, false, false);
-    grad(`${p}.mlp.down_proj.weight`, gemm(dx, s.act, true, false), [c.dim, c.hiddenDim]);
+    grad(`${p}.mlp.down_proj.weight`, () => gemm(dx, s.act, true, false), [c.dim, c.hiddenDim]);
     const sb = g.inline(swigluBackwardGraph(), { dY: dAct, G: s.gate, U: s.up });
     const dUp = gemm(sb.dU, s.w.up, false, false);
-    grad(`${p}.mlp.up_proj.weight`, gemm(sb.dU, s.n2.Y, true, false), [c.hiddenDim, c.dim]);
+    grad(`${p}.mlp.up_proj.weight`, () => gemm(sb.dU, s.n2.Y, true, false), [c.hiddenDim, c.dim]);
     const dGate = gemm(sb.dG, s.w.gate, false, false);
-    grad(`${p}.mlp.gate_proj.weight`, gemm(sb.dG, s.n2.Y, true, false), [c.hiddenDim, c.dim]);
+    grad(`${p}.mlp.gate_proj.weight`, () => gemm(sb.dG, s.n2.Y, true, false), [c.hiddenDim, c.dim]);
     const b2 = g.inline(rmsNormBackwardGraph(), { dY: add(dUp, dGate), X: s.xm, W: s.w.postNorm, R: s.n2.R });
-    grad(`${p}.post_attention_layernorm.weight`, b2.dW, [c.dim]);
+    grad(`${p}.post_attention_layernorm.weight`, () => b2.dW, [c.dim]);
     const dMid = add(dx, b2.dX);
     const dAtt = gemm(dMid, s.w.o, false, false);
-    grad(`${p}.self_attn.o_proj.weight`, gemm(dMid, s.att2, true, false), [c.dim, c.nHeads * hd]);
+    grad(`${p}.self_attn.o_proj.weight`, () => gemm(dMid, s.att2, true, false), [c.dim, c.nHeads * hd]);
     const ab = g.inline(attentionBackwardGraph(heads), {
       dY: g.reshape(dAtt, q4),
       Q: g.reshape(s.q, q4),
@@ -142,18 +148,18 @@ function buildStepGraph(c: LlamaConfig, selectRows: boolean): GraphSpec {
     const dk = ropeBack(ab.dK, c.nKvHeads);
     const dq = ropeBack(ab.dQ, c.nHeads);
     const dhV = gemm(dv, s.w.v, false, false);
-    grad(`${p}.self_attn.v_proj.weight`, gemm(dv, s.n1.Y, true, false), [c.nKvHeads * hd, c.dim]);
+    grad(`${p}.self_attn.v_proj.weight`, () => gemm(dv, s.n1.Y, true, false), [c.nKvHeads * hd, c.dim]);
     const dhK = gemm(dk, s.w.k, false, false);
-    grad(`${p}.self_attn.k_proj.weight`, gemm(dk, s.n1.Y, true, false), [c.nKvHeads * hd, c.dim]);
+    grad(`${p}.self_attn.k_proj.weight`, () => gemm(dk, s.n1.Y, true, false), [c.nKvHeads * hd, c.dim]);
     const dhQ = gemm(dq, s.w.q, false, false);
-    grad(`${p}.self_attn.q_proj.weight`, gemm(dq, s.n1.Y, true, false), [c.nHeads * hd, c.dim]);
+    grad(`${p}.self_attn.q_proj.weight`, () => gemm(dq, s.n1.Y, true, false), [c.nHeads * hd, c.dim]);
     const b1 = g.inline(rmsNormBackwardGraph(), {
       dY: add(add(dhV, dhK), dhQ),
       X: s.x,
       W: s.w.inNorm,
       R: s.n1.R,
     });
-    grad(`${p}.input_layernorm.weight`, b1.dW, [c.dim]);
+    grad(`${p}.input_layernorm.weight`, () => b1.dW, [c.dim]);
     dx = add(dMid, b1.dX);
   }
   g.output('embed_rows_grad', dx, ['n', c.dim]);
@@ -161,11 +167,16 @@ function buildStepGraph(c: LlamaConfig, selectRows: boolean): GraphSpec {
   return g.build('training_step', 'disabled');
 }
 
-function stepGraph(c: LlamaConfig, selectRows: boolean, threads: number): StepGraph {
-  const key = JSON.stringify([c, selectRows, threads]);
+function stepGraph(
+  c: LlamaConfig,
+  selectRows: boolean,
+  trained: readonly string[],
+  threads: number,
+): StepGraph {
+  const key = JSON.stringify([c, selectRows, trained, threads]);
   let s = graphs.get(key);
   if (!s) {
-    const spec = buildStepGraph(c, selectRows);
+    const spec = buildStepGraph(c, selectRows, new Set(trained));
     s = {
       graph: new OrtGraph(spec, threads, profiling?.prefix),
       gradients: spec.outputs.filter((o) => o.name.startsWith('grad:')).map((o) => o.name.slice(5)),
@@ -213,7 +224,8 @@ export function fusedLossAndGradients(
   const rowWeights = Float32Array.from(rows, (r) => (weights ? weights[r] : 1));
   const coef = Float32Array.from(rowWeights, (w) => w / weightSum);
 
-  const s = stepGraph(c, weights !== null, getMatmulBackend().threads);
+  const trained = [...model.params].filter(([, p]) => p.requiresGrad).map(([name]) => name);
+  const s = stepGraph(c, weights !== null, trained, getMatmulBackend().threads);
   const feeds = forwardFeeds(model, batch.inputs, b, t);
   feeds.targets = [targets, [m, 1]];
   feeds.coef = [coef, [m, 1]];

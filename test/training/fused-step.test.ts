@@ -6,6 +6,7 @@ import { configureBackend } from '../../src/tensor/backend.ts';
 import { ortAvailable } from '../../src/tensor/ort-matmul.ts';
 import { TokenWindowSource, type Batch } from '../../src/training/data.ts';
 import { fusedLossAndGradients, fusedStepUnsupported } from '../../src/training/fused-step.ts';
+import { selectTrainable } from '../../src/training/trainable.ts';
 import { batchLoss, Trainer } from '../../src/training/trainer.ts';
 
 const base = {
@@ -36,14 +37,15 @@ function batchOf(c: LlamaConfig, rows: Rows, seqLen = 16): Batch {
   return batch;
 }
 
-/** Loss and every gradient, copied, from `run` on a fresh copy of the model's weights. */
+/** Loss and every gradient there is (a frozen parameter has none), copied, from `run`. */
 function lossAndGrads(
   model: LlamaModel,
   run: () => number,
 ): { loss: number; grads: Map<string, Float32Array> } {
   for (const p of model.params.values()) p.grad = null;
   const loss = run();
-  return { loss, grads: new Map([...model.params].map(([k, p]) => [k, Float32Array.from(p.grad!)])) };
+  const grads = [...model.params].filter(([, p]) => p.grad !== null);
+  return { loss, grads: new Map(grads.map(([k, p]) => [k, Float32Array.from(p.grad!)])) };
 }
 
 function autograd(model: LlamaModel, batch: Batch): number {
@@ -80,6 +82,27 @@ describe.runIf(ortAvailable())('fused training step', () => {
       }
     });
   }
+
+  it("computes only the trained parameters' gradients when the rest is frozen (embedding rows), to the bit", () => {
+    configureBackend({ threads: 2 });
+    for (const tie of [true, false]) {
+      const c = parseLlamaConfig({ ...base, tieEmbeddings: tie });
+      const model = new LlamaModel(c).initialize(3);
+      selectTrainable(model, { kind: 'embeddingRows', rows: [1, 5, 9] }, 1);
+      expect(fusedStepUnsupported(model)).toBeNull();
+      const batch = batchOf(c, 'masked');
+      const fused = lossAndGrads(model, () => fusedLossAndGradients(model, batch)!.loss);
+      const plain = lossAndGrads(model, () => autograd(model, batch));
+      expect(fused.loss).toBe(plain.loss);
+      expect([...fused.grads.keys()]).toEqual(['model.embed_tokens.weight']);
+      expect([...plain.grads.keys()]).toEqual(['model.embed_tokens.weight']);
+      const [f, a] = [
+        fused.grads.get('model.embed_tokens.weight')!,
+        plain.grads.get('model.embed_tokens.weight')!,
+      ];
+      expect(bytes(f).equals(bytes(a))).toBe(true);
+    }
+  });
 
   it('trains to the same weights as the autograd path, in one thread and across two workers', () => {
     configureBackend({ threads: 2 });
