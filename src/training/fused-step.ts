@@ -7,9 +7,10 @@
  * the weight gradients and the embedding rows' gradient come back. The numbers are the autograd path's to the
  * bit (test/training/fused-step.test.ts): the same ops on the same inputs, gradients summed in the same order.
  *
- * It serves the plain Llama block (no biases, q/k norms, soft-capping, sliding windows, hooks or adapters) with
- * every parameter trained: pre-training and full fine-tunes. Anything else, or a batch that needs the float64
- * fallback of cross-entropy (a target probability under 1e-30), takes the autograd path.
+ * It serves the plain Llama block (no biases, q/k norms, soft-capping, sliding windows, hooks or adapters) with the
+ * embedding trained: pre-training, full fine-tunes and embedding-row fine-tunes (frozen weights get no gradient, as
+ * in autograd). Anything else, or a batch that needs the float64 fallback of cross-entropy (a target probability
+ * under 1e-30), takes the autograd path.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
