@@ -2,7 +2,7 @@
  * A training step's forward and backward pass as one ONNX Runtime graph. The autograd path calls one small
  * session per kernel (about 25 per layer), and every result comes back as a fresh JS array: on these machines the
  * copies, page faults and garbage collection of those arrays cost more CPU than the kernels' arithmetic. Here
- * the same kernel graphs (kernel-graphs.ts) are inlined, node for node, into one graph per model shape, in the
+ * the same kernel graphs (kernel-graphs.ts) are inlined, node for node, into one graph per model, in the
  * order autograd runs them; intermediate values stay in ORT's arena, and only the loss's target probabilities,
  * the weight gradients and the embedding rows' gradient come back. The numbers are the autograd path's to the
  * bit (test/training/fused-step.test.ts): the same ops on the same inputs, gradients summed in the same order.
@@ -50,7 +50,7 @@ interface StepGraph {
   gradients: string[];
 }
 
-/** Built graphs by config, thread count and row selection (a few per process: models train one at a time). */
+/** Built graphs by config, row selection, trained set and thread count (a few: models train one at a time). */
 let graphs = new Map<string, StepGraph>();
 /** While {@link profileFusedSteps} runs: where ORT writes its traces. */
 let profiling: { prefix: string } | null = null;
@@ -61,8 +61,9 @@ function gradName(param: string): string {
 }
 
 /**
- * The step's graph for config `c`, for any batch size and sequence length. With `selectRows`, as autograd's
- * batchLoss does for a batch with row weights, only the rows given in `rows` reach the unembedding.
+ * The step's graph for config `c`, for any batch size and sequence length, with gradient outputs for the `trained`
+ * parameters. With `selectRows`, as autograd's batchLoss does for a batch with row weights, only the rows given in
+ * `rows` reach the unembedding.
  */
 function buildStepGraph(c: LlamaConfig, selectRows: boolean, trained: ReadonlySet<string>): GraphSpec {
   const g = new GraphBuilder();
@@ -189,8 +190,8 @@ function stepGraph(
 }
 
 /**
- * Loss and gradients of `batch` through the fused graph: sets every parameter's gradient and returns the loss
- * (as crossEntropy rounds it) and the tokens that carried it. Returns null, having changed nothing, where the
+ * Loss and gradients of `batch` through the fused graph: sets every trained parameter's gradient and returns the
+ * loss (as crossEntropy rounds it) and the tokens that carried it. Returns null, having changed nothing, where the
  * autograd path must run instead (see the file comment).
  */
 export function fusedLossAndGradients(
