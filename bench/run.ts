@@ -151,8 +151,8 @@ if (trained.length > 1)
 // ---- inference (scoring forward, no grad) ----
 const ids = new Int32Array(BATCH * CTX).map((_, i) => stream[i]);
 const inferTokS = noGrad(() => {
-  // Ten warm-up passes: training now runs one fused graph, so the scoring forward's per-kernel sessions start cold
-  // here and take several passes to size their arenas (~200 ms the first pass, ~55 ms from the third or so).
+  // Ten warm-up passes: training runs its own fused graph, so the forward's sessions (its fused graph, the logits'
+  // matmul) start cold here, and the first passes are several times slower than the rest.
   for (let i = 0; i < 10; i++) model.forward(ids, BATCH);
   const t0 = performance.now();
   for (let i = 0; i < STEPS; i++) model.forward(ids, BATCH);

@@ -13,6 +13,7 @@ import {
   gatherRowsGraph,
   gemmGraph,
   ropeGraph,
+  ropeStepIds,
   rmsNormForwardGraph,
   swigluForwardGraph,
 } from '../tensor/kernel-graphs.ts';
@@ -144,21 +145,7 @@ export function addForwardNodes(g: GraphBuilder, c: LlamaConfig, keepProbs: bool
   return { stepIds, shapes, embed, blocks, x, finalNorm, nf, gemm, add };
 }
 
-const stepIdCache = new Map<string, BigInt64Array>();
 const ropeCache = new WeakMap<LlamaConfig, (number | Float64Array)[]>();
-
-/** [b, t] int64 time-step ids 0..t-1 per row. */
-function stepIds(b: number, t: number): BigInt64Array {
-  const key = `${b}:${t}`;
-  let ids = stepIdCache.get(key);
-  if (!ids) {
-    ids = new BigInt64Array(b * t);
-    for (let i = 0; i < b * t; i++) ids[i] = BigInt(i % t);
-    if (stepIdCache.size >= 64) stepIdCache.clear();
-    stepIdCache.set(key, ids);
-  }
-  return ids;
-}
 
 /** The forward nodes' feeds for ids [b, t] at positions 0..t-1: ids, step ids, RoPE tables, the parameters. */
 export function forwardFeeds(
@@ -174,7 +161,7 @@ export function forwardFeeds(
   const half = headDim(c) / 2;
   const feeds: Record<string, Feed | PreparedFeed> = {
     ids: [ids, [b * t]],
-    step_ids: [stepIds(b, t), [b, t]],
+    step_ids: [ropeStepIds(b, t), [b, t]],
   };
   for (let i = 0; i < c.nLayers; i++) {
     const tables = cachedRopeTables(positions, headDim(c), ropes[i]);

@@ -279,6 +279,21 @@ export function addGraph(): GraphSpec {
   };
 }
 
+const ropeStepIdCache = new Map<string, BigInt64Array>();
+
+/** The rope graph's P input for a batch [b, t] at positions 0..t-1: int64 time steps 0..t-1 per row (cached). */
+export function ropeStepIds(b: number, t: number): BigInt64Array {
+  const key = `${b}:${t}`;
+  let ids = ropeStepIdCache.get(key);
+  if (!ids) {
+    ids = new BigInt64Array(b * t);
+    for (let i = 0; i < b * t; i++) ids[i] = BigInt(i % t);
+    if (ropeStepIdCache.size > 64) ropeStepIdCache.clear();
+    ropeStepIdCache.set(key, ids);
+  }
+  return ids;
+}
+
 /** ONNX 23 RotaryEmbedding on [b, t, h * d]; table row i serves time step i (the backward is the same op with -sin). */
 export function ropeGraph(h: number): GraphSpec {
   return {

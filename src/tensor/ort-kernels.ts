@@ -13,6 +13,7 @@ import {
   attentionForwardGraph,
   gatherRowsGraph,
   ropeGraph,
+  ropeStepIds,
   rmsNormBackwardGraph,
   rmsNormForwardGraph,
   softmaxScaledGraph,
@@ -255,22 +256,8 @@ export class OrtFusedKernels implements FusedKernels {
       X: [x, [b, t, h * d]],
       C: [cos, [t, half]],
       S: [sin, [t, half]],
-      P: [this.stepIds(b, t), [b, t]],
+      P: [ropeStepIds(b, t), [b, t]],
     }).Y;
-  }
-
-  private readonly stepIdCache = new Map<string, BigInt64Array>();
-  /** [b, t] int64 time-step indices 0..t-1 per row. */
-  private stepIds(b: number, t: number): BigInt64Array {
-    const key = `${b}:${t}`;
-    let ids = this.stepIdCache.get(key);
-    if (!ids) {
-      ids = new BigInt64Array(b * t);
-      for (let i = 0; i < b * t; i++) ids[i] = BigInt(i % t);
-      if (this.stepIdCache.size > 64) this.stepIdCache.clear();
-      this.stepIdCache.set(key, ids);
-    }
-    return ids;
   }
 
   gatherRows(w: Float32Array, ids: Int32Array, dim: number): Float32Array {
