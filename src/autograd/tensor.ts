@@ -125,12 +125,12 @@ export class Tensor {
         order.push(node);
       }
     }
-    const g = this.gradBuffer();
     if (seed) {
-      if (seed.length !== g.length) throw new Error('backward(): seed gradient has the wrong size');
-      for (let i = 0; i < g.length; i++) g[i] += seed[i];
+      if (seed.length !== this.data.length) throw new Error('backward(): seed gradient has the wrong size');
+      // Taken as it is (a copy, not 0 + seed, which would turn -0 into 0), as a first gradient is in accumulateGrad.
+      this.accumulateGrad(seed);
     } else {
-      g[0] += 1;
+      this.gradBuffer()[0] += 1;
     }
     for (let i = order.length - 1; i >= 0; i--) {
       const node = order[i];

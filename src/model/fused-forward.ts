@@ -19,6 +19,8 @@ import {
 } from '../tensor/kernel-graphs.ts';
 import { fusedKernels, getMatmulBackend } from '../tensor/matmul.ts';
 import { OrtGraph, type Feed, type PreparedFeed } from '../tensor/ort-session.ts';
+import { Tensor } from '../autograd/tensor.ts';
+import type { HookSet } from './hooks.ts';
 import { architectureOf, headDim, layerRope, layerWindow, type LlamaConfig } from './config.ts';
 import type { LlamaModel } from './llama.ts';
 
@@ -36,6 +38,8 @@ export function fusedGraphUnsupported(model: LlamaModel): string | null {
 
 /** One block's weights and the values its backward pass reads. */
 export interface BlockValues {
+  layer: number;
+  /** The residual stream entering the block. */
   x: string;
   n1: Record<string, string>;
   q: string;
@@ -52,28 +56,52 @@ export interface BlockValues {
   rope: { cos: string; sin: string; negSin: string };
 }
 
+/**
+ * A stretch of the pass: blocks [from, to), from the token ids (the embedding lookup first) or from the residual
+ * stream entering block `from` (graph input `x_in` [n, dim]), and with `final` the final RMSNorm after them. Graphs
+ * of consecutive spans, with JS hooks between them, compute what the whole pass computes with those hooks.
+ */
+export interface BlockSpan {
+  from: number;
+  to: number;
+  fromIds: boolean;
+  final: boolean;
+}
+
+/** The whole pass. */
+export function wholePass(c: LlamaConfig): BlockSpan {
+  return { from: 0, to: c.nLayers, fromIds: true, final: true };
+}
+
 /** The forward nodes' names that a graph built on them reads. */
 export interface ForwardValues {
   stepIds: string;
   /** int64 shapes: [b, t, -1], [b, t, heads, hd], [b, t, kv heads, hd], [b, kv heads, -1, t]. */
   shapes: { bt: string; q4: string; kv4: string; groupedProbs: string };
-  embed: string;
+  /** The embedding weight, an input when the span starts at the ids. */
+  embed: string | null;
+  /** The span's blocks, from its first. */
   blocks: BlockValues[];
-  /** The residual stream after the last block. */
+  /** The residual stream after the span's last block. */
   x: string;
-  finalNorm: string;
-  /** The final RMSNorm's outputs (Y, R). */
-  nf: Record<string, string>;
+  /** The final RMSNorm's weight and outputs (Y, R), when the span ends with it. */
+  final: { weight: string; nf: Record<string, string> } | null;
   gemm: (a: string, w: string, transA: boolean, transB: boolean) => string;
   add: (a: string, b: string) => string;
 }
 
 /**
- * Adds the decoder's forward pass to `g`: inputs `ids` [n] (int32), `step_ids` [b, t] (int64: the time step of each
- * row), per layer `rope_cos.i`, `rope_sin.i`, `rope_neg_sin.i` [t, hd / 2], and every parameter by its name. With
- * `keepProbs` each attention also returns its probabilities, as it does when a gradient is needed.
+ * Adds the forward pass of `span` (default: the whole pass) to `g`: inputs `ids` [n] (int32) or `x_in` [n, dim],
+ * `step_ids` [b, t] (int64: the time step of each row), per layer of the span `rope_cos.i`, `rope_sin.i`,
+ * `rope_neg_sin.i` [t, hd / 2], and each parameter it reads by its name. With `keepProbs` each attention also
+ * returns its probabilities, as it does when a gradient is needed.
  */
-export function addForwardNodes(g: GraphBuilder, c: LlamaConfig, keepProbs: boolean): ForwardValues {
+export function addForwardNodes(
+  g: GraphBuilder,
+  c: LlamaConfig,
+  keepProbs: boolean,
+  span: BlockSpan = wholePass(c),
+): ForwardValues {
   const hd = headDim(c);
   const heads = { h: c.nHeads, hkv: c.nKvHeads, d: hd };
   const half = hd / 2;
@@ -83,7 +111,6 @@ export function addForwardNodes(g: GraphBuilder, c: LlamaConfig, keepProbs: bool
   const add = (a: string, b: string): string => g.inline(addGraph(), { A: a, B: b }).Y;
   const rmsF = g.inline.bind(g, rmsNormForwardGraph(c.normEps));
 
-  const ids = g.input('ids', ['n'], 'int32');
   const stepIds = g.input('step_ids', ['b', 't'], 'int64');
   // Shapes of the batch, from the step ids [b, t]: a graph serves every batch size and sequence length.
   const [batchShape] = g.node('Shape', [stepIds]);
@@ -96,11 +123,13 @@ export function addForwardNodes(g: GraphBuilder, c: LlamaConfig, keepProbs: bool
     // Attention probabilities [b, h, t, t] as [b, hkv, rep * t, t].
     groupedProbs: g.node('Concat', [dim(0), g.int64([c.nKvHeads, -1]), dim(1)], { axis: 0 })[0],
   };
-  const embed = param('model.embed_tokens.weight', [c.vocabSize, c.dim]);
+  const embed = span.fromIds ? param('model.embed_tokens.weight', [c.vocabSize, c.dim]) : null;
 
   const blocks: BlockValues[] = [];
-  let x = g.inline(gatherRowsGraph(), { W: embed, I: ids }).Y;
-  for (let i = 0; i < c.nLayers; i++) {
+  let x = embed
+    ? g.inline(gatherRowsGraph(), { W: embed, I: g.input('ids', ['n'], 'int32') }).Y
+    : g.input('x_in', ['n', c.dim]);
+  for (let i = span.from; i < span.to; i++) {
     const p = `model.layers.${i}`;
     const w = {
       inNorm: param(`${p}.input_layernorm.weight`, [c.dim]),
@@ -137,12 +166,15 @@ export function addForwardNodes(g: GraphBuilder, c: LlamaConfig, keepProbs: bool
     const gate = gemm(n2.Y, w.gate, false, true);
     const up = gemm(n2.Y, w.up, false, true);
     const act = g.inline(swigluForwardGraph(), { G: gate, U: up }).Y;
-    blocks.push({ x, n1, q, k, v, att, att2, xm, n2, gate, up, act, w, rope });
+    blocks.push({ layer: i, x, n1, q, k, v, att, att2, xm, n2, gate, up, act, w, rope });
     x = add(xm, gemm(act, w.down, false, true));
   }
-  const finalNorm = param('model.norm.weight', [c.dim]);
-  const nf = rmsF({ X: x, W: finalNorm });
-  return { stepIds, shapes, embed, blocks, x, finalNorm, nf, gemm, add };
+  let final: ForwardValues['final'] = null;
+  if (span.final) {
+    const weight = param('model.norm.weight', [c.dim]);
+    final = { weight, nf: rmsF({ X: x, W: weight }) };
+  }
+  return { stepIds, shapes, embed, blocks, x, final, gemm, add };
 }
 
 const ropeCache = new WeakMap<LlamaConfig, (number | Float64Array)[]>();
@@ -173,29 +205,188 @@ export function forwardFeeds(
   return feeds;
 }
 
-const forwardGraphs = new Map<string, OrtGraph>();
+/** A built graph and its input names (a span's graph reads only some of the pass's feeds). */
+export interface FusedGraph {
+  graph: OrtGraph;
+  inputs: ReadonlySet<string>;
+}
+
+/** Runs `s` on `extra` and, for its other inputs, the pass's `feeds`. */
+export function runFused(
+  s: FusedGraph,
+  feeds: Record<string, Feed | PreparedFeed>,
+  extra: Record<string, Feed> = {},
+): Record<string, Float32Array> {
+  const f: Record<string, Feed | PreparedFeed> = { ...extra };
+  for (const name of s.inputs) if (!(name in f)) f[name] = feeds[name];
+  return s.graph.run(f);
+}
 
 /**
- * The final-normed hidden states [b * t, dim] of ids [b, t] (positions from 0), through one fused graph; null where
- * the fused graphs do not serve the model (the caller then takes the per-kernel path) or PSM_FUSED_FORWARD=0.
+ * Where a hook acts on the residual stream between blocks: k for the stream entering block k (nLayers: leaving the
+ * last block); null for a hook inside a block or on the final norm's output.
  */
-export function fusedHidden(model: LlamaModel, ids: Int32Array, b: number): Float32Array | null {
+export function hookBoundary(name: string, nLayers: number): number | null {
+  if (name === 'embed') return 0;
+  const m = /^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post)$/.exec(name);
+  if (!m) return null;
+  const layer = Number(m[1]);
+  return layer < nLayers ? layer + (m[2] === 'hook_resid_post' ? 1 : 0) : null;
+}
+
+/** Why the fused graphs cannot run under `hooks` (null when they can): a hook that does not act between blocks. */
+export function fusedHooksUnsupported(hooks: HookSet | undefined, nLayers: number): string | null {
+  for (const name of hooks?.names() ?? [])
+    if (hookBoundary(name, nLayers) === null) return `hook ${name} acts inside a block`;
+  return null;
+}
+
+/**
+ * The spans of a pass through blocks [0, end), with the final norm after them when `final`, split where hooks act
+ * (hooks after the pass's last block of a pass without the final norm run after its last span): without hooks,
+ * one span.
+ */
+export function passSpans(
+  c: LlamaConfig,
+  hooks: HookSet | undefined,
+  end: number,
+  final: boolean,
+): BlockSpan[] {
+  const boundaries = new Set((hooks?.names() ?? []).map((name) => hookBoundary(name, c.nLayers)!));
+  const starts = [0, ...[...boundaries].filter((k) => k > 0 && (k < end || final)).sort((a, b) => a - b)];
+  return starts.map((from, i) => ({
+    from,
+    to: starts[i + 1] ?? end,
+    fromIds: i === 0 && !boundaries.has(0),
+    final: final && i === starts.length - 1,
+  }));
+}
+
+/** The residual stream at a boundary as the hooks' autograd input (`leaf`), and what the hooks made of it. */
+export interface HookedResidual {
+  leaf: Tensor;
+  out: Tensor;
+}
+
+/** Where the hooks of a pass of ids [batch, seqLen] (positions from 0) act, as the per-kernel pass tells them. */
+export interface PassShape {
+  batch: number;
+  seqLen: number;
+  positions: Int32Array;
+}
+
+/**
+ * Runs the hooks at boundary k on `data` [b * t, dim], in the order the per-kernel pass applies them; `leaf`
+ * requires a gradient when the caller will carry one back through them.
+ */
+function runBoundaryHooks(
+  hooks: HookSet | undefined,
+  c: LlamaConfig,
+  k: number,
+  data: Float32Array,
+  shape: PassShape,
+  requiresGrad: boolean,
+): HookedResidual {
+  const leaf = new Tensor(data, [shape.batch, shape.seqLen, c.dim], requiresGrad, 'residual');
+  let out = leaf;
+  if (!hooks) return { leaf, out };
+  const names = [k === 0 ? 'embed' : `blocks.${k - 1}.hook_resid_post`];
+  if (k < c.nLayers) names.push(`blocks.${k}.hook_resid_pre`);
+  for (const name of names) out = hooks.apply(name, out, shape);
+  return { leaf, out };
+}
+
+/** The embedding rows of `ids`, as the lookup copies them. */
+function embeddingRows(model: LlamaModel, ids: Int32Array): Float32Array {
+  const dim = model.config.dim;
+  const w = model.param('model.embed_tokens.weight').data;
+  const out = new Float32Array(ids.length * dim);
+  for (let i = 0; i < ids.length; i++) out.set(w.subarray(ids[i] * dim, (ids[i] + 1) * dim), i * dim);
+  return out;
+}
+
+/**
+ * Runs the first `count` spans' forward graphs, each from its input through the hooks at the boundary after it.
+ * Returns the spans' inputs (null for one that starts at the ids) and, last, the output of span count - 1.
+ */
+export function forwardSpans(
+  model: LlamaModel,
+  spans: readonly BlockSpan[],
+  count: number,
+  hooks: HookSet | undefined,
+  feeds: Record<string, Feed | PreparedFeed>,
+  shape: PassShape,
+  requiresGrad: boolean,
+): (HookedResidual | null)[] {
+  const c = model.config;
+  const ids = feeds.ids as Feed;
+  const threads = getMatmulBackend().threads;
+  const hooked: (HookedResidual | null)[] = [
+    spans[0].fromIds
+      ? null
+      : runBoundaryHooks(hooks, c, 0, embeddingRows(model, ids[0] as Int32Array), shape, requiresGrad),
+  ];
+  for (let i = 0; i < count; i++) {
+    const input = hooked[i];
+    const out = runFused(
+      spanForwardGraph(c, spans[i], threads),
+      feeds,
+      input ? { x_in: [input.out.data, [input.out.size / c.dim, c.dim]] } : {},
+    ).y;
+    hooked.push(
+      spans[i].final
+        ? runBoundaryHooks(undefined, c, 0, out, shape, false)
+        : runBoundaryHooks(hooks, c, spans[i].to, out, shape, requiresGrad),
+    );
+  }
+  return hooked;
+}
+
+/** Built forward graphs, by config, span and thread count. */
+const forwardGraphs = new Map<string, FusedGraph>();
+
+/**
+ * A span's forward graph: `y`, the residual stream it leaves, or the final norm's output for the span that ends
+ * with it.
+ */
+export function spanForwardGraph(c: LlamaConfig, span: BlockSpan, threads: number): FusedGraph {
+  const key = JSON.stringify([c, span, threads]);
+  let s = forwardGraphs.get(key);
+  if (!s) {
+    const g = new GraphBuilder();
+    const f = addForwardNodes(g, c, false, span);
+    g.output('y', f.final ? f.final.nf.Y : f.x, ['n', c.dim]);
+    // No graph optimisation: a fusion across two kernels' nodes could round a sum differently.
+    const spec = g.build('forward', 'disabled');
+    s = { graph: new OrtGraph(spec, threads), inputs: new Set(spec.inputs.map((v) => v.name)) };
+    // Models run one at a time, a few spans each.
+    if (forwardGraphs.size >= 32) forwardGraphs.clear();
+    forwardGraphs.set(key, s);
+  }
+  return s;
+}
+
+/**
+ * The final-normed hidden states [b * t, dim] of ids [b, t] (positions from 0), or with `stopAfterLayer` the
+ * residual stream after that block, through the fused graphs: one, or one per span between the blocks where
+ * `hooks` act, the hooks run between them. Null where the fused graphs do not serve the model or the hooks (the
+ * caller then takes the per-kernel path) or PSM_FUSED_FORWARD=0.
+ */
+export function fusedHidden(
+  model: LlamaModel,
+  ids: Int32Array,
+  b: number,
+  opts: { hooks?: HookSet; stopAfterLayer?: number } = {},
+): Float32Array | null {
   if (process.env.PSM_FUSED_FORWARD === '0' || fusedGraphUnsupported(model) !== null) return null;
   const c = model.config;
+  if (fusedHooksUnsupported(opts.hooks, c.nLayers) !== null) return null;
   const t = ids.length / b;
   if (!(Number.isInteger(t) && t >= 1 && t <= c.maxSeqLen)) return null;
   for (const id of ids) if (!(id >= 0 && id < c.vocabSize)) return null;
-  const threads = getMatmulBackend().threads;
-  const key = JSON.stringify([c, threads]);
-  let graph = forwardGraphs.get(key);
-  if (!graph) {
-    const g = new GraphBuilder();
-    const f = addForwardNodes(g, c, false);
-    g.output('hidden', f.nf.Y, ['n', c.dim]);
-    // No graph optimisation: a fusion across two kernels' nodes could round a sum differently.
-    graph = new OrtGraph(g.build('forward', 'disabled'), threads);
-    if (forwardGraphs.size >= 4) forwardGraphs.clear();
-    forwardGraphs.set(key, graph);
-  }
-  return graph.run(forwardFeeds(model, ids, b, t)).hidden;
+  const stop = opts.stopAfterLayer;
+  const spans = passSpans(c, opts.hooks, stop === undefined ? c.nLayers : stop + 1, stop === undefined);
+  const shape = { batch: b, seqLen: t, positions: Int32Array.from({ length: t }, (_, i) => i) };
+  const feeds = forwardFeeds(model, ids, b, t);
+  return forwardSpans(model, spans, spans.length, opts.hooks, feeds, shape, false).at(-1)!.out.data;
 }

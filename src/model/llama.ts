@@ -323,18 +323,19 @@ export class LlamaModel {
     if (cache && (cache.batch !== batch || offset + seqLen > cache.capacity)) {
       throw new Error('forward: KV cache does not fit this batch or is full');
     }
-    const plain = !hooks && !cache && !opts.resume && opts.stopAfterLayer === undefined;
-    if (plain && !(isGradEnabled() && [...this.params.values()].some((p) => p.requiresGrad))) {
-      // Nothing to record for a gradient: the whole pass as one graph (null where it does not serve the model).
-      const hidden = fusedHidden(this, ids, batch);
+    const stop = opts.stopAfterLayer;
+    if (stop !== undefined) checkStopHooks(hooks, stop, c.nLayers);
+    const fusable = !cache && !opts.resume;
+    if (fusable && !(isGradEnabled() && [...this.params.values()].some((p) => p.requiresGrad))) {
+      // Nothing to record for a gradient: the pass as one graph, or one per span between hooks (null where the
+      // graphs do not serve the model or the hooks).
+      const hidden = fusedHidden(this, ids, batch, { hooks, stopAfterLayer: stop });
       if (hidden) return new Tensor(hidden, [batch, seqLen, c.dim]);
     }
     const positions = new Int32Array(seqLen);
     for (let t = 0; t < seqLen; t++) positions[t] = offset + t;
     const hook = (name: string, x: Tensor): Tensor =>
       hooks ? hooks.apply(name, x, { batch, seqLen, positions }) : x;
-    const stop = opts.stopAfterLayer;
-    if (stop !== undefined) checkStopHooks(hooks, stop, c.nLayers);
     const { x, first } = this.start(ids, batch, seqLen, hook, hooks, opts.resume);
     const y = this.blocks(
       x,

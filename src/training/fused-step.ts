@@ -7,16 +7,29 @@
  * the weight gradients and the embedding rows' gradient come back. The numbers are the autograd path's to the
  * bit (test/training/fused-step.test.ts): the same ops on the same inputs, gradients summed in the same order.
  *
- * It serves the plain Llama block (no biases, q/k norms, soft-capping, sliding windows, hooks or adapters) with the
+ * It serves the plain Llama block (no biases, q/k norms, soft-capping, sliding windows or adapters) with the
  * embedding trained: pre-training, full fine-tunes and embedding-row fine-tunes (frozen weights get no gradient, as
- * in autograd). Anything else, or a batch that needs the float64 fallback of cross-entropy (a target probability
- * under 1e-30), takes the autograd path.
+ * in autograd), also under hooks on the residual stream between blocks (preventative steering, concept ablation),
+ * which split the pass into one graph per span between them. Anything else (a hook inside a block, say), or a batch
+ * that needs the float64 fallback of cross-entropy (a target probability under 1e-30), takes the autograd path.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { headDim, type LlamaConfig } from '../model/config.ts';
-import { addForwardNodes, forwardFeeds, fusedGraphUnsupported } from '../model/fused-forward.ts';
+import {
+  addForwardNodes,
+  forwardFeeds,
+  forwardSpans,
+  fusedGraphUnsupported,
+  fusedHooksUnsupported,
+  passSpans,
+  runFused,
+  type BlockSpan,
+  type ForwardValues,
+  type FusedGraph,
+  type HookedResidual,
+} from '../model/fused-forward.ts';
 import type { HookSet } from '../model/hooks.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { GraphBuilder } from '../tensor/graph-builder.ts';
@@ -29,13 +42,14 @@ import {
   swigluBackwardGraph,
 } from '../tensor/kernel-graphs.ts';
 import { getMatmulBackend } from '../tensor/matmul.ts';
-import { OrtGraph, type GraphSpec } from '../tensor/ort-session.ts';
+import { OrtGraph, type Feed, type GraphSpec } from '../tensor/ort-session.ts';
 import type { Batch } from './data.ts';
 
 /** Why `model` cannot train through the fused step (null when it can). */
 export function fusedStepUnsupported(model: LlamaModel, hooks?: HookSet): string | null {
   if (process.env.PSM_FUSED_STEP === '0') return 'PSM_FUSED_STEP=0';
-  if (hooks) return 'hooks are active';
+  const hooked = fusedHooksUnsupported(hooks, model.config.nLayers);
+  if (hooked) return hooked;
   const graph = fusedGraphUnsupported(model);
   if (graph) return graph;
   // Frozen weights are fine (no gradient is computed for them), but the embedding must train: otherwise the
@@ -44,13 +58,13 @@ export function fusedStepUnsupported(model: LlamaModel, hooks?: HookSet): string
   return null;
 }
 
-interface StepGraph {
-  graph: OrtGraph;
+interface StepGraph extends FusedGraph {
   /** Parameter names whose gradient is a graph output. */
   gradients: string[];
 }
 
-/** Built graphs by config, row selection, trained set and thread count (a few: models train one at a time). */
+/** Built graphs by config, span, row selection, trained set and thread count. */
+const MAX_GRAPHS = 32;
 let graphs = new Map<string, StepGraph>();
 /** While {@link profileFusedSteps} runs: where ORT writes its traces. */
 let profiling: { prefix: string } | null = null;
@@ -61,22 +75,52 @@ function gradName(param: string): string {
 }
 
 /**
- * The step's graph for config `c`, for any batch size and sequence length, with gradient outputs for the `trained`
- * parameters. With `selectRows`, as autograd's batchLoss does for a batch with row weights, only the rows given in
- * `rows` reach the unembedding.
+ * The step's graph for config `c` over `span`, for any batch size and sequence length, with gradient outputs for the
+ * `trained` parameters and `input_grad`, the gradient of the span's input (the embedding rows it looked up, or
+ * `x_in`). The span that ends with the final norm computes the loss: with `selectRows`, as autograd's batchLoss does
+ * for a batch with row weights, only the rows given in `rows` reach the unembedding. Any other span starts its
+ * backward from `dx_out`, the gradient of the residual stream it leaves, and runs its forward again first (the
+ * values its backward reads are not kept between graphs).
  */
-function buildStepGraph(c: LlamaConfig, selectRows: boolean, trained: ReadonlySet<string>): GraphSpec {
+function buildStepGraph(
+  c: LlamaConfig,
+  selectRows: boolean,
+  trained: ReadonlySet<string>,
+  span: BlockSpan,
+): GraphSpec {
   const g = new GraphBuilder();
-  const hd = headDim(c);
-  const heads = { h: c.nHeads, hkv: c.nKvHeads, d: hd };
-  const rep = c.nHeads / c.nKvHeads;
-  const f = addForwardNodes(g, c, true);
-  const { gemm, add, nf, x, finalNorm, stepIds } = f;
-  const { bt, q4, kv4, groupedProbs } = f.shapes;
-  const saved = f.blocks;
+  const f = addForwardNodes(g, c, true, span);
+  // Gradients of the trained parameters only: autograd computes none for a frozen one.
+  const grad = (name: string, value: () => string, shape: number[]): void => {
+    if (trained.has(name)) g.output(gradName(name), value(), shape);
+  };
+  const dx = f.final ? addLossBackward(g, c, f, f.final, selectRows, grad) : g.input('dx_out', ['n', c.dim]);
+  g.output('input_grad', addBlocksBackward(g, c, f, dx, grad), ['n', c.dim]);
+  // No graph optimisation: a fusion across two kernels' nodes could round a sum differently from autograd.
+  return g.build('training_step', 'disabled');
+}
+
+type GradOutput = (name: string, value: () => string, shape: number[]) => void;
+
+/**
+ * The unembedding, cross-entropy and the final norm's backward: returns the gradient of the residual stream after
+ * the last block.
+ */
+function addLossBackward(
+  g: GraphBuilder,
+  c: LlamaConfig,
+  f: ForwardValues,
+  final: NonNullable<ForwardValues['final']>,
+  selectRows: boolean,
+  grad: GradOutput,
+): string {
+  const { gemm } = f;
+  const { nf } = final;
   const targets = g.input('targets', ['m', 1], 'int64');
   const coef = g.input('coef', ['m', 1]);
-  const head = c.tieEmbeddings ? f.embed : g.input('lm_head.weight', [c.vocabSize, c.dim]);
+  const head = c.tieEmbeddings
+    ? (f.embed ?? g.input('model.embed_tokens.weight', [c.vocabSize, c.dim]))
+    : g.input('lm_head.weight', [c.vocabSize, c.dim]);
   let rows: string | null = null;
   let flat = nf.Y;
   if (selectRows) {
@@ -92,12 +136,7 @@ function buildStepGraph(c: LlamaConfig, selectRows: boolean, trained: ReadonlySe
   const [atTarget] = g.node('Sub', [targetProb, coef]);
   const [dLogits] = g.node('ScatterElements', [d, targets, atTarget], { axis: 1 });
 
-  // Gradients of the trained parameters only: autograd computes none for a frozen one.
-  const grad = (name: string, value: () => string, shape: number[]): void => {
-    if (trained.has(name)) g.output(gradName(name), value(), shape);
-  };
-  // Backward, in the order autograd's topological sort runs the closures; where a value has several consumers
-  // its gradient is summed in that order (h: v, then k, then q).
+  // Backward, in the order autograd's topological sort runs the closures.
   let dHidden = gemm(dLogits, head, false, false);
   grad(
     c.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight',
@@ -110,12 +149,31 @@ function buildStepGraph(c: LlamaConfig, selectRows: boolean, trained: ReadonlySe
     const rowIndex = g.input('rows_nd', ['m', 1], 'int64');
     [dHidden] = g.node('ScatterND', [zeros, rowIndex, dHidden], { reduction: { string: 'add' } });
   }
-  const fb = g.inline(rmsNormBackwardGraph(), { dY: dHidden, X: x, W: finalNorm, R: nf.R });
+  const fb = g.inline(rmsNormBackwardGraph(), { dY: dHidden, X: f.x, W: final.weight, R: nf.R });
   grad('model.norm.weight', () => fb.dW, [c.dim]);
-  let dx = fb.dX;
-  for (let i = c.nLayers - 1; i >= 0; i--) {
-    const s = saved[i];
-    const p = `model.layers.${i}`;
+  return fb.dX;
+}
+
+/**
+ * The span's blocks backward from `dx`, the gradient of the residual stream they leave, in the order autograd's
+ * topological sort runs the closures; where a value has several consumers its gradient is summed in that order
+ * (h: v, then k, then q). Returns the gradient of the span's input.
+ */
+function addBlocksBackward(
+  g: GraphBuilder,
+  c: LlamaConfig,
+  f: ForwardValues,
+  dx: string,
+  grad: GradOutput,
+): string {
+  const hd = headDim(c);
+  const heads = { h: c.nHeads, hkv: c.nKvHeads, d: hd };
+  const rep = c.nHeads / c.nKvHeads;
+  const { gemm, add, stepIds } = f;
+  const { bt, q4, kv4, groupedProbs } = f.shapes;
+  for (let j = f.blocks.length - 1; j >= 0; j--) {
+    const s = f.blocks[j];
+    const p = `model.layers.${s.layer}`;
     const dAct = gemm(dx, s.w.down, false, false);
     grad(`${p}.mlp.down_proj.weight`, () => gemm(dx, s.act, true, false), [c.dim, c.hiddenDim]);
     const sb = g.inline(swigluBackwardGraph(), { dY: dAct, G: s.gate, U: s.up });
@@ -164,35 +222,37 @@ function buildStepGraph(c: LlamaConfig, selectRows: boolean, trained: ReadonlySe
     grad(`${p}.input_layernorm.weight`, () => b1.dW, [c.dim]);
     dx = add(dMid, b1.dX);
   }
-  g.output('embed_rows_grad', dx, ['n', c.dim]);
-  // No graph optimisation: a fusion across two kernels' nodes could round a sum differently from autograd.
-  return g.build('training_step', 'disabled');
+  return dx;
 }
 
-function stepGraph(
-  c: LlamaConfig,
-  selectRows: boolean,
-  trained: readonly string[],
-  threads: number,
-): StepGraph {
-  const key = JSON.stringify([c, selectRows, trained, threads]);
-  let s = graphs.get(key);
+function cachedGraph(key: unknown[], build: () => GraphSpec, threads: number): StepGraph {
+  const k = JSON.stringify(key);
+  let s = graphs.get(k);
   if (!s) {
-    const spec = buildStepGraph(c, selectRows, new Set(trained));
+    const spec = build();
     s = {
       graph: new OrtGraph(spec, threads, profiling?.prefix),
+      inputs: new Set(spec.inputs.map((i) => i.name)),
       gradients: spec.outputs.filter((o) => o.name.startsWith('grad:')).map((o) => o.name.slice(5)),
     };
-    if (graphs.size >= 4) graphs.clear();
-    graphs.set(key, s);
+    // Models train one at a time, a few spans each.
+    if (graphs.size >= MAX_GRAPHS) graphs.clear();
+    graphs.set(k, s);
   }
   return s;
 }
 
 /**
- * Loss and gradients of `batch` through the fused graph: sets every trained parameter's gradient and returns the
- * loss (as crossEntropy rounds it) and the tokens that carried it. Returns null, having changed nothing, where the
- * autograd path must run instead (see the file comment).
+ * Loss and gradients of `batch` through the fused graphs: sets every trained parameter's gradient and returns the
+ * loss (as crossEntropy rounds it) and the tokens that carried it. Returns null where the autograd path must run
+ * instead (see the file comment), having set no gradient (hooks may have run once already: a recording hook then
+ * sees the batch twice).
+ *
+ * Hooks on the residual stream between blocks (embed, hook_resid_pre, hook_resid_post) split the pass into spans,
+ * one graph each, with the hooks run between them as autograd ops on the span's output. The backward goes back
+ * span by span: each span's graph runs its forward again from its saved input and returns the gradient of that
+ * input, which the hooks' own backward carries to the span before. Each value then has the same consumers as in
+ * autograd's graph, so every gradient is summed in the same order.
  */
 export function fusedLossAndGradients(
   model: LlamaModel,
@@ -227,7 +287,7 @@ export function fusedLossAndGradients(
   const coef = Float32Array.from(rowWeights, (w) => w / weightSum);
 
   const trained = [...model.params].filter(([, p]) => p.requiresGrad).map(([name]) => name);
-  const s = stepGraph(c, weights !== null, trained, getMatmulBackend().threads);
+  const threads = getMatmulBackend().threads;
   const feeds = forwardFeeds(model, batch.inputs, b, t);
   feeds.targets = [targets, [m, 1]];
   feeds.coef = [coef, [m, 1]];
@@ -235,8 +295,22 @@ export function fusedLossAndGradients(
     feeds.rows = [Int32Array.from(rows), [m]];
     feeds.rows_nd = [BigInt64Array.from(rows, (r) => BigInt(r)), [m, 1]];
   }
-  const out = s.graph.run(feeds);
+  const spans = passSpans(c, hooks, c.nLayers, true);
+  const step = (span: BlockSpan): StepGraph =>
+    cachedGraph(
+      [c, span, weights !== null, trained, threads],
+      () => buildStepGraph(c, weights !== null, new Set(trained), span),
+      threads,
+    );
+  const residual = (h: HookedResidual): Feed => [h.out.data, [n, c.dim]];
+  const shape = { batch: b, seqLen: t, positions: Int32Array.from({ length: t }, (_, i) => i) };
+  // Forward: each span but the last, its output through the hooks that follow it; hooked[i] is span i's input.
+  const hooked = forwardSpans(model, spans, spans.length - 1, hooks, feeds, shape, true);
 
+  // The last span computes the loss and starts the backward.
+  const lastInput = hooked[spans.length - 1];
+  const last = step(spans[spans.length - 1]);
+  const out = runFused(last, feeds, lastInput ? { x_in: residual(lastInput) } : {});
   const prob = out.target_prob;
   let total = 0;
   for (let i = 0; i < m; i++) {
@@ -245,17 +319,41 @@ export function fusedLossAndGradients(
     total -= rowWeights[i] * Math.log(p);
   }
   const loss = Math.fround(total / weightSum);
-  for (const name of s.gradients) model.params.get(name)!.grad = out[gradName(name)];
+  const setGradients = (s: StepGraph, o: Record<string, Float32Array>): void => {
+    for (const name of s.gradients) model.params.get(name)!.grad = o[gradName(name)];
+  };
+  setGradients(last, out);
+  let dx: Float32Array | null = out.input_grad;
+  for (let i = spans.length - 2; i >= 0; i--) {
+    dx = hookInputGradient(hooked[i + 1]!, dx);
+    // A hook that did not read its input: autograd's backward stops there too.
+    if (!dx) return { loss, tokens: m };
+    const s = step(spans[i]);
+    const input = hooked[i];
+    const o = runFused(s, feeds, { dx_out: [dx, [n, c.dim]], ...(input ? { x_in: residual(input) } : {}) });
+    setGradients(s, o);
+    dx = o.input_grad;
+  }
+  if (hooked[0]) dx = hookInputGradient(hooked[0], dx);
+  if (!dx) return { loss, tokens: m };
   // The embedding's rows: scatter-added after the unembedding's gradient, as autograd does for tied weights.
   const embed = model.params.get('model.embed_tokens.weight')!;
   const gx = embed.gradBuffer();
-  const grad = out.embed_rows_grad;
   const dim = c.dim;
   for (let i = 0; i < n; i++) {
     const o = batch.inputs[i] * dim;
-    for (let j = 0; j < dim; j++) gx[o + j] += grad[i * dim + j];
+    for (let j = 0; j < dim; j++) gx[o + j] += dx[i * dim + j];
   }
   return { loss, tokens: m };
+}
+
+/** The gradient of the hooks' input from that of their output; null where their output did not depend on it. */
+function hookInputGradient(h: HookedResidual, dOut: Float32Array | null): Float32Array | null {
+  if (!dOut) return null;
+  if (h.out === h.leaf) return dOut;
+  if (!h.out.requiresGrad) return null;
+  h.out.backward(dOut);
+  return h.leaf.grad;
 }
 
 /** Time of the fused graph's nodes per step, added up by the kernel graph they came from. */

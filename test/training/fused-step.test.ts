@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { parseLlamaConfig, type LlamaConfig } from '../../src/model/config.ts';
-import { addVectorHook, HookSet } from '../../src/model/hooks.ts';
+import {
+  ablateDirectionsHook,
+  addVectorHook,
+  capProjectionHook,
+  HookSet,
+  recordHook,
+} from '../../src/model/hooks.ts';
 import { LlamaModel } from '../../src/model/llama.ts';
 import { configureBackend } from '../../src/tensor/backend.ts';
 import { ortAvailable } from '../../src/tensor/ort-matmul.ts';
@@ -48,8 +54,8 @@ function lossAndGrads(
   return { loss, grads: new Map(grads.map(([k, p]) => [k, Float32Array.from(p.grad!)])) };
 }
 
-function autograd(model: LlamaModel, batch: Batch): number {
-  const { loss } = batchLoss(model, batch);
+function autograd(model: LlamaModel, batch: Batch, hooks?: HookSet): number {
+  const { loss } = batchLoss(model, batch, hooks);
   loss.backward();
   return loss.item();
 }
@@ -57,6 +63,12 @@ function autograd(model: LlamaModel, batch: Batch): number {
 function bytes(a: Float32Array): Buffer {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 }
+
+/** Directions of a fixed pattern (not orthogonal: each ablation reads what the last one left). */
+const directions = (dim: number, count: number, salt: number): Float32Array[] =>
+  Array.from({ length: count }, (_, j) =>
+    Float32Array.from({ length: dim }, (_, i) => Math.sin((i + 1) * (j + salt) * 0.37) + (i === j ? 1 : 0)),
+  );
 
 describe.runIf(ortAvailable())('fused training step', () => {
   const cases: [string, Partial<LlamaConfig>, Rows, number][] = [
@@ -107,7 +119,7 @@ describe.runIf(ortAvailable())('fused training step', () => {
   it('trains to the same weights as the autograd path, in one thread and across two workers', () => {
     configureBackend({ threads: 2 });
     const c = parseLlamaConfig(base);
-    const train = (workers: number, fused: boolean): Float32Array[] => {
+    const train = (workers: number, fused: boolean, hooks?: HookSet): Float32Array[] => {
       const before = process.env.PSM_FUSED_STEP;
       process.env.PSM_FUSED_STEP = fused ? '1' : '0';
       try {
@@ -117,6 +129,7 @@ describe.runIf(ortAvailable())('fused training step', () => {
           trainable: { kind: 'all' },
           seed: 2,
           workers,
+          hooks,
         });
         trainer.run();
         return [...model.params.values()].map((p) => Float32Array.from(p.data));
@@ -130,6 +143,82 @@ describe.runIf(ortAvailable())('fused training step', () => {
       const b = train(workers, false);
       a.forEach((w, i) => expect(bytes(w).equals(bytes(b[i]))).toBe(true));
     }
+    // Under concept ablation between the blocks (one thread: hooks do not go to workers).
+    const dirs = directions(c.dim, 2, 1);
+    const hooks = new HookSet()
+      .add('blocks.0.hook_resid_post', ablateDirectionsHook(dirs))
+      .add('blocks.1.hook_resid_post', ablateDirectionsHook(dirs));
+    const a = train(1, true, hooks);
+    const b = train(1, false, hooks);
+    a.forEach((w, i) => expect(bytes(w).equals(bytes(b[i]))).toBe(true));
+  });
+
+  const hookCases: [string, Partial<LlamaConfig>, Rows, (dim: number) => HookSet][] = [
+    [
+      'concept ablation after every block',
+      { nLayers: 3 },
+      'weighted',
+      (dim) => {
+        const h = new HookSet();
+        for (let l = 0; l < 3; l++)
+          h.add(`blocks.${l}.hook_resid_post`, ablateDirectionsHook(directions(dim, 3, l + 1)));
+        return h;
+      },
+    ],
+    [
+      'steering added at one layer',
+      {},
+      'plain',
+      (dim) => new HookSet().add('blocks.0.hook_resid_post', addVectorHook(directions(dim, 1, 2)[0], 4)),
+    ],
+    [
+      'embedding and block-input hooks, a cap on some positions, untied',
+      { tieEmbeddings: false, nKvHeads: 2 },
+      'masked',
+      (dim) =>
+        new HookSet()
+          .add('embed', addVectorHook(directions(dim, 1, 3)[0], 0.5))
+          .add('blocks.0.hook_resid_pre', ablateDirectionsHook(directions(dim, 2, 4)))
+          .add(
+            'blocks.1.hook_resid_pre',
+            capProjectionHook(directions(dim, 1, 5)[0], { max: 0.1 }, { positions: [2, 5] }),
+          )
+          .add('blocks.1.hook_resid_post', addVectorHook(directions(dim, 1, 6)[0], -1)),
+    ],
+  ];
+  for (const [name, extra, rows, hooksOf] of hookCases) {
+    it(`with hooks between blocks, gives autograd's loss and gradients to the bit: ${name}`, () => {
+      configureBackend({ threads: 2 });
+      const c = parseLlamaConfig({ ...base, ...extra });
+      const model = new LlamaModel(c).initialize(4);
+      const hooks = hooksOf(c.dim);
+      expect(fusedStepUnsupported(model, hooks)).toBeNull();
+      for (const seqLen of [16, 9]) {
+        const batch = batchOf(c, rows, seqLen);
+        const fused = lossAndGrads(model, () => fusedLossAndGradients(model, batch, hooks)!.loss);
+        const plain = lossAndGrads(model, () => autograd(model, batch, hooks));
+        expect(fused.loss).toBe(plain.loss);
+        expect(fused.grads.size).toBe(model.params.size);
+        for (const [k, g] of plain.grads) expect(bytes(fused.grads.get(k)!).equals(bytes(g)), k).toBe(true);
+      }
+    });
+  }
+
+  it('shows a recording hook between blocks the activation autograd shows it', () => {
+    configureBackend({ threads: 2 });
+    const c = parseLlamaConfig(base);
+    const model = new LlamaModel(c).initialize(4);
+    const batch = batchOf(c, 'plain');
+    const seen: Float32Array[] = [];
+    const hooks = new HookSet().add(
+      'blocks.0.hook_resid_post',
+      recordHook((x) => seen.push(x)),
+    );
+    const fused = lossAndGrads(model, () => fusedLossAndGradients(model, batch, hooks)!.loss);
+    const plain = lossAndGrads(model, () => autograd(model, batch, hooks));
+    expect(fused.loss).toBe(plain.loss);
+    expect(seen).toHaveLength(2);
+    expect(bytes(seen[0]).equals(bytes(seen[1]))).toBe(true);
   });
 
   it('leaves to autograd what it does not cover, changing nothing', () => {
@@ -137,8 +226,8 @@ describe.runIf(ortAvailable())('fused training step', () => {
     const c = parseLlamaConfig(base);
     const model = new LlamaModel(c).initialize(3);
     const batch = batchOf(c, 'plain');
-    const hooks = new HookSet().add('blocks.0.hook_resid_post', addVectorHook(new Float32Array(c.dim), 1));
-    expect(fusedStepUnsupported(model, hooks)).toMatch(/hooks/);
+    const hooks = new HookSet().add('blocks.0.hook_mlp_out', addVectorHook(new Float32Array(c.dim), 1));
+    expect(fusedStepUnsupported(model, hooks)).toMatch(/hook blocks.0.hook_mlp_out acts inside a block/);
     expect(fusedLossAndGradients(model, batch, hooks)).toBeNull();
 
     const noLoss = { ...batch, weights: new Float32Array(batch.targets.length) };
