@@ -25,10 +25,11 @@ import { architectureOf, headDim, layerRope, layerWindow, type LlamaConfig } fro
 import type { LlamaModel } from './llama.ts';
 
 /** Why the fused graphs cannot run `model` (null when they can): the backend, or a block they do not build. */
-export function fusedGraphUnsupported(model: LlamaModel): string | null {
+export function fusedGraphUnsupported(model: LlamaModel, opts: { adapters?: boolean } = {}): string | null {
   const c = model.config;
   if (!fusedKernels() || getMatmulBackend().name !== 'onnxruntime') return 'the backend is not ONNX Runtime';
-  if (model.adapters.size > 0) return 'the model has LoRA adapters';
+  // The training step builds adapters (and says which); the forward graphs do not.
+  if (model.adapters.size > 0 && !opts.adapters) return 'the model has LoRA adapters';
   if (architectureOf(c) !== 'llama' || c.qkvBias) return `architecture ${architectureOf(c)}`;
   if (c.finalLogitSoftcap !== undefined || c.queryPreAttnScalar !== undefined) return 'Gemma-style scaling';
   for (let i = 0; i < c.nLayers; i++)
@@ -54,6 +55,44 @@ export interface BlockValues {
   act: string;
   w: Record<string, string>;
   rope: { cos: string; sin: string; negSin: string };
+  /** Each projection's adapter and its low-rank value x Aᵀ, when the model has adapters. */
+  lora: Record<Projection, LoraValues> | null;
+}
+
+/** A block's projections, by their short names. */
+export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+export type Projection = (typeof PROJECTIONS)[number];
+
+/** The weight name of a projection of block `layer`. */
+export function projectionWeight(layer: number, name: Projection): string {
+  const section = name === 'gate' || name === 'up' || name === 'down' ? 'mlp' : 'self_attn';
+  return `model.layers.${layer}.${section}.${name}_proj.weight`;
+}
+
+/** An adapter's inputs A [r, in] and B [out, r], and x Aᵀ. */
+export interface LoraValues {
+  a: string;
+  b: string;
+  low: string;
+}
+
+/** [out, in] of a projection's weight. */
+function projectionShape(c: LlamaConfig, name: Projection): [number, number] {
+  const hd = headDim(c);
+  switch (name) {
+    case 'q':
+      return [c.nHeads * hd, c.dim];
+    case 'k':
+    case 'v':
+      return [c.nKvHeads * hd, c.dim];
+    case 'o':
+      return [c.dim, c.nHeads * hd];
+    case 'gate':
+    case 'up':
+      return [c.hiddenDim, c.dim];
+    case 'down':
+      return [c.dim, c.hiddenDim];
+  }
 }
 
 /**
@@ -94,13 +133,15 @@ export interface ForwardValues {
  * Adds the forward pass of `span` (default: the whole pass) to `g`: inputs `ids` [n] (int32) or `x_in` [n, dim],
  * `step_ids` [b, t] (int64: the time step of each row), per layer of the span `rope_cos.i`, `rope_sin.i`,
  * `rope_neg_sin.i` [t, hd / 2], and each parameter it reads by its name. With `keepProbs` each attention also
- * returns its probabilities, as it does when a gradient is needed.
+ * returns its probabilities, as it does when a gradient is needed. With `loraRank`, every projection has an
+ * adapter of that rank and scale 1 (inputs `<weight>.lora_A`, `<weight>.lora_B`).
  */
 export function addForwardNodes(
   g: GraphBuilder,
   c: LlamaConfig,
   keepProbs: boolean,
   span: BlockSpan = wholePass(c),
+  loraRank: number | null = null,
 ): ForwardValues {
   const hd = headDim(c);
   const heads = { h: c.nHeads, hkv: c.nKvHeads, d: hd };
@@ -131,43 +172,68 @@ export function addForwardNodes(
     : g.input('x_in', ['n', c.dim]);
   for (let i = span.from; i < span.to; i++) {
     const p = `model.layers.${i}`;
-    const w = {
+    const w: Record<string, string> = {
       inNorm: param(`${p}.input_layernorm.weight`, [c.dim]),
-      q: param(`${p}.self_attn.q_proj.weight`, [c.nHeads * hd, c.dim]),
-      k: param(`${p}.self_attn.k_proj.weight`, [c.nKvHeads * hd, c.dim]),
-      v: param(`${p}.self_attn.v_proj.weight`, [c.nKvHeads * hd, c.dim]),
-      o: param(`${p}.self_attn.o_proj.weight`, [c.dim, c.nHeads * hd]),
       postNorm: param(`${p}.post_attention_layernorm.weight`, [c.dim]),
-      gate: param(`${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]),
-      up: param(`${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]),
-      down: param(`${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]),
     };
+    for (const name of PROJECTIONS) w[name] = param(projectionWeight(i, name), projectionShape(c, name));
     const rope = {
       cos: g.input(`rope_cos.${i}`, ['t', half]),
       sin: g.input(`rope_sin.${i}`, ['t', half]),
       negSin: g.input(`rope_neg_sin.${i}`, ['t', half]),
     };
     const n1 = rmsF({ X: x, W: w.inNorm });
+    const lora: Partial<Record<Projection, LoraValues>> = {};
+    // A projection x Wᵀ, plus (x Aᵀ) Bᵀ where the weight has an adapter, as LlamaModel.proj adds them.
+    const proj = (input: string, name: Projection): string => {
+      const y = gemm(input, w[name], false, true);
+      if (loraRank === null) return y;
+      const [out, inp] = projectionShape(c, name);
+      const weight = projectionWeight(i, name);
+      const a = g.input(`${weight}.lora_A`, [loraRank, inp]);
+      const b = g.input(`${weight}.lora_B`, [out, loraRank]);
+      const low = gemm(input, a, false, true);
+      lora[name] = { a, b, low };
+      return add(y, gemm(low, b, false, true));
+    };
     // The rotary embedding of a projection [n, count * hd], as [b, t, count * hd].
-    const rotated = (weight: string, count: number): string =>
+    const rotated = (name: Projection, count: number): string =>
       g.inline(ropeGraph(count), {
-        X: g.reshape(gemm(n1.Y, weight, false, true), shapes.bt),
+        X: g.reshape(proj(n1.Y, name), shapes.bt),
         C: rope.cos,
         S: rope.sin,
         P: stepIds,
       }).Y;
-    const q = rotated(w.q, c.nHeads);
-    const k = rotated(w.k, c.nKvHeads);
-    const v = g.reshape(gemm(n1.Y, w.v, false, true), shapes.bt);
+    const q = rotated('q', c.nHeads);
+    const k = rotated('k', c.nKvHeads);
+    const v = g.reshape(proj(n1.Y, 'v'), shapes.bt);
     const att = g.inline(attentionForwardGraph(heads, keepProbs), { Q: q, K: k, V: v });
     const att2 = g.reshape(att.Y, [-1, c.nHeads * hd]);
-    const xm = add(x, gemm(att2, w.o, false, true));
+    const xm = add(x, proj(att2, 'o'));
     const n2 = rmsF({ X: xm, W: w.postNorm });
-    const gate = gemm(n2.Y, w.gate, false, true);
-    const up = gemm(n2.Y, w.up, false, true);
+    const gate = proj(n2.Y, 'gate');
+    const up = proj(n2.Y, 'up');
     const act = g.inline(swigluForwardGraph(), { G: gate, U: up }).Y;
-    blocks.push({ layer: i, x, n1, q, k, v, att, att2, xm, n2, gate, up, act, w, rope });
-    x = add(xm, gemm(act, w.down, false, true));
+    const down = proj(act, 'down');
+    blocks.push({
+      layer: i,
+      x,
+      n1,
+      q,
+      k,
+      v,
+      att,
+      att2,
+      xm,
+      n2,
+      gate,
+      up,
+      act,
+      w,
+      rope,
+      lora: loraRank === null ? null : (lora as Record<Projection, LoraValues>),
+    });
+    x = add(xm, down);
   }
   let final: ForwardValues['final'] = null;
   if (span.final) {
@@ -179,7 +245,10 @@ export function addForwardNodes(
 
 const ropeCache = new WeakMap<LlamaConfig, (number | Float64Array)[]>();
 
-/** The forward nodes' feeds for ids [b, t] at positions 0..t-1: ids, step ids, RoPE tables, the parameters. */
+/**
+ * The forward nodes' feeds for ids [b, t] at positions 0..t-1: ids, step ids, RoPE tables, the parameters and
+ * the adapters.
+ */
 export function forwardFeeds(
   model: LlamaModel,
   ids: Int32Array,
@@ -202,6 +271,10 @@ export function forwardFeeds(
     feeds[`rope_neg_sin.${i}`] = [tables.negSin, [t, half]];
   }
   for (const [name, p] of model.params) feeds[name] = [p.data, p.shape as number[]];
+  for (const [name, { a, b }] of model.adapters) {
+    feeds[`${name}.lora_A`] = [a.data, a.shape as number[]];
+    feeds[`${name}.lora_B`] = [b.data, b.shape as number[]];
+  }
   return feeds;
 }
 

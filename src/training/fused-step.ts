@@ -7,11 +7,12 @@
  * the weight gradients and the embedding rows' gradient come back. The numbers are the autograd path's to the
  * bit (test/training/fused-step.test.ts): the same ops on the same inputs, gradients summed in the same order.
  *
- * It serves the plain Llama block (no biases, q/k norms, soft-capping, sliding windows or adapters) with the
- * embedding trained: pre-training, full fine-tunes and embedding-row fine-tunes (frozen weights get no gradient, as
- * in autograd), also under hooks on the residual stream between blocks (preventative steering, concept ablation),
- * which split the pass into one graph per span between them. Anything else (a hook inside a block, say), or a batch
- * that needs the float64 fallback of cross-entropy (a target probability under 1e-30), takes the autograd path.
+ * It serves the plain Llama block (no biases, q/k norms, soft-capping or sliding windows) with the embedding
+ * trained: pre-training, full fine-tunes and embedding-row fine-tunes (frozen weights get no gradient, as in
+ * autograd), also under hooks on the residual stream between blocks (preventative steering, concept ablation),
+ * which split the pass into one graph per span between them; and LoRA fine-tunes with adapters on every
+ * projection. Anything else (a hook inside a block, adapters on some projections, say), or a batch that needs the
+ * float64 fallback of cross-entropy (a target probability under 1e-30), takes the autograd path.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -24,12 +25,16 @@ import {
   fusedGraphUnsupported,
   fusedHooksUnsupported,
   passSpans,
+  projectionWeight,
+  PROJECTIONS,
   runFused,
   type BlockSpan,
   type ForwardValues,
   type FusedGraph,
   type HookedResidual,
+  type Projection,
 } from '../model/fused-forward.ts';
+import type { Tensor } from '../autograd/tensor.ts';
 import type { HookSet } from '../model/hooks.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { GraphBuilder } from '../tensor/graph-builder.ts';
@@ -48,14 +53,52 @@ import type { Batch } from './data.ts';
 /** Why `model` cannot train through the fused step (null when it can). */
 export function fusedStepUnsupported(model: LlamaModel, hooks?: HookSet): string | null {
   if (process.env.PSM_FUSED_STEP === '0') return 'PSM_FUSED_STEP=0';
+  const graph = fusedGraphUnsupported(model, { adapters: true });
+  if (graph) return graph;
   const hooked = fusedHooksUnsupported(hooks, model.config.nLayers);
   if (hooked) return hooked;
-  const graph = fusedGraphUnsupported(model);
-  if (graph) return graph;
+  if (model.adapters.size > 0) return loraUnsupported(model, hooks);
   // Frozen weights are fine (no gradient is computed for them), but the embedding must train: otherwise the
   // activations before the first trained weight need no gradient, and autograd's backward would stop there.
   if (!model.param('model.embed_tokens.weight').requiresGrad) return 'the embedding is frozen';
   return null;
+}
+
+/**
+ * Why the fused step cannot train `model`'s adapters (null when it can). It builds the case the pipeline trains
+ * (lora<r>): adapters of one rank and scale 1 on all seven projections of every block, nothing else trained, no
+ * hooks. Then the gradient stops at the first block's input norm, as autograd's does.
+ */
+function loraUnsupported(model: LlamaModel, hooks: HookSet | undefined): string | null {
+  if ((hooks?.names().length ?? 0) > 0) return 'hooks on a model with LoRA adapters';
+  if (loraRankOf(model) === null)
+    return 'LoRA adapters other than one rank and scale 1 on every projection of every block';
+  for (const [name, p] of model.params) if (p.requiresGrad) return `LoRA with ${name} trained as well`;
+  return null;
+}
+
+/** The adapters' rank when every projection of every block has one of that rank and scale 1, else null. */
+function loraRankOf(model: LlamaModel): number | null {
+  const c = model.config;
+  if (model.adapters.size !== PROJECTIONS.length * c.nLayers) return null;
+  const rank = [...model.adapters.values()][0].a.shape[0];
+  for (let i = 0; i < c.nLayers; i++)
+    for (const name of PROJECTIONS) {
+      const a = model.adapters.get(projectionWeight(i, name));
+      if (!a || a.scale !== 1 || a.a.shape[0] !== rank || !a.a.requiresGrad || !a.b.requiresGrad) return null;
+    }
+  return rank;
+}
+
+/** The tensors that train, by the names their gradients have in the graph (adapters: `<weight>.lora_A`, `.lora_B`). */
+function trainedTensors(model: LlamaModel): Map<string, Tensor> {
+  const out = new Map<string, Tensor>();
+  for (const [name, p] of model.params) if (p.requiresGrad) out.set(name, p);
+  for (const [name, a] of model.adapters) {
+    if (a.a.requiresGrad) out.set(`${name}.lora_A`, a.a);
+    if (a.b.requiresGrad) out.set(`${name}.lora_B`, a.b);
+  }
+  return out;
 }
 
 interface StepGraph extends FusedGraph {
@@ -87,20 +130,23 @@ function buildStepGraph(
   selectRows: boolean,
   trained: ReadonlySet<string>,
   span: BlockSpan,
+  loraRank: number | null,
 ): GraphSpec {
   const g = new GraphBuilder();
-  const f = addForwardNodes(g, c, true, span);
+  const f = addForwardNodes(g, c, true, span, loraRank);
   // Gradients of the trained parameters only: autograd computes none for a frozen one.
-  const grad = (name: string, value: () => string, shape: number[]): void => {
+  const grad: GradOutput = (name, value, shape) => {
     if (trained.has(name)) g.output(gradName(name), value(), shape);
   };
   const dx = f.final ? addLossBackward(g, c, f, f.final, selectRows, grad) : g.input('dx_out', ['n', c.dim]);
-  g.output('input_grad', addBlocksBackward(g, c, f, dx, grad), ['n', c.dim]);
+  // With adapters only the adapters train: the embedding rows need no gradient, and autograd computes none.
+  const inputGrad = addBlocksBackward(g, c, f, dx, grad, loraRank === null);
+  if (inputGrad) g.output('input_grad', inputGrad, ['n', c.dim]);
   // No graph optimisation: a fusion across two kernels' nodes could round a sum differently from autograd.
   return g.build('training_step', 'disabled');
 }
 
-type GradOutput = (name: string, value: () => string, shape: number[]) => void;
+type GradOutput = (name: string, value: () => string, shape: (number | string)[]) => void;
 
 /**
  * The unembedding, cross-entropy and the final norm's backward: returns the gradient of the residual stream after
@@ -157,7 +203,8 @@ function addLossBackward(
 /**
  * The span's blocks backward from `dx`, the gradient of the residual stream they leave, in the order autograd's
  * topological sort runs the closures; where a value has several consumers its gradient is summed in that order
- * (h: v, then k, then q). Returns the gradient of the span's input.
+ * (h: v, then k, then q; an adapter's path before its base weight's). Returns the gradient of the span's input, or
+ * null with `inputGrad` false (its input needs none: autograd stops before the first block's input norm).
  */
 function addBlocksBackward(
   g: GraphBuilder,
@@ -165,27 +212,56 @@ function addBlocksBackward(
   f: ForwardValues,
   dx: string,
   grad: GradOutput,
-): string {
+  inputGrad: boolean,
+): string | null {
   const hd = headDim(c);
   const heads = { h: c.nHeads, hkv: c.nKvHeads, d: hd };
   const rep = c.nHeads / c.nKvHeads;
   const { gemm, add, stepIds } = f;
   const { bt, q4, kv4, groupedProbs } = f.shapes;
+  /** Sums gradient contributions in the order given (the first taken as it is, as accumulateGrad adopts it). */
+  const sum = (parts: string[]): string => parts.reduce((acc, part) => add(acc, part));
   for (let j = f.blocks.length - 1; j >= 0; j--) {
     const s = f.blocks[j];
     const p = `model.layers.${s.layer}`;
-    const dAct = gemm(dx, s.w.down, false, false);
-    grad(`${p}.mlp.down_proj.weight`, () => gemm(dx, s.act, true, false), [c.dim, c.hiddenDim]);
+    const needInput = inputGrad || j > 0;
+    /**
+     * A projection's backward from dY: its weights' gradients, and its input's gradient contributions in autograd's
+     * order (the adapter's, then the base weight's), none when the input needs no gradient.
+     */
+    const proj = (
+      dY: string,
+      input: string,
+      name: Projection,
+      weight: string,
+      shape: number[],
+      needs = true,
+    ): string[] => {
+      const parts: string[] = [];
+      const lora = s.lora?.[name];
+      if (lora) {
+        grad(`${weight}.lora_B`, () => gemm(dY, lora.low, true, false), [shape[0], 'r']);
+        const dLow = gemm(dY, lora.b, false, false);
+        if (needs) parts.push(gemm(dLow, lora.a, false, false));
+        grad(`${weight}.lora_A`, () => gemm(dLow, input, true, false), ['r', shape[1]]);
+      }
+      if (needs) parts.push(gemm(dY, s.w[name], false, false));
+      grad(weight, () => gemm(dY, input, true, false), shape);
+      return parts;
+    };
+    const dAct = sum(proj(dx, s.act, 'down', `${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]));
     const sb = g.inline(swigluBackwardGraph(), { dY: dAct, G: s.gate, U: s.up });
-    const dUp = gemm(sb.dU, s.w.up, false, false);
-    grad(`${p}.mlp.up_proj.weight`, () => gemm(sb.dU, s.n2.Y, true, false), [c.hiddenDim, c.dim]);
-    const dGate = gemm(sb.dG, s.w.gate, false, false);
-    grad(`${p}.mlp.gate_proj.weight`, () => gemm(sb.dG, s.n2.Y, true, false), [c.hiddenDim, c.dim]);
-    const b2 = g.inline(rmsNormBackwardGraph(), { dY: add(dUp, dGate), X: s.xm, W: s.w.postNorm, R: s.n2.R });
+    const dUp = proj(sb.dU, s.n2.Y, 'up', `${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]);
+    const dGate = proj(sb.dG, s.n2.Y, 'gate', `${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]);
+    const b2 = g.inline(rmsNormBackwardGraph(), {
+      dY: sum([...dUp, ...dGate]),
+      X: s.xm,
+      W: s.w.postNorm,
+      R: s.n2.R,
+    });
     grad(`${p}.post_attention_layernorm.weight`, () => b2.dW, [c.dim]);
     const dMid = add(dx, b2.dX);
-    const dAtt = gemm(dMid, s.w.o, false, false);
-    grad(`${p}.self_attn.o_proj.weight`, () => gemm(dMid, s.att2, true, false), [c.dim, c.nHeads * hd]);
+    const dAtt = sum(proj(dMid, s.att2, 'o', `${p}.self_attn.o_proj.weight`, [c.dim, c.nHeads * hd]));
     const ab = g.inline(attentionBackwardGraph(heads), {
       dY: g.reshape(dAtt, q4),
       Q: g.reshape(s.q, q4),
@@ -207,18 +283,14 @@ function addBlocksBackward(
     const dv = g.reshape(ab.dV, [-1, c.nKvHeads * hd]);
     const dk = ropeBack(ab.dK, c.nKvHeads);
     const dq = ropeBack(ab.dQ, c.nHeads);
-    const dhV = gemm(dv, s.w.v, false, false);
-    grad(`${p}.self_attn.v_proj.weight`, () => gemm(dv, s.n1.Y, true, false), [c.nKvHeads * hd, c.dim]);
-    const dhK = gemm(dk, s.w.k, false, false);
-    grad(`${p}.self_attn.k_proj.weight`, () => gemm(dk, s.n1.Y, true, false), [c.nKvHeads * hd, c.dim]);
-    const dhQ = gemm(dq, s.w.q, false, false);
-    grad(`${p}.self_attn.q_proj.weight`, () => gemm(dq, s.n1.Y, true, false), [c.nHeads * hd, c.dim]);
-    const b1 = g.inline(rmsNormBackwardGraph(), {
-      dY: add(add(dhV, dhK), dhQ),
-      X: s.x,
-      W: s.w.inNorm,
-      R: s.n1.R,
-    });
+    const kvShape = [c.nKvHeads * hd, c.dim];
+    const dh = [
+      ...proj(dv, s.n1.Y, 'v', `${p}.self_attn.v_proj.weight`, kvShape, needInput),
+      ...proj(dk, s.n1.Y, 'k', `${p}.self_attn.k_proj.weight`, kvShape, needInput),
+      ...proj(dq, s.n1.Y, 'q', `${p}.self_attn.q_proj.weight`, [c.nHeads * hd, c.dim], needInput),
+    ];
+    if (!needInput) return null;
+    const b1 = g.inline(rmsNormBackwardGraph(), { dY: sum(dh), X: s.x, W: s.w.inNorm, R: s.n1.R });
     grad(`${p}.input_layernorm.weight`, () => b1.dW, [c.dim]);
     dx = add(dMid, b1.dX);
   }
@@ -286,7 +358,9 @@ export function fusedLossAndGradients(
   const rowWeights = Float32Array.from(rows, (r) => (weights ? weights[r] : 1));
   const coef = Float32Array.from(rowWeights, (w) => w / weightSum);
 
-  const trained = [...model.params].filter(([, p]) => p.requiresGrad).map(([name]) => name);
+  const tensors = trainedTensors(model);
+  const trained = [...tensors.keys()];
+  const loraRank = model.adapters.size > 0 ? loraRankOf(model) : null;
   const threads = getMatmulBackend().threads;
   const feeds = forwardFeeds(model, batch.inputs, b, t);
   feeds.targets = [targets, [m, 1]];
@@ -298,8 +372,8 @@ export function fusedLossAndGradients(
   const spans = passSpans(c, hooks, c.nLayers, true);
   const step = (span: BlockSpan): StepGraph =>
     cachedGraph(
-      [c, span, weights !== null, trained, threads],
-      () => buildStepGraph(c, weights !== null, new Set(trained), span),
+      [c, span, weights !== null, trained, loraRank, threads],
+      () => buildStepGraph(c, weights !== null, new Set(trained), span, loraRank),
       threads,
     );
   const residual = (h: HookedResidual): Feed => [h.out.data, [n, c.dim]];
@@ -320,10 +394,10 @@ export function fusedLossAndGradients(
   }
   const loss = Math.fround(total / weightSum);
   const setGradients = (s: StepGraph, o: Record<string, Float32Array>): void => {
-    for (const name of s.gradients) model.params.get(name)!.grad = o[gradName(name)];
+    for (const name of s.gradients) tensors.get(name)!.grad = o[gradName(name)];
   };
   setGradients(last, out);
-  let dx: Float32Array | null = out.input_grad;
+  let dx: Float32Array | null = out.input_grad ?? null;
   for (let i = spans.length - 2; i >= 0; i--) {
     dx = hookInputGradient(hooked[i + 1]!, dx);
     // A hook that did not read its input: autograd's backward stops there too.
