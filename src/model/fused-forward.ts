@@ -12,6 +12,7 @@ import {
   attentionForwardGraph,
   gatherRowsGraph,
   gemmGraph,
+  maskedAttentionGraph,
   ropeGraph,
   ropeStepIds,
   rmsNormForwardGraph,
@@ -130,19 +131,35 @@ export interface ForwardValues {
 }
 
 /**
- * Adds the forward pass of `span` (default: the whole pass) to `g`: inputs `ids` [n] (int32) or `x_in` [n, dim],
- * `step_ids` [b, t] (int64: the time step of each row), per layer of the span `rope_cos.i`, `rope_sin.i`,
- * `rope_neg_sin.i` [t, hd / 2], and each parameter it reads by its name. With `keepProbs` each attention also
- * returns its probabilities, as it does when a gradient is needed. With `loraRank`, every projection has an
- * adapter of that rank and scale 1 (inputs `<weight>.lora_A`, `<weight>.lora_B`).
+ * How a pass attends: causally (training, plain forwards), or under an additive mask input `mask` [b, 1, t, tp + t]
+ * as a scoring batch's prompts do (each layer's present keys and values out: `present_k.i`, `present_v.i`
+ * [b, hkv, t, hd]) and its branches do (each layer's past keys and values in: `past_k.i`, `past_v.i`
+ * [b, hkv, tp, hd]).
+ */
+export type AttentionMode = 'causal' | 'prompts' | 'branches';
+
+export interface ForwardNodeOptions {
+  /** Each causal attention also returns its probabilities, as it does when a gradient is needed. */
+  keepProbs?: boolean;
+  /** Default: the whole pass. */
+  span?: BlockSpan;
+  /** Every projection has an adapter of this rank and scale 1 (inputs `<weight>.lora_A`, `<weight>.lora_B`). */
+  loraRank?: number | null;
+  /** Default: causal. */
+  attention?: AttentionMode;
+}
+
+/**
+ * Adds the forward pass of a span of blocks to `g`: inputs `ids` [n] (int32) or `x_in` [n, dim], `step_ids` [b, t]
+ * (int64: the time step of each row), per layer of the span `rope_cos.i`, `rope_sin.i`, `rope_neg_sin.i`
+ * [t, hd / 2] (the rotary tables of each step's position), and each parameter it reads by its name.
  */
 export function addForwardNodes(
   g: GraphBuilder,
   c: LlamaConfig,
-  keepProbs: boolean,
-  span: BlockSpan = wholePass(c),
-  loraRank: number | null = null,
+  opts: ForwardNodeOptions = {},
 ): ForwardValues {
+  const { keepProbs = false, span = wholePass(c), loraRank = null, attention = 'causal' } = opts;
   const hd = headDim(c);
   const heads = { h: c.nHeads, hkv: c.nKvHeads, d: hd };
   const half = hd / 2;
@@ -166,6 +183,7 @@ export function addForwardNodes(
   };
   const embed = span.fromIds ? param('model.embed_tokens.weight', [c.vocabSize, c.dim]) : null;
 
+  const mask = attention === 'causal' ? null : g.input('mask', ['b', 1, 't', 'tt']);
   const blocks: BlockValues[] = [];
   let x = embed
     ? g.inline(gatherRowsGraph(), { W: embed, I: g.input('ids', ['n'], 'int32') }).Y
@@ -207,7 +225,27 @@ export function addForwardNodes(
     const q = rotated('q', c.nHeads);
     const k = rotated('k', c.nKvHeads);
     const v = g.reshape(proj(n1.Y, 'v'), shapes.bt);
-    const att = g.inline(attentionForwardGraph(heads, keepProbs), { Q: q, K: k, V: v });
+    let att: Record<string, string>;
+    if (!mask) att = g.inline(attentionForwardGraph(heads, keepProbs), { Q: q, K: k, V: v });
+    else {
+      const kvShape = ['b', c.nKvHeads, attention === 'branches' ? 'tp' : 't', hd];
+      const past: Record<string, string> =
+        attention === 'branches'
+          ? { PK: g.input(`past_k.${i}`, kvShape), PV: g.input(`past_v.${i}`, kvShape) }
+          : {};
+      // The per-kernel path's op: present keys and values out whenever past ones come in.
+      att = g.inline(maskedAttentionGraph(heads, attention === 'branches', true), {
+        Q: q,
+        K: k,
+        V: v,
+        M: mask,
+        ...past,
+      });
+      if (attention === 'prompts') {
+        g.output(`present_k.${i}`, att.K2, kvShape);
+        g.output(`present_v.${i}`, att.V2, kvShape);
+      }
+    }
     const att2 = g.reshape(att.Y, [-1, c.nHeads * hd]);
     const xm = add(x, proj(att2, 'o'));
     const n2 = rmsF({ X: xm, W: w.postNorm });
@@ -246,19 +284,19 @@ export function addForwardNodes(
 const ropeCache = new WeakMap<LlamaConfig, (number | Float64Array)[]>();
 
 /**
- * The forward nodes' feeds for ids [b, t] at positions 0..t-1: ids, step ids, RoPE tables, the parameters and
- * the adapters.
+ * The forward nodes' feeds for ids [b, t], step i at `positions[i]` (default 0..t-1): ids, step ids, RoPE tables,
+ * the parameters and the adapters.
  */
 export function forwardFeeds(
   model: LlamaModel,
   ids: Int32Array,
   b: number,
   t: number,
+  positions: Int32Array = Int32Array.from({ length: t }, (_, i) => i),
 ): Record<string, Feed | PreparedFeed> {
   const c = model.config;
   let ropes = ropeCache.get(c);
   if (!ropes) ropeCache.set(c, (ropes = Array.from({ length: c.nLayers }, (_, i) => layerRope(c, i))));
-  const positions = Int32Array.from({ length: t }, (_, i) => i);
   const half = headDim(c) / 2;
   const feeds: Record<string, Feed | PreparedFeed> = {
     ids: [ids, [b * t]],
@@ -315,22 +353,25 @@ export function fusedHooksUnsupported(hooks: HookSet | undefined, nLayers: numbe
 }
 
 /**
- * The spans of a pass through blocks [0, end), with the final norm after them when `final`, split where hooks act
- * (hooks after the pass's last block of a pass without the final norm run after its last span): without hooks,
- * one span.
+ * The spans of a pass through blocks [start, end), with the final norm after them when `final`, split where hooks
+ * act (hooks after the pass's last block of a pass without the final norm run after its last span): without hooks,
+ * one span. A pass from block 0 starts at the ids unless hooks act on the embeddings; one from a later block
+ * (resumed) at the residual stream entering it.
  */
 export function passSpans(
   c: LlamaConfig,
   hooks: HookSet | undefined,
   end: number,
   final: boolean,
+  start = 0,
 ): BlockSpan[] {
   const boundaries = new Set((hooks?.names() ?? []).map((name) => hookBoundary(name, c.nLayers)!));
-  const starts = [0, ...[...boundaries].filter((k) => k > 0 && (k < end || final)).sort((a, b) => a - b)];
+  const inner = [...boundaries].filter((k) => k > start && (k < end || final)).sort((a, b) => a - b);
+  const starts = [start, ...inner];
   return starts.map((from, i) => ({
     from,
     to: starts[i + 1] ?? end,
-    fromIds: i === 0 && !boundaries.has(0),
+    fromIds: from === 0 && !boundaries.has(0),
     final: final && i === starts.length - 1,
   }));
 }
@@ -341,11 +382,13 @@ export interface HookedResidual {
   out: Tensor;
 }
 
-/** Where the hooks of a pass of ids [batch, seqLen] (positions from 0) act, as the per-kernel pass tells them. */
+/** Where the hooks of a pass of ids [batch, seqLen] act, as the per-kernel pass tells them. */
 export interface PassShape {
   batch: number;
   seqLen: number;
   positions: Int32Array;
+  /** A scoring batch's left padding per sequence. */
+  padding?: Int32Array;
 }
 
 /**
@@ -379,8 +422,10 @@ function embeddingRows(model: LlamaModel, ids: Int32Array): Float32Array {
 }
 
 /**
- * Runs the first `count` spans' forward graphs, each from its input through the hooks at the boundary after it.
- * Returns the spans' inputs (null for one that starts at the ids) and, last, the output of span count - 1.
+ * Runs the first `count` spans' forward graphs (attending as `attention` says), each from its input through the
+ * hooks at the boundary after it (the first from the embedding rows or `start`, through the hooks at its own),
+ * handing each run's outputs to `onOutputs`. Returns the spans' inputs (null for
+ * one that starts at the ids) and, last, the output of span count - 1.
  */
 export function forwardSpans(
   model: LlamaModel,
@@ -389,45 +434,66 @@ export function forwardSpans(
   hooks: HookSet | undefined,
   feeds: Record<string, Feed | PreparedFeed>,
   shape: PassShape,
-  requiresGrad: boolean,
+  opts: {
+    requiresGrad: boolean;
+    attention?: AttentionMode;
+    onOutputs?: (outputs: Record<string, Float32Array>) => void;
+    /** The residual stream entering the first span, before the hooks there: a resumed pass's. */
+    start?: Float32Array;
+  },
 ): (HookedResidual | null)[] {
   const c = model.config;
   const ids = feeds.ids as Feed;
   const threads = getMatmulBackend().threads;
+  const { requiresGrad } = opts;
+  const first = spans[0];
   const hooked: (HookedResidual | null)[] = [
-    spans[0].fromIds
+    first.fromIds
       ? null
-      : runBoundaryHooks(hooks, c, 0, embeddingRows(model, ids[0] as Int32Array), shape, requiresGrad),
+      : runBoundaryHooks(
+          hooks,
+          c,
+          first.from,
+          opts.start ?? embeddingRows(model, ids[0] as Int32Array),
+          shape,
+          requiresGrad,
+        ),
   ];
   for (let i = 0; i < count; i++) {
     const input = hooked[i];
-    const out = runFused(
-      spanForwardGraph(c, spans[i], threads),
+    const outputs = runFused(
+      spanForwardGraph(c, spans[i], threads, opts.attention),
       feeds,
       input ? { x_in: [input.out.data, [input.out.size / c.dim, c.dim]] } : {},
-    ).y;
+    );
+    opts.onOutputs?.(outputs);
     hooked.push(
       spans[i].final
-        ? runBoundaryHooks(undefined, c, 0, out, shape, false)
-        : runBoundaryHooks(hooks, c, spans[i].to, out, shape, requiresGrad),
+        ? runBoundaryHooks(undefined, c, 0, outputs.y, shape, false)
+        : runBoundaryHooks(hooks, c, spans[i].to, outputs.y, shape, requiresGrad),
     );
   }
   return hooked;
 }
 
-/** Built forward graphs, by config, span and thread count. */
+/** Built forward graphs, by config, span, attention and thread count. */
 const forwardGraphs = new Map<string, FusedGraph>();
 
 /**
  * A span's forward graph: `y`, the residual stream it leaves, or the final norm's output for the span that ends
- * with it.
+ * with it (and a prompts pass's present keys and values).
  */
-export function spanForwardGraph(c: LlamaConfig, span: BlockSpan, threads: number): FusedGraph {
-  const key = JSON.stringify([c, span, threads]);
+export function spanForwardGraph(
+  c: LlamaConfig,
+  span: BlockSpan,
+  threads: number,
+  attention: AttentionMode = 'causal',
+): FusedGraph {
+  const key = JSON.stringify([c, span, attention, threads]);
   let s = forwardGraphs.get(key);
   if (!s) {
     const g = new GraphBuilder();
-    const f = addForwardNodes(g, c, false, span);
+    const f = addForwardNodes(g, c, { span, attention });
     g.output('y', f.final ? f.final.nf.Y : f.x, ['n', c.dim]);
     // No graph optimisation: a fusion across two kernels' nodes could round a sum differently.
     const spec = g.build('forward', 'disabled');
@@ -437,6 +503,22 @@ export function spanForwardGraph(c: LlamaConfig, span: BlockSpan, threads: numbe
     forwardGraphs.set(key, s);
   }
   return s;
+}
+
+/** The time steps of ids [b, t] when the fused graphs can run the pass (see fusedHidden), else null. */
+function fusedSteps(
+  model: LlamaModel,
+  ids: Int32Array,
+  b: number,
+  hooks: HookSet | undefined,
+): number | null {
+  if (process.env.PSM_FUSED_FORWARD === '0' || fusedGraphUnsupported(model) !== null) return null;
+  const c = model.config;
+  if (fusedHooksUnsupported(hooks, c.nLayers) !== null) return null;
+  const t = ids.length / b;
+  if (!(Number.isInteger(t) && t >= 1 && t <= c.maxSeqLen)) return null;
+  for (const id of ids) if (!(id >= 0 && id < c.vocabSize)) return null;
+  return t;
 }
 
 /**
@@ -451,15 +533,112 @@ export function fusedHidden(
   b: number,
   opts: { hooks?: HookSet; stopAfterLayer?: number } = {},
 ): Float32Array | null {
-  if (process.env.PSM_FUSED_FORWARD === '0' || fusedGraphUnsupported(model) !== null) return null;
+  const t = fusedSteps(model, ids, b, opts.hooks);
+  if (t === null) return null;
   const c = model.config;
-  if (fusedHooksUnsupported(opts.hooks, c.nLayers) !== null) return null;
-  const t = ids.length / b;
-  if (!(Number.isInteger(t) && t >= 1 && t <= c.maxSeqLen)) return null;
-  for (const id of ids) if (!(id >= 0 && id < c.vocabSize)) return null;
   const stop = opts.stopAfterLayer;
   const spans = passSpans(c, opts.hooks, stop === undefined ? c.nLayers : stop + 1, stop === undefined);
   const shape = { batch: b, seqLen: t, positions: Int32Array.from({ length: t }, (_, i) => i) };
   const feeds = forwardFeeds(model, ids, b, t);
-  return forwardSpans(model, spans, spans.length, opts.hooks, feeds, shape, false).at(-1)!.out.data;
+  return forwardSpans(model, spans, spans.length, opts.hooks, feeds, shape, { requiresGrad: false }).at(-1)!
+    .out.data;
+}
+
+/** Where a resumed pass starts: the residual stream [b * t, dim] after block `afterLayer`, before its hooks. */
+export interface ResumePoint {
+  afterLayer: number;
+  hidden: Float32Array;
+}
+
+/**
+ * A scoring batch's prompts, ids [b, t] left-padded as `padding` says, under `mask` (LlamaModel.forwardPrompts's):
+ * the final-normed hidden states [b * t, dim] and each layer's keys and values [b, hkv, t, hd] (with `resume`,
+ * of the layers after its block only), through the fused graphs as fusedHidden runs them. Null where those do not
+ * serve the pass.
+ */
+export function fusedPrompts(
+  model: LlamaModel,
+  ids: Int32Array,
+  b: number,
+  opts: { padding: Int32Array; mask: Float32Array; hooks?: HookSet; resume?: ResumePoint },
+): { hidden: Float32Array; keys: Float32Array[]; values: Float32Array[] } | null {
+  const t = fusedSteps(model, ids, b, opts.hooks);
+  if (t === null) return null;
+  const c = model.config;
+  const from = opts.resume ? opts.resume.afterLayer + 1 : 0;
+  const positions = Int32Array.from({ length: t }, (_, i) => i);
+  const feeds = forwardFeeds(model, ids, b, t, positions);
+  feeds.mask = [opts.mask, [b, 1, t, t]];
+  const keys: Float32Array[] = [];
+  const values: Float32Array[] = [];
+  const spans = passSpans(c, opts.hooks, c.nLayers, true, from);
+  const hooked = forwardSpans(
+    model,
+    spans,
+    spans.length,
+    opts.hooks,
+    feeds,
+    { batch: b, seqLen: t, positions, padding: opts.padding },
+    {
+      requiresGrad: false,
+      attention: 'prompts',
+      start: opts.resume?.hidden,
+      onOutputs: (out) => {
+        for (let i = 0; i < c.nLayers; i++)
+          if (`present_k.${i}` in out) [keys[i], values[i]] = [out[`present_k.${i}`], out[`present_v.${i}`]];
+      },
+    },
+  );
+  return { hidden: hooked.at(-1)!.out.data, keys, values };
+}
+
+/**
+ * Continuations of a scoring batch's prompts, ids [b, t] at `positions`, attending to each layer's cached keys and
+ * values `past` ([b, hkv, tp, hd], tp > 0) under `mask` (LlamaModel.forwardBranches's), from the ids or `resume`:
+ * the final-normed hidden states [b * t, dim], through the fused graphs as fusedHidden runs them. Null where those
+ * do not serve the pass.
+ */
+export function fusedBranches(
+  model: LlamaModel,
+  ids: Int32Array,
+  b: number,
+  opts: {
+    positions: Int32Array;
+    padding: Int32Array;
+    mask: Float32Array;
+    past: {
+      keys: readonly (Float32Array | null)[];
+      values: readonly (Float32Array | null)[];
+      length: number;
+    };
+    hooks?: HookSet;
+    resume?: ResumePoint;
+  },
+): Float32Array | null {
+  const t = fusedSteps(model, ids, b, opts.hooks);
+  const c = model.config;
+  const { past } = opts;
+  const from = opts.resume ? opts.resume.afterLayer + 1 : 0;
+  if (t === null || !(past.length > 0)) return null;
+  const feeds = forwardFeeds(model, ids, b, t, opts.positions);
+  feeds.mask = [opts.mask, [b, 1, t, past.length + t]];
+  const kv = [b, c.nKvHeads, past.length, headDim(c)];
+  for (let i = from; i < c.nLayers; i++) {
+    const [k, v] = [past.keys[i], past.values[i]];
+    // A resumed prompt pass left the early layers out: the per-kernel path reports it.
+    if (!k || !v) return null;
+    feeds[`past_k.${i}`] = [k, kv];
+    feeds[`past_v.${i}`] = [v, kv];
+  }
+  const spans = passSpans(c, opts.hooks, c.nLayers, true, from);
+  const hooked = forwardSpans(
+    model,
+    spans,
+    spans.length,
+    opts.hooks,
+    feeds,
+    { batch: b, seqLen: t, positions: opts.positions, padding: opts.padding },
+    { requiresGrad: false, attention: 'branches', start: opts.resume?.hidden },
+  );
+  return hooked.at(-1)!.out.data;
 }

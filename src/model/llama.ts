@@ -25,7 +25,7 @@ import { causalSoftmaxInPlace } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
 import { architectureOf, hasQkNorm, headDim, layerRope, layerWindow, type LlamaConfig } from './config.ts';
 import { fusedDecodeStep } from './fused-decode.ts';
-import { fusedHidden } from './fused-forward.ts';
+import { fusedBranches, fusedHidden, fusedPrompts, type ResumePoint } from './fused-forward.ts';
 import { hookBlock, HookSet } from './hooks.ts';
 
 /** Low-rank adapter on one weight: W x + scale * B (A x). */
@@ -302,6 +302,14 @@ export class LlamaModel {
     return add(y, s === 1 ? up : scale(up, s));
   }
 
+  /** Whether a pass now records its graph for a gradient (gradients on and some weight or adapter trains). */
+  private recordsGradient(): boolean {
+    if (!isGradEnabled()) return false;
+    for (const p of this.params.values()) if (p.requiresGrad) return true;
+    for (const a of this.adapters.values()) if (a.a.requiresGrad || a.b.requiresGrad) return true;
+    return false;
+  }
+
   /**
    * Runs the decoder on ids [batch, seqLen] and returns the final-normed hidden states [batch, seqLen, dim].
    * With a cache, ids continue the cached sequences and the cache is extended.
@@ -325,8 +333,7 @@ export class LlamaModel {
     }
     const stop = opts.stopAfterLayer;
     if (stop !== undefined) checkStopHooks(hooks, stop, c.nLayers);
-    const fusable = !cache && !opts.resume;
-    if (fusable && !(isGradEnabled() && [...this.params.values()].some((p) => p.requiresGrad))) {
+    if (!cache && !opts.resume && !this.recordsGradient()) {
       // Nothing to record for a gradient: the pass as one graph, or one per span between hooks (null where the
       // graphs do not serve the model or the hooks).
       const hidden = fusedHidden(this, ids, batch, { hooks, stopAfterLayer: stop });
@@ -362,8 +369,22 @@ export class LlamaModel {
     hooks: HookSet | undefined,
     resume: ForwardOptions['resume'],
   ): { x: Tensor; first: number } {
-    const c = this.config;
     if (!resume) return { x: hook('embed', this.embed(ids, batch, seqLen)), first: 0 };
+    const a = this.checkResume(resume, batch, seqLen, hooks).afterLayer;
+    return { x: hook(`blocks.${a}.hook_resid_post`, resume.hidden), first: a + 1 };
+  }
+
+  /**
+   * Throws unless `resume` fits a pass of ids [batch, seqLen] and every hook acts at or after the point it resumes
+   * from; returns that point for the fused graphs.
+   */
+  private checkResume(
+    resume: NonNullable<ForwardOptions['resume']>,
+    batch: number,
+    seqLen: number,
+    hooks: HookSet | undefined,
+  ): ResumePoint {
+    const c = this.config;
     const a = resume.afterLayer;
     if (!Number.isInteger(a) || a < 0 || a >= c.nLayers)
       throw new Error(`forward: cannot resume after block ${a} (the model has blocks 0..${c.nLayers - 1})`);
@@ -371,7 +392,7 @@ export class LlamaModel {
     if (resume.hidden.shape.join(',') !== want.join(','))
       throw new Error(`forward: resume hidden has shape [${resume.hidden.shape}], expected [${want}]`);
     checkResumeHooks(hooks, a);
-    return { x: hook(`blocks.${a}.hook_resid_post`, resume.hidden), first: a + 1 };
+    return { afterLayer: a, hidden: resume.hidden.data };
   }
 
   /**
@@ -406,6 +427,18 @@ export class LlamaModel {
     const hook = (name: string, x: Tensor): Tensor => (hooks ? hooks.apply(name, x, ctx) : x);
     const cache = new PromptCache(batch, seqLen, padding, c.nLayers);
     const masks = new Map<number, Float32Array>();
+    if (!this.recordsGradient()) {
+      // One graph per span between hooks (null where the fused graphs do not serve the pass); the windowless
+      // plain block has one mask.
+      const resume = opts.resume && this.checkResume(opts.resume, batch, seqLen, hooks);
+      const mask = promptMask(padding, seqLen, Infinity);
+      const fused = fusedPrompts(this, ids, batch, { padding, mask, hooks, resume });
+      if (fused) {
+        fused.keys.forEach((k, i) => (cache.keys[i] = k));
+        fused.values.forEach((v, i) => (cache.values[i] = v));
+        return { hidden: new Tensor(fused.hidden, [batch, seqLen, c.dim]), cache };
+      }
+    }
     const { x, first } = this.start(ids, batch, seqLen, hook, hooks, opts.resume);
     const y = this.blocks(x, first, ctx, hook, (q, k, v, layer, window) => {
       let mask = masks.get(window);
@@ -449,6 +482,18 @@ export class LlamaModel {
     const ctx = { batch, seqLen, positions, padding: cache.padding };
     const hook = (name: string, x: Tensor): Tensor => (hooks ? hooks.apply(name, x, ctx) : x);
     const masks = new Map<number, Float32Array>();
+    if (!this.recordsGradient()) {
+      const mask = branchMask(cache.padding, cache.length, seqLen, branchLen, Infinity);
+      const fused = fusedBranches(this, ids, batch, {
+        positions,
+        padding: cache.padding,
+        mask,
+        past: cache,
+        hooks,
+        resume: opts.resume && this.checkResume(opts.resume, batch, seqLen, hooks),
+      });
+      if (fused) return new Tensor(fused, [batch, seqLen, c.dim]);
+    }
     const { x, first } = this.start(ids, batch, seqLen, hook, hooks, opts.resume);
     const y = this.blocks(x, first, ctx, hook, (q, k, v, layer, window) => {
       const keys = cache.keys[layer];

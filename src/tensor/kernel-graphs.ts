@@ -69,6 +69,49 @@ export function fusedMatMul(
 }
 
 /**
+ * Attention under an additive mask M [b, 1, tq, tp + tk] (ONNX 23 `Attention`, 1/sqrt(d) inside the op, the mask
+ * added to the scaled scores and broadcast over the heads), on Q [b, tq, h * d], K and V [b, tk, hkv * d]; with
+ * `withPast`, past keys and values PK, PV [b, hkv, tp, d] come before the new ones. With `presentOut` the op also
+ * returns the present keys and values K2, V2 [b, hkv, tp + tk, d] (ORT's CPU kernel writes them whenever past ones
+ * are given).
+ */
+export function maskedAttentionGraph(s: HeadShape, withPast: boolean, presentOut: boolean): GraphSpec {
+  return {
+    name: 'attention_masked',
+    opset: 23,
+    nodes: [
+      {
+        op: 'Attention',
+        inputs: ['Q', 'K', 'V', 'M', ...(withPast ? ['PK', 'PV'] : [])],
+        outputs: presentOut ? ['Y', 'K2', 'V2'] : ['Y'],
+        attributes: { q_num_heads: s.h, kv_num_heads: s.hkv },
+      },
+    ],
+    inputs: [
+      { name: 'Q', shape: ['b', 'tq', s.h * s.d] },
+      { name: 'K', shape: ['b', 'tk', s.hkv * s.d] },
+      { name: 'V', shape: ['b', 'tk', s.hkv * s.d] },
+      { name: 'M', shape: ['b', 1, 'tq', 'tt'] },
+      ...(withPast
+        ? [
+            { name: 'PK', shape: ['b', s.hkv, 'tp', s.d] },
+            { name: 'PV', shape: ['b', s.hkv, 'tp', s.d] },
+          ]
+        : []),
+    ],
+    outputs: [
+      { name: 'Y', shape: ['b', 'tq', s.h * s.d] },
+      ...(presentOut
+        ? [
+            { name: 'K2', shape: ['b', s.hkv, 'tt', s.d] },
+            { name: 'V2', shape: ['b', s.hkv, 'tt', s.d] },
+          ]
+        : []),
+    ],
+  };
+}
+
+/**
  * Causal attention forward (ONNX 23 `Attention`) on [b, t, heads * d]: the causal mask and 1/sqrt(d) inside the
  * op, each (batch, head) on the pool; with `keepProbs` also the softmax probabilities P for the backward pass.
  */

@@ -12,6 +12,7 @@ import {
   attentionBackwardGraph,
   attentionForwardGraph,
   gatherRowsGraph,
+  maskedAttentionGraph,
   ropeGraph,
   ropeStepIds,
   rmsNormBackwardGraph,
@@ -89,46 +90,11 @@ export class OrtFusedKernels implements FusedKernels {
     s: MaskedAttentionShape,
     wantKv: boolean,
   ): { y: Float32Array; k: Float32Array | null; v: Float32Array | null } {
-    // ONNX 23's Attention: the mask is added to the scaled scores (broadcast over the heads), past keys and values
-    // come before the new ones, and the present outputs are all of them, head-major.
     const withPast = past !== null && s.tp > 0;
     // ORT's CPU kernel writes the present keys and values whenever past ones are given.
     const presentOut = wantKv || withPast;
-    const g = this.cache.get(
-      `attnMasked:${s.h}:${s.hkv}:${s.d}:${withPast}:${presentOut}`,
-      (): GraphSpec => ({
-        name: 'attention_masked',
-        opset: 23,
-        nodes: [
-          {
-            op: 'Attention',
-            inputs: ['Q', 'K', 'V', 'M', ...(withPast ? ['PK', 'PV'] : [])],
-            outputs: presentOut ? ['Y', 'K2', 'V2'] : ['Y'],
-            attributes: { q_num_heads: s.h, kv_num_heads: s.hkv },
-          },
-        ],
-        inputs: [
-          { name: 'Q', shape: ['b', 'tq', s.h * s.d] },
-          { name: 'K', shape: ['b', 'tk', s.hkv * s.d] },
-          { name: 'V', shape: ['b', 'tk', s.hkv * s.d] },
-          { name: 'M', shape: ['b', 1, 'tq', 'tt'] },
-          ...(withPast
-            ? [
-                { name: 'PK', shape: ['b', s.hkv, 'tp', s.d] },
-                { name: 'PV', shape: ['b', s.hkv, 'tp', s.d] },
-              ]
-            : []),
-        ],
-        outputs: [
-          { name: 'Y', shape: ['b', 'tq', s.h * s.d] },
-          ...(presentOut
-            ? [
-                { name: 'K2', shape: ['b', s.hkv, 'tt', s.d] },
-                { name: 'V2', shape: ['b', s.hkv, 'tt', s.d] },
-              ]
-            : []),
-        ],
-      }),
+    const g = this.cache.get(`attnMasked:${s.h}:${s.hkv}:${s.d}:${withPast}:${presentOut}`, () =>
+      maskedAttentionGraph(s, withPast, presentOut),
     );
     const { b, tq, tk, tp, h, hkv, d } = s;
     const out = g.run(

@@ -133,7 +133,7 @@ function buildStepGraph(
   loraRank: number | null,
 ): GraphSpec {
   const g = new GraphBuilder();
-  const f = addForwardNodes(g, c, true, span, loraRank);
+  const f = addForwardNodes(g, c, { keepProbs: true, span, loraRank });
   // Gradients of the trained parameters only: autograd computes none for a frozen one.
   const grad: GradOutput = (name, value, shape) => {
     if (trained.has(name)) g.output(gradName(name), value(), shape);
@@ -379,7 +379,7 @@ export function fusedLossAndGradients(
   const residual = (h: HookedResidual): Feed => [h.out.data, [n, c.dim]];
   const shape = { batch: b, seqLen: t, positions: Int32Array.from({ length: t }, (_, i) => i) };
   // Forward: each span but the last, its output through the hooks that follow it; hooked[i] is span i's input.
-  const hooked = forwardSpans(model, spans, spans.length - 1, hooks, feeds, shape, true);
+  const hooked = forwardSpans(model, spans, spans.length - 1, hooks, feeds, shape, { requiresGrad: true });
 
   // The last span computes the loss and starts the backward.
   const lastInput = hooked[spans.length - 1];

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { noGrad } from '../../src/autograd/tensor.ts';
+import { noGrad, Tensor } from '../../src/autograd/tensor.ts';
 import { parseLlamaConfig, type LlamaConfig } from '../../src/model/config.ts';
-import { fusedGraphUnsupported, fusedHidden } from '../../src/model/fused-forward.ts';
+import { fusedGraphUnsupported, fusedHidden, fusedPrompts } from '../../src/model/fused-forward.ts';
 import {
   ablateDirectionsHook,
   addVectorHook,
@@ -99,6 +99,102 @@ describe.runIf(ortAvailable())('fused forward', () => {
     // A hook inside a block is the per-kernel path's.
     const inside = new HookSet().add('blocks.0.hook_mlp_out', addVectorHook(dir(1), 1));
     expect(fusedHidden(model, x, 3, { hooks: inside })).toBeNull();
+  });
+
+  it('scores a padded prompt batch and its branches as the per-kernel path does, hooks or none, to the bit', () => {
+    configureBackend({ threads: 2 });
+    for (const extra of [{}, { nKvHeads: 2, tieEmbeddings: false, nLayers: 3 }]) {
+      const c = parseLlamaConfig({ ...base, ...extra });
+      const model = new LlamaModel(c).initialize(5);
+      const dir = Float32Array.from({ length: c.dim }, (_, i) => Math.cos(i * 0.7));
+      const [b, promptLen, branches, branchLen] = [3, 9, 2, 4];
+      const padding = Int32Array.of(0, 3, 5);
+      const prompts = ids(b * promptLen, c.vocabSize);
+      const conts = ids(b * branches * branchLen, c.vocabSize).map((x) => (x * 3 + 1) % c.vocabSize);
+      for (const hooked of [false, true]) {
+        const pass = () => {
+          const seen: Float32Array[] = [];
+          const hooks = hooked
+            ? new HookSet()
+                .add(
+                  'blocks.0.hook_resid_post',
+                  addVectorHook(dir, 0.7, { positions: [-1], lengths: [9, 6, 4] }),
+                )
+                .add(
+                  'blocks.1.hook_resid_pre',
+                  recordHook((a) => seen.push(a)),
+                )
+            : undefined;
+          return noGrad(() => {
+            const { hidden, cache } = model.forwardPrompts(prompts, b, { padding, hooks });
+            const branch = model.forwardBranches(conts, cache, branchLen, { hooks });
+            return { hidden: hidden.data, keys: cache.keys, values: cache.values, branch: branch.data, seen };
+          });
+        };
+        const fused = pass();
+        const plain = perKernel(pass);
+        const what = `${JSON.stringify(extra)} hooks ${hooked}`;
+        expect(bytes(fused.hidden).equals(bytes(plain.hidden)), what).toBe(true);
+        expect(bytes(fused.branch).equals(bytes(plain.branch)), what).toBe(true);
+        for (let i = 0; i < c.nLayers; i++) {
+          expect(bytes(fused.keys[i]!).equals(bytes(plain.keys[i]!)), `${what} keys ${i}`).toBe(true);
+          expect(bytes(fused.values[i]!).equals(bytes(plain.values[i]!)), `${what} values ${i}`).toBe(true);
+        }
+        expect(fused.seen.map(bytes)).toEqual(plain.seen.map(bytes));
+        expect(fused.seen).toHaveLength(hooked ? 2 : 0);
+      }
+      expect(
+        fusedPrompts(model, prompts, b, { padding, mask: new Float32Array(b * promptLen ** 2) }),
+      ).not.toBeNull();
+
+      // Resumed after block 0 from a recorded residual stream, steered there (as a steering scan rescores a trace).
+      const record = (): { prompt: Tensor; branch: Tensor } => {
+        const out: Partial<{ prompt: Tensor; branch: Tensor }> = {};
+        const at = 'blocks.0.hook_resid_post';
+        noGrad(() => {
+          const { cache } = model.forwardPrompts(prompts, b, {
+            padding,
+            hooks: new HookSet().add(at, (x) => void (out.prompt = new Tensor(x.data.slice(), x.shape))),
+          });
+          model.forwardBranches(conts, cache, branchLen, {
+            hooks: new HookSet().add(at, (x) => void (out.branch = new Tensor(x.data.slice(), x.shape))),
+          });
+        });
+        return out as { prompt: Tensor; branch: Tensor };
+      };
+      const resumed = (): Float32Array[] => {
+        const { prompt, branch } = record();
+        const hooks = new HookSet().add('blocks.0.hook_resid_post', addVectorHook(dir, 1.5));
+        return noGrad(() => {
+          const p = model.forwardPrompts(prompts, b, {
+            padding,
+            hooks,
+            resume: { afterLayer: 0, hidden: prompt },
+          });
+          const y = model.forwardBranches(conts, p.cache, branchLen, {
+            hooks,
+            resume: { afterLayer: 0, hidden: branch },
+          });
+          return [p.hidden.data, y.data, ...p.cache.keys.slice(1).map((k) => k!)];
+        });
+      };
+      const fusedResumed = resumed();
+      const plainResumed = perKernel(resumed);
+      expect(fusedResumed).toHaveLength(2 + c.nLayers - 1);
+      plainResumed.forEach((a, i) =>
+        expect(bytes(fusedResumed[i]).equals(bytes(a)), `resumed ${i}`).toBe(true),
+      );
+      const zeros = new Tensor(new Float32Array(b * promptLen * c.dim), [b, promptLen, c.dim]);
+      expect(() =>
+        noGrad(() =>
+          model.forwardPrompts(prompts, b, {
+            padding,
+            hooks: new HookSet().add('embed', addVectorHook(dir, 1)),
+            resume: { afterLayer: 0, hidden: zeros },
+          }),
+        ),
+      ).toThrow(/acts before the point the pass resumes from/);
+    }
   });
 
   it('leaves gradients, other architectures and bad ids to the per-kernel path', () => {
