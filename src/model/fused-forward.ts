@@ -565,31 +565,54 @@ export function fusedPrompts(
   const t = fusedSteps(model, ids, b, opts.hooks);
   if (t === null) return null;
   const c = model.config;
-  const from = opts.resume ? opts.resume.afterLayer + 1 : 0;
   const positions = Int32Array.from({ length: t }, (_, i) => i);
   const feeds = forwardFeeds(model, ids, b, t, positions);
   feeds.mask = [opts.mask, [b, 1, t, t]];
   const keys: Float32Array[] = [];
   const values: Float32Array[] = [];
-  const spans = passSpans(c, opts.hooks, c.nLayers, true, from);
-  const hooked = forwardSpans(
+  const hidden = scoringPass(
     model,
-    spans,
-    spans.length,
-    opts.hooks,
     feeds,
     { batch: b, seqLen: t, positions, padding: opts.padding },
     {
-      requiresGrad: false,
+      ...opts,
       attention: 'prompts',
-      start: opts.resume?.hidden,
       onOutputs: (out) => {
         for (let i = 0; i < c.nLayers; i++)
           if (`present_k.${i}` in out) [keys[i], values[i]] = [out[`present_k.${i}`], out[`present_v.${i}`]];
       },
     },
   );
-  return { hidden: hooked.at(-1)!.out.data, keys, values };
+  return { hidden, keys, values };
+}
+
+/** A scoring pass (prompts or branches) through every span from the ids or `resume`: the final-normed hidden states. */
+function scoringPass(
+  model: LlamaModel,
+  feeds: Record<string, Feed | PreparedFeed>,
+  shape: PassShape,
+  opts: {
+    hooks?: HookSet;
+    resume?: ResumePoint;
+    attention: AttentionMode;
+    onOutputs?: (outputs: Record<string, Float32Array>) => void;
+  },
+): Float32Array {
+  const { hooks, resume } = opts;
+  const spans = passSpans(
+    model.config,
+    hooks,
+    model.config.nLayers,
+    true,
+    resume ? resume.afterLayer + 1 : 0,
+  );
+  const hooked = forwardSpans(model, spans, spans.length, hooks, feeds, shape, {
+    requiresGrad: false,
+    attention: opts.attention,
+    start: resume?.hidden,
+    onOutputs: opts.onOutputs,
+  });
+  return hooked.at(-1)!.out.data;
 }
 
 /**
@@ -630,15 +653,6 @@ export function fusedBranches(
     feeds[`past_k.${i}`] = [k, kv];
     feeds[`past_v.${i}`] = [v, kv];
   }
-  const spans = passSpans(c, opts.hooks, c.nLayers, true, from);
-  const hooked = forwardSpans(
-    model,
-    spans,
-    spans.length,
-    opts.hooks,
-    feeds,
-    { batch: b, seqLen: t, positions: opts.positions, padding: opts.padding },
-    { requiresGrad: false, attention: 'branches', start: opts.resume?.hidden },
-  );
-  return hooked.at(-1)!.out.data;
+  const shape = { batch: b, seqLen: t, positions: opts.positions, padding: opts.padding };
+  return scoringPass(model, feeds, shape, { ...opts, attention: 'branches' });
 }
