@@ -73,13 +73,15 @@ async function loadTree(dir: string, label: string): Promise<Tree> {
 /** The baseline's source tree: `git archive` of the ref into a temporary folder, with this checkout's packages. */
 function extractBaseline(ref: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'psm-bench-baseline-'));
-  execSync(
-    `git archive ${JSON.stringify(ref)} src worlds traits data package.json | tar -x -C ${JSON.stringify(dir)}`,
-    {
-      cwd: root,
-      stdio: ['ignore', 'ignore', 'inherit'],
-    },
+  // The folders the source reads that the ref has (older commits have no traits/).
+  const tracked = new Set(
+    execSync(`git ls-tree --name-only ${JSON.stringify(ref)}`, { cwd: root, encoding: 'utf8' }).split('\n'),
   );
+  const paths = ['src', 'worlds', 'traits', 'data', 'package.json'].filter((p) => tracked.has(p));
+  execSync(`git archive ${JSON.stringify(ref)} ${paths.join(' ')} | tar -x -C ${JSON.stringify(dir)}`, {
+    cwd: root,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
   return dir;
 }
