@@ -242,6 +242,22 @@ describe('psm run --preset quick', () => {
       runExperiment(other, { runDir: dirA, progress: silentProgress, log: () => {} }),
     ).rejects.toThrow(/another config/);
 
+    // The run folder moved elsewhere resumes there: its stages stay cached, and a removed battery is redone from the
+    // post-trained model where it now lies (its stage record holds the old path).
+    const moved = path.join(tmp(), 'moved');
+    fs.cpSync(dirA, moved, { recursive: true });
+    fs.rmSync(dirA, { recursive: true });
+    fs.rmSync(path.join(moved, 'standard-seed1', 'eval-posttrain'), { recursive: true });
+    const movedLogs: string[] = [];
+    const fromMoved = await runExperiment(config, {
+      runDir: moved,
+      progress: silentProgress,
+      log: (l) => movedLogs.push(l),
+    });
+    expect(movedLogs.filter((l) => /^(corpus|pretrain|posttrain): cached/.test(l))).toHaveLength(3);
+    expect(movedLogs.some((l) => l.startsWith('battery:post-trained: cached'))).toBe(false);
+    expect(stable(fromMoved)).toEqual(stable(results));
+
     // Kill a CLI run mid-way, rerun the same command: it resumes and reaches the same numbers.
     const dirB = tmp();
     const args = [

@@ -208,6 +208,14 @@ describe('sweep plans: stages shared across the grid', () => {
     expect(() => writePlan(dir, other, file)).toThrow(
       /holds another sweep \(grid, from .*: 2 grid point\(s\)\)/,
     );
+    // Stage keys take the world by content; a folder planned with the world file's path in them keeps its plan.
+    const byFile = () => planSweep(sweep, expandGrid(sweep), { worldsByFile: true });
+    expect(byFile().jobs[0].stages[0].key).not.toBe(plan.jobs[0].stages[0].key);
+    const before = tmp();
+    writePlan(before, byFile(), file);
+    expect(() => writePlan(before, plan, file)).toThrow(/holds another sweep/);
+    expect(writePlan(before, plan, file, byFile)).toEqual(byFile());
+    expect(writePlan(dir, plan, file, byFile)).toEqual(plan);
     writeJobRecord(dir, {
       job: plan.jobs[0].id,
       state: 'failed',

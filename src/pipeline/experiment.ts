@@ -40,6 +40,7 @@ import {
   postTrainingSet,
   supervisedChats,
   trainableSpec,
+  worldHash,
   writeBehaviourMask,
   writeCorpus,
   type AiMix,
@@ -59,7 +60,7 @@ import type {
   RunResults,
   SeedResult,
 } from './results.ts';
-import { hashInputs, runStage } from './stage.ts';
+import { hashInputs, readStageRecord, runStage, stageInputsHash } from './stage.ts';
 import { renderReport } from './report.ts';
 import {
   INTERPRET_VERSION,
@@ -246,11 +247,17 @@ export function experimentModelConfig(config: ExperimentConfig, vocabSize: numbe
 
 /**
  * What a seed's corpus is made of: its stage's cache key, whose hash (corpusHash) the model stages build their own
- * keys on. aiMix is the alignment variant's mix of AI archetypes (undefined: the world's own).
+ * keys on. aiMix is the alignment variant's mix of AI archetypes (undefined: the world's own). The world enters by
+ * its content (worldHash), not the path of the file it was read from, so a run folder resumes from another clone or
+ * on a sweep worker elsewhere. A seed folder whose corpus was keyed with the whole world object, path included (as
+ * before), keeps that key, and with it every later stage's.
  */
-function corpusInputs(ctx: Context, seed: number, aiMix: AiMix | undefined) {
+function corpusInputs(ctx: Context, seedDir: string, seed: number, aiMix: AiMix | undefined) {
   const c = ctx.config;
-  return { world: ctx.world, seed, corpus: c.corpus, tokenizer: c.tokenizer, aiMix };
+  const inputs = { world: worldHash(ctx.world), seed, corpus: c.corpus, tokenizer: c.tokenizer, aiMix };
+  const keyedByFile = { ...inputs, world: ctx.world };
+  const recorded = readStageRecord(path.join(seedDir, 'corpus'))?.inputsHash;
+  return recorded === stageInputsHash(keyedByFile) ? keyedByFile : inputs;
 }
 
 /** What a seed's pre-trained model is made of: its stage's cache key, and (hashed) preHash. */
@@ -264,7 +271,7 @@ async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: AiMix
   return runStage(
     path.join(dir, 'corpus'),
     'corpus',
-    corpusInputs(ctx, seed, aiMix),
+    corpusInputs(ctx, dir, seed, aiMix),
     async ({ dir: stageDir }) => {
       const t0 = Date.now();
       const sample = generateDocuments(ctx.world, {
@@ -515,7 +522,7 @@ async function supervisedStage(
 ): Promise<{ modelDir: string; finalLoss: number }> {
   const { stageDir, label, fromDir, fromHash, examples, trainable, steps, batchSize, lr, seed } = o;
   const inputs = { fromHash, label, examples: hashInputs(examples), trainable, steps, batchSize, lr, seed };
-  return runStage(
+  const result = await runStage(
     stageDir,
     label,
     inputs,
@@ -538,6 +545,8 @@ async function supervisedStage(
     },
     { force: ctx.opts.force, log: ctx.opts.log },
   );
+  // The recorded path is relative to where the run was started; the folder is where the stage is now.
+  return { ...result, modelDir: path.join(stageDir, 'model') };
 }
 
 function targetDomainPGood(b: BatteryResult, domain: string): number {
@@ -603,7 +612,7 @@ async function runSeed(
 /** The seed's corpus (with its tokenizer) and the model pre-trained on it. */
 async function pretrainedModel(ctx: Context, dir: string, seed: number, aiMix: AiMix | undefined) {
   await corpusStage(ctx, dir, seed, aiMix);
-  const corpusHash = hashInputs(corpusInputs(ctx, seed, aiMix));
+  const corpusHash = hashInputs(corpusInputs(ctx, dir, seed, aiMix));
   const pretrain = await pretrainStage(ctx, dir, seed, corpusHash);
   const pre: SeedModel = {
     modelDir: path.join(dir, 'pretrain', 'model'),

@@ -41,6 +41,11 @@ export function hashInputs(value: unknown): string {
     .slice(0, 16);
 }
 
+/** The hash a stage records of its inputs (with the pipeline's version). */
+export function stageInputsHash(inputs: unknown): string {
+  return hashInputs({ inputs, version: PIPELINE_VERSION });
+}
+
 export interface StageContext {
   dir: string;
   /** True when this stage found an unfinished attempt (its folder may hold checkpoints to resume from). */
@@ -68,7 +73,7 @@ export async function runStage<R>(
   fn: (ctx: StageContext) => Promise<R> | R,
   opts: { force?: boolean; log?: (line: string) => void } = {},
 ): Promise<R> {
-  const inputsHash = hashInputs({ inputs, version: PIPELINE_VERSION });
+  const inputsHash = stageInputsHash(inputs);
   const previous = readStageRecord<R>(dir);
   let resuming = false;
   if (previous) {

@@ -16,6 +16,7 @@
  */
 import { hashInputs } from '../pipeline/stage.ts';
 import { loadExperimentWorld } from '../pipeline/experiment.ts';
+import { worldHash } from '../world/index.ts';
 import type { ArmName, ExperimentConfig, TrainableName } from '../pipeline/config.ts';
 import type { GridPoint, SweepFile } from './spec.ts';
 
@@ -156,8 +157,16 @@ function slug(label: string): string {
   return label.replace(/[^A-Za-z0-9._=-]+/g, '_').slice(0, 60);
 }
 
-/** The runs and jobs of a sweep's grid points; two points with the same config are refused. */
-export function planSweep(sweep: SweepFile, points: readonly GridPoint[]): SweepPlan {
+/**
+ * The runs and jobs of a sweep's grid points; two points with the same config are refused. A world enters the stage
+ * keys by its content (worldHash), so the plan is the same from any clone; with `worldsByFile`, by the whole world
+ * object, its file's path included, as sweeps were planned before (writePlan keeps such a sweep's plan).
+ */
+export function planSweep(
+  sweep: SweepFile,
+  points: readonly GridPoint[],
+  opts: { worldsByFile?: boolean } = {},
+): SweepPlan {
   const byConfig = new Map<string, GridPoint>();
   for (const p of points) {
     const h = hashInputs(p.config);
@@ -169,12 +178,13 @@ export function planSweep(sweep: SweepFile, points: readonly GridPoint[]): Sweep
     byConfig.set(h, p);
   }
   const worldHashes = new Map<string, string>();
-  const worldHash = (c: ExperimentConfig, label: string) => {
+  const worldKey = (c: ExperimentConfig, label: string) => {
     const id = hashInputs({ world: c.world, mix: c.worldAiMix ?? null, transform: c.worldTransform ?? null });
     let h = worldHashes.get(id);
     if (h === undefined) {
       try {
-        h = hashInputs(loadExperimentWorld(c));
+        const world = loadExperimentWorld(c);
+        h = opts.worldsByFile ? hashInputs(world) : worldHash(world);
       } catch (e) {
         throw new Error(`sweep file ${sweep.source}, grid point ${label}: ${(e as Error).message}`, {
           cause: e,
@@ -190,7 +200,7 @@ export function planSweep(sweep: SweepFile, points: readonly GridPoint[]): Sweep
   const jobs: PlannedJob[] = [];
   for (const p of points) {
     const id = `${String(p.index + 1).padStart(pad, '0')}-${slug(p.label)}`;
-    const w = worldHash(p.config, `${p.index + 1} (${p.label})`);
+    const w = worldKey(p.config, `${p.index + 1} (${p.label})`);
     const run: PlannedRun = { id, label: p.label, values: p.values, config: p.config, jobs: [] };
     for (const seed of p.config.seeds) {
       const job: PlannedJob = { id: `${id}.s${seed}`, run: id, seed, stages: [], deps: [] };

@@ -17,11 +17,22 @@ import { planFile, readPlan } from './store.ts';
 
 export const DEFAULT_ATTEMPTS = 3;
 
-/** The plan of a sweep file, and the folder it goes to (default sweeps/<name>). */
-export function planOf(file: string, out?: string): { plan: SweepPlan; sweepDir: string } {
+/**
+ * The plan of a sweep file, and the folder it goes to (default sweeps/<name>); `byFile` plans it as sweeps were
+ * planned before their stage keys took worlds by content (planSweep).
+ */
+export function planOf(
+  file: string,
+  out?: string,
+): { plan: SweepPlan; sweepDir: string; byFile: () => SweepPlan } {
   const sweep = loadSweepFile(file);
-  const plan = planSweep(sweep, expandGrid(sweep));
-  return { plan, sweepDir: out ?? path.join('sweeps', sweep.name) };
+  const points = expandGrid(sweep);
+  const plan = planSweep(sweep, points);
+  return {
+    plan,
+    sweepDir: out ?? path.join('sweeps', sweep.name),
+    byFile: () => planSweep(sweep, points, { worldsByFile: true }),
+  };
 }
 
 /** One line on what a plan computes: its jobs, and how many stages the grid shares. */
@@ -35,18 +46,30 @@ export function describePlan(plan: SweepPlan): string {
   );
 }
 
-/** Writes the plan into the sweep folder, or checks that the folder already holds this plan. */
-export function writePlan(sweepDir: string, plan: SweepPlan, sweepFile: string): void {
+/**
+ * Writes the plan into the sweep folder, or checks that the folder already holds this plan, and returns the plan to
+ * run. A folder planned before stage keys took worlds by content holds the plan `byFile` gives: it keeps that plan
+ * (its stages are stored under those keys).
+ */
+export function writePlan(
+  sweepDir: string,
+  plan: SweepPlan,
+  sweepFile: string,
+  byFile?: () => SweepPlan,
+): SweepPlan {
   if (fs.existsSync(planFile(sweepDir))) {
     const held = readPlan(sweepDir);
-    if (planFingerprint(held) !== planFingerprint(plan))
+    if (planFingerprint(held) !== planFingerprint(plan)) {
+      if (byFile && planFingerprint(held) === planFingerprint(byFile())) return held;
       throw new Error(
         `${sweepDir} holds another sweep (${held.name}, from ${held.source}: ${held.runs.length} grid point(s)); choose another --out`,
       );
+    }
   }
   fs.mkdirSync(sweepDir, { recursive: true });
   atomicWriteJsonSync(planFile(sweepDir), plan);
   atomicWriteFileSync(path.join(sweepDir, 'sweep.yaml'), fs.readFileSync(sweepFile));
+  return plan;
 }
 
 export interface SweepOptions {
@@ -71,7 +94,8 @@ export interface SweepResult {
 }
 
 export async function runSweep(file: string, o: SweepOptions): Promise<SweepResult> {
-  const { plan, sweepDir } = planOf(file, o.out);
+  const planned = planOf(file, o.out);
+  const { sweepDir } = planned;
   const attempts = o.attempts ?? DEFAULT_ATTEMPTS;
   let sweepRel = '';
   if (o.queue) {
@@ -83,7 +107,7 @@ export async function runSweep(file: string, o: SweepOptions): Promise<SweepResu
         `the sweep folder ${sweepDir} is not inside the store ${store} (--store) that workers see`,
       );
   }
-  writePlan(sweepDir, plan, file);
+  const plan = writePlan(sweepDir, planned.plan, file, planned.byFile);
   // One psm sweep per sweep folder; the workers' own locks are per job.
   const release = lockFolder(sweepDir, 'psm sweep');
   let executor: Executor | null = null;
