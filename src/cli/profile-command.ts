@@ -113,7 +113,7 @@ async function profileStep(o: {
   } else out.push('', 'This model trains through autograd, not the fused step: its kernels follow.');
   out.push(
     '',
-    `Kernel by kernel on the per-kernel path (autograd, which hooks, adapters and other architectures take; one JS thread): median step ${k.stepMs.median.toFixed(1)} ms (best ${k.stepMs.best.toFixed(1)})`,
+    `Kernel by kernel on the per-kernel path (autograd, which hooks inside a block, partial adapters and other architectures take; one JS thread): median step ${k.stepMs.median.toFixed(1)} ms (best ${k.stepMs.best.toFixed(1)})`,
     `  kernel                                          calls   ms/step   share`,
   );
   const total = k.kernels.reduce((s, x) => s + x.ms, 0) + k.outsideKernelsMs;

@@ -32,6 +32,7 @@ import {
   architectureOf,
   headDim,
   llama3InverseFrequencies,
+  llamaParamShapes,
   parseLlamaConfig,
   positionsFromFile,
   type Architecture,
@@ -39,7 +40,7 @@ import {
   type LlamaConfigInput,
   type RopeScaling,
 } from '../model/config.ts';
-import { LlamaModel, llamaParamShapes } from '../model/llama.ts';
+import { LlamaModel } from '../model/llama.ts';
 import { checkFinite } from '../model/weights.ts';
 import { BpeTokenizer, type AddedTokenSpec } from '../tokenizer/index.ts';
 import { PSM_CHAT_TEMPLATE } from './chat-template.ts';

@@ -13,8 +13,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fromHfConfig, type LlamaConfig } from '../model/config.ts';
-import { checkConfigFitsWeights, LlamaModel, llamaParamNames } from '../model/llama.ts';
+import { fromHfConfig, llamaParamNames, type LlamaConfig } from '../model/config.ts';
+import { checkConfigFitsWeights, LlamaModel } from '../model/llama.ts';
 import { checkFinite, saveModelFolder } from '../model/weights.ts';
 import { readSafetensorsFileHeader, streamSafetensors } from '../io/safetensors-stream.ts';
 import { TEXT_FILES } from './chat-template-source.ts';

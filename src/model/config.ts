@@ -121,6 +121,50 @@ export function hasQkNorm(c: LlamaConfig): boolean {
   return a === 'qwen3' || a === 'gemma3';
 }
 
+/** The parameters a config needs, in the order the model holds them: [HF name, row-major shape]. */
+export function* llamaParamShapes(c: LlamaConfig): Generator<[string, number[]]> {
+  const hd = headDim(c);
+  yield ['model.embed_tokens.weight', [c.vocabSize, c.dim]];
+  for (let i = 0; i < c.nLayers; i++) {
+    const p = `model.layers.${i}`;
+    yield [`${p}.input_layernorm.weight`, [c.dim]];
+    yield [`${p}.self_attn.q_proj.weight`, [c.nHeads * hd, c.dim]];
+    yield [`${p}.self_attn.k_proj.weight`, [c.nKvHeads * hd, c.dim]];
+    yield [`${p}.self_attn.v_proj.weight`, [c.nKvHeads * hd, c.dim]];
+    yield [`${p}.self_attn.o_proj.weight`, [c.dim, c.nHeads * hd]];
+    yield [`${p}.post_attention_layernorm.weight`, [c.dim]];
+    yield [`${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]];
+    yield [`${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]];
+    yield [`${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]];
+    if (c.qkvBias) {
+      yield [`${p}.self_attn.q_proj.bias`, [c.nHeads * hd]];
+      yield [`${p}.self_attn.k_proj.bias`, [c.nKvHeads * hd]];
+      yield [`${p}.self_attn.v_proj.bias`, [c.nKvHeads * hd]];
+    }
+    if (hasQkNorm(c)) {
+      yield [`${p}.self_attn.q_norm.weight`, [hd]];
+      yield [`${p}.self_attn.k_norm.weight`, [hd]];
+    }
+    if (architectureOf(c) === 'gemma3') {
+      yield [`${p}.pre_feedforward_layernorm.weight`, [c.dim]];
+      yield [`${p}.post_feedforward_layernorm.weight`, [c.dim]];
+    }
+  }
+  yield ['model.norm.weight', [c.dim]];
+  if (!c.tieEmbeddings) yield ['lm_head.weight', [c.vocabSize, c.dim]];
+}
+
+/** The parameter names a config needs, lazily (a config may claim more than a file could hold). */
+export function* llamaParamNames(c: LlamaConfig): Generator<string> {
+  for (const [name] of llamaParamShapes(c)) yield name;
+}
+
+/** The weight name of projection `proj` (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj) of block `layer`. */
+export function projectionWeightName(layer: number, proj: string): string {
+  const section = proj === 'gate_proj' || proj === 'up_proj' || proj === 'down_proj' ? 'mlp' : 'self_attn';
+  return `model.layers.${layer}.${section}.${proj}.weight`;
+}
+
 /** The sliding window of layer `layer`, or Infinity for a layer that attends to the whole context. */
 export function layerWindow(c: LlamaConfig, layer: number): number {
   return c.layerTypes?.[layer] === 'sliding_attention' ? c.slidingWindow! : Infinity;

@@ -1,9 +1,11 @@
 /**
  * The decoder's forward pass as nodes of one ONNX graph (the kernels' own graphs from kernel-graphs.ts, inlined in
  * the order `LlamaModel.blocks` calls them), for the plain Llama block. The fused training step builds its graph on
- * it, and a forward without gradients, hooks or a cache runs it alone (`fusedHidden`): one native call instead of
- * ~15 per layer, none of whose results come back to JS but the final hidden states. Both compute what the per-kernel
- * path computes, to the bit.
+ * it, and a forward without gradients runs it alone: a plain or stopped pass (`fusedHidden`) and a scoring batch's
+ * prompts and branches (`fusedPrompts`, `fusedBranches`). Hooks on the residual stream between blocks split a pass
+ * into spans, one graph each, with the hooks run between them. One native call per span instead of ~15 per layer,
+ * and none of the intermediate results come back to JS; every path computes what the per-kernel path computes, to
+ * the bit.
  */
 import { cachedRopeTables } from '../autograd/ops.ts';
 import { GraphBuilder } from '../tensor/graph-builder.ts';
@@ -22,7 +24,15 @@ import { fusedKernels, getMatmulBackend } from '../tensor/matmul.ts';
 import { OrtGraph, type Feed, type PreparedFeed } from '../tensor/ort-session.ts';
 import { Tensor } from '../autograd/tensor.ts';
 import type { HookSet } from './hooks.ts';
-import { architectureOf, headDim, layerRope, layerWindow, type LlamaConfig } from './config.ts';
+import {
+  architectureOf,
+  headDim,
+  layerRope,
+  layerWindow,
+  llamaParamShapes,
+  projectionWeightName,
+  type LlamaConfig,
+} from './config.ts';
 import type { LlamaModel } from './llama.ts';
 
 /** Why the fused graphs cannot run `model` (null when they can): the backend, or a block they do not build. */
@@ -66,8 +76,7 @@ export type Projection = (typeof PROJECTIONS)[number];
 
 /** The weight name of a projection of block `layer`. */
 export function projectionWeight(layer: number, name: Projection): string {
-  const section = name === 'gate' || name === 'up' || name === 'down' ? 'mlp' : 'self_attn';
-  return `model.layers.${layer}.${section}.${name}_proj.weight`;
+  return projectionWeightName(layer, `${name}_proj`);
 }
 
 /** An adapter's inputs A [r, in] and B [out, r], and x Aᵀ. */
@@ -77,23 +86,20 @@ export interface LoraValues {
   low: string;
 }
 
-/** [out, in] of a projection's weight. */
-function projectionShape(c: LlamaConfig, name: Projection): [number, number] {
-  const hd = headDim(c);
-  switch (name) {
-    case 'q':
-      return [c.nHeads * hd, c.dim];
-    case 'k':
-    case 'v':
-      return [c.nKvHeads * hd, c.dim];
-    case 'o':
-      return [c.dim, c.nHeads * hd];
-    case 'gate':
-    case 'up':
-      return [c.hiddenDim, c.dim];
-    case 'down':
-      return [c.dim, c.hiddenDim];
-  }
+const paramShapes = new WeakMap<LlamaConfig, Map<string, number[]>>();
+
+/**
+ * The shape of a parameter of config `c` (llamaParamShapes), or of an adapter of rank `loraRank` on one
+ * (`<weight>.lora_A` [r, in], `<weight>.lora_B` [out, r]).
+ */
+export function paramShape(c: LlamaConfig, name: string, loraRank: number | null = null): number[] {
+  let shapes = paramShapes.get(c);
+  if (!shapes) paramShapes.set(c, (shapes = new Map(llamaParamShapes(c))));
+  const adapter = /^(.*)\.lora_([AB])$/.exec(name);
+  const shape = shapes.get(adapter ? adapter[1] : name);
+  if (!shape || (adapter && loraRank === null)) throw new Error(`fused graphs: no parameter ${name}`);
+  if (!adapter) return shape;
+  return adapter[2] === 'A' ? [loraRank!, shape[1]] : [shape[0], loraRank!];
 }
 
 /**
@@ -163,7 +169,7 @@ export function addForwardNodes(
   const hd = headDim(c);
   const heads = { h: c.nHeads, hkv: c.nKvHeads, d: hd };
   const half = hd / 2;
-  const param = (name: string, shape: number[]): string => g.input(name, shape);
+  const param = (name: string): string => g.input(name, paramShape(c, name, loraRank));
   const gemm = (a: string, w: string, transA: boolean, transB: boolean): string =>
     g.inline(gemmGraph(transA, transB), { A: a, B: w }).Y;
   const add = (a: string, b: string): string => g.inline(addGraph(), { A: a, B: b }).Y;
@@ -181,7 +187,7 @@ export function addForwardNodes(
     // Attention probabilities [b, h, t, t] as [b, hkv, rep * t, t].
     groupedProbs: g.node('Concat', [dim(0), g.int64([c.nKvHeads, -1]), dim(1)], { axis: 0 })[0],
   };
-  const embed = span.fromIds ? param('model.embed_tokens.weight', [c.vocabSize, c.dim]) : null;
+  const embed = span.fromIds ? param('model.embed_tokens.weight') : null;
 
   const mask = attention === 'causal' ? null : g.input('mask', ['b', 1, 't', 'tt']);
   const blocks: BlockValues[] = [];
@@ -191,10 +197,10 @@ export function addForwardNodes(
   for (let i = span.from; i < span.to; i++) {
     const p = `model.layers.${i}`;
     const w: Record<string, string> = {
-      inNorm: param(`${p}.input_layernorm.weight`, [c.dim]),
-      postNorm: param(`${p}.post_attention_layernorm.weight`, [c.dim]),
+      inNorm: param(`${p}.input_layernorm.weight`),
+      postNorm: param(`${p}.post_attention_layernorm.weight`),
     };
-    for (const name of PROJECTIONS) w[name] = param(projectionWeight(i, name), projectionShape(c, name));
+    for (const name of PROJECTIONS) w[name] = param(projectionWeight(i, name));
     const rope = {
       cos: g.input(`rope_cos.${i}`, ['t', half]),
       sin: g.input(`rope_sin.${i}`, ['t', half]),
@@ -206,10 +212,9 @@ export function addForwardNodes(
     const proj = (input: string, name: Projection): string => {
       const y = gemm(input, w[name], false, true);
       if (loraRank === null) return y;
-      const [out, inp] = projectionShape(c, name);
       const weight = projectionWeight(i, name);
-      const a = g.input(`${weight}.lora_A`, [loraRank, inp]);
-      const b = g.input(`${weight}.lora_B`, [out, loraRank]);
+      const a = param(`${weight}.lora_A`);
+      const b = param(`${weight}.lora_B`);
       const low = gemm(input, a, false, true);
       lora[name] = { a, b, low };
       return add(y, gemm(low, b, false, true));
@@ -275,7 +280,7 @@ export function addForwardNodes(
   }
   let final: ForwardValues['final'] = null;
   if (span.final) {
-    const weight = param('model.norm.weight', [c.dim]);
+    const weight = param('model.norm.weight');
     final = { weight, nf: rmsF({ X: x, W: weight }) };
   }
   return { stepIds, shapes, embed, blocks, x, final, gemm, add };
@@ -467,11 +472,9 @@ export function forwardSpans(
       input ? { x_in: [input.out.data, [input.out.size / c.dim, c.dim]] } : {},
     );
     opts.onOutputs?.(outputs);
-    hooked.push(
-      spans[i].final
-        ? runBoundaryHooks(undefined, c, 0, outputs.y, shape, false)
-        : runBoundaryHooks(hooks, c, spans[i].to, outputs.y, shape, requiresGrad),
-    );
+    // No hook acts after the final norm (fusedHooksUnsupported).
+    const after = spans[i].final ? undefined : hooks;
+    hooked.push(runBoundaryHooks(after, c, spans[i].to, outputs.y, shape, requiresGrad && !!after));
   }
   return hooked;
 }

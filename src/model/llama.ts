@@ -23,7 +23,16 @@ import { isGradEnabled, Tensor } from '../autograd/tensor.ts';
 import { fusedKernels, matmul, type MaskedAttentionShape } from '../tensor/matmul.ts';
 import { causalSoftmaxInPlace } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
-import { architectureOf, hasQkNorm, headDim, layerRope, layerWindow, type LlamaConfig } from './config.ts';
+import {
+  architectureOf,
+  hasQkNorm,
+  headDim,
+  layerRope,
+  layerWindow,
+  llamaParamShapes,
+  projectionWeightName,
+  type LlamaConfig,
+} from './config.ts';
 import { fusedDecodeStep } from './fused-decode.ts';
 import { fusedBranches, fusedHidden, fusedPrompts, type ResumePoint } from './fused-forward.ts';
 import { hookBlock, HookSet } from './hooks.ts';
@@ -140,44 +149,6 @@ export const LORA_TARGETS = [
 ] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
-/** The parameters a config needs, in the order the model holds them: [HF name, row-major shape]. */
-export function* llamaParamShapes(c: LlamaConfig): Generator<[string, number[]]> {
-  const hd = headDim(c);
-  yield ['model.embed_tokens.weight', [c.vocabSize, c.dim]];
-  for (let i = 0; i < c.nLayers; i++) {
-    const p = `model.layers.${i}`;
-    yield [`${p}.input_layernorm.weight`, [c.dim]];
-    yield [`${p}.self_attn.q_proj.weight`, [c.nHeads * hd, c.dim]];
-    yield [`${p}.self_attn.k_proj.weight`, [c.nKvHeads * hd, c.dim]];
-    yield [`${p}.self_attn.v_proj.weight`, [c.nKvHeads * hd, c.dim]];
-    yield [`${p}.self_attn.o_proj.weight`, [c.dim, c.nHeads * hd]];
-    yield [`${p}.post_attention_layernorm.weight`, [c.dim]];
-    yield [`${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]];
-    yield [`${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]];
-    yield [`${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]];
-    if (c.qkvBias) {
-      yield [`${p}.self_attn.q_proj.bias`, [c.nHeads * hd]];
-      yield [`${p}.self_attn.k_proj.bias`, [c.nKvHeads * hd]];
-      yield [`${p}.self_attn.v_proj.bias`, [c.nKvHeads * hd]];
-    }
-    if (hasQkNorm(c)) {
-      yield [`${p}.self_attn.q_norm.weight`, [hd]];
-      yield [`${p}.self_attn.k_norm.weight`, [hd]];
-    }
-    if (architectureOf(c) === 'gemma3') {
-      yield [`${p}.pre_feedforward_layernorm.weight`, [c.dim]];
-      yield [`${p}.post_feedforward_layernorm.weight`, [c.dim]];
-    }
-  }
-  yield ['model.norm.weight', [c.dim]];
-  if (!c.tieEmbeddings) yield ['lm_head.weight', [c.vocabSize, c.dim]];
-}
-
-/** The parameter names a config needs, lazily (a config may claim more than a file could hold). */
-export function* llamaParamNames(c: LlamaConfig): Generator<string> {
-  for (const [name] of llamaParamShapes(c)) yield name;
-}
-
 /**
  * Refuses, before anything is allocated, a config whose parameters could not fit in `weightBytes` bytes of
  * weights (at least 2 bytes each, as F16/BF16): a config that lies (a million layers over a small file) would
@@ -257,8 +228,7 @@ export class LlamaModel {
     const made: LoraAdapter[] = [];
     for (let i = 0; i < this.config.nLayers; i++) {
       for (const target of targets) {
-        const section = ['gate_proj', 'up_proj', 'down_proj'].includes(target) ? 'mlp' : 'self_attn';
-        const name = `model.layers.${i}.${section}.${target}.weight`;
+        const name = projectionWeightName(i, target);
         const w = this.param(name);
         const [out, inp] = w.shape;
         const a = Tensor.zeros([rank, inp], true, `${name}.lora_A`);

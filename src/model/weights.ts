@@ -7,8 +7,8 @@ import * as path from 'node:path';
 import { atomicWriteFileSync, atomicWriteJsonSync } from '../io/atomic-write.ts';
 import { writeSafetensorsSync, type TensorData } from '../io/safetensors.ts';
 import { readSafetensorsFileHeader, readSafetensorsInto } from '../io/safetensors-stream.ts';
-import { fromHfConfig, toHfConfig } from './config.ts';
-import { checkConfigFitsWeights, LlamaModel, llamaParamNames } from './llama.ts';
+import { fromHfConfig, llamaParamNames, toHfConfig } from './config.ts';
+import { checkConfigFitsWeights, LlamaModel } from './llama.ts';
 
 export const MODEL_FILE = 'model.safetensors';
 export const CONFIG_FILE = 'config.json';

@@ -266,12 +266,18 @@ function pretrainInputs(ctx: Context, corpusHash: string, seed: number) {
   return { corpusHash, model: c.model, pretrain: c.pretrain, seed };
 }
 
-async function corpusStage(ctx: Context, dir: string, seed: number, aiMix: AiMix | undefined) {
+async function corpusStage(
+  ctx: Context,
+  dir: string,
+  seed: number,
+  aiMix: AiMix | undefined,
+  inputs: ReturnType<typeof corpusInputs>,
+) {
   const c = ctx.config;
   return runStage(
     path.join(dir, 'corpus'),
     'corpus',
-    corpusInputs(ctx, dir, seed, aiMix),
+    inputs,
     async ({ dir: stageDir }) => {
       const t0 = Date.now();
       const sample = generateDocuments(ctx.world, {
@@ -611,8 +617,9 @@ async function runSeed(
 
 /** The seed's corpus (with its tokenizer) and the model pre-trained on it. */
 async function pretrainedModel(ctx: Context, dir: string, seed: number, aiMix: AiMix | undefined) {
-  await corpusStage(ctx, dir, seed, aiMix);
-  const corpusHash = hashInputs(corpusInputs(ctx, dir, seed, aiMix));
+  const inputs = corpusInputs(ctx, dir, seed, aiMix);
+  await corpusStage(ctx, dir, seed, aiMix, inputs);
+  const corpusHash = hashInputs(inputs);
   const pretrain = await pretrainStage(ctx, dir, seed, corpusHash);
   const pre: SeedModel = {
     modelDir: path.join(dir, 'pretrain', 'model'),

@@ -24,6 +24,7 @@ import {
   forwardSpans,
   fusedGraphUnsupported,
   fusedHooksUnsupported,
+  paramShape,
   passSpans,
   projectionWeight,
   PROJECTIONS,
@@ -134,9 +135,9 @@ function buildStepGraph(
 ): GraphSpec {
   const g = new GraphBuilder();
   const f = addForwardNodes(g, c, { keepProbs: true, span, loraRank });
-  // Gradients of the trained parameters only: autograd computes none for a frozen one.
-  const grad: GradOutput = (name, value, shape) => {
-    if (trained.has(name)) g.output(gradName(name), value(), shape);
+  // Gradients of the trained parameters only (of the parameter's own shape): autograd computes none for a frozen one.
+  const grad: GradOutput = (name, value) => {
+    if (trained.has(name)) g.output(gradName(name), value(), paramShape(c, name, loraRank));
   };
   const dx = f.final ? addLossBackward(g, c, f, f.final, selectRows, grad) : g.input('dx_out', ['n', c.dim]);
   // With adapters only the adapters train: the embedding rows need no gradient, and autograd computes none.
@@ -146,7 +147,7 @@ function buildStepGraph(
   return g.build('training_step', 'disabled');
 }
 
-type GradOutput = (name: string, value: () => string, shape: (number | string)[]) => void;
+type GradOutput = (name: string, value: () => string) => void;
 
 /**
  * The unembedding, cross-entropy and the final norm's backward: returns the gradient of the residual stream after
@@ -165,8 +166,8 @@ function addLossBackward(
   const targets = g.input('targets', ['m', 1], 'int64');
   const coef = g.input('coef', ['m', 1]);
   const head = c.tieEmbeddings
-    ? (f.embed ?? g.input('model.embed_tokens.weight', [c.vocabSize, c.dim]))
-    : g.input('lm_head.weight', [c.vocabSize, c.dim]);
+    ? (f.embed ?? g.input('model.embed_tokens.weight', paramShape(c, 'model.embed_tokens.weight')))
+    : g.input('lm_head.weight', paramShape(c, 'lm_head.weight'));
   let rows: string | null = null;
   let flat = nf.Y;
   if (selectRows) {
@@ -184,10 +185,8 @@ function addLossBackward(
 
   // Backward, in the order autograd's topological sort runs the closures.
   let dHidden = gemm(dLogits, head, false, false);
-  grad(
-    c.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight',
-    () => gemm(dLogits, flat, true, false),
-    [c.vocabSize, c.dim],
+  grad(c.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', () =>
+    gemm(dLogits, flat, true, false),
   );
   if (rows) {
     // selectRows' backward: the rows' gradients added into zeros (0 + g, as autograd's scatter-add does).
@@ -196,7 +195,7 @@ function addLossBackward(
     [dHidden] = g.node('ScatterND', [zeros, rowIndex, dHidden], { reduction: { string: 'add' } });
   }
   const fb = g.inline(rmsNormBackwardGraph(), { dY: dHidden, X: f.x, W: final.weight, R: nf.R });
-  grad('model.norm.weight', () => fb.dW, [c.dim]);
+  grad('model.norm.weight', () => fb.dW);
   return fb.dX;
 }
 
@@ -229,39 +228,33 @@ function addBlocksBackward(
      * A projection's backward from dY: its weights' gradients, and its input's gradient contributions in autograd's
      * order (the adapter's, then the base weight's), none when the input needs no gradient.
      */
-    const proj = (
-      dY: string,
-      input: string,
-      name: Projection,
-      weight: string,
-      shape: number[],
-      needs = true,
-    ): string[] => {
+    const proj = (dY: string, input: string, name: Projection, needs = true): string[] => {
+      const weight = projectionWeight(s.layer, name);
       const parts: string[] = [];
       const lora = s.lora?.[name];
       if (lora) {
-        grad(`${weight}.lora_B`, () => gemm(dY, lora.low, true, false), [shape[0], 'r']);
+        grad(`${weight}.lora_B`, () => gemm(dY, lora.low, true, false));
         const dLow = gemm(dY, lora.b, false, false);
         if (needs) parts.push(gemm(dLow, lora.a, false, false));
-        grad(`${weight}.lora_A`, () => gemm(dLow, input, true, false), ['r', shape[1]]);
+        grad(`${weight}.lora_A`, () => gemm(dLow, input, true, false));
       }
       if (needs) parts.push(gemm(dY, s.w[name], false, false));
-      grad(weight, () => gemm(dY, input, true, false), shape);
+      grad(weight, () => gemm(dY, input, true, false));
       return parts;
     };
-    const dAct = sum(proj(dx, s.act, 'down', `${p}.mlp.down_proj.weight`, [c.dim, c.hiddenDim]));
+    const dAct = sum(proj(dx, s.act, 'down'));
     const sb = g.inline(swigluBackwardGraph(), { dY: dAct, G: s.gate, U: s.up });
-    const dUp = proj(sb.dU, s.n2.Y, 'up', `${p}.mlp.up_proj.weight`, [c.hiddenDim, c.dim]);
-    const dGate = proj(sb.dG, s.n2.Y, 'gate', `${p}.mlp.gate_proj.weight`, [c.hiddenDim, c.dim]);
+    const dUp = proj(sb.dU, s.n2.Y, 'up');
+    const dGate = proj(sb.dG, s.n2.Y, 'gate');
     const b2 = g.inline(rmsNormBackwardGraph(), {
       dY: sum([...dUp, ...dGate]),
       X: s.xm,
       W: s.w.postNorm,
       R: s.n2.R,
     });
-    grad(`${p}.post_attention_layernorm.weight`, () => b2.dW, [c.dim]);
+    grad(`${p}.post_attention_layernorm.weight`, () => b2.dW);
     const dMid = add(dx, b2.dX);
-    const dAtt = sum(proj(dMid, s.att2, 'o', `${p}.self_attn.o_proj.weight`, [c.dim, c.nHeads * hd]));
+    const dAtt = sum(proj(dMid, s.att2, 'o'));
     const ab = g.inline(attentionBackwardGraph(heads), {
       dY: g.reshape(dAtt, q4),
       Q: g.reshape(s.q, q4),
@@ -283,15 +276,14 @@ function addBlocksBackward(
     const dv = g.reshape(ab.dV, [-1, c.nKvHeads * hd]);
     const dk = ropeBack(ab.dK, c.nKvHeads);
     const dq = ropeBack(ab.dQ, c.nHeads);
-    const kvShape = [c.nKvHeads * hd, c.dim];
     const dh = [
-      ...proj(dv, s.n1.Y, 'v', `${p}.self_attn.v_proj.weight`, kvShape, needInput),
-      ...proj(dk, s.n1.Y, 'k', `${p}.self_attn.k_proj.weight`, kvShape, needInput),
-      ...proj(dq, s.n1.Y, 'q', `${p}.self_attn.q_proj.weight`, [c.nHeads * hd, c.dim], needInput),
+      ...proj(dv, s.n1.Y, 'v', needInput),
+      ...proj(dk, s.n1.Y, 'k', needInput),
+      ...proj(dq, s.n1.Y, 'q', needInput),
     ];
     if (!needInput) return null;
     const b1 = g.inline(rmsNormBackwardGraph(), { dY: sum(dh), X: s.x, W: s.w.inNorm, R: s.n1.R });
-    grad(`${p}.input_layernorm.weight`, () => b1.dW, [c.dim]);
+    grad(`${p}.input_layernorm.weight`, () => b1.dW);
     dx = add(dMid, b1.dX);
   }
   return dx;

@@ -5,7 +5,7 @@
  *   gradients, clipping, the AdamW update);
  * - the fused step's graph (fused-step.ts), in one JS thread, with ORT's profiler timing each of its nodes, added
  *   up by the kernel graph it came from;
- * - kernel by kernel on the per-kernel path (autograd, which hooks, adapters and other architectures take): one JS
+ * - kernel by kernel on the per-kernel path (autograd, which hooks inside a block, partial adapters and other architectures take): one JS
  *   thread on the kernel pool, every kernel call timed, the rest of the step (autograd bookkeeping, copies,
  *   allocation) and the garbage collector's pauses beside them.
  */
@@ -65,7 +65,7 @@ export interface StepProfile {
     outsideNodesMs: number;
     phases: PhaseTimes;
   } | null;
-  /** The per-kernel path (autograd), which hooks, adapters and other architectures take. */
+  /** The per-kernel path (autograd), which hooks inside a block, partial adapters and other architectures take. */
   kernels: {
     stepMs: { median: number; best: number };
     /** Per step (totals over the timed steps divided by their count), largest first. */
