@@ -17,6 +17,8 @@ import {
   type DecodeGraphInput,
   type DecodeLayerShape,
 } from '../tensor/ort-decode.ts';
+import { matvecDecodeGraphs, type OrtMatvecDecodeGraphs } from '../tensor/ort-decode-matvec.ts';
+import type { WeightMemory } from '../tensor/weight-memory.ts';
 import { architectureOf, hasQkNorm, headDim, layerRope, layerWindow } from './config.ts';
 import type { DecodeSequence, KvCache, LlamaModel } from './llama.ts';
 
@@ -267,8 +269,85 @@ export function fusedDecodeStep(
   const caches = seqs.map((s) => s.cache);
   const setup = fusedSetup(model, ids, caches);
   if (!setup) return null;
-  const x = runLayers(setup.graphs, setup.plan, ids, caches, Array.from(positions), undefined);
+  const matvec = ids.length === 1 ? matvecSetup(model, setup.plan) : null;
+  const x = matvec
+    ? matvecStep(matvec.graphs, matvec.memory, setup.plan, ids[0], caches[0], positions[0])
+    : runLayers(setup.graphs, setup.plan, ids, caches, Array.from(positions), undefined);
   return new Tensor(x, [1, ids.length, model.config.dim], false, 'fusedDecodeStep');
+}
+
+/**
+ * The one-row matmul and its graphs for a step of one sequence, or null when a weight is not in the model's
+ * WeightMemory (a model too small to have one, or a parameter since replaced by another array).
+ */
+function matvecSetup(model: LlamaModel, plan: DecodePlan) {
+  const memory = model.weightMemory;
+  const graphs = memory ? matvecDecodeGraphs() : null;
+  if (!memory || !graphs) return null;
+  const held = (t: Tensor): boolean => memory.holds(t.data);
+  for (const l of plan.layers) if (![l.q, l.k, l.v, l.o, l.gate, l.up, l.down].every(held)) return null;
+  return { memory, graphs };
+}
+
+/**
+ * One decoding step of one sequence with its projections on the one-row matmul (src/tensor/ort-decode-matvec.ts):
+ * the final-normed hidden row [dim], the new keys and values written into the cache at `past`.
+ */
+function matvecStep(
+  graphs: OrtMatvecDecodeGraphs,
+  memory: WeightMemory,
+  plan: DecodePlan,
+  id: number,
+  cache: KvCache,
+  past: number,
+): Float32Array {
+  const { shape, layers } = plan;
+  const { dim, heads: h, kvHeads: hkv, headDim: hd } = shape;
+  const project = (w: Tensor, x: Float32Array): Float32Array => {
+    const [rows, cols] = w.shape;
+    const y = new Float32Array(rows);
+    memory.matvec(w.data, rows, cols, x, y);
+    return y;
+  };
+  const position = Int32Array.of(past);
+  const scale = 1 / Math.sqrt(hd);
+  // The embedding's row, as the graphs' Gather copies it.
+  let { x, normed } = graphs.residual(
+    shape,
+    plan.embed.data.slice(id * dim, (id + 1) * dim),
+    null,
+    layers[0].norm.data,
+  );
+  for (let i = 0; i < layers.length; i++) {
+    const l = layers[i];
+    const qkv = { q: project(l.q, normed), k: project(l.k, normed), v: project(l.v, normed) };
+    const weights = {
+      bias: l.bias ? { q: l.bias.q.data, k: l.bias.k.data, v: l.bias.v.data } : undefined,
+      qkNorm: l.qkNorm ? { q: l.qkNorm.q.data, k: l.qkNorm.k.data } : undefined,
+    };
+    const rope = ropeRows(l.rope, position, hd);
+    const { key, value, scores } = graphs.scores(
+      shape,
+      qkv,
+      weights,
+      rope,
+      { keys: cache.keys[i], capacity: cache.capacity },
+      past,
+    );
+    writeCache(cache, i, past, key, value, 0, hkv, hd);
+    causalSoftmaxInPlace(scores, h, 1, past + 1, scale, past, l.window);
+    const attended = graphs.attended(
+      shape,
+      scores,
+      { values: cache.values[i], capacity: cache.capacity },
+      past + 1,
+    );
+    const mid = graphs.residual(shape, x, project(l.o, attended), l.postNorm.data);
+    const m = graphs.swiglu(shape, project(l.gate, mid.normed), project(l.up, mid.normed));
+    const nextNorm = i + 1 < layers.length ? layers[i + 1].norm : plan.finalNorm;
+    ({ x, normed } = graphs.residual(shape, mid.x, project(l.down, m), nextNorm.data));
+  }
+  return normed;
 }
 
 /** Attention scores (floats) of one layer up to which a prompt runs on the fused graphs: 64 MiB. */

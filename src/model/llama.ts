@@ -23,6 +23,7 @@ import { isGradEnabled, Tensor } from '../autograd/tensor.ts';
 import { fusedKernels, matmul, type MaskedAttentionShape } from '../tensor/matmul.ts';
 import { causalSoftmaxInPlace } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
+import { WeightMemory } from '../tensor/weight-memory.ts';
 import {
   architectureOf,
   hasQkNorm,
@@ -166,13 +167,46 @@ export function checkConfigFitsWeights(config: LlamaConfig, weightBytes: number,
   }
 }
 
+/**
+ * Parameters (16 MB of weights) from which a model keeps its weights in a WeightMemory. Smaller weights stay in the
+ * CPU's caches between tokens, where the split step's extra graph runs cost more than the faster matmul saves
+ * (the reference model of 1.3M parameters decodes slower on it); the pipeline's and the test suite's models
+ * stay plain arrays.
+ */
+const WEIGHT_MEMORY_MIN_PARAMS = 1 << 22;
+let weightMemoryMinParams = WEIGHT_MEMORY_MIN_PARAMS;
+
+/**
+ * Sets the size from which models made after this call keep their weights in a WeightMemory (0: every model;
+ * Infinity: none; no argument: the default). The numbers are the same either way; for tests and benchmarks.
+ */
+export function setWeightMemoryMinParams(params = WEIGHT_MEMORY_MIN_PARAMS): void {
+  weightMemoryMinParams = params;
+}
+
 export class LlamaModel {
   readonly params = new Map<string, Tensor>();
   readonly adapters = new Map<string, LoraAdapter>();
 
+  /**
+   * The WebAssembly memory the parameters live in, for models large enough that decoding one sequence is bound by
+   * streaming the weights (src/tensor/weight-memory.ts); null when they are ordinary arrays.
+   */
+  readonly weightMemory: WeightMemory | null;
+
   constructor(readonly config: LlamaConfig) {
-    for (const [name, shape] of llamaParamShapes(config))
-      this.params.set(name, Tensor.zeros(shape, true, name));
+    const shapes = Array.from(llamaParamShapes(config));
+    const count = shapes.reduce((sum, [, shape]) => sum + shape.reduce((a, b) => a * b, 1), 0);
+    this.weightMemory =
+      count >= weightMemoryMinParams ? WeightMemory.create(shapes.map(([, s]) => s)) : null;
+    shapes.forEach(([name, shape], i) =>
+      this.params.set(
+        name,
+        this.weightMemory
+          ? new Tensor(this.weightMemory.views[i], shape, true, name)
+          : Tensor.zeros(shape, true, name),
+      ),
+    );
   }
 
   /**

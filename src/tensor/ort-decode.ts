@@ -118,7 +118,8 @@ function gemm(a: string, b: string, out: string, transB: boolean): OnnxNode {
   return { op: 'Gemm', inputs: [a, b], outputs: [out], attributes: { transA: 0, transB: transB ? 1 : 0 } };
 }
 
-function norm(x: string, w: string, out: string, eps: number): OnnxNode {
+/** RMSNorm of the last axis, as the per-op kernel runs it. */
+export function norm(x: string, w: string, out: string, eps: number): OnnxNode {
   return {
     op: 'SimplifiedLayerNormalization',
     inputs: [x, w],
@@ -131,7 +132,7 @@ function norm(x: string, w: string, out: string, eps: number): OnnxNode {
  * The attention matmul of one sequence as the per-op path runs it (ort-matmul.ts): batched over kv heads with
  * FusedMatMul, or a plain Gemm when there is one kv head (3-D operands are then viewed as 2-D).
  */
-function attentionMatmul(
+export function attentionMatmul(
   nodes: OnnxNode[],
   a: string,
   b: string,
@@ -152,6 +153,81 @@ function attentionMatmul(
   nodes.push(gemm(a, b, out, transB));
 }
 
+/**
+ * Flattens `parts` into one output 'OUT', their concatenation (needs the initializer 'flat' of [-1]): each output
+ * costs the binding a fresh ArrayBuffer and the garbage collector its release, and views of one are cheap.
+ */
+export function packed(nodes: OnnxNode[], parts: string[]): OnnxValue {
+  for (const part of parts) nodes.push({ op: 'Reshape', inputs: [part, 'flat'], outputs: [`${part}_flat`] });
+  nodes.push({
+    op: 'Concat',
+    inputs: parts.map((p) => `${p}_flat`),
+    outputs: ['OUT'],
+    attributes: { axis: 0 },
+  });
+  return { name: 'OUT', shape: ['packed'] };
+}
+
+/** A 1-D int64 constant (shapes, axes, slice bounds). */
+export function int64(name: string, values: number[]): OnnxInitializer {
+  return { name, dims: [values.length], type: 'int64', values };
+}
+
+/**
+ * The first `length` positions of cache `c` ([hkv, capacity, hd]) as the attention matmul reads them (needs the
+ * initializers 'zero', 'axis1' and 'flatHeads' of [-1, hd]).
+ */
+export function cachePrefixNodes(
+  nodes: OnnxNode[],
+  c: string,
+  length: string,
+  out: string,
+  hkv: number,
+): void {
+  nodes.push({ op: 'Slice', inputs: [c, 'zero', length, 'axis1'], outputs: [hkv > 1 ? out : `${out}_3d`] });
+  if (hkv === 1) nodes.push({ op: 'Reshape', inputs: [`${out}_3d`, 'flatHeads'], outputs: [out] });
+}
+
+/**
+ * What follows the q, k or v projection `y` ([rows, count x hd]): its bias, then for q and k the per-head norm
+ * and RoPE (needs the initializers 'flatHeads', 'qRows' and 'kRows' and the inputs COS, SIN and PID); adds the
+ * weights it reads to `inputs` and returns the result's name.
+ */
+export function projectionTail(
+  nodes: OnnxNode[],
+  inputs: OnnxValue[],
+  s: DecodeLayerShape,
+  p: 'Q' | 'K' | 'V',
+  count: number,
+  y: string,
+): string {
+  const hd = s.headDim;
+  if (s.qkvBias) {
+    inputs.push({ name: `B${p}`, shape: [count * hd] });
+    nodes.push({ op: 'Add', inputs: [y, `B${p}`], outputs: [`${p}1`] });
+    y = `${p}1`;
+  }
+  if (p === 'V') return y;
+  if (s.qkNorm) {
+    inputs.push({ name: `W${p}N`, shape: [hd] });
+    nodes.push(
+      { op: 'Reshape', inputs: [y, 'flatHeads'], outputs: [`${p}heads`] },
+      norm(`${p}heads`, `W${p}N`, `${p}normed`, s.eps),
+    );
+    y = `${p}normed`;
+  }
+  nodes.push(
+    { op: 'Reshape', inputs: [y, p === 'Q' ? 'qRows' : 'kRows'], outputs: [`${p}rows`] },
+    {
+      op: 'RotaryEmbedding',
+      inputs: [`${p}rows`, 'COS', 'SIN', 'PID'],
+      outputs: [`${p}R`],
+      attributes: { num_heads: count },
+    },
+  );
+  return `${p}R`;
+}
+
 /** Builds the graph of one kind (see {@link DecodeGraphKind}) for one layer shape. */
 export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): GraphSpec {
   const { n, prefill } = kind;
@@ -164,12 +240,6 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
   const inputs: OnnxValue[] = [];
   const outputs: OnnxValue[] = [];
   const grouped = (rows: number): number[] => (hkv > 1 ? [hkv, rows, hd] : [rows, hd]);
-  const int64 = (name: string, values: number[]): OnnxInitializer => ({
-    name,
-    dims: [values.length],
-    type: 'int64',
-    values,
-  });
   const initializers: OnnxInitializer[] = [
     int64('zero', [0]),
     int64('axis1', [1]),
@@ -190,11 +260,8 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
   const weight = (name: string, shape: number[]): void => {
     inputs.push({ name, shape });
   };
-  /** The first `length` positions of cache `c` ([hkv, capacity, hd]) as the matmul reads them. */
-  const cachePrefix = (c: string, length: string, out: string): void => {
-    nodes.push({ op: 'Slice', inputs: [c, 'zero', length, 'axis1'], outputs: [hkv > 1 ? out : `${out}_3d`] });
-    if (hkv === 1) nodes.push({ op: 'Reshape', inputs: [`${out}_3d`, 'flatHeads'], outputs: [out] });
-  };
+  const cachePrefix = (c: string, length: string, out: string): void =>
+    cachePrefixNodes(nodes, c, length, out, hkv);
 
   let x = 'X';
   if (kind.embed) {
@@ -270,31 +337,7 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
   const project = (p: 'Q' | 'K' | 'V', count: number): string => {
     weight(`W${p}`, [count * hd, dim]);
     nodes.push(gemm('H', `W${p}`, `${p}0`, true));
-    let y = `${p}0`;
-    if (s.qkvBias) {
-      weight(`B${p}`, [count * hd]);
-      nodes.push({ op: 'Add', inputs: [y, `B${p}`], outputs: [`${p}1`] });
-      y = `${p}1`;
-    }
-    if (p === 'V') return y;
-    if (s.qkNorm) {
-      weight(`W${p}N`, [hd]);
-      nodes.push(
-        { op: 'Reshape', inputs: [y, 'flatHeads'], outputs: [`${p}heads`] },
-        norm(`${p}heads`, `W${p}N`, `${p}normed`, s.eps),
-      );
-      y = `${p}normed`;
-    }
-    nodes.push(
-      { op: 'Reshape', inputs: [y, p === 'Q' ? 'qRows' : 'kRows'], outputs: [`${p}rows`] },
-      {
-        op: 'RotaryEmbedding',
-        inputs: [`${p}rows`, 'COS', 'SIN', 'PID'],
-        outputs: [`${p}R`],
-        attributes: { num_heads: count },
-      },
-    );
-    return `${p}R`;
+    return projectionTail(nodes, inputs, s, p, count, `${p}0`);
   };
   const q = project('Q', h);
   const k = project('K', hkv);
@@ -342,29 +385,65 @@ export function decodeGraphSpec(s: DecodeLayerShape, kind: DecodeGraphKind): Gra
     attentionMatmul(nodes, `Qg${i}`, `Kall${i}`, `S${i}`, true, hkv);
   }
   // One output, flat: the residual stream entering the layer, the new keys and values, each sequence's scores.
-  // Each output costs the binding a fresh ArrayBuffer (and the garbage collector its release); views are cheap.
   initializers.push(int64('flat', [-1]));
-  const parts = [x, k, v, ...Array.from({ length: n }, (_, i) => `S${i}`)];
-  for (const part of parts) nodes.push({ op: 'Reshape', inputs: [part, 'flat'], outputs: [`${part}_flat`] });
-  nodes.push({
-    op: 'Concat',
-    inputs: parts.map((p) => `${p}_flat`),
-    outputs: ['OUT'],
-    attributes: { axis: 0 },
-  });
-  outputs.push({ name: 'OUT', shape: ['packed'] });
+  outputs.push(packed(nodes, [x, k, v, ...Array.from({ length: n }, (_, i) => `S${i}`)]));
   return { name: 'decode_step', nodes, inputs, outputs, initializers, opset: 23, optimization: 'disabled' };
 }
 
-function shapeKey(s: DecodeLayerShape): string {
+/** A layer shape as a cache key. */
+export function shapeKey(s: DecodeLayerShape): string {
   return `${s.dim}:${s.heads}:${s.kvHeads}:${s.headDim}:${s.hidden}:${s.eps}:${s.qkvBias}:${s.qkNorm}`;
 }
 
 /** The decode-step graphs of one backend (its thread count), with the ORT tensors of its long-lived inputs. */
+/** Long-lived feeds (weights, KV caches, int64 scalars) wrapped once as the binding's tensors. */
+export class PreparedFeeds {
+  private readonly arrays = new WeakMap<Float32Array, PreparedFeed>();
+  private readonly scalars = new Map<number, PreparedFeed>();
+
+  /** data as an ORT tensor of `dims`, wrapped once per array (rewrapped when the dims change). */
+  keep(g: OrtGraph, data: Float32Array, dims: readonly number[]): PreparedFeed {
+    let t = this.arrays.get(data);
+    if (!t || t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) {
+      t = g.prepare([data, dims]);
+      this.arrays.set(data, t);
+    }
+    return t;
+  }
+
+  /** Into `feeds`, the weights {@link projectionTail} reads: the q/k/v biases and the q/k norms, where `s` has them. */
+  projectionTail(
+    g: OrtGraph,
+    s: DecodeLayerShape,
+    w: Pick<AttnInWeights, 'bias' | 'qkNorm'>,
+    feeds: Record<string, Feed | PreparedFeed>,
+  ): void {
+    const { heads: h, kvHeads: hkv, headDim: hd } = s;
+    if (s.qkvBias) {
+      feeds.BQ = this.keep(g, w.bias!.q, [h * hd]);
+      feeds.BK = this.keep(g, w.bias!.k, [hkv * hd]);
+      feeds.BV = this.keep(g, w.bias!.v, [hkv * hd]);
+    }
+    if (s.qkNorm) {
+      feeds.WQN = this.keep(g, w.qkNorm!.q, [hd]);
+      feeds.WKN = this.keep(g, w.qkNorm!.k, [hd]);
+    }
+  }
+
+  /** v as an int64 tensor [1]. */
+  scalar(g: OrtGraph, v: number): PreparedFeed {
+    let t = this.scalars.get(v);
+    if (!t) {
+      t = g.prepare([BigInt64Array.of(BigInt(v)), [1]]);
+      this.scalars.set(v, t);
+    }
+    return t;
+  }
+}
+
 export class OrtDecodeGraphs {
   private readonly cache: GraphCache;
-  private readonly prepared = new WeakMap<Float32Array, PreparedFeed>();
-  private readonly scalars = new Map<number, PreparedFeed>();
+  private readonly feeds = new PreparedFeeds();
 
   constructor(threads: number) {
     this.cache = new GraphCache(threads);
@@ -383,25 +462,6 @@ export class OrtDecodeGraphs {
       graphs.set(kindKey, g);
     }
     return g;
-  }
-
-  /** data as an ORT tensor of `dims`, wrapped once per array (weights, KV caches). */
-  private keep(g: OrtGraph, data: Float32Array, dims: readonly number[]): PreparedFeed {
-    let t = this.prepared.get(data);
-    if (!t || t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) {
-      t = g.prepare([data, dims]);
-      this.prepared.set(data, t);
-    }
-    return t;
-  }
-
-  private scalar(g: OrtGraph, v: number): PreparedFeed {
-    let t = this.scalars.get(v);
-    if (!t) {
-      t = g.prepare([BigInt64Array.of(BigInt(v)), [1]]);
-      this.scalars.set(v, t);
-    }
-    return t;
   }
 
   private readonly positionRows = new Map<number, PreparedFeed>();
@@ -434,7 +494,7 @@ export class OrtDecodeGraphs {
     const feeds: Record<string, Feed | PreparedFeed> = {};
     if (input.embed) {
       const w = input.embed.weight;
-      feeds.EMB = this.keep(g, w, [w.length / dim, dim]);
+      feeds.EMB = this.feeds.keep(g, w, [w.length / dim, dim]);
       feeds.IDS = [input.embed.ids, [rows]];
     } else {
       feeds.X = [input.x!, [rows, dim]];
@@ -445,39 +505,31 @@ export class OrtDecodeGraphs {
       for (let i = 0; i < n; i++) {
         const queries = (h / hkv) * t;
         feeds[`P${i}`] = [probs[i], hkv > 1 ? [hkv, queries, totals[i]] : [queries, totals[i]]];
-        feeds[`VC${i}`] = this.keep(g, caches[i].values, cacheDims(caches[i]));
-        feeds[`VT${i}`] = this.scalar(g, totals[i]);
+        feeds[`VC${i}`] = this.feeds.keep(g, caches[i].values, cacheDims(caches[i]));
+        feeds[`VT${i}`] = this.feeds.scalar(g, totals[i]);
       }
-      feeds.WO = this.keep(g, w.o, [dim, h * hd]);
-      feeds.WPN = this.keep(g, w.postNorm, [dim]);
-      feeds.WG = this.keep(g, w.gate, [hidden, dim]);
-      feeds.WU = this.keep(g, w.up, [hidden, dim]);
-      feeds.WD = this.keep(g, w.down, [dim, hidden]);
+      feeds.WO = this.feeds.keep(g, w.o, [dim, h * hd]);
+      feeds.WPN = this.feeds.keep(g, w.postNorm, [dim]);
+      feeds.WG = this.feeds.keep(g, w.gate, [hidden, dim]);
+      feeds.WU = this.feeds.keep(g, w.up, [hidden, dim]);
+      feeds.WD = this.feeds.keep(g, w.down, [dim, hidden]);
     }
     if (!input.attnIn) {
-      feeds.WF = this.keep(g, input.finalNorm!, [dim]);
+      feeds.WF = this.feeds.keep(g, input.finalNorm!, [dim]);
       return { x: g.run(feeds).Y };
     }
     const { weights: w, cos, sin, caches, past } = input.attnIn;
-    feeds.WN = this.keep(g, w.norm, [dim]);
-    feeds.WQ = this.keep(g, w.q, [h * hd, dim]);
-    feeds.WK = this.keep(g, w.k, [hkv * hd, dim]);
-    feeds.WV = this.keep(g, w.v, [hkv * hd, dim]);
-    if (s.qkvBias) {
-      feeds.BQ = this.keep(g, w.bias!.q, [h * hd]);
-      feeds.BK = this.keep(g, w.bias!.k, [hkv * hd]);
-      feeds.BV = this.keep(g, w.bias!.v, [hkv * hd]);
-    }
-    if (s.qkNorm) {
-      feeds.WQN = this.keep(g, w.qkNorm!.q, [hd]);
-      feeds.WKN = this.keep(g, w.qkNorm!.k, [hd]);
-    }
+    feeds.WN = this.feeds.keep(g, w.norm, [dim]);
+    feeds.WQ = this.feeds.keep(g, w.q, [h * hd, dim]);
+    feeds.WK = this.feeds.keep(g, w.k, [hkv * hd, dim]);
+    feeds.WV = this.feeds.keep(g, w.v, [hkv * hd, dim]);
+    this.feeds.projectionTail(g, s, w, feeds);
     feeds.COS = [cos, [rows, hd / 2]];
     feeds.SIN = [sin, [rows, hd / 2]];
     if (prefill) feeds.PID = this.positionIds(g, t);
     for (let i = 0; i < n; i++) {
-      feeds[`KC${i}`] = this.keep(g, caches[i].keys, cacheDims(caches[i]));
-      feeds[`KP${i}`] = this.scalar(g, past[i]);
+      feeds[`KC${i}`] = this.feeds.keep(g, caches[i].keys, cacheDims(caches[i]));
+      feeds[`KP${i}`] = this.feeds.scalar(g, past[i]);
     }
     const out = g.run(feeds).OUT;
     let at = 0;
@@ -491,16 +543,24 @@ export class OrtDecodeGraphs {
   }
 }
 
+/**
+ * The object `made` holds for the active backend, made for its thread count on first use; null when the backend is
+ * not ONNX Runtime.
+ */
+export function forOrtBackend<T>(made: WeakMap<MatmulBackend, T>, make: (threads: number) => T): T | null {
+  const backend = getMatmulBackend();
+  if (!(backend instanceof OrtMatmulBackend)) return null;
+  let value = made.get(backend);
+  if (value === undefined) {
+    value = make(backend.threads);
+    made.set(backend, value);
+  }
+  return value;
+}
+
 const perBackend = new WeakMap<MatmulBackend, OrtDecodeGraphs>();
 
 /** The decode-step graphs of the active backend, or null when it is not ONNX Runtime. */
 export function decodeGraphs(): OrtDecodeGraphs | null {
-  const backend = getMatmulBackend();
-  if (!(backend instanceof OrtMatmulBackend)) return null;
-  let graphs = perBackend.get(backend);
-  if (!graphs) {
-    graphs = new OrtDecodeGraphs(backend.threads);
-    perBackend.set(backend, graphs);
-  }
-  return graphs;
+  return forOrtBackend(perBackend, (threads) => new OrtDecodeGraphs(threads));
 }

@@ -8,6 +8,7 @@ import type { OnnxNode } from './onnx-graph.ts';
 import type { MatmulBackend, MatmulSpec } from './matmul.ts';
 import { gemmGraph } from './kernel-graphs.ts';
 import { OrtFusedKernels } from './ort-kernels.ts';
+import { weightMemoryOf } from './weight-memory.ts';
 import { GraphCache, ortAvailable, type GraphSpec } from './ort-session.ts';
 
 export { ortAvailable };
@@ -49,6 +50,15 @@ export class OrtMatmulBackend implements MatmulBackend {
   matmul(a: Float32Array, b: Float32Array, s: MatmulSpec): Float32Array {
     const { batch, m, n, k, transA, transB } = s;
     if (m === 0 || n === 0 || batch === 0 || k === 0) return new Float32Array(batch * m * n);
+    // One row against weights in a WeightMemory: the WebAssembly kernel, which sums as MLAS's one-row kernel does.
+    if (m === 1 && batch === 1 && transB && !transA) {
+      const memory = weightMemoryOf(b);
+      if (memory?.fits(n, k)) {
+        const y = new Float32Array(n);
+        memory.matvec(b, n, k, a, y);
+        return y;
+      }
+    }
     const batched = batch > 1;
     const graph = this.graphs.get(`mm${transA ? 1 : 0}${transB ? 1 : 0}${batched ? 1 : 0}`, () =>
       layoutGraph(transA, transB, batched),

@@ -10,7 +10,12 @@ import { noGrad, Tensor } from '../../src/autograd/tensor.ts';
 import { parseLlamaConfig, type LlamaConfig } from '../../src/model/config.ts';
 import { fusedDecodeStep, fusedPrefill, setFusedDecoding } from '../../src/model/fused-decode.ts';
 import { addVectorHook, HookSet } from '../../src/model/hooks.ts';
-import { KvCache, type DecodeSequence, type LlamaModel } from '../../src/model/llama.ts';
+import {
+  KvCache,
+  setWeightMemoryMinParams,
+  type DecodeSequence,
+  type LlamaModel,
+} from '../../src/model/llama.ts';
 import { configureBackend } from '../../src/tensor/backend.ts';
 import { caseConfig, randomModel } from '../architecture-fixtures.ts';
 
@@ -159,6 +164,53 @@ for (const threads of [1, 2]) {
         ]);
       });
     }
+  });
+}
+
+/**
+ * Greedy steps of one sequence on a model whose weights are in a WeightMemory (the one-row matmul step) and on the
+ * same weights in plain arrays (ONNX Runtime's Gemms on the per-op path): hidden rows, logits and caches agree to
+ * the bit.
+ */
+function compareMatvecSteps(config: LlamaConfig, prompt: number[], steps: number): void {
+  setWeightMemoryMinParams(0);
+  const inMemory = randomModel(config, 11);
+  setWeightMemoryMinParams(Infinity);
+  const plain = randomModel(config, 11);
+  setWeightMemoryMinParams();
+  expect(inMemory.weightMemory, 'the weights are in a WeightMemory').not.toBeNull();
+  expect(plain.weightMemory).toBeNull();
+  noGrad(() => {
+    const [ref] = prefilled(plain, [prompt], steps);
+    const [seq] = prefilled(inMemory, [prompt], steps);
+    let id = prompt[prompt.length - 1];
+    for (let step = 0; step < steps; step++) {
+      setFusedDecoding(false);
+      const refHidden = plain.forwardStep(Int32Array.of(id), [ref]);
+      setFusedDecoding(true);
+      const hidden = fusedDecodeStep(inMemory, Int32Array.of(id), [seq], Int32Array.of(seq.cache.length));
+      expect(hidden, 'the fused step runs').not.toBeNull();
+      seq.cache.length += 1;
+      expectBitIdentical(hidden!.data, refHidden.data, `step ${step}: hidden row`);
+      const refLogits = plain.logits(refHidden).data;
+      expectBitIdentical(inMemory.logits(hidden!).data, refLogits, `step ${step}: logits`);
+      id = refLogits.indexOf(Math.max(...refLogits));
+    }
+    for (let l = 0; l < config.nLayers; l++) {
+      expectBitIdentical(seq.cache.keys[l], ref.cache.keys[l], `layer ${l} keys`);
+      expectBitIdentical(seq.cache.values[l], ref.cache.values[l], `layer ${l} values`);
+    }
+  });
+}
+
+for (const threads of [1, 2]) {
+  describe(`one sequence on the one-row matmul at ${threads} thread(s): ONNX Runtime's numbers to the bit`, () => {
+    beforeAll(() => configureBackend({ threads }));
+
+    for (const [label, config] of CONFIGS)
+      it(label, () => {
+        compareMatvecSteps(config(), [3, 1, 4, 1, 5], 6);
+      });
   });
 }
 

@@ -1,0 +1,80 @@
+/**
+ * The WebAssembly one-row matmul (src/tensor/matvec.wat) over weights in a WeightMemory equals ONNX Runtime's
+ * Gemm with transB for one row to the bit: every row count's remainder (the blocks of four, a pair, a single row),
+ * inputs of every length modulo 8 and 32, at 1 and 2 threads (the threaded split of a wide matrix), with values
+ * that are not finite in the rows around the one read. The compiled module in the repo is the WAT source's.
+ */
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { ortAvailable, OrtGraph } from '../../src/tensor/ort-session.ts';
+import { gemmGraph } from '../../src/tensor/kernel-graphs.ts';
+import { Rng } from '../../src/tensor/random.ts';
+import { WeightMemory } from '../../src/tensor/weight-memory.ts';
+
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false;
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  return x.every((v, i) => v === y[i]);
+}
+
+const SHAPES: [number, number][] = [
+  [1, 1],
+  [2, 7],
+  [3, 8],
+  [5, 9],
+  [6, 31],
+  [7, 32],
+  [4, 33],
+  [13, 100],
+  [64, 128],
+  [255, 257],
+  [1027, 96],
+  // Wide enough that ONNX Runtime splits the rows over two threads.
+  [4099, 520],
+];
+
+describe.skipIf(!ortAvailable())('WeightMemory.matvec', () => {
+  for (const threads of [1, 2]) {
+    it(`equals ONNX Runtime's one-row Gemm to the bit at ${threads} thread(s)`, () => {
+      const gemm = new OrtGraph(gemmGraph(false, true), threads);
+      const rng = new Rng(7);
+      // Two shapes of each: the first is the one multiplied, the second sits after it in memory.
+      const memory = WeightMemory.create(SHAPES.flatMap((s) => [s, s]))!;
+      expect(memory).not.toBeNull();
+      SHAPES.forEach(([rows, cols], i) => {
+        const w = memory.views[2 * i];
+        for (let j = 0; j < w.length; j++) w[j] = rng.gaussian() * (j % 97 === 0 ? 1e4 : 1);
+        // Whatever the kernel reads past the end of the matrix must not leak into the sums.
+        memory.views[2 * i + 1].fill(Number.NaN);
+        const x = Float32Array.from({ length: cols }, () => rng.gaussian());
+        const expected = gemm.run({ A: [x, [1, cols]], B: [w, [rows, cols]] }).Y;
+        const y = new Float32Array(rows);
+        memory.matvec(w, rows, cols, x, y);
+        expect(sameBits(y, expected), `[${rows}, ${cols}]`).toBe(true);
+      });
+    });
+  }
+
+  it('refuses weights outside the memory and shapes that do not fit', () => {
+    const memory = WeightMemory.create([[4, 8]])!;
+    expect(() => memory.matvec(new Float32Array(32), 4, 8, new Float32Array(8), new Float32Array(4))).toThrow(
+      /not in this memory/,
+    );
+    expect(() => memory.matvec(memory.views[0], 8, 4, new Float32Array(8), new Float32Array(8))).toThrow(
+      /do not make \[8, 4\]/,
+    );
+  });
+
+  it('is the compiled form of matvec.wat', () => {
+    const check = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', 'scripts/build-matvec-wasm.ts', '--check'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(check.stdout).toContain('matches');
+    expect(check.status).toBe(0);
+  });
+});
