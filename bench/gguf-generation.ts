@@ -11,9 +11,12 @@
  * greedy sequences agree.
  *
  * Run: npx tsx bench/gguf-generation.ts [--size ref|large] [--model DIR] [--tokens 100] [--prompt-tokens 16]
- *      [--runs 5] [--warmup 1] [--threads N] [--per-op]
+ *      [--runs 5] [--warmup 1] [--threads N] [--per-op] [--weights auto|plain|memory]
  * --per-op decodes on the per-op path (each layer's dozen kernels one ONNX Runtime call each) instead of the
  * fused decoding step (src/model/fused-decode.ts), for comparing the two; both give the same tokens.
+ * --weights plain keeps PSM Lab's weights in ordinary arrays (every projection on ONNX Runtime's graphs), memory puts
+ * them in a WeightMemory (every one-row projection on the WebAssembly kernel, src/tensor/matvec.wat); auto (the
+ * default) does what the product does: a WeightMemory from 4M parameters. The tokens are the same either way.
  * Last line: gguf_generation_ratio=X (PSM Lab median tokens/s divided by llama.cpp's). The lines before give the
  * same ratio for the fastest runs and per CPU-second (CPU time of all the process's threads, which other load
  * on the machine barely changes; with one thread it is the fairest comparison on a shared machine).
@@ -26,7 +29,7 @@ import { readGgufFile, ggufToModel, writeGgufFile } from '../src/interop/gguf.ts
 import { loadFolderTokenizer } from '../src/interop/hf-tokenizer.ts';
 import { parseLlamaConfig } from '../src/model/config.ts';
 import { generate } from '../src/model/generate.ts';
-import { LlamaModel } from '../src/model/llama.ts';
+import { LlamaModel, setWeightMemoryMinParams } from '../src/model/llama.ts';
 import { loadModelFolder } from '../src/model/weights.ts';
 import { configureBackend, defaultThreads } from '../src/tensor/backend.ts';
 import type { BpeTokenizer } from '../src/tokenizer/index.ts';
@@ -73,6 +76,10 @@ async function runPsm(
   threads: number,
 ): Promise<EngineResult> {
   configureBackend({ threads });
+  const weights = arg('weights') ?? 'auto';
+  if (weights === 'plain') setWeightMemoryMinParams(Infinity);
+  else if (weights === 'memory') setWeightMemoryMinParams(0);
+  else if (weights !== 'auto') throw new Error('--weights must be auto, plain or memory');
   const t0 = performance.now();
   const model = ggufToModel(readGgufFile(file));
   const loadMs = performance.now() - t0;
@@ -200,7 +207,7 @@ async function main(): Promise<void> {
     `model: ${label}: dim ${c.dim}, ${c.nLayers} layers, ${c.nHeads}/${c.nKvHeads} heads, ffn ${c.hiddenDim}, vocab ${c.vocabSize}; ${(model.parameterCount() / 1e6).toFixed(2)}M parameters; GGUF F32 ${(bytes / 1e6).toFixed(1)} MB`,
   );
   console.log(
-    `greedy generation of ${tokens} tokens after a ${promptTokens}-token prompt${process.env.PSM_FUSED_DECODE === '0' ? ' (PSM Lab on the per-op path)' : ''}, ${threads} thread(s) each, median of ${runs} runs after ${warmup} warm-up(s) (${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'}; load average ${os.loadavg()[0].toFixed(2)})`,
+    `greedy generation of ${tokens} tokens after a ${promptTokens}-token prompt${process.env.PSM_FUSED_DECODE === '0' ? ' (PSM Lab on the per-op path)' : ''}${arg('weights') ? `, PSM Lab weights ${arg('weights')}` : ''}, ${threads} thread(s) each, median of ${runs} runs after ${warmup} warm-up(s) (${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'}; load average ${os.loadavg()[0].toFixed(2)})`,
   );
 
   const self = fileURLToPath(import.meta.url);
@@ -226,6 +233,8 @@ async function main(): Promise<void> {
           String(warmup),
           '--threads',
           String(threads),
+          '--weights',
+          arg('weights') ?? 'auto',
         ],
         threads,
         e,
