@@ -5,6 +5,10 @@
  * per-op path's own JS softmax) and the KV-cache writes run here. The per-op path stays the reference and takes
  * every pass this one does not cover: the JS backend, gradients, hooks, LoRA adapters, caches with left padding,
  * and Gemma 3 (its norms scaled by 1 + weight, GeGLU, embedding and attention scales are computed in JS there).
+ *
+ * A step of one sequence on a model whose weights are in a WeightMemory runs its projections on the WebAssembly
+ * one-row matmul instead, which reads the weights faster than ONNX Runtime's one-row kernel with the same sums, and
+ * the ops between them on the small graphs of src/tensor/ort-decode-matvec.ts; again with the same logits.
  */
 import { isGradEnabled, Tensor } from '../autograd/tensor.ts';
 import { causalSoftmaxInPlace, ropeTables } from '../tensor/kernels.ts';
@@ -321,16 +325,11 @@ function matvecStep(
   for (let i = 0; i < layers.length; i++) {
     const l = layers[i];
     const qkv = { q: project(l.q, normed), k: project(l.k, normed), v: project(l.v, normed) };
-    const weights = {
-      bias: l.bias ? { q: l.bias.q.data, k: l.bias.k.data, v: l.bias.v.data } : undefined,
-      qkNorm: l.qkNorm ? { q: l.qkNorm.q.data, k: l.qkNorm.k.data } : undefined,
-    };
-    const rope = ropeRows(l.rope, position, hd);
     const { key, value, scores } = graphs.scores(
       shape,
       qkv,
-      weights,
-      rope,
+      attnInWeights(l),
+      ropeRows(l.rope, position, hd),
       { keys: cache.keys[i], capacity: cache.capacity },
       past,
     );
