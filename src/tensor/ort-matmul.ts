@@ -8,10 +8,50 @@ import type { OnnxNode } from './onnx-graph.ts';
 import type { MatmulBackend, MatmulSpec } from './matmul.ts';
 import { gemmGraph } from './kernel-graphs.ts';
 import { OrtFusedKernels } from './ort-kernels.ts';
-import { weightMemoryOf } from './weight-memory.ts';
-import { GraphCache, ortAvailable, type GraphSpec } from './ort-session.ts';
+import { Rng } from './random.ts';
+import { WeightMemory, weightMemoryOf } from './weight-memory.ts';
+import { GraphCache, OrtGraph, ortAvailable, type GraphSpec } from './ort-session.ts';
 
 export { ortAvailable };
+
+/** Shapes [rows, cols] that cover every row remainder modulo 4 and every column remainder modulo 8 and 32. */
+const CHECK_SHAPES: [number, number][] = [
+  [1, 1],
+  [2, 7],
+  [3, 9],
+  [5, 31],
+  [6, 33],
+  [7, 40],
+  [13, 100],
+  [64, 135],
+];
+
+let matvecChecked: boolean | undefined;
+
+/**
+ * True when the WebAssembly one-row kernel (src/tensor/matvec.wat) gives ONNX Runtime's one-row Gemm's bits on
+ * this machine, checked once per process on random weights of {@link CHECK_SHAPES}. The kernel follows MLAS's x86
+ * AVX kernel; MLAS chooses its kernels by CPU (NEON on ARM, SSE without AVX), and where it sums in another order
+ * the one-row products stay on ONNX Runtime.
+ */
+export function matvecMatchesOrt(): boolean {
+  if (matvecChecked !== undefined) return matvecChecked;
+  matvecChecked = false;
+  const memory = WeightMemory.create(CHECK_SHAPES);
+  if (!memory || !ortAvailable()) return false;
+  const gemm = new OrtGraph(gemmGraph(false, true), 1);
+  const rng = new Rng(1);
+  matvecChecked = CHECK_SHAPES.every(([rows, cols], i) => {
+    const w = memory.views[i];
+    for (let j = 0; j < w.length; j++) w[j] = rng.gaussian();
+    const x = Float32Array.from({ length: cols }, () => rng.gaussian());
+    const want = gemm.run({ A: [x, [1, cols]], B: [w, [rows, cols]] }).Y;
+    const got = new Float32Array(rows);
+    memory.matvec(w, rows, cols, x, got);
+    return got.every((v, j) => Object.is(v, want[j]));
+  });
+  return matvecChecked;
+}
 
 function layoutGraph(transA: boolean, transB: boolean, batched: boolean): GraphSpec {
   if (!batched) return gemmGraph(transA, transB);
@@ -53,7 +93,7 @@ export class OrtMatmulBackend implements MatmulBackend {
     // One row against weights in a WeightMemory: the WebAssembly kernel, which sums as MLAS's one-row kernel does.
     if (m === 1 && batch === 1 && transB && !transA) {
       const memory = weightMemoryOf(b);
-      if (memory?.fits(n, k)) {
+      if (memory?.fits(n, k) && matvecMatchesOrt()) {
         const y = new Float32Array(n);
         memory.matvec(b, n, k, a, y);
         return y;

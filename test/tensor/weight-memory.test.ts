@@ -6,6 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { matvecMatchesOrt } from '../../src/tensor/ort-matmul.ts';
 import { ortAvailable, OrtGraph } from '../../src/tensor/ort-session.ts';
 import { gemmGraph } from '../../src/tensor/kernel-graphs.ts';
 import { Rng } from '../../src/tensor/random.ts';
@@ -55,6 +56,10 @@ describe.skipIf(!ortAvailable())('WeightMemory.matvec', () => {
       });
     });
   }
+
+  it("is used only where it matches this machine's ONNX Runtime (MLAS's x86 kernel order)", () => {
+    expect(matvecMatchesOrt()).toBe(process.arch === 'x64');
+  });
 
   it('refuses weights outside the memory and shapes that do not fit', () => {
     const memory = WeightMemory.create([[4, 8]])!;
