@@ -8,7 +8,8 @@
  *   scores    q/k/v biases, q/k norms, RoPE, the scores against the cached keys and the new one
  *   attended  the softmaxed scores times the cached values (JS runs the softmax and the cache writes before it)
  *   residual  residual add and RMSNorm (after the o projection: the post-attention norm; after the down
- *             projection: the next layer's input norm or the final norm)
+ *             projection: the next layer's input norm or the final norm); in JS where src/tensor/ort-rmsnorm.ts
+ *             has this machine's ONNX Runtime's bits
  *   swiglu    QuickGelu(gate) * up
  */
 import type { MatmulBackend } from './matmul.ts';
@@ -26,6 +27,7 @@ import {
   type AttnInWeights,
   type DecodeLayerShape,
 } from './ort-decode.ts';
+import { rmsNormLikeOrt, rmsNormMatchesOrt, rmsNormWidthSupported } from './ort-rmsnorm.ts';
 import { GraphCache, type Feed, type GraphSpec, type OrtGraph, type PreparedFeed } from './ort-session.ts';
 
 const MS = 'com.microsoft';
@@ -216,6 +218,15 @@ export class OrtMatvecDecodeGraphs {
     weight: Float32Array,
   ): { x: Float32Array; normed: Float32Array } {
     const { dim } = s;
+    // The add and the norm in JS where the JS norm has ONNX Runtime's bits: no graph run.
+    if (rmsNormWidthSupported(dim) && rmsNormMatchesOrt()) {
+      let sum = x;
+      if (d) {
+        sum = new Float32Array(dim);
+        for (let i = 0; i < dim; i++) sum[i] = x[i] + d[i];
+      }
+      return { x: sum, normed: rmsNormLikeOrt(sum, weight, s.eps) };
+    }
     if (!d) {
       const g = this.graph('norm', s, () => residualGraphSpec(s, false));
       return { x, normed: g.run({ X: [x, [1, dim]], W: this.feeds.keep(g, weight, [dim]) }).H };
