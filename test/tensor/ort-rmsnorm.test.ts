@@ -4,6 +4,7 @@
  * rounds once, as the instruction does, where rounding the double sum would round twice.
  */
 import { describe, expect, it } from 'vitest';
+import { rmsNormForwardGraph } from '../../src/tensor/kernel-graphs.ts';
 import { ortAvailable, OrtGraph } from '../../src/tensor/ort-session.ts';
 import { fmaFloat, rmsNormLikeOrt, rmsNormMatchesOrt } from '../../src/tensor/ort-rmsnorm.ts';
 import { Rng } from '../../src/tensor/random.ts';
@@ -37,27 +38,7 @@ describe.skipIf(!ortAvailable())(
       it.skipIf(process.arch !== 'x64')(`widths 16 to 4,864, epsilon ${eps}`, () => {
         const rng = new Rng(5);
         for (const d of [16, 24, 32, 40, 64, 128, 512, 576, 896, 4864]) {
-          const graph = new OrtGraph(
-            {
-              name: 'norm',
-              nodes: [
-                {
-                  op: 'SimplifiedLayerNormalization',
-                  inputs: ['X', 'W'],
-                  outputs: ['Y'],
-                  attributes: { axis: -1, epsilon: { float: eps } },
-                },
-              ],
-              inputs: [
-                { name: 'X', shape: ['rows', d] },
-                { name: 'W', shape: [d] },
-              ],
-              outputs: [{ name: 'Y', shape: ['rows', d] }],
-              opset: 23,
-              optimization: 'disabled',
-            },
-            1,
-          );
+          const graph = new OrtGraph(rmsNormForwardGraph(eps), 1);
           const rows = 60;
           const scales = [1e-4, 1, 40, 3e3];
           const x = Float32Array.from(
@@ -65,7 +46,7 @@ describe.skipIf(!ortAvailable())(
             (_, i) => rng.gaussian() * scales[Math.floor(i / d) % 4] * (i % 17 === 0 ? 25 : 1),
           );
           const w = Float32Array.from({ length: d }, () => rng.gaussian());
-          const want = graph.run({ X: [x, [rows, d]], W: [w, [d]] }).Y;
+          const want = graph.run({ X: [x, [rows, d]], W: [w, [d]] }, ['Y']).Y;
           const got = rmsNormLikeOrt(x, w, eps);
           const first = got.findIndex((v, i) => !Object.is(v, want[i]));
           expect(first, `width ${d}: first difference at ${first}`).toBe(-1);
