@@ -417,7 +417,8 @@ describe('psm serve: bad input', () => {
       const c2 = new OpenAI({ baseURL: `${s2.url}/v1`, apiKey: 'none', maxRetries: 0 });
       const ac = new AbortController();
       const long = await c2.completions.create(
-        { model: 'busy', prompt: 'Mara', max_tokens: 100, temperature: 1, stream: true, stop: [] },
+        // Greedy: a sampled end token could free the slot before the second request arrives.
+        { model: 'busy', prompt: 'Mara', max_tokens: 100, temperature: 0, stream: true, stop: [] },
         { signal: ac.signal },
       );
       const it = long[Symbol.asyncIterator]();
