@@ -19,7 +19,7 @@ import {
   scale,
   swiglu,
 } from '../autograd/ops.ts';
-import { isGradEnabled, Tensor } from '../autograd/tensor.ts';
+import { isGradEnabled, sizeOf, Tensor } from '../autograd/tensor.ts';
 import { fusedKernels, matmul, type MaskedAttentionShape } from '../tensor/matmul.ts';
 import { causalSoftmaxInPlace } from '../tensor/kernels.ts';
 import { Rng } from '../tensor/random.ts';
@@ -196,9 +196,8 @@ export class LlamaModel {
 
   constructor(readonly config: LlamaConfig) {
     const shapes = Array.from(llamaParamShapes(config));
-    const count = shapes.reduce((sum, [, shape]) => sum + shape.reduce((a, b) => a * b, 1), 0);
-    this.weightMemory =
-      count >= weightMemoryMinParams ? WeightMemory.create(shapes.map(([, s]) => s)) : null;
+    const count = shapes.reduce((sum, [, shape]) => sum + sizeOf(shape), 0);
+    this.weightMemory = count >= weightMemoryMinParams ? WeightMemory.create(shapes.map(([, s]) => s)) : null;
     shapes.forEach(([name, shape], i) =>
       this.params.set(
         name,

@@ -13,7 +13,7 @@
  *   swiglu    QuickGelu(gate) * up
  */
 import type { MatmulBackend } from './matmul.ts';
-import type { OnnxNode, OnnxValue } from './onnx-graph.ts';
+import type { OnnxInitializer, OnnxNode, OnnxValue } from './onnx-graph.ts';
 import {
   attentionMatmul,
   cachePrefixNodes,
@@ -37,7 +37,7 @@ function spec(
   nodes: OnnxNode[],
   inputs: OnnxValue[],
   outputs: OnnxValue[],
-  init = [] as ReturnType<typeof int64>[],
+  init: OnnxInitializer[] = [],
 ): GraphSpec {
   return { name, nodes, inputs, outputs, initializers: init, opset: 23, optimization: 'disabled' };
 }

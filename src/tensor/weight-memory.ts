@@ -55,6 +55,9 @@ export function weightMemoryOf(data: Float32Array): WeightMemory | null {
 
 const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
 
+/** Bytes of the scratch input row: up to `cols` floats, zero-padded to a multiple of 8, and the kernel's tail. */
+const inputRowBytes = (cols: number): number => roundUp(4 * roundUp(cols, 8) + TAIL_BYTES, ALIGN_BYTES);
+
 export class WeightMemory {
   private readonly matvecFn: MatvecFn;
   private readonly floats: Float32Array;
@@ -75,7 +78,7 @@ export class WeightMemory {
     this.matvecFn = instance.exports.matvec as MatvecFn;
     this.floats = new Float32Array(memory.buffer);
     this.xAt = xAt;
-    this.yAt = xAt + roundUp(4 * roundUp(maxCols, 8) + TAIL_BYTES, ALIGN_BYTES);
+    this.yAt = xAt + inputRowBytes(maxCols);
   }
 
   /**
@@ -86,15 +89,16 @@ export class WeightMemory {
   static create(shapes: readonly (readonly number[])[]): WeightMemory | null {
     const module = matvecModule();
     if (!module) return null;
+    const sizes = shapes.map((shape) => shape.reduce((a, b) => a * b, 1));
     let at = 0;
-    const offsets = shapes.map((shape) => {
+    const offsets = sizes.map((size) => {
       const start = at;
-      at = roundUp(at + 4 * shape.reduce((a, b) => a * b, 1) + TAIL_BYTES, ALIGN_BYTES);
+      at = roundUp(at + 4 * size + TAIL_BYTES, ALIGN_BYTES);
       return start;
     });
     const maxCols = Math.max(1, ...shapes.map((s) => s[s.length - 1]));
     const maxRows = Math.max(1, ...shapes.map((s) => (s.length > 1 ? s[0] : 1)));
-    const scratch = roundUp(4 * roundUp(maxCols, 8) + TAIL_BYTES, ALIGN_BYTES) + 4 * maxRows;
+    const scratch = inputRowBytes(maxCols) + 4 * maxRows;
     const pages = Math.ceil((at + scratch) / PAGE_BYTES);
     if (pages > MAX_PAGES) return null;
     let memory: WasmMemory;
@@ -105,14 +109,7 @@ export class WeightMemory {
     } catch {
       return null;
     }
-    const views = shapes.map(
-      (shape, i) =>
-        new Float32Array(
-          memory.buffer,
-          offsets[i],
-          shape.reduce((a, b) => a * b, 1),
-        ),
-    );
+    const views = sizes.map((size, i) => new Float32Array(memory.buffer, offsets[i], size));
     const made = new WeightMemory(memory, instance, views, at, maxCols, maxRows);
     byBuffer.set(memory.buffer, made);
     return made;
