@@ -23,7 +23,7 @@ import {
 import { fusedKernels, getMatmulBackend } from '../tensor/matmul.ts';
 import { OrtGraph, type Feed, type PreparedFeed } from '../tensor/ort-session.ts';
 import { Tensor } from '../autograd/tensor.ts';
-import type { HookSet } from './hooks.ts';
+import { hookBoundary, type HookSet } from './hooks.ts';
 import {
   architectureOf,
   headDim,
@@ -336,18 +336,6 @@ export function runFused(
   const f: Record<string, Feed | PreparedFeed> = { ...extra };
   for (const name of s.inputs) if (!(name in f)) f[name] = feeds[name];
   return s.graph.run(f);
-}
-
-/**
- * Where a hook acts on the residual stream between blocks: k for the stream entering block k (nLayers: leaving the
- * last block); null for a hook inside a block or on the final norm's output.
- */
-export function hookBoundary(name: string, nLayers: number): number | null {
-  if (name === 'embed') return 0;
-  const m = /^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post)$/.exec(name);
-  if (!m) return null;
-  const layer = Number(m[1]);
-  return layer < nLayers ? layer + (m[2] === 'hook_resid_post' ? 1 : 0) : null;
 }
 
 /** Why the fused graphs cannot run under `hooks` (null when they can): a hook that does not act between blocks. */

@@ -37,6 +37,18 @@ export function hookBlock(name: string): number {
   return m ? Number(m[1]) : Infinity;
 }
 
+/**
+ * Where a hook acts on the residual stream between blocks: k for the stream entering block k (nLayers: leaving the
+ * last block); null for a hook inside a block or on the final norm's output.
+ */
+export function hookBoundary(name: string, nLayers: number): number | null {
+  if (name === 'embed') return 0;
+  const m = /^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post)$/.exec(name);
+  if (!m) return null;
+  const layer = Number(m[1]);
+  return layer < nLayers ? layer + (m[2] === 'hook_resid_post' ? 1 : 0) : null;
+}
+
 /** Throws a clear error for a name that is not a hook point of a model with nLayers blocks. */
 export function checkHookName(name: string, nLayers: number): void {
   if (name === 'embed' || name === 'final_norm') return;
