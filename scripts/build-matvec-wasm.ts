@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { atomicWriteFileSync } from '../src/io/atomic-write.ts';
 import { compileMatvecWat, matvecModuleSource } from './matvec-wat.ts';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -20,5 +21,6 @@ if (process.argv.includes('--check')) {
   );
   process.exit(same ? 0 : 1);
 }
-fs.writeFileSync(target, source);
+// Written whole or not at all: a half-written module would fail to load, or the --check test, confusingly.
+atomicWriteFileSync(target, source);
 console.log(`wrote ${path.relative(root, target)}`);
