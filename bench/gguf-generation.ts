@@ -16,7 +16,8 @@
  * fused decoding step (src/model/fused-decode.ts), for comparing the two; both give the same tokens.
  * --weights plain keeps PSM Lab's weights in ordinary arrays (every projection on ONNX Runtime's graphs), memory puts
  * them in a WeightMemory (every one-row projection on the WebAssembly kernel, src/tensor/matvec.wat); auto (the
- * default) does what the product does: a WeightMemory from 4M parameters. The tokens are the same either way.
+ * default) does what the product does: a WeightMemory from 4M parameters, or when every head has its own kv head.
+ * The tokens are the same either way.
  * Last line: gguf_generation_ratio=X (PSM Lab median tokens/s divided by llama.cpp's). The lines before give the
  * same ratio for the fastest runs and per CPU-second (CPU time of all the process's threads, which other load
  * on the machine barely changes; with one thread it is the fairest comparison on a shared machine).

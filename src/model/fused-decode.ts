@@ -334,6 +334,7 @@ function matvecStep(
       ropeRows(l.rope, position, hd),
       { keys: cache.keys[i], capacity: cache.capacity },
       past,
+      memory,
     );
     writeCache(cache, i, past, key, value, 0, hkv, hd);
     causalSoftmaxInPlace(scores, h, 1, past + 1, scale, past, l.window);
@@ -342,9 +343,10 @@ function matvecStep(
       scores,
       { values: cache.values[i], capacity: cache.capacity },
       past + 1,
+      memory,
     );
     const mid = graphs.residual(shape, x, project(l.o, attended), l.postNorm.data);
-    const m = graphs.swiglu(shape, project(l.gate, mid.normed), project(l.up, mid.normed));
+    const m = graphs.swiglu(shape, project(l.gate, mid.normed), project(l.up, mid.normed), memory);
     const nextNorm = i + 1 < layers.length ? layers[i + 1].norm : plan.finalNorm;
     ({ x, normed } = graphs.residual(shape, mid.x, project(l.down, m), nextNorm.data));
   }

@@ -168,19 +168,27 @@ export function checkConfigFitsWeights(config: LlamaConfig, weightBytes: number,
 }
 
 /**
- * Parameters (16 MB of weights) from which a model keeps its weights in a WeightMemory. Smaller weights stay in the
- * CPU's caches between tokens, where the split step's extra graph runs cost more than the faster matmul saves
- * (the reference model of 1.3M parameters decodes slower on it); the pipeline's and the test suite's models
- * stay plain arrays.
+ * Parameters (16 MB of weights) from which every model keeps its weights in a WeightMemory: decoding one sequence
+ * is then bound by streaming the weights, which the WebAssembly matmul does faster.
  */
 const WEIGHT_MEMORY_MIN_PARAMS = 1 << 22;
-let weightMemoryMinParams = WEIGHT_MEMORY_MIN_PARAMS;
+let weightMemoryMinParams: number | null = null;
+
+/**
+ * Whether a model keeps its weights in a WeightMemory: from 16 MB of weights, and below that when every head has
+ * its own kv head, whose decoding step of one sequence then runs without a graph (src/tensor/ort-attention.ts;
+ * grouped heads keep two graphs per layer, which cost a small model more than the faster matmul saves).
+ */
+function wantsWeightMemory(config: LlamaConfig, params: number): boolean {
+  if (weightMemoryMinParams !== null) return params >= weightMemoryMinParams;
+  return params >= WEIGHT_MEMORY_MIN_PARAMS || config.nHeads === config.nKvHeads;
+}
 
 /**
  * Sets the size from which models made after this call keep their weights in a WeightMemory (0: every model;
- * Infinity: none; no argument: the default). The numbers are the same either way; for tests and benchmarks.
+ * Infinity: none; no argument: the default rule). The numbers are the same either way; for tests and benchmarks.
  */
-export function setWeightMemoryMinParams(params = WEIGHT_MEMORY_MIN_PARAMS): void {
+export function setWeightMemoryMinParams(params: number | null = null): void {
   weightMemoryMinParams = params;
 }
 
@@ -197,7 +205,13 @@ export class LlamaModel {
   constructor(readonly config: LlamaConfig) {
     const shapes = Array.from(llamaParamShapes(config));
     const count = shapes.reduce((sum, [, shape]) => sum + sizeOf(shape), 0);
-    this.weightMemory = count >= weightMemoryMinParams ? WeightMemory.create(shapes.map(([, s]) => s)) : null;
+    this.weightMemory = wantsWeightMemory(config, count)
+      ? WeightMemory.create(
+          shapes.map(([, s]) => s),
+          // A head's cached keys or values, for the attention of a decoding step.
+          { rows: config.maxSeqLen, cols: headDim(config) },
+        )
+      : null;
     shapes.forEach(([name, shape], i) =>
       this.params.set(
         name,

@@ -1,6 +1,7 @@
-;; One-row matmul y = x W^T over weights that live in this module's memory, summed in exactly the order of
-;; ONNX Runtime's one-row kernel for a transposed B (MLAS MlasSgemmKernelM1TransposeBAvx), so that the numbers
-;; equal the per-op path's to the bit. Compiled by scripts/build-matvec-wasm.ts into src/tensor/matvec-wasm.ts.
+;; The kernels of decoding one sequence, over weights that live in this module's memory, each summing in exactly
+;; the order of the ONNX Runtime kernel it replaces, so that the numbers equal the per-op path's to the bit: the
+;; one-row matmul y = x W^T (MLAS MlasSgemmKernelM1TransposeBAvx), below; its untransposed form (vecmat); SwiGLU.
+;; Compiled by scripts/build-matvec-wasm.ts into src/tensor/matvec-wasm.ts.
 ;;
 ;; That kernel's order, per output row n of W [rows, k]:
 ;;   - eight lane accumulators, lane l summing x[j] * w[n, j] for j = l, l + 8, l + 16, ... in turn, each
@@ -103,6 +104,118 @@
         (local.set $w (i32.add (local.get $w) (local.get $kb)))
         (local.set $row (i32.add (local.get $row) (i32.const 1)))
         (br $rowLoop))))
+
+  ;; y = x B for one row x [k] and B [k, n] (rows of n floats, one after another), summed in the order of ONNX
+  ;; Runtime's one-row kernel for an untransposed B (MLAS MlasSgemmKernelM1Avx), which the attention's weighted sum
+  ;; of the cached values takes: per column, the products x[j] * B[j, col] (each rounded, then added; no FMA) of
+  ;; each block of four j summed in turn from the first, each block's sum added to the column's total; then a
+  ;; following pair of j the same way, then a last single product. Columns go four at a time; y must have room for
+  ;; n rounded up to 4, and B must be readable 12 bytes past its end (lanes past n read on, and are not used).
+  (func (export "vecmat") (param $x i32) (param $b i32) (param $y i32) (param $k i32) (param $n i32)
+    (local $col i32) (local $j i32) (local $stride i32) (local $row i32)
+    (local $acc v128) (local $block v128) (local $quads i32)
+    (local.set $stride (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $quads (i32.and (local.get $k) (i32.const -4)))
+    (block $colsDone
+      (loop $colLoop
+        (br_if $colsDone (i32.ge_u (local.get $col) (local.get $n)))
+        (local.set $acc (v128.const i32x4 0 0 0 0))
+        (local.set $row (i32.add (local.get $b) (i32.shl (local.get $col) (i32.const 2))))
+        (local.set $j (i32.const 0))
+        (block $quadsDone
+          (loop $quadLoop
+            (br_if $quadsDone (i32.ge_u (local.get $j) (local.get $quads)))
+            (local.set $block (call $product (local.get $x) (local.get $j) (local.get $row)))
+            (local.set $row (i32.add (local.get $row) (local.get $stride)))
+            (local.set $block (f32x4.add (local.get $block)
+              (call $product (local.get $x) (i32.add (local.get $j) (i32.const 1)) (local.get $row))))
+            (local.set $row (i32.add (local.get $row) (local.get $stride)))
+            (local.set $block (f32x4.add (local.get $block)
+              (call $product (local.get $x) (i32.add (local.get $j) (i32.const 2)) (local.get $row))))
+            (local.set $row (i32.add (local.get $row) (local.get $stride)))
+            (local.set $block (f32x4.add (local.get $block)
+              (call $product (local.get $x) (i32.add (local.get $j) (i32.const 3)) (local.get $row))))
+            (local.set $row (i32.add (local.get $row) (local.get $stride)))
+            (local.set $acc (f32x4.add (local.get $acc) (local.get $block)))
+            (local.set $j (i32.add (local.get $j) (i32.const 4)))
+            (br $quadLoop)))
+        (if (i32.ge_u (i32.sub (local.get $k) (local.get $j)) (i32.const 2))
+          (then
+            (local.set $block (call $product (local.get $x) (local.get $j) (local.get $row)))
+            (local.set $row (i32.add (local.get $row) (local.get $stride)))
+            (local.set $block (f32x4.add (local.get $block)
+              (call $product (local.get $x) (i32.add (local.get $j) (i32.const 1)) (local.get $row))))
+            (local.set $row (i32.add (local.get $row) (local.get $stride)))
+            (local.set $acc (f32x4.add (local.get $acc) (local.get $block)))
+            (local.set $j (i32.add (local.get $j) (i32.const 2)))))
+        (if (i32.lt_u (local.get $j) (local.get $k))
+          (then
+            (local.set $acc (f32x4.add (local.get $acc)
+              (call $product (local.get $x) (local.get $j) (local.get $row))))))
+        (v128.store (i32.add (local.get $y) (i32.shl (local.get $col) (i32.const 2))) (local.get $acc))
+        (local.set $col (i32.add (local.get $col) (i32.const 4)))
+        (br $colLoop))))
+
+  ;; x[j] times the four floats at $at.
+  (func $product (param $x i32) (param $j i32) (param $at i32) (result v128)
+    (f32x4.mul
+      (f32x4.splat (f32.load (i32.add (local.get $x) (i32.shl (local.get $j) (i32.const 2)))))
+      (v128.load (local.get $at))))
+
+  ;; y = QuickGelu(g) * u elementwise (SwiGLU with the sigmoid that ONNX Runtime's QuickGelu computes): MLAS's
+  ;; logistic, a ratio of odd and even polynomials in x clamped to [-18, 18], each step a fused multiply-add (its
+  ;; FMA3 kernel), the ratio plus 1/2 clamped to [0, 1]; then times x, then times u. The FMA is emulated exactly.
+  (func (export "swiglu") (param $g i32) (param $u i32) (param $y i32) (param $n i32)
+    (local $end i32) (local $x f32) (local $v f32) (local $v2 f32) (local $p f32) (local $q f32) (local $r f32)
+    (local.set $end (i32.add (local.get $g) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $each
+        (br_if $done (i32.ge_u (local.get $g) (local.get $end)))
+        (local.set $x (f32.load (local.get $g)))
+        (local.set $v (f32.min (f32.const 18) (f32.max (f32.const -18) (local.get $x))))
+        (local.set $v2 (f32.mul (local.get $v) (local.get $v)))
+        (local.set $p (call $fma (local.get $v2) (f32.const 0x1.806aa2p-35) (f32.const 0x1.f09d96p-24)))
+        (local.set $p (call $fma (local.get $p) (local.get $v2) (f32.const 0x1.fe8276p-15)))
+        (local.set $p (call $fma (local.get $p) (local.get $v2) (f32.const 0x1.16fabp-7)))
+        (local.set $p (call $fma (local.get $p) (local.get $v2) (f32.const 0x1.fc7e64p-3)))
+        (local.set $p (f32.mul (local.get $p) (local.get $v)))
+        (local.set $q (call $fma (local.get $v2) (f32.const 0x1.5789eap-41) (f32.const 0x1.8be4f6p-28)))
+        (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.a62fbap-18)))
+        (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.be2a7ep-10)))
+        (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.de7c3p-4)))
+        (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.fc7e68p-1)))
+        (local.set $r (f32.add (f32.div (local.get $p) (local.get $q)) (f32.const 0.5)))
+        (local.set $r (f32.min (f32.const 1) (f32.max (f32.const 0) (local.get $r))))
+        (f32.store (local.get $y)
+          (f32.mul (f32.mul (local.get $x) (local.get $r)) (f32.load (local.get $u))))
+        (local.set $g (i32.add (local.get $g) (i32.const 4)))
+        (local.set $u (i32.add (local.get $u) (i32.const 4)))
+        (local.set $y (i32.add (local.get $y) (i32.const 4)))
+        (br $each))))
+
+  ;; a * b + c rounded once to float. The product of two floats is exact in a double, so the double sum differs from
+  ;; the exact one by less than half a double's ulp and rounds to the same float, unless it lands exactly on a midpoint
+  ;; between two floats (its low 29 bits 1 followed by zeros); then the sum's rounding error (TwoSum) tells which side
+  ;; the exact value lies, and the double one ulp toward it rounds the right way.
+  (func $fma (param $a f32) (param $b f32) (param $c f32) (result f32)
+    (local $p f64) (local $s f64) (local $bv f64) (local $err f64) (local $bits i64)
+    (local.set $p (f64.mul (f64.promote_f32 (local.get $a)) (f64.promote_f32 (local.get $b))))
+    (local.set $s (f64.add (local.get $p) (f64.promote_f32 (local.get $c))))
+    (local.set $bits (i64.reinterpret_f64 (local.get $s)))
+    (if (i64.ne (i64.and (local.get $bits) (i64.const 0x1fffffff)) (i64.const 0x10000000))
+      (then (return (f32.demote_f64 (local.get $s)))))
+    (local.set $bv (f64.sub (local.get $s) (local.get $p)))
+    (local.set $err
+      (f64.add
+        (f64.sub (local.get $p) (f64.sub (local.get $s) (local.get $bv)))
+        (f64.sub (f64.promote_f32 (local.get $c)) (local.get $bv))))
+    (if (f64.eq (local.get $err) (f64.const 0))
+      (then (return (f32.demote_f64 (local.get $s)))))
+    ;; Away from zero when the error has the sum's sign, toward zero otherwise.
+    (if (i32.eq (f64.gt (local.get $err) (f64.const 0)) (f64.gt (local.get $s) (f64.const 0)))
+      (then (local.set $bits (i64.add (local.get $bits) (i64.const 1))))
+      (else (local.set $bits (i64.sub (local.get $bits) (i64.const 1)))))
+    (f32.demote_f64 (f64.reinterpret_i64 (local.get $bits))))
 
   ;; Lanes a0..a3 are $p, a4..a7 are $q.
   (func $reduceQuad (param $p v128) (param $q v128) (result f32)

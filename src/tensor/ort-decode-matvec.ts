@@ -11,6 +11,9 @@
  *             projection: the next layer's input norm or the final norm); in JS where src/tensor/ort-rmsnorm.ts
  *             has this machine's ONNX Runtime's bits
  *   swiglu    QuickGelu(gate) * up
+ *
+ * Given the model's WeightMemory, scores and attended run in JS and WebAssembly instead where
+ * src/tensor/ort-attention.ts has this machine's ONNX Runtime's bits for the layer shape.
  */
 import type { MatmulBackend } from './matmul.ts';
 import type { OnnxInitializer, OnnxNode, OnnxValue } from './onnx-graph.ts';
@@ -27,8 +30,10 @@ import {
   type AttnInWeights,
   type DecodeLayerShape,
 } from './ort-decode.ts';
+import { attendedLikeOrt, attentionShapeSupported, scoresLikeOrt } from './ort-attention.ts';
 import { rmsNormLikeOrt, rmsNormMatchesOrt, rmsNormWidthSupported } from './ort-rmsnorm.ts';
 import { GraphCache, type Feed, type GraphSpec, type OrtGraph, type PreparedFeed } from './ort-session.ts';
+import { WeightMemory } from './weight-memory.ts';
 
 const MS = 'com.microsoft';
 
@@ -164,9 +169,66 @@ export class OrtMatvecDecodeGraphs {
     return this.cache.get(`matvec-decode:${kind}:${shapeKey(s)}`, build);
   }
 
+  /** By layer shape: whether the JS attention gave the graphs' bits on this machine. */
+  private readonly attentionChecked = new Map<string, boolean>();
+
+  /** True when `memory` can run this step's attention in JS with the graphs' bits (see ort-attention.ts). */
+  attentionRunsInJs(
+    s: DecodeLayerShape,
+    memory: WeightMemory | undefined,
+    total: number,
+  ): memory is WeightMemory {
+    if (!memory || !attentionShapeSupported(s) || !memory.fitsOperand(total, s.headDim)) return false;
+    const key = shapeKey(s);
+    let ok = this.attentionChecked.get(key);
+    if (ok === undefined) {
+      ok = this.attentionMatchesGraphs(s);
+      this.attentionChecked.set(key, ok);
+    }
+    return ok;
+  }
+
+  /**
+   * Runs the JS attention and the graphs on the same random layer at several cache lengths (every block remainder
+   * of both matmuls) and compares every bit.
+   */
+  private attentionMatchesGraphs(s: DecodeLayerShape): boolean {
+    const { heads: h, kvHeads: hkv, headDim: hd } = s;
+    const capacity = 16;
+    const memory = WeightMemory.create([], { rows: capacity, cols: hd });
+    if (!memory) return false;
+    let state = 0x2545f491;
+    const random = (n: number, lo = -2, hi = 2): Float32Array =>
+      Float32Array.from({ length: n }, () => {
+        state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+        return lo + ((hi - lo) * state) / 2 ** 32;
+      });
+    const same = (a: Float32Array, b: Float32Array): boolean =>
+      a.length === b.length &&
+      new Uint32Array(a.slice().buffer).every((v, i) => v === new Uint32Array(b.slice().buffer)[i]);
+    const w: ScoresWeights = {
+      bias: s.qkvBias ? { q: random(h * hd), k: random(hkv * hd), v: random(hkv * hd) } : undefined,
+      qkNorm: s.qkNorm ? { q: random(hd, 0.5, 1.5), k: random(hd, 0.5, 1.5) } : undefined,
+    };
+    for (const past of [0, 1, 2, 3, 4, 5, 6, 7, 10, 13]) {
+      const qkv = { q: random(h * hd), k: random(hkv * hd), v: random(hkv * hd) };
+      const rope = { cos: random(hd / 2, -1, 1), sin: random(hd / 2, -1, 1) };
+      const keys = random(hkv * capacity * hd);
+      const graph = this.scores(s, qkv, w, rope, { keys: keys.slice(), capacity }, past);
+      const js = scoresLikeOrt(memory, s, qkv, w, rope, { keys: keys.slice(), capacity }, past);
+      if (!same(graph.key, js.key) || !same(graph.value, js.value) || !same(graph.scores, js.scores))
+        return false;
+      const values = random(hkv * capacity * hd);
+      const probs = random(h * (past + 1), 0, 1);
+      const attended = this.attended(s, probs, { values, capacity }, past + 1);
+      if (!same(attended, attendedLikeOrt(memory, s, probs, { values, capacity }, past + 1))) return false;
+    }
+    return true;
+  }
+
   /**
    * The new key after RoPE and value ([kvHeads x hd] each) and the scores [heads, past + 1] against a cache
-   * ([kvHeads, capacity, hd]) holding `past` positions.
+   * ([kvHeads, capacity, hd]) holding `past` positions. With `memory`, in JS where that has the graph's bits.
    */
   scores(
     s: DecodeLayerShape,
@@ -175,7 +237,10 @@ export class OrtMatvecDecodeGraphs {
     rope: { cos: Float32Array; sin: Float32Array },
     cache: { keys: Float32Array; capacity: number },
     past: number,
+    memory?: WeightMemory,
   ): { key: Float32Array; value: Float32Array; scores: Float32Array } {
+    if (this.attentionRunsInJs(s, memory, past + 1))
+      return scoresLikeOrt(memory, s, qkv, w, rope, cache, past);
     const { heads: h, kvHeads: hkv, headDim: hd } = s;
     const g = this.graph('scores', s, () => scoresGraphSpec(s));
     const feeds: Record<string, Feed | PreparedFeed> = {
@@ -193,13 +258,18 @@ export class OrtMatvecDecodeGraphs {
     return { key: out.subarray(0, kv), value: out.subarray(kv, 2 * kv), scores: out.subarray(2 * kv) };
   }
 
-  /** Softmaxed scores [heads, total] times the first `total` cached values: the attended row [heads x hd]. */
+  /**
+   * Softmaxed scores [heads, total] times the first `total` cached values: the attended row [heads x hd]. With
+   * `memory`, in JS where that has the graph's bits.
+   */
   attended(
     s: DecodeLayerShape,
     probs: Float32Array,
     cache: { values: Float32Array; capacity: number },
     total: number,
+    memory?: WeightMemory,
   ): Float32Array {
+    if (this.attentionRunsInJs(s, memory, total)) return attendedLikeOrt(memory, s, probs, cache, total);
     const { heads: h, kvHeads: hkv, headDim: hd } = s;
     const g = this.graph('attended', s, () => attendedGraphSpec(s));
     const rep = h / hkv;
@@ -236,10 +306,52 @@ export class OrtMatvecDecodeGraphs {
     return { x: out.subarray(0, dim), normed: out.subarray(dim) };
   }
 
-  /** QuickGelu(gate) * up. */
-  swiglu(s: DecodeLayerShape, gate: Float32Array, up: Float32Array): Float32Array {
+  /** QuickGelu(gate) * up. With `memory`, in WebAssembly where that has the graph's bits on this machine. */
+  swiglu(s: DecodeLayerShape, gate: Float32Array, up: Float32Array, memory?: WeightMemory): Float32Array {
+    if (memory?.fitsRow(gate.length) && this.swigluMatchesGraph(s)) {
+      const out = new Float32Array(gate.length);
+      memory.swiglu(gate, up, out);
+      return out;
+    }
     const g = this.graph('swiglu', s, () => swigluGraphSpec(s));
     return g.run({ G: [gate, [1, s.hidden]], U: [up, [1, s.hidden]] }).M;
+  }
+
+  private swigluChecked: boolean | undefined;
+
+  /**
+   * Whether the WebAssembly SwiGLU gives the graph's bits: values across the logistic's clamps at +-18, around zero
+   * and of every magnitude in between, once per process.
+   */
+  private swigluMatchesGraph(s: DecodeLayerShape): boolean {
+    if (this.swigluChecked !== undefined) return this.swigluChecked;
+    const n = 4096;
+    // Rows of n in and out: the smallest memory whose scratch takes them.
+    const memory = WeightMemory.create([
+      [n, 8],
+      [8, n],
+    ]);
+    let state = 0x9e3779b9;
+    const random = (): number => {
+      state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+      return state / 2 ** 32 - 0.5;
+    };
+    const gate = Float32Array.from({ length: n }, (_, i) => random() * 2 ** ((i % 16) - 5) * 3);
+    gate.set([0, -0, 18, -18, 17.999998, -18.000002, 1e-30, -1e-30]);
+    const up = Float32Array.from({ length: n }, () => random() * 4);
+    let ok = memory !== null;
+    if (memory) {
+      const checked = { ...s, hidden: n };
+      const graph = this.graph('swiglu', checked, () => swigluGraphSpec(checked));
+      const want = graph.run({ G: [gate, [1, n]], U: [up, [1, n]] }).M;
+      const got = new Float32Array(n);
+      memory.swiglu(gate, up, got);
+      const a = new Uint32Array(want.buffer, want.byteOffset, n);
+      const b = new Uint32Array(got.buffer);
+      ok = a.every((v, i) => v === b[i]);
+    }
+    this.swigluChecked = ok;
+    return ok;
   }
 }
 

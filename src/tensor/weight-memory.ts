@@ -16,6 +16,17 @@ const ALIGN_BYTES = 64;
 const TAIL_BYTES = 32;
 
 type MatvecFn = (x: number, w: number, y: number, k: number, rows: number) => void;
+type VecmatFn = (x: number, b: number, y: number, k: number, n: number) => void;
+type SwigluFn = (g: number, u: number, y: number, n: number) => void;
+
+/**
+ * The largest operand not held in the memory that {@link WeightMemory.matvecRows} and {@link WeightMemory.vecmat}
+ * take (a head's cached keys or values: [positions, head dimension]).
+ */
+export interface OperandSize {
+  rows: number;
+  cols: number;
+}
 
 /** The part of the WebAssembly API used here (the project's TypeScript libraries leave the global undeclared). */
 interface WasmMemory {
@@ -60,33 +71,40 @@ const inputRowBytes = (cols: number): number => roundUp(4 * roundUp(cols, 8) + T
 
 export class WeightMemory {
   private readonly matvecFn: MatvecFn;
+  private readonly vecmatFn: VecmatFn;
+  private readonly swigluFn: SwigluFn;
   private readonly floats: Float32Array;
-  /** Byte offsets of the input row (zero-padded to a multiple of 8 floats) and the output row. */
-  private readonly xAt: number;
-  private readonly yAt: number;
 
   private constructor(
     private readonly memory: WasmMemory,
     instance: WasmInstance,
     /** The parameters' views, in the order of the shapes given. */
     readonly views: Float32Array[],
-    xAt: number,
+    /**
+     * Byte offsets of the scratch input row (zero-padded to a multiple of 8 floats), a second input row, the output
+     * row and the operand.
+     */
+    private readonly scratch: { xAt: number; uAt: number; yAt: number; operandAt: number },
     /** The longest input row and output row the scratch space holds. */
     private readonly maxCols: number,
     private readonly maxRows: number,
+    private readonly operand: OperandSize,
   ) {
     this.matvecFn = instance.exports.matvec as MatvecFn;
+    this.vecmatFn = instance.exports.vecmat as VecmatFn;
+    this.swigluFn = instance.exports.swiglu as SwigluFn;
     this.floats = new Float32Array(memory.buffer);
-    this.xAt = xAt;
-    this.yAt = xAt + inputRowBytes(maxCols);
   }
 
   /**
    * A memory holding zeroed tensors of these shapes (each [rows, cols] or [size]), or null when the runtime cannot
    * make one (no WebAssembly SIMD, more than 4 GiB, or the address space refused): the caller then keeps its
-   * parameters in plain arrays.
+   * parameters in plain arrays. Its scratch space also takes an operand of up to `operand` (none by default).
    */
-  static create(shapes: readonly (readonly number[])[]): WeightMemory | null {
+  static create(
+    shapes: readonly (readonly number[])[],
+    operand: OperandSize = { rows: 0, cols: 0 },
+  ): WeightMemory | null {
     const module = matvecModule();
     if (!module) return null;
     const sizes = shapes.map((shape) => shape.reduce((a, b) => a * b, 1));
@@ -96,10 +114,19 @@ export class WeightMemory {
       at = roundUp(at + 4 * size + TAIL_BYTES, ALIGN_BYTES);
       return start;
     });
-    const maxCols = Math.max(1, ...shapes.map((s) => s[s.length - 1]));
-    const maxRows = Math.max(1, ...shapes.map((s) => (s.length > 1 ? s[0] : 1)));
-    const scratch = inputRowBytes(maxCols) + 4 * maxRows;
-    const pages = Math.ceil((at + scratch) / PAGE_BYTES);
+    const maxCols = Math.max(1, operand.rows, operand.cols, ...shapes.map((s) => s[s.length - 1]));
+    const maxRows = Math.max(
+      1,
+      operand.rows,
+      roundUp(operand.cols, 4),
+      ...shapes.map((s) => (s.length > 1 ? s[0] : 1)),
+    );
+    const xAt = at;
+    const uAt = xAt + inputRowBytes(maxCols);
+    const yAt = uAt + inputRowBytes(maxCols);
+    const operandAt = roundUp(yAt + 4 * maxRows, ALIGN_BYTES);
+    const end = operandAt + 4 * operand.rows * operand.cols + TAIL_BYTES;
+    const pages = Math.ceil(end / PAGE_BYTES);
     if (pages > MAX_PAGES) return null;
     let memory: WasmMemory;
     let instance: WasmInstance;
@@ -110,7 +137,15 @@ export class WeightMemory {
       return null;
     }
     const views = sizes.map((size, i) => new Float32Array(memory.buffer, offsets[i], size));
-    const made = new WeightMemory(memory, instance, views, at, maxCols, maxRows);
+    const made = new WeightMemory(
+      memory,
+      instance,
+      views,
+      { xAt, uAt, yAt, operandAt },
+      maxCols,
+      maxRows,
+      operand,
+    );
     byBuffer.set(memory.buffer, made);
     return made;
   }
@@ -137,11 +172,82 @@ export class WeightMemory {
       );
     if (!this.fits(rows, cols))
       throw new Error(`matvec: [${rows}, ${cols}] exceeds the largest tensor this memory was made for`);
-    const xf = this.xAt / 4;
+    this.run(this.matvecFn, x, weight.byteOffset, y, cols, rows);
+  }
+
+  /** True when the scratch operand takes `rows` x `cols` floats. */
+  fitsOperand(rows: number, cols: number): boolean {
+    return rows <= this.operand.rows && cols <= this.operand.cols;
+  }
+
+  /**
+   * {@link matvec} over rows [rows, cols] held anywhere (a head's cached keys), copied into the scratch operand
+   * first: y = x R^T as ONNX Runtime's one-row Gemm or MatMul with a transposed B sums it.
+   */
+  matvecRows(r: Float32Array, rows: number, cols: number, x: Float32Array, y: Float32Array): void {
+    if (r.length !== rows * cols || x.length !== cols || y.length !== rows)
+      throw new Error(
+        `matvecRows: rows of ${r.length} floats, input of ${x.length} and output of ${y.length} do not make [${rows}, ${cols}]`,
+      );
+    this.copyOperand(r, rows, cols, 'matvecRows');
+    this.run(this.matvecFn, x, this.scratch.operandAt, y, cols, rows);
+  }
+
+  /**
+   * y = x B for one row x [k] and B [k, n] held anywhere (a head's cached values), copied into the scratch operand
+   * first, as ONNX Runtime's one-row MatMul with an untransposed B sums it (see matvec.wat).
+   */
+  vecmat(x: Float32Array, b: Float32Array, k: number, n: number, y: Float32Array): void {
+    if (b.length !== k * n || x.length !== k || y.length !== n)
+      throw new Error(
+        `vecmat: B of ${b.length} floats, input of ${x.length} and output of ${y.length} do not make [${k}] x [${k}, ${n}]`,
+      );
+    this.copyOperand(b, k, n, 'vecmat');
+    this.run(this.vecmatFn, x, this.scratch.operandAt, y, k, n);
+  }
+
+  /** True when {@link swiglu} takes rows of `n` floats. */
+  fitsRow(n: number): boolean {
+    return n <= this.maxCols && n <= this.maxRows;
+  }
+
+  /**
+   * QuickGelu(gate) * up, elementwise into `out`, as ONNX Runtime's QuickGelu (alpha 1) then Mul compute it on x86
+   * (see matvec.wat).
+   */
+  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array): void {
+    const n = gate.length;
+    if (up.length !== n || out.length !== n)
+      throw new Error(`swiglu: gate of ${n} floats, up of ${up.length} and output of ${out.length} differ`);
+    if (!this.fitsRow(n)) throw new Error(`swiglu: ${n} floats exceed the rows this memory was made for`);
+    const { xAt, uAt, yAt } = this.scratch;
+    this.floats.set(gate, xAt / 4);
+    this.floats.set(up, uAt / 4);
+    this.swigluFn(xAt, uAt, yAt, n);
+    out.set(this.floats.subarray(yAt / 4, yAt / 4 + n));
+  }
+
+  private copyOperand(data: Float32Array, rows: number, cols: number, what: string): void {
+    if (!this.fitsOperand(rows, cols))
+      throw new Error(`${what}: [${rows}, ${cols}] exceeds the operand this memory was made for`);
+    this.floats.set(data, this.scratch.operandAt / 4);
+  }
+
+  /** Runs a kernel on x (copied in, zero-padded to a multiple of 8) and `at`; copies its `y.length` outputs out. */
+  private run(
+    kernel: MatvecFn | VecmatFn,
+    x: Float32Array,
+    at: number,
+    y: Float32Array,
+    a: number,
+    b: number,
+  ): void {
+    const { xAt, yAt } = this.scratch;
+    const xf = xAt / 4;
     this.floats.set(x, xf);
-    // The kernel reads x in blocks of 8: the lanes past cols must be zero.
-    this.floats.fill(0, xf + cols, xf + roundUp(cols, 8));
-    this.matvecFn(this.xAt, weight.byteOffset, this.yAt, cols, rows);
-    y.set(this.floats.subarray(this.yAt / 4, this.yAt / 4 + rows));
+    // The matvec kernel reads x in blocks of 8: the lanes past its length must be zero.
+    this.floats.fill(0, xf + x.length, xf + roundUp(x.length, 8));
+    kernel(xAt, at, yAt, a, b);
+    y.set(this.floats.subarray(yAt / 4, yAt / 4 + y.length));
   }
 }

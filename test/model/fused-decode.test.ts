@@ -49,7 +49,50 @@ const wide = (): LlamaConfig =>
     maxSeqLen: 64,
   });
 
+/** Every head its own kv head (the engine benchmark's reference layout): attention in JS on the one-row step. */
+const ownKvHeads = (): LlamaConfig =>
+  parseLlamaConfig({
+    vocabSize: VOCAB,
+    dim: 128,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 4,
+    hiddenDim: 256,
+    maxSeqLen: 64,
+  });
+
+/** Qwen3's q/k norms, every head its own kv head: the JS attention's projection tail. */
+const ownKvHeadsNormed = (): LlamaConfig =>
+  parseLlamaConfig({
+    arch: 'qwen3',
+    vocabSize: VOCAB,
+    dim: 64,
+    nLayers: 2,
+    nHeads: 2,
+    nKvHeads: 2,
+    headDim: 48,
+    hiddenDim: 96,
+    maxSeqLen: 64,
+  });
+
+/** Qwen2's q/k/v biases, every head its own kv head of size 16. */
+const ownKvHeadsBiased = (): LlamaConfig =>
+  parseLlamaConfig({
+    vocabSize: VOCAB,
+    dim: 64,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 4,
+    hiddenDim: 96,
+    qkvBias: true,
+    tieEmbeddings: false,
+    maxSeqLen: 64,
+  });
+
 const CONFIGS: [string, () => LlamaConfig][] = [
+  ['llama, 4 heads over 4', ownKvHeads],
+  ['qwen3 (q/k norms, 2 heads over 2, head size 48)', ownKvHeadsNormed],
+  ['qwen2 (biases, 4 heads over 4)', ownKvHeadsBiased],
   ['llama3 (scaled RoPE, 8 heads over 2)', () => caseConfig('llama3', VOCAB)],
   ['smollm2 (6 heads over 2)', () => caseConfig('smollm2', VOCAB)],
   ['qwen2.5 (biases, one kv head)', () => caseConfig('qwen25', VOCAB)],

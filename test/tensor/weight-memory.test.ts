@@ -6,6 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { swigluGraphSpec } from '../../src/tensor/ort-decode-matvec.ts';
 import { matvecMatchesOrt } from '../../src/tensor/ort-matmul.ts';
 import { ortAvailable, OrtGraph } from '../../src/tensor/ort-session.ts';
 import { gemmGraph } from '../../src/tensor/kernel-graphs.ts';
@@ -56,6 +57,59 @@ describe.skipIf(!ortAvailable())('WeightMemory.matvec', () => {
       });
     });
   }
+
+  it("takes operands held anywhere with ONNX Runtime's one-row bits: rows transposed (matvecRows) or not (vecmat)", () => {
+    const memory = WeightMemory.create([], { rows: 300, cols: 130 })!;
+    const transposed = new OrtGraph(gemmGraph(false, true), 1);
+    const plain = new OrtGraph(gemmGraph(false, false), 1);
+    const rng = new Rng(5);
+    // Every remainder of the row blocks (4, 2, 1) and the column blocks of 4 and 8.
+    for (const k of [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 31, 64, 255, 300])
+      for (const n of [1, 3, 8, 16, 31, 32, 33, 64, 130]) {
+        const b = Float32Array.from({ length: k * n }, () => rng.gaussian());
+        const x = Float32Array.from({ length: k }, () => rng.gaussian());
+        const y = new Float32Array(n);
+        memory.vecmat(x, b, k, n, y);
+        const want = plain.run({ A: [x, [1, k]], B: [b, [k, n]] }).Y;
+        expect(sameBits(y, want), `vecmat [${k}] x [${k}, ${n}]`).toBe(true);
+        // The same floats as rows [k, n] of a transposed product: y [k] = x' [n] R^T.
+        const x2 = Float32Array.from({ length: n }, () => rng.gaussian());
+        const y2 = new Float32Array(k);
+        memory.matvecRows(b, k, n, x2, y2);
+        const want2 = transposed.run({ A: [x2, [1, n]], B: [b, [k, n]] }).Y;
+        expect(sameBits(y2, want2), `matvecRows [${k}, ${n}]`).toBe(true);
+      }
+    expect(() =>
+      memory.vecmat(new Float32Array(301), new Float32Array(301), 301, 1, new Float32Array(1)),
+    ).toThrow(/exceeds the operand/);
+  });
+
+  it("computes SwiGLU with ONNX Runtime's QuickGelu and Mul bits on x86", () => {
+    const n = 1 << 16;
+    const memory = WeightMemory.create([
+      [n, 1],
+      [1, n],
+    ])!;
+    const rng = new Rng(9);
+    // Every magnitude from 1e-6 to 1e3, across the logistic's clamps at +-18.
+    const gate = Float32Array.from({ length: n }, (_, i) => rng.gaussian() * 10 ** ((i % 10) - 6));
+    const up = Float32Array.from({ length: n }, () => rng.gaussian());
+    const shape = {
+      dim: 8,
+      heads: 1,
+      kvHeads: 1,
+      headDim: 8,
+      hidden: n,
+      eps: 1e-6,
+      qkvBias: false,
+      qkNorm: false,
+    };
+    const graph = new OrtGraph(swigluGraphSpec(shape), 1);
+    const want = graph.run({ G: [gate, [1, n]], U: [up, [1, n]] }).M;
+    const got = new Float32Array(n);
+    memory.swiglu(gate, up, got);
+    if (process.arch === 'x64') expect(sameBits(got, want)).toBe(true);
+  });
 
   it("is used only where it matches this machine's ONNX Runtime (MLAS's x86 kernel order)", () => {
     expect(matvecMatchesOrt()).toBe(process.arch === 'x64');
