@@ -23,6 +23,7 @@ import {
 } from '../tensor/ort-decode.ts';
 import { matvecDecodeGraphs, type OrtMatvecDecodeGraphs } from '../tensor/ort-decode-matvec.ts';
 import { matvecMatchesOrt } from '../tensor/ort-matmul.ts';
+import { RowBuffers } from '../tensor/row-buffers.ts';
 import type { WeightMemory } from '../tensor/weight-memory.ts';
 import { architectureOf, hasQkNorm, headDim, layerRope, layerWindow } from './config.ts';
 import type { DecodeSequence, KvCache, LlamaModel } from './llama.ts';
@@ -295,9 +296,13 @@ function matvecSetup(model: LlamaModel, plan: DecodePlan) {
   return { memory, graphs };
 }
 
+/** Each model's rows of the one-sequence step, reused from step to step (one model decodes one step at a time). */
+const stepRows = new WeakMap<DecodePlan, RowBuffers>();
+
 /**
  * One decoding step of one sequence with its projections on the one-row matmul (src/tensor/ort-decode-matvec.ts):
- * the final-normed hidden row [dim], the new keys and values written into the cache at `past`.
+ * the final-normed hidden row [dim] (a new array), the new keys and values written into the cache at `past`. Every
+ * other row is one the model reuses from step to step.
  */
 function matvecStep(
   graphs: OrtMatvecDecodeGraphs,
@@ -309,10 +314,13 @@ function matvecStep(
 ): Float32Array {
   const { shape, layers } = plan;
   const { dim, heads: h, kvHeads: hkv, headDim: hd } = shape;
-  const project = (w: Tensor, x: Float32Array): Float32Array => {
-    const [rows, cols] = w.shape;
-    const y = new Float32Array(rows);
-    memory.matvec(w.data, rows, cols, x, y);
+  let buffers = stepRows.get(plan);
+  if (!buffers) stepRows.set(plan, (buffers = new RowBuffers()));
+  const rows = buffers;
+  const project = (w: Tensor, x: Float32Array, role: string): Float32Array => {
+    const [n, cols] = w.shape;
+    const y = rows.row(role, n);
+    memory.matvec(w.data, n, cols, x, y);
     return y;
   };
   const position = Int32Array.of(past);
@@ -323,10 +331,15 @@ function matvecStep(
     plan.embed.data.slice(id * dim, (id + 1) * dim),
     null,
     layers[0].norm.data,
+    {
+      buffers: rows,
+      sum: 'x',
+      normed: 'normed',
+    },
   );
   for (let i = 0; i < layers.length; i++) {
     const l = layers[i];
-    const qkv = { q: project(l.q, normed), k: project(l.k, normed), v: project(l.v, normed) };
+    const qkv = { q: project(l.q, normed, 'q'), k: project(l.k, normed, 'k'), v: project(l.v, normed, 'v') };
     const { key, value, scores } = graphs.scores(
       shape,
       qkv,
@@ -335,6 +348,7 @@ function matvecStep(
       { keys: cache.keys[i], capacity: cache.capacity },
       past,
       memory,
+      rows,
     );
     writeCache(cache, i, past, key, value, 0, hkv, hd);
     causalSoftmaxInPlace(scores, h, 1, past + 1, scale, past, l.window);
@@ -344,11 +358,24 @@ function matvecStep(
       { values: cache.values[i], capacity: cache.capacity },
       past + 1,
       memory,
+      rows,
     );
-    const mid = graphs.residual(shape, x, project(l.o, attended), l.postNorm.data);
-    const m = graphs.swiglu(shape, project(l.gate, mid.normed), project(l.up, mid.normed), memory);
-    const nextNorm = i + 1 < layers.length ? layers[i + 1].norm : plan.finalNorm;
-    ({ x, normed } = graphs.residual(shape, mid.x, project(l.down, m), nextNorm.data));
+    const mid = graphs.residual(shape, x, project(l.o, attended, 'o'), l.postNorm.data, {
+      buffers: rows,
+      sum: 'mid',
+      normed: 'midNormed',
+    });
+    const gate = project(l.gate, mid.normed, 'gate');
+    const m = graphs.swiglu(shape, gate, project(l.up, mid.normed, 'up'), memory, rows);
+    const last = i + 1 === layers.length;
+    // The last norm is the step's result: a new row.
+    ({ x, normed } = graphs.residual(
+      shape,
+      mid.x,
+      project(l.down, m, 'down'),
+      (last ? plan.finalNorm : layers[i + 1].norm).data,
+      last ? undefined : { buffers: rows, sum: 'x', normed: 'normed' },
+    ));
   }
   return normed;
 }

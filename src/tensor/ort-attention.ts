@@ -16,6 +16,7 @@
  */
 import type { DecodeLayerShape } from './ort-decode.ts';
 import { fmaFloat, rmsNormLikeOrt, rmsNormMatchesOrt, rmsNormWidthSupported } from './ort-rmsnorm.ts';
+import { rowFor, type RowBuffers } from './row-buffers.ts';
 import type { WeightMemory } from './weight-memory.ts';
 
 const f = Math.fround;
@@ -36,9 +37,14 @@ export function attentionShapeSupported(s: DecodeLayerShape): boolean {
 }
 
 /** Rotates each head of x [heads x hd] by the position's cos and sin [hd / 2], halves as pairs. */
-export function ropeLikeOrt(x: Float32Array, hd: number, cos: Float32Array, sin: Float32Array): Float32Array {
+export function ropeLikeOrt(
+  x: Float32Array,
+  hd: number,
+  cos: Float32Array,
+  sin: Float32Array,
+  out: Float32Array = new Float32Array(x.length),
+): Float32Array {
   const half = hd / 2;
-  const out = new Float32Array(x.length);
   for (let h = 0; h < x.length; h += hd) {
     for (let i = 0; i < half; i++) {
       const a = x[h + i];
@@ -50,10 +56,9 @@ export function ropeLikeOrt(x: Float32Array, hd: number, cos: Float32Array, sin:
   return out;
 }
 
-/** y + bias (a new array), or y when there is no bias. */
-function withBias(y: Float32Array, bias: Float32Array | undefined): Float32Array {
+/** y + bias (into `out`), or y when there is no bias. */
+function withBias(y: Float32Array, bias: Float32Array | undefined, out: Float32Array): Float32Array {
   if (!bias) return y;
-  const out = new Float32Array(y.length);
   for (let i = 0; i < y.length; i++) out[i] = y[i] + bias[i];
   return out;
 }
@@ -61,7 +66,8 @@ function withBias(y: Float32Array, bias: Float32Array | undefined): Float32Array
 /**
  * What the scores graph computes: the new key after its bias, norm and RoPE and the value after its bias ([heads x
  * hd] each), and the scores [heads, past + 1] of the query against the cache's `past` keys and the new one. The new
- * key is written into the cache at `past` on the way (as the caller writes it after the graph).
+ * key is written into the cache at `past` on the way (as the caller writes it after the graph). With `buffers`, the
+ * rows returned are theirs.
  */
 export function scoresLikeOrt(
   memory: WeightMemory,
@@ -71,17 +77,25 @@ export function scoresLikeOrt(
   rope: { cos: Float32Array; sin: Float32Array },
   cache: { keys: Float32Array; capacity: number },
   past: number,
+  buffers?: RowBuffers,
 ): { key: Float32Array; value: Float32Array; scores: Float32Array } {
   const { heads: h, headDim: hd } = s;
-  const tail = (y: Float32Array, bias: Float32Array | undefined, normW: Float32Array | undefined) => {
-    const biased = withBias(y, bias);
-    return ropeLikeOrt(normW ? rmsNormLikeOrt(biased, normW, s.eps) : biased, hd, rope.cos, rope.sin);
+  const tail = (
+    p: 'q' | 'k',
+    y: Float32Array,
+    bias: Float32Array | undefined,
+    normW: Float32Array | undefined,
+  ) => {
+    const row = (role: string) => rowFor(buffers, `${p}${role}`, y.length);
+    const biased = withBias(y, bias, row('Biased'));
+    const normed = normW ? rmsNormLikeOrt(biased, normW, s.eps, row('Normed')) : biased;
+    return ropeLikeOrt(normed, hd, rope.cos, rope.sin, row('Rotated'));
   };
-  const q = tail(qkv.q, w.bias?.q, w.qkNorm?.q);
-  const key = tail(qkv.k, w.bias?.k, w.qkNorm?.k);
-  const value = withBias(qkv.v, w.bias?.v);
+  const q = tail('q', qkv.q, w.bias?.q, w.qkNorm?.q);
+  const key = tail('k', qkv.k, w.bias?.k, w.qkNorm?.k);
+  const value = withBias(qkv.v, w.bias?.v, rowFor(buffers, 'vBiased', qkv.v.length));
   const total = past + 1;
-  const scores = new Float32Array(h * total);
+  const scores = rowFor(buffers, 'scores', h * total);
   for (let g = 0; g < h; g++) {
     const start = g * cache.capacity * hd;
     cache.keys.set(key.subarray(g * hd, (g + 1) * hd), start + past * hd);
@@ -96,16 +110,20 @@ export function scoresLikeOrt(
   return { key, value, scores };
 }
 
-/** What the attended graph computes: the probabilities [heads, total] times each head's first `total` values. */
+/**
+ * What the attended graph computes: the probabilities [heads, total] times each head's first `total` values (with
+ * `buffers`, into their row).
+ */
 export function attendedLikeOrt(
   memory: WeightMemory,
   s: DecodeLayerShape,
   probs: Float32Array,
   cache: { values: Float32Array; capacity: number },
   total: number,
+  buffers?: RowBuffers,
 ): Float32Array {
   const { heads: h, headDim: hd } = s;
-  const out = new Float32Array(h * hd);
+  const out = rowFor(buffers, 'attended', h * hd);
   for (let g = 0; g < h; g++) {
     const start = g * cache.capacity * hd;
     memory.vecmat(

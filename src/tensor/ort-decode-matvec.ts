@@ -32,6 +32,7 @@ import {
 } from './ort-decode.ts';
 import { attendedLikeOrt, attentionShapeSupported, scoresLikeOrt } from './ort-attention.ts';
 import { rmsNormLikeOrt, rmsNormMatchesOrt, rmsNormWidthSupported } from './ort-rmsnorm.ts';
+import { rowFor, type RowBuffers } from './row-buffers.ts';
 import { GraphCache, type Feed, type GraphSpec, type OrtGraph, type PreparedFeed } from './ort-session.ts';
 import { WeightMemory } from './weight-memory.ts';
 
@@ -228,7 +229,8 @@ export class OrtMatvecDecodeGraphs {
 
   /**
    * The new key after RoPE and value ([kvHeads x hd] each) and the scores [heads, past + 1] against a cache
-   * ([kvHeads, capacity, hd]) holding `past` positions. With `memory`, in JS where that has the graph's bits.
+   * ([kvHeads, capacity, hd]) holding `past` positions. With `memory`, in JS where that has the graph's bits (into
+   * rows of `buffers` when given).
    */
   scores(
     s: DecodeLayerShape,
@@ -238,9 +240,10 @@ export class OrtMatvecDecodeGraphs {
     cache: { keys: Float32Array; capacity: number },
     past: number,
     memory?: WeightMemory,
+    buffers?: RowBuffers,
   ): { key: Float32Array; value: Float32Array; scores: Float32Array } {
     if (this.attentionRunsInJs(s, memory, past + 1))
-      return scoresLikeOrt(memory, s, qkv, w, rope, cache, past);
+      return scoresLikeOrt(memory, s, qkv, w, rope, cache, past, buffers);
     const { heads: h, kvHeads: hkv, headDim: hd } = s;
     const g = this.graph('scores', s, () => scoresGraphSpec(s));
     const feeds: Record<string, Feed | PreparedFeed> = {
@@ -268,8 +271,10 @@ export class OrtMatvecDecodeGraphs {
     cache: { values: Float32Array; capacity: number },
     total: number,
     memory?: WeightMemory,
+    buffers?: RowBuffers,
   ): Float32Array {
-    if (this.attentionRunsInJs(s, memory, total)) return attendedLikeOrt(memory, s, probs, cache, total);
+    if (this.attentionRunsInJs(s, memory, total))
+      return attendedLikeOrt(memory, s, probs, cache, total, buffers);
     const { heads: h, kvHeads: hkv, headDim: hd } = s;
     const g = this.graph('attended', s, () => attendedGraphSpec(s));
     const rep = h / hkv;
@@ -280,22 +285,29 @@ export class OrtMatvecDecodeGraphs {
     }).ATT;
   }
 
-  /** The residual stream x + d and its RMSNorm under `weight`; with no d, x itself and its norm. */
+  /**
+   * The residual stream x + d and its RMSNorm under `weight`; with no d, x itself and its norm. In JS where the JS
+   * norm has the graph's bits, into the rows `rows` names when given.
+   */
   residual(
     s: DecodeLayerShape,
     x: Float32Array,
     d: Float32Array | null,
     weight: Float32Array,
+    rows?: { buffers: RowBuffers; sum: string; normed: string },
   ): { x: Float32Array; normed: Float32Array } {
     const { dim } = s;
     // The add and the norm in JS where the JS norm has ONNX Runtime's bits: no graph run.
     if (rmsNormWidthSupported(dim) && rmsNormMatchesOrt()) {
       let sum = x;
       if (d) {
-        sum = new Float32Array(dim);
+        sum = rowFor(rows?.buffers, rows?.sum ?? '', dim);
         for (let i = 0; i < dim; i++) sum[i] = x[i] + d[i];
       }
-      return { x: sum, normed: rmsNormLikeOrt(sum, weight, s.eps) };
+      return {
+        x: sum,
+        normed: rmsNormLikeOrt(sum, weight, s.eps, rowFor(rows?.buffers, rows?.normed ?? '', dim)),
+      };
     }
     if (!d) {
       const g = this.graph('norm', s, () => residualGraphSpec(s, false));
@@ -306,10 +318,19 @@ export class OrtMatvecDecodeGraphs {
     return { x: out.subarray(0, dim), normed: out.subarray(dim) };
   }
 
-  /** QuickGelu(gate) * up. With `memory`, in WebAssembly where that has the graph's bits on this machine. */
-  swiglu(s: DecodeLayerShape, gate: Float32Array, up: Float32Array, memory?: WeightMemory): Float32Array {
+  /**
+   * QuickGelu(gate) * up. With `memory`, in WebAssembly where that has the graph's bits on this machine (into a row of
+   * `buffers` when given).
+   */
+  swiglu(
+    s: DecodeLayerShape,
+    gate: Float32Array,
+    up: Float32Array,
+    memory?: WeightMemory,
+    buffers?: RowBuffers,
+  ): Float32Array {
     if (memory?.fitsRow(gate.length) && this.swigluMatchesGraph(s)) {
-      const out = new Float32Array(gate.length);
+      const out = rowFor(buffers, 'swiglu', gate.length);
       memory.swiglu(gate, up, out);
       return out;
     }

@@ -51,15 +51,23 @@ export function rmsNormWidthSupported(d: number): boolean {
   return d >= 16 && d % 8 === 0;
 }
 
+/** The eight lane sums of a row's squares, reused by every call. */
+const normLanes = new Float64Array(8);
+
 /** y = RMSNorm(x) * w over rows of w.length, as ONNX Runtime's SimplifiedLayerNormalization computes it. */
-export function rmsNormLikeOrt(x: Float32Array, w: Float32Array, eps: number): Float32Array {
+export function rmsNormLikeOrt(
+  x: Float32Array,
+  w: Float32Array,
+  eps: number,
+  y: Float32Array = new Float32Array(x.length),
+): Float32Array {
   const d = w.length;
   if (!rmsNormWidthSupported(d) || x.length % d !== 0)
     throw new Error(
       `rmsNormLikeOrt: rows of ${d} (a multiple of 8 from 16) do not divide ${x.length} values`,
     );
-  const y = new Float32Array(x.length);
-  const lanes = new Float64Array(8);
+  if (y.length !== x.length) throw new Error(`rmsNormLikeOrt: ${y.length} outputs for ${x.length} values`);
+  const lanes = normLanes;
   const epsilon = f(eps);
   for (let row = 0; row < x.length; row += d) {
     lanes.fill(0);
