@@ -9,6 +9,14 @@ import type { LlamaModel } from '../src/model/llama.ts';
 import { Rng } from '../src/tensor/random.ts';
 import { trainBpe, type BpeTokenizer } from '../src/tokenizer/index.ts';
 
+/** Model sizes of the generation benchmarks (random weights). */
+export const GENERATION_SIZES = {
+  /** The engine benchmark's reference configuration (bench/run.ts). */
+  ref: { vocabSize: 2048, dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 512, maxSeqLen: 256 },
+  /** A bigger small model: ~29M parameters. */
+  large: { vocabSize: 8192, dim: 512, nLayers: 8, nHeads: 8, nKvHeads: 4, hiddenDim: 1536, maxSeqLen: 256 },
+} as const;
+
 export function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : undefined;

@@ -40,18 +40,12 @@ import {
   intArg,
   median,
   openLlamaCpp,
+  GENERATION_SIZES as SIZES,
   promptIds,
   reportResult,
   runChild,
   smallTokenizer,
 } from './generation-common.ts';
-
-const SIZES = {
-  /** The engine benchmark's reference configuration (bench/run.ts). */
-  ref: { vocabSize: 2048, dim: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, hiddenDim: 512, maxSeqLen: 256 },
-  /** A bigger small model: ~29M parameters. */
-  large: { vocabSize: 8192, dim: 512, nLayers: 8, nHeads: 8, nKvHeads: 4, hiddenDim: 1536, maxSeqLen: 256 },
-} as const;
 
 interface EngineResult {
   engine: 'psm' | 'llama.cpp';
