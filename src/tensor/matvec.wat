@@ -164,34 +164,84 @@
 
   ;; y = QuickGelu(g) * u elementwise (SwiGLU with the sigmoid that ONNX Runtime's QuickGelu computes): MLAS's
   ;; logistic, a ratio of odd and even polynomials in x clamped to [-18, 18], each step a fused multiply-add (its
-  ;; FMA3 kernel), the ratio plus 1/2 clamped to [0, 1]; then times x, then times u. The FMA is emulated exactly.
+  ;; FMA3 kernel), the ratio plus 1/2 clamped to [0, 1]; then times x, then times u. The FMA is emulated exactly,
+  ;; two elements at a time in doubles ($fma2), a last odd element alone.
   (func (export "swiglu") (param $g i32) (param $u i32) (param $y i32) (param $n i32)
-    (local $end i32) (local $x f32) (local $v f32) (local $v2 f32) (local $p f32) (local $q f32) (local $r f32)
-    (local.set $end (i32.add (local.get $g) (i32.shl (local.get $n) (i32.const 2))))
+    (local $pairsEnd i32) (local $x v128) (local $v v128) (local $v2 v128) (local $p v128) (local $q v128)
+    (local $r v128)
+    (local.set $pairsEnd (i32.add (local.get $g) (i32.shl (i32.and (local.get $n) (i32.const -2)) (i32.const 2))))
     (block $done
       (loop $each
-        (br_if $done (i32.ge_u (local.get $g) (local.get $end)))
-        (local.set $x (f32.load (local.get $g)))
-        (local.set $v (f32.min (f32.const 18) (f32.max (f32.const -18) (local.get $x))))
-        (local.set $v2 (f32.mul (local.get $v) (local.get $v)))
-        (local.set $p (call $fma (local.get $v2) (f32.const 0x1.806aa2p-35) (f32.const 0x1.f09d96p-24)))
-        (local.set $p (call $fma (local.get $p) (local.get $v2) (f32.const 0x1.fe8276p-15)))
-        (local.set $p (call $fma (local.get $p) (local.get $v2) (f32.const 0x1.16fabp-7)))
-        (local.set $p (call $fma (local.get $p) (local.get $v2) (f32.const 0x1.fc7e64p-3)))
-        (local.set $p (f32.mul (local.get $p) (local.get $v)))
-        (local.set $q (call $fma (local.get $v2) (f32.const 0x1.5789eap-41) (f32.const 0x1.8be4f6p-28)))
-        (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.a62fbap-18)))
-        (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.be2a7ep-10)))
-        (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.de7c3p-4)))
-        (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.fc7e68p-1)))
-        (local.set $r (f32.add (f32.div (local.get $p) (local.get $q)) (f32.const 0.5)))
-        (local.set $r (f32.min (f32.const 1) (f32.max (f32.const 0) (local.get $r))))
-        (f32.store (local.get $y)
-          (f32.mul (f32.mul (local.get $x) (local.get $r)) (f32.load (local.get $u))))
-        (local.set $g (i32.add (local.get $g) (i32.const 4)))
-        (local.set $u (i32.add (local.get $u) (i32.const 4)))
-        (local.set $y (i32.add (local.get $y) (i32.const 4)))
-        (br $each))))
+        (br_if $done (i32.ge_u (local.get $g) (local.get $pairsEnd)))
+        ;; Lanes 0 and 1 carry the two elements; lanes 2 and 3 are zero and unused.
+        (local.set $x (v128.load64_zero (local.get $g)))
+        (local.set $v (f32x4.min (v128.const f32x4 18 18 18 18)
+          (f32x4.max (v128.const f32x4 -18 -18 -18 -18) (local.get $x))))
+        (local.set $v2 (f64x2.promote_low_f32x4 (f32x4.mul (local.get $v) (local.get $v))))
+        (local.set $p (call $fma2 (local.get $v2)
+          (v128.const f64x2 0x1.806aa2p-35 0x1.806aa2p-35) (v128.const f64x2 0x1.f09d96p-24 0x1.f09d96p-24)))
+        (local.set $p (call $fma2 (local.get $p) (local.get $v2) (v128.const f64x2 0x1.fe8276p-15 0x1.fe8276p-15)))
+        (local.set $p (call $fma2 (local.get $p) (local.get $v2) (v128.const f64x2 0x1.16fabp-7 0x1.16fabp-7)))
+        (local.set $p (call $fma2 (local.get $p) (local.get $v2) (v128.const f64x2 0x1.fc7e64p-3 0x1.fc7e64p-3)))
+        (local.set $p (f32x4.mul (f32x4.demote_f64x2_zero (local.get $p)) (local.get $v)))
+        (local.set $q (call $fma2 (local.get $v2)
+          (v128.const f64x2 0x1.5789eap-41 0x1.5789eap-41) (v128.const f64x2 0x1.8be4f6p-28 0x1.8be4f6p-28)))
+        (local.set $q (call $fma2 (local.get $q) (local.get $v2) (v128.const f64x2 0x1.a62fbap-18 0x1.a62fbap-18)))
+        (local.set $q (call $fma2 (local.get $q) (local.get $v2) (v128.const f64x2 0x1.be2a7ep-10 0x1.be2a7ep-10)))
+        (local.set $q (call $fma2 (local.get $q) (local.get $v2) (v128.const f64x2 0x1.de7c3p-4 0x1.de7c3p-4)))
+        (local.set $q (call $fma2 (local.get $q) (local.get $v2) (v128.const f64x2 0x1.fc7e68p-1 0x1.fc7e68p-1)))
+        ;; Lanes 2 and 3 divide 0 by 0; their NaNs are not stored.
+        (local.set $r (f32x4.add
+          (f32x4.div (local.get $p) (f32x4.demote_f64x2_zero (local.get $q))) (v128.const f32x4 0.5 0.5 0.5 0.5)))
+        (local.set $r (f32x4.min (v128.const f32x4 1 1 1 1) (f32x4.max (v128.const f32x4 0 0 0 0) (local.get $r))))
+        (v128.store64_lane 0 (local.get $y)
+          (f32x4.mul (f32x4.mul (local.get $x) (local.get $r)) (v128.load64_zero (local.get $u))))
+        (local.set $g (i32.add (local.get $g) (i32.const 8)))
+        (local.set $u (i32.add (local.get $u) (i32.const 8)))
+        (local.set $y (i32.add (local.get $y) (i32.const 8)))
+        (br $each)))
+    (if (i32.and (local.get $n) (i32.const 1))
+      (then (f32.store (local.get $y)
+        (call $swigluOne (f32.load (local.get $g)) (f32.load (local.get $u)))))))
+
+  ;; One element of swiglu, with the scalar FMA.
+  (func $swigluOne (param $x f32) (param $u f32) (result f32)
+    (local $v f32) (local $v2 f32) (local $p f32) (local $q f32) (local $r f32)
+    (local.set $v (f32.min (f32.const 18) (f32.max (f32.const -18) (local.get $x))))
+    (local.set $v2 (f32.mul (local.get $v) (local.get $v)))
+    (local.set $p (call $fma (local.get $v2) (f32.const 0x1.806aa2p-35) (f32.const 0x1.f09d96p-24)))
+    (local.set $p (call $fma (local.get $p) (local.get $v2) (f32.const 0x1.fe8276p-15)))
+    (local.set $p (call $fma (local.get $p) (local.get $v2) (f32.const 0x1.16fabp-7)))
+    (local.set $p (call $fma (local.get $p) (local.get $v2) (f32.const 0x1.fc7e64p-3)))
+    (local.set $p (f32.mul (local.get $p) (local.get $v)))
+    (local.set $q (call $fma (local.get $v2) (f32.const 0x1.5789eap-41) (f32.const 0x1.8be4f6p-28)))
+    (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.a62fbap-18)))
+    (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.be2a7ep-10)))
+    (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.de7c3p-4)))
+    (local.set $q (call $fma (local.get $q) (local.get $v2) (f32.const 0x1.fc7e68p-1)))
+    (local.set $r (f32.add (f32.div (local.get $p) (local.get $q)) (f32.const 0.5)))
+    (local.set $r (f32.min (f32.const 1) (f32.max (f32.const 0) (local.get $r))))
+    (f32.mul (f32.mul (local.get $x) (local.get $r)) (local.get $u)))
+
+  ;; $fma on two lanes of doubles that hold floats; the result rounded to float, held as a double. Where either
+  ;; lane's double sum lands on a midpoint between two floats, both take the scalar $fma.
+  (func $fma2 (param $a v128) (param $b v128) (param $c v128) (result v128)
+    (local $s v128)
+    (local.set $s (f64x2.add (f64x2.mul (local.get $a) (local.get $b)) (local.get $c)))
+    (if (v128.any_true (i64x2.eq
+          (v128.and (local.get $s) (v128.const i64x2 0x1fffffff 0x1fffffff))
+          (v128.const i64x2 0x10000000 0x10000000)))
+      (then
+        (return (f64x2.replace_lane 1
+          (f64x2.splat (f64.promote_f32 (call $fma
+            (f32.demote_f64 (f64x2.extract_lane 0 (local.get $a)))
+            (f32.demote_f64 (f64x2.extract_lane 0 (local.get $b)))
+            (f32.demote_f64 (f64x2.extract_lane 0 (local.get $c))))))
+          (f64.promote_f32 (call $fma
+            (f32.demote_f64 (f64x2.extract_lane 1 (local.get $a)))
+            (f32.demote_f64 (f64x2.extract_lane 1 (local.get $b)))
+            (f32.demote_f64 (f64x2.extract_lane 1 (local.get $c)))))))))
+    (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (local.get $s))))
 
   ;; a * b + c rounded once to float. The product of two floats is exact in a double, so the double sum differs from
   ;; the exact one by less than half a double's ulp and rounds to the same float, unless it lands exactly on a midpoint
