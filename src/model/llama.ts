@@ -174,13 +174,24 @@ export function checkConfigFitsWeights(config: LlamaConfig, weightBytes: number,
 const WEIGHT_MEMORY_MIN_PARAMS = 1 << 22;
 let weightMemoryMinParams: number | null = null;
 
+/** PSM_WEIGHT_MEMORY: on (every model), off (none) or auto (the rule below, and the default). */
+function weightMemoryFromEnvironment(): number | null {
+  const choice = process.env.PSM_WEIGHT_MEMORY ?? 'auto';
+  if (choice === 'on') return 0;
+  if (choice === 'off') return Infinity;
+  if (choice === 'auto') return null;
+  throw new Error(`PSM_WEIGHT_MEMORY must be on, off or auto, not ${JSON.stringify(choice)}`);
+}
+
 /**
  * Whether a model keeps its weights in a WeightMemory: from 16 MB of weights, and below that when every head has
  * its own kv head, whose decoding step of one sequence then runs without a graph (src/tensor/ort-attention.ts;
  * grouped heads keep two graphs per layer, which cost a small model more than the faster matmul saves).
+ * PSM_WEIGHT_MEMORY overrides the rule for the process, setWeightMemoryMinParams for the models made after it.
  */
 function wantsWeightMemory(config: LlamaConfig, params: number): boolean {
-  if (weightMemoryMinParams !== null) return params >= weightMemoryMinParams;
+  const minParams = weightMemoryMinParams ?? weightMemoryFromEnvironment();
+  if (minParams !== null) return params >= minParams;
   return params >= WEIGHT_MEMORY_MIN_PARAMS || config.nHeads === config.nKvHeads;
 }
 
