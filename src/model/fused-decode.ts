@@ -22,7 +22,7 @@ import {
   type DecodeLayerShape,
 } from '../tensor/ort-decode.ts';
 import { matvecDecodeGraphs, type OrtMatvecDecodeGraphs } from '../tensor/ort-decode-matvec.ts';
-import { matvecMatchesOrt } from '../tensor/ort-matmul.ts';
+import { matvecPaysOff } from '../tensor/ort-matmul.ts';
 import { RowBuffers } from '../tensor/row-buffers.ts';
 import type { WeightMemory } from '../tensor/weight-memory.ts';
 import { architectureOf, hasQkNorm, headDim, layerRope, layerWindow } from './config.ts';
@@ -284,13 +284,13 @@ export function fusedDecodeStep(
 
 /**
  * The one-row matmul and its graphs for a step of one sequence, or null when a weight is not in the model's
- * WeightMemory (a model too small to have one, or a parameter since replaced by another array) or when the kernel
- * does not sum as this machine's ONNX Runtime does.
+ * WeightMemory (a model too small to have one, or a parameter since replaced by another array), when the kernel
+ * does not sum as this machine's ONNX Runtime does, or when it streams these weights slower (see matvecPaysOff).
  */
 function matvecSetup(model: LlamaModel, plan: DecodePlan) {
   const memory = model.weightMemory;
   const graphs = memory ? matvecDecodeGraphs() : null;
-  if (!memory || !graphs || !matvecMatchesOrt()) return null;
+  if (!memory || !graphs || !matvecPaysOff(memory)) return null;
   const held = (t: Tensor): boolean => memory.holds(t.data);
   for (const l of plan.layers) if (![l.q, l.k, l.v, l.o, l.gate, l.up, l.down].every(held)) return null;
   return { memory, graphs };

@@ -53,6 +53,65 @@ export function matvecMatchesOrt(): boolean {
   return matvecChecked;
 }
 
+/** Weights (floats) below which the one-row kernel is used without timing it: they stay in the CPU's caches. */
+const UNTIMED_FLOATS = 1 << 22;
+/** The most weights (floats, 128 MB) timed: past any CPU's caches, and a tenth of a second per kernel here. */
+const TIMED_FLOATS = 1 << 25;
+
+const streamsFaster = new WeakMap<WeightMemory, boolean>();
+
+/**
+ * True when one-row products against `memory`'s weights should run on the WebAssembly kernel rather than ONNX
+ * Runtime's: always where its bits match and the weights are small enough to stay in the CPU's caches (there the
+ * kernel is faster, and it lets a decoding step skip graph runs); for larger weights, where both kernels wait on
+ * memory and which streams faster depends on the CPU (one sequential stream against MLAS's four rows at once), by
+ * timing both over the memory's own matrices (the first 128 MB of them), alternated three times, once per memory.
+ * Either gives the same bits.
+ */
+export function matvecPaysOff(memory: WeightMemory): boolean {
+  let faster = streamsFaster.get(memory);
+  if (faster !== undefined) return faster;
+  faster = matvecMatchesOrt();
+  const matrices: { shape: readonly number[]; w: Float32Array }[] = [];
+  let floats = 0;
+  memory.shapes.forEach((shape, i) => {
+    if (shape.length !== 2 || floats >= TIMED_FLOATS) return;
+    matrices.push({ shape, w: memory.views[i] });
+    floats += memory.views[i].length;
+  });
+  if (faster && floats >= UNTIMED_FLOATS) {
+    const gemm = new OrtGraph(gemmGraph(false, true), 1);
+    const inputs = matrices.map(({ shape }) => new Float32Array(shape[1]).fill(1));
+    const timed = (pass: () => void): number => {
+      const start = performance.now();
+      pass();
+      return performance.now() - start;
+    };
+    const wasm: number[] = [];
+    const ort: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      wasm.push(
+        timed(() =>
+          matrices.forEach(({ shape: [rows, cols], w }, i) =>
+            memory.matvec(w, rows, cols, inputs[i], new Float32Array(rows)),
+          ),
+        ),
+      );
+      ort.push(
+        timed(() =>
+          matrices.forEach(({ shape: [rows, cols], w }, i) =>
+            gemm.run({ A: [inputs[i], [1, cols]], B: [w, [rows, cols]] }),
+          ),
+        ),
+      );
+    }
+    const median = (xs: number[]): number => xs.sort((a, b) => a - b)[1];
+    faster = median(wasm) <= median(ort);
+  }
+  streamsFaster.set(memory, faster);
+  return faster;
+}
+
 function layoutGraph(transA: boolean, transB: boolean, batched: boolean): GraphSpec {
   if (!batched) return gemmGraph(transA, transB);
   const nodes: OnnxNode[] = [];
@@ -93,7 +152,7 @@ export class OrtMatmulBackend implements MatmulBackend {
     // One row against weights in a WeightMemory: the WebAssembly kernel, which sums as MLAS's one-row kernel does.
     if (m === 1 && batch === 1 && transB && !transA) {
       const memory = weightMemoryOf(b);
-      if (memory?.fits(n, k) && matvecMatchesOrt()) {
+      if (memory?.fits(n, k) && matvecPaysOff(memory)) {
         const y = new Float32Array(n);
         memory.matvec(b, n, k, a, y);
         return y;

@@ -80,6 +80,8 @@ export class WeightMemory {
     instance: WasmInstance,
     /** The parameters' views, in the order of the shapes given. */
     readonly views: Float32Array[],
+    /** The shapes the memory was made for, in the same order. */
+    readonly shapes: readonly (readonly number[])[],
     /**
      * Byte offsets of the scratch input row (zero-padded to a multiple of 8 floats), a second input row, the output
      * row and the operand.
@@ -141,6 +143,7 @@ export class WeightMemory {
       memory,
       instance,
       views,
+      shapes,
       { xAt, uAt, yAt, operandAt },
       maxCols,
       maxRows,

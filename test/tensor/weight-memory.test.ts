@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { swigluGraphSpec } from '../../src/tensor/ort-decode-matvec.ts';
-import { matvecMatchesOrt } from '../../src/tensor/ort-matmul.ts';
+import { matvecMatchesOrt, matvecPaysOff, OrtMatmulBackend } from '../../src/tensor/ort-matmul.ts';
 import { ortAvailable, OrtGraph } from '../../src/tensor/ort-session.ts';
 import { gemmGraph } from '../../src/tensor/kernel-graphs.ts';
 import { Rng } from '../../src/tensor/random.ts';
@@ -114,6 +114,26 @@ describe.skipIf(!ortAvailable())('WeightMemory.matvec', () => {
 
   it("is used only where it matches this machine's ONNX Runtime (MLAS's x86 kernel order)", () => {
     expect(matvecMatchesOrt()).toBe(process.arch === 'x64');
+  });
+
+  it('is chosen over ONNX Runtime by timing where the weights outgrow the caches; the bits are the same', () => {
+    const small = WeightMemory.create([[64, 64]])!;
+    expect(matvecPaysOff(small)).toBe(matvecMatchesOrt());
+    const large = WeightMemory.create([[2048, 1024], [1024, 2048], [8]])!;
+    const rng = new Rng(4);
+    for (const v of large.views) for (let j = 0; j < v.length; j++) v[j] = rng.gaussian();
+    const choice = matvecPaysOff(large);
+    expect(typeof choice).toBe('boolean');
+    // Timed once per memory.
+    expect(matvecPaysOff(large)).toBe(choice);
+    const x = Float32Array.from({ length: 1024 }, () => rng.gaussian());
+    const backend = new OrtMatmulBackend(1);
+    const spec = { batch: 1, m: 1, n: 2048, k: 1024, transA: false, transB: true };
+    const want = new OrtGraph(gemmGraph(false, true), 1).run({
+      A: [x, [1, 1024]],
+      B: [large.views[0], [2048, 1024]],
+    }).Y;
+    expect(sameBits(backend.matmul(x, large.views[0], spec), want)).toBe(true);
   });
 
   it('refuses weights outside the memory and shapes that do not fit', () => {
