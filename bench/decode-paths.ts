@@ -23,7 +23,8 @@ if (!(size in GENERATION_SIZES))
 const tokens = intArg('tokens', 100);
 const runs = intArg('runs', 15);
 const warmup = intArg('warmup', 20);
-configureBackend({ threads: intArg('threads', 1) });
+const threads = intArg('threads', 1);
+configureBackend({ threads });
 
 const config = parseLlamaConfig(GENERATION_SIZES[size]);
 const made = (minParams: number): LlamaModel => {
@@ -39,7 +40,7 @@ const paths = [
 const memory = paths[0].model.weightMemory;
 if (!memory) throw new Error('this runtime could not make a WeightMemory');
 // Where ONNX Runtime's kernel streams these weights faster, the WeightMemory's model decodes on the graphs too.
-const oneRow = matvecPaysOff(memory);
+const oneRow = matvecPaysOff(memory, threads);
 const prompt = promptIds(intArg('prompt-tokens', 16), config.vocabSize);
 const once = (model: LlamaModel) => generate(model, prompt, { maxNewTokens: tokens, temperature: 0 });
 

@@ -290,7 +290,7 @@ export function fusedDecodeStep(
 function matvecSetup(model: LlamaModel, plan: DecodePlan) {
   const memory = model.weightMemory;
   const graphs = memory ? matvecDecodeGraphs() : null;
-  if (!memory || !graphs || !matvecPaysOff(memory)) return null;
+  if (!memory || !graphs || !matvecPaysOff(memory, graphs.threads)) return null;
   const held = (t: Tensor): boolean => memory.holds(t.data);
   for (const l of plan.layers) if (![l.q, l.k, l.v, l.o, l.gate, l.up, l.down].every(held)) return null;
   return { memory, graphs };

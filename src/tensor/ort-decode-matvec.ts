@@ -162,7 +162,7 @@ export class OrtMatvecDecodeGraphs {
   private readonly cache: GraphCache;
   private readonly feeds = new PreparedFeeds();
 
-  constructor(threads: number) {
+  constructor(readonly threads: number) {
     this.cache = new GraphCache(threads);
   }
 

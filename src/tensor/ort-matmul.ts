@@ -58,18 +58,21 @@ const UNTIMED_FLOATS = 1 << 22;
 /** The most weights (floats, 128 MB) timed: past any CPU's caches, and a tenth of a second per kernel here. */
 const TIMED_FLOATS = 1 << 25;
 
-const streamsFaster = new WeakMap<WeightMemory, boolean>();
+const streamsFaster = new WeakMap<WeightMemory, Map<number, boolean>>();
 
 /**
  * True when one-row products against `memory`'s weights should run on the WebAssembly kernel rather than ONNX
  * Runtime's: always where its bits match and the weights are small enough to stay in the CPU's caches (there the
  * kernel is faster, and it lets a decoding step skip graph runs); for larger weights, where both kernels wait on
  * memory and which streams faster depends on the CPU (one sequential stream against MLAS's four rows at once), by
- * timing both over the memory's own matrices (the first 128 MB of them), alternated three times, once per memory.
+ * timing both in wall time over the memory's own matrices (the first 128 MB of them), ONNX Runtime on `threads`
+ * threads, alternated three times, once per memory and thread count.
  * Either gives the same bits.
  */
-export function matvecPaysOff(memory: WeightMemory): boolean {
-  let faster = streamsFaster.get(memory);
+export function matvecPaysOff(memory: WeightMemory, threads: number): boolean {
+  let byThreads = streamsFaster.get(memory);
+  if (!byThreads) streamsFaster.set(memory, (byThreads = new Map()));
+  let faster = byThreads.get(threads);
   if (faster !== undefined) return faster;
   faster = matvecMatchesOrt();
   const matrices: { shape: readonly number[]; w: Float32Array }[] = [];
@@ -80,7 +83,8 @@ export function matvecPaysOff(memory: WeightMemory): boolean {
     floats += memory.views[i].length;
   });
   if (faster && floats >= UNTIMED_FLOATS) {
-    const gemm = new OrtGraph(gemmGraph(false, true), 1);
+    // ONNX Runtime on the backend's threads (its graphs split the rows), against the one-threaded kernel.
+    const gemm = new OrtGraph(gemmGraph(false, true), threads);
     const inputs = matrices.map(({ shape }) => new Float32Array(shape[1]).fill(1));
     const timed = (pass: () => void): number => {
       const start = performance.now();
@@ -108,7 +112,7 @@ export function matvecPaysOff(memory: WeightMemory): boolean {
     const median = (xs: number[]): number => xs.sort((a, b) => a - b)[1];
     faster = median(wasm) <= median(ort);
   }
-  streamsFaster.set(memory, faster);
+  byThreads.set(threads, faster);
   return faster;
 }
 
@@ -152,7 +156,7 @@ export class OrtMatmulBackend implements MatmulBackend {
     // One row against weights in a WeightMemory: the WebAssembly kernel, which sums as MLAS's one-row kernel does.
     if (m === 1 && batch === 1 && transB && !transA) {
       const memory = weightMemoryOf(b);
-      if (memory?.fits(n, k) && matvecPaysOff(memory)) {
+      if (memory?.fits(n, k) && matvecPaysOff(memory, this.threads)) {
         const y = new Float32Array(n);
         memory.matvec(b, n, k, a, y);
         return y;

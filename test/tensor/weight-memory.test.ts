@@ -118,14 +118,14 @@ describe.skipIf(!ortAvailable())('WeightMemory.matvec', () => {
 
   it('is chosen over ONNX Runtime by timing where the weights outgrow the caches; the bits are the same', () => {
     const small = WeightMemory.create([[64, 64]])!;
-    expect(matvecPaysOff(small)).toBe(matvecMatchesOrt());
+    expect(matvecPaysOff(small, 1)).toBe(matvecMatchesOrt());
     const large = WeightMemory.create([[2048, 1024], [1024, 2048], [8]])!;
     const rng = new Rng(4);
     for (const v of large.views) for (let j = 0; j < v.length; j++) v[j] = rng.gaussian();
-    const choice = matvecPaysOff(large);
+    const choice = matvecPaysOff(large, 1);
     expect(typeof choice).toBe('boolean');
     // Timed once per memory.
-    expect(matvecPaysOff(large)).toBe(choice);
+    expect(matvecPaysOff(large, 1)).toBe(choice);
     const x = Float32Array.from({ length: 1024 }, () => rng.gaussian());
     const backend = new OrtMatmulBackend(1);
     const spec = { batch: 1, m: 1, n: 2048, k: 1024, transA: false, transB: true };
