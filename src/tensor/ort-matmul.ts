@@ -55,7 +55,7 @@ export function matvecMatchesOrt(): boolean {
 
 /** Weights (floats) below which the one-row kernel is used without timing it: they stay in the CPU's caches. */
 const UNTIMED_FLOATS = 1 << 22;
-/** The most weights (floats, 128 MB) timed: past any CPU's caches, and a tenth of a second per kernel here. */
+/** The most weights (floats, 128 MB) timed: past any CPU's caches, and a short pause on a large model's first use. */
 const TIMED_FLOATS = 1 << 25;
 
 const streamsFaster = new WeakMap<WeightMemory, Map<number, boolean>>();
