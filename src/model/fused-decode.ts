@@ -7,8 +7,9 @@
  * and Gemma 3 (its norms scaled by 1 + weight, GeGLU, embedding and attention scales are computed in JS there).
  *
  * A step of one sequence on a model whose weights are in a WeightMemory runs its projections on the WebAssembly
- * one-row matmul instead, which reads the weights faster than ONNX Runtime's one-row kernel with the same sums, and
- * the ops between them on the small graphs of src/tensor/ort-decode-matvec.ts; again with the same logits.
+ * one-row matmul instead, where that reads the weights faster than ONNX Runtime's one-row kernel (with the same
+ * sums), and the ops between them through src/tensor/ort-decode-matvec.ts: in JS and WebAssembly where those have
+ * this machine's ONNX Runtime's bits, else on small graphs; again with the same logits.
  */
 import { isGradEnabled, Tensor } from '../autograd/tensor.ts';
 import { causalSoftmaxInPlace, ropeTables } from '../tensor/kernels.ts';

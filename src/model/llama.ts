@@ -169,7 +169,8 @@ export function checkConfigFitsWeights(config: LlamaConfig, weightBytes: number,
 
 /**
  * Parameters (16 MB of weights) from which every model keeps its weights in a WeightMemory: decoding one sequence
- * is then bound by streaming the weights, which the WebAssembly matmul does faster.
+ * is then bound by streaming the weights, which the WebAssembly matmul does faster on some CPUs (the faster kernel
+ * is timed on first use: matvecPaysOff in src/tensor/ort-matmul.ts).
  */
 const WEIGHT_MEMORY_MIN_PARAMS = 1 << 22;
 let weightMemoryMinParams: number | null = null;
@@ -208,8 +209,8 @@ export class LlamaModel {
   readonly adapters = new Map<string, LoraAdapter>();
 
   /**
-   * The WebAssembly memory the parameters live in, for models large enough that decoding one sequence is bound by
-   * streaming the weights (src/tensor/weight-memory.ts); null when they are ordinary arrays.
+   * The WebAssembly memory the parameters live in (src/tensor/weight-memory.ts; see wantsWeightMemory for which
+   * models); null when they are ordinary arrays.
    */
   readonly weightMemory: WeightMemory | null;
 

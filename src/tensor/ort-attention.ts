@@ -12,20 +12,16 @@
  *
  * Both matmuls take those kernels only with one query row per kv head, so this covers models whose every head has
  * its own keys and values; others keep the graphs. MLAS picks its kernels by CPU, so the first use on each layer
- * shape checks itself against the graphs ({@link attentionMatchesOrt}) and keeps the graphs where any bit differs.
+ * shape checks itself against the graphs (OrtMatvecDecodeGraphs.attentionRunsInJs) and keeps the graphs where any bit
+ * differs.
  */
 import type { DecodeLayerShape } from './ort-decode.ts';
+import type { ScoresWeights } from './ort-decode-matvec.ts';
 import { fmaFloat, rmsNormLikeOrt, rmsNormMatchesOrt, rmsNormWidthSupported } from './ort-rmsnorm.ts';
 import { rowFor, type RowBuffers } from './row-buffers.ts';
 import type { WeightMemory } from './weight-memory.ts';
 
 const f = Math.fround;
-
-/** The weights of the scores' projection tail (q/k/v biases, q/k norms), as the graphs take them. */
-export interface AttentionTailWeights {
-  bias?: { q: Float32Array; k: Float32Array; v: Float32Array };
-  qkNorm?: { q: Float32Array; k: Float32Array };
-}
 
 /** True when the layer shape is one this replica covers (the self-check still decides whether it is used). */
 export function attentionShapeSupported(s: DecodeLayerShape): boolean {
@@ -73,7 +69,7 @@ export function scoresLikeOrt(
   memory: WeightMemory,
   s: DecodeLayerShape,
   qkv: { q: Float32Array; k: Float32Array; v: Float32Array },
-  w: AttentionTailWeights,
+  w: ScoresWeights,
   rope: { cos: Float32Array; sin: Float32Array },
   cache: { keys: Float32Array; capacity: number },
   past: number,

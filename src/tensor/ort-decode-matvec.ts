@@ -32,7 +32,9 @@ import {
 } from './ort-decode.ts';
 import { attendedLikeOrt, attentionShapeSupported, scoresLikeOrt } from './ort-attention.ts';
 import { rmsNormLikeOrt, rmsNormMatchesOrt, rmsNormWidthSupported } from './ort-rmsnorm.ts';
+import { Rng } from './random.ts';
 import { rowFor, type RowBuffers } from './row-buffers.ts';
+import { sameBits } from './same-bits.ts';
 import { GraphCache, type Feed, type GraphSpec, type OrtGraph, type PreparedFeed } from './ort-session.ts';
 import { WeightMemory } from './weight-memory.ts';
 
@@ -198,15 +200,9 @@ export class OrtMatvecDecodeGraphs {
     const capacity = 16;
     const memory = WeightMemory.create([], { rows: capacity, cols: hd });
     if (!memory) return false;
-    let state = 0x2545f491;
+    const rng = new Rng(3);
     const random = (n: number, lo = -2, hi = 2): Float32Array =>
-      Float32Array.from({ length: n }, () => {
-        state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-        return lo + ((hi - lo) * state) / 2 ** 32;
-      });
-    const same = (a: Float32Array, b: Float32Array): boolean =>
-      a.length === b.length &&
-      new Uint32Array(a.slice().buffer).every((v, i) => v === new Uint32Array(b.slice().buffer)[i]);
+      Float32Array.from({ length: n }, () => lo + (hi - lo) * rng.next());
     const w: ScoresWeights = {
       bias: s.qkvBias ? { q: random(h * hd), k: random(hkv * hd), v: random(hkv * hd) } : undefined,
       qkNorm: s.qkNorm ? { q: random(hd, 0.5, 1.5), k: random(hd, 0.5, 1.5) } : undefined,
@@ -217,12 +213,17 @@ export class OrtMatvecDecodeGraphs {
       const keys = random(hkv * capacity * hd);
       const graph = this.scores(s, qkv, w, rope, { keys: keys.slice(), capacity }, past);
       const js = scoresLikeOrt(memory, s, qkv, w, rope, { keys: keys.slice(), capacity }, past);
-      if (!same(graph.key, js.key) || !same(graph.value, js.value) || !same(graph.scores, js.scores))
+      if (
+        !sameBits(graph.key, js.key) ||
+        !sameBits(graph.value, js.value) ||
+        !sameBits(graph.scores, js.scores)
+      )
         return false;
       const values = random(hkv * capacity * hd);
       const probs = random(h * (past + 1), 0, 1);
       const attended = this.attended(s, probs, { values, capacity }, past + 1);
-      if (!same(attended, attendedLikeOrt(memory, s, probs, { values, capacity }, past + 1))) return false;
+      if (!sameBits(attended, attendedLikeOrt(memory, s, probs, { values, capacity }, past + 1)))
+        return false;
     }
     return true;
   }
@@ -352,11 +353,8 @@ export class OrtMatvecDecodeGraphs {
       [n, 8],
       [8, n],
     ]);
-    let state = 0x9e3779b9;
-    const random = (): number => {
-      state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-      return state / 2 ** 32 - 0.5;
-    };
+    const rng = new Rng(4);
+    const random = (): number => rng.next() - 0.5;
     const gate = Float32Array.from({ length: n }, (_, i) => random() * 2 ** ((i % 16) - 5) * 3);
     gate.set([0, -0, 18, -18, 17.999998, -18.000002, 1e-30, -1e-30]);
     const up = Float32Array.from({ length: n }, () => random() * 4);
@@ -367,9 +365,7 @@ export class OrtMatvecDecodeGraphs {
       const want = graph.run({ G: [gate, [1, n]], U: [up, [1, n]] }).M;
       const got = new Float32Array(n);
       memory.swiglu(gate, up, got);
-      const a = new Uint32Array(want.buffer, want.byteOffset, n);
-      const b = new Uint32Array(got.buffer);
-      ok = a.every((v, i) => v === b[i]);
+      ok = sameBits(got, want);
     }
     this.swigluChecked = ok;
     return ok;

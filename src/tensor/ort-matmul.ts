@@ -9,6 +9,7 @@ import type { MatmulBackend, MatmulSpec } from './matmul.ts';
 import { gemmGraph } from './kernel-graphs.ts';
 import { OrtFusedKernels } from './ort-kernels.ts';
 import { Rng } from './random.ts';
+import { sameBits } from './same-bits.ts';
 import { WeightMemory, weightMemoryOf } from './weight-memory.ts';
 import { GraphCache, OrtGraph, ortAvailable, type GraphSpec } from './ort-session.ts';
 
@@ -48,7 +49,7 @@ export function matvecMatchesOrt(): boolean {
     const want = gemm.run({ A: [x, [1, cols]], B: [w, [rows, cols]] }).Y;
     const got = new Float32Array(rows);
     memory.matvec(w, rows, cols, x, got);
-    return got.every((v, j) => Object.is(v, want[j]));
+    return sameBits(got, want);
   });
   return matvecChecked;
 }

@@ -11,6 +11,7 @@
 import { rmsNormForwardGraph } from './kernel-graphs.ts';
 import { OrtGraph } from './ort-session.ts';
 import { Rng } from './random.ts';
+import { sameBits } from './same-bits.ts';
 
 const f = Math.fround;
 const bits = new Float32Array(1);
@@ -103,7 +104,7 @@ export function rmsNormMatchesOrt(): boolean {
     const w = Float32Array.from({ length: d }, () => rng.gaussian());
     const want = graph.run({ X: [x, [rows, d]], W: [w, [d]] }, ['Y']).Y;
     const got = rmsNormLikeOrt(x, w, eps);
-    return got.every((v, i) => Object.is(v, want[i]));
+    return sameBits(got, want);
   });
   return checked;
 }

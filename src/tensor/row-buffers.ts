@@ -1,7 +1,7 @@
 /**
  * Rows that a decoding step reuses from one step to the next, by role. A step of a small model makes dozens of
- * rows, and every typed array beyond 64 bytes costs V8 an allocation outside its heap and a later sweep, which on
- * the reference model cost more than a tenth of the step. A role's row is valid until the next request for it.
+ * rows, and every typed array beyond 64 bytes costs V8 an allocation outside its heap and a later sweep on a
+ * background thread. A role's row is valid until the next request for it.
  */
 export class RowBuffers {
   private readonly rows = new Map<string, Float32Array>();

@@ -1,7 +1,8 @@
 /**
- * A model's parameters in one WebAssembly memory, so that the one-row matmul of src/tensor/matvec.wat reads the
- * weights where they are. Decoding one sequence streams every weight once per token; that kernel streams them about
- * twice as fast as ONNX Runtime's one-row kernel, with the same sums to the bit (the order is in matvec.wat).
+ * A model's parameters in one WebAssembly memory, so that the kernels of src/tensor/matvec.wat read the weights
+ * where they are. Decoding one sequence streams every weight once per token; the one-row matmul does it with the
+ * same sums as ONNX Runtime's one-row kernel, to the bit (the order is in matvec.wat), faster where the weights stay
+ * in the CPU's caches and, past them, faster or slower by CPU (matvecPaysOff in ort-matmul.ts times the two).
  *
  * The parameters are ordinary Float32Array views of the memory, written in place by loading and training like any
  * other; the memory is made at its full size and never grows, because growing would detach every view.
